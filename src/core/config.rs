@@ -1,0 +1,148 @@
+//! The core's configuration and its validation.
+
+use super::types::NodeId;
+use crate::limits;
+
+/// Settings of one Raft node. Times are in ticks; the runtime decides how long a tick is.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This node's id; must be one of `voters`.
+    pub id: NodeId,
+    /// Every voting member, this node included. Iterated in sorted order.
+    pub voters: Vec<NodeId>,
+    /// E: a follower campaigns after a random timeout in [E, 2E) ticks without a leader.
+    pub election_timeout_ticks: u32,
+    /// The leader sends heartbeats to idle followers this often.
+    pub heartbeat_interval_ticks: u32,
+    /// Ask for pre-votes before starting an election (thesis 9.6), so that a node rejoining from
+    /// a partition does not depose a healthy leader.
+    pub pre_vote: bool,
+    /// A leader that has not heard from a quorum for an election timeout steps down, and
+    /// followers that heard from a leader within the election timeout refuse votes (thesis 6.2).
+    pub check_quorum: bool,
+    /// Most entries in one AppendEntries.
+    pub batch_entries_max: usize,
+    /// Most payload bytes in one AppendEntries.
+    pub batch_bytes_max: usize,
+    /// Most AppendEntries in flight to one follower (pipelining).
+    pub inflight_msgs_max: usize,
+    /// Most payload bytes in flight to one follower.
+    pub inflight_bytes_max: usize,
+    /// Ask the state machine for a snapshot once this many applied entries follow the last
+    /// snapshot; 0 turns snapshots off.
+    pub snapshot_threshold_entries: u64,
+    /// Size of one InstallSnapshot chunk.
+    pub snapshot_chunk_bytes: usize,
+    /// Most uncommitted entries the leader accepts before refusing proposals (backpressure).
+    pub uncommitted_entries_max: usize,
+    /// Seed of the PRNG behind election timeouts; the only source of randomness in the core.
+    pub seed: u64,
+    /// **A planted bug, for testing the simulator only.** When true, a leader commits an entry
+    /// of an earlier term once a majority holds it, which the paper's Figure 8 shows is unsafe.
+    #[doc(hidden)]
+    pub bug_commit_previous_term: bool,
+}
+
+impl Config {
+    /// A configuration with sane defaults for node `id` in a cluster of `voters`.
+    pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
+        Config {
+            id,
+            voters,
+            election_timeout_ticks: 10,
+            heartbeat_interval_ticks: 1,
+            pre_vote: true,
+            check_quorum: true,
+            batch_entries_max: 1024,
+            batch_bytes_max: 1 << 20,
+            inflight_msgs_max: 64,
+            inflight_bytes_max: 64 << 20,
+            snapshot_threshold_entries: 100_000,
+            snapshot_chunk_bytes: 256 << 10,
+            uncommitted_entries_max: 256 << 10,
+            seed: 0,
+            bug_commit_previous_term: false,
+        }
+    }
+
+    /// Checks every setting and their relationships.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.id == 0 {
+            return Err(ConfigError::ZeroId);
+        }
+        let mut sorted = self.voters.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        if sorted.len() != self.voters.len() || sorted.contains(&0) {
+            return Err(ConfigError::BadVoters("voter ids must be distinct and non-zero"));
+        }
+        if !sorted.contains(&self.id) {
+            return Err(ConfigError::BadVoters("this node's id is not among the voters"));
+        }
+        if sorted.len() > limits::CLUSTER_NODES_MAX {
+            return Err(ConfigError::BadVoters("more voters than limits::CLUSTER_NODES_MAX"));
+        }
+        if self.heartbeat_interval_ticks == 0 {
+            return Err(ConfigError::Bound { field: "heartbeat_interval_ticks", reason: "must be at least 1" });
+        }
+        if self.election_timeout_ticks <= self.heartbeat_interval_ticks {
+            return Err(ConfigError::ElectionNotAboveHeartbeat {
+                election_timeout_ticks: self.election_timeout_ticks,
+                heartbeat_interval_ticks: self.heartbeat_interval_ticks,
+            });
+        }
+        check_range("batch_entries_max", self.batch_entries_max, 1, limits::BATCH_ENTRIES_MAX)?;
+        check_range("batch_bytes_max", self.batch_bytes_max, 1, limits::BATCH_BYTES_MAX)?;
+        check_range("inflight_msgs_max", self.inflight_msgs_max, 1, limits::INFLIGHT_MSGS_MAX)?;
+        check_range("inflight_bytes_max", self.inflight_bytes_max, self.batch_bytes_max, limits::INFLIGHT_BYTES_MAX)?;
+        check_range("snapshot_chunk_bytes", self.snapshot_chunk_bytes, 1, limits::SNAPSHOT_CHUNK_BYTES_MAX)?;
+        check_range("uncommitted_entries_max", self.uncommitted_entries_max, 1, limits::UNCOMMITTED_ENTRIES_MAX)?;
+        Ok(())
+    }
+}
+
+fn check_range(field: &'static str, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError::OutOfRange { field, value, min, max });
+    }
+    Ok(())
+}
+
+/// What is wrong with a [`Config`].
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Node id 0 is reserved for "no node".
+    #[error("node id must not be 0 (0 means \"no node\")")]
+    ZeroId,
+    /// The voter list is unusable.
+    #[error("voters: {0}")]
+    BadVoters(&'static str),
+    /// Elections would fire before a leader could heartbeat.
+    #[error("election_timeout_ticks ({election_timeout_ticks}) must be greater than heartbeat_interval_ticks ({heartbeat_interval_ticks}); etcd's tuning guide advises about 10x")]
+    ElectionNotAboveHeartbeat {
+        /// The configured election timeout.
+        election_timeout_ticks: u32,
+        /// The configured heartbeat interval.
+        heartbeat_interval_ticks: u32,
+    },
+    /// A bound outside its allowed range.
+    #[error("{field} = {value} is outside [{min}, {max}]")]
+    OutOfRange {
+        /// The setting.
+        field: &'static str,
+        /// Its value.
+        value: usize,
+        /// Smallest allowed.
+        min: usize,
+        /// Largest allowed.
+        max: usize,
+    },
+    /// Some other bound is violated.
+    #[error("{field}: {reason}")]
+    Bound {
+        /// The setting.
+        field: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}

@@ -1,0 +1,131 @@
+//! What the core asks its driver to do. The fields encode the ordering rules, so that a driver
+//! cannot send a vote before the vote is durable by mistake.
+
+use super::message::Envelope;
+use super::types::{Entry, HardState, Index, NodeId, Role, Snapshot, Term};
+
+/// Work for the driver, drained by [`super::RawNode::take_output`]. The driver must:
+///
+/// 1. start persisting, in this order, `snapshot`, then `entries` (truncating any stored suffix
+///    from `entries[0].index` first), then `hard_state`;
+/// 2. send `messages` at once, in parallel with that write (thesis 10.2.1);
+/// 3. when the write is durable, send `messages_after_persist` and call
+///    [`super::RawNode::persisted`] with the last entry (or snapshot) written;
+/// 4. restore the state machine from `snapshot` if there is one, then apply
+///    `committed_entries` in order, then serve `read_states` once applied reaches their index;
+/// 5. when `snapshot_wanted` is set, take a snapshot of the state machine at the applied index
+///    and hand it to [`super::RawNode::snapshot_taken`].
+#[derive(Debug, Default)]
+pub struct Output {
+    /// Role, leader or term changed since the last output.
+    pub soft_state: Option<SoftState>,
+    /// Term and vote to make durable before any of `messages_after_persist` leaves.
+    pub hard_state: Option<HardState>,
+    /// A snapshot received from the leader: make it durable, discard the log it covers and
+    /// restore the state machine from it.
+    pub snapshot: Option<Snapshot>,
+    /// Entries to append. When the first index is at or below the stored last index, the stored
+    /// suffix from there is replaced (a conflict, paper Figure 2 AppendEntries step 3).
+    pub entries: Vec<Entry>,
+    /// Messages that may leave now.
+    pub messages: Vec<Envelope>,
+    /// Messages that may leave only once `hard_state`, `snapshot` and `entries` are durable:
+    /// votes, and acknowledgements of appended entries.
+    pub messages_after_persist: Vec<Envelope>,
+    /// Entries known committed and durable here, to apply in order.
+    pub committed_entries: Vec<Entry>,
+    /// Linearizable reads whose read index is known.
+    pub read_states: Vec<ReadState>,
+    /// Reads that could not be served (no leader, leadership lost); the client should retry.
+    pub reads_failed: Vec<u64>,
+    /// The core wants a snapshot of the state machine once `committed_entries` are applied.
+    pub snapshot_wanted: bool,
+    /// Log entries up to and including this index are covered by a snapshot and may be purged.
+    pub compact_upto: Option<Index>,
+}
+
+impl Output {
+    /// True when there is nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.soft_state.is_none()
+            && self.hard_state.is_none()
+            && self.snapshot.is_none()
+            && self.entries.is_empty()
+            && self.messages.is_empty()
+            && self.messages_after_persist.is_empty()
+            && self.committed_entries.is_empty()
+            && self.read_states.is_empty()
+            && self.reads_failed.is_empty()
+            && !self.snapshot_wanted
+            && self.compact_upto.is_none()
+    }
+
+    /// True when this output has something to make durable.
+    pub fn needs_persist(&self) -> bool {
+        self.hard_state.is_some() || self.snapshot.is_some() || !self.entries.is_empty()
+    }
+
+    /// The last (index, term) this output writes: what to report to `persisted` once durable.
+    pub fn last_written(&self) -> Option<(Index, Term)> {
+        if let Some(e) = self.entries.last() {
+            return Some((e.index, e.term));
+        }
+        self.snapshot.as_ref().map(|s| (s.meta.last_included_index, s.meta.last_included_term))
+    }
+}
+
+/// Volatile state worth reporting when it changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SoftState {
+    /// This node's role.
+    pub role: Role,
+    /// The leader this node knows of in `term`.
+    pub leader: Option<NodeId>,
+    /// The current term.
+    pub term: Term,
+}
+
+/// A linearizable read may be served once the state machine has applied `read_index`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadState {
+    /// The caller's request id, as given to [`super::RawNode::read_index`].
+    pub request_id: u64,
+    /// Apply at least this far, then read.
+    pub read_index: Index,
+}
+
+/// Why a proposal was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ProposeError {
+    /// Only the leader takes proposals; retry at `leader` if known.
+    #[error("not the leader (leader hint: {leader:?})")]
+    NotLeader {
+        /// The leader this node knows of.
+        leader: Option<NodeId>,
+    },
+    /// A leadership transfer is under way; retry shortly at the new leader.
+    #[error("leadership transfer in progress")]
+    TransferInProgress,
+    /// Too many uncommitted entries; slow down.
+    #[error("too many uncommitted entries; retry later")]
+    Backpressure,
+    /// The command is larger than `limits::ENTRY_BYTES_MAX`.
+    #[error("command of {size_bytes} bytes exceeds the limit of {limit_bytes}")]
+    TooLarge {
+        /// Its size.
+        size_bytes: usize,
+        /// The limit.
+        limit_bytes: usize,
+    },
+}
+
+/// Why a read could not be started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// No leader is known; retry later.
+    #[error("no leader known")]
+    NoLeader,
+    /// Too many reads pending.
+    #[error("too many pending reads")]
+    Backpressure,
+}

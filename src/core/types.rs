@@ -1,0 +1,92 @@
+//! Small shared types of the Raft core: identifiers, log entries, hard state, snapshots.
+
+use bytes::Bytes;
+
+/// A node's identifier within its cluster. Never 0: 0 means "no node" on the wire.
+pub type NodeId = u64;
+/// A Raft term (paper section 5.1).
+pub type Term = u64;
+/// A log index; the first entry has index 1, index 0 is the empty prefix.
+pub type Index = u64;
+
+/// What an entry carries.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum EntryKind {
+    /// A client command for the state machine.
+    Normal,
+    /// The empty entry a new leader appends at the start of its term, so that it can commit
+    /// (and learn the commit index of) earlier terms' entries (paper section 8, thesis 6.4).
+    Noop,
+}
+
+/// One log entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// The term in which a leader created this entry.
+    pub term: Term,
+    /// The entry's position in the log.
+    pub index: Index,
+    /// What the entry carries.
+    pub kind: EntryKind,
+    /// The command, opaque to the core. `Bytes` so that fanning out to followers does not copy.
+    pub data: Bytes,
+}
+
+impl Entry {
+    /// Bytes this entry counts for batching and flow-control bounds.
+    pub fn size_bytes(&self) -> usize {
+        self.data.len() + 24
+    }
+}
+
+/// The state that must be durable before any message that depends on it is sent
+/// (paper Figure 2, "Persistent state on all servers").
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HardState {
+    /// Latest term this node has seen.
+    pub current_term: Term,
+    /// Candidate that received this node's vote in `current_term`, if any.
+    pub voted_for: Option<NodeId>,
+}
+
+/// Which point in the log a snapshot replaces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SnapshotMeta {
+    /// Index of the last entry the snapshot includes.
+    pub last_included_index: Index,
+    /// Term of that entry.
+    pub last_included_term: Term,
+}
+
+/// A state machine snapshot with the log position it replaces.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Its position in the log.
+    pub meta: SnapshotMeta,
+    /// The state machine's serialized state, opaque to the core.
+    pub data: Bytes,
+}
+
+/// Everything a node had made durable before it stopped, handed back to the core at restart.
+#[derive(Clone, Debug, Default)]
+pub struct Restored {
+    /// Term and vote.
+    pub hard_state: HardState,
+    /// The latest durable snapshot, if any. `entries` follow it.
+    pub snapshot: Option<Snapshot>,
+    /// Durable entries after the snapshot, contiguous and in index order.
+    pub entries: Vec<Entry>,
+}
+
+/// A node's role (paper Figure 4, plus the pre-candidate of thesis 9.6).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// Follows a leader, or waits for one.
+    Follower,
+    /// Asking whether it could win an election, without disturbing anyone's term (pre-vote).
+    PreCandidate,
+    /// Asking for votes in a new term.
+    Candidate,
+    /// Replicates the log.
+    Leader,
+}

@@ -1,0 +1,36 @@
+//! # ringraft
+//!
+//! A high-throughput, benchmark-oriented Raft. One crate, one binary, three jobs: a node, a load
+//! generator and a bench harness.
+//!
+//! The crate is laid out as rooms with one job each; dependencies point one way:
+//!
+//! ```text
+//!   limits ──► core (sans-I/O Raft) ◄── sim (deterministic simulator: net, disk, clock, checker)
+//!          └─► log  (segmented CRC log, io_uring, group commit)
+//!   wire (flatbuffers frames) ─┐
+//!   kv   (state machine)       ├─► runtime (the only glommio user) ─► bin/ringraft.rs
+//!   core, log ─────────────────┘
+//! ```
+//!
+//! * [`core`] is a pure function of (state, input): no clock, no socket, no file, no global
+//!   randomness. Time arrives as ticks; randomness comes from a PRNG seeded through its config.
+//!   Everything it wants done comes back as an [`core::Output`], whose fields encode the ordering
+//!   rules (what may be sent now, what only after the local write is durable).
+//! * [`log`] is the durable log: record batches with CRCs in preallocated segments, recovery that
+//!   tells a torn tail from corruption, and group commit.
+//! * [`sim`] drives several cores and key-value state machines with simulated time, network and
+//!   disk, checks Raft's safety properties at every step and linearizability at the end, and
+//!   replays any failure from one seed.
+//! * [`kv`] is the replicated state machine: a key-value map with client sessions.
+//! * [`wire`] is the flatbuffers schema code and the frame codec, verified at the edge.
+//!
+//! Every bound lives in [`limits`].
+#![deny(missing_docs)]
+
+pub mod core;
+pub mod kv;
+pub mod limits;
+pub mod log;
+pub mod sim;
+pub mod wire;

@@ -1,0 +1,47 @@
+//! Every bound in ringraft, in one place. Relationships between them are checked at compile time,
+//! so that a change to one that breaks another fails the build rather than a production node.
+//!
+//! Names carry their unit last (`_bytes`, `_ticks`, `_entries`).
+
+/// Largest payload of one client command, in bytes.
+pub const ENTRY_BYTES_MAX: usize = 1 << 20;
+
+/// Most entries the leader puts in one AppendEntries message (one record batch).
+pub const BATCH_ENTRIES_MAX: usize = 4096;
+
+/// Most payload bytes the leader puts in one AppendEntries message (one record batch).
+pub const BATCH_BYTES_MAX: usize = 4 << 20;
+
+/// Most AppendEntries messages in flight to one follower (pipelining window, in messages).
+pub const INFLIGHT_MSGS_MAX: usize = 256;
+
+/// Most payload bytes in flight to one follower (pipelining window, in bytes). Sized for the
+/// bandwidth-delay product of a fast link; cross-region configs may lower or raise it up to this.
+pub const INFLIGHT_BYTES_MAX: usize = 256 << 20;
+
+/// Largest chunk of a snapshot sent in one InstallSnapshot message.
+pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1 << 20;
+
+/// Largest snapshot a follower will assemble in memory.
+pub const SNAPSHOT_BYTES_MAX: usize = 1 << 30;
+
+/// Most pending ReadIndex requests a node holds before refusing new ones.
+pub const READ_INDEX_PENDING_MAX: usize = 65_536;
+
+/// Most proposals the leader holds in its log beyond what a quorum has persisted. New proposals
+/// are refused with `ProposeError::Backpressure` above this, which bounds leader memory when
+/// followers or the local disk fall behind.
+pub const UNCOMMITTED_ENTRIES_MAX: usize = 1 << 20;
+
+/// Largest frame accepted on any TCP connection (peer or client), in bytes.
+pub const FRAME_BYTES_MAX: usize = BATCH_BYTES_MAX + (BATCH_ENTRIES_MAX * 16) + (64 << 10);
+
+/// Largest cluster the core supports; the quorum arithmetic uses fixed-size arrays up to this.
+pub const CLUSTER_NODES_MAX: usize = 9;
+
+const _: () = assert!(ENTRY_BYTES_MAX <= BATCH_BYTES_MAX);
+const _: () = assert!(BATCH_BYTES_MAX <= INFLIGHT_BYTES_MAX);
+const _: () = assert!(SNAPSHOT_CHUNK_BYTES_MAX < FRAME_BYTES_MAX);
+const _: () = assert!(BATCH_BYTES_MAX < FRAME_BYTES_MAX);
+const _: () = assert!(SNAPSHOT_CHUNK_BYTES_MAX <= SNAPSHOT_BYTES_MAX);
+const _: () = assert!(CLUSTER_NODES_MAX % 2 == 1);

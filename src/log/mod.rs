@@ -1,0 +1,1 @@
+//! log (to be written).
