@@ -9,7 +9,9 @@ use super::types::{Entry, HardState, Index, NodeId, Role, Snapshot, Term};
 /// 1. start persisting, in this order, `snapshot`, then `entries` (truncating any stored suffix
 ///    from `entries[0].index` first), then `hard_state`;
 /// 2. send `messages` at once, in parallel with that write (thesis 10.2.1);
-/// 3. when the write is durable, send `messages_after_persist` and call
+/// 3. when this write *and every earlier output's write* is durable (writes complete in order;
+///    an output with nothing to write completes when the writes before it do), send
+///    `messages_after_persist` and call
 ///    [`super::RawNode::persisted`] with the last entry (or snapshot) written;
 /// 4. restore the state machine from `snapshot` if there is one, then apply
 ///    `committed_entries` in order, then serve `read_states` once applied reaches their index;
@@ -21,8 +23,9 @@ pub struct Output {
     pub soft_state: Option<SoftState>,
     /// Term and vote to make durable before any of `messages_after_persist` leaves.
     pub hard_state: Option<HardState>,
-    /// A snapshot received from the leader: make it durable, discard the log it covers and
-    /// restore the state machine from it.
+    /// A snapshot received from the leader: make it durable, discard the *whole* stored log
+    /// (entries before and after it; the leader resends what follows) and restore the state
+    /// machine from it.
     pub snapshot: Option<Snapshot>,
     /// Entries to append. When the first index is at or below the stored last index, the stored
     /// suffix from there is replaced (a conflict, paper Figure 2 AppendEntries step 3).

@@ -1,83 +1,976 @@
-//! The Raft state machine: roles, elections, replication, commitment, reads, transfer, snapshots.
+//! The Raft state machine: roles, elections (with pre-vote and check-quorum), replication
+//! (batched and pipelined, with fast backtracking), commitment, ReadIndex, leader transfer and
+//! snapshots. Everything here is a function of (state, input); all effects leave through
+//! [`Output`].
+
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
 use super::config::{Config, ConfigError};
-use super::message::Envelope;
-use super::output::{Output, ProposeError, ReadError};
+use super::message::{Envelope, Message};
+use super::output::{Output, ProposeError, ReadError, ReadState, SoftState};
+use super::progress::{Progress, ProgressState};
 use super::raft_log::RaftLog;
-use super::types::{HardState, Index, NodeId, Restored, Role, Snapshot, Term};
+use super::rng::SplitMix64;
+use super::types::{Entry, EntryKind, HardState, Index, NodeId, Restored, Role, Snapshot, SnapshotMeta, Term};
+use crate::limits;
+
+/// Most committed entries handed out in one output, so one output stays bounded.
+const APPLY_ENTRIES_MAX: usize = 4096;
 
 /// One Raft node's protocol state. Drive it with `tick`, `step`, `propose`, `read_index`,
 /// `persisted`, `snapshot_taken` and `transfer_leader`; after each call (or a batch of calls),
 /// drain [`RawNode::take_output`] and act on it as [`Output`] describes.
 pub struct RawNode {
-    _private: (),
+    config: Config,
+    rng: SplitMix64,
+    /// Peers (voters other than this node), sorted.
+    peers: Vec<NodeId>,
+
+    hard_state: HardState,
+    /// The hard state last handed to the driver; a difference means it must be written.
+    written_hard_state: HardState,
+    role: Role,
+    leader: Option<NodeId>,
+    last_soft_state: Option<SoftState>,
+
+    log: RaftLog,
+    /// The latest snapshot, served to followers behind the compacted prefix.
+    snapshot: Option<Snapshot>,
+    snapshot_requested: bool,
+    /// A follower's snapshot being received in chunks: (meta, bytes so far).
+    incoming_snapshot: Option<(SnapshotMeta, Vec<u8>)>,
+    /// A snapshot installed from the leader, not yet handed to the driver.
+    installed_snapshot: Option<Snapshot>,
+
+    election_elapsed_ticks: u32,
+    heartbeat_elapsed_ticks: u32,
+    randomized_election_timeout_ticks: u32,
+
+    /// Votes received as pre-candidate or candidate.
+    votes: BTreeMap<NodeId, bool>,
+    /// Leader only: one entry per peer.
+    progress: BTreeMap<NodeId, Progress>,
+    lead_transferee: Option<NodeId>,
+    transfer_elapsed_ticks: u32,
+
+    reads: ReadIndexState,
+    out: Output,
+}
+
+/// Pending ReadIndex requests (thesis 6.4).
+#[derive(Default)]
+struct ReadIndexState {
+    /// Leader: the latest heartbeat round number.
+    round: u64,
+    /// Leader: reads registered since the last round was broadcast.
+    unsent: Vec<PendingRead>,
+    /// Leader: reads waiting for a quorum to acknowledge their round, oldest first.
+    waiting: Vec<(u64, PendingRead)>,
+    /// Leader: highest round acknowledged by each peer.
+    acked_round: BTreeMap<NodeId, u64>,
+    /// Leader: reads received before this term's first commit (the read index is not known yet).
+    before_first_commit: Vec<(NodeId, u64)>,
+    /// Follower: reads forwarded to the leader, with their age in ticks.
+    forwarded: BTreeMap<u64, u32>,
+}
+
+#[derive(Clone, Copy)]
+struct PendingRead {
+    /// The node whose client asked (this node for local reads).
+    origin: NodeId,
+    request_id: u64,
+    read_index: Index,
 }
 
 impl RawNode {
     /// A node starting from what it had made durable (`Restored::default()` for a new node).
     pub fn new(config: Config, restored: Restored) -> Result<RawNode, ConfigError> {
-        let _ = (config, restored);
-        todo!()
+        config.validate()?;
+        let mut peers: Vec<NodeId> = config.voters.iter().copied().filter(|&v| v != config.id).collect();
+        peers.sort_unstable();
+        let snapshot_meta = restored.snapshot.as_ref().map(|s| s.meta).unwrap_or_default();
+        let log = RaftLog::restored(snapshot_meta, restored.entries);
+        let mut node = RawNode {
+            rng: SplitMix64::new(config.seed ^ config.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            peers,
+            hard_state: restored.hard_state,
+            written_hard_state: restored.hard_state,
+            role: Role::Follower,
+            leader: None,
+            last_soft_state: None,
+            log,
+            snapshot: restored.snapshot,
+            snapshot_requested: false,
+            incoming_snapshot: None,
+            installed_snapshot: None,
+            election_elapsed_ticks: 0,
+            heartbeat_elapsed_ticks: 0,
+            randomized_election_timeout_ticks: 0,
+            votes: BTreeMap::new(),
+            progress: BTreeMap::new(),
+            lead_transferee: None,
+            transfer_elapsed_ticks: 0,
+            reads: ReadIndexState::default(),
+            out: Output::default(),
+            config,
+        };
+        node.reset_election_timer();
+        Ok(node)
     }
-    /// Advances logical time by one tick.
-    pub fn tick(&mut self) {
-        todo!()
-    }
-    /// Handles a message from a peer.
-    pub fn step(&mut self, envelope: Envelope) {
-        let _ = envelope;
-        todo!()
-    }
-    /// Proposes a command; returns the index it will have if it commits.
-    pub fn propose(&mut self, data: Bytes) -> Result<Index, ProposeError> {
-        let _ = data;
-        todo!()
-    }
-    /// Starts a linearizable read (ReadIndex, thesis 6.4); the answer comes as a `ReadState`
-    /// with this `request_id`, or in `reads_failed`.
-    pub fn read_index(&mut self, request_id: u64) -> Result<(), ReadError> {
-        let _ = request_id;
-        todo!()
-    }
-    /// Reports that everything up to the entry (index, term) is durable locally.
-    pub fn persisted(&mut self, index: Index, term: Term) {
-        let _ = (index, term);
-        todo!()
-    }
-    /// Hands over the snapshot asked for with `Output::snapshot_wanted`.
-    pub fn snapshot_taken(&mut self, snapshot: Snapshot) {
-        let _ = snapshot;
-        todo!()
-    }
-    /// Starts a leadership transfer to `to` (thesis 3.10).
-    pub fn transfer_leader(&mut self, to: NodeId) {
-        let _ = to;
-        todo!()
-    }
-    /// Drains the work accumulated since the last call.
-    pub fn take_output(&mut self) -> Output {
-        todo!()
-    }
+
+    // ---------------------------------------------------------------- inspection
+
     /// This node's id.
     pub fn id(&self) -> NodeId {
-        todo!()
+        self.config.id
     }
     /// This node's role.
     pub fn role(&self) -> Role {
-        todo!()
+        self.role
     }
     /// The leader this node knows of.
     pub fn leader(&self) -> Option<NodeId> {
-        todo!()
+        self.leader
     }
     /// Current term and vote.
     pub fn hard_state(&self) -> HardState {
-        todo!()
+        self.hard_state
     }
     /// The in-memory log, for inspection (invariant checks, stats).
     pub fn log(&self) -> &RaftLog {
-        todo!()
+        &self.log
+    }
+    /// The configuration this node runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+    /// Leader only: the match index of a peer, for inspection and tests.
+    pub fn match_index(&self, peer: NodeId) -> Option<Index> {
+        self.progress.get(&peer).map(|p| p.match_index)
+    }
+    /// True while a leadership transfer is under way.
+    pub fn transfer_in_progress(&self) -> bool {
+        self.lead_transferee.is_some()
+    }
+
+    fn term(&self) -> Term {
+        self.hard_state.current_term
+    }
+    fn quorum(&self) -> usize {
+        self.config.voters.len() / 2 + 1
+    }
+
+    // ---------------------------------------------------------------- inputs
+
+    /// Advances logical time by one tick.
+    pub fn tick(&mut self) {
+        self.age_forwarded_reads();
+        if self.role == Role::Leader {
+            self.tick_leader();
+        } else {
+            self.election_elapsed_ticks += 1;
+            if self.election_elapsed_ticks >= self.randomized_election_timeout_ticks {
+                self.campaign(false);
+            }
+        }
+    }
+
+    /// Proposes a command; returns the index it will have if it commits.
+    pub fn propose(&mut self, data: Bytes) -> Result<Index, ProposeError> {
+        if self.role != Role::Leader {
+            return Err(ProposeError::NotLeader { leader: self.leader });
+        }
+        if self.lead_transferee.is_some() {
+            return Err(ProposeError::TransferInProgress);
+        }
+        if data.len() > limits::ENTRY_BYTES_MAX {
+            return Err(ProposeError::TooLarge { size_bytes: data.len(), limit_bytes: limits::ENTRY_BYTES_MAX });
+        }
+        if (self.log.last_index() - self.log.commit_index()) as usize >= self.config.uncommitted_entries_max {
+            return Err(ProposeError::Backpressure);
+        }
+        Ok(self.append_entry(EntryKind::Normal, data))
+    }
+
+    /// Starts a linearizable read (ReadIndex, thesis 6.4); the answer comes as a `ReadState`
+    /// with this `request_id`, or in `reads_failed`. Works on followers too: they ask the leader.
+    pub fn read_index(&mut self, request_id: u64) -> Result<(), ReadError> {
+        match self.role {
+            Role::Leader => {
+                if self.pending_read_count() >= limits::READ_INDEX_PENDING_MAX {
+                    return Err(ReadError::Backpressure);
+                }
+                self.leader_read_index(self.config.id, request_id);
+                Ok(())
+            }
+            _ => {
+                let leader = self.leader.ok_or(ReadError::NoLeader)?;
+                if self.reads.forwarded.len() >= limits::READ_INDEX_PENDING_MAX {
+                    return Err(ReadError::Backpressure);
+                }
+                self.reads.forwarded.insert(request_id, 0);
+                let term = self.term();
+                self.send(leader, Message::ReadIndexRequest { term, request_id });
+                Ok(())
+            }
+        }
+    }
+
+    /// Reports that everything up to the entry (index, term) is durable locally.
+    pub fn persisted(&mut self, index: Index, term: Term) {
+        self.log.persisted_to(index, term);
+        if self.role == Role::Leader {
+            self.maybe_commit();
+        }
+    }
+
+    /// Hands over the snapshot asked for with `Output::snapshot_wanted`, already durable: the
+    /// log prefix it covers is compacted and `Output::compact_upto` tells the driver to purge it.
+    pub fn snapshot_taken(&mut self, snapshot: Snapshot) {
+        self.snapshot_requested = false;
+        let index = snapshot.meta.last_included_index;
+        if index <= self.log.snapshot_meta().last_included_index || index > self.log.applied_index() {
+            return; // Stale, or not yet applied here: ignore rather than corrupt the log.
+        }
+        assert_eq!(self.log.term_at(index), Some(snapshot.meta.last_included_term), "snapshot term mismatch at {index}");
+        self.log.compact(index);
+        self.snapshot = Some(snapshot);
+        self.out.compact_upto = Some(index);
+    }
+
+    /// Starts a leadership transfer to `to` (thesis 3.10). Proposals are refused until it
+    /// completes or times out (one election timeout).
+    pub fn transfer_leader(&mut self, to: NodeId) {
+        if self.role != Role::Leader || to == self.config.id || !self.progress.contains_key(&to) {
+            return;
+        }
+        self.lead_transferee = Some(to);
+        self.transfer_elapsed_ticks = 0;
+        if self.progress[&to].match_index == self.log.last_index() {
+            self.send_timeout_now(to);
+        } else {
+            self.send_append(to);
+        }
+    }
+
+    /// Handles a message from a peer.
+    pub fn step(&mut self, envelope: Envelope) {
+        let Envelope { from, to, message } = envelope;
+        if to != self.config.id || (!self.peers.contains(&from)) {
+            return; // Not for us, or not a member: a driver bug or a stray peer, never trusted.
+        }
+        let term = message.term();
+        if term > self.term() && !self.handle_higher_term(from, &message) {
+            return;
+        }
+        if term < self.term() {
+            self.handle_lower_term(from, &message);
+            return;
+        }
+        self.step_current_term(from, message);
+    }
+
+    // ---------------------------------------------------------------- output
+
+    /// Drains the work accumulated since the last call. Proposals made since the previous call
+    /// leave together: this is where batching happens.
+    pub fn take_output(&mut self) -> Output {
+        if self.role == Role::Leader {
+            for peer in self.peers.clone() {
+                self.send_append(peer);
+            }
+            self.broadcast_read_round();
+        }
+        let soft = SoftState { role: self.role, leader: self.leader, term: self.term() };
+        if self.last_soft_state != Some(soft) {
+            self.last_soft_state = Some(soft);
+            self.out.soft_state = Some(soft);
+        }
+        if self.hard_state != self.written_hard_state {
+            self.written_hard_state = self.hard_state;
+            self.out.hard_state = Some(self.hard_state);
+        }
+        self.out.snapshot = self.installed_snapshot.take();
+        self.out.entries = self.log.take_unwritten();
+        self.out.committed_entries = self.log.take_committed(APPLY_ENTRIES_MAX);
+        let threshold = self.config.snapshot_threshold_entries;
+        if threshold > 0
+            && !self.snapshot_requested
+            && self.log.applied_index() - self.log.snapshot_meta().last_included_index >= threshold
+        {
+            self.snapshot_requested = true;
+            self.out.snapshot_wanted = true;
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    /// Sends a message: at once, or after the pending write when it depends on durable state.
+    fn send(&mut self, to: NodeId, message: Message) {
+        let envelope = Envelope { from: self.config.id, to, message };
+        // Anything said after a term or vote change must wait until that change is durable;
+        // so must acknowledgements of appended entries and installed snapshots.
+        let after_persist = self.hard_state != self.written_hard_state
+            || matches!(
+                envelope.message,
+                Message::RequestVote { .. }
+                    | Message::RequestVoteResponse { granted: true, .. }
+                    | Message::AppendEntriesResponse { success: true, .. }
+                    | Message::InstallSnapshotResponse { .. }
+            );
+        if after_persist {
+            self.out.messages_after_persist.push(envelope);
+        } else {
+            self.out.messages.push(envelope);
+        }
+    }
+
+    // ---------------------------------------------------------------- roles
+
+    fn reset_election_timer(&mut self) {
+        self.election_elapsed_ticks = 0;
+        let e = self.config.election_timeout_ticks;
+        self.randomized_election_timeout_ticks = e + self.rng.below(e as u64) as u32;
+    }
+
+    fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
+        if term > self.term() {
+            self.hard_state = HardState { current_term: term, voted_for: None };
+        }
+        if self.role == Role::Leader || self.leader != leader {
+            self.fail_pending_reads();
+        }
+        self.role = Role::Follower;
+        self.leader = leader;
+        self.progress.clear();
+        self.lead_transferee = None;
+        self.votes.clear();
+        self.reset_election_timer();
+    }
+
+    fn campaign(&mut self, leader_transfer: bool) {
+        if self.config.pre_vote && !leader_transfer {
+            self.become_pre_candidate();
+        } else {
+            self.become_candidate(leader_transfer);
+        }
+    }
+
+    fn become_pre_candidate(&mut self) {
+        self.fail_pending_reads();
+        self.role = Role::PreCandidate;
+        self.leader = None;
+        self.votes.clear();
+        self.votes.insert(self.config.id, true);
+        self.reset_election_timer();
+        if self.quorum() == 1 {
+            return self.become_candidate(false);
+        }
+        let (term, last_log_index, last_log_term) = (self.term() + 1, self.log.last_index(), self.log.last_term());
+        for peer in self.peers.clone() {
+            self.send(peer, Message::PreVote { term, last_log_index, last_log_term });
+        }
+    }
+
+    fn become_candidate(&mut self, leader_transfer: bool) {
+        self.fail_pending_reads();
+        self.hard_state = HardState { current_term: self.term() + 1, voted_for: Some(self.config.id) };
+        self.role = Role::Candidate;
+        self.leader = None;
+        self.votes.clear();
+        self.votes.insert(self.config.id, true);
+        self.reset_election_timer();
+        if self.quorum() == 1 {
+            return self.become_leader();
+        }
+        let (term, last_log_index, last_log_term) = (self.term(), self.log.last_index(), self.log.last_term());
+        for peer in self.peers.clone() {
+            self.send(peer, Message::RequestVote { term, last_log_index, last_log_term, leader_transfer });
+        }
+    }
+
+    fn become_leader(&mut self) {
+        self.role = Role::Leader;
+        self.leader = Some(self.config.id);
+        self.votes.clear();
+        self.lead_transferee = None;
+        self.election_elapsed_ticks = 0;
+        self.heartbeat_elapsed_ticks = 0;
+        self.reads = ReadIndexState::default();
+        let next = self.log.last_index() + 1;
+        self.progress = self.peers.iter().map(|&p| (p, Progress::new(next))).collect();
+        // The no-op of thesis 6.4: committing it commits every earlier entry, and tells the
+        // leader its commit index, which ReadIndex needs.
+        self.append_entry(EntryKind::Noop, Bytes::new());
+    }
+
+    fn append_entry(&mut self, kind: EntryKind, data: Bytes) -> Index {
+        let index = self.log.last_index() + 1;
+        self.log.append(Entry { term: self.term(), index, kind, data });
+        index
+    }
+
+    // ---------------------------------------------------------------- terms
+
+    /// A message from a higher term. Returns whether to go on handling it.
+    fn handle_higher_term(&mut self, from: NodeId, message: &Message) -> bool {
+        match *message {
+            Message::PreVote { .. } | Message::RequestVote { leader_transfer: false, .. } if self.in_leader_lease() => {
+                // Thesis 6.2 / 4.2.3: we heard from a leader recently, so this candidate is
+                // disruptive (e.g. just back from a partition). Ignore it.
+                false
+            }
+            // A pre-vote changes nobody's term; neither does a granted pre-vote response.
+            Message::PreVote { .. } => true,
+            Message::PreVoteResponse { granted: true, .. } => true,
+            Message::AppendEntries { term, .. }
+            | Message::Heartbeat { term, .. }
+            | Message::InstallSnapshot { term, .. }
+            | Message::TimeoutNow { term } => {
+                self.become_follower(term, Some(from));
+                true
+            }
+            _ => {
+                self.become_follower(message.term(), None);
+                true
+            }
+        }
+    }
+
+    fn in_leader_lease(&self) -> bool {
+        self.config.check_quorum
+            && self.leader.is_some()
+            && self.election_elapsed_ticks < self.config.election_timeout_ticks
+    }
+
+    fn handle_lower_term(&mut self, from: NodeId, message: &Message) {
+        let term = self.term();
+        match message {
+            // A stale leader learns our term and steps down. Without this, a node that raised
+            // its term behind a partition (pre-vote off) could never rejoin; with pre-vote,
+            // it lets a deposed leader find out.
+            Message::AppendEntries { .. } | Message::Heartbeat { .. } | Message::InstallSnapshot { .. } => {
+                self.send(from, Message::HeartbeatResponse { term, read_round: 0 });
+            }
+            Message::PreVote { .. } => {
+                self.send(from, Message::PreVoteResponse { term, granted: false });
+            }
+            _ => {}
+        }
+    }
+
+    fn step_current_term(&mut self, from: NodeId, message: Message) {
+        match message {
+            Message::PreVote { term, last_log_index, last_log_term } => {
+                let granted = term > self.term() && self.log.is_up_to_date(last_log_index, last_log_term);
+                let term = if granted { term } else { self.term() };
+                self.send(from, Message::PreVoteResponse { term, granted });
+            }
+            Message::RequestVote { last_log_index, last_log_term, .. } => {
+                self.handle_request_vote(from, last_log_index, last_log_term)
+            }
+            Message::PreVoteResponse { term, granted } => {
+                if self.role == Role::PreCandidate && term == self.term() + 1 {
+                    self.record_vote(from, granted);
+                } else if !granted && term > self.term() {
+                    self.become_follower(term, None);
+                }
+            }
+            Message::RequestVoteResponse { granted, .. } => {
+                if self.role == Role::Candidate {
+                    self.record_vote(from, granted);
+                }
+            }
+            Message::AppendEntries { prev_log_index, prev_log_term, leader_commit, entries, .. } => {
+                self.accept_leader(from);
+                self.handle_append_entries(from, prev_log_index, prev_log_term, leader_commit, entries);
+            }
+            Message::Heartbeat { leader_commit, read_round, .. } => {
+                self.accept_leader(from);
+                self.log.commit_to(leader_commit.min(self.log.last_index()));
+                let term = self.term();
+                self.send(from, Message::HeartbeatResponse { term, read_round });
+            }
+            Message::InstallSnapshot { last_included_index, last_included_term, offset, data, done, .. } => {
+                self.accept_leader(from);
+                let meta = SnapshotMeta { last_included_index, last_included_term };
+                self.handle_install_snapshot(from, meta, offset, data, done);
+            }
+            Message::TimeoutNow { .. } => {
+                if self.role != Role::Leader {
+                    self.become_candidate(true);
+                }
+            }
+            Message::ReadIndexRequest { request_id, .. } => self.handle_read_index_request(from, request_id),
+            Message::ReadIndexResponse { request_id, read_index, .. } => {
+                if self.reads.forwarded.remove(&request_id).is_some() {
+                    match read_index {
+                        Some(read_index) => self.out.read_states.push(ReadState { request_id, read_index }),
+                        None => self.out.reads_failed.push(request_id),
+                    }
+                }
+            }
+            Message::AppendEntriesResponse { success, match_index, conflict_index, conflict_term, .. } => {
+                self.handle_append_response(from, success, match_index, conflict_index, conflict_term)
+            }
+            Message::HeartbeatResponse { read_round, .. } => self.handle_heartbeat_response(from, read_round),
+            Message::InstallSnapshotResponse { last_included_index, next_offset, done, .. } => {
+                self.handle_snapshot_response(from, last_included_index, next_offset, done)
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- elections
+
+    fn handle_request_vote(&mut self, from: NodeId, last_log_index: Index, last_log_term: Term) {
+        let can_vote = self.hard_state.voted_for == Some(from)
+            || (self.hard_state.voted_for.is_none() && self.leader.is_none());
+        let granted = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
+        if granted {
+            self.hard_state.voted_for = Some(from);
+            self.reset_election_timer();
+        }
+        let term = self.term();
+        self.send(from, Message::RequestVoteResponse { term, granted });
+    }
+
+    fn record_vote(&mut self, from: NodeId, granted: bool) {
+        self.votes.insert(from, granted);
+        let yes = self.votes.values().filter(|&&g| g).count();
+        let no = self.votes.len() - yes;
+        if yes >= self.quorum() {
+            match self.role {
+                Role::PreCandidate => self.become_candidate(false),
+                Role::Candidate => self.become_leader(),
+                _ => {}
+            }
+        } else if no >= self.quorum() {
+            self.become_follower(self.term(), None);
+        }
+    }
+
+    // ---------------------------------------------------------------- follower side
+
+    fn accept_leader(&mut self, from: NodeId) {
+        if self.role != Role::Follower || self.leader != Some(from) {
+            self.become_follower(self.term(), Some(from));
+        }
+        self.election_elapsed_ticks = 0;
+    }
+
+    fn handle_append_entries(
+        &mut self,
+        from: NodeId,
+        prev_log_index: Index,
+        prev_log_term: Term,
+        leader_commit: Index,
+        entries: Vec<Entry>,
+    ) {
+        let term = self.term();
+        if prev_log_index < self.log.commit_index() {
+            // Everything through our commit index matches the leader's log already.
+            let match_index = self.log.commit_index();
+            let message = Message::AppendEntriesResponse { term, success: true, match_index, conflict_index: 0, conflict_term: None };
+            return self.send(from, message);
+        }
+        match self.log.try_append(prev_log_index, prev_log_term, entries) {
+            Some(last_new_index) => {
+                self.log.commit_to(leader_commit.min(last_new_index));
+                let message = Message::AppendEntriesResponse {
+                    term,
+                    success: true,
+                    match_index: last_new_index,
+                    conflict_index: 0,
+                    conflict_term: None,
+                };
+                self.send(from, message);
+            }
+            None => {
+                let (conflict_index, conflict_term) = match self.log.term_at(prev_log_index) {
+                    None => (self.log.last_index() + 1, None),
+                    Some(t) => (self.log.first_index_of_term_at(prev_log_index), Some(t)),
+                };
+                let message = Message::AppendEntriesResponse {
+                    term,
+                    success: false,
+                    match_index: prev_log_index,
+                    conflict_index,
+                    conflict_term,
+                };
+                self.send(from, message);
+            }
+        }
+    }
+
+    fn handle_install_snapshot(&mut self, from: NodeId, meta: SnapshotMeta, offset: u64, data: Bytes, done: bool) {
+        let term = self.term();
+        let index = meta.last_included_index;
+        if index <= self.log.commit_index() {
+            // We already hold (and have committed) everything it covers.
+            let match_index = self.log.commit_index();
+            let message = Message::AppendEntriesResponse { term, success: true, match_index, conflict_index: 0, conflict_term: None };
+            return self.send(from, message);
+        }
+        if offset == 0 {
+            self.incoming_snapshot = Some((meta, Vec::new()));
+        }
+        let next_offset = match &mut self.incoming_snapshot {
+            Some((m, buf)) if *m == meta && buf.len() as u64 == offset => {
+                if buf.len() + data.len() > limits::SNAPSHOT_BYTES_MAX {
+                    self.incoming_snapshot = None;
+                    return; // Refuse to buffer beyond the bound; the leader will retry from 0.
+                }
+                buf.extend_from_slice(&data);
+                buf.len() as u64
+            }
+            Some((m, buf)) if *m == meta => buf.len() as u64,
+            _ => 0,
+        };
+        if done && next_offset == offset + data.len() as u64 {
+            let (meta, buf) = self.incoming_snapshot.take().expect("snapshot buffer present");
+            self.install_snapshot(Snapshot { meta, data: Bytes::from(buf) });
+            let message = Message::InstallSnapshotResponse { term, last_included_index: index, next_offset, done: true };
+            return self.send(from, message);
+        }
+        let message = Message::InstallSnapshotResponse { term, last_included_index: index, next_offset, done: false };
+        self.out.messages.push(Envelope { from: self.config.id, to: from, message });
+    }
+
+    fn install_snapshot(&mut self, snapshot: Snapshot) {
+        let meta = snapshot.meta;
+        self.log.restore(meta);
+        self.snapshot = Some(snapshot.clone());
+        self.installed_snapshot = Some(snapshot);
+        self.snapshot_requested = false;
+    }
+
+    // ---------------------------------------------------------------- leader side
+
+    fn tick_leader(&mut self) {
+        self.heartbeat_elapsed_ticks += 1;
+        self.election_elapsed_ticks += 1;
+        if self.election_elapsed_ticks >= self.config.election_timeout_ticks {
+            self.election_elapsed_ticks = 0;
+            if self.config.check_quorum && !self.quorum_recently_active() {
+                // Thesis 6.2: a leader that cannot hear a quorum steps down, so clients stop
+                // waiting on it and its stale reads cannot be served.
+                return self.become_follower(self.term(), None);
+            }
+            if self.lead_transferee.is_some() {
+                self.lead_transferee = None; // The transfer timed out; take proposals again.
+            }
+        }
+        if self.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks {
+            self.heartbeat_elapsed_ticks = 0;
+            self.broadcast_heartbeat();
+        }
+    }
+
+    fn quorum_recently_active(&mut self) -> bool {
+        let mut active = 1; // This node.
+        for progress in self.progress.values_mut() {
+            if progress.recent_active {
+                active += 1;
+            }
+            progress.recent_active = false;
+        }
+        active >= self.quorum()
+    }
+
+    fn broadcast_heartbeat(&mut self) {
+        let term = self.term();
+        for peer in self.peers.clone() {
+            let progress = self.progress.get_mut(&peer).expect("leader has progress for every peer");
+            progress.paused = false; // Let a probe (or snapshot chunk) be retried.
+            if std::mem::take(&mut progress.sent_since_heartbeat) {
+                continue; // Traffic flows; the AppendEntries did the heartbeat's job.
+            }
+            if let ProgressState::Snapshot { .. } = progress.state {
+                self.send_snapshot_chunk(peer);
+                continue;
+            }
+            let leader_commit = progress.match_index.min(self.log.commit_index());
+            self.send(peer, Message::Heartbeat { term, leader_commit, read_round: 0 });
+        }
+    }
+
+    /// Sends AppendEntries to `peer` while its window allows and there is something to send.
+    fn send_append(&mut self, peer: NodeId) {
+        loop {
+            let progress = &self.progress[&peer];
+            if !progress.can_send(self.config.inflight_msgs_max, self.config.inflight_bytes_max) {
+                return;
+            }
+            let next = progress.next_index;
+            let is_probe = progress.state == ProgressState::Probe;
+            if next > self.log.last_index() && !is_probe {
+                return;
+            }
+            let prev_log_index = next - 1;
+            let Some(prev_log_term) = self.log.term_at(prev_log_index) else {
+                return self.start_snapshot(peer);
+            };
+            if next > self.log.last_index() && progress.match_index == self.log.last_index() {
+                return; // A probe with nothing to carry and nothing to learn.
+            }
+            let entries = if next <= self.log.last_index() {
+                self.log.entries_from(next, self.config.batch_entries_max, self.config.batch_bytes_max)
+            } else {
+                Vec::new()
+            };
+            let last = entries.last().map_or(prev_log_index, |e| e.index);
+            let bytes: usize = entries.iter().map(Entry::size_bytes).sum();
+            let leader_commit = self.log.commit_index();
+            let term = self.term();
+            self.progress.get_mut(&peer).expect("progress").on_sent(last, bytes);
+            self.send(peer, Message::AppendEntries { term, prev_log_index, prev_log_term, leader_commit, entries });
+            if is_probe {
+                return;
+            }
+        }
+    }
+
+    fn start_snapshot(&mut self, peer: NodeId) {
+        let Some(snapshot) = &self.snapshot else {
+            panic!("peer {peer} needs compacted entries but there is no snapshot");
+        };
+        let index = snapshot.meta.last_included_index;
+        self.progress.get_mut(&peer).expect("progress").become_snapshot(index);
+        self.send_snapshot_chunk(peer);
+    }
+
+    fn send_snapshot_chunk(&mut self, peer: NodeId) {
+        let snapshot = self.snapshot.as_ref().expect("snapshot state implies a snapshot");
+        let progress = self.progress.get_mut(&peer).expect("progress");
+        let ProgressState::Snapshot { snapshot_index, offset } = progress.state else { return };
+        if snapshot_index != snapshot.meta.last_included_index {
+            // A newer snapshot replaced the one being sent: start over with it.
+            progress.become_snapshot(snapshot.meta.last_included_index);
+            return self.send_snapshot_chunk(peer);
+        }
+        if progress.paused {
+            return;
+        }
+        progress.paused = true;
+        progress.sent_since_heartbeat = true;
+        let start = (offset as usize).min(snapshot.data.len());
+        let end = (start + self.config.snapshot_chunk_bytes).min(snapshot.data.len());
+        let message = Message::InstallSnapshot {
+            term: self.term(),
+            last_included_index: snapshot.meta.last_included_index,
+            last_included_term: snapshot.meta.last_included_term,
+            offset: start as u64,
+            data: snapshot.data.slice(start..end),
+            done: end == snapshot.data.len(),
+        };
+        self.send(peer, message);
+    }
+
+    fn handle_append_response(
+        &mut self,
+        from: NodeId,
+        success: bool,
+        match_index: Index,
+        conflict_index: Index,
+        conflict_term: Option<Term>,
+    ) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let progress = self.progress.get_mut(&from).expect("leader has progress for every peer");
+        progress.recent_active = true;
+        if success {
+            if let ProgressState::Snapshot { .. } = progress.state {
+                progress.become_probe();
+            }
+            if progress.on_success(match_index) {
+                self.maybe_commit();
+            }
+            if self.lead_transferee == Some(from) && self.progress[&from].match_index == self.log.last_index() {
+                self.send_timeout_now(from);
+            }
+        } else {
+            // Fast backtracking (paper section 5.3, the optimization at its end).
+            let next = match conflict_term {
+                Some(t) => self.log.last_index_of_term(t, match_index).map_or(conflict_index, |i| i + 1),
+                None => conflict_index,
+            };
+            let next = next.max(1);
+            if self.progress.get_mut(&from).expect("progress").on_reject(match_index, next) {
+                self.send_append(from);
+            }
+        }
+    }
+
+    fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let (msgs_max, bytes_max) = (self.config.inflight_msgs_max, self.config.inflight_bytes_max);
+        let progress = self.progress.get_mut(&from).expect("leader has progress for every peer");
+        progress.recent_active = true;
+        progress.paused = false;
+        progress.free_one_if_full(msgs_max, bytes_max);
+        if read_round > 0 {
+            self.ack_read_round(from, read_round);
+        }
+    }
+
+    fn handle_snapshot_response(&mut self, from: NodeId, last_included_index: Index, next_offset: u64, done: bool) {
+        if self.role != Role::Leader {
+            return;
+        }
+        let progress = self.progress.get_mut(&from).expect("leader has progress for every peer");
+        progress.recent_active = true;
+        let ProgressState::Snapshot { snapshot_index, .. } = progress.state else { return };
+        if snapshot_index != last_included_index {
+            return;
+        }
+        if done {
+            progress.become_probe();
+            progress.on_success(last_included_index);
+            self.maybe_commit();
+        } else {
+            progress.state = ProgressState::Snapshot { snapshot_index, offset: next_offset };
+            progress.paused = false;
+            self.send_snapshot_chunk(from);
+        }
+    }
+
+    fn send_timeout_now(&mut self, to: NodeId) {
+        let term = self.term();
+        self.send(to, Message::TimeoutNow { term });
+    }
+
+    /// Commits the highest index a quorum holds durably, if it is of the current term
+    /// (paper section 5.4.2: earlier terms' entries commit only indirectly, see Figure 8).
+    fn maybe_commit(&mut self) {
+        let mut matches: Vec<Index> = self.progress.values().map(|p| p.match_index).collect();
+        matches.push(self.log.persisted_index());
+        matches.sort_unstable_by(|a, b| b.cmp(a));
+        let candidate = matches[self.quorum() - 1];
+        if candidate <= self.log.commit_index() {
+            return;
+        }
+        let of_current_term = self.log.term_at(candidate) == Some(self.term());
+        if of_current_term || self.config.bug_commit_previous_term {
+            let first_commit_of_term = self.log.term_at(self.log.commit_index()) != Some(self.term());
+            self.log.commit_to(candidate);
+            if first_commit_of_term && of_current_term {
+                self.release_reads_before_first_commit();
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- ReadIndex
+
+    fn pending_read_count(&self) -> usize {
+        self.reads.unsent.len() + self.reads.waiting.len() + self.reads.before_first_commit.len()
+    }
+
+    fn leader_read_index(&mut self, origin: NodeId, request_id: u64) {
+        if self.log.term_at(self.log.commit_index()) != Some(self.term()) {
+            // Thesis 6.4 step 1: until an entry of this term commits, the leader does not know
+            // the commit index. Hold the read until the no-op commits.
+            self.reads.before_first_commit.push((origin, request_id));
+            return;
+        }
+        let read_index = self.log.commit_index();
+        if self.quorum() == 1 {
+            return self.answer_read(PendingRead { origin, request_id, read_index });
+        }
+        self.reads.unsent.push(PendingRead { origin, request_id, read_index });
+    }
+
+    fn release_reads_before_first_commit(&mut self) {
+        for (origin, request_id) in std::mem::take(&mut self.reads.before_first_commit) {
+            self.leader_read_index(origin, request_id);
+        }
+    }
+
+    fn handle_read_index_request(&mut self, from: NodeId, request_id: u64) {
+        if self.role != Role::Leader || self.pending_read_count() >= limits::READ_INDEX_PENDING_MAX {
+            let term = self.term();
+            return self.send(from, Message::ReadIndexResponse { term, request_id, read_index: None });
+        }
+        self.leader_read_index(from, request_id);
+    }
+
+    /// One heartbeat round confirms leadership for every read registered before it.
+    fn broadcast_read_round(&mut self) {
+        if self.reads.unsent.is_empty() {
+            return;
+        }
+        self.reads.round += 1;
+        let round = self.reads.round;
+        for read in std::mem::take(&mut self.reads.unsent) {
+            self.reads.waiting.push((round, read));
+        }
+        let term = self.term();
+        for peer in self.peers.clone() {
+            let leader_commit = self.progress[&peer].match_index.min(self.log.commit_index());
+            self.send(peer, Message::Heartbeat { term, leader_commit, read_round: round });
+        }
+    }
+
+    fn ack_read_round(&mut self, from: NodeId, round: u64) {
+        let acked = self.reads.acked_round.entry(from).or_insert(0);
+        *acked = (*acked).max(round);
+        // The highest round a quorum (this node included) has acknowledged.
+        let mut rounds: Vec<u64> = self.peers.iter().map(|p| self.reads.acked_round.get(p).copied().unwrap_or(0)).collect();
+        rounds.push(u64::MAX);
+        rounds.sort_unstable_by(|a, b| b.cmp(a));
+        let confirmed = rounds[self.quorum() - 1];
+        let ready = self.reads.waiting.iter().take_while(|(r, _)| *r <= confirmed).count();
+        let released: Vec<PendingRead> = self.reads.waiting.drain(..ready).map(|(_, read)| read).collect();
+        for read in released {
+            self.answer_read(read);
+        }
+    }
+
+    fn answer_read(&mut self, read: PendingRead) {
+        if read.origin == self.config.id {
+            self.out.read_states.push(ReadState { request_id: read.request_id, read_index: read.read_index });
+        } else {
+            let term = self.term();
+            let message = Message::ReadIndexResponse { term, request_id: read.request_id, read_index: Some(read.read_index) };
+            self.send(read.origin, message);
+        }
+    }
+
+    fn age_forwarded_reads(&mut self) {
+        let limit = 2 * self.config.election_timeout_ticks;
+        let mut expired = Vec::new();
+        for (&request_id, age) in self.reads.forwarded.iter_mut() {
+            *age += 1;
+            if *age > limit {
+                expired.push(request_id);
+            }
+        }
+        for request_id in expired {
+            self.reads.forwarded.remove(&request_id);
+            self.out.reads_failed.push(request_id);
+        }
+    }
+
+    /// Leadership (or the leader) changed: no pending read can be confirmed any more.
+    fn fail_pending_reads(&mut self) {
+        let reads = std::mem::take(&mut self.reads);
+        let term = self.term();
+        let leader_reads = reads.unsent.into_iter().chain(reads.waiting.into_iter().map(|(_, r)| r));
+        let leader_reads = leader_reads.map(|r| (r.origin, r.request_id)).chain(reads.before_first_commit);
+        for (origin, request_id) in leader_reads {
+            if origin == self.config.id {
+                self.out.reads_failed.push(request_id);
+            } else {
+                self.out.messages.push(Envelope {
+                    from: self.config.id,
+                    to: origin,
+                    message: Message::ReadIndexResponse { term, request_id, read_index: None },
+                });
+            }
+        }
+        self.out.reads_failed.extend(reads.forwarded.keys());
     }
 }

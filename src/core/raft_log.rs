@@ -1,6 +1,236 @@
-//! The core's view of the log: entries since the last snapshot, commit/applied/persisted indexes.
+//! The core's view of the log: the entries after the last snapshot, and the commit, applied and
+//! persisted indexes. Pure bookkeeping; the durable copy is the driver's (`crate::log`).
+//!
+//! Invariant: `entries[k].index == snapshot.last_included_index + 1 + k`, and
+//! `applied_index <= commit_index`.
 
-/// The in-memory log (stub).
+use std::collections::VecDeque;
+
+use super::types::{Entry, Index, SnapshotMeta, Term};
+
+/// The in-memory log of one node.
+#[derive(Debug, Default)]
 pub struct RaftLog {
-    _private: (),
+    snapshot: SnapshotMeta,
+    entries: VecDeque<Entry>,
+    commit_index: Index,
+    applied_index: Index,
+    persisted_index: Index,
+    /// Lowest index appended or replaced since entries were last handed to the driver.
+    unwritten_from: Option<Index>,
+}
+
+impl RaftLog {
+    /// A log holding what the node had made durable.
+    pub fn restored(snapshot: SnapshotMeta, entries: Vec<Entry>) -> RaftLog {
+        let mut expected = snapshot.last_included_index + 1;
+        for entry in &entries {
+            assert_eq!(entry.index, expected, "restored entries must follow the snapshot contiguously");
+            expected += 1;
+        }
+        let last = snapshot.last_included_index + entries.len() as u64;
+        RaftLog {
+            snapshot,
+            entries: entries.into(),
+            commit_index: snapshot.last_included_index,
+            applied_index: snapshot.last_included_index,
+            persisted_index: last,
+            unwritten_from: None,
+        }
+    }
+
+    /// The snapshot the log starts after.
+    pub fn snapshot_meta(&self) -> SnapshotMeta {
+        self.snapshot
+    }
+    /// Index of the first entry held in memory (one past the snapshot).
+    pub fn first_index(&self) -> Index {
+        self.snapshot.last_included_index + 1
+    }
+    /// Index of the last entry (the snapshot's index when the log is empty).
+    pub fn last_index(&self) -> Index {
+        self.snapshot.last_included_index + self.entries.len() as u64
+    }
+    /// Term of the last entry.
+    pub fn last_term(&self) -> Term {
+        self.entries.back().map_or(self.snapshot.last_included_term, |e| e.term)
+    }
+    /// Highest index known committed.
+    pub fn commit_index(&self) -> Index {
+        self.commit_index
+    }
+    /// Highest index handed to the driver to apply.
+    pub fn applied_index(&self) -> Index {
+        self.applied_index
+    }
+    /// Highest index known durable on this node.
+    pub fn persisted_index(&self) -> Index {
+        self.persisted_index
+    }
+
+    /// The term of entry `index`, or `None` if it is compacted away (below the snapshot) or
+    /// beyond the end.
+    pub fn term_at(&self, index: Index) -> Option<Term> {
+        if index == self.snapshot.last_included_index {
+            return Some(self.snapshot.last_included_term);
+        }
+        self.entry(index).map(|e| e.term)
+    }
+
+    /// The entry at `index`, if held in memory.
+    pub fn entry(&self, index: Index) -> Option<&Entry> {
+        if index < self.first_index() {
+            return None;
+        }
+        self.entries.get((index - self.first_index()) as usize)
+    }
+
+    /// Entries from `from` on, at most `entries_max` of them and at most `bytes_max` bytes (but
+    /// always at least one if any exists). `from` must be at or above `first_index`.
+    pub fn entries_from(&self, from: Index, entries_max: usize, bytes_max: usize) -> Vec<Entry> {
+        assert!(from >= self.first_index(), "entries_from({from}) below first index {}", self.first_index());
+        let mut out = Vec::new();
+        let mut bytes = 0;
+        let skip = (from - self.first_index()) as usize;
+        for entry in self.entries.iter().skip(skip).take(entries_max) {
+            bytes += entry.size_bytes();
+            if !out.is_empty() && bytes > bytes_max {
+                break;
+            }
+            out.push(entry.clone());
+        }
+        out
+    }
+
+    /// Whether a candidate's log with this last entry is at least as up-to-date as ours
+    /// (paper section 5.4.1).
+    pub fn is_up_to_date(&self, last_log_index: Index, last_log_term: Term) -> bool {
+        last_log_term > self.last_term() || (last_log_term == self.last_term() && last_log_index >= self.last_index())
+    }
+
+    /// The leader's append of its own new entry.
+    pub fn append(&mut self, entry: Entry) {
+        assert_eq!(entry.index, self.last_index() + 1, "leader append must be contiguous");
+        self.mark_unwritten(entry.index);
+        self.entries.push_back(entry);
+    }
+
+    /// A follower's append (paper Figure 2, AppendEntries steps 2-4): returns the index of the
+    /// last new entry when `prev` matches, else `None`. Conflicting suffixes are replaced.
+    pub fn try_append(&mut self, prev_log_index: Index, prev_log_term: Term, entries: Vec<Entry>) -> Option<Index> {
+        if self.term_at(prev_log_index) != Some(prev_log_term) {
+            return None;
+        }
+        let last_new_index = prev_log_index + entries.len() as u64;
+        for entry in entries {
+            if entry.index < self.first_index() {
+                continue; // Covered by our snapshot, so committed and identical.
+            }
+            match self.term_at(entry.index) {
+                Some(term) if term == entry.term => continue,
+                Some(_) => {
+                    assert!(entry.index > self.commit_index, "conflict at {} at or below commit {}", entry.index, self.commit_index);
+                    self.truncate_from(entry.index);
+                }
+                None => {}
+            }
+            self.append(entry);
+        }
+        Some(last_new_index)
+    }
+
+    fn truncate_from(&mut self, index: Index) {
+        let keep = (index - self.first_index()) as usize;
+        self.entries.truncate(keep);
+        self.persisted_index = self.persisted_index.min(index - 1);
+        self.mark_unwritten(index);
+    }
+
+    fn mark_unwritten(&mut self, index: Index) {
+        self.unwritten_from = Some(self.unwritten_from.map_or(index, |from| from.min(index)));
+    }
+
+    /// The first index of the run of entries with `term` that ends at `index` (for the fast
+    /// backtracking hint), never below the first index held or the commit index + 1.
+    pub fn first_index_of_term_at(&self, index: Index) -> Index {
+        let Some(term) = self.term_at(index) else { return index };
+        let floor = self.first_index().max(self.commit_index + 1);
+        let mut i = index;
+        while i > floor && self.term_at(i - 1) == Some(term) {
+            i -= 1;
+        }
+        i
+    }
+
+    /// The last index at or below `index` whose term is `term`, if any is held.
+    pub fn last_index_of_term(&self, term: Term, index: Index) -> Option<Index> {
+        let mut i = index.min(self.last_index());
+        loop {
+            match self.term_at(i) {
+                Some(t) if t == term => return Some(i),
+                Some(t) if t < term => return None,
+                Some(_) if i > self.snapshot.last_included_index => i -= 1,
+                _ => return None,
+            }
+        }
+    }
+
+    /// Raises the commit index; never lowers it.
+    pub fn commit_to(&mut self, index: Index) {
+        if index > self.commit_index {
+            assert!(index <= self.last_index(), "commit {index} beyond last index {}", self.last_index());
+            self.commit_index = index;
+        }
+    }
+
+    /// Records that the driver made everything through (index, term) durable. Ignored when that
+    /// entry has since been replaced (its write raced a truncation).
+    pub fn persisted_to(&mut self, index: Index, term: Term) {
+        if index > self.persisted_index && index <= self.last_index() && self.term_at(index) == Some(term) {
+            self.persisted_index = index;
+        }
+    }
+
+    /// Entries appended or replaced since the last call, for the driver to write.
+    pub fn take_unwritten(&mut self) -> Vec<Entry> {
+        match self.unwritten_from.take() {
+            Some(from) if from <= self.last_index() => self.entries_from(from.max(self.first_index()), usize::MAX, usize::MAX),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Committed entries that are durable here and not yet applied, at most `entries_max`;
+    /// marks them applied.
+    pub fn take_committed(&mut self, entries_max: usize) -> Vec<Entry> {
+        let upto = self.commit_index.min(self.persisted_index);
+        if upto <= self.applied_index {
+            return Vec::new();
+        }
+        let count = ((upto - self.applied_index) as usize).min(entries_max);
+        let out = self.entries_from(self.applied_index + 1, count, usize::MAX);
+        self.applied_index += out.len() as u64;
+        out
+    }
+
+    /// Discards entries through `index`, now covered by a snapshot taken at `index`.
+    pub fn compact(&mut self, index: Index) {
+        assert!(index <= self.applied_index, "compact({index}) beyond applied {}", self.applied_index);
+        if index <= self.snapshot.last_included_index {
+            return;
+        }
+        let term = self.term_at(index).expect("compact index is held");
+        let drop = (index - self.snapshot.last_included_index) as usize;
+        self.entries.drain(..drop);
+        self.snapshot = SnapshotMeta { last_included_index: index, last_included_term: term };
+    }
+
+    /// Replaces the whole log with a snapshot received from the leader (paper Figure 13 step 7).
+    pub fn restore(&mut self, meta: SnapshotMeta) {
+        self.entries.clear();
+        self.snapshot = meta;
+        self.commit_index = meta.last_included_index;
+        self.applied_index = meta.last_included_index;
+        self.persisted_index = meta.last_included_index;
+        self.unwritten_from = None;
+    }
 }
