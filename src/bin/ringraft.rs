@@ -4,8 +4,13 @@ use clap::Parser;
 /// ringraft: a high-throughput, benchmark-oriented Raft.
 #[derive(Parser)]
 #[command(version, about)]
-enum Cli {}
+enum Cli {
+    /// Run the deterministic simulator: one seed (`--seed`) or a sweep (`--seeds A..B`).
+    Sim(ringraft::sim::cli::SimArgs),
+}
 
 fn main() {
-    let _ = Cli::parse();
+    match Cli::parse() {
+        Cli::Sim(args) => std::process::exit(ringraft::sim::cli::main(args)),
+    }
 }
