@@ -8,6 +8,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(version, about)]
 enum Cli {
+    /// Run the deterministic simulator: one seed (`--seed`) or a sweep (`--seeds A..B`).
+    Sim(ringraft::sim::cli::SimArgs),
     /// Inspect a node's log directory offline.
     #[command(subcommand)]
     Log(LogCmd),
@@ -60,5 +62,6 @@ fn run_log(cmd: LogCmd) -> ExitCode {
 fn main() -> ExitCode {
     match Cli::parse() {
         Cli::Log(cmd) => run_log(cmd),
+        Cli::Sim(args) => ExitCode::from(ringraft::sim::cli::main(args).clamp(0, 255) as u8),
     }
 }

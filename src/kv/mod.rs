@@ -1,1 +1,12 @@
-//! kv (to be written).
+//! The replicated state machine: a key-value map with client sessions and snapshots.
+//!
+//! This room owns what a committed command *means*: the [`Command`] encoding, applying commands
+//! in log order ([`KvStore::apply`]), exactly-once writes through client sessions, and the
+//! snapshot format. It must never do I/O or know about the Raft core: the runtime and the
+//! simulator hand it committed bytes and take snapshots from it.
+
+mod command;
+mod store;
+
+pub use command::{Command, DecodeError, Op};
+pub use store::{ApplyResult, KvStore, Response, RestoreError, SESSIONS_MAX};

@@ -1,1 +1,492 @@
-//! sim (to be written).
+//! The deterministic simulator: several Raft cores and key-value state machines driven with
+//! simulated time, network and disk, checked for Raft's safety properties at every step and for
+//! linearizability at the end, then for liveness once every fault heals.
+//!
+//! This room owns the simulation. It must never use glommio, threads, the wall clock or real
+//! files: everything is a function of the seed, so any failure replays from it.
+//! All randomness comes from one [`SplitMix64`]; nodes are iterated in id order; no `HashMap`
+//! is ever iterated.
+
+pub mod cli;
+mod client;
+mod clock;
+mod disk;
+mod driver;
+mod faults;
+pub mod history;
+mod invariants;
+pub mod linearizability;
+mod net;
+mod trace;
+
+use std::fmt;
+
+pub use clock::{EventQueue, Micros};
+pub use disk::{Disk, DiskOp, Durable};
+pub use invariants::Checker;
+pub use net::{NetConfig, Network, PartitionKind};
+pub use trace::{Trace, TRACE_TAIL_LINES};
+
+use crate::core::{Config, Envelope, NodeId, RawNode, SplitMix64, Term};
+use crate::kv::KvStore;
+use client::Client;
+use history::History;
+
+/// Simulated time of one tick.
+pub const TICK_US: Micros = 10_000;
+
+/// What to simulate.
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// The seed: the whole run is a function of it.
+    pub seed: u64,
+    /// Cluster size (3 or 5 usually).
+    pub nodes: usize,
+    /// Steps of the faulty phase; one step is one tick of simulated time.
+    pub steps: u64,
+    /// Closed-loop clients.
+    pub clients: usize,
+    /// Size of the key space.
+    pub keys: usize,
+    /// Which faults to inject.
+    pub faults: Faults,
+    /// Turn on the core's planted bug (commit entries of earlier terms by counting replicas).
+    pub bug_commit_previous_term: bool,
+    /// Keep the whole trace text in the report (determinism tests).
+    pub full_trace: bool,
+    /// How long the liveness phase may take to elect a leader and answer every client.
+    pub liveness_bound_us: Micros,
+}
+
+/// Fault classes and their rates (per step unless stated).
+#[derive(Clone, Debug)]
+pub struct Faults {
+    /// Network delay, jitter, loss and duplication.
+    pub net: NetConfig,
+    /// Probability per step of crashing a random node.
+    pub crash_probability: f64,
+    /// Probability per step of crashing the current leader.
+    pub crash_leader_probability: f64,
+    /// Probability that a crash tears the write in flight.
+    pub torn_write_probability: f64,
+    /// Probability per step of starting a partition (when none is in effect).
+    pub partition_probability: f64,
+    /// Probability per step of asking the leader to transfer leadership.
+    pub transfer_probability: f64,
+    /// Probability that a disk write is slow (2-30 ms instead of 50 us-1 ms).
+    pub slow_disk_probability: f64,
+    /// Snapshot threshold in applied entries (0: no snapshots).
+    pub snapshot_threshold_entries: u64,
+}
+
+impl Faults {
+    /// Every fault class on, at rates that make a 2,000-step run see several of each.
+    pub fn all() -> Faults {
+        Faults {
+            net: NetConfig { delay_min_us: 500, delay_max_us: 5_000, drop_probability: 0.02, duplicate_probability: 0.02 },
+            crash_probability: 0.002,
+            crash_leader_probability: 0.002,
+            torn_write_probability: 0.5,
+            partition_probability: 0.003,
+            transfer_probability: 0.002,
+            slow_disk_probability: 0.1,
+            snapshot_threshold_entries: 64,
+        }
+    }
+
+    /// No faults at all (delay only).
+    pub fn none() -> Faults {
+        Faults {
+            net: NetConfig { delay_min_us: 500, delay_max_us: 5_000, drop_probability: 0.0, duplicate_probability: 0.0 },
+            crash_probability: 0.0,
+            crash_leader_probability: 0.0,
+            torn_write_probability: 0.0,
+            partition_probability: 0.0,
+            transfer_probability: 0.0,
+            slow_disk_probability: 0.0,
+            snapshot_threshold_entries: 64,
+        }
+    }
+}
+
+impl SimConfig {
+    /// A run of `nodes` nodes for `steps` steps with every fault class on.
+    pub fn new(seed: u64, nodes: usize, steps: u64) -> SimConfig {
+        SimConfig {
+            seed,
+            nodes,
+            steps,
+            clients: 4,
+            keys: 5,
+            faults: Faults::all(),
+            bug_commit_previous_term: false,
+            full_trace: false,
+            liveness_bound_us: 60_000_000,
+        }
+    }
+}
+
+/// What a run saw.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SimReport {
+    /// The seed.
+    pub seed: u64,
+    /// Node crashes.
+    pub crashes: u64,
+    /// Node restarts.
+    pub restarts: u64,
+    /// Crashes that tore a write.
+    pub torn_writes: u64,
+    /// Partitions started.
+    pub partitions: u64,
+    /// Messages sent.
+    pub messages: u64,
+    /// Messages lost (dropped, or blocked by a partition).
+    pub drops: u64,
+    /// Messages duplicated.
+    pub duplicates: u64,
+    /// Times a node became leader.
+    pub elections: u64,
+    /// Distinct terms that had a leader.
+    pub leader_terms: u64,
+    /// Highest index seen committed.
+    pub commits: u64,
+    /// Snapshots taken by nodes of their own state.
+    pub snapshots_taken: u64,
+    /// Snapshots installed from a leader.
+    pub snapshots_installed: u64,
+    /// Leadership transfers requested.
+    pub transfers: u64,
+    /// Writes acknowledged to clients.
+    pub writes_acknowledged: u64,
+    /// Writes whose fate stayed unknown.
+    pub writes_indeterminate: u64,
+    /// Linearizable reads served.
+    pub reads: u64,
+    /// Keys whose history was too large to check within the budget.
+    pub linearizability_unknown: u64,
+    /// Simulated time the liveness phase took.
+    pub liveness_us: Micros,
+    /// Digest of the whole trace: equal for equal runs.
+    pub trace_digest: u64,
+    /// The whole trace, when asked for.
+    pub full_trace: Option<String>,
+}
+
+impl SimReport {
+    /// Adds another run's counts into this one (for sweeps).
+    pub fn accumulate(&mut self, other: &SimReport) {
+        self.crashes += other.crashes;
+        self.restarts += other.restarts;
+        self.torn_writes += other.torn_writes;
+        self.partitions += other.partitions;
+        self.messages += other.messages;
+        self.drops += other.drops;
+        self.duplicates += other.duplicates;
+        self.elections += other.elections;
+        self.leader_terms += other.leader_terms;
+        self.commits += other.commits;
+        self.snapshots_taken += other.snapshots_taken;
+        self.snapshots_installed += other.snapshots_installed;
+        self.transfers += other.transfers;
+        self.writes_acknowledged += other.writes_acknowledged;
+        self.writes_indeterminate += other.writes_indeterminate;
+        self.reads += other.reads;
+        self.linearizability_unknown += other.linearizability_unknown;
+    }
+}
+
+/// A property that failed, with everything needed to replay it.
+#[derive(Clone, Debug)]
+pub struct Violation {
+    /// The seed that replays it.
+    pub seed: u64,
+    /// The property (named after the paper), or `linearizability`, `liveness`, `driver_contract`.
+    pub property: &'static str,
+    /// What was seen.
+    pub detail: String,
+    /// The step at which it was found.
+    pub step: u64,
+    /// Simulated time at which it was found.
+    pub time_us: Micros,
+    /// The last trace lines.
+    pub trace_tail: String,
+    /// The report so far.
+    pub report: SimReport,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "seed {}: {} violated at step {} ({} us): {}", self.seed, self.property, self.step, self.time_us, self.detail)?;
+        writeln!(f, "replay: ringraft sim --seed {} (same --nodes/--steps)", self.seed)?;
+        writeln!(f, "last {} trace lines:", TRACE_TAIL_LINES)?;
+        f.write_str(&self.trace_tail)
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// Something that happens at a simulated time.
+enum Event {
+    Tick { node: usize },
+    Deliver { envelope: Envelope },
+    DiskDone { node: usize, epoch: u64 },
+    Restart { node: usize },
+    Heal { generation: u64 },
+    ClientWake { client: usize },
+}
+
+/// One simulated node: the core (absent while crashed), its state machine and its disk.
+struct SimNode {
+    id: NodeId,
+    /// Bumped at every crash, so events of an earlier life are ignored.
+    epoch: u64,
+    raft: Option<RawNode>,
+    kv: KvStore,
+    disk: Disk,
+    /// Read states waiting for the state machine to catch up: (request_id, read_index).
+    pending_reads: Vec<(u64, u64)>,
+    /// Highest commit index recorded by the checker for this life.
+    commit_seen: u64,
+    /// Term of the last entry applied (or of the restored snapshot).
+    applied_term: Term,
+}
+
+/// Phases of a run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Phase {
+    /// Faults are injected; clients issue operations and may give up.
+    Faulty,
+    /// Faults healed; clients finish what they have, write once more, and stop.
+    Liveness,
+}
+
+/// A running simulation.
+pub struct Simulation {
+    config: SimConfig,
+    rng: SplitMix64,
+    queue: EventQueue<Event>,
+    net: Network,
+    nodes: Vec<SimNode>,
+    clients: Vec<Client>,
+    history: History,
+    checker: Checker,
+    trace: Trace,
+    report: SimReport,
+    phase: Phase,
+    step: u64,
+    partition_generation: u64,
+    next_request_id: u64,
+    violation: Option<(&'static str, String)>,
+}
+
+/// Runs one simulation to the end.
+pub fn run(config: SimConfig) -> Result<SimReport, Box<Violation>> {
+    Simulation::new(config).run()
+}
+
+impl Simulation {
+    /// Builds the cluster, its clients and the first events.
+    pub fn new(config: SimConfig) -> Simulation {
+        assert!(config.nodes >= 1 && config.nodes <= crate::limits::CLUSTER_NODES_MAX, "bad node count");
+        let mut rng = SplitMix64::new(config.seed);
+        let mut queue = EventQueue::default();
+        let nodes = (0..config.nodes)
+            .map(|i| SimNode {
+                id: i as NodeId + 1,
+                epoch: 0,
+                raft: None,
+                kv: KvStore::new(),
+                disk: Disk::default(),
+                pending_reads: Vec::new(),
+                commit_seen: 0,
+                applied_term: 0,
+            })
+            .collect();
+        for node in 0..config.nodes {
+            // Spread the ticks over the tick interval so nodes do not act in lockstep.
+            queue.schedule(rng.below(TICK_US), Event::Tick { node });
+        }
+        let clients = (0..config.clients).map(|c| Client::new(c as u64 + 1, config.nodes)).collect();
+        for client in 0..config.clients {
+            queue.schedule(rng.below(5 * TICK_US), Event::ClientWake { client });
+        }
+        Simulation {
+            net: Network::new(config.faults.net.clone()),
+            trace: Trace::new(config.full_trace),
+            report: SimReport { seed: config.seed, ..SimReport::default() },
+            config,
+            rng,
+            queue,
+            nodes,
+            clients,
+            history: History::default(),
+            checker: Checker::default(),
+            phase: Phase::Faulty,
+            step: 0,
+            partition_generation: 0,
+            next_request_id: 1,
+            violation: None,
+        }
+    }
+
+    fn voters(&self) -> Vec<NodeId> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    fn node_config(&self, id: NodeId) -> Config {
+        let mut config = Config::new(id, self.voters());
+        config.seed = self.config.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ id;
+        config.election_timeout_ticks = 10;
+        config.heartbeat_interval_ticks = 2;
+        config.pre_vote = true;
+        config.check_quorum = true;
+        config.batch_entries_max = 16;
+        config.batch_bytes_max = 4 << 10;
+        config.inflight_msgs_max = 8;
+        config.inflight_bytes_max = 64 << 10;
+        config.snapshot_threshold_entries = self.config.faults.snapshot_threshold_entries;
+        config.snapshot_chunk_bytes = 64;
+        config.uncommitted_entries_max = 256;
+        config.bug_commit_previous_term = self.config.bug_commit_previous_term;
+        config
+    }
+
+    /// Runs the faulty phase, the liveness phase and the final checks.
+    pub fn run(mut self) -> Result<SimReport, Box<Violation>> {
+        for node in 0..self.nodes.len() {
+            self.start_node(node);
+        }
+        self.check()?;
+        while self.step < self.config.steps {
+            self.inject_faults();
+            self.run_step()?;
+        }
+        self.liveness_phase()?;
+        self.check_linearizability()?;
+        Ok(self.finish_report())
+    }
+
+    /// Processes every event of the current step, checking after each one.
+    fn run_step(&mut self) -> Result<(), Box<Violation>> {
+        let end_us = (self.step + 1) * TICK_US;
+        while let Some(event) = self.queue.pop_before(end_us) {
+            self.handle(event);
+            self.check()?;
+        }
+        self.queue.advance_to(end_us);
+        self.step += 1;
+        if self.step % 100 == 0 {
+            self.full_checks();
+            self.check()?;
+        }
+        Ok(())
+    }
+
+    fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick { node } => {
+                self.queue.schedule(self.queue.now_us() + TICK_US, Event::Tick { node });
+                if let Some(raft) = self.nodes[node].raft.as_mut() {
+                    raft.tick();
+                    self.drain(node);
+                }
+            }
+            Event::Deliver { envelope } => self.deliver(envelope),
+            Event::DiskDone { node, epoch } => self.disk_done(node, epoch),
+            Event::Restart { node } => self.restart_node(node),
+            Event::Heal { generation } => {
+                if generation == self.partition_generation && self.net.partitioned() {
+                    self.net.heal();
+                    self.trace_line(format_args!("heal partition"));
+                }
+            }
+            Event::ClientWake { client } => self.client_wake(client),
+        }
+    }
+
+    fn trace_line(&mut self, text: fmt::Arguments<'_>) {
+        let now_us = self.queue.now_us();
+        self.trace.line(now_us, text);
+    }
+
+    /// Records a violation; the first one wins and ends the run at the next check.
+    fn fail(&mut self, property: &'static str, detail: String) {
+        if self.violation.is_none() {
+            self.trace_line(format_args!("VIOLATION {property}: {detail}"));
+            self.violation = Some((property, detail));
+        }
+    }
+
+    fn check(&mut self) -> Result<(), Box<Violation>> {
+        match self.violation.take() {
+            None => Ok(()),
+            Some((property, detail)) => Err(self.violation_report(property, detail)),
+        }
+    }
+
+    fn violation_report(&mut self, property: &'static str, detail: String) -> Box<Violation> {
+        Box::new(Violation {
+            seed: self.config.seed,
+            property,
+            detail,
+            step: self.step,
+            time_us: self.queue.now_us(),
+            trace_tail: self.trace.tail_text(),
+            report: self.finish_report(),
+        })
+    }
+
+    /// The pairwise Log Matching check and Leader Completeness of every current leader.
+    fn full_checks(&mut self) {
+        let logs: Vec<(NodeId, &crate::core::RaftLog)> =
+            self.nodes.iter().filter_map(|n| n.raft.as_ref().map(|r| (n.id, r.log()))).collect();
+        let mut broken = Checker::log_matching(&logs).err();
+        for node in &self.nodes {
+            let Some(raft) = &node.raft else { continue };
+            if raft.role() == crate::core::Role::Leader && broken.is_none() {
+                broken = self.checker.leader_completeness(node.id, raft.hard_state().current_term, raft.log()).err();
+            }
+        }
+        if let Some((property, detail)) = broken {
+            self.fail(property, detail);
+        }
+    }
+
+    fn finish_report(&mut self) -> SimReport {
+        let mut report = self.report.clone();
+        report.leader_terms = self.checker.leader_terms() as u64;
+        report.commits = self.checker.commit_max();
+        report.writes_acknowledged = self.history.writes_acknowledged() as u64;
+        report.writes_indeterminate = self.history.writes_indeterminate() as u64;
+        report.reads = self.history.reads_completed() as u64;
+        report.trace_digest = self.trace.digest();
+        report.full_trace = self.trace.take_full();
+        report
+    }
+
+    fn check_linearizability(&mut self) -> Result<(), Box<Violation>> {
+        match linearizability::check_history(&self.history) {
+            linearizability::Verdict::Linearizable => Ok(()),
+            linearizability::Verdict::Unknown { .. } => {
+                self.report.linearizability_unknown += 1;
+                Ok(())
+            }
+            linearizability::Verdict::NotLinearizable { key } => {
+                let ops: Vec<String> = self
+                    .history
+                    .ops
+                    .iter()
+                    .filter(|op| op.key == key)
+                    .map(|op| format!("  client {} {:?} [{}, {:?}]", op.client, op.kind, op.invoke, op.complete))
+                    .collect();
+                let detail = format!(
+                    "history of key {:?} is not linearizable:\n{}",
+                    String::from_utf8_lossy(&key),
+                    ops.join("\n")
+                );
+                Err(self.violation_report("linearizability", detail))
+            }
+        }
+    }
+}

@@ -1,0 +1,386 @@
+//! The key-value map, the client session table and the snapshot format.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::command::{Command, DecodeError, Op, Reader};
+
+/// Most client sessions remembered; above it the least recently used session is evicted, and a
+/// retry of that client's last write would apply again (thesis 6.3: bounded sessions trade
+/// memory against how long a client may take to retry). Kept here rather than in `limits` because
+/// only the state machine sees it, and it must be the same on every replica.
+pub const SESSIONS_MAX: usize = 1024;
+
+const SNAPSHOT_MAGIC: u32 = 0x524b_5631; // "RKV1"
+
+/// What applying a command produced, as the client sees it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Response {
+    /// A write (or noop) took effect.
+    Ok,
+    /// A read's result.
+    Value(Option<Vec<u8>>),
+}
+
+/// The outcome of [`KvStore::apply`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ApplyResult {
+    /// Applied for the first time.
+    Applied(Response),
+    /// A retry of the client's latest request: not applied again; here is the first answer.
+    Duplicate(Response),
+    /// Older than the client's latest request, whose answer the client already has: ignored.
+    Stale {
+        /// The client's highest applied sequence.
+        highest_sequence: u64,
+    },
+    /// The entry is not a valid command; it changes nothing (every replica decides the same).
+    Invalid(DecodeError),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Session {
+    sequence: u64,
+    response: Response,
+    last_used_index: u64,
+}
+
+/// Why a snapshot could not be restored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// The snapshot is shorter than its header and checksum.
+    #[error("snapshot of {0} bytes is too short")]
+    TooShort(usize),
+    /// The checksum does not match: the snapshot is damaged.
+    #[error("snapshot CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    Crc {
+        /// The CRC in the snapshot.
+        stored: u32,
+        /// The CRC of its bytes.
+        computed: u32,
+    },
+    /// Not a key-value snapshot of this version.
+    #[error("bad snapshot magic {0:#010x}")]
+    BadMagic(u32),
+    /// A field is malformed.
+    #[error("snapshot body: {0}")]
+    Decode(#[from] DecodeError),
+    /// Keys or sessions are not strictly increasing, or the session table is too large.
+    #[error("snapshot is not canonical: {0}")]
+    NotCanonical(&'static str),
+}
+
+/// The replicated key-value state machine. Commands must be applied in log order on every
+/// replica; everything here is deterministic, so replicas that apply the same log agree.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KvStore {
+    map: BTreeMap<Vec<u8>, Vec<u8>>,
+    sessions: BTreeMap<u64, Session>,
+    /// (last_used_index, client_id): the eviction order.
+    session_lru: BTreeSet<(u64, u64)>,
+    applied_index: u64,
+}
+
+impl KvStore {
+    /// An empty store at index 0.
+    pub fn new() -> KvStore {
+        KvStore::default()
+    }
+
+    /// The index of the last applied entry (or of the restored snapshot).
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &[u8]) -> Option<&[u8]> {
+        self.map.get(key).map(Vec::as_slice)
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// True when no key is set.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Number of client sessions held.
+    pub fn sessions_len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Records that the entry at `index` carried no command (a leader's noop entry).
+    pub fn apply_empty(&mut self, index: u64) {
+        self.advance(index);
+    }
+
+    /// Applies the command in the entry at `index`.
+    ///
+    /// # Panics
+    /// If `index` is not above the applied index: applying out of order is a driver bug.
+    pub fn apply(&mut self, index: u64, data: &[u8]) -> ApplyResult {
+        self.advance(index);
+        let command = match Command::decode(data) {
+            Ok(command) => command,
+            Err(error) => return ApplyResult::Invalid(error),
+        };
+        if command.client_id == 0 {
+            return ApplyResult::Applied(self.execute(command.op));
+        }
+        if let Some(session) = self.sessions.get(&command.client_id) {
+            if command.sequence == session.sequence {
+                let response = session.response.clone();
+                self.touch(command.client_id, index);
+                return ApplyResult::Duplicate(response);
+            }
+            if command.sequence < session.sequence {
+                return ApplyResult::Stale { highest_sequence: session.sequence };
+            }
+        }
+        let response = self.execute(command.op);
+        self.remember(command.client_id, command.sequence, response.clone(), index);
+        ApplyResult::Applied(response)
+    }
+
+    fn advance(&mut self, index: u64) {
+        assert!(index > self.applied_index, "apply out of order: index {index} after {}", self.applied_index);
+        self.applied_index = index;
+    }
+
+    fn execute(&mut self, op: Op) -> Response {
+        match op {
+            Op::Put { key, value } => {
+                self.map.insert(key, value);
+                Response::Ok
+            }
+            Op::Delete { key } => {
+                self.map.remove(&key);
+                Response::Ok
+            }
+            Op::Get { key } => Response::Value(self.map.get(&key).cloned()),
+            Op::Noop => Response::Ok,
+        }
+    }
+
+    fn touch(&mut self, client_id: u64, index: u64) {
+        let session = self.sessions.get_mut(&client_id).expect("session exists");
+        self.session_lru.remove(&(session.last_used_index, client_id));
+        session.last_used_index = index;
+        self.session_lru.insert((index, client_id));
+    }
+
+    fn remember(&mut self, client_id: u64, sequence: u64, response: Response, index: u64) {
+        if let Some(old) = self.sessions.insert(client_id, Session { sequence, response, last_used_index: index }) {
+            self.session_lru.remove(&(old.last_used_index, client_id));
+        }
+        self.session_lru.insert((index, client_id));
+        while self.sessions.len() > SESSIONS_MAX {
+            let (_, evicted) = self.session_lru.pop_first().expect("lru tracks every session");
+            self.sessions.remove(&evicted);
+        }
+        debug_assert_eq!(self.sessions.len(), self.session_lru.len());
+    }
+
+    /// Serializes the whole state (map, sessions, applied index) with a trailing CRC32.
+    pub fn snapshot(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        out.extend_from_slice(&SNAPSHOT_MAGIC.to_le_bytes());
+        out.extend_from_slice(&self.applied_index.to_le_bytes());
+        out.extend_from_slice(&(self.map.len() as u64).to_le_bytes());
+        for (key, value) in &self.map {
+            put_field(&mut out, key);
+            put_field(&mut out, value);
+        }
+        out.extend_from_slice(&(self.sessions.len() as u64).to_le_bytes());
+        for (client_id, session) in &self.sessions {
+            out.extend_from_slice(&client_id.to_le_bytes());
+            out.extend_from_slice(&session.sequence.to_le_bytes());
+            out.extend_from_slice(&session.last_used_index.to_le_bytes());
+            match &session.response {
+                Response::Ok => out.push(0),
+                Response::Value(None) => out.push(1),
+                Response::Value(Some(value)) => {
+                    out.push(2);
+                    put_field(&mut out, value);
+                }
+            }
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_le_bytes());
+        out
+    }
+
+    /// Replaces the whole state with a snapshot taken by [`KvStore::snapshot`]. On error the
+    /// store is unchanged.
+    pub fn restore(&mut self, bytes: &[u8]) -> Result<(), RestoreError> {
+        *self = KvStore::decode_snapshot(bytes)?;
+        Ok(())
+    }
+
+    /// Decodes a snapshot into a new store.
+    pub fn decode_snapshot(bytes: &[u8]) -> Result<KvStore, RestoreError> {
+        if bytes.len() < 4 + 8 + 8 + 8 + 4 {
+            return Err(RestoreError::TooShort(bytes.len()));
+        }
+        let (body, crc_bytes) = bytes.split_at(bytes.len() - 4);
+        let stored = u32::from_le_bytes(crc_bytes.try_into().expect("4 bytes"));
+        let computed = crc32fast::hash(body);
+        if stored != computed {
+            return Err(RestoreError::Crc { stored, computed });
+        }
+        let mut reader = Reader { bytes: body, offset: 0 };
+        let magic = reader.u32()?;
+        if magic != SNAPSHOT_MAGIC {
+            return Err(RestoreError::BadMagic(magic));
+        }
+        let mut store = KvStore { applied_index: reader.u64()?, ..KvStore::default() };
+        let keys = reader.u64()?;
+        for _ in 0..keys {
+            let key = reader.field()?;
+            let value = reader.field()?;
+            if store.map.last_key_value().is_some_and(|(last, _)| *last >= key) {
+                return Err(RestoreError::NotCanonical("keys not strictly increasing"));
+            }
+            store.map.insert(key, value);
+        }
+        let sessions = reader.u64()?;
+        if sessions > SESSIONS_MAX as u64 {
+            return Err(RestoreError::NotCanonical("more sessions than SESSIONS_MAX"));
+        }
+        for _ in 0..sessions {
+            let client_id = reader.u64()?;
+            let sequence = reader.u64()?;
+            let last_used_index = reader.u64()?;
+            let response = match reader.take(1)?[0] {
+                0 => Response::Ok,
+                1 => Response::Value(None),
+                2 => Response::Value(Some(reader.field()?)),
+                _ => return Err(RestoreError::NotCanonical("unknown response tag")),
+            };
+            if store.sessions.last_key_value().is_some_and(|(last, _)| *last >= client_id) {
+                return Err(RestoreError::NotCanonical("sessions not strictly increasing"));
+            }
+            store.sessions.insert(client_id, Session { sequence, response, last_used_index });
+            store.session_lru.insert((last_used_index, client_id));
+        }
+        if reader.offset != body.len() {
+            return Err(RestoreError::Decode(DecodeError::Trailing(body.len() - reader.offset)));
+        }
+        Ok(store)
+    }
+}
+
+fn put_field(out: &mut Vec<u8>, field: &[u8]) {
+    out.extend_from_slice(&(field.len() as u32).to_le_bytes());
+    out.extend_from_slice(field);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(client_id: u64, sequence: u64, key: &str, value: &str) -> Vec<u8> {
+        Command { client_id, sequence, op: Op::Put { key: key.into(), value: value.into() } }.encode()
+    }
+
+    #[test]
+    fn applies_put_delete_get_in_order() {
+        let mut kv = KvStore::new();
+        assert_eq!(kv.apply(1, &put(1, 1, "a", "x")), ApplyResult::Applied(Response::Ok));
+        assert_eq!(kv.get(b"a"), Some(&b"x"[..]));
+        let get = Command { client_id: 2, sequence: 1, op: Op::Get { key: b"a".to_vec() } }.encode();
+        assert_eq!(kv.apply(2, &get), ApplyResult::Applied(Response::Value(Some(b"x".to_vec()))));
+        let delete = Command { client_id: 1, sequence: 2, op: Op::Delete { key: b"a".to_vec() } }.encode();
+        assert_eq!(kv.apply(3, &delete), ApplyResult::Applied(Response::Ok));
+        assert_eq!(kv.get(b"a"), None);
+        kv.apply_empty(4);
+        assert_eq!(kv.applied_index(), 4);
+    }
+
+    #[test]
+    #[should_panic(expected = "apply out of order")]
+    fn panics_on_out_of_order_apply() {
+        let mut kv = KvStore::new();
+        kv.apply(2, &put(1, 1, "a", "x"));
+        kv.apply(2, &put(1, 2, "a", "y"));
+    }
+
+    #[test]
+    fn retried_write_applies_once_and_returns_first_result() {
+        let mut kv = KvStore::new();
+        assert_eq!(kv.apply(1, &put(5, 1, "a", "x")), ApplyResult::Applied(Response::Ok));
+        assert_eq!(kv.apply(2, &put(6, 1, "a", "y")), ApplyResult::Applied(Response::Ok));
+        // Client 5 retries its first write after client 6 overwrote the key: no effect.
+        assert_eq!(kv.apply(3, &put(5, 1, "a", "x")), ApplyResult::Duplicate(Response::Ok));
+        assert_eq!(kv.get(b"a"), Some(&b"y"[..]));
+        assert_eq!(kv.apply(4, &put(5, 2, "a", "z")), ApplyResult::Applied(Response::Ok));
+        assert_eq!(kv.apply(5, &put(5, 1, "a", "x")), ApplyResult::Stale { highest_sequence: 2 });
+        assert_eq!(kv.get(b"a"), Some(&b"z"[..]));
+    }
+
+    #[test]
+    fn invalid_entry_changes_nothing() {
+        let mut kv = KvStore::new();
+        kv.apply(1, &put(1, 1, "a", "x"));
+        assert!(matches!(kv.apply(2, &[9, 9]), ApplyResult::Invalid(_)));
+        assert_eq!(kv.get(b"a"), Some(&b"x"[..]));
+        assert_eq!(kv.applied_index(), 2);
+    }
+
+    #[test]
+    fn session_table_is_bounded_and_evicts_least_recently_used() {
+        let mut kv = KvStore::new();
+        let mut index = 0;
+        for client in 1..=SESSIONS_MAX as u64 + 10 {
+            index += 1;
+            kv.apply(index, &put(client, 1, "k", "v"));
+            if client == 5 {
+                continue;
+            }
+            // Keep client 1 fresh: it must survive eviction.
+            index += 1;
+            kv.apply(index, &put(1, 1, "k", "v"));
+        }
+        assert_eq!(kv.sessions_len(), SESSIONS_MAX);
+        index += 1;
+        assert_eq!(kv.apply(index, &put(1, 1, "k", "v")), ApplyResult::Duplicate(Response::Ok));
+        // Client 2 was the least recently used and is gone: its retry applies again.
+        index += 1;
+        assert_eq!(kv.apply(index, &put(2, 1, "k", "v")), ApplyResult::Applied(Response::Ok));
+    }
+
+    #[test]
+    fn snapshot_round_trips_map_sessions_and_index() {
+        let mut kv = KvStore::new();
+        kv.apply(1, &put(1, 1, "a", "x"));
+        kv.apply(2, &put(2, 7, "b", "y"));
+        let get = Command { client_id: 3, sequence: 1, op: Op::Get { key: b"a".to_vec() } }.encode();
+        kv.apply(3, &get);
+        let bytes = kv.snapshot();
+        let mut restored = KvStore::new();
+        restored.restore(&bytes).unwrap();
+        assert_eq!(restored, kv);
+        assert_eq!(restored.applied_index(), 3);
+        assert_eq!(restored.apply(4, &put(2, 7, "b", "z")), ApplyResult::Duplicate(Response::Ok));
+        assert_eq!(restored.apply(5, &get), ApplyResult::Duplicate(Response::Value(Some(b"x".to_vec()))));
+    }
+
+    #[test]
+    fn restore_rejects_damage_and_keeps_state() {
+        let mut kv = KvStore::new();
+        kv.apply(1, &put(1, 1, "a", "x"));
+        let good = kv.snapshot();
+        let mut target = KvStore::new();
+        target.apply(1, &put(9, 1, "z", "z"));
+        let before = target.clone();
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0x40;
+            assert!(target.restore(&bad).is_err(), "flip at {i} accepted");
+        }
+        assert_eq!(target.restore(&good[..10]), Err(RestoreError::TooShort(10)));
+        assert_eq!(target, before);
+    }
+}

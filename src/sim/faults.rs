@@ -1,0 +1,148 @@
+//! Fault injection during the faulty phase (crashes, partitions, leadership transfers), and the
+//! liveness phase that follows it: every fault heals, every node restarts, and within a bound a
+//! leader must be elected and every client answered.
+
+use super::{Event, Micros, Phase, Simulation, Violation, TICK_US};
+use crate::core::{NodeId, Role};
+
+impl Simulation {
+    /// The running node that leads in the highest term, if any.
+    fn current_leader(&self) -> Option<usize> {
+        (0..self.nodes.len())
+            .filter_map(|i| self.nodes[i].raft.as_ref().map(|r| (i, r)))
+            .filter(|(_, r)| r.role() == Role::Leader)
+            .max_by_key(|(i, r)| (r.hard_state().current_term, *i))
+            .map(|(i, _)| i)
+    }
+
+    fn random_downtime_us(&mut self) -> Micros {
+        10 * TICK_US + self.rng.below(290 * TICK_US)
+    }
+
+    /// Rolls the dice for this step's faults.
+    pub(super) fn inject_faults(&mut self) {
+        if self.phase != Phase::Faulty {
+            return;
+        }
+        let faults = self.config.faults.clone();
+        let n = self.nodes.len();
+        let down = self.nodes.iter().filter(|s| s.raft.is_none()).count();
+        let down_max = (n - 1) / 2;
+        if down < down_max && self.rng.chance(faults.crash_probability) {
+            let up: Vec<usize> = (0..n).filter(|&i| self.nodes[i].raft.is_some()).collect();
+            let victim = up[self.rng.below(up.len() as u64) as usize];
+            let downtime = self.random_downtime_us();
+            self.crash_node(victim, downtime);
+        } else if down < down_max && self.rng.chance(faults.crash_leader_probability) {
+            if let Some(leader) = self.current_leader() {
+                let downtime = self.random_downtime_us();
+                self.crash_node(leader, downtime);
+            }
+        }
+        if !self.net.partitioned() && self.rng.chance(faults.partition_probability) {
+            self.start_partition();
+        }
+        if self.rng.chance(faults.transfer_probability) {
+            if let Some(leader) = self.current_leader() {
+                let others: Vec<NodeId> = self.voters().into_iter().filter(|&v| v != self.nodes[leader].id).collect();
+                if !others.is_empty() {
+                    let to = others[self.rng.below(others.len() as u64) as usize];
+                    self.report.transfers += 1;
+                    let from = self.nodes[leader].id;
+                    self.trace_line(format_args!("transfer leadership n{from} -> n{to}"));
+                    self.nodes[leader].raft.as_mut().expect("running").transfer_leader(to);
+                    self.drain(leader);
+                }
+            }
+        }
+    }
+
+    fn start_partition(&mut self) {
+        let mut ids = self.voters();
+        let n = ids.len();
+        let kind = self.rng.below(3);
+        match kind {
+            0 => {
+                // Fisher-Yates with our PRNG, then cut at a random point.
+                for i in (1..n).rev() {
+                    let j = self.rng.below(i as u64 + 1) as usize;
+                    ids.swap(i, j);
+                }
+                let cut = 1 + self.rng.below(n as u64 - 1) as usize;
+                self.net.split(&ids[..cut], &ids[cut..]);
+            }
+            1 => {
+                let x = ids[self.rng.below(n as u64) as usize];
+                let others: Vec<NodeId> = ids.iter().copied().filter(|&y| y != x).collect();
+                if self.rng.chance(0.5) {
+                    self.net.block_one_way(x, &others);
+                } else {
+                    for y in others {
+                        self.net.block_one_way(y, &[x]);
+                    }
+                }
+            }
+            _ => {
+                let Some(leader) = self.current_leader() else { return };
+                let x = self.nodes[leader].id;
+                let others: Vec<NodeId> = ids.iter().copied().filter(|&y| y != x).collect();
+                self.net.split(&[x], &others);
+            }
+        }
+        self.report.partitions += 1;
+        self.partition_generation += 1;
+        let heal_at = self.queue.now_us() + 20 * TICK_US + self.rng.below(380 * TICK_US);
+        self.queue.schedule(heal_at, Event::Heal { generation: self.partition_generation });
+        let kind = ["symmetric", "asymmetric", "leader-isolated"][kind as usize];
+        let links = self.net.describe();
+        self.trace_line(format_args!("partition {kind}: {links}"));
+    }
+
+    /// Heals everything, restarts every node, and requires progress within the bound.
+    pub(super) fn liveness_phase(&mut self) -> Result<(), Box<Violation>> {
+        self.phase = Phase::Liveness;
+        self.net.heal();
+        self.partition_generation += 1;
+        self.net.config.drop_probability = 0.0;
+        self.net.config.duplicate_probability = 0.0;
+        self.trace_line(format_args!("liveness phase: faults healed"));
+        for node in 0..self.nodes.len() {
+            self.restart_node(node);
+        }
+        self.check()?;
+        let start_us = self.queue.now_us();
+        loop {
+            if self.clients_done() && self.current_leader().is_some() {
+                self.report.liveness_us = self.queue.now_us() - start_us;
+                return Ok(());
+            }
+            if self.queue.now_us() - start_us >= self.config.liveness_bound_us {
+                let roles: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .map(|s| match &s.raft {
+                        None => format!("n{} down", s.id),
+                        Some(r) => format!(
+                            "n{} {:?} t{} commit {} last {}",
+                            s.id,
+                            r.role(),
+                            r.hard_state().current_term,
+                            r.log().commit_index(),
+                            r.log().last_index()
+                        ),
+                    })
+                    .collect();
+                let clients: Vec<String> = self.clients.iter().map(|c| c.describe()).collect();
+                let detail = format!(
+                    "no progress within {} ms of healing: nodes [{}], clients [{}]",
+                    self.config.liveness_bound_us / 1000,
+                    roles.join(", "),
+                    clients.join(", ")
+                );
+                self.trace_line(format_args!("VIOLATION liveness"));
+                return Err(self.violation_report("liveness", detail));
+            }
+            self.run_step()?;
+        }
+    }
+}
