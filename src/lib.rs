@@ -32,5 +32,6 @@ pub mod core;
 pub mod kv;
 pub mod limits;
 pub mod log;
+pub mod runtime;
 pub mod sim;
 pub mod wire;

@@ -1,0 +1,246 @@
+//! A node's settings: from `--config node.toml` or command-line flags, validated with errors that
+//! name the field.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use crate::core::{self, NodeId};
+
+/// One cluster member's addresses.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Member {
+    /// Its node id (non-zero, unique).
+    pub id: NodeId,
+    /// Where it listens for peers.
+    pub peer_addr: SocketAddr,
+    /// Where it listens for clients.
+    pub client_addr: SocketAddr,
+}
+
+/// Everything `ringraft node` needs. Field names are those of the TOML file.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id; must be one of `members`.
+    pub id: NodeId,
+    /// Identifies the cluster: peers from another cluster are refused at the handshake.
+    #[serde(default = "default_cluster_id")]
+    pub cluster_id: u64,
+    /// Every member, this node included.
+    pub members: Vec<Member>,
+    /// Where the log, hard state and snapshots live.
+    pub data_dir: PathBuf,
+    /// Wall time of one core tick.
+    #[serde(default = "default_tick_ms")]
+    pub tick_ms: u64,
+    /// Election timeout E in ticks (randomized in [E, 2E)).
+    #[serde(default = "default_election_ticks")]
+    pub election_ticks: u32,
+    /// Heartbeat interval in ticks.
+    #[serde(default = "default_heartbeat_ticks")]
+    pub heartbeat_ticks: u32,
+    /// Pre-vote (thesis 9.6).
+    #[serde(default = "yes")]
+    pub pre_vote: bool,
+    /// Check-quorum (thesis 6.2).
+    #[serde(default = "yes")]
+    pub check_quorum: bool,
+    /// Most entries in one AppendEntries / record batch.
+    #[serde(default = "default_batch_entries_max")]
+    pub batch_entries_max: usize,
+    /// Most bytes in one AppendEntries / record batch.
+    #[serde(default = "default_batch_bytes_max")]
+    pub batch_bytes_max: usize,
+    /// Most AppendEntries in flight per follower.
+    #[serde(default = "default_inflight_msgs_max")]
+    pub inflight_msgs_max: usize,
+    /// Most bytes in flight per follower.
+    #[serde(default = "default_inflight_bytes_max")]
+    pub inflight_bytes_max: usize,
+    /// Take a snapshot after this many applied entries (0: never).
+    #[serde(default = "default_snapshot_threshold")]
+    pub snapshot_threshold_entries: u64,
+    /// Log segment size in bytes.
+    #[serde(default = "default_segment_bytes")]
+    pub segment_bytes: u64,
+    /// CPU to pin the Raft executor on (none: not pinned).
+    #[serde(default)]
+    pub raft_cpu: Option<usize>,
+    /// Spin this many microseconds before parking an idle executor (0: never spin; machines
+    /// running benchmarks are shared, so spinning is opt-in).
+    #[serde(default)]
+    pub spin_us: u64,
+    /// Memory glommio registers for I/O, per ring, in MiB (non-root users have small memlock
+    /// limits, so keep it small).
+    #[serde(default = "default_io_memory_mib")]
+    pub io_memory_mib: usize,
+    /// Requests a client connection may have in flight before the node stops reading from it.
+    #[serde(default = "default_client_inflight_max")]
+    pub client_inflight_max: usize,
+    /// Milliseconds a client write may wait for commit before the node answers Timeout.
+    #[serde(default = "default_request_timeout_ms")]
+    pub request_timeout_ms: u64,
+}
+
+fn default_cluster_id() -> u64 {
+    1
+}
+fn default_tick_ms() -> u64 {
+    10
+}
+fn default_election_ticks() -> u32 {
+    30
+}
+fn default_heartbeat_ticks() -> u32 {
+    3
+}
+fn yes() -> bool {
+    true
+}
+fn default_batch_entries_max() -> usize {
+    1024
+}
+fn default_batch_bytes_max() -> usize {
+    1 << 20
+}
+fn default_inflight_msgs_max() -> usize {
+    64
+}
+fn default_inflight_bytes_max() -> usize {
+    64 << 20
+}
+fn default_snapshot_threshold() -> u64 {
+    100_000
+}
+fn default_segment_bytes() -> u64 {
+    64 << 20
+}
+fn default_io_memory_mib() -> usize {
+    2
+}
+fn default_client_inflight_max() -> usize {
+    1024
+}
+fn default_request_timeout_ms() -> u64 {
+    5000
+}
+
+/// What is wrong with a node's configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeConfigError {
+    /// The TOML file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is malformed or names an unknown field.
+    #[error("config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the field and line).
+        message: String,
+    },
+    /// A field has a bad value.
+    #[error("config field `{field}`: {reason}")]
+    Field {
+        /// The field.
+        field: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The core rejected the derived Raft settings.
+    #[error("raft settings: {0}")]
+    Core(#[from] core::ConfigError),
+}
+
+impl NodeConfig {
+    /// Reads and validates a TOML file.
+    pub fn from_file(path: &std::path::Path) -> Result<NodeConfig, NodeConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| NodeConfigError::Read { path: path.into(), source })?;
+        let config: NodeConfig =
+            toml::from_str(&text).map_err(|e| NodeConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// A config with defaults for everything but identity, members and data directory.
+    pub fn new(id: NodeId, members: Vec<Member>, data_dir: PathBuf) -> NodeConfig {
+        let text = format!("id = {id}\ndata_dir = {:?}\nmembers = []\n", data_dir.display().to_string());
+        let mut config: NodeConfig = toml::from_str(&text).expect("defaults parse");
+        config.members = members;
+        config
+    }
+
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), NodeConfigError> {
+        let field = |field: &'static str, reason: &str| Err(NodeConfigError::Field { field, reason: reason.to_string() });
+        if self.members.iter().all(|m| m.id != self.id) {
+            return field("id", &format!("{} is not among `members`", self.id));
+        }
+        if self.tick_ms == 0 || self.tick_ms > 10_000 {
+            return field("tick_ms", "must be in 1..=10000");
+        }
+        if self.io_memory_mib == 0 || self.io_memory_mib > 1024 {
+            return field("io_memory_mib", "must be in 1..=1024");
+        }
+        if self.client_inflight_max == 0 || self.client_inflight_max > 1 << 16 {
+            return field("client_inflight_max", "must be in 1..=65536");
+        }
+        if self.request_timeout_ms == 0 {
+            return field("request_timeout_ms", "must be positive");
+        }
+        let mut addrs: Vec<SocketAddr> = self.members.iter().flat_map(|m| [m.peer_addr, m.client_addr]).collect();
+        addrs.sort();
+        if addrs.windows(2).any(|w| w[0] == w[1]) {
+            return field("members", "two listeners share an address");
+        }
+        self.core_config().validate()?;
+        Ok(())
+    }
+
+    /// The core's configuration derived from this one.
+    pub fn core_config(&self) -> core::Config {
+        let mut c = core::Config::new(self.id, self.members.iter().map(|m| m.id).collect());
+        c.election_timeout_ticks = self.election_ticks;
+        c.heartbeat_interval_ticks = self.heartbeat_ticks;
+        c.pre_vote = self.pre_vote;
+        c.check_quorum = self.check_quorum;
+        c.batch_entries_max = self.batch_entries_max;
+        c.batch_bytes_max = self.batch_bytes_max;
+        c.inflight_msgs_max = self.inflight_msgs_max;
+        c.inflight_bytes_max = self.inflight_bytes_max;
+        c.snapshot_threshold_entries = self.snapshot_threshold_entries;
+        // Seeded from wall-clock entropy: a real node wants different timeouts on every start;
+        // determinism is the simulator's business.
+        c.seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        c
+    }
+
+    /// The member entry of node `id`.
+    pub fn member(&self, id: NodeId) -> Option<&Member> {
+        self.members.iter().find(|m| m.id == id)
+    }
+}
+
+/// Parses `--members 1=127.0.0.1:7001/127.0.0.1:8001,2=...` (id=peer_addr/client_addr).
+pub fn parse_members(text: &str) -> Result<Vec<Member>, NodeConfigError> {
+    let bad = |reason: String| NodeConfigError::Field { field: "members", reason };
+    text.split(',')
+        .filter(|s| !s.trim().is_empty())
+        .map(|item| {
+            let (id, addrs) = item.split_once('=').ok_or_else(|| bad(format!("`{item}`: expected id=peer_addr/client_addr")))?;
+            let (peer, client) = addrs.split_once('/').ok_or_else(|| bad(format!("`{item}`: expected id=peer_addr/client_addr")))?;
+            let id: NodeId = id.trim().parse().map_err(|_| bad(format!("`{id}` is not a node id")))?;
+            let peer_addr = peer.trim().parse().map_err(|_| bad(format!("`{peer}` is not an address")))?;
+            let client_addr = client.trim().parse().map_err(|_| bad(format!("`{client}` is not an address")))?;
+            Ok(Member { id, peer_addr, client_addr })
+        })
+        .collect()
+}

@@ -1,0 +1,405 @@
+//! The Raft loop: owns the core, the state machine and the pending client requests; turns
+//! events (ticks, peer messages, client requests, disk completions) into core inputs, and the
+//! core's outputs into sends, writes, applies and answers, in the order `core::Output` requires.
+//!
+//! It runs as one task on the Raft executor. The only thing it awaits is its inbox; everything
+//! else it hands to other tasks through bounded queues, so one slow peer or disk write never
+//! stalls the loop.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_lite::future::poll_once;
+use glommio::channels::local_channel::{LocalReceiver, LocalSender};
+
+use super::config::NodeConfig;
+use super::server::ReplyTo;
+use super::stats::Counters;
+use super::storage::WriteJob;
+use crate::core::{Entry, EntryKind, Envelope, Index, NodeId, Output, ProposeError, RawNode, Role, Snapshot, SnapshotMeta, Term};
+use crate::kv::{ApplyResult, Command, KvStore, Op, Response};
+use crate::wire::{self, ClientError, ClientRequest, ClientResponse, NodeStats, Reply, Request};
+
+/// Events the Raft loop handles.
+pub enum Event {
+    /// One core tick elapsed.
+    Tick,
+    /// A verified message from a peer.
+    Peer(Envelope),
+    /// A verified request from a client, and where to answer.
+    Client(ClientRequest, ReplyTo),
+    /// Disk jobs up to and including this sequence number are durable.
+    Persisted(u64),
+    /// SIGTERM: stop taking work, finish what is durable, exit.
+    Shutdown,
+}
+
+/// Events handled before the core's output is taken: the batching window.
+const EVENTS_PER_OUTPUT_MAX: usize = 1024;
+/// First byte of a raw (pure consensus) proposal; no KV command uses it.
+pub const RAW_PROPOSAL_TAG: u8 = 0;
+
+struct PendingWrite {
+    term: Term,
+    request_id: u64,
+    reply: ReplyTo,
+    deadline: Instant,
+}
+
+struct PendingRead {
+    request_id: u64,
+    key: Bytes,
+    reply: ReplyTo,
+}
+
+struct DiskJobInFlight {
+    seq: u64,
+    after_persist: Vec<Envelope>,
+    last_written: Option<(Index, Term)>,
+    taken_snapshot: Option<Snapshot>,
+}
+
+/// The Raft loop's state.
+pub struct Driver {
+    config: Rc<NodeConfig>,
+    node: RawNode,
+    kv: KvStore,
+    counters: Rc<Counters>,
+    peers: BTreeMap<NodeId, LocalSender<Bytes>>,
+    disk: LocalSender<(u64, WriteJob)>,
+    next_disk_seq: u64,
+    disk_in_flight: VecDeque<DiskJobInFlight>,
+    fbb: flatbuffers::FlatBufferBuilder<'static>,
+    writes: BTreeMap<Index, PendingWrite>,
+    reads_by_id: BTreeMap<u64, PendingRead>,
+    /// Reads whose index is known, waiting for the state machine to reach it.
+    reads_ready: Vec<(Index, PendingRead)>,
+    next_read_id: u64,
+    role: Role,
+    leader: Option<NodeId>,
+    shutting_down: bool,
+}
+
+impl Driver {
+    /// A driver for `node`, whose state machine is `kv`.
+    pub fn new(
+        config: Rc<NodeConfig>,
+        node: RawNode,
+        kv: KvStore,
+        counters: Rc<Counters>,
+        peers: BTreeMap<NodeId, LocalSender<Bytes>>,
+        disk: LocalSender<(u64, WriteJob)>,
+    ) -> Driver {
+        Driver {
+            config,
+            node,
+            kv,
+            counters,
+            peers,
+            disk,
+            next_disk_seq: 0,
+            disk_in_flight: VecDeque::new(),
+            fbb: flatbuffers::FlatBufferBuilder::new(),
+            writes: BTreeMap::new(),
+            reads_by_id: BTreeMap::new(),
+            reads_ready: Vec::new(),
+            next_read_id: 1,
+            role: Role::Follower,
+            leader: None,
+            shutting_down: false,
+        }
+    }
+
+    /// Runs until shutdown: handle a burst of events, then act on the core's output.
+    pub async fn run(mut self, inbox: LocalReceiver<Event>) {
+        while let Some(event) = inbox.recv().await {
+            self.handle(event).await;
+            for _ in 0..EVENTS_PER_OUTPUT_MAX {
+                match poll_once(inbox.recv()).await {
+                    Some(Some(event)) => self.handle(event).await,
+                    _ => break,
+                }
+            }
+            let output = self.node.take_output();
+            self.process(output).await;
+            if self.shutting_down && self.disk_in_flight.is_empty() {
+                return;
+            }
+        }
+    }
+
+    async fn handle(&mut self, event: Event) {
+        match event {
+            Event::Tick => {
+                self.node.tick();
+                self.expire_writes();
+            }
+            Event::Peer(envelope) => self.node.step(envelope),
+            Event::Client(request, reply) => self.handle_client(request, reply),
+            Event::Persisted(seq) => self.persisted(seq).await,
+            Event::Shutdown => self.shutting_down = true,
+        }
+    }
+
+    // ------------------------------------------------------------ clients
+
+    fn handle_client(&mut self, request: ClientRequest, reply: ReplyTo) {
+        let request_id = request.request_id;
+        if self.shutting_down {
+            return reply.send(error(request_id, ClientError::Internal { message: "node is shutting down".into() }));
+        }
+        let op = match request.request {
+            Request::Stats => return reply.send(ClientResponse { request_id, result: Ok(Reply::Stats(self.stats())) }),
+            Request::Get { key, linearizable: false } => return reply.send(self.read_local(request_id, &key)),
+            Request::Get { key, linearizable: true } => return self.start_read(request_id, key, reply),
+            Request::Put { key, value } => Op::Put { key: key.to_vec(), value: value.to_vec() },
+            Request::Delete { key } => Op::Delete { key: key.to_vec() },
+            Request::Propose { payload } => {
+                let mut data = Vec::with_capacity(payload.len() + 1);
+                data.push(RAW_PROPOSAL_TAG);
+                data.extend_from_slice(&payload);
+                return self.propose(Bytes::from(data), request_id, reply);
+            }
+        };
+        let command = Command { client_id: request.client_id, sequence: request.sequence, op };
+        self.propose(Bytes::from(command.encode()), request_id, reply);
+    }
+
+    fn propose(&mut self, data: Bytes, request_id: u64, reply: ReplyTo) {
+        match self.node.propose(data) {
+            Ok(index) => {
+                Counters::add(&self.counters.proposals, 1);
+                let deadline = Instant::now() + Duration::from_millis(self.config.request_timeout_ms);
+                let term = self.node.hard_state().current_term;
+                self.writes.insert(index, PendingWrite { term, request_id, reply, deadline });
+            }
+            Err(e) => reply.send(error(request_id, self.propose_error(e))),
+        }
+    }
+
+    fn propose_error(&self, e: ProposeError) -> ClientError {
+        match e {
+            ProposeError::NotLeader { leader } => self.not_leader(leader),
+            ProposeError::TransferInProgress => self.not_leader(None),
+            ProposeError::Backpressure => ClientError::Backpressure,
+            ProposeError::TooLarge { size_bytes, limit_bytes } => {
+                ClientError::TooLarge { size_bytes: size_bytes as u64, limit_bytes: limit_bytes as u64 }
+            }
+        }
+    }
+
+    fn not_leader(&self, leader: Option<NodeId>) -> ClientError {
+        let leader_addr = leader.and_then(|id| self.config.member(id)).map(|m| m.client_addr.to_string());
+        ClientError::NotLeader { leader_hint: leader, leader_addr }
+    }
+
+    fn start_read(&mut self, request_id: u64, key: Bytes, reply: ReplyTo) {
+        let read_id = self.next_read_id;
+        self.next_read_id += 1;
+        match self.node.read_index(read_id) {
+            Ok(()) => {
+                self.reads_by_id.insert(read_id, PendingRead { request_id, key, reply });
+            }
+            Err(_) => reply.send(error(request_id, self.not_leader(self.node.leader()))),
+        }
+    }
+
+    fn read_local(&self, request_id: u64, key: &[u8]) -> ClientResponse {
+        let result = match self.kv.get(key) {
+            Some(value) => Reply::Value(Bytes::copy_from_slice(value)),
+            None => Reply::NotFound,
+        };
+        ClientResponse { request_id, result: Ok(result) }
+    }
+
+    fn expire_writes(&mut self) {
+        let now = Instant::now();
+        while let Some(entry) = self.writes.first_entry() {
+            if entry.get().deadline > now {
+                break;
+            }
+            let write = entry.remove();
+            write.reply.send(error(write.request_id, ClientError::Timeout));
+        }
+    }
+
+    fn stats(&self) -> NodeStats {
+        let log = self.node.log();
+        NodeStats {
+            node_id: self.config.id,
+            role: self.node.role(),
+            term: self.node.hard_state().current_term,
+            leader_id: self.node.leader(),
+            commit_index: log.commit_index(),
+            applied_index: log.applied_index(),
+            last_log_index: log.last_index(),
+            elections: self.counters.elections.get(),
+            proposals: self.counters.proposals.get(),
+            snapshots: self.counters.snapshots.get(),
+        }
+    }
+
+    // ------------------------------------------------------------ output
+
+    async fn process(&mut self, mut output: Output) {
+        if let Some(soft) = output.soft_state {
+            self.role_changed(soft.role, soft.leader);
+        }
+        for envelope in std::mem::take(&mut output.messages) {
+            self.send(envelope);
+        }
+        let installed = output.snapshot.clone();
+        let last_written = output.last_written();
+        if output.needs_persist() || !output.messages_after_persist.is_empty() || output.compact_upto.is_some() {
+            let job = WriteJob {
+                installed_snapshot: output.snapshot.take(),
+                entries: std::mem::take(&mut output.entries),
+                hard_state: output.hard_state,
+                taken_snapshot: None,
+                purge_upto: output.compact_upto,
+            };
+            self.submit(job, std::mem::take(&mut output.messages_after_persist), last_written, None).await;
+        }
+        if let Some(snapshot) = installed {
+            if let Err(e) = self.kv.restore(&snapshot.data) {
+                panic!("snapshot from the leader at index {} does not restore: {e}", snapshot.meta.last_included_index);
+            }
+            Counters::add(&self.counters.snapshots, 1);
+        }
+        for entry in std::mem::take(&mut output.committed_entries) {
+            self.apply(entry);
+        }
+        for read in output.read_states {
+            if let Some(pending) = self.reads_by_id.remove(&read.request_id) {
+                self.reads_ready.push((read.read_index, pending));
+            }
+        }
+        for read_id in output.reads_failed {
+            if let Some(pending) = self.reads_by_id.remove(&read_id) {
+                pending.reply.send(error(pending.request_id, self.not_leader(self.node.leader())));
+            }
+        }
+        self.serve_ready_reads();
+        if output.snapshot_wanted {
+            self.take_snapshot().await;
+        }
+    }
+
+    fn role_changed(&mut self, role: Role, leader: Option<NodeId>) {
+        if role == Role::Candidate && self.role != Role::Candidate {
+            Counters::add(&self.counters.elections, 1);
+        }
+        if self.role == Role::Leader && role != Role::Leader {
+            // Entries proposed here may still commit under the next leader; the client retries
+            // with the same session sequence, so the state machine applies it at most once.
+            for (_, write) in std::mem::take(&mut self.writes) {
+                write.reply.send(error(write.request_id, self.not_leader(leader)));
+            }
+        }
+        self.role = role;
+        self.leader = leader;
+    }
+
+    fn send(&mut self, envelope: Envelope) {
+        let Some(queue) = self.peers.get(&envelope.to) else { return };
+        let mut frame = Vec::new();
+        if let Err(e) = wire::encode_peer_frame(&envelope, Some(self.config.cluster_id), &mut self.fbb, &mut frame) {
+            eprintln!("ringraft: cannot frame {} to {}: {e}", envelope.message.kind_name(), envelope.to);
+            return;
+        }
+        if queue.try_send(Bytes::from(frame)).is_err() {
+            Counters::add(&self.counters.dropped_peer_messages, 1);
+        }
+    }
+
+    async fn submit(&mut self, job: WriteJob, after_persist: Vec<Envelope>, last_written: Option<(Index, Term)>, taken_snapshot: Option<Snapshot>) {
+        self.next_disk_seq += 1;
+        let seq = self.next_disk_seq;
+        self.disk_in_flight.push_back(DiskJobInFlight { seq, after_persist, last_written, taken_snapshot });
+        // Bounded: when the disk falls behind, the Raft loop waits here, and so stops taking
+        // new proposals: backpressure all the way to the clients.
+        if self.disk.send((seq, job)).await.is_err() {
+            panic!("the disk task stopped; cannot continue without durability");
+        }
+    }
+
+    async fn persisted(&mut self, upto_seq: u64) {
+        while self.disk_in_flight.front().is_some_and(|job| job.seq <= upto_seq) {
+            let job = self.disk_in_flight.pop_front().expect("checked");
+            for envelope in job.after_persist {
+                self.send(envelope);
+            }
+            if let Some((index, term)) = job.last_written {
+                self.node.persisted(index, term);
+            }
+            if let Some(snapshot) = job.taken_snapshot {
+                self.node.snapshot_taken(snapshot);
+                Counters::add(&self.counters.snapshots, 1);
+            }
+        }
+    }
+
+    fn apply(&mut self, entry: Entry) {
+        let result = match entry.kind {
+            EntryKind::Noop => {
+                self.kv.apply_empty(entry.index);
+                None
+            }
+            EntryKind::Normal if entry.data.first() == Some(&RAW_PROPOSAL_TAG) => {
+                self.kv.apply_empty(entry.index);
+                Some(Ok(Reply::Done { log_index: entry.index }))
+            }
+            EntryKind::Normal => Some(match self.kv.apply(entry.index, &entry.data) {
+                ApplyResult::Applied(response) | ApplyResult::Duplicate(response) => Ok(reply_of(response, entry.index)),
+                ApplyResult::Stale { highest_sequence } => Err(ClientError::Internal {
+                    message: format!("stale request: this session already applied sequence {highest_sequence}"),
+                }),
+                ApplyResult::Invalid(e) => Err(ClientError::Internal { message: format!("invalid command: {e}") }),
+            }),
+        };
+        if let Some(write) = self.writes.remove(&entry.index) {
+            let result = if write.term == entry.term {
+                result.unwrap_or(Ok(Reply::Done { log_index: entry.index }))
+            } else {
+                Err(self.not_leader(self.node.leader())) // Our entry was overwritten.
+            };
+            write.reply.send(ClientResponse { request_id: write.request_id, result });
+        }
+    }
+
+    fn serve_ready_reads(&mut self) {
+        let applied = self.kv.applied_index();
+        let mut i = 0;
+        while i < self.reads_ready.len() {
+            if self.reads_ready[i].0 <= applied {
+                let (_, read) = self.reads_ready.swap_remove(i);
+                read.reply.send(self.read_local(read.request_id, &read.key));
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    async fn take_snapshot(&mut self) {
+        let index = self.node.log().applied_index();
+        let Some(term) = self.node.log().term_at(index) else { return };
+        let meta = SnapshotMeta { last_included_index: index, last_included_term: term };
+        let snapshot = Snapshot { meta, data: Bytes::from(self.kv.snapshot()) };
+        let job = WriteJob { taken_snapshot: Some(snapshot.clone()), ..WriteJob::default() };
+        self.submit(job, Vec::new(), None, Some(snapshot)).await;
+    }
+}
+
+fn reply_of(response: Response, index: Index) -> Reply {
+    match response {
+        Response::Ok => Reply::Done { log_index: index },
+        Response::Value(Some(value)) => Reply::Value(Bytes::from(value)),
+        Response::Value(None) => Reply::NotFound,
+    }
+}
+
+fn error(request_id: u64, e: ClientError) -> ClientResponse {
+    ClientResponse { request_id, result: Err(e) }
+}

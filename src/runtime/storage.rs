@@ -1,0 +1,175 @@
+//! A node's durable state on disk: the segmented log, term and vote, and the latest snapshot.
+//! Everything here blocks; the runtime calls it from glommio's blocking pool, one group of
+//! writes at a time and in order, which is what makes it group commit.
+//!
+//! Layout of `data_dir`: `log/` (segments, see `crate::log`), `hard_state` (two CRC slots),
+//! `snapshot` (magic, index, term, length, CRC32, data; replaced atomically by rename).
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::core::{Entry, HardState, Index, Restored, Snapshot, SnapshotMeta};
+use crate::log::{HardStateStore, Log, LogOptions, OpenReport, StorageError};
+
+const SNAPSHOT_MAGIC: u32 = 0x5352_4e50; // "SRNP"
+const SNAPSHOT_HEADER_BYTES: usize = 4 + 8 + 8 + 8 + 4;
+
+/// One output's worth of durable work, in the order the core's `Output` contract requires.
+#[derive(Debug, Default)]
+pub struct WriteJob {
+    /// A snapshot installed from the leader: save it and empty the log.
+    pub installed_snapshot: Option<Snapshot>,
+    /// Entries to append (replacing any stored suffix from the first one's index).
+    pub entries: Vec<Entry>,
+    /// Term and vote.
+    pub hard_state: Option<HardState>,
+    /// A snapshot this node took of its own state machine.
+    pub taken_snapshot: Option<Snapshot>,
+    /// Purge whole log segments up to this index (covered by a durable snapshot).
+    pub purge_upto: Option<Index>,
+}
+
+/// The node's files.
+pub struct Storage {
+    dir: PathBuf,
+    log: Log,
+    hard_state: HardStateStore,
+    /// Last index written to the log by this process (the log's own view, including `pending`).
+    last_index: Index,
+}
+
+impl Storage {
+    /// Opens (creating) `dir` and returns what the core needs to restart, plus the log's
+    /// recovery report. Refuses to start on corruption, naming the file.
+    pub fn open(dir: &Path, segment_bytes: u64) -> Result<(Storage, Restored, OpenReport), StorageError> {
+        fs::create_dir_all(dir).map_err(|e| StorageError::io("creating data directory", dir, e))?;
+        let snapshot = read_snapshot(&dir.join("snapshot"))?;
+        let (hard_state_store, hard_state) = HardStateStore::open(dir)?;
+        let options = LogOptions { segment_bytes, ..LogOptions::default() };
+        let (mut log, report) = Log::open(&dir.join("log"), options)?;
+        let snapshot_index = snapshot.as_ref().map_or(0, |s| s.meta.last_included_index);
+        // A crash during a purge can leave segments below the snapshot; the snapshot rules.
+        log.purge_prefix(snapshot_index)?;
+        if log.first_index() > snapshot_index + 1 {
+            return Err(StorageError::Options(format!(
+                "log in {} starts at index {} but the snapshot ends at {}: entries are missing",
+                dir.display(),
+                log.first_index(),
+                snapshot_index
+            )));
+        }
+        let from = snapshot_index + 1;
+        let entries = if log.last_index() >= from { log.read(from, log.last_index() + 1, usize::MAX)? } else { Vec::new() };
+        let last_index = log.last_index();
+        let storage = Storage { dir: dir.to_path_buf(), log, hard_state: hard_state_store, last_index };
+        Ok((storage, Restored { hard_state, snapshot, entries }, report))
+    }
+
+    /// Makes a group of jobs durable: one log append (one aligned write + one fdatasync per
+    /// segment touched) for all their entries, then the newest hard state, then snapshots.
+    pub fn write(&mut self, jobs: &mut [WriteJob]) -> Result<(), StorageError> {
+        let mut pending: Vec<Entry> = Vec::new();
+        let mut hard_state = None;
+        for job in jobs.iter_mut() {
+            if let Some(snapshot) = job.installed_snapshot.take() {
+                self.flush(&mut pending)?;
+                write_snapshot(&self.dir, &snapshot)?;
+                if self.log.last_index() >= self.log.first_index() {
+                    self.log.truncate_suffix(self.log.first_index())?;
+                }
+                self.log.purge_prefix(snapshot.meta.last_included_index)?;
+                self.last_index = snapshot.meta.last_included_index;
+            }
+            if let Some(first) = job.entries.first().map(|e| e.index) {
+                if first <= self.last_index {
+                    match pending.first().map(|e| e.index) {
+                        Some(p) if first >= p => pending.truncate((first - p) as usize),
+                        _ => {
+                            self.flush(&mut pending)?;
+                            self.log.truncate_suffix(first)?;
+                        }
+                    }
+                }
+                self.last_index = job.entries.last().map_or(self.last_index, |e| e.index);
+                pending.append(&mut job.entries);
+            }
+            if job.hard_state.is_some() {
+                hard_state = job.hard_state;
+            }
+        }
+        self.flush(&mut pending)?;
+        if let Some(hs) = hard_state {
+            self.hard_state.save(&hs)?;
+        }
+        for job in jobs.iter_mut() {
+            if let Some(snapshot) = job.taken_snapshot.take() {
+                write_snapshot(&self.dir, &snapshot)?;
+            }
+            if let Some(upto) = job.purge_upto {
+                self.log.purge_prefix(upto.min(self.log.last_index()))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self, pending: &mut Vec<Entry>) -> Result<(), StorageError> {
+        if !pending.is_empty() {
+            self.log.append(pending)?;
+            pending.clear();
+        }
+        Ok(())
+    }
+}
+
+/// Writes `dir/snapshot` atomically: a temporary file, fsync, rename, fsync of the directory.
+fn write_snapshot(dir: &Path, snapshot: &Snapshot) -> Result<(), StorageError> {
+    let tmp = dir.join("snapshot.tmp");
+    let path = dir.join("snapshot");
+    let mut header = Vec::with_capacity(SNAPSHOT_HEADER_BYTES);
+    header.extend_from_slice(&SNAPSHOT_MAGIC.to_le_bytes());
+    header.extend_from_slice(&snapshot.meta.last_included_index.to_le_bytes());
+    header.extend_from_slice(&snapshot.meta.last_included_term.to_le_bytes());
+    header.extend_from_slice(&(snapshot.data.len() as u64).to_le_bytes());
+    header.extend_from_slice(&crc32fast::hash(&snapshot.data).to_le_bytes());
+    fn io<'p>(what: &'static str, p: &'p Path) -> impl FnOnce(std::io::Error) -> StorageError + 'p {
+        move |e| StorageError::io(what, p, e)
+    }
+    let mut file = fs::File::create(&tmp).map_err(io("creating snapshot", &tmp))?;
+    file.write_all(&header).map_err(io("writing snapshot", &tmp))?;
+    file.write_all(&snapshot.data).map_err(io("writing snapshot", &tmp))?;
+    file.sync_all().map_err(io("syncing snapshot", &tmp))?;
+    fs::rename(&tmp, &path).map_err(io("renaming snapshot", &path))?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("syncing data directory", dir))?;
+    Ok(())
+}
+
+/// Reads `path` if it exists; a damaged snapshot is an error naming the file, never ignored.
+fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, StorageError> {
+    let bytes = match fs::read(path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(StorageError::io("reading snapshot", path, e)),
+    };
+    let bad = |reason: &str| StorageError::Options(format!("snapshot file {} is damaged: {reason}", path.display()));
+    if bytes.len() < SNAPSHOT_HEADER_BYTES {
+        return Err(bad("shorter than its header"));
+    }
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+    if u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) != SNAPSHOT_MAGIC {
+        return Err(bad("bad magic"));
+    }
+    let (index, term, len) = (u64_at(4), u64_at(12), u64_at(20) as usize);
+    let crc = u32::from_le_bytes(bytes[28..32].try_into().expect("4 bytes"));
+    let data = &bytes[SNAPSHOT_HEADER_BYTES..];
+    if data.len() != len {
+        return Err(bad(&format!("length {} but header says {len}", data.len())));
+    }
+    if crc32fast::hash(data) != crc {
+        return Err(bad("CRC mismatch"));
+    }
+    let meta = SnapshotMeta { last_included_index: index, last_included_term: term };
+    Ok(Some(Snapshot { meta, data: Bytes::copy_from_slice(data) }))
+}
