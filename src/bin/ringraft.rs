@@ -8,6 +8,34 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(version, about)]
 enum Cli {
+    /// Run one Raft node (flags, or `--config node.toml`).
+    Node(Box<NodeArgs>),
+    /// Write a key through the cluster (for humans; use `load` for measurements).
+    Put {
+        /// Client addresses of the nodes, comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        cluster: Vec<std::net::SocketAddr>,
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// Read a key (linearizable unless `--stale`).
+    Get {
+        /// Client addresses of the nodes, comma separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        cluster: Vec<std::net::SocketAddr>,
+        /// The key.
+        key: String,
+        /// Read the local state machine of whichever node answers, possibly stale.
+        #[arg(long)]
+        stale: bool,
+    },
+    /// Show a node's role, term, indexes and counters.
+    Stats {
+        /// The node's client address.
+        addr: std::net::SocketAddr,
+    },
     /// Run the deterministic simulator: one seed (`--seed`) or a sweep (`--seeds A..B`).
     Sim(ringraft::sim::cli::SimArgs),
     /// Inspect a node's log directory offline.
@@ -59,9 +87,145 @@ fn run_log(cmd: LogCmd) -> ExitCode {
     }
 }
 
+/// `ringraft node`: a config file, or flags; flags given with a config file override it.
+#[derive(clap::Args)]
+struct NodeArgs {
+    /// TOML file with the node's settings (see README, "Running a cluster").
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// This node's id.
+    #[arg(long)]
+    id: Option<u64>,
+    /// Every member as id=peer_addr/client_addr, comma separated, e.g.
+    /// 1=127.0.0.1:7001/127.0.0.1:8001,2=127.0.0.1:7002/127.0.0.1:8002,...
+    #[arg(long)]
+    members: Option<String>,
+    /// Where the log, hard state and snapshots live.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Wall time of one tick in milliseconds (default 10).
+    #[arg(long)]
+    tick_ms: Option<u64>,
+    /// Election timeout in ticks, randomized in [E, 2E) (default 30).
+    #[arg(long)]
+    election_ticks: Option<u32>,
+    /// Heartbeat interval in ticks (default 3).
+    #[arg(long)]
+    heartbeat_ticks: Option<u32>,
+    /// Take a snapshot every this many applied entries, 0 for never (default 100000).
+    #[arg(long)]
+    snapshot_threshold: Option<u64>,
+    /// Log segment size in bytes (default 64 MiB).
+    #[arg(long)]
+    segment_bytes: Option<u64>,
+    /// CPU to pin the Raft executor on.
+    #[arg(long)]
+    raft_cpu: Option<usize>,
+    /// Cluster id; peers of other clusters are refused (default 1).
+    #[arg(long)]
+    cluster_id: Option<u64>,
+}
+
+fn node_config(args: NodeArgs) -> Result<ringraft::runtime::NodeConfig, ringraft::runtime::NodeConfigError> {
+    use ringraft::runtime::{parse_members, NodeConfig, NodeConfigError};
+    let missing = |field: &'static str| NodeConfigError::Field { field, reason: "required (give it as a flag or in --config)".into() };
+    let mut config = match &args.config {
+        Some(path) => NodeConfig::from_file(path)?,
+        None => {
+            let members = parse_members(args.members.as_deref().ok_or_else(|| missing("members"))?)?;
+            NodeConfig::new(args.id.ok_or_else(|| missing("id"))?, members, args.data_dir.clone().ok_or_else(|| missing("data_dir"))?)
+        }
+    };
+    if let (Some(id), Some(_)) = (args.id, &args.config) {
+        config.id = id;
+    }
+    if let (Some(dir), Some(_)) = (args.data_dir, &args.config) {
+        config.data_dir = dir;
+    }
+    config.tick_ms = args.tick_ms.unwrap_or(config.tick_ms);
+    config.election_ticks = args.election_ticks.unwrap_or(config.election_ticks);
+    config.heartbeat_ticks = args.heartbeat_ticks.unwrap_or(config.heartbeat_ticks);
+    config.snapshot_threshold_entries = args.snapshot_threshold.unwrap_or(config.snapshot_threshold_entries);
+    config.segment_bytes = args.segment_bytes.unwrap_or(config.segment_bytes);
+    config.raft_cpu = args.raft_cpu.or(config.raft_cpu);
+    config.cluster_id = args.cluster_id.unwrap_or(config.cluster_id);
+    config.validate()?;
+    Ok(config)
+}
+
+fn run_node(args: NodeArgs) -> ExitCode {
+    let config = match node_config(args) {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("ringraft node: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match ringraft::runtime::run_node(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringraft node: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Runs one client future on a small executor and prints its result.
+fn run_client<F, Fut>(members: Vec<std::net::SocketAddr>, f: F) -> ExitCode
+where
+    F: FnOnce(ringraft::client::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<String, ringraft::client::Error>>,
+{
+    let client_id = std::process::id() as u64 | (1 << 40);
+    let result = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(move || async move {
+            let client = ringraft::client::Client::new(ringraft::client::ClientOptions::new(members, client_id));
+            f(client).await
+        })
+        .map_err(|e| e.to_string())
+        .and_then(|h| h.join().map_err(|e| format!("{e:?}")));
+    match result {
+        Ok(Ok(text)) => {
+            println!("{text}");
+            ExitCode::SUCCESS
+        }
+        Ok(Err(e)) => {
+            eprintln!("ringraft: {e}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("ringraft: executor: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn main() -> ExitCode {
     match Cli::parse() {
         Cli::Log(cmd) => run_log(cmd),
+        Cli::Node(args) => run_node(*args),
+        Cli::Put { cluster, key, value } => {
+            run_client(cluster, |c| async move { c.put(key, value).await.map(|index| format!("OK (log index {index})")) })
+        }
+        Cli::Get { cluster, key, stale } => run_client(cluster, move |c| async move {
+            let value = if stale {
+                match c.call(ringraft::wire::Request::Get { key: key.into(), linearizable: false }).await? {
+                    ringraft::wire::Reply::Value(v) => Some(v),
+                    _ => None,
+                }
+            } else {
+                c.get(key).await?
+            };
+            Ok(value.map_or_else(|| "(not found)".to_string(), |v| String::from_utf8_lossy(&v).into_owned()))
+        }),
+        Cli::Stats { addr } => run_client(vec![addr], |c| async move {
+            let s = c.stats().await?;
+            Ok(format!(
+                "node {} role {:?} term {} leader {:?}\ncommit_index {} applied_index {} last_log_index {}\nelections {} proposals {} snapshots {}",
+                s.node_id, s.role, s.term, s.leader_id, s.commit_index, s.applied_index, s.last_log_index, s.elections, s.proposals, s.snapshots
+            ))
+        }),
         Cli::Sim(args) => ExitCode::from(ringraft::sim::cli::main(args).clamp(0, 255) as u8),
     }
 }

@@ -1,11 +1,8 @@
 //! Reading and writing frames on glommio TCP streams.
 
-use futures_lite::io::{AsyncRead, AsyncReadExt};
+use futures_lite::io::AsyncRead;
 
 use crate::wire::{DecodeError, FrameDecoder};
-
-/// Bytes read from a socket per call.
-pub const READ_CHUNK_BYTES: usize = 64 << 10;
 
 /// Why a connection ended.
 #[derive(Debug, thiserror::Error)]
@@ -24,12 +21,11 @@ pub enum ConnError {
     Closed,
 }
 
-/// Reads from `stream` into `decoder` until it holds at least one whole frame (or fails).
+/// Reads from `stream` into `decoder` once (or fails; an end of stream is `Closed`).
 pub async fn fill<S: AsyncRead + Unpin>(stream: &mut S, decoder: &mut FrameDecoder, buf: &mut [u8]) -> Result<(), ConnError> {
-    let n = stream.read(buf).await?;
-    if n == 0 {
-        return Err(ConnError::Closed);
+    match crate::wire::fill_decoder(stream, decoder, buf).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(ConnError::Closed),
+        Err(e) => Err(ConnError::Io(e)),
     }
-    decoder.extend_from_slice(&buf[..n]);
-    Ok(())
 }

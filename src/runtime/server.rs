@@ -12,7 +12,8 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 
-use super::net::{fill, ConnError, READ_CHUNK_BYTES};
+use super::net::{fill, ConnError};
+use crate::wire::READ_CHUNK_BYTES;
 use super::node::Event;
 use super::stats::Counters;
 use crate::wire::{self, ClientResponse, FrameDecoder, FrameType};

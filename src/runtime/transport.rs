@@ -13,7 +13,8 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::config::NodeConfig;
-use super::net::{fill, ConnError, READ_CHUNK_BYTES};
+use super::net::{fill, ConnError};
+use crate::wire::READ_CHUNK_BYTES;
 use super::node::Event;
 use super::stats::Counters;
 use crate::core::NodeId;

@@ -14,6 +14,7 @@ mod entries;
 mod error;
 mod frame;
 mod peer;
+mod stream;
 
 pub use client::{
     decode_client_request, decode_client_request_shared, decode_client_response, encode_client_request,
@@ -21,6 +22,7 @@ pub use client::{
 };
 pub use entries::{decode_entries, encode_entries, ENTRY_HEADER_BYTES};
 pub use error::{DecodeError, EncodeError};
+pub use stream::{fill_decoder, READ_CHUNK_BYTES};
 pub use frame::{decode_frame, frame_header, write_frame, Frame, FrameDecoder, FrameType, FRAME_HEADER_BYTES};
 pub use peer::{
     decode_handshake, decode_peer, decode_peer_message, decode_peer_message_shared, encode_handshake, encode_peer,

@@ -1,0 +1,238 @@
+//! The client library: connects to any node, follows leader hints, keeps many requests in
+//! flight per connection, and retries writes with the same session sequence number (so the
+//! state machine applies each at most once) on timeouts and leader changes.
+//!
+//! It runs on glommio: create a [`Client`] inside a `LocalExecutor` and share it between tasks
+//! of that executor (`Client` is cheap to clone; clones share the connection and session).
+
+mod connection;
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use glommio::channels::local_channel;
+
+use crate::core::Index;
+use crate::wire::{ClientError, ClientRequest, ClientResponse, NodeStats, Reply, Request};
+use connection::Connection;
+
+/// How a client behaves.
+#[derive(Clone, Debug)]
+pub struct ClientOptions {
+    /// Client addresses of the cluster's nodes.
+    pub members: Vec<SocketAddr>,
+    /// This client's session id (non-zero, unique among clients of the cluster).
+    pub client_id: u64,
+    /// How long to wait for one attempt's answer.
+    pub attempt_timeout: Duration,
+    /// Attempts per request before giving up (leader changes and timeouts each use one).
+    pub attempts_max: u32,
+}
+
+impl ClientOptions {
+    /// Defaults: 2 s per attempt, 20 attempts.
+    pub fn new(members: Vec<SocketAddr>, client_id: u64) -> ClientOptions {
+        ClientOptions { members, client_id, attempt_timeout: Duration::from_secs(2), attempts_max: 20 }
+    }
+}
+
+/// Why a request failed for good.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// The cluster answered with an error that retrying will not fix.
+    #[error("{0}")]
+    Server(ClientError),
+    /// No node gave an answer within the attempts allowed.
+    #[error("cluster unavailable after {attempts} attempts; last problem: {last}")]
+    Unavailable {
+        /// Attempts made.
+        attempts: u32,
+        /// What went wrong last.
+        last: String,
+    },
+}
+
+struct Inner {
+    options: ClientOptions,
+    /// Index into `options.members` of the node believed to lead.
+    leader: usize,
+    connection: Option<Rc<Connection>>,
+    next_sequence: u64,
+    next_request_id: u64,
+}
+
+/// A client session. Clones share it.
+#[derive(Clone)]
+pub struct Client {
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl Client {
+    /// A client for the cluster; connects lazily.
+    pub fn new(options: ClientOptions) -> Client {
+        assert!(!options.members.is_empty(), "a client needs at least one member address");
+        assert!(options.client_id != 0, "client id 0 is reserved");
+        Client { inner: Rc::new(RefCell::new(Inner { options, leader: 0, connection: None, next_sequence: 1, next_request_id: 1 })) }
+    }
+
+    /// Sets `key` to `value`; returns the log index at which the write committed.
+    pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<Index, Error> {
+        done_index(self.call(Request::Put { key: key.into(), value: value.into() }).await?)
+    }
+
+    /// Removes `key`.
+    pub async fn delete(&self, key: impl Into<Bytes>) -> Result<Index, Error> {
+        done_index(self.call(Request::Delete { key: key.into() }).await?)
+    }
+
+    /// Reads `key` linearizably (ReadIndex).
+    pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<Bytes>, Error> {
+        value_of(self.call(Request::Get { key: key.into(), linearizable: true }).await?)
+    }
+
+    /// Replicates an opaque payload (pure consensus, no state machine work).
+    pub async fn propose(&self, payload: impl Into<Bytes>) -> Result<Index, Error> {
+        done_index(self.call(Request::Propose { payload: payload.into() }).await?)
+    }
+
+    /// The counters of the node this client is connected to.
+    pub async fn stats(&self) -> Result<NodeStats, Error> {
+        match self.call_once_anywhere(Request::Stats).await? {
+            Reply::Stats(stats) => Ok(stats),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Sends `request`, following leader hints and retrying; writes get the next session
+    /// sequence number, kept across retries.
+    pub async fn call(&self, request: Request) -> Result<Reply, Error> {
+        let sequence = if request.is_write() { self.take_sequence() } else { 0 };
+        self.call_with_sequence(request, sequence).await
+    }
+
+    /// Like [`Client::call`] with an explicit session sequence number (tests of exactly-once).
+    pub async fn call_with_sequence(&self, request: Request, sequence: u64) -> Result<Reply, Error> {
+        let attempts_max = self.inner.borrow().options.attempts_max;
+        let mut last = String::from("no attempt made");
+        for attempt in 0..attempts_max {
+            if attempt > 0 {
+                glommio::timer::sleep(backoff(attempt)).await;
+            }
+            match self.attempt(&request, sequence).await {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(ClientError::NotLeader { leader_addr, .. })) => {
+                    last = "not the leader".into();
+                    self.follow_hint(leader_addr.as_deref());
+                }
+                Ok(Err(e @ (ClientError::Timeout | ClientError::Backpressure))) => last = e.to_string(),
+                Ok(Err(e)) => return Err(Error::Server(e)),
+                Err(problem) => {
+                    last = problem;
+                    self.rotate();
+                }
+            }
+        }
+        Err(Error::Unavailable { attempts: attempts_max, last })
+    }
+
+    /// One attempt on whatever node the client is connected to, without following hints.
+    async fn call_once_anywhere(&self, request: Request) -> Result<Reply, Error> {
+        match self.attempt(&request, 0).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(e)) => Err(Error::Server(e)),
+            Err(last) => Err(Error::Unavailable { attempts: 1, last }),
+        }
+    }
+
+    /// Ok(answer) or Err(connection problem).
+    async fn attempt(&self, request: &Request, sequence: u64) -> Result<Result<Reply, ClientError>, String> {
+        let connection = self.connection().await?;
+        let (client_id, request_id, timeout) = {
+            let mut inner = self.inner.borrow_mut();
+            inner.next_request_id += 1;
+            (inner.options.client_id, inner.next_request_id, inner.options.attempt_timeout)
+        };
+        let message = ClientRequest { client_id, sequence, request_id, request: request.clone() };
+        let (tx, rx) = local_channel::new_bounded(1);
+        connection.send(message, tx).await?;
+        match glommio::timer::timeout(timeout, async { Ok(rx.recv().await) }).await {
+            Ok(Some(ClientResponse { result, .. })) => Ok(result),
+            Ok(None) => {
+                self.drop_connection(&connection);
+                Err(format!("connection to {} lost", connection.addr()))
+            }
+            Err(_) => {
+                connection.forget(request_id);
+                Ok(Err(ClientError::Timeout))
+            }
+        }
+    }
+
+    async fn connection(&self) -> Result<Rc<Connection>, String> {
+        let addr = {
+            let inner = self.inner.borrow();
+            if let Some(c) = inner.connection.as_ref().filter(|c| c.is_alive()) {
+                return Ok(c.clone());
+            }
+            inner.options.members[inner.leader]
+        };
+        let connection = Rc::new(Connection::open(addr).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?);
+        self.inner.borrow_mut().connection = Some(connection.clone());
+        Ok(connection)
+    }
+
+    fn drop_connection(&self, connection: &Rc<Connection>) {
+        let mut inner = self.inner.borrow_mut();
+        if inner.connection.as_ref().is_some_and(|c| Rc::ptr_eq(c, connection)) {
+            inner.connection = None;
+        }
+    }
+
+    fn follow_hint(&self, leader_addr: Option<&str>) {
+        let mut inner = self.inner.borrow_mut();
+        let hinted = leader_addr.and_then(|a| inner.options.members.iter().position(|m| m.to_string() == a));
+        let next = hinted.unwrap_or((inner.leader + 1) % inner.options.members.len());
+        if next != inner.leader || hinted.is_none() {
+            inner.leader = next;
+            inner.connection = None;
+        }
+    }
+
+    fn rotate(&self) {
+        let mut inner = self.inner.borrow_mut();
+        inner.leader = (inner.leader + 1) % inner.options.members.len();
+        inner.connection = None;
+    }
+
+    fn take_sequence(&self) -> u64 {
+        let mut inner = self.inner.borrow_mut();
+        inner.next_sequence += 1;
+        inner.next_sequence - 1
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis((10u64 << attempt.min(5)).min(300))
+}
+
+fn done_index(reply: Reply) -> Result<Index, Error> {
+    match reply {
+        Reply::Done { log_index } => Ok(log_index),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn value_of(reply: Reply) -> Result<Option<Bytes>, Error> {
+    match reply {
+        Reply::Value(value) => Ok(Some(value)),
+        Reply::NotFound => Ok(None),
+        other => Err(unexpected(other)),
+    }
+}
+
+fn unexpected(reply: Reply) -> Error {
+    Error::Server(ClientError::Internal { message: format!("unexpected reply {reply:?}") })
+}
