@@ -430,3 +430,37 @@ fn client_responses_round_trip() {
     }
     assert_eq!(decoded, responses);
 }
+
+#[test]
+fn largest_append_entries_fits_in_a_frame() {
+    use ringraft::limits::{BATCH_BYTES_MAX, BATCH_ENTRIES_MAX, FRAME_BYTES_MAX};
+    let data_bytes = BATCH_BYTES_MAX / BATCH_ENTRIES_MAX;
+    let entries: Vec<Entry> = (1..=BATCH_ENTRIES_MAX as u64)
+        .map(|index| Entry {
+            term: 1,
+            index,
+            kind: EntryKind::Normal,
+            data: Bytes::from(vec![1u8; data_bytes]),
+        })
+        .collect();
+    let envelope = Envelope {
+        from: 1,
+        to: 2,
+        message: Message::AppendEntries {
+            term: 1,
+            prev_log_index: 0,
+            prev_log_term: 0,
+            leader_commit: 0,
+            entries,
+        },
+    };
+    let mut fbb = FlatBufferBuilder::new();
+    let mut frame = Vec::new();
+    encode_peer_frame(&envelope, Some(u64::MAX), &mut fbb, &mut frame)
+        .expect("a full batch fits in a frame");
+    assert!(frame.len() <= FRAME_BYTES_MAX);
+    let mut decoder = FrameDecoder::new();
+    decoder.extend_from_slice(&frame);
+    let frame = decoder.next_frame().expect("valid").expect("whole frame");
+    assert_eq!(decode_peer(frame.body).as_ref(), Ok(&envelope));
+}

@@ -22,13 +22,30 @@ use bytes::Bytes;
 
 use super::error::DecodeError;
 use crate::core::{Entry, EntryKind};
-use crate::limits::{BATCH_ENTRIES_MAX, ENTRY_BYTES_MAX};
+use crate::limits::{BATCH_BYTES_MAX, BATCH_ENTRIES_MAX, ENTRY_BYTES_MAX};
 
 /// Bytes of the batch header (the entry count).
 const BATCH_HEADER_BYTES: usize = 4;
 
 /// Bytes of each entry's fixed header (index, term, kind, len) before its data.
 pub const ENTRY_HEADER_BYTES: usize = 8 + 8 + 1 + 4;
+
+/// Largest batch a correct leader produces: [`BATCH_ENTRIES_MAX`] entry headers plus
+/// [`crate::limits::BATCH_BYTES_MAX`] payload bytes. Receivers do not check this sum themselves;
+/// the frame limit below bounds it.
+pub const BATCH_ENCODED_BYTES_MAX: usize =
+    BATCH_HEADER_BYTES + BATCH_ENTRIES_MAX * ENTRY_HEADER_BYTES + BATCH_BYTES_MAX;
+
+/// Generous bound on what a `PeerMessage` with an AppendEntries body adds around its batch: root
+/// offset, file identifier, two tables with their vtables, the vector length, alignment.
+const APPEND_ENTRIES_ENVELOPE_BYTES_MAX: usize = 1024;
+
+// A full batch, wrapped in its flatbuffer and frame header, must fit in a frame, or a leader
+// following the limits would send frames every receiver refuses.
+const _: () = assert!(
+    BATCH_ENCODED_BYTES_MAX + APPEND_ENTRIES_ENVELOPE_BYTES_MAX + crate::wire::FRAME_HEADER_BYTES
+        <= crate::limits::FRAME_BYTES_MAX
+);
 
 /// Appends the batch encoding of `entries` to `out`.
 ///
