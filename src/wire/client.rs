@@ -68,7 +68,10 @@ pub enum Request {
 impl Request {
     /// Whether the request changes replicated state (and so needs a session sequence number).
     pub fn is_write(&self) -> bool {
-        matches!(self, Request::Put { .. } | Request::Delete { .. } | Request::Propose { .. })
+        matches!(
+            self,
+            Request::Put { .. } | Request::Delete { .. } | Request::Propose { .. }
+        )
     }
 }
 
@@ -157,7 +160,10 @@ pub struct NodeStats {
 
 /// Encodes `request` into `fbb` (reset first) and returns the finished body, to be sent as a
 /// `ClientRequest` frame.
-pub fn encode_client_request<'b>(request: &ClientRequest, fbb: &'b mut FlatBufferBuilder<'_>) -> &'b [u8] {
+pub fn encode_client_request<'b>(
+    request: &ClientRequest,
+    fbb: &'b mut FlatBufferBuilder<'_>,
+) -> &'b [u8] {
     fbb.reset();
     let (body_type, body) = encode_request_body(&request.request, fbb);
     let args = fb::ClientRequestArgs {
@@ -184,13 +190,20 @@ pub fn decode_client_request_shared(body: &Bytes) -> Result<ClientRequest, Decod
 
 /// Encodes `response` into `fbb` (reset first) and returns the finished body, to be sent as a
 /// `ClientResponse` frame.
-pub fn encode_client_response<'b>(response: &ClientResponse, fbb: &'b mut FlatBufferBuilder<'_>) -> &'b [u8] {
+pub fn encode_client_response<'b>(
+    response: &ClientResponse,
+    fbb: &'b mut FlatBufferBuilder<'_>,
+) -> &'b [u8] {
     fbb.reset();
     let (body_type, body) = match &response.result {
         Ok(reply) => encode_reply(reply, fbb),
         Err(error) => encode_error(error, fbb),
     };
-    let args = fb::ClientResponseArgs { request_id: response.request_id, body_type, body: Some(body) };
+    let args = fb::ClientResponseArgs {
+        request_id: response.request_id,
+        body_type,
+        body: Some(body),
+    };
     let root = fb::ClientResponse::create(fbb, &args);
     fbb.finish(root, Some(CLIENT_RESPONSE_IDENTIFIER));
     fbb.finished_data()
@@ -198,16 +211,24 @@ pub fn encode_client_response<'b>(response: &ClientResponse, fbb: &'b mut FlatBu
 
 /// Decodes and validates a `ClientResponse` body.
 pub fn decode_client_response(body: &[u8]) -> Result<ClientResponse, DecodeError> {
-    let root = verified_root::<fb::ClientResponse>(body, "ClientResponse", CLIENT_RESPONSE_IDENTIFIER)?;
-    let unknown = || DecodeError::UnknownBody { table: "ClientResponse", body_type: root.body_type().0 };
+    let root =
+        verified_root::<fb::ClientResponse>(body, "ClientResponse", CLIENT_RESPONSE_IDENTIFIER)?;
+    let unknown = || DecodeError::UnknownBody {
+        table: "ClientResponse",
+        body_type: root.body_type().0,
+    };
     let result = match root.body_type() {
-        fb::Reply::Done => Ok(Reply::Done { log_index: root.body_as_done().ok_or_else(unknown)?.log_index() }),
+        fb::Reply::Done => Ok(Reply::Done {
+            log_index: root.body_as_done().ok_or_else(unknown)?.log_index(),
+        }),
         fb::Reply::Value => {
             let value = root.body_as_value().ok_or_else(unknown)?.value().bytes();
             Ok(Reply::Value(Bytes::copy_from_slice(value)))
         }
         fb::Reply::NotFound => Ok(Reply::NotFound),
-        fb::Reply::StatsReply => Ok(Reply::Stats(decode_stats(root.body_as_stats_reply().ok_or_else(unknown)?)?)),
+        fb::Reply::StatsReply => Ok(Reply::Stats(decode_stats(
+            root.body_as_stats_reply().ok_or_else(unknown)?,
+        )?)),
         fb::Reply::NotLeader => {
             let t = root.body_as_not_leader().ok_or_else(unknown)?;
             Err(ClientError::NotLeader {
@@ -218,106 +239,215 @@ pub fn decode_client_response(body: &[u8]) -> Result<ClientResponse, DecodeError
         fb::Reply::Timeout => Err(ClientError::Timeout),
         fb::Reply::TooLarge => {
             let t = root.body_as_too_large().ok_or_else(unknown)?;
-            Err(ClientError::TooLarge { size_bytes: t.size_bytes(), limit_bytes: t.limit_bytes() })
+            Err(ClientError::TooLarge {
+                size_bytes: t.size_bytes(),
+                limit_bytes: t.limit_bytes(),
+            })
         }
         fb::Reply::Backpressure => Err(ClientError::Backpressure),
         fb::Reply::Internal => {
             let t = root.body_as_internal().ok_or_else(unknown)?;
-            Err(ClientError::Internal { message: t.message().unwrap_or_default().to_string() })
+            Err(ClientError::Internal {
+                message: t.message().unwrap_or_default().to_string(),
+            })
         }
         _ => return Err(unknown()),
     };
-    Ok(ClientResponse { request_id: root.request_id(), result })
+    Ok(ClientResponse {
+        request_id: root.request_id(),
+        result,
+    })
 }
 
-fn encode_request_body(request: &Request, fbb: &mut FlatBufferBuilder<'_>) -> (fb::Request, WIPOffset<UnionWIPOffset>) {
+fn encode_request_body(
+    request: &Request,
+    fbb: &mut FlatBufferBuilder<'_>,
+) -> (fb::Request, WIPOffset<UnionWIPOffset>) {
     match request {
         Request::Put { key, value } => {
             let key = fbb.create_vector(key);
             let value = fbb.create_vector(value);
-            let put = fb::Put::create(fbb, &fb::PutArgs { key: Some(key), value: Some(value) });
+            let put = fb::Put::create(
+                fbb,
+                &fb::PutArgs {
+                    key: Some(key),
+                    value: Some(value),
+                },
+            );
             (fb::Request::Put, put.as_union_value())
         }
         Request::Delete { key } => {
             let key = fbb.create_vector(key);
-            (fb::Request::Delete, fb::Delete::create(fbb, &fb::DeleteArgs { key: Some(key) }).as_union_value())
+            (
+                fb::Request::Delete,
+                fb::Delete::create(fbb, &fb::DeleteArgs { key: Some(key) }).as_union_value(),
+            )
         }
         Request::Get { key, linearizable } => {
             let key = fbb.create_vector(key);
-            let get = fb::Get::create(fbb, &fb::GetArgs { key: Some(key), linearizable: *linearizable });
+            let get = fb::Get::create(
+                fbb,
+                &fb::GetArgs {
+                    key: Some(key),
+                    linearizable: *linearizable,
+                },
+            );
             (fb::Request::Get, get.as_union_value())
         }
         Request::Propose { payload } => {
             let payload = fbb.create_vector(payload);
-            let propose = fb::Propose::create(fbb, &fb::ProposeArgs { payload: Some(payload) });
+            let propose = fb::Propose::create(
+                fbb,
+                &fb::ProposeArgs {
+                    payload: Some(payload),
+                },
+            );
             (fb::Request::Propose, propose.as_union_value())
         }
-        Request::Stats => (fb::Request::Stats, fb::Stats::create(fbb, &fb::StatsArgs {}).as_union_value()),
+        Request::Stats => (
+            fb::Request::Stats,
+            fb::Stats::create(fbb, &fb::StatsArgs {}).as_union_value(),
+        ),
     }
 }
 
-fn decode_request_with(body: &[u8], to_bytes: &dyn Fn(&[u8]) -> Bytes) -> Result<ClientRequest, DecodeError> {
-    let root = verified_root::<fb::ClientRequest>(body, "ClientRequest", CLIENT_REQUEST_IDENTIFIER)?;
-    let unknown = || DecodeError::UnknownBody { table: "ClientRequest", body_type: root.body_type().0 };
+fn decode_request_with(
+    body: &[u8],
+    to_bytes: &dyn Fn(&[u8]) -> Bytes,
+) -> Result<ClientRequest, DecodeError> {
+    let root =
+        verified_root::<fb::ClientRequest>(body, "ClientRequest", CLIENT_REQUEST_IDENTIFIER)?;
+    let unknown = || DecodeError::UnknownBody {
+        table: "ClientRequest",
+        body_type: root.body_type().0,
+    };
     // Required vectors (key, value, payload) are guaranteed present by the verifier.
     let request = match root.body_type() {
         fb::Request::Put => {
             let t = root.body_as_put().ok_or_else(unknown)?;
-            Request::Put { key: to_bytes(t.key().bytes()), value: to_bytes(t.value().bytes()) }
+            Request::Put {
+                key: to_bytes(t.key().bytes()),
+                value: to_bytes(t.value().bytes()),
+            }
         }
-        fb::Request::Delete => Request::Delete { key: to_bytes(root.body_as_delete().ok_or_else(unknown)?.key().bytes()) },
+        fb::Request::Delete => Request::Delete {
+            key: to_bytes(root.body_as_delete().ok_or_else(unknown)?.key().bytes()),
+        },
         fb::Request::Get => {
             let t = root.body_as_get().ok_or_else(unknown)?;
-            Request::Get { key: to_bytes(t.key().bytes()), linearizable: t.linearizable() }
+            Request::Get {
+                key: to_bytes(t.key().bytes()),
+                linearizable: t.linearizable(),
+            }
         }
-        fb::Request::Propose => {
-            Request::Propose { payload: to_bytes(root.body_as_propose().ok_or_else(unknown)?.payload().bytes()) }
-        }
+        fb::Request::Propose => Request::Propose {
+            payload: to_bytes(
+                root.body_as_propose()
+                    .ok_or_else(unknown)?
+                    .payload()
+                    .bytes(),
+            ),
+        },
         fb::Request::Stats => Request::Stats,
         _ => return Err(unknown()),
     };
     if root.client_id() == 0 {
-        return Err(DecodeError::MissingField { field: "ClientRequest.client_id" });
+        return Err(DecodeError::MissingField {
+            field: "ClientRequest.client_id",
+        });
     }
     if request.is_write() && root.sequence() == 0 {
-        return Err(DecodeError::MissingField { field: "ClientRequest.sequence" });
+        return Err(DecodeError::MissingField {
+            field: "ClientRequest.sequence",
+        });
     }
-    Ok(ClientRequest { client_id: root.client_id(), sequence: root.sequence(), request_id: root.request_id(), request })
+    Ok(ClientRequest {
+        client_id: root.client_id(),
+        sequence: root.sequence(),
+        request_id: root.request_id(),
+        request,
+    })
 }
 
-fn encode_reply(reply: &Reply, fbb: &mut FlatBufferBuilder<'_>) -> (fb::Reply, WIPOffset<UnionWIPOffset>) {
+fn encode_reply(
+    reply: &Reply,
+    fbb: &mut FlatBufferBuilder<'_>,
+) -> (fb::Reply, WIPOffset<UnionWIPOffset>) {
     match reply {
-        Reply::Done { log_index } => {
-            (fb::Reply::Done, fb::Done::create(fbb, &fb::DoneArgs { log_index: *log_index }).as_union_value())
-        }
+        Reply::Done { log_index } => (
+            fb::Reply::Done,
+            fb::Done::create(
+                fbb,
+                &fb::DoneArgs {
+                    log_index: *log_index,
+                },
+            )
+            .as_union_value(),
+        ),
         Reply::Value(value) => {
             let value = fbb.create_vector(value);
-            (fb::Reply::Value, fb::Value::create(fbb, &fb::ValueArgs { value: Some(value) }).as_union_value())
+            (
+                fb::Reply::Value,
+                fb::Value::create(fbb, &fb::ValueArgs { value: Some(value) }).as_union_value(),
+            )
         }
-        Reply::NotFound => (fb::Reply::NotFound, fb::NotFound::create(fbb, &fb::NotFoundArgs {}).as_union_value()),
+        Reply::NotFound => (
+            fb::Reply::NotFound,
+            fb::NotFound::create(fbb, &fb::NotFoundArgs {}).as_union_value(),
+        ),
         Reply::Stats(stats) => (fb::Reply::StatsReply, encode_stats(stats, fbb)),
     }
 }
 
-fn encode_error(error: &ClientError, fbb: &mut FlatBufferBuilder<'_>) -> (fb::Reply, WIPOffset<UnionWIPOffset>) {
+fn encode_error(
+    error: &ClientError,
+    fbb: &mut FlatBufferBuilder<'_>,
+) -> (fb::Reply, WIPOffset<UnionWIPOffset>) {
     match error {
-        ClientError::NotLeader { leader_hint, leader_addr } => {
+        ClientError::NotLeader {
+            leader_hint,
+            leader_addr,
+        } => {
             let leader_addr = leader_addr.as_deref().map(|addr| fbb.create_string(addr));
-            let args = fb::NotLeaderArgs { leader_hint: leader_hint.unwrap_or(0), leader_addr };
-            (fb::Reply::NotLeader, fb::NotLeader::create(fbb, &args).as_union_value())
+            let args = fb::NotLeaderArgs {
+                leader_hint: leader_hint.unwrap_or(0),
+                leader_addr,
+            };
+            (
+                fb::Reply::NotLeader,
+                fb::NotLeader::create(fbb, &args).as_union_value(),
+            )
         }
-        ClientError::Timeout => (fb::Reply::Timeout, fb::Timeout::create(fbb, &fb::TimeoutArgs {}).as_union_value()),
-        ClientError::TooLarge { size_bytes, limit_bytes } => {
-            let args = fb::TooLargeArgs { size_bytes: *size_bytes, limit_bytes: *limit_bytes };
-            (fb::Reply::TooLarge, fb::TooLarge::create(fbb, &args).as_union_value())
+        ClientError::Timeout => (
+            fb::Reply::Timeout,
+            fb::Timeout::create(fbb, &fb::TimeoutArgs {}).as_union_value(),
+        ),
+        ClientError::TooLarge {
+            size_bytes,
+            limit_bytes,
+        } => {
+            let args = fb::TooLargeArgs {
+                size_bytes: *size_bytes,
+                limit_bytes: *limit_bytes,
+            };
+            (
+                fb::Reply::TooLarge,
+                fb::TooLarge::create(fbb, &args).as_union_value(),
+            )
         }
-        ClientError::Backpressure => {
-            (fb::Reply::Backpressure, fb::Backpressure::create(fbb, &fb::BackpressureArgs {}).as_union_value())
-        }
+        ClientError::Backpressure => (
+            fb::Reply::Backpressure,
+            fb::Backpressure::create(fbb, &fb::BackpressureArgs {}).as_union_value(),
+        ),
         ClientError::Internal { message } => {
             let message = fbb.create_string(message);
-            let args = fb::InternalArgs { message: Some(message) };
-            (fb::Reply::Internal, fb::Internal::create(fbb, &args).as_union_value())
+            let args = fb::InternalArgs {
+                message: Some(message),
+            };
+            (
+                fb::Reply::Internal,
+                fb::Internal::create(fbb, &args).as_union_value(),
+            )
         }
     }
 }
@@ -368,7 +498,11 @@ fn role_from_fb(role: fb::Role) -> Result<Role, DecodeError> {
         fb::Role::PreCandidate => Ok(Role::PreCandidate),
         fb::Role::Candidate => Ok(Role::Candidate),
         fb::Role::Leader => Ok(Role::Leader),
-        other => Err(DecodeError::OutOfRange { field: "StatsReply.role", value: u64::from(other.0), limit: 3 }),
+        other => Err(DecodeError::OutOfRange {
+            field: "StatsReply.role",
+            value: u64::from(other.0),
+            limit: 3,
+        }),
     }
 }
 

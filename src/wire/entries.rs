@@ -22,13 +22,30 @@ use bytes::Bytes;
 
 use super::error::DecodeError;
 use crate::core::{Entry, EntryKind};
-use crate::limits::{BATCH_ENTRIES_MAX, ENTRY_BYTES_MAX};
+use crate::limits::{BATCH_BYTES_MAX, BATCH_ENTRIES_MAX, ENTRY_BYTES_MAX};
 
 /// Bytes of the batch header (the entry count).
 const BATCH_HEADER_BYTES: usize = 4;
 
 /// Bytes of each entry's fixed header (index, term, kind, len) before its data.
 pub const ENTRY_HEADER_BYTES: usize = 8 + 8 + 1 + 4;
+
+/// Largest batch a correct leader produces: [`BATCH_ENTRIES_MAX`] entry headers plus
+/// [`crate::limits::BATCH_BYTES_MAX`] payload bytes. Receivers do not check this sum themselves;
+/// the frame limit below bounds it.
+pub const BATCH_ENCODED_BYTES_MAX: usize =
+    BATCH_HEADER_BYTES + BATCH_ENTRIES_MAX * ENTRY_HEADER_BYTES + BATCH_BYTES_MAX;
+
+/// Generous bound on what a `PeerMessage` with an AppendEntries body adds around its batch: root
+/// offset, file identifier, two tables with their vtables, the vector length, alignment.
+const APPEND_ENTRIES_ENVELOPE_BYTES_MAX: usize = 1024;
+
+// A full batch, wrapped in its flatbuffer and frame header, must fit in a frame, or a leader
+// following the limits would send frames every receiver refuses.
+const _: () = assert!(
+    BATCH_ENCODED_BYTES_MAX + APPEND_ENTRIES_ENVELOPE_BYTES_MAX + crate::wire::FRAME_HEADER_BYTES
+        <= crate::limits::FRAME_BYTES_MAX
+);
 
 /// Appends the batch encoding of `entries` to `out`.
 ///
@@ -38,12 +55,20 @@ pub const ENTRY_HEADER_BYTES: usize = 8 + 8 + 1 + 4;
 /// [`BATCH_ENTRIES_MAX`] entries, or an entry larger than [`ENTRY_BYTES_MAX`]): that is a bug in
 /// the sender, and every receiver would refuse the batch anyway.
 pub fn encode_entries(entries: &[Entry], out: &mut Vec<u8>) {
-    assert!(entries.len() <= BATCH_ENTRIES_MAX, "batch of {} entries exceeds BATCH_ENTRIES_MAX", entries.len());
+    assert!(
+        entries.len() <= BATCH_ENTRIES_MAX,
+        "batch of {} entries exceeds BATCH_ENTRIES_MAX",
+        entries.len()
+    );
     let data_bytes: usize = entries.iter().map(|entry| entry.data.len()).sum();
     out.reserve(BATCH_HEADER_BYTES + entries.len() * ENTRY_HEADER_BYTES + data_bytes);
     out.extend_from_slice(&(entries.len() as u32).to_le_bytes());
     for entry in entries {
-        assert!(entry.data.len() <= ENTRY_BYTES_MAX, "entry {} exceeds ENTRY_BYTES_MAX", entry.index);
+        assert!(
+            entry.data.len() <= ENTRY_BYTES_MAX,
+            "entry {} exceeds ENTRY_BYTES_MAX",
+            entry.index
+        );
         out.extend_from_slice(&entry.index.to_le_bytes());
         out.extend_from_slice(&entry.term.to_le_bytes());
         out.push(kind_to_u8(entry.kind));
@@ -59,7 +84,10 @@ pub fn decode_entries(batch: &[u8]) -> Result<Vec<Entry>, DecodeError> {
 
 /// Decodes a batch; `to_bytes` turns a sub-slice of `batch` into the entry's `Bytes` (a copy, or a
 /// zero-copy `Bytes::slice_ref` of the received frame).
-pub(crate) fn decode_entries_with(batch: &[u8], to_bytes: &dyn Fn(&[u8]) -> Bytes) -> Result<Vec<Entry>, DecodeError> {
+pub(crate) fn decode_entries_with(
+    batch: &[u8],
+    to_bytes: &dyn Fn(&[u8]) -> Bytes,
+) -> Result<Vec<Entry>, DecodeError> {
     let mut reader = Reader { rest: batch };
     let count = reader.u32()? as usize;
     if count > BATCH_ENTRIES_MAX {
@@ -79,12 +107,18 @@ pub(crate) fn decode_entries_with(batch: &[u8], to_bytes: &dyn Fn(&[u8]) -> Byte
         entries.push(entry);
     }
     if !reader.rest.is_empty() {
-        return Err(DecodeError::Batch(format!("{} trailing bytes after {count} entries", reader.rest.len())));
+        return Err(DecodeError::Batch(format!(
+            "{} trailing bytes after {count} entries",
+            reader.rest.len()
+        )));
     }
     Ok(entries)
 }
 
-fn decode_entry(reader: &mut Reader<'_>, to_bytes: &dyn Fn(&[u8]) -> Bytes) -> Result<Entry, DecodeError> {
+fn decode_entry(
+    reader: &mut Reader<'_>,
+    to_bytes: &dyn Fn(&[u8]) -> Bytes,
+) -> Result<Entry, DecodeError> {
     let index = reader.u64()?;
     let term = reader.u64()?;
     let kind = kind_from_u8(reader.u8()?)?;
@@ -100,7 +134,12 @@ fn decode_entry(reader: &mut Reader<'_>, to_bytes: &dyn Fn(&[u8]) -> Bytes) -> R
         return Err(DecodeError::Batch("entry with index 0".to_string()));
     }
     let data = to_bytes(reader.take(data_bytes)?);
-    Ok(Entry { term, index, kind, data })
+    Ok(Entry {
+        term,
+        index,
+        kind,
+        data,
+    })
 }
 
 fn check_follows(previous: &Entry, entry: &Entry, position: usize) -> Result<(), DecodeError> {
@@ -142,7 +181,10 @@ struct Reader<'a> {
 impl<'a> Reader<'a> {
     fn take(&mut self, bytes: usize) -> Result<&'a [u8], DecodeError> {
         if bytes > self.rest.len() {
-            return Err(DecodeError::Batch(format!("truncated: needed {bytes} bytes, {} left", self.rest.len())));
+            return Err(DecodeError::Batch(format!(
+                "truncated: needed {bytes} bytes, {} left",
+                self.rest.len()
+            )));
         }
         let (head, tail) = self.rest.split_at(bytes);
         self.rest = tail;

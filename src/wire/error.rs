@@ -73,7 +73,9 @@ pub enum DecodeError {
     #[error("malformed entry batch: {0}")]
     Batch(String),
     /// The message was addressed to another cluster.
-    #[error("cluster id mismatch: message for cluster {got:?}, this node is in cluster {expected}")]
+    #[error(
+        "cluster id mismatch: message for cluster {got:?}, this node is in cluster {expected}"
+    )]
     ClusterMismatch {
         /// This node's cluster.
         expected: u64,

@@ -77,27 +77,46 @@ impl<'a> Frame<'a> {
         if self.frame_type == expected {
             Ok(self.body)
         } else {
-            Err(DecodeError::WrongFrameType { expected: expected.name(), got: self.frame_type.name() })
+            Err(DecodeError::WrongFrameType {
+                expected: expected.name(),
+                got: self.frame_type.name(),
+            })
         }
     }
 }
 
 /// The 5 header bytes for a body of `body_bytes` bytes, so that a sender can write header and
 /// body with one vectored write and no copy. Fails if the frame would exceed [`FRAME_BYTES_MAX`].
-pub fn frame_header(frame_type: FrameType, body_bytes: usize) -> Result<[u8; FRAME_HEADER_BYTES], EncodeError> {
+pub fn frame_header(
+    frame_type: FrameType,
+    body_bytes: usize,
+) -> Result<[u8; FRAME_HEADER_BYTES], EncodeError> {
     let frame_bytes = body_bytes.saturating_add(FRAME_HEADER_BYTES);
     if frame_bytes > FRAME_BYTES_MAX {
-        return Err(EncodeError::FrameTooLarge { frame_bytes: frame_bytes as u64, limit_bytes: FRAME_BYTES_MAX });
+        return Err(EncodeError::FrameTooLarge {
+            frame_bytes: frame_bytes as u64,
+            limit_bytes: FRAME_BYTES_MAX,
+        });
     }
     // Cannot truncate: FRAME_BYTES_MAX < u32::MAX (checked below at compile time).
     let length = (body_bytes as u32).to_le_bytes();
-    Ok([length[0], length[1], length[2], length[3], frame_type.as_u8()])
+    Ok([
+        length[0],
+        length[1],
+        length[2],
+        length[3],
+        frame_type.as_u8(),
+    ])
 }
 
 const _: () = assert!(FRAME_BYTES_MAX <= u32::MAX as usize);
 
 /// Appends one whole frame (header and a copy of `body`) to `out`.
-pub fn write_frame(frame_type: FrameType, body: &[u8], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+pub fn write_frame(
+    frame_type: FrameType,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
     let header = frame_header(frame_type, body.len())?;
     out.reserve(FRAME_HEADER_BYTES + body.len());
     out.extend_from_slice(&header);
@@ -108,7 +127,10 @@ pub fn write_frame(frame_type: FrameType, body: &[u8], out: &mut Vec<u8>) -> Res
 /// Decodes the first frame of `buf`, without state: `Ok(None)` when `buf` holds less than one
 /// whole frame, `Ok(Some((frame, frame_bytes)))` with the number of bytes the frame occupies.
 /// `max_frame_bytes` is clamped to [`FRAME_BYTES_MAX`].
-pub fn decode_frame(buf: &[u8], max_frame_bytes: usize) -> Result<Option<(Frame<'_>, usize)>, DecodeError> {
+pub fn decode_frame(
+    buf: &[u8],
+    max_frame_bytes: usize,
+) -> Result<Option<(Frame<'_>, usize)>, DecodeError> {
     let limit_bytes = max_frame_bytes.min(FRAME_BYTES_MAX);
     let Some(header) = buf.get(..FRAME_HEADER_BYTES) else {
         return Ok(None);
@@ -116,7 +138,10 @@ pub fn decode_frame(buf: &[u8], max_frame_bytes: usize) -> Result<Option<(Frame<
     let body_bytes = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
     let frame_bytes = FRAME_HEADER_BYTES + body_bytes;
     if frame_bytes > limit_bytes {
-        return Err(DecodeError::FrameTooLarge { frame_bytes: frame_bytes as u64, limit_bytes });
+        return Err(DecodeError::FrameTooLarge {
+            frame_bytes: frame_bytes as u64,
+            limit_bytes,
+        });
     }
     let frame_type = FrameType::from_u8(header[4])?;
     match buf.get(FRAME_HEADER_BYTES..frame_bytes) {
@@ -155,7 +180,11 @@ impl FrameDecoder {
     /// A decoder with a lower frame limit (clamped to [`FRAME_BYTES_MAX`]), e.g. for client
     /// connections that never need a full AppendEntries.
     pub fn with_max_frame_bytes(max_frame_bytes: usize) -> FrameDecoder {
-        FrameDecoder { buf: BytesMut::new(), returned_bytes: 0, max_frame_bytes: max_frame_bytes.min(FRAME_BYTES_MAX) }
+        FrameDecoder {
+            buf: BytesMut::new(),
+            returned_bytes: 0,
+            max_frame_bytes: max_frame_bytes.min(FRAME_BYTES_MAX),
+        }
     }
 
     /// Appends bytes read from the connection.
@@ -178,13 +207,17 @@ impl FrameDecoder {
     /// The next whole frame, `Ok(None)` if more bytes are needed, or why the stream is bad.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, DecodeError> {
         self.release();
-        let header = decode_frame(&self.buf, self.max_frame_bytes)?.map(|(frame, frame_bytes)| (frame.frame_type, frame_bytes));
+        let header = decode_frame(&self.buf, self.max_frame_bytes)?
+            .map(|(frame, frame_bytes)| (frame.frame_type, frame_bytes));
         let Some((frame_type, frame_bytes)) = header else {
             self.reserve_for_announced_frame();
             return Ok(None);
         };
         self.returned_bytes = frame_bytes;
-        Ok(Some(Frame { frame_type, body: &self.buf[FRAME_HEADER_BYTES..frame_bytes] }))
+        Ok(Some(Frame {
+            frame_type,
+            body: &self.buf[FRAME_HEADER_BYTES..frame_bytes],
+        }))
     }
 
     fn release(&mut self) {
@@ -197,7 +230,8 @@ impl FrameDecoder {
     /// Once a valid header is in, grow the buffer once to the whole frame instead of many times.
     fn reserve_for_announced_frame(&mut self) {
         if let Some(header) = self.buf.get(..4) {
-            let body_bytes = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+            let body_bytes =
+                u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
             // decode_frame has already checked the limit when the header is complete.
             if self.buf.len() >= FRAME_HEADER_BYTES {
                 let frame_bytes = FRAME_HEADER_BYTES + body_bytes;

@@ -17,16 +17,19 @@ mod peer;
 mod stream;
 
 pub use client::{
-    decode_client_request, decode_client_request_shared, decode_client_response, encode_client_request,
-    encode_client_response, ClientError, ClientRequest, ClientResponse, NodeStats, Reply, Request,
+    decode_client_request, decode_client_request_shared, decode_client_response,
+    encode_client_request, encode_client_response, ClientError, ClientRequest, ClientResponse,
+    NodeStats, Reply, Request,
 };
-pub use entries::{decode_entries, encode_entries, ENTRY_HEADER_BYTES};
+pub use entries::{decode_entries, encode_entries, BATCH_ENCODED_BYTES_MAX, ENTRY_HEADER_BYTES};
 pub use error::{DecodeError, EncodeError};
+pub use frame::{
+    decode_frame, frame_header, write_frame, Frame, FrameDecoder, FrameType, FRAME_HEADER_BYTES,
+};
 pub use stream::{fill_decoder, READ_CHUNK_BYTES};
-pub use frame::{decode_frame, frame_header, write_frame, Frame, FrameDecoder, FrameType, FRAME_HEADER_BYTES};
 pub use peer::{
-    decode_handshake, decode_peer, decode_peer_message, decode_peer_message_shared, encode_handshake, encode_peer,
-    encode_peer_frame, PeerHandshake, PeerMessage, PROTOCOL_VERSION,
+    decode_handshake, decode_peer, decode_peer_message, decode_peer_message_shared,
+    encode_handshake, encode_peer, encode_peer_frame, PeerHandshake, PeerMessage, PROTOCOL_VERSION,
 };
 
 /// Verifier bounds for every received flatbuffer: no deeper nesting, no more tables and no larger
@@ -57,8 +60,16 @@ where
     // of another table, which the verifier alone might accept when the layouts happen to agree.
     let found = body.get(4..8).unwrap_or(&[]);
     if found != identifier.as_bytes() {
-        return Err(DecodeError::WrongIdentifier { expected: table, identifier, found: found.to_vec() });
+        return Err(DecodeError::WrongIdentifier {
+            expected: table,
+            identifier,
+            found: found.to_vec(),
+        });
     }
-    flatbuffers::root_with_opts::<T>(&verifier_options(), body)
-        .map_err(|error| DecodeError::Verification { table, reason: error.to_string() })
+    flatbuffers::root_with_opts::<T>(&verifier_options(), body).map_err(|error| {
+        DecodeError::Verification {
+            table,
+            reason: error.to_string(),
+        }
+    })
 }

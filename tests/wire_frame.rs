@@ -1,0 +1,92 @@
+//! The frame decoder reassembles frames however the stream is cut into reads.
+
+use ringraft::core::SplitMix64;
+use ringraft::wire::{
+    frame_header, write_frame, EncodeError, FrameDecoder, FrameType, FRAME_HEADER_BYTES,
+};
+
+fn sample_stream() -> (Vec<u8>, Vec<(FrameType, Vec<u8>)>) {
+    let types = [
+        FrameType::PeerMessage,
+        FrameType::PeerHandshake,
+        FrameType::ClientRequest,
+        FrameType::ClientResponse,
+    ];
+    let mut rng = SplitMix64::new(7);
+    let mut frames = Vec::new();
+    let mut stream = Vec::new();
+    for i in 0..40usize {
+        let len = [0usize, 1, 5, 100, 3000][i % 5];
+        let body: Vec<u8> = (0..len).map(|_| rng.next_u64() as u8).collect();
+        write_frame(types[i % 4], &body, &mut stream).expect("fits");
+        frames.push((types[i % 4], body));
+    }
+    (stream, frames)
+}
+
+fn drain(decoder: &mut FrameDecoder, out: &mut Vec<(FrameType, Vec<u8>)>) {
+    while let Some(frame) = decoder.next_frame().expect("valid stream") {
+        out.push((frame.frame_type, frame.body.to_vec()));
+    }
+}
+
+#[test]
+fn frames_fed_byte_by_byte() {
+    let (stream, frames) = sample_stream();
+    let mut decoder = FrameDecoder::new();
+    let mut decoded = Vec::new();
+    for byte in &stream {
+        decoder.extend_from_slice(std::slice::from_ref(byte));
+        drain(&mut decoder, &mut decoded);
+    }
+    assert_eq!(decoded, frames);
+    assert_eq!(decoder.buffered_bytes(), 0);
+}
+
+#[test]
+fn frames_fed_in_random_pieces() {
+    let (stream, frames) = sample_stream();
+    let mut rng = SplitMix64::new(0x5EED_F4A3);
+    for _ in 0..200 {
+        let mut decoder = FrameDecoder::new();
+        let mut decoded = Vec::new();
+        let mut at = 0;
+        while at < stream.len() {
+            let piece = (1 + rng.below(700) as usize).min(stream.len() - at);
+            decoder
+                .buffer_mut()
+                .extend_from_slice(&stream[at..at + piece]);
+            at += piece;
+            drain(&mut decoder, &mut decoded);
+        }
+        assert_eq!(decoded, frames);
+    }
+}
+
+#[test]
+fn partial_frame_needs_more_bytes() {
+    let mut stream = Vec::new();
+    write_frame(FrameType::ClientRequest, b"hello", &mut stream).expect("fits");
+    let mut decoder = FrameDecoder::new();
+    decoder.extend_from_slice(&stream[..stream.len() - 1]);
+    assert_eq!(decoder.next_frame(), Ok(None));
+    assert_eq!(decoder.next_frame(), Ok(None));
+    decoder.extend_from_slice(&stream[stream.len() - 1..]);
+    let frame = decoder.next_frame().expect("ok").expect("frame");
+    assert_eq!(
+        (frame.frame_type, frame.body),
+        (FrameType::ClientRequest, &b"hello"[..])
+    );
+    assert_eq!(decoder.next_frame(), Ok(None));
+}
+
+#[test]
+fn header_layout_is_length_le_then_type() {
+    let header = frame_header(FrameType::ClientResponse, 0x0003_0201).expect("fits");
+    assert_eq!(header, [0x01, 0x02, 0x03, 0x00, 4]);
+    assert_eq!(FRAME_HEADER_BYTES, 5);
+    assert!(matches!(
+        frame_header(FrameType::PeerMessage, ringraft::limits::FRAME_BYTES_MAX),
+        Err(EncodeError::FrameTooLarge { .. })
+    ));
+}

@@ -1,0 +1,466 @@
+//! Every core message and every client request/response survives encode -> frame -> decode.
+
+use bytes::Bytes;
+use flatbuffers::FlatBufferBuilder;
+use ringraft::core::{Entry, EntryKind, Envelope, Message, Role};
+use ringraft::wire::{
+    decode_client_request, decode_client_request_shared, decode_client_response, decode_handshake,
+    decode_peer, decode_peer_message, decode_peer_message_shared, encode_client_request,
+    encode_client_response, encode_handshake, encode_peer, encode_peer_frame, write_frame,
+    ClientError, ClientRequest, ClientResponse, FrameDecoder, FrameType, NodeStats, PeerHandshake,
+    Reply, Request, PROTOCOL_VERSION,
+};
+
+fn entries(first_index: u64, count: u64, term: u64, data_bytes: usize) -> Vec<Entry> {
+    (0..count)
+        .map(|i| Entry {
+            term,
+            index: first_index + i,
+            kind: if i == 0 {
+                EntryKind::Noop
+            } else {
+                EntryKind::Normal
+            },
+            data: if i == 0 {
+                Bytes::new()
+            } else {
+                Bytes::from(vec![(i % 251) as u8; data_bytes])
+            },
+        })
+        .collect()
+}
+
+/// Every variant, with empty and non-empty entries and chunks, and both sides of every Option.
+fn all_messages() -> Vec<Message> {
+    vec![
+        Message::PreVote {
+            term: 8,
+            last_log_index: 100,
+            last_log_term: 7,
+        },
+        Message::PreVoteResponse {
+            term: 8,
+            granted: true,
+        },
+        Message::PreVoteResponse {
+            term: 9,
+            granted: false,
+        },
+        Message::RequestVote {
+            term: 8,
+            last_log_index: 100,
+            last_log_term: 7,
+            leader_transfer: false,
+        },
+        Message::RequestVote {
+            term: 8,
+            last_log_index: 0,
+            last_log_term: 0,
+            leader_transfer: true,
+        },
+        Message::RequestVoteResponse {
+            term: 8,
+            granted: true,
+        },
+        Message::AppendEntries {
+            term: 5,
+            prev_log_index: 10,
+            prev_log_term: 4,
+            leader_commit: 9,
+            entries: vec![],
+        },
+        Message::AppendEntries {
+            term: 5,
+            prev_log_index: 10,
+            prev_log_term: 4,
+            leader_commit: 9,
+            entries: entries(11, 3, 5, 100),
+        },
+        Message::AppendEntries {
+            term: u64::MAX,
+            prev_log_index: 0,
+            prev_log_term: 0,
+            leader_commit: 0,
+            entries: entries(1, 64, 1, 1024),
+        },
+        Message::AppendEntriesResponse {
+            term: 5,
+            success: true,
+            match_index: 13,
+            conflict_index: 0,
+            conflict_term: None,
+        },
+        Message::AppendEntriesResponse {
+            term: 5,
+            success: false,
+            match_index: 10,
+            conflict_index: 7,
+            conflict_term: Some(3),
+        },
+        Message::AppendEntriesResponse {
+            term: 5,
+            success: false,
+            match_index: 10,
+            conflict_index: 1,
+            conflict_term: Some(0),
+        },
+        Message::Heartbeat {
+            term: 5,
+            leader_commit: 9,
+            read_round: 0,
+        },
+        Message::Heartbeat {
+            term: 5,
+            leader_commit: 9,
+            read_round: 77,
+        },
+        Message::HeartbeatResponse {
+            term: 5,
+            read_round: 77,
+        },
+        Message::InstallSnapshot {
+            term: 6,
+            last_included_index: 1000,
+            last_included_term: 5,
+            offset: 0,
+            data: Bytes::new(),
+            done: false,
+        },
+        Message::InstallSnapshot {
+            term: 6,
+            last_included_index: 1000,
+            last_included_term: 5,
+            offset: 4096,
+            data: Bytes::from((0..4096u32).map(|i| i as u8).collect::<Vec<u8>>()),
+            done: true,
+        },
+        Message::InstallSnapshotResponse {
+            term: 6,
+            last_included_index: 1000,
+            next_offset: 8192,
+            done: true,
+        },
+        Message::InstallSnapshotResponse {
+            term: 6,
+            last_included_index: 1000,
+            next_offset: 4096,
+            done: false,
+        },
+        Message::TimeoutNow { term: 12 },
+        Message::ReadIndexRequest {
+            term: 12,
+            request_id: 99,
+        },
+        Message::ReadIndexResponse {
+            term: 12,
+            request_id: 99,
+            read_index: Some(1234),
+        },
+        Message::ReadIndexResponse {
+            term: 12,
+            request_id: 99,
+            read_index: Some(0),
+        },
+        Message::ReadIndexResponse {
+            term: 12,
+            request_id: 99,
+            read_index: None,
+        },
+    ]
+}
+
+#[test]
+fn every_message_variant_is_covered() {
+    let mut names: Vec<&str> = all_messages().iter().map(Message::kind_name).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(
+        names.len(),
+        13,
+        "a core Message variant is missing from the round-trip list: {names:?}"
+    );
+}
+
+#[test]
+fn peer_messages_round_trip() {
+    let mut fbb = FlatBufferBuilder::new();
+    for (i, message) in all_messages().into_iter().enumerate() {
+        let envelope = Envelope {
+            from: 1 + i as u64,
+            to: 100 + i as u64,
+            message,
+        };
+        for cluster_id in [None, Some(0), Some(0xC1A5_7E12)] {
+            let body = encode_peer(&envelope, cluster_id, &mut fbb).to_vec();
+            assert_eq!(decode_peer(&body).as_ref(), Ok(&envelope));
+            let decoded = decode_peer_message(&body).expect("decode");
+            assert_eq!(decoded.cluster_id, cluster_id);
+            assert_eq!(decoded.envelope, envelope);
+            assert!(decoded.check_cluster(cluster_id).is_ok());
+            let shared = decode_peer_message_shared(&Bytes::from(body)).expect("decode shared");
+            assert_eq!(shared, decoded);
+        }
+    }
+}
+
+#[test]
+fn peer_cluster_mismatch_is_refused() {
+    let mut fbb = FlatBufferBuilder::new();
+    let envelope = Envelope {
+        from: 1,
+        to: 2,
+        message: Message::TimeoutNow { term: 3 },
+    };
+    let named = decode_peer_message(encode_peer(&envelope, Some(7), &mut fbb)).expect("decode");
+    assert!(named.check_cluster(Some(8)).is_err());
+    assert!(named.check_cluster(None).is_err());
+    let unnamed = decode_peer_message(encode_peer(&envelope, None, &mut fbb)).expect("decode");
+    assert!(unnamed.check_cluster(Some(7)).is_err());
+}
+
+#[test]
+fn peer_frames_round_trip_through_the_decoder() {
+    let mut fbb = FlatBufferBuilder::new();
+    let mut stream = Vec::new();
+    let envelopes: Vec<Envelope> = all_messages()
+        .into_iter()
+        .map(|message| Envelope {
+            from: 3,
+            to: 4,
+            message,
+        })
+        .collect();
+    for envelope in &envelopes {
+        encode_peer_frame(envelope, Some(1), &mut fbb, &mut stream).expect("frame fits");
+    }
+    let mut decoder = FrameDecoder::new();
+    decoder.extend_from_slice(&stream);
+    let mut decoded = Vec::new();
+    while let Some(frame) = decoder.next_frame().expect("valid stream") {
+        let body = frame.body_of(FrameType::PeerMessage).expect("peer frame");
+        decoded.push(decode_peer(body).expect("decode"));
+    }
+    assert_eq!(decoded, envelopes);
+    assert_eq!(decoder.buffered_bytes(), 0);
+}
+
+#[test]
+fn handshake_round_trips() {
+    let mut fbb = FlatBufferBuilder::new();
+    for handshake in [
+        PeerHandshake {
+            cluster_id: 0,
+            node_id: 1,
+            protocol_version: PROTOCOL_VERSION,
+        },
+        PeerHandshake {
+            cluster_id: u64::MAX,
+            node_id: u64::MAX,
+            protocol_version: u32::MAX,
+        },
+    ] {
+        let body = encode_handshake(&handshake, &mut fbb);
+        assert_eq!(decode_handshake(body), Ok(handshake));
+    }
+}
+
+fn all_requests() -> Vec<Request> {
+    vec![
+        Request::Put {
+            key: Bytes::from_static(b"k"),
+            value: Bytes::from(vec![7u8; 1024]),
+        },
+        Request::Put {
+            key: Bytes::from_static(b"empty-value"),
+            value: Bytes::new(),
+        },
+        Request::Delete {
+            key: Bytes::from_static(b"gone"),
+        },
+        Request::Get {
+            key: Bytes::from_static(b"k"),
+            linearizable: true,
+        },
+        Request::Get {
+            key: Bytes::from_static(b"k"),
+            linearizable: false,
+        },
+        Request::Propose {
+            payload: Bytes::from(vec![1u8; 4096]),
+        },
+        Request::Propose {
+            payload: Bytes::new(),
+        },
+        Request::Stats,
+    ]
+}
+
+#[test]
+fn client_requests_round_trip() {
+    let mut fbb = FlatBufferBuilder::new();
+    for (i, request) in all_requests().into_iter().enumerate() {
+        let request = ClientRequest {
+            client_id: 42,
+            sequence: 1 + i as u64,
+            request_id: 1000 + i as u64,
+            request,
+        };
+        let body = encode_client_request(&request, &mut fbb).to_vec();
+        assert_eq!(decode_client_request(&body), Ok(request.clone()));
+        assert_eq!(
+            decode_client_request_shared(&Bytes::from(body)),
+            Ok(request)
+        );
+    }
+}
+
+#[test]
+fn reads_do_not_need_a_sequence_number() {
+    let mut fbb = FlatBufferBuilder::new();
+    for request in [
+        Request::Get {
+            key: Bytes::from_static(b"k"),
+            linearizable: true,
+        },
+        Request::Stats,
+    ] {
+        let request = ClientRequest {
+            client_id: 1,
+            sequence: 0,
+            request_id: 0,
+            request,
+        };
+        assert_eq!(
+            decode_client_request(encode_client_request(&request, &mut fbb)),
+            Ok(request)
+        );
+    }
+}
+
+fn all_results() -> Vec<Result<Reply, ClientError>> {
+    vec![
+        Ok(Reply::Done { log_index: 77 }),
+        Ok(Reply::Value(Bytes::from_static(b"v"))),
+        Ok(Reply::Value(Bytes::new())),
+        Ok(Reply::NotFound),
+        Ok(Reply::Stats(NodeStats {
+            node_id: 1,
+            role: Role::Leader,
+            term: 5,
+            leader_id: Some(1),
+            commit_index: 100,
+            applied_index: 99,
+            last_log_index: 101,
+            elections: 2,
+            proposals: 1000,
+            snapshots: 1,
+        })),
+        Ok(Reply::Stats(NodeStats {
+            node_id: 2,
+            role: Role::PreCandidate,
+            term: 0,
+            leader_id: None,
+            commit_index: 0,
+            applied_index: 0,
+            last_log_index: 0,
+            elections: 0,
+            proposals: 0,
+            snapshots: 0,
+        })),
+        Err(ClientError::NotLeader {
+            leader_hint: Some(3),
+            leader_addr: Some("10.0.0.3:7000".to_string()),
+        }),
+        Err(ClientError::NotLeader {
+            leader_hint: None,
+            leader_addr: None,
+        }),
+        Err(ClientError::Timeout),
+        Err(ClientError::TooLarge {
+            size_bytes: 2 << 20,
+            limit_bytes: 1 << 20,
+        }),
+        Err(ClientError::Backpressure),
+        Err(ClientError::Internal {
+            message: "disk full".to_string(),
+        }),
+    ]
+}
+
+#[test]
+fn client_responses_round_trip() {
+    let mut fbb = FlatBufferBuilder::new();
+    let mut stream = Vec::new();
+    let responses: Vec<ClientResponse> = all_results()
+        .into_iter()
+        .enumerate()
+        .map(|(i, result)| ClientResponse {
+            request_id: i as u64,
+            result,
+        })
+        .collect();
+    for response in &responses {
+        let body = encode_client_response(response, &mut fbb);
+        assert_eq!(decode_client_response(body).as_ref(), Ok(response));
+        write_frame(FrameType::ClientResponse, body, &mut stream).expect("fits");
+    }
+    for role in [Role::Follower, Role::Candidate] {
+        let mut stats = match &responses[4].result {
+            Ok(Reply::Stats(stats)) => stats.clone(),
+            _ => unreachable!(),
+        };
+        stats.role = role;
+        let response = ClientResponse {
+            request_id: 1,
+            result: Ok(Reply::Stats(stats)),
+        };
+        assert_eq!(
+            decode_client_response(encode_client_response(&response, &mut fbb)),
+            Ok(response)
+        );
+    }
+    let mut decoder = FrameDecoder::new();
+    decoder.extend_from_slice(&stream);
+    let mut decoded = Vec::new();
+    while let Some(frame) = decoder.next_frame().expect("valid stream") {
+        decoded.push(
+            decode_client_response(frame.body_of(FrameType::ClientResponse).expect("type"))
+                .expect("ok"),
+        );
+    }
+    assert_eq!(decoded, responses);
+}
+
+#[test]
+fn largest_append_entries_fits_in_a_frame() {
+    use ringraft::limits::{BATCH_BYTES_MAX, BATCH_ENTRIES_MAX, FRAME_BYTES_MAX};
+    let data_bytes = BATCH_BYTES_MAX / BATCH_ENTRIES_MAX;
+    let entries: Vec<Entry> = (1..=BATCH_ENTRIES_MAX as u64)
+        .map(|index| Entry {
+            term: 1,
+            index,
+            kind: EntryKind::Normal,
+            data: Bytes::from(vec![1u8; data_bytes]),
+        })
+        .collect();
+    let envelope = Envelope {
+        from: 1,
+        to: 2,
+        message: Message::AppendEntries {
+            term: 1,
+            prev_log_index: 0,
+            prev_log_term: 0,
+            leader_commit: 0,
+            entries,
+        },
+    };
+    let mut fbb = FlatBufferBuilder::new();
+    let mut frame = Vec::new();
+    encode_peer_frame(&envelope, Some(u64::MAX), &mut fbb, &mut frame)
+        .expect("a full batch fits in a frame");
+    assert!(frame.len() <= FRAME_BYTES_MAX);
+    let mut decoder = FrameDecoder::new();
+    decoder.extend_from_slice(&frame);
+    let frame = decoder.next_frame().expect("valid").expect("whole frame");
+    assert_eq!(decode_peer(frame.body).as_ref(), Ok(&envelope));
+}
