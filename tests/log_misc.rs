@@ -123,7 +123,7 @@ fn cli_verify_reports_clean_and_planted_corruption() {
 }
 
 fn writer(dir: &std::path::Path, io_mode: IoMode, options: LogWriterOptions) -> LogWriter {
-    let (log, _) = Log::open(dir, LogOptions { segment_bytes: 256 << 10, io_mode }).expect("open");
+    let (log, _) = Log::open(dir, LogOptions { segment_bytes: 256 << 10, io_mode, ..LogOptions::default() }).expect("open");
     LogWriter::start(log, options).expect("start")
 }
 
@@ -157,7 +157,7 @@ fn group_commit_concurrent_appenders_all_durable_in_order() {
         let log = w.shutdown().expect("shutdown");
         let (log, _) = {
             drop(log);
-            Log::open(dir.path(), LogOptions { segment_bytes: 256 << 10, io_mode }).expect("reopen")
+            Log::open(dir.path(), LogOptions { segment_bytes: 256 << 10, io_mode, ..LogOptions::default() }).expect("reopen")
         };
         assert_eq!(log.last_index(), last);
         assert_eq!(Some(persisted), log.last_term().map(|t| Persisted { upto: (last, t) }));

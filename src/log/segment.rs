@@ -104,27 +104,39 @@ fn temp_path(dir: &Path, first_index: Index) -> PathBuf {
 /// file of that name is replaced atomically.
 pub fn create_segment(dir: &Path, first_index: Index, size_bytes: u64, prefix: &[u8]) -> Result<PathBuf, StorageError> {
     let tmp = temp_path(dir, first_index);
-    let path = dir.join(segment_file_name(first_index));
+    prepare_file(&tmp, size_bytes, prefix)?;
+    install_segment(dir, &tmp, first_index)
+}
+
+/// Writes a durable, preallocated file of `size_bytes`: `prefix` then zeros. Used for segments
+/// and for spare segments prepared ahead of time (whose temporary names recovery deletes).
+pub fn prepare_file(tmp: &Path, size_bytes: u64, prefix: &[u8]) -> Result<(), StorageError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&tmp)
-        .map_err(|e| StorageError::io("creating segment", &tmp, e))?;
+        .open(tmp)
+        .map_err(|e| StorageError::io("creating segment", tmp, e))?;
     // Reserve the blocks first (cheap, and ENOSPC shows up here rather than mid-append).
     // SAFETY: plain syscall on an open fd.
     let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size_bytes as libc::off_t) };
     if rc != 0 {
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
-            return Err(StorageError::io("preallocating segment", &tmp, e));
+            return Err(StorageError::io("preallocating segment", tmp, e));
         }
     }
-    file.write_all_at(prefix, 0).map_err(|e| StorageError::io("writing segment", &tmp, e))?;
-    write_zeros(&file, prefix.len() as u64, size_bytes, &tmp)?;
-    sync_data(&file, &tmp);
-    fs::rename(&tmp, &path).map_err(|e| StorageError::io("renaming segment into place", &path, e))?;
+    file.write_all_at(prefix, 0).map_err(|e| StorageError::io("writing segment", tmp, e))?;
+    write_zeros(&file, prefix.len() as u64, size_bytes, tmp)?;
+    sync_data(&file, tmp);
+    Ok(())
+}
+
+/// Renames a prepared file to the segment name for `first_index` and makes that durable.
+pub fn install_segment(dir: &Path, tmp: &Path, first_index: Index) -> Result<PathBuf, StorageError> {
+    let path = dir.join(segment_file_name(first_index));
+    fs::rename(tmp, &path).map_err(|e| StorageError::io("renaming segment into place", &path, e))?;
     sync_dir(dir).map_err(|e| StorageError::io("syncing directory", dir, e))?;
     Ok(path)
 }

@@ -12,6 +12,7 @@
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 use bytes::Bytes;
 
@@ -20,7 +21,9 @@ use crate::log::error::StorageError;
 use crate::log::io::{align_up, open_for_writes, sync_data, sync_dir, AlignedBuf, IoMode, Writer, BLOCK_BYTES};
 use crate::log::record::{decode_batch, encode_records, EncodedRecord, RECORD_BYTES_MAX};
 use crate::log::recovery::{scan_dir, TornTail};
-use crate::log::segment::{create_segment, remove_segment, write_zeros, RecordLoc, SegmentInfo};
+use crate::log::segment::{
+    create_segment, install_segment, prepare_file, remove_segment, write_zeros, RecordLoc, SegmentInfo, TEMP_SUFFIX,
+};
 
 /// Smallest segment size accepted.
 pub const SEGMENT_BYTES_MIN: u64 = 16 << 10;
@@ -35,11 +38,14 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// Which system calls write the log.
     pub io_mode: IoMode,
+    /// Keep one zeroed spare segment prepared by a helper thread, so that starting a new
+    /// segment is a rename rather than a stall of the writer while 64 MiB of zeros are written.
+    pub prepare_spare: bool,
 }
 
 impl Default for LogOptions {
     fn default() -> LogOptions {
-        LogOptions { segment_bytes: 64 << 20, io_mode: IoMode::Auto }
+        LogOptions { segment_bytes: 64 << 20, io_mode: IoMode::Auto, prepare_spare: true }
     }
 }
 
@@ -95,6 +101,9 @@ pub struct Log {
     o_direct: bool,
     writer: Writer,
     buf: AlignedBuf,
+    /// The spare segment being prepared, if any.
+    spare: Option<JoinHandle<Result<PathBuf, StorageError>>>,
+    spares_started: u64,
 }
 
 impl Log {
@@ -127,7 +136,18 @@ impl Log {
         let last_path = segments[segments.len() - 1].info.path.clone();
         let (active, o_direct) = open_for_writes(&last_path).map_err(|e| StorageError::io("opening segment for writes", &last_path, e))?;
         let writer = Writer::new(options.io_mode).map_err(StorageError::IoUringSetup)?;
-        let log = Log { dir: dir.to_path_buf(), options, segments, active, o_direct, writer, buf: AlignedBuf::with_capacity(1 << 20) };
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            options,
+            segments,
+            active,
+            o_direct,
+            writer,
+            buf: AlignedBuf::with_capacity(1 << 20),
+            spare: None,
+            spares_started: 0,
+        };
+        log.start_spare();
         let report = OpenReport {
             segments: log.segments.len(),
             first_index: log.first_index(),
@@ -266,9 +286,32 @@ impl Log {
     /// Starts a new segment at the next index. The previous one is already durable.
     fn roll(&mut self) -> Result<(), StorageError> {
         let first_index = self.last_index() + 1;
-        let path = create_segment(&self.dir, first_index, self.options.segment_bytes, &[])?;
+        let spare = self.spare.take().map(|h| h.join());
+        let path = match spare {
+            Some(Ok(Ok(tmp))) => install_segment(&self.dir, &tmp, first_index)?,
+            Some(Ok(Err(e))) => return Err(e),
+            // The helper panicked (a failed fsync): stop as it would have.
+            Some(Err(_)) => panic!("the spare segment thread panicked; see its message"),
+            None => create_segment(&self.dir, first_index, self.options.segment_bytes, &[])?,
+        };
+        self.start_spare();
         let info = SegmentInfo { first_index, path, records: Vec::new(), write_offset: 0, file_bytes: self.options.segment_bytes };
         self.push_segment(info)
+    }
+
+    /// Starts preparing the next spare segment in a helper thread.
+    fn start_spare(&mut self) {
+        if !self.options.prepare_spare || self.spare.is_some() {
+            return;
+        }
+        let tmp = self.dir.join(format!("spare-{}{TEMP_SUFFIX}", self.spares_started));
+        self.spares_started += 1;
+        let size = self.options.segment_bytes;
+        // If the thread cannot be spawned, the next roll creates its segment inline.
+        self.spare = std::thread::Builder::new()
+            .name("log-spare".into())
+            .spawn(move || prepare_file(&tmp, size, &[]).map(|()| tmp))
+            .ok();
     }
 
     fn push_segment(&mut self, info: SegmentInfo) -> Result<(), StorageError> {
@@ -400,6 +443,16 @@ impl Log {
             sync_dir(&self.dir).map_err(|e| StorageError::io("syncing directory", &self.dir, e))?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Log {
+    /// Waits for the spare segment thread and removes its file, so that nothing writes into the
+    /// directory after the log is gone.
+    fn drop(&mut self) {
+        if let Some(Ok(Ok(tmp))) = self.spare.take().map(|h| h.join()) {
+            let _ = fs::remove_file(tmp);
+        }
     }
 }
 
