@@ -34,16 +34,37 @@ fn bench_dir() -> tempfile::TempDir {
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
     std::fs::create_dir_all(&base).expect("bench dir");
-    tempfile::Builder::new().prefix("log-bench").tempdir_in(base).expect("tempdir")
+    tempfile::Builder::new()
+        .prefix("log-bench")
+        .tempdir_in(base)
+        .expect("tempdir")
 }
 
 fn batch(first: u64, n: usize, payload: &Bytes) -> Vec<Entry> {
-    (0..n as u64).map(|i| Entry { term: 1, index: first + i, kind: EntryKind::Normal, data: payload.clone() }).collect()
+    (0..n as u64)
+        .map(|i| Entry {
+            term: 1,
+            index: first + i,
+            kind: EntryKind::Normal,
+            data: payload.clone(),
+        })
+        .collect()
 }
 
 fn writer(dir: &std::path::Path, io_mode: IoMode) -> LogWriter {
-    let (log, report) = Log::open(dir, LogOptions { segment_bytes: 64 << 20, io_mode, ..LogOptions::default() }).expect("open log");
-    assert!(report.o_direct, "bench directory does not support O_DIRECT (tmpfs?)");
+    let (log, report) = Log::open(
+        dir,
+        LogOptions {
+            segment_bytes: 64 << 20,
+            io_mode,
+            ..LogOptions::default()
+        },
+    )
+    .expect("open log");
+    assert!(
+        report.o_direct,
+        "bench directory does not support O_DIRECT (tmpfs?)"
+    );
     if io_mode == IoMode::Uring {
         assert!(report.io_uring);
     }
@@ -67,7 +88,9 @@ fn single_appender(c: &mut Criterion, io_name: &str, io_mode: IoMode) {
             b.iter_custom(|iters| {
                 let start = Instant::now();
                 for _ in 0..iters {
-                    let ticket = w.append(&batch(w.next_index(), size, &payload)).expect("append");
+                    let ticket = w
+                        .append(&batch(w.next_index(), size, &payload))
+                        .expect("append");
                     w.wait_durable(ticket).expect("durable");
                 }
                 let took = start.elapsed();
@@ -91,7 +114,8 @@ fn single_appender(c: &mut Criterion, io_name: &str, io_mode: IoMode) {
                             for _ in 0..per_thread {
                                 let ticket = {
                                     let _turn = order.lock().expect("lock");
-                                    w.append(&batch(w.next_index(), size, &payload)).expect("append")
+                                    w.append(&batch(w.next_index(), size, &payload))
+                                        .expect("append")
                                 };
                                 w.wait_durable(ticket).expect("durable");
                             }
@@ -112,7 +136,13 @@ fn plain_write_fdatasync(c: &mut Criterion) {
     const FILE_BYTES: u64 = 64 << 20;
     let dir = bench_dir();
     let path = dir.path().join("plain");
-    let file: File = OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&path).expect("create");
+    let file: File = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .expect("create");
     let zeros = vec![0u8; 1 << 20];
     for at in (0..FILE_BYTES).step_by(zeros.len()) {
         file.write_all_at(&zeros, at).expect("zero");
