@@ -22,7 +22,7 @@ fn batch(first: u64, n: usize, term: u64, payload_bytes: usize) -> Vec<Entry> {
             Entry {
                 term,
                 index,
-                kind: if index % 5 == 0 {
+                kind: if index.is_multiple_of(5) {
                     EntryKind::Noop
                 } else {
                     EntryKind::Normal

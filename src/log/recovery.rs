@@ -75,7 +75,10 @@ pub fn scan_dir(dir: &Path) -> Result<Scan, StorageError> {
     })
 }
 
-fn list_dir(dir: &Path) -> Result<(Vec<(Index, PathBuf)>, Vec<PathBuf>), StorageError> {
+/// Segment files by first index, and temporary files.
+type Listing = (Vec<(Index, PathBuf)>, Vec<PathBuf>);
+
+fn list_dir(dir: &Path) -> Result<Listing, StorageError> {
     let mut named = Vec::new();
     let mut temp_files = Vec::new();
     let entries =
@@ -155,11 +158,12 @@ fn scan_segment(
             break End::Clean;
         }
         let block_end = (align_up(pos as u64 + 1) as usize).min(buf.len());
-        if pos % BLOCK_BYTES != 0 && all_zero(&buf[pos..block_end]) {
+        if !pos.is_multiple_of(BLOCK_BYTES) && all_zero(&buf[pos..block_end]) {
             pos = block_end; // padding after a group write
             continue;
         }
-        if pos % BLOCK_BYTES == 0 && all_zero(&buf[pos..(pos + RECORD_HEADER_BYTES).min(buf.len())])
+        if pos.is_multiple_of(BLOCK_BYTES)
+            && all_zero(&buf[pos..(pos + RECORD_HEADER_BYTES).min(buf.len())])
         {
             break End::Clean;
         }

@@ -59,7 +59,9 @@ impl Default for LogOptions {
 impl LogOptions {
     fn validate(&self) -> Result<(), StorageError> {
         let s = self.segment_bytes;
-        if s % BLOCK_BYTES as u64 != 0 || !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&s) {
+        if !s.is_multiple_of(BLOCK_BYTES as u64)
+            || !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&s)
+        {
             return Err(StorageError::Options(format!(
                 "segment_bytes {s} must be a multiple of {BLOCK_BYTES} in [{SEGMENT_BYTES_MIN}, {SEGMENT_BYTES_MAX}]"
             )));
