@@ -10,6 +10,10 @@
 //! MiB/s = records/s / 1024 for 1 KiB payloads (plus 5 bytes of framing per entry and 40 per
 //! record, and zero padding to 4096 per group write).
 //!
+//! A second group compares the write primitive alone, one 256-entry record (~263 KiB, one
+//! aligned write + one fdatasync per iteration): the log's io_uring path, its pwrite path, and
+//! glommio's `DmaFile`.
+//!
 //! Files go under `RINGRAFT_BENCH_DIR` (default: this crate's `target/`), which must be a real
 //! disk filesystem, not tmpfs. Segments written during a sample are purged after it (untimed).
 //!
@@ -24,7 +28,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringraft::core::{Entry, EntryKind};
-use ringraft::log::{IoMode, Log, LogOptions, LogWriter, LogWriterOptions};
+use ringraft::log::{EncodedRecord, IoMode, Log, LogOptions, LogWriter, LogWriterOptions};
 
 const PAYLOAD_BYTES: usize = 1024;
 const APPENDERS: usize = 64;
@@ -166,8 +170,103 @@ fn plain_write_fdatasync(c: &mut Criterion) {
     group.finish();
 }
 
+/// Creates a zeroed, durable file of `bytes` (so later writes overwrite, as in a segment).
+fn zeroed_file(path: &std::path::Path, bytes: u64) {
+    let file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+        .expect("create");
+    let zeros = vec![0u8; 1 << 20];
+    for at in (0..bytes).step_by(zeros.len()) {
+        file.write_all_at(&zeros, at).expect("zero");
+    }
+    file.sync_all().expect("sync");
+}
+
+/// The I/O primitive alone, one 256-entry record per write + fdatasync: the log's own path
+/// (`Log::append_records`, no writer thread; io_uring or pwrite) against glommio's `DmaFile`
+/// (`write_at` + `fdatasync` of the same aligned size on a zeroed 64 MiB file, cycled).
+fn primitive_256(c: &mut Criterion) {
+    let payload = Bytes::from(vec![0x5Au8; PAYLOAD_BYTES]);
+    let record_bytes = EncodedRecord::encode(&batch(1, 256, &payload))
+        .expect("encode")
+        .bytes()
+        .len();
+    let write_bytes = record_bytes.div_ceil(4096) * 4096;
+    let mut group = c.benchmark_group("primitive_record_256");
+    group.throughput(Throughput::Elements(256));
+    for (name, io_mode) in [("log_uring", IoMode::Uring), ("log_pwrite", IoMode::Pwrite)] {
+        let dir = bench_dir();
+        let options = LogOptions {
+            segment_bytes: 64 << 20,
+            io_mode,
+            ..LogOptions::default()
+        };
+        let (mut log, _) = Log::open(dir.path(), options).expect("open");
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    let record = EncodedRecord::encode(&batch(log.last_index() + 1, 256, &payload))
+                        .expect("encode");
+                    let start = Instant::now();
+                    log.append_records(std::slice::from_ref(&record))
+                        .expect("append");
+                    took += start.elapsed();
+                }
+                let last = log.last_index();
+                log.purge_prefix(last.saturating_sub(1)).expect("purge");
+                took
+            })
+        });
+    }
+    let dir = bench_dir();
+    let path = dir.path().join("glommio");
+    const FILE_BYTES: u64 = 64 << 20;
+    zeroed_file(&path, FILE_BYTES);
+    group.bench_function("glommio_dma_file", |b| {
+        b.iter_custom(|iters| {
+            // 2 MiB of registered I/O memory per ring: the default 10 MiB on each of 3 rings is
+            // above the 8 MiB memlock limit of non-root users here.
+            let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+                .io_memory(2 << 20)
+                .make()
+                .expect("glommio executor");
+            let path = path.clone();
+            executor.run(async move {
+                // The file is non-empty, so glommio's polled-I/O probe is right (the quirk in
+                // DESIGN.md only bites on empty files, and we never read).
+                let file = glommio::io::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .dma_open(&path)
+                    .await
+                    .expect("dma_open");
+                let mut offset = 0u64;
+                let mut took = Duration::ZERO;
+                for _ in 0..iters {
+                    let mut buf = file.alloc_dma_buffer(write_bytes);
+                    buf.as_bytes_mut().fill(0xA5);
+                    let start = Instant::now();
+                    file.write_at(buf, offset).await.expect("write_at");
+                    file.fdatasync().await.expect("fdatasync");
+                    took += start.elapsed();
+                    offset = (offset + write_bytes as u64) % (FILE_BYTES - write_bytes as u64);
+                    offset -= offset % 4096;
+                }
+                file.close().await.expect("close");
+                took
+            })
+        })
+    });
+    group.finish();
+}
+
 fn all(c: &mut Criterion) {
     plain_write_fdatasync(c);
+    primitive_256(c);
     single_appender(c, "uring", IoMode::Uring);
     single_appender(c, "pwrite", IoMode::Pwrite);
 }
