@@ -9,7 +9,10 @@ use ringraft::core::{Entry, EntryKind};
 use ringraft::log::{segment_file_name, Log, LogOptions, StorageError};
 
 fn options(segment_bytes: u64) -> LogOptions {
-    LogOptions { segment_bytes, ..LogOptions::default() }
+    LogOptions {
+        segment_bytes,
+        ..LogOptions::default()
+    }
 }
 
 fn batch(first: u64, n: usize, term: u64, payload_bytes: usize) -> Vec<Entry> {
@@ -19,7 +22,11 @@ fn batch(first: u64, n: usize, term: u64, payload_bytes: usize) -> Vec<Entry> {
             Entry {
                 term,
                 index,
-                kind: if index % 5 == 0 { EntryKind::Noop } else { EntryKind::Normal },
+                kind: if index.is_multiple_of(5) {
+                    EntryKind::Noop
+                } else {
+                    EntryKind::Normal
+                },
                 data: Bytes::from(vec![(index % 251) as u8; payload_bytes]),
             }
         })
@@ -27,7 +34,8 @@ fn batch(first: u64, n: usize, term: u64, payload_bytes: usize) -> Vec<Entry> {
 }
 
 fn read_all(log: &Log) -> Vec<Entry> {
-    log.read(log.first_index(), log.last_index() + 1, usize::MAX).expect("read")
+    log.read(log.first_index(), log.last_index() + 1, usize::MAX)
+        .expect("read")
 }
 
 /// Builds a log of `batches` appends of 3 entries each in one 64 KiB segment; returns the
@@ -54,13 +62,20 @@ fn last_record(batches: usize, payload_bytes: usize) -> (usize, usize) {
 
 fn check_reopen_after_damage(dir: &Path, expected_before: &[Entry], expect_torn: bool) {
     let (mut log, report) = Log::open(dir, options(64 << 10)).expect("reopen after a torn write");
-    assert_eq!(report.torn_tail.is_some(), expect_torn, "report: {report:?}");
+    assert_eq!(
+        report.torn_tail.is_some(),
+        expect_torn,
+        "report: {report:?}"
+    );
     assert_eq!(read_all(&log), expected_before);
     let next = batch(log.last_index() + 1, 2, 9, 10);
     log.append(&next).expect("append after recovery");
     drop(log);
     let (log, report) = Log::open(dir, options(64 << 10)).expect("reopen after append");
-    assert!(report.torn_tail.is_none(), "second open found a torn tail: {report:?}");
+    assert!(
+        report.torn_tail.is_none(),
+        "second open found a torn tail: {report:?}"
+    );
     let mut want = expected_before.to_vec();
     want.extend(next);
     assert_eq!(read_all(&log), want);
@@ -123,7 +138,9 @@ fn flipped_bit_in_middle_batch_is_refused_with_file_and_offset() {
     let mut bytes = fs::read(&seg).expect("read");
     bytes[start + 50] ^= 0x01;
     fs::write(&seg, &bytes).expect("write");
-    let err = Log::open(dir.path(), options(64 << 10)).err().expect("open must refuse");
+    let err = Log::open(dir.path(), options(64 << 10))
+        .err()
+        .expect("open must refuse");
     match &err {
         StorageError::Corrupt { file, offset, .. } => {
             assert_eq!(file, &seg);
@@ -132,7 +149,10 @@ fn flipped_bit_in_middle_batch_is_refused_with_file_and_offset() {
         other => panic!("expected Corrupt, got {other}"),
     }
     let message = err.to_string();
-    assert!(message.contains(&segment_file_name(1)) && message.contains(&format!("offset {start}")), "{message}");
+    assert!(
+        message.contains(&segment_file_name(1)) && message.contains(&format!("offset {start}")),
+        "{message}"
+    );
 }
 
 #[test]
@@ -154,7 +174,10 @@ fn zero_filled_tail_and_garbage_after_the_end() {
     assert!(report.torn_tail.is_some());
     assert_eq!(read_all(&log), all[..6]);
     drop(log);
-    assert!(ringraft::log::verify(dir.path()).is_clean(), "the garbage was zeroed");
+    assert!(
+        ringraft::log::verify(dir.path()).is_clean(),
+        "the garbage was zeroed"
+    );
 }
 
 /// Five or more segments of 16 KiB with 1 KiB entries.
@@ -177,7 +200,9 @@ fn build_multi(dir: &Path) -> (Vec<Entry>, Vec<PathBuf>) {
 }
 
 fn expect_layout_error(dir: &Path, names: &str) -> String {
-    let err = Log::open(dir, options(16 << 10)).err().expect("open must refuse");
+    let err = Log::open(dir, options(16 << 10))
+        .err()
+        .expect("open must refuse");
     let message = err.to_string();
     assert!(matches!(err, StorageError::Layout { .. }), "{message}");
     assert!(message.contains(names), "{message} should name {names}");
@@ -218,7 +243,10 @@ fn renamed_segment_is_named() {
     let wrong = dir.path().join(segment_file_name(first + 1));
     fs::rename(&renamed, &wrong).expect("rename");
     let message = expect_layout_error(dir.path(), &name(&wrong));
-    assert!(message.contains("misnamed") || message.contains("gap"), "{message}");
+    assert!(
+        message.contains("misnamed") || message.contains("gap"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -229,7 +257,10 @@ fn duplicated_segment_is_an_overlap_or_misnamed() {
     let copy = dir.path().join(segment_file_name(first + 1));
     fs::copy(&segs[1], &copy).expect("copy");
     let message = expect_layout_error(dir.path(), &name(&copy));
-    assert!(message.contains("overlap") || message.contains("misnamed"), "{message}");
+    assert!(
+        message.contains("overlap") || message.contains("misnamed"),
+        "{message}"
+    );
 }
 
 #[test]
@@ -239,7 +270,9 @@ fn corruption_in_an_earlier_segment_is_refused() {
     let mut bytes = fs::read(&segs[1]).expect("read");
     bytes[100] ^= 0x04;
     fs::write(&segs[1], &bytes).expect("write");
-    let err = Log::open(dir.path(), options(16 << 10)).err().expect("refuse");
+    let err = Log::open(dir.path(), options(16 << 10))
+        .err()
+        .expect("refuse");
     assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains(&name(&segs[1])), "{err}");
 }

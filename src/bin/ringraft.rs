@@ -77,13 +77,15 @@ fn run_log(cmd: LogCmd) -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        LogCmd::Dump { dir, from, to } => match ringraft::log::dump(&dir, from, to, &mut std::io::stdout().lock()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("ringraft log dump: {e}");
-                ExitCode::from(1)
+        LogCmd::Dump { dir, from, to } => {
+            match ringraft::log::dump(&dir, from, to, &mut std::io::stdout().lock()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("ringraft log dump: {e}");
+                    ExitCode::from(1)
+                }
             }
-        },
+        }
     }
 }
 

@@ -93,7 +93,15 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: std::io::Error) -> StorageError {
-        StorageError::Io { what, path: path.into(), source }
+    pub(crate) fn io(
+        what: &'static str,
+        path: impl Into<PathBuf>,
+        source: std::io::Error,
+    ) -> StorageError {
+        StorageError::Io {
+            what,
+            path: path.into(),
+            source,
+        }
     }
 }

@@ -43,7 +43,11 @@ pub struct LogWriterOptions {
 
 impl Default for LogWriterOptions {
     fn default() -> LogWriterOptions {
-        LogWriterOptions { queue_bytes_max: 4 * RECORD_BYTES_MAX, queue_batches_max: 4096, group_bytes_max: 4 << 20 }
+        LogWriterOptions {
+            queue_bytes_max: 4 * RECORD_BYTES_MAX,
+            queue_batches_max: 4096,
+            group_bytes_max: 4 << 20,
+        }
     }
 }
 
@@ -88,10 +92,25 @@ pub enum AppendError {
 type Reply<T> = SyncSender<Result<T, StorageError>>;
 
 enum Op {
-    Append { records: Vec<EncodedRecord>, bytes: usize, upto: (Index, Term) },
-    Truncate { from: Index, reply: Reply<()> },
-    Purge { upto: Index, reply: Reply<()> },
-    Read { from: Index, to: Index, max_bytes: usize, reply: Reply<Vec<Entry>> },
+    Append {
+        records: Vec<EncodedRecord>,
+        bytes: usize,
+        upto: (Index, Term),
+    },
+    Truncate {
+        from: Index,
+        reply: Reply<()>,
+    },
+    Purge {
+        upto: Index,
+        reply: Reply<()>,
+    },
+    Read {
+        from: Index,
+        to: Index,
+        max_bytes: usize,
+        reply: Reply<Vec<Entry>>,
+    },
 }
 
 struct Request {
@@ -142,8 +161,13 @@ pub struct LogWriter {
 impl LogWriter {
     /// Starts the writer thread, which owns `log` until [`LogWriter::shutdown`].
     pub fn start(log: Log, options: LogWriterOptions) -> Result<LogWriter, StorageError> {
-        if options.queue_batches_max == 0 || options.queue_bytes_max == 0 || options.group_bytes_max == 0 {
-            return Err(StorageError::Options("log writer bounds must be positive".into()));
+        if options.queue_batches_max == 0
+            || options.queue_bytes_max == 0
+            || options.group_bytes_max == 0
+        {
+            return Err(StorageError::Options(
+                "log writer bounds must be positive".into(),
+            ));
         }
         let state = State {
             queue: VecDeque::new(),
@@ -152,7 +176,9 @@ impl LogWriter {
             next_seq: 1,
             done_seq: 0,
             next_index: log.last_index() + 1,
-            persisted: log.last_term().map(|term| Persisted { upto: (log.last_index(), term) }),
+            persisted: log.last_term().map(|term| Persisted {
+                upto: (log.last_index(), term),
+            }),
             persisted_version: 0,
             polled_version: 0,
             failed: None,
@@ -171,7 +197,10 @@ impl LogWriter {
             .name("log-writer".into())
             .spawn(move || run(for_thread, log))
             .map_err(|e| StorageError::io("spawning the log writer thread", "", e))?;
-        Ok(LogWriter { shared, thread: Some(thread) })
+        Ok(LogWriter {
+            shared,
+            thread: Some(thread),
+        })
     }
 
     /// Queues `entries` (which must continue the queued log) if there is room, else returns
@@ -196,7 +225,10 @@ impl LogWriter {
         loop {
             check_running(&st)?;
             if first.index != st.next_index {
-                return Err(AppendError::NotContiguous { expected: st.next_index, found: first.index });
+                return Err(AppendError::NotContiguous {
+                    expected: st.next_index,
+                    found: first.index,
+                });
             }
             let room = st.queued_batches < options.queue_batches_max
                 && (st.queued_bytes + bytes <= options.queue_bytes_max || st.queued_batches == 0);
@@ -204,14 +236,28 @@ impl LogWriter {
                 break;
             }
             if !block {
-                return Err(AppendError::Backpressure { queued_batches: st.queued_batches, queued_bytes: st.queued_bytes });
+                return Err(AppendError::Backpressure {
+                    queued_batches: st.queued_batches,
+                    queued_bytes: st.queued_bytes,
+                });
             }
-            st = self.shared.space.wait(st).unwrap_or_else(|e| e.into_inner());
+            st = self
+                .shared
+                .space
+                .wait(st)
+                .unwrap_or_else(|e| e.into_inner());
         }
         st.next_index = last.index + 1;
         st.queued_bytes += bytes;
         st.queued_batches += 1;
-        Ok(self.push(st, Op::Append { records, bytes, upto: (last.index, last.term) }))
+        Ok(self.push(
+            st,
+            Op::Append {
+                records,
+                bytes,
+                upto: (last.index, last.term),
+            },
+        ))
     }
 
     fn push(&self, mut st: MutexGuard<'_, State>, op: Op) -> Ticket {
@@ -257,7 +303,11 @@ impl LogWriter {
         self.shared.lock().next_index
     }
 
-    fn control<T>(&self, op: impl FnOnce(Reply<T>) -> Op, next_index: impl FnOnce(Index) -> Index) -> Result<T, StorageError> {
+    fn control<T>(
+        &self,
+        op: impl FnOnce(Reply<T>) -> Op,
+        next_index: impl FnOnce(Index) -> Index,
+    ) -> Result<T, StorageError> {
         let (reply, answer) = sync_channel(1);
         let mut st = self.shared.lock();
         check_running(&st).map_err(|e| StorageError::WriterFailed(e.to_string()))?;
@@ -265,27 +315,51 @@ impl LogWriter {
         // Control requests are not counted against the bounds: each one blocks its caller until
         // answered, so there are at most as many as there are calling threads.
         self.push(st, op(reply));
-        answer.recv().unwrap_or_else(|_| Err(StorageError::WriterFailed("log writer stopped before answering".into())))
+        answer.recv().unwrap_or_else(|_| {
+            Err(StorageError::WriterFailed(
+                "log writer stopped before answering".into(),
+            ))
+        })
     }
 
     /// Deletes entries `from..`, after every append queued before it; durable on return.
     pub fn truncate_suffix(&self, from: Index) -> Result<(), StorageError> {
-        self.control(|reply| Op::Truncate { from, reply }, |next| next.min(from.max(1)))
+        self.control(
+            |reply| Op::Truncate { from, reply },
+            |next| next.min(from.max(1)),
+        )
     }
 
     /// Purges whole segments at or below `upto` (see [`Log::purge_prefix`]).
     pub fn purge_prefix(&self, upto: Index) -> Result<(), StorageError> {
-        self.control(|reply| Op::Purge { upto, reply }, |next| if upto >= next { upto + 1 } else { next })
+        self.control(
+            |reply| Op::Purge { upto, reply },
+            |next| if upto >= next { upto + 1 } else { next },
+        )
     }
 
     /// Reads `[from, to)` (see [`Log::read`]), after every append queued before it.
-    pub fn read(&self, from: Index, to: Index, max_bytes: usize) -> Result<Vec<Entry>, StorageError> {
-        self.control(|reply| Op::Read { from, to, max_bytes, reply }, |next| next)
+    pub fn read(
+        &self,
+        from: Index,
+        to: Index,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
+        self.control(
+            |reply| Op::Read {
+                from,
+                to,
+                max_bytes,
+                reply,
+            },
+            |next| next,
+        )
     }
 
     /// Completes everything queued, stops the thread and hands the log back.
     pub fn shutdown(mut self) -> Result<Log, StorageError> {
-        self.stop().ok_or_else(|| StorageError::WriterFailed("log writer thread panicked".into()))
+        self.stop()
+            .ok_or_else(|| StorageError::WriterFailed("log writer thread panicked".into()))
     }
 
     fn stop(&mut self) -> Option<Log> {
@@ -354,7 +428,9 @@ fn next_group(shared: &Shared) -> Option<Vec<Request>> {
         if !group.is_empty() && group_bytes + bytes > shared.options.group_bytes_max {
             break;
         }
-        let Some(request) = st.queue.pop_front() else { break };
+        let Some(request) = st.queue.pop_front() else {
+            break;
+        };
         let is_append = matches!(request.op, Op::Append { .. });
         if is_append {
             st.queued_bytes -= bytes;
@@ -379,14 +455,25 @@ fn execute(shared: &Shared, log: &mut Log, group: Vec<Request>) {
     let mut error = None;
     for request in group {
         match request.op {
-            Op::Append { records, upto: u, .. } => {
+            Op::Append {
+                records, upto: u, ..
+            } => {
                 appends.extend(records);
                 upto = Some(u);
             }
             // A failed truncate or purge leaves the queued next index unknown: stop the writer.
-            Op::Truncate { from, reply } => error = error.or(answer(reply, &failed, || log.truncate_suffix(from))),
-            Op::Purge { upto, reply } => error = error.or(answer(reply, &failed, || log.purge_prefix(upto))),
-            Op::Read { from, to, max_bytes, reply } => {
+            Op::Truncate { from, reply } => {
+                error = error.or(answer(reply, &failed, || log.truncate_suffix(from)))
+            }
+            Op::Purge { upto, reply } => {
+                error = error.or(answer(reply, &failed, || log.purge_prefix(upto)))
+            }
+            Op::Read {
+                from,
+                to,
+                max_bytes,
+                reply,
+            } => {
                 answer(reply, &failed, || log.read(from, to, max_bytes));
             }
         }
@@ -413,7 +500,11 @@ fn execute(shared: &Shared, log: &mut Log, group: Vec<Request>) {
 }
 
 /// Runs `op` unless the writer failed, sends the result, and returns its error message if any.
-fn answer<T>(reply: Reply<T>, failed: &Option<String>, op: impl FnOnce() -> Result<T, StorageError>) -> Option<String> {
+fn answer<T>(
+    reply: Reply<T>,
+    failed: &Option<String>,
+    op: impl FnOnce() -> Result<T, StorageError>,
+) -> Option<String> {
     let result = match failed {
         Some(why) => Err(StorageError::WriterFailed(why.clone())),
         None => op(),

@@ -57,7 +57,14 @@ impl HardStateStore {
         }
         let slots = [read_slot(&file, 0, &path)?, read_slot(&file, 1, &path)?];
         let (sequence, state) = choose(&slots, &path)?;
-        Ok((HardStateStore { path, file, sequence }, state))
+        Ok((
+            HardStateStore {
+                path,
+                file,
+                sequence,
+            },
+            state,
+        ))
     }
 
     /// Makes `state` durable, replacing the previous value atomically. Returns once it is on
@@ -66,7 +73,9 @@ impl HardStateStore {
         let sequence = self.sequence + 1;
         let slot = encode_slot(sequence, state);
         let offset = (sequence % 2) * BLOCK_BYTES as u64;
-        self.file.write_all_at(&slot, offset).map_err(|e| StorageError::io("writing hard state", &self.path, e))?;
+        self.file
+            .write_all_at(&slot, offset)
+            .map_err(|e| StorageError::io("writing hard state", &self.path, e))?;
         sync_data(&self.file, &self.path);
         self.sequence = sequence;
         Ok(())
@@ -128,7 +137,10 @@ fn decode_slot(buf: &[u8; SLOT_BYTES]) -> Slot {
     let voted_for = u64_at(32);
     Slot::Valid {
         sequence: u64_at(16),
-        state: HardState { current_term: u64_at(24), voted_for: (voted_for != 0).then_some(voted_for) },
+        state: HardState {
+            current_term: u64_at(24),
+            voted_for: (voted_for != 0).then_some(voted_for),
+        },
     }
 }
 

@@ -39,7 +39,11 @@ impl AlignedBuf {
         // SAFETY: the layout has a non-zero size.
         let ptr = unsafe { alloc::alloc_zeroed(layout) };
         let ptr = NonNull::new(ptr).unwrap_or_else(|| alloc::handle_alloc_error(layout));
-        AlignedBuf { ptr, len: 0, capacity }
+        AlignedBuf {
+            ptr,
+            len: 0,
+            capacity,
+        }
     }
 
     /// Empties the buffer, keeping its memory.
@@ -124,7 +128,9 @@ impl Writer {
         match mode {
             IoMode::Pwrite => Ok(Writer::Pwrite),
             IoMode::Uring => Ok(Writer::Uring(Box::new(io_uring::IoUring::new(8)?))),
-            IoMode::Auto => Ok(io_uring::IoUring::new(8).map(|r| Writer::Uring(Box::new(r))).unwrap_or(Writer::Pwrite)),
+            IoMode::Auto => Ok(io_uring::IoUring::new(8)
+                .map(|r| Writer::Uring(Box::new(r)))
+                .unwrap_or(Writer::Pwrite)),
         }
     }
 
@@ -134,7 +140,13 @@ impl Writer {
 
     /// Writes `buf` at `offset` and makes it durable with one fdatasync. A failed fdatasync
     /// panics: see [`crate::log::StorageError`].
-    pub(crate) fn write_durable(&mut self, file: &File, offset: u64, buf: &[u8], path: &Path) -> io::Result<()> {
+    pub(crate) fn write_durable(
+        &mut self,
+        file: &File,
+        offset: u64,
+        buf: &[u8],
+        path: &Path,
+    ) -> io::Result<()> {
         match self {
             Writer::Pwrite => {
                 file.write_all_at(buf, offset)?;
@@ -149,7 +161,10 @@ impl Writer {
 /// fdatasync, fatal on failure.
 pub(crate) fn sync_data(file: &File, path: &Path) {
     if let Err(e) = file.sync_data() {
-        panic!("fdatasync of {} failed: {e}; the log cannot know what reached the disk, stopping", path.display());
+        panic!(
+            "fdatasync of {} failed: {e}; the log cannot know what reached the disk, stopping",
+            path.display()
+        );
     }
 }
 
@@ -162,20 +177,36 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn uring_write_sync(ring: &mut io_uring::IoUring, file: &File, offset: u64, buf: &[u8], path: &Path) -> io::Result<()> {
+fn uring_write_sync(
+    ring: &mut io_uring::IoUring,
+    file: &File,
+    offset: u64,
+    buf: &[u8],
+    path: &Path,
+) -> io::Result<()> {
     use io_uring::{opcode, squeue, types};
     const WRITE: u64 = 1;
     const SYNC: u64 = 2;
     let fd = types::Fd(file.as_raw_fd());
-    let len = u32::try_from(buf.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "write above 4 GiB"))?;
-    let write = opcode::Write::new(fd, buf.as_ptr(), len).offset(offset).build().flags(squeue::Flags::IO_LINK).user_data(WRITE);
-    let sync = opcode::Fsync::new(fd).flags(types::FsyncFlags::DATASYNC).build().user_data(SYNC);
+    let len = u32::try_from(buf.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "write above 4 GiB"))?;
+    let write = opcode::Write::new(fd, buf.as_ptr(), len)
+        .offset(offset)
+        .build()
+        .flags(squeue::Flags::IO_LINK)
+        .user_data(WRITE);
+    let sync = opcode::Fsync::new(fd)
+        .flags(types::FsyncFlags::DATASYNC)
+        .build()
+        .user_data(SYNC);
     // SAFETY: `buf` outlives the operations because we wait for both completions below before
     // returning; the fd stays open for the same reason.
     unsafe {
         let mut sq = ring.submission();
-        sq.push(&write).map_err(|_| io::Error::other("io_uring submission queue full"))?;
-        sq.push(&sync).map_err(|_| io::Error::other("io_uring submission queue full"))?;
+        sq.push(&write)
+            .map_err(|_| io::Error::other("io_uring submission queue full"))?;
+        sq.push(&sync)
+            .map_err(|_| io::Error::other("io_uring submission queue full"))?;
     }
     let mut done = 0;
     let mut written: i32 = 0;
@@ -212,9 +243,15 @@ fn uring_write_sync(ring: &mut io_uring::IoUring, file: &File, offset: u64, buf:
 /// Opens `path` for O_DIRECT writes, or for ordinary writes where the filesystem refuses
 /// O_DIRECT (tmpfs). Returns whether O_DIRECT is on.
 pub(crate) fn open_for_writes(path: &Path) -> io::Result<(File, bool)> {
-    match OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(path) {
+    match OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(path)
+    {
         Ok(f) => Ok((f, true)),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((OpenOptions::new().write(true).open(path)?, false)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+            Ok((OpenOptions::new().write(true).open(path)?, false))
+        }
         Err(e) => Err(e),
     }
 }

@@ -136,7 +136,9 @@ pub enum EncodeError {
         found: Term,
     },
     /// Entries must have consecutive indexes, starting at 1 or above.
-    #[error("entry index {found} where {expected} was expected (indexes must be consecutive and >= 1)")]
+    #[error(
+        "entry index {found} where {expected} was expected (indexes must be consecutive and >= 1)"
+    )]
     NotContiguous {
         /// Expected index.
         expected: Index,
@@ -177,7 +179,10 @@ pub fn encoded_bytes(entries: &[Entry]) -> usize {
 
 /// Appends the record encoding `entries` to `out` and returns its header. The entries must be
 /// non-empty, share one term and have consecutive indexes starting at >= 1.
-pub fn encode_batch_into(entries: &[Entry], out: &mut Vec<u8>) -> Result<RecordHeader, EncodeError> {
+pub fn encode_batch_into(
+    entries: &[Entry],
+    out: &mut Vec<u8>,
+) -> Result<RecordHeader, EncodeError> {
     let header = check_encodable(entries)?;
     let start = out.len();
     out.reserve(header.total_bytes as usize);
@@ -216,7 +221,10 @@ pub fn encode_batch(entries: &[Entry]) -> Result<(RecordHeader, Bytes), EncodeEr
 fn check_encodable(entries: &[Entry]) -> Result<RecordHeader, EncodeError> {
     let first = entries.first().ok_or(EncodeError::Empty)?;
     if first.index == 0 {
-        return Err(EncodeError::NotContiguous { expected: 1, found: 0 });
+        return Err(EncodeError::NotContiguous {
+            expected: 1,
+            found: 0,
+        });
     }
     let bytes = encoded_bytes(entries);
     if entries.len() > BATCH_ENTRIES_MAX || bytes > RECORD_BYTES_MAX {
@@ -230,13 +238,23 @@ fn check_encodable(entries: &[Entry]) -> Result<RecordHeader, EncodeError> {
     for (offset, entry) in entries.iter().enumerate() {
         let expected = first.index + offset as u64;
         if entry.index != expected {
-            return Err(EncodeError::NotContiguous { expected, found: entry.index });
+            return Err(EncodeError::NotContiguous {
+                expected,
+                found: entry.index,
+            });
         }
         if entry.term != first.term {
-            return Err(EncodeError::MixedTerms { index: entry.index, expected: first.term, found: entry.term });
+            return Err(EncodeError::MixedTerms {
+                index: entry.index,
+                expected: first.term,
+                found: entry.term,
+            });
         }
         if entry.data.len() > ENTRY_BYTES_MAX {
-            return Err(EncodeError::EntryTooLarge { index: entry.index, bytes: entry.data.len() });
+            return Err(EncodeError::EntryTooLarge {
+                index: entry.index,
+                bytes: entry.data.len(),
+            });
         }
     }
     Ok(RecordHeader {
@@ -265,7 +283,10 @@ fn u64_at(buf: &[u8], at: usize) -> u64 {
 /// bounds). Does *not* check the CRC: use [`check_record`] before trusting term, index or count.
 pub fn peek_header(buf: &[u8]) -> Result<u32, DecodeError> {
     if buf.len() < RECORD_HEADER_BYTES {
-        return Err(DecodeError::Truncated { need: RECORD_HEADER_BYTES, have: buf.len() });
+        return Err(DecodeError::Truncated {
+            need: RECORD_HEADER_BYTES,
+            have: buf.len(),
+        });
     }
     let magic = u32_at(buf, 0);
     if magic != RECORD_MAGIC {
@@ -276,8 +297,13 @@ pub fn peek_header(buf: &[u8]) -> Result<u32, DecodeError> {
         return Err(DecodeError::BadVersion { found: version });
     }
     let total = u32_at(buf, 12);
-    if (total as usize) < RECORD_HEADER_BYTES + ENTRY_HEADER_BYTES || total as usize > RECORD_BYTES_MAX {
-        return Err(DecodeError::BadLength { len: u64::from(total), max: RECORD_BYTES_MAX as u64 });
+    if (total as usize) < RECORD_HEADER_BYTES + ENTRY_HEADER_BYTES
+        || total as usize > RECORD_BYTES_MAX
+    {
+        return Err(DecodeError::BadLength {
+            len: u64::from(total),
+            max: RECORD_BYTES_MAX as u64,
+        });
     }
     Ok(total)
 }
@@ -287,7 +313,10 @@ pub fn peek_header(buf: &[u8]) -> Result<u32, DecodeError> {
 pub fn check_record(buf: &[u8]) -> Result<RecordHeader, DecodeError> {
     let total = peek_header(buf)? as usize;
     if buf.len() < total {
-        return Err(DecodeError::Truncated { need: total, have: buf.len() });
+        return Err(DecodeError::Truncated {
+            need: total,
+            have: buf.len(),
+        });
     }
     let stored = u32_at(buf, 4);
     let computed = crc32fast::hash(&buf[8..total]);
@@ -304,9 +333,15 @@ pub fn check_record(buf: &[u8]) -> Result<RecordHeader, DecodeError> {
         return Err(DecodeError::BadHeader("first index is 0"));
     }
     if header.count == 0 || header.count as usize > BATCH_ENTRIES_MAX {
-        return Err(DecodeError::BadHeader("entry count is 0 or above BATCH_ENTRIES_MAX"));
+        return Err(DecodeError::BadHeader(
+            "entry count is 0 or above BATCH_ENTRIES_MAX",
+        ));
     }
-    if header.first_index.checked_add(u64::from(header.count)).is_none() {
+    if header
+        .first_index
+        .checked_add(u64::from(header.count))
+        .is_none()
+    {
         return Err(DecodeError::BadHeader("index range overflows u64"));
     }
     walk_entries(&buf[..total], header.count, |_, _, _| ())?;
@@ -323,23 +358,37 @@ fn walk_entries(
     let mut at = RECORD_HEADER_BYTES;
     for entry in 0..count {
         if record.len() - at < ENTRY_HEADER_BYTES {
-            return Err(DecodeError::BadEntry { entry, reason: "entry header runs past the record" });
+            return Err(DecodeError::BadEntry {
+                entry,
+                reason: "entry header runs past the record",
+            });
         }
         let len = u32_at(record, at) as usize;
         let kind = match record[at + 4] {
             KIND_NORMAL => EntryKind::Normal,
             KIND_NOOP => EntryKind::Noop,
-            _ => return Err(DecodeError::BadEntry { entry, reason: "unknown entry kind" }),
+            _ => {
+                return Err(DecodeError::BadEntry {
+                    entry,
+                    reason: "unknown entry kind",
+                })
+            }
         };
         at += ENTRY_HEADER_BYTES;
         if len > ENTRY_BYTES_MAX || record.len() - at < len {
-            return Err(DecodeError::BadEntry { entry, reason: "entry data runs past the record" });
+            return Err(DecodeError::BadEntry {
+                entry,
+                reason: "entry data runs past the record",
+            });
         }
         visit(entry, kind, at..at + len);
         at += len;
     }
     if at != record.len() {
-        return Err(DecodeError::BadEntry { entry: count, reason: "bytes left after the last entry" });
+        return Err(DecodeError::BadEntry {
+            entry: count,
+            reason: "bytes left after the last entry",
+        });
     }
     Ok(())
 }
@@ -379,7 +428,10 @@ impl EncodedRecord {
     pub fn from_bytes(bytes: Bytes) -> Result<EncodedRecord, DecodeError> {
         let header = check_record(&bytes)?;
         if header.total_bytes as usize != bytes.len() {
-            return Err(DecodeError::BadLength { len: bytes.len() as u64, max: u64::from(header.total_bytes) });
+            return Err(DecodeError::BadLength {
+                len: bytes.len() as u64,
+                max: u64::from(header.total_bytes),
+            });
         }
         Ok(EncodedRecord { header, bytes })
     }
@@ -397,7 +449,10 @@ impl EncodedRecord {
 
 /// Splits `entries` (consecutive indexes, terms may change) into runs of one term, each at most
 /// `record_bytes_max` encoded bytes and [`BATCH_ENTRIES_MAX`] entries, and encodes each.
-pub fn encode_records(entries: &[Entry], record_bytes_max: usize) -> Result<Vec<EncodedRecord>, EncodeError> {
+pub fn encode_records(
+    entries: &[Entry],
+    record_bytes_max: usize,
+) -> Result<Vec<EncodedRecord>, EncodeError> {
     let mut records = Vec::new();
     let mut start = 0;
     while start < entries.len() {
@@ -436,7 +491,11 @@ mod tests {
             .map(|i| Entry {
                 term,
                 index: first + i as u64,
-                kind: if i % 3 == 0 { EntryKind::Noop } else { EntryKind::Normal },
+                kind: if i % 3 == 0 {
+                    EntryKind::Noop
+                } else {
+                    EntryKind::Normal
+                },
                 data: Bytes::from(vec![i as u8; i * 7]),
             })
             .collect()
@@ -459,7 +518,10 @@ mod tests {
             for bit in 0..8 {
                 let mut bad = bytes.to_vec();
                 bad[byte] ^= 1 << bit;
-                assert!(decode_batch(&Bytes::from(bad)).is_err(), "flip at {byte}:{bit} accepted");
+                assert!(
+                    decode_batch(&Bytes::from(bad)).is_err(),
+                    "flip at {byte}:{bit} accepted"
+                );
             }
         }
         for len in 0..bytes.len() {
@@ -485,10 +547,16 @@ mod tests {
         assert_eq!(encode_batch(&[]).unwrap_err(), EncodeError::Empty);
         let mut mixed = entries(1, 3, 1);
         mixed[2].term = 2;
-        assert!(matches!(encode_batch(&mixed), Err(EncodeError::MixedTerms { .. })));
+        assert!(matches!(
+            encode_batch(&mixed),
+            Err(EncodeError::MixedTerms { .. })
+        ));
         let mut gap = entries(1, 3, 1);
         gap[2].index = 9;
-        assert!(matches!(encode_batch(&gap), Err(EncodeError::NotContiguous { .. })));
+        assert!(matches!(
+            encode_batch(&gap),
+            Err(EncodeError::NotContiguous { .. })
+        ));
     }
 
     #[test]

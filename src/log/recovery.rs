@@ -26,7 +26,9 @@ use crate::core::Index;
 use crate::log::error::StorageError;
 use crate::log::io::{align_up, BLOCK_BYTES};
 use crate::log::record::{check_record, peek_header, RECORD_HEADER_BYTES, RECORD_MAGIC};
-use crate::log::segment::{parse_segment_name, RecordLoc, SegmentInfo, SEGMENT_SUFFIX, TEMP_SUFFIX};
+use crate::log::segment::{
+    parse_segment_name, RecordLoc, SegmentInfo, SEGMENT_SUFFIX, TEMP_SUFFIX,
+};
 
 /// A torn write found at the tail of the last segment.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -66,13 +68,21 @@ pub fn scan_dir(dir: &Path) -> Result<Scan, StorageError> {
         torn_tail = torn.or(torn_tail);
         segments.push(info);
     }
-    Ok(Scan { segments, torn_tail, temp_files })
+    Ok(Scan {
+        segments,
+        torn_tail,
+        temp_files,
+    })
 }
 
-fn list_dir(dir: &Path) -> Result<(Vec<(Index, PathBuf)>, Vec<PathBuf>), StorageError> {
+/// Segment files by first index, and temporary files.
+type Listing = (Vec<(Index, PathBuf)>, Vec<PathBuf>);
+
+fn list_dir(dir: &Path) -> Result<Listing, StorageError> {
     let mut named = Vec::new();
     let mut temp_files = Vec::new();
-    let entries = fs::read_dir(dir).map_err(|e| StorageError::io("listing log directory", dir, e))?;
+    let entries =
+        fs::read_dir(dir).map_err(|e| StorageError::io("listing log directory", dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| StorageError::io("listing log directory", dir, e))?;
         let path = entry.path();
@@ -84,7 +94,8 @@ fn list_dir(dir: &Path) -> Result<(Vec<(Index, PathBuf)>, Vec<PathBuf>), Storage
         } else if name.contains(SEGMENT_SUFFIX) {
             return Err(StorageError::Layout {
                 file: path,
-                reason: "misnamed segment file: segments are named <20-digit first index>.seg".into(),
+                reason: "misnamed segment file: segments are named <20-digit first index>.seg"
+                    .into(),
             });
         }
     }
@@ -92,7 +103,11 @@ fn list_dir(dir: &Path) -> Result<(Vec<(Index, PathBuf)>, Vec<PathBuf>), Storage
     Ok((named, temp_files))
 }
 
-fn check_continues(previous: &SegmentInfo, first_index: Index, path: &Path) -> Result<(), StorageError> {
+fn check_continues(
+    previous: &SegmentInfo,
+    first_index: Index,
+    path: &Path,
+) -> Result<(), StorageError> {
     let expected = previous.last_index() + 1;
     if first_index == expected {
         return Ok(());
@@ -111,7 +126,10 @@ fn check_continues(previous: &SegmentInfo, first_index: Index, path: &Path) -> R
             previous.last_index()
         )
     };
-    Err(StorageError::Layout { file: path.to_path_buf(), reason })
+    Err(StorageError::Layout {
+        file: path.to_path_buf(),
+        reason,
+    })
 }
 
 fn all_zero(bytes: &[u8]) -> bool {
@@ -126,7 +144,11 @@ enum End {
     Bad(String),
 }
 
-fn scan_segment(path: &Path, first_index: Index, is_last: bool) -> Result<(SegmentInfo, Option<TornTail>), StorageError> {
+fn scan_segment(
+    path: &Path,
+    first_index: Index,
+    is_last: bool,
+) -> Result<(SegmentInfo, Option<TornTail>), StorageError> {
     let buf = fs::read(path).map_err(|e| StorageError::io("reading segment", path, e))?;
     let mut records: Vec<RecordLoc> = Vec::new();
     let mut expected = first_index;
@@ -136,17 +158,26 @@ fn scan_segment(path: &Path, first_index: Index, is_last: bool) -> Result<(Segme
             break End::Clean;
         }
         let block_end = (align_up(pos as u64 + 1) as usize).min(buf.len());
-        if pos % BLOCK_BYTES != 0 && all_zero(&buf[pos..block_end]) {
+        if !pos.is_multiple_of(BLOCK_BYTES) && all_zero(&buf[pos..block_end]) {
             pos = block_end; // padding after a group write
             continue;
         }
-        if pos % BLOCK_BYTES == 0 && all_zero(&buf[pos..(pos + RECORD_HEADER_BYTES).min(buf.len())]) {
+        if pos.is_multiple_of(BLOCK_BYTES)
+            && all_zero(&buf[pos..(pos + RECORD_HEADER_BYTES).min(buf.len())])
+        {
             break End::Clean;
         }
         match check_record(&buf[pos..]) {
             Ok(header) => {
                 if header.first_index != expected {
-                    return Err(misplaced(path, pos, first_index, expected, header.first_index, records.is_empty()));
+                    return Err(misplaced(
+                        path,
+                        pos,
+                        first_index,
+                        expected,
+                        header.first_index,
+                        records.is_empty(),
+                    ));
                 }
                 records.push(RecordLoc {
                     first_index: header.first_index,
@@ -162,12 +193,25 @@ fn scan_segment(path: &Path, first_index: Index, is_last: bool) -> Result<(Segme
         }
     };
     let write_offset = align_up(pos as u64);
-    let info = SegmentInfo { first_index, path: path.to_path_buf(), records, write_offset, file_bytes: buf.len() as u64 };
+    let info = SegmentInfo {
+        first_index,
+        path: path.to_path_buf(),
+        records,
+        write_offset,
+        file_bytes: buf.len() as u64,
+    };
     let torn = classify_tail(&buf, pos, end, is_last, path)?;
     Ok((info, torn))
 }
 
-fn misplaced(path: &Path, pos: usize, name_index: Index, expected: Index, found: Index, first: bool) -> StorageError {
+fn misplaced(
+    path: &Path,
+    pos: usize,
+    name_index: Index,
+    expected: Index,
+    found: Index,
+    first: bool,
+) -> StorageError {
     if first {
         StorageError::Layout {
             file: path.to_path_buf(),
@@ -183,7 +227,13 @@ fn misplaced(path: &Path, pos: usize, name_index: Index, expected: Index, found:
 }
 
 /// Decides what the bytes after the last valid record (at `pos`) are.
-fn classify_tail(buf: &[u8], pos: usize, end: End, is_last: bool, path: &Path) -> Result<Option<TornTail>, StorageError> {
+fn classify_tail(
+    buf: &[u8],
+    pos: usize,
+    end: End,
+    is_last: bool,
+    path: &Path,
+) -> Result<Option<TornTail>, StorageError> {
     let last_nonzero = buf.iter().rposition(|&b| b != 0);
     let garbage = matches!(last_nonzero, Some(at) if at >= pos);
     let reason = match end {
@@ -206,7 +256,12 @@ fn classify_tail(buf: &[u8], pos: usize, end: End, is_last: bool, path: &Path) -
         });
     }
     let garbage_end = last_nonzero.map_or(pos as u64, |at| align_up(at as u64 + 1));
-    Ok(Some(TornTail { file: path.to_path_buf(), offset: pos as u64, garbage_end, reason }))
+    Ok(Some(TornTail {
+        file: path.to_path_buf(),
+        offset: pos as u64,
+        garbage_end,
+        reason,
+    }))
 }
 
 /// Offset of a valid record after a bad one at `pos`: right after it (if its length field is

@@ -82,7 +82,9 @@ pub struct SegmentInfo {
 impl SegmentInfo {
     /// Index of the last entry, or `first_index - 1` when empty.
     pub fn last_index(&self) -> Index {
-        self.records.last().map_or(self.first_index - 1, RecordLoc::last_index)
+        self.records
+            .last()
+            .map_or(self.first_index - 1, RecordLoc::last_index)
     }
 
     /// Finds the record holding `index`, if this segment holds it.
@@ -102,29 +104,52 @@ fn temp_path(dir: &Path, first_index: Index) -> PathBuf {
 /// aligned, may be empty) written at offset 0. The file is prepared under a temporary name and
 /// renamed into place, so a crash leaves either no segment or a complete one, and an existing
 /// file of that name is replaced atomically.
-pub fn create_segment(dir: &Path, first_index: Index, size_bytes: u64, prefix: &[u8]) -> Result<PathBuf, StorageError> {
+pub fn create_segment(
+    dir: &Path,
+    first_index: Index,
+    size_bytes: u64,
+    prefix: &[u8],
+) -> Result<PathBuf, StorageError> {
     let tmp = temp_path(dir, first_index);
-    let path = dir.join(segment_file_name(first_index));
+    prepare_file(&tmp, size_bytes, prefix)?;
+    install_segment(dir, &tmp, first_index)
+}
+
+/// Writes a durable, preallocated file of `size_bytes`: `prefix` then zeros. Used for segments
+/// and for spare segments prepared ahead of time (whose temporary names recovery deletes).
+pub fn prepare_file(tmp: &Path, size_bytes: u64, prefix: &[u8]) -> Result<(), StorageError> {
     let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&tmp)
-        .map_err(|e| StorageError::io("creating segment", &tmp, e))?;
+        .open(tmp)
+        .map_err(|e| StorageError::io("creating segment", tmp, e))?;
     // Reserve the blocks first (cheap, and ENOSPC shows up here rather than mid-append).
     // SAFETY: plain syscall on an open fd.
     let rc = unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size_bytes as libc::off_t) };
     if rc != 0 {
         let e = std::io::Error::last_os_error();
         if e.raw_os_error() != Some(libc::EOPNOTSUPP) {
-            return Err(StorageError::io("preallocating segment", &tmp, e));
+            return Err(StorageError::io("preallocating segment", tmp, e));
         }
     }
-    file.write_all_at(prefix, 0).map_err(|e| StorageError::io("writing segment", &tmp, e))?;
-    write_zeros(&file, prefix.len() as u64, size_bytes, &tmp)?;
-    sync_data(&file, &tmp);
-    fs::rename(&tmp, &path).map_err(|e| StorageError::io("renaming segment into place", &path, e))?;
+    file.write_all_at(prefix, 0)
+        .map_err(|e| StorageError::io("writing segment", tmp, e))?;
+    write_zeros(&file, prefix.len() as u64, size_bytes, tmp)?;
+    sync_data(&file, tmp);
+    Ok(())
+}
+
+/// Renames a prepared file to the segment name for `first_index` and makes that durable.
+pub fn install_segment(
+    dir: &Path,
+    tmp: &Path,
+    first_index: Index,
+) -> Result<PathBuf, StorageError> {
+    let path = dir.join(segment_file_name(first_index));
+    fs::rename(tmp, &path)
+        .map_err(|e| StorageError::io("renaming segment into place", &path, e))?;
     sync_dir(dir).map_err(|e| StorageError::io("syncing directory", dir, e))?;
     Ok(path)
 }
@@ -135,7 +160,8 @@ pub fn write_zeros(file: &File, from: u64, to: u64, path: &Path) -> Result<(), S
     let mut at = from;
     while at < to {
         let n = (to - at).min(ZERO_CHUNK_BYTES as u64) as usize;
-        file.write_all_at(&zeros[..n], at).map_err(|e| StorageError::io("zero-filling segment", path, e))?;
+        file.write_all_at(&zeros[..n], at)
+            .map_err(|e| StorageError::io("zero-filling segment", path, e))?;
         at += n as u64;
     }
     Ok(())

@@ -12,15 +12,21 @@
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::thread::JoinHandle;
 
 use bytes::Bytes;
 
 use crate::core::{Entry, Index, Term};
 use crate::log::error::StorageError;
-use crate::log::io::{align_up, open_for_writes, sync_data, sync_dir, AlignedBuf, IoMode, Writer, BLOCK_BYTES};
+use crate::log::io::{
+    align_up, open_for_writes, sync_data, sync_dir, AlignedBuf, IoMode, Writer, BLOCK_BYTES,
+};
 use crate::log::record::{decode_batch, encode_records, EncodedRecord, RECORD_BYTES_MAX};
 use crate::log::recovery::{scan_dir, TornTail};
-use crate::log::segment::{create_segment, remove_segment, write_zeros, RecordLoc, SegmentInfo};
+use crate::log::segment::{
+    create_segment, install_segment, prepare_file, remove_segment, write_zeros, RecordLoc,
+    SegmentInfo, TEMP_SUFFIX,
+};
 
 /// Smallest segment size accepted.
 pub const SEGMENT_BYTES_MIN: u64 = 16 << 10;
@@ -35,18 +41,27 @@ pub struct LogOptions {
     pub segment_bytes: u64,
     /// Which system calls write the log.
     pub io_mode: IoMode,
+    /// Keep one zeroed spare segment prepared by a helper thread, so that starting a new
+    /// segment is a rename rather than a stall of the writer while 64 MiB of zeros are written.
+    pub prepare_spare: bool,
 }
 
 impl Default for LogOptions {
     fn default() -> LogOptions {
-        LogOptions { segment_bytes: 64 << 20, io_mode: IoMode::Auto }
+        LogOptions {
+            segment_bytes: 64 << 20,
+            io_mode: IoMode::Auto,
+            prepare_spare: true,
+        }
     }
 }
 
 impl LogOptions {
     fn validate(&self) -> Result<(), StorageError> {
         let s = self.segment_bytes;
-        if s % BLOCK_BYTES as u64 != 0 || !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&s) {
+        if !s.is_multiple_of(BLOCK_BYTES as u64)
+            || !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&s)
+        {
             return Err(StorageError::Options(format!(
                 "segment_bytes {s} must be a multiple of {BLOCK_BYTES} in [{SEGMENT_BYTES_MIN}, {SEGMENT_BYTES_MAX}]"
             )));
@@ -95,6 +110,9 @@ pub struct Log {
     o_direct: bool,
     writer: Writer,
     buf: AlignedBuf,
+    /// The spare segment being prepared, if any.
+    spare: Option<JoinHandle<Result<PathBuf, StorageError>>>,
+    spares_started: u64,
 }
 
 impl Log {
@@ -106,7 +124,8 @@ impl Log {
         fs::create_dir_all(dir).map_err(|e| StorageError::io("creating log directory", dir, e))?;
         let scan = scan_dir(dir)?;
         for tmp in &scan.temp_files {
-            fs::remove_file(tmp).map_err(|e| StorageError::io("removing temporary file", tmp, e))?;
+            fs::remove_file(tmp)
+                .map_err(|e| StorageError::io("removing temporary file", tmp, e))?;
         }
         if let Some(torn) = &scan.torn_tail {
             zero_torn_tail(torn)?;
@@ -114,20 +133,39 @@ impl Log {
         let mut infos = scan.segments;
         if infos.is_empty() {
             let path = create_segment(dir, 1, options.segment_bytes, &[])?;
-            infos.push(SegmentInfo { first_index: 1, path, records: Vec::new(), write_offset: 0, file_bytes: options.segment_bytes });
+            infos.push(SegmentInfo {
+                first_index: 1,
+                path,
+                records: Vec::new(),
+                write_offset: 0,
+                file_bytes: options.segment_bytes,
+            });
         }
         if let Some(last) = infos.last_mut() {
             extend_to_size(last, options.segment_bytes)?;
         }
         let mut segments = Vec::with_capacity(infos.len());
         for info in infos {
-            let read = File::open(&info.path).map_err(|e| StorageError::io("opening segment", &info.path, e))?;
+            let read = File::open(&info.path)
+                .map_err(|e| StorageError::io("opening segment", &info.path, e))?;
             segments.push(Segment { info, read });
         }
         let last_path = segments[segments.len() - 1].info.path.clone();
-        let (active, o_direct) = open_for_writes(&last_path).map_err(|e| StorageError::io("opening segment for writes", &last_path, e))?;
+        let (active, o_direct) = open_for_writes(&last_path)
+            .map_err(|e| StorageError::io("opening segment for writes", &last_path, e))?;
         let writer = Writer::new(options.io_mode).map_err(StorageError::IoUringSetup)?;
-        let log = Log { dir: dir.to_path_buf(), options, segments, active, o_direct, writer, buf: AlignedBuf::with_capacity(1 << 20) };
+        let mut log = Log {
+            dir: dir.to_path_buf(),
+            options,
+            segments,
+            active,
+            o_direct,
+            writer,
+            buf: AlignedBuf::with_capacity(1 << 20),
+            spare: None,
+            spares_started: 0,
+        };
+        log.start_spare();
         let report = OpenReport {
             segments: log.segments.len(),
             first_index: log.first_index(),
@@ -167,7 +205,11 @@ impl Log {
 
     /// Term of the last entry, or `None` when the log holds no entry.
     pub fn last_term(&self) -> Option<Term> {
-        self.segments.iter().rev().find_map(|s| s.info.records.last()).map(|r| r.term)
+        self.segments
+            .iter()
+            .rev()
+            .find_map(|s| s.info.records.last())
+            .map(|r| r.term)
     }
 
     /// Term of the entry at `index`, if the log holds it.
@@ -184,7 +226,10 @@ impl Log {
         if index < self.first_index() || index > self.last_index() {
             return None;
         }
-        let s = self.segments.partition_point(|seg| seg.info.first_index <= index) - 1;
+        let s = self
+            .segments
+            .partition_point(|seg| seg.info.first_index <= index)
+            - 1;
         Some((s, self.segments[s].info.record_of(index)?))
     }
 
@@ -206,7 +251,10 @@ impl Log {
         for record in records {
             let header = record.header();
             if header.first_index != expected {
-                return Err(StorageError::NotContiguous { expected, found: header.first_index });
+                return Err(StorageError::NotContiguous {
+                    expected,
+                    found: header.first_index,
+                });
             }
             if header.total_bytes as usize > self.options.record_bytes_max() {
                 return Err(StorageError::Options(format!(
@@ -266,14 +314,47 @@ impl Log {
     /// Starts a new segment at the next index. The previous one is already durable.
     fn roll(&mut self) -> Result<(), StorageError> {
         let first_index = self.last_index() + 1;
-        let path = create_segment(&self.dir, first_index, self.options.segment_bytes, &[])?;
-        let info = SegmentInfo { first_index, path, records: Vec::new(), write_offset: 0, file_bytes: self.options.segment_bytes };
+        let spare = self.spare.take().map(|h| h.join());
+        let path = match spare {
+            Some(Ok(Ok(tmp))) => install_segment(&self.dir, &tmp, first_index)?,
+            Some(Ok(Err(e))) => return Err(e),
+            // The helper panicked (a failed fsync): stop as it would have.
+            Some(Err(_)) => panic!("the spare segment thread panicked; see its message"),
+            None => create_segment(&self.dir, first_index, self.options.segment_bytes, &[])?,
+        };
+        self.start_spare();
+        let info = SegmentInfo {
+            first_index,
+            path,
+            records: Vec::new(),
+            write_offset: 0,
+            file_bytes: self.options.segment_bytes,
+        };
         self.push_segment(info)
     }
 
+    /// Starts preparing the next spare segment in a helper thread.
+    fn start_spare(&mut self) {
+        if !self.options.prepare_spare || self.spare.is_some() {
+            return;
+        }
+        let tmp = self
+            .dir
+            .join(format!("spare-{}{TEMP_SUFFIX}", self.spares_started));
+        self.spares_started += 1;
+        let size = self.options.segment_bytes;
+        // If the thread cannot be spawned, the next roll creates its segment inline.
+        self.spare = std::thread::Builder::new()
+            .name("log-spare".into())
+            .spawn(move || prepare_file(&tmp, size, &[]).map(|()| tmp))
+            .ok();
+    }
+
     fn push_segment(&mut self, info: SegmentInfo) -> Result<(), StorageError> {
-        let read = File::open(&info.path).map_err(|e| StorageError::io("opening segment", &info.path, e))?;
-        let (active, o_direct) = open_for_writes(&info.path).map_err(|e| StorageError::io("opening segment for writes", &info.path, e))?;
+        let read = File::open(&info.path)
+            .map_err(|e| StorageError::io("opening segment", &info.path, e))?;
+        let (active, o_direct) = open_for_writes(&info.path)
+            .map_err(|e| StorageError::io("opening segment for writes", &info.path, e))?;
         self.active = active;
         self.o_direct = o_direct;
         self.segments.push(Segment { info, read });
@@ -283,16 +364,28 @@ impl Log {
     /// Reads entries `[from, to)`, stopping early once `max_bytes` (counted by
     /// [`Entry::size_bytes`]) are reached; at least one entry is returned when the range is not
     /// empty. Every record read is checked again (CRC) before it is trusted.
-    pub fn read(&self, from: Index, to: Index, max_bytes: usize) -> Result<Vec<Entry>, StorageError> {
+    pub fn read(
+        &self,
+        from: Index,
+        to: Index,
+        max_bytes: usize,
+    ) -> Result<Vec<Entry>, StorageError> {
         let next = self.last_index() + 1;
         if from < self.first_index() || to > next || from > to {
-            return Err(StorageError::OutOfRange { from, to, first: self.first_index(), next });
+            return Err(StorageError::OutOfRange {
+                from,
+                to,
+                first: self.first_index(),
+                next,
+            });
         }
         let mut out = Vec::new();
         let mut bytes = 0usize;
         let mut index = from;
         while index < to {
-            let Some((s, r)) = self.locate(index) else { break };
+            let Some((s, r)) = self.locate(index) else {
+                break;
+            };
             let segment = &self.segments[s];
             let loc = segment.info.records[r];
             for entry in read_record(segment, &loc)? {
@@ -318,10 +411,18 @@ impl Log {
             return Ok(());
         }
         if from < self.first_index() {
-            return Err(StorageError::OutOfRange { from, to: next, first: self.first_index(), next });
+            return Err(StorageError::OutOfRange {
+                from,
+                to: next,
+                first: self.first_index(),
+                next,
+            });
         }
         // The segment that will be last: the latest one starting before `from`, else the first.
-        let keep = self.segments.partition_point(|s| s.info.first_index < from).max(1);
+        let keep = self
+            .segments
+            .partition_point(|s| s.info.first_index < from)
+            .max(1);
         // Delete later segments newest first, so a crash leaves a contiguous prefix.
         while self.segments.len() > keep {
             if let Some(segment) = self.segments.pop() {
@@ -333,7 +434,8 @@ impl Log {
             self.rewrite_last(from)?;
         } else {
             let path = self.last().info.path.clone();
-            let (active, o_direct) = open_for_writes(&path).map_err(|e| StorageError::io("opening segment for writes", &path, e))?;
+            let (active, o_direct) = open_for_writes(&path)
+                .map_err(|e| StorageError::io("opening segment for writes", &path, e))?;
             self.active = active;
             self.o_direct = o_direct;
         }
@@ -348,13 +450,27 @@ impl Log {
         let mut kept: Vec<Entry> = Vec::new();
         let mut image: Vec<u8> = Vec::new();
         let mut locs = Vec::new();
-        for loc in segment.info.records.iter().take_while(|r| r.first_index < from) {
-            let entries: Vec<Entry> = read_record(&segment, loc)?.into_iter().filter(|e| e.index < from).collect();
+        for loc in segment
+            .info
+            .records
+            .iter()
+            .take_while(|r| r.first_index < from)
+        {
+            let entries: Vec<Entry> = read_record(&segment, loc)?
+                .into_iter()
+                .filter(|e| e.index < from)
+                .collect();
             kept.clear();
             kept.extend(entries);
             for record in encode_records(&kept, self.options.record_bytes_max())? {
                 let h = record.header();
-                locs.push(RecordLoc { first_index: h.first_index, count: h.count, term: h.term, offset: image.len() as u64, bytes: h.total_bytes });
+                locs.push(RecordLoc {
+                    first_index: h.first_index,
+                    count: h.count,
+                    term: h.term,
+                    offset: image.len() as u64,
+                    bytes: h.total_bytes,
+                });
                 image.extend_from_slice(record.bytes());
             }
         }
@@ -364,7 +480,13 @@ impl Log {
         let first_index = segment.info.first_index;
         drop(segment);
         let path = create_segment(&self.dir, first_index, size, &image)?;
-        self.push_segment(SegmentInfo { first_index, path, records: locs, write_offset, file_bytes: size })
+        self.push_segment(SegmentInfo {
+            first_index,
+            path,
+            records: locs,
+            write_offset,
+            file_bytes: size,
+        })
     }
 
     /// Deletes whole segments whose entries are all at or below `upto` (covered by a snapshot).
@@ -379,7 +501,10 @@ impl Log {
             return Ok(());
         }
         if upto >= self.last_index() {
-            if self.segments.len() == 1 && self.last().info.records.is_empty() && self.first_index() == upto + 1 {
+            if self.segments.len() == 1
+                && self.last().info.records.is_empty()
+                && self.first_index() == upto + 1
+            {
                 return Ok(());
             }
             for segment in self.segments.drain(..) {
@@ -387,7 +512,13 @@ impl Log {
             }
             sync_dir(&self.dir).map_err(|e| StorageError::io("syncing directory", &self.dir, e))?;
             let path = create_segment(&self.dir, upto + 1, self.options.segment_bytes, &[])?;
-            let info = SegmentInfo { first_index: upto + 1, path, records: Vec::new(), write_offset: 0, file_bytes: self.options.segment_bytes };
+            let info = SegmentInfo {
+                first_index: upto + 1,
+                path,
+                records: Vec::new(),
+                write_offset: 0,
+                file_bytes: self.options.segment_bytes,
+            };
             return self.push_segment(info);
         }
         let mut removed = false;
@@ -400,6 +531,16 @@ impl Log {
             sync_dir(&self.dir).map_err(|e| StorageError::io("syncing directory", &self.dir, e))?;
         }
         Ok(())
+    }
+}
+
+impl Drop for Log {
+    /// Waits for the spare segment thread and removes its file, so that nothing writes into the
+    /// directory after the log is gone.
+    fn drop(&mut self) {
+        if let Some(Ok(Ok(tmp))) = self.spare.take().map(|h| h.join()) {
+            let _ = fs::remove_file(tmp);
+        }
     }
 }
 
@@ -422,7 +563,12 @@ fn zero_torn_tail(torn: &TornTail) -> Result<(), StorageError> {
         .write(true)
         .open(&torn.file)
         .map_err(|e| StorageError::io("opening segment to drop a torn write", &torn.file, e))?;
-    write_zeros(&file, torn.offset, torn.garbage_end.max(torn.offset), &torn.file)?;
+    write_zeros(
+        &file,
+        torn.offset,
+        torn.garbage_end.max(torn.offset),
+        &torn.file,
+    )?;
     sync_data(&file, &torn.file);
     Ok(())
 }

@@ -40,7 +40,11 @@ impl VerifyReport {
 
 impl fmt::Display for VerifyReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "segments: {}, records: {}, entries: {}", self.segments, self.records, self.entries)?;
+        write!(
+            f,
+            "segments: {}, records: {}, entries: {}",
+            self.segments, self.records, self.entries
+        )?;
         match self.index_range {
             Some((first, last)) => write!(f, ", indexes {first}..={last}")?,
             None => write!(f, ", no entries")?,
@@ -65,12 +69,33 @@ impl fmt::Display for VerifyReport {
 pub fn verify(dir: &Path) -> VerifyReport {
     let scan = match scan_dir(dir) {
         Ok(scan) => scan,
-        Err(e) => return VerifyReport { problem: Some(e.to_string()), ..VerifyReport::default() },
+        Err(e) => {
+            return VerifyReport {
+                problem: Some(e.to_string()),
+                ..VerifyReport::default()
+            }
+        }
     };
     let records = scan.segments.iter().map(|s| s.records.len()).sum();
-    let entries = scan.segments.iter().flat_map(|s| &s.records).map(|r| u64::from(r.count)).sum();
-    let first = scan.segments.iter().flat_map(|s| s.records.first()).next().map(|r| r.first_index);
-    let last = scan.segments.iter().rev().flat_map(|s| s.records.last()).next().map(|r| r.last_index());
+    let entries = scan
+        .segments
+        .iter()
+        .flat_map(|s| &s.records)
+        .map(|r| u64::from(r.count))
+        .sum();
+    let first = scan
+        .segments
+        .iter()
+        .flat_map(|s| s.records.first())
+        .next()
+        .map(|r| r.first_index);
+    let last = scan
+        .segments
+        .iter()
+        .rev()
+        .flat_map(|s| s.records.last())
+        .next()
+        .map(|r| r.last_index());
     VerifyReport {
         segments: scan.segments.len(),
         records,
@@ -87,24 +112,41 @@ pub fn dump(dir: &Path, from: Index, to: Index, out: &mut dyn Write) -> Result<(
     let scan = scan_dir(dir)?;
     let write_err = |e| StorageError::io("writing dump output", "<output>", e);
     for segment in &scan.segments {
-        let file = File::open(&segment.path).map_err(|e| StorageError::io("opening segment", &segment.path, e))?;
-        for loc in segment.records.iter().filter(|r| r.last_index() >= from && r.first_index < to) {
+        let file = File::open(&segment.path)
+            .map_err(|e| StorageError::io("opening segment", &segment.path, e))?;
+        for loc in segment
+            .records
+            .iter()
+            .filter(|r| r.last_index() >= from && r.first_index < to)
+        {
             let mut raw = vec![0u8; loc.bytes as usize];
             file.read_exact_at(&mut raw, loc.offset)
                 .map_err(|e| StorageError::io("reading record from", &segment.path, e))?;
-            let (_, entries) = decode_batch(&Bytes::from(raw)).map_err(|source| StorageError::Decode {
-                file: segment.path.clone(),
-                offset: loc.offset,
-                source,
-            })?;
+            let (_, entries) =
+                decode_batch(&Bytes::from(raw)).map_err(|source| StorageError::Decode {
+                    file: segment.path.clone(),
+                    offset: loc.offset,
+                    source,
+                })?;
             for entry in entries.iter().filter(|e| e.index >= from && e.index < to) {
                 let kind = match entry.kind {
                     EntryKind::Normal => "normal",
                     EntryKind::Noop => "noop",
                 };
-                let head: String = entry.data.iter().take(16).map(|b| format!("{b:02x}")).collect();
-                writeln!(out, "{} term={} {kind} len={} data={head}", entry.index, entry.term, entry.data.len())
-                    .map_err(write_err)?;
+                let head: String = entry
+                    .data
+                    .iter()
+                    .take(16)
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                writeln!(
+                    out,
+                    "{} term={} {kind} len={} data={head}",
+                    entry.index,
+                    entry.term,
+                    entry.data.len()
+                )
+                .map_err(write_err)?;
             }
         }
     }
