@@ -32,6 +32,7 @@ pub mod client;
 pub mod core;
 pub mod kv;
 pub mod limits;
+pub mod loadgen;
 pub mod log;
 pub mod runtime;
 pub mod sim;

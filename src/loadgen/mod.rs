@@ -1,0 +1,12 @@
+//! The load generator: one workload, several targets (ringraft, and etcd with the `etcd`
+//! feature), one recorder, one report format. Closed loop measures capacity; open loop measures
+//! latency at a fixed rate from each request's intended start (no coordinated omission).
+
+pub mod recorder;
+pub mod report;
+pub mod ringraft_target;
+pub mod workload;
+
+pub use recorder::{OpKind, Recorder, SecondBucket};
+pub use report::{hgrm, LoadReport, Percentiles};
+pub use workload::{LoopMode, Op, OpGen, Workload};

@@ -1,0 +1,105 @@
+//! Latency and throughput recording. One `Recorder` per load thread, merged at the end. Only
+//! operations whose (intended) start falls inside the measured window count; warm-up does not.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+/// Longest latency the histograms record (longer ones are clamped to it and counted).
+pub const LATENCY_US_MAX: u64 = 120_000_000;
+
+/// Kind of operation recorded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpKind {
+    /// A write (put).
+    Write,
+    /// A read (get).
+    Read,
+}
+
+/// Counts of one second of the measured window.
+#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+pub struct SecondBucket {
+    /// Writes completed successfully in this second.
+    pub writes: u64,
+    /// Reads completed successfully.
+    pub reads: u64,
+    /// Operations that failed.
+    pub errors: u64,
+}
+
+/// What one load thread saw.
+pub struct Recorder {
+    window_start: Instant,
+    window: Duration,
+    /// Write latencies in microseconds.
+    pub writes: Histogram<u64>,
+    /// Read latencies in microseconds.
+    pub reads: Histogram<u64>,
+    /// Per-second counts over the window.
+    pub per_second: Vec<SecondBucket>,
+    /// Failures by kind.
+    pub errors: BTreeMap<String, u64>,
+}
+
+impl Recorder {
+    /// A recorder for the window starting at `window_start` and lasting `window`.
+    pub fn new(window_start: Instant, window: Duration) -> Recorder {
+        let hist = || Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds");
+        let seconds = window.as_secs().max(1) as usize + 1;
+        Recorder { window_start, window, writes: hist(), reads: hist(), per_second: vec![SecondBucket::default(); seconds], errors: BTreeMap::new() }
+    }
+
+    /// Whether an operation starting at `start` is inside the measured window.
+    pub fn in_window(&self, start: Instant) -> bool {
+        start >= self.window_start && start < self.window_start + self.window
+    }
+
+    /// Records one operation that started (or was meant to start) at `start` and ended at `end`.
+    pub fn record(&mut self, kind: OpKind, start: Instant, end: Instant, result: Result<(), String>) {
+        if !self.in_window(start) {
+            return;
+        }
+        let second = ((end.saturating_duration_since(self.window_start)).as_secs() as usize).min(self.per_second.len() - 1);
+        match result {
+            Ok(()) => {
+                let us = (end.saturating_duration_since(start).as_micros() as u64).clamp(1, LATENCY_US_MAX);
+                match kind {
+                    OpKind::Write => {
+                        self.writes.record(us).expect("clamped into bounds");
+                        self.per_second[second].writes += 1;
+                    }
+                    OpKind::Read => {
+                        self.reads.record(us).expect("clamped into bounds");
+                        self.per_second[second].reads += 1;
+                    }
+                }
+            }
+            Err(kind) => {
+                *self.errors.entry(kind).or_default() += 1;
+                self.per_second[second].errors += 1;
+            }
+        }
+    }
+
+    /// Adds another thread's recording to this one (same window).
+    pub fn merge(&mut self, other: &Recorder) {
+        self.writes.add(&other.writes).expect("same bounds");
+        self.reads.add(&other.reads).expect("same bounds");
+        for (mine, theirs) in self.per_second.iter_mut().zip(&other.per_second) {
+            mine.writes += theirs.writes;
+            mine.reads += theirs.reads;
+            mine.errors += theirs.errors;
+        }
+        for (kind, n) in &other.errors {
+            *self.errors.entry(kind.clone()).or_default() += n;
+        }
+    }
+
+    /// The measured window's length.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+}

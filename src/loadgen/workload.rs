@@ -1,0 +1,205 @@
+//! What a load run does: operation mix, sizes, key space, concurrency, open or closed loop,
+//! warm-up and duration. The same `Workload` drives every target, which is what makes a
+//! comparison between ringraft and etcd a comparison of the systems and not of the workloads.
+
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::core::SplitMix64;
+
+/// How requests are issued.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum LoopMode {
+    /// Each connection keeps `inflight_per_connection` requests outstanding; a new one starts
+    /// when one finishes. Measures capacity; latency is measured from each request's start.
+    Closed {
+        /// Client connections (each its own session).
+        connections: usize,
+        /// Requests in flight per connection.
+        inflight_per_connection: usize,
+    },
+    /// Requests start on a fixed schedule whatever the responses do. Latency is measured from
+    /// each request's *intended* start, so a stall shows up in full (no coordinated omission).
+    Open {
+        /// Total requests per second across connections.
+        rate_per_s: u64,
+        /// Client connections the schedule is spread over.
+        connections: usize,
+    },
+}
+
+/// One load run's workload.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Request issuing mode.
+    pub mode: LoopMode,
+    /// Bytes per key (keys are zero-padded decimal numbers, e.g. `k0000000042`).
+    pub key_bytes: usize,
+    /// Bytes per written value.
+    pub value_bytes: usize,
+    /// Distinct keys, drawn uniformly. etcd's own benchmark defaults to one key, which measures
+    /// a contended hot spot rather than the system; the default here is 100,000.
+    pub key_space: u64,
+    /// Fraction of requests that are reads, 0.0..=1.0.
+    pub read_ratio: f64,
+    /// Reads are linearizable (ReadIndex / etcd's default) rather than serializable.
+    pub linearizable_reads: bool,
+    /// Time before measuring starts.
+    #[serde(with = "duration_ms")]
+    pub warmup: Duration,
+    /// Time measured.
+    #[serde(with = "duration_ms")]
+    pub duration: Duration,
+    /// Seed for key choice and the read/write mix.
+    pub seed: u64,
+}
+
+impl Default for Workload {
+    fn default() -> Workload {
+        Workload {
+            mode: LoopMode::Closed { connections: 8, inflight_per_connection: 16 },
+            key_bytes: 16,
+            value_bytes: 1024,
+            key_space: 100_000,
+            read_ratio: 0.0,
+            linearizable_reads: true,
+            warmup: Duration::from_secs(2),
+            duration: Duration::from_secs(10),
+            seed: 1,
+        }
+    }
+}
+
+impl Workload {
+    /// Checks the settings; the message names the bad field.
+    pub fn validate(&self) -> Result<(), String> {
+        let connections = match self.mode {
+            LoopMode::Closed { connections, inflight_per_connection } => {
+                if inflight_per_connection == 0 || inflight_per_connection > 4096 {
+                    return Err("inflight_per_connection must be in 1..=4096".into());
+                }
+                connections
+            }
+            LoopMode::Open { rate_per_s, connections } => {
+                if rate_per_s == 0 || rate_per_s > 10_000_000 {
+                    return Err("rate_per_s must be in 1..=10000000".into());
+                }
+                connections
+            }
+        };
+        if connections == 0 || connections > 4096 {
+            return Err("connections must be in 1..=4096".into());
+        }
+        if self.key_bytes < 4 || self.key_bytes > 4096 {
+            return Err("key_bytes must be in 4..=4096".into());
+        }
+        if self.value_bytes > crate::limits::ENTRY_BYTES_MAX / 2 {
+            return Err(format!("value_bytes must be at most {}", crate::limits::ENTRY_BYTES_MAX / 2));
+        }
+        if self.key_space == 0 {
+            return Err("key_space must be at least 1".into());
+        }
+        if !(0.0..=1.0).contains(&self.read_ratio) {
+            return Err("read_ratio must be in 0.0..=1.0".into());
+        }
+        if self.duration.is_zero() {
+            return Err("duration must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Connections the mode uses.
+    pub fn connections(&self) -> usize {
+        match self.mode {
+            LoopMode::Closed { connections, .. } | LoopMode::Open { connections, .. } => connections,
+        }
+    }
+
+    /// A one-line description for reports.
+    pub fn describe(&self) -> String {
+        let mode = match self.mode {
+            LoopMode::Closed { connections, inflight_per_connection } => {
+                format!("closed loop, {connections} conns x {inflight_per_connection} in flight")
+            }
+            LoopMode::Open { rate_per_s, connections } => format!("open loop at {rate_per_s}/s over {connections} conns"),
+        };
+        format!(
+            "{mode}; {} B keys over {} keys, {} B values, {:.0}% reads ({}), warm-up {:?}, measured {:?}",
+            self.key_bytes,
+            self.key_space,
+            self.value_bytes,
+            self.read_ratio * 100.0,
+            if self.linearizable_reads { "linearizable" } else { "serializable" },
+            self.warmup,
+            self.duration
+        )
+    }
+}
+
+/// Draws operations for one connection: deterministic from the workload seed and the
+/// connection number.
+pub struct OpGen {
+    rng: SplitMix64,
+    key_bytes: usize,
+    key_space: u64,
+    read_ratio: f64,
+    value: bytes::Bytes,
+}
+
+/// One operation.
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Write `value` at `key`.
+    Write {
+        /// The key.
+        key: bytes::Bytes,
+        /// The value.
+        value: bytes::Bytes,
+    },
+    /// Read `key`.
+    Read {
+        /// The key.
+        key: bytes::Bytes,
+    },
+}
+
+impl OpGen {
+    /// The generator of connection `connection`.
+    pub fn new(workload: &Workload, connection: usize) -> OpGen {
+        let seed = workload.seed ^ (connection as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        let mut rng = SplitMix64::new(seed);
+        let value: Vec<u8> = (0..workload.value_bytes).map(|_| b'a' + (rng.below(26) as u8)).collect();
+        OpGen { rng, key_bytes: workload.key_bytes, key_space: workload.key_space, read_ratio: workload.read_ratio, value: value.into() }
+    }
+
+    /// The next operation.
+    pub fn next_op(&mut self) -> Op {
+        let n = self.rng.below(self.key_space);
+        let key = bytes::Bytes::from(format!("k{:0width$}", n, width = self.key_bytes - 1).into_bytes());
+        if self.read_ratio > 0.0 && self.rng.chance(self.read_ratio) {
+            Op::Read { key }
+        } else {
+            Op::Write { key, value: self.value.clone() }
+        }
+    }
+}
+
+/// Durations as milliseconds in TOML and JSON.
+pub mod duration_ms {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes milliseconds.
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+
+    /// Reads milliseconds.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
