@@ -29,6 +29,7 @@
 #![deny(missing_docs)]
 
 pub mod client;
+pub mod bench;
 pub mod core;
 pub mod kv;
 pub mod limits;

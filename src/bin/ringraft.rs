@@ -36,6 +36,12 @@ enum Cli {
         /// The node's client address.
         addr: std::net::SocketAddr,
     },
+    /// Run a benchmark from bench-configs/*.toml (default: bench-configs/3node-1kb.toml, briefly):
+    /// start the cluster(s), drive the load, write results/<config>/<timestamp>/report.{md,json},
+    /// .hgrm percentile files and SVG plots.
+    Bench(BenchArgs),
+    /// Drive load against a running ringraft cluster and report commits/s and latency percentiles.
+    Load(Box<LoadArgs>),
     /// Run the deterministic simulator: one seed (`--seed`) or a sweep (`--seeds A..B`).
     Sim(ringraft::sim::cli::SimArgs),
     /// Inspect a node's log directory offline.
@@ -203,10 +209,149 @@ where
     }
 }
 
+/// `ringraft bench`.
+#[derive(clap::Args)]
+struct BenchArgs {
+    /// Config files; none runs bench-configs/3node-1kb.toml for a short 5 s measurement.
+    configs: Vec<PathBuf>,
+    /// Also run a real etcd cluster with the identical workload in the same run.
+    #[arg(long, value_name = "etcd")]
+    compare: Option<String>,
+    /// Repeat each config N times and report the spread.
+    #[arg(long, default_value_t = 1)]
+    repeat: usize,
+    /// Measured seconds (overrides the config).
+    #[arg(long)]
+    duration_s: Option<f64>,
+    /// Warm-up seconds (overrides the config).
+    #[arg(long)]
+    warmup_s: Option<f64>,
+    /// Where results go.
+    #[arg(long, default_value = "results")]
+    results_dir: PathBuf,
+}
+
+fn run_bench(args: BenchArgs) -> ExitCode {
+    use std::time::Duration;
+    let quick = args.configs.is_empty();
+    let configs = if quick { vec![ringraft::bench::default_config_path()] } else { args.configs };
+    match args.compare.as_deref() {
+        None | Some("etcd") => {}
+        Some(other) => {
+            eprintln!("ringraft bench: --compare {other}: only `etcd` is supported");
+            return ExitCode::from(2);
+        }
+    }
+    let options = ringraft::bench::BenchOptions {
+        configs,
+        compare_etcd: args.compare.is_some(),
+        repeat: args.repeat,
+        results_dir: args.results_dir,
+        duration: args.duration_s.or(quick.then_some(5.0)).map(Duration::from_secs_f64),
+        warmup: args.warmup_s.or(quick.then_some(1.0)).map(Duration::from_secs_f64),
+    };
+    match ringraft::bench::run(&options) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringraft bench: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// `ringraft load`.
+#[derive(clap::Args)]
+struct LoadArgs {
+    /// Client addresses of the cluster's nodes, comma separated.
+    #[arg(long, value_delimiter = ',', required = true)]
+    cluster: Vec<std::net::SocketAddr>,
+    /// Connections (client sessions).
+    #[arg(long, default_value_t = 8)]
+    connections: usize,
+    /// Requests in flight per connection (closed loop).
+    #[arg(long, default_value_t = 16)]
+    inflight: usize,
+    /// Open loop at this many requests per second (latency from intended send times).
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 1024)]
+    value_bytes: usize,
+    /// Key size in bytes.
+    #[arg(long, default_value_t = 16)]
+    key_bytes: usize,
+    /// Distinct keys.
+    #[arg(long, default_value_t = 100_000)]
+    key_space: u64,
+    /// Fraction of reads, 0.0..=1.0.
+    #[arg(long, default_value_t = 0.0)]
+    read_ratio: f64,
+    /// Serializable (local, possibly stale) reads instead of linearizable ones.
+    #[arg(long)]
+    stale_reads: bool,
+    /// Warm-up seconds.
+    #[arg(long, default_value_t = 2.0)]
+    warmup_s: f64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration_s: f64,
+    /// Load threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Write the write-latency percentile distribution (.hgrm) here.
+    #[arg(long)]
+    hgrm: Option<PathBuf>,
+}
+
+fn run_load(args: LoadArgs) -> ExitCode {
+    use ringraft::loadgen::{LoadReport, LoopMode, Workload};
+    use std::time::Duration;
+    let mode = match args.rate {
+        Some(rate_per_s) => LoopMode::Open { rate_per_s, connections: args.connections },
+        None => LoopMode::Closed { connections: args.connections, inflight_per_connection: args.inflight },
+    };
+    let workload = Workload {
+        mode,
+        key_bytes: args.key_bytes,
+        value_bytes: args.value_bytes,
+        key_space: args.key_space,
+        read_ratio: args.read_ratio,
+        linearizable_reads: !args.stale_reads,
+        warmup: Duration::from_secs_f64(args.warmup_s),
+        duration: Duration::from_secs_f64(args.duration_s),
+        seed: 1,
+    };
+    let recorder = match ringraft::loadgen::ringraft_target::run(args.cluster, &workload, args.threads) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ringraft load: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let report = LoadReport::new("ringraft", &workload, &recorder);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+    } else {
+        print!("{}", report.text());
+    }
+    if let Some(path) = args.hgrm {
+        if let Err(e) = std::fs::write(&path, &report.write_hgrm) {
+            eprintln!("ringraft load: cannot write {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 fn main() -> ExitCode {
     match Cli::parse() {
         Cli::Log(cmd) => run_log(cmd),
         Cli::Node(args) => run_node(*args),
+        Cli::Bench(args) => run_bench(args),
+        Cli::Load(args) => run_load(*args),
         Cli::Put { cluster, key, value } => {
             run_client(cluster, |c| async move { c.put(key, value).await.map(|index| format!("OK (log index {index})")) })
         }

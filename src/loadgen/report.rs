@@ -69,6 +69,9 @@ pub struct LoadReport {
     /// `.hgrm` text of the read latency histogram.
     #[serde(skip)]
     pub read_hgrm: String,
+    /// Write latency spectrum: (percentile 0..=100, latency in microseconds), for plots.
+    #[serde(skip)]
+    pub write_spectrum: Vec<(f64, u64)>,
 }
 
 impl LoadReport {
@@ -88,6 +91,7 @@ impl LoadReport {
             per_second,
             write_hgrm: hgrm(&recorder.writes),
             read_hgrm: hgrm(&recorder.reads),
+            write_spectrum: spectrum(&recorder.writes),
         }
     }
 
@@ -142,5 +146,21 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
     }
     let _ = writeln!(out, "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]", h.mean(), h.stdev());
     let _ = writeln!(out, "#[Max     = {:12.3}, Total count    = {:12}]", h.max() as f64, h.len());
+    out
+}
+
+/// Latency at percentiles from 0 to 99.9999 (denser toward the tail), for percentile plots.
+pub fn spectrum(h: &Histogram<u64>) -> Vec<(f64, u64)> {
+    if h.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut q: f64 = 0.0;
+    while q < 0.999_999 {
+        out.push((q * 100.0, h.value_at_quantile(q)));
+        // Halve the distance to 100% in ten steps: even spacing on a log(1/(1-q)) axis.
+        q = 1.0 - (1.0 - q) * 0.5f64.powf(0.2);
+    }
+    out.push((100.0, h.max()));
     out
 }

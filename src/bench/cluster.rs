@@ -1,0 +1,179 @@
+//! Launching a ringraft cluster of `ringraft node` processes on loopback for a bench run:
+//! fresh data directories on the local disk, a wait for a leader, and teardown that cannot be
+//! forgotten (Drop kills; children also die with the bench process, via PR_SET_PDEATHSIG).
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::config::NodeSettings;
+use crate::core::Role;
+use crate::wire::{self, ClientRequest, FrameDecoder, FrameType, NodeStats, Reply, Request};
+
+/// A running cluster.
+pub struct Cluster {
+    children: Vec<Option<Child>>,
+    /// Client addresses, by node (node id = position + 1).
+    pub client_addrs: Vec<SocketAddr>,
+    members: String,
+    data_root: PathBuf,
+    settings: NodeSettings,
+}
+
+impl Cluster {
+    /// Starts `nodes` nodes with data under `data_root` (created fresh) and ports from
+    /// `base_port`, and waits until one is leader.
+    pub fn start(nodes: usize, data_root: &Path, base_port: u16, settings: &NodeSettings) -> Result<Cluster, String> {
+        let _ = std::fs::remove_dir_all(data_root);
+        std::fs::create_dir_all(data_root).map_err(|e| format!("cannot create {}: {e}", data_root.display()))?;
+        let mut members = Vec::new();
+        let mut client_addrs = Vec::new();
+        for i in 0..nodes {
+            let peer: SocketAddr = ([127, 0, 0, 1], base_port + 2 * i as u16).into();
+            let client: SocketAddr = ([127, 0, 0, 1], base_port + 2 * i as u16 + 1).into();
+            members.push(format!("{}={peer}/{client}", i + 1));
+            client_addrs.push(client);
+        }
+        let mut cluster = Cluster {
+            children: (0..nodes).map(|_| None).collect(),
+            client_addrs,
+            members: members.join(","),
+            data_root: data_root.to_path_buf(),
+            settings: settings.clone(),
+        };
+        for id in 1..=nodes as u64 {
+            cluster.start_node(id)?;
+        }
+        cluster.wait_for_leader(Duration::from_secs(30))?;
+        Ok(cluster)
+    }
+
+    /// (Re)starts node `id`.
+    pub fn start_node(&mut self, id: u64) -> Result<(), String> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot find the ringraft binary: {e}"))?;
+        let exe = if exe.file_name().is_some_and(|n| n == "ringraft") { exe } else { ringraft_binary()? };
+        let dir = self.data_root.join(format!("node{id}"));
+        let log = std::fs::File::create(self.data_root.join(format!("node{id}.log"))).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("node").arg("--id").arg(id.to_string()).arg("--members").arg(&self.members).arg("--data-dir").arg(&dir);
+        let s = &self.settings;
+        let flags = [
+            ("--tick-ms", s.tick_ms.map(|v| v.to_string())),
+            ("--election-ticks", s.election_ticks.map(|v| v.to_string())),
+            ("--heartbeat-ticks", s.heartbeat_ticks.map(|v| v.to_string())),
+            ("--snapshot-threshold", s.snapshot_threshold.map(|v| v.to_string())),
+            ("--segment-bytes", s.segment_bytes.map(|v| v.to_string())),
+        ];
+        for (flag, value) in flags {
+            if let Some(value) = value {
+                cmd.arg(flag).arg(value);
+            }
+        }
+        cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
+        // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child when
+        // its parent dies, so a killed bench leaves no nodes behind.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| format!("cannot start node {id}: {e}"))?;
+        self.children[(id - 1) as usize] = Some(child);
+        Ok(())
+    }
+
+    /// Kills node `id` with SIGKILL (a crash).
+    pub fn kill_node(&mut self, id: u64) {
+        if let Some(mut child) = self.children[(id - 1) as usize].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Polls until exactly one node reports itself leader; returns its id.
+    pub fn wait_for_leader(&self, deadline: Duration) -> Result<u64, String> {
+        let until = Instant::now() + deadline;
+        while Instant::now() < until {
+            let leaders: Vec<u64> = self
+                .client_addrs
+                .iter()
+                .filter_map(|&addr| stats(addr, Duration::from_millis(500)).ok())
+                .filter(|s| s.role == Role::Leader)
+                .map(|s| s.node_id)
+                .collect();
+            if leaders.len() == 1 {
+                return Ok(leaders[0]);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Err(format!("no leader within {deadline:?}; see the node logs in {}", self.data_root.display()))
+    }
+
+    /// The data directory root.
+    pub fn data_root(&self) -> &Path {
+        &self.data_root
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            // SIGTERM lets nodes finish their in-flight syncs; then make sure.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        let until = Instant::now() + Duration::from_secs(5);
+        for child in self.children.iter_mut().flatten() {
+            while Instant::now() < until && matches!(child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// The `ringraft` binary next to the current executable (tests run from target/*/deps).
+fn ringraft_binary() -> Result<PathBuf, String> {
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    for dir in exe.ancestors().skip(1).take(3) {
+        let candidate = dir.join("ringraft");
+        if candidate.is_file() {
+            return Ok(candidate);
+        }
+    }
+    Err("cannot find the ringraft binary next to this executable".into())
+}
+
+/// One blocking Stats request to the node at `addr`.
+pub fn stats(addr: SocketAddr, timeout: Duration) -> Result<NodeStats, String> {
+    let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
+    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let request = ClientRequest { client_id: 1, sequence: 0, request_id: 1, request: Request::Stats };
+    let mut frame = Vec::new();
+    wire::write_frame(FrameType::ClientRequest, wire::encode_client_request(&request, &mut fbb), &mut frame).map_err(|e| e.to_string())?;
+    stream.write_all(&frame).map_err(|e| e.to_string())?;
+    let mut decoder = FrameDecoder::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
+            let response = wire::decode_client_response(frame.body_of(FrameType::ClientResponse).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+            return match response.result {
+                Ok(Reply::Stats(stats)) => Ok(stats),
+                other => Err(format!("unexpected stats answer {other:?}")),
+            };
+        }
+        let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
+        if n == 0 {
+            return Err("connection closed".into());
+        }
+        decoder.extend_from_slice(&buf[..n]);
+    }
+}

@@ -1,0 +1,125 @@
+//! Bench config files (`bench-configs/*.toml`): cluster shape, node settings, workload, targets.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::loadgen::{LoopMode, Workload};
+
+/// Node settings a bench config may set; everything else keeps `NodeConfig`'s defaults.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeSettings {
+    /// Wall time of one tick.
+    pub tick_ms: Option<u64>,
+    /// Election timeout in ticks.
+    pub election_ticks: Option<u32>,
+    /// Heartbeat interval in ticks.
+    pub heartbeat_ticks: Option<u32>,
+    /// Snapshot threshold in entries.
+    pub snapshot_threshold: Option<u64>,
+    /// Log segment size.
+    pub segment_bytes: Option<u64>,
+}
+
+/// One bench config file.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BenchConfig {
+    /// Short name; results go to `results/<name>/<timestamp>/`.
+    pub name: String,
+    /// What this config measures and why, for the report.
+    #[serde(default)]
+    pub description: String,
+    /// Cluster size (ringraft and etcd alike).
+    pub nodes: usize,
+    /// Targets to measure in this run: "ringraft", "etcd".
+    #[serde(default = "default_targets")]
+    pub targets: Vec<String>,
+    /// ringraft node settings.
+    #[serde(default)]
+    pub node: NodeSettings,
+    /// The workload.
+    pub workload: Workload,
+    /// Open-loop rate sweep (requests/s), each judged by the `etcdctl check perf` rules; when
+    /// set, `workload.mode` must be open loop and its rate is replaced by each of these.
+    #[serde(default)]
+    pub open_loop_rates: Vec<u64>,
+    /// Load generator threads.
+    #[serde(default = "one")]
+    pub load_threads: usize,
+    /// First port used; nodes take consecutive ports from here.
+    #[serde(default = "default_base_port")]
+    pub base_port: u16,
+    /// Optional bounds the run is judged against (reported as pass/fail, never hidden).
+    #[serde(default)]
+    pub expect: Expectations,
+}
+
+/// Targets a run can be held to.
+#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Expectations {
+    /// Median write latency at most this.
+    pub p50_ms_max: Option<f64>,
+    /// 99th percentile write latency at most this.
+    pub p99_ms_max: Option<f64>,
+    /// Writes per second at least this.
+    pub writes_per_s_min: Option<f64>,
+}
+
+fn default_targets() -> Vec<String> {
+    vec!["ringraft".into()]
+}
+fn one() -> usize {
+    1
+}
+fn default_base_port() -> u16 {
+    21000
+}
+
+impl BenchConfig {
+    /// Reads and checks a config file; errors name the file and the problem.
+    pub fn from_file(path: &Path) -> Result<BenchConfig, String> {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let config: BenchConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        config.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(config)
+    }
+
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(1..=crate::limits::CLUSTER_NODES_MAX).contains(&self.nodes) {
+            return Err(format!("nodes must be in 1..={}", crate::limits::CLUSTER_NODES_MAX));
+        }
+        for target in &self.targets {
+            if target != "ringraft" && target != "etcd" {
+                return Err(format!("unknown target `{target}` (known: ringraft, etcd)"));
+            }
+        }
+        if !self.open_loop_rates.is_empty() && !matches!(self.workload.mode, LoopMode::Open { .. }) {
+            return Err("open_loop_rates needs workload.mode.kind = \"open\"".into());
+        }
+        if self.load_threads == 0 || self.load_threads > 64 {
+            return Err("load_threads must be in 1..=64".into());
+        }
+        self.workload.validate().map_err(|e| format!("workload: {e}"))
+    }
+
+    /// The workloads of this run: one, or one per open-loop rate.
+    pub fn workloads(&self) -> Vec<Workload> {
+        if self.open_loop_rates.is_empty() {
+            return vec![self.workload.clone()];
+        }
+        self.open_loop_rates
+            .iter()
+            .map(|&rate| {
+                let mut w = self.workload.clone();
+                if let LoopMode::Open { connections, .. } = w.mode {
+                    w.mode = LoopMode::Open { rate_per_s: rate, connections };
+                }
+                w
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,216 @@
+//! A bench run's results on disk: `report.json` (everything, for diffing and tooling),
+//! `report.md` (for people), `.hgrm` percentile files and SVG plots.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+
+use super::config::BenchConfig;
+use super::svg::{line_chart, Series, XAxis};
+use crate::loadgen::{LoadReport, LoopMode};
+
+/// The machine a run happened on.
+#[derive(Clone, Debug, Serialize)]
+pub struct Machine {
+    /// CPU model.
+    pub cpu_model: String,
+    /// Online cores.
+    pub cores: usize,
+    /// Kernel release.
+    pub kernel: String,
+    /// Filesystem type of the data directory.
+    pub filesystem: String,
+    /// Memory in GiB.
+    pub memory_gib: f64,
+}
+
+impl Machine {
+    /// Reads the machine's facts; `data_dir` is where the nodes write.
+    pub fn detect(data_dir: &Path) -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map_or("unknown".into(), |l| l.trim_start_matches([' ', '\t', ':']).to_string());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let mem_kib: f64 = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|l| l.trim().trim_end_matches(" kB").trim().parse().ok()).unwrap_or(0.0);
+        Machine { cpu_model, cores, kernel, filesystem: filesystem_of(data_dir), memory_gib: mem_kib / (1 << 20) as f64 }
+    }
+}
+
+/// The type of the filesystem holding `path` (longest matching mount point in /proc/mounts).
+fn filesystem_of(path: &Path) -> String {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, mount, fstype) = (f.next()?, f.next()?, f.next()?);
+            path.starts_with(mount).then(|| (mount.len(), format!("{fstype} ({mount})")))
+        })
+        .max()
+        .map_or("unknown".into(), |(_, fs)| fs)
+}
+
+/// One measured point.
+#[derive(Clone, Debug, Serialize)]
+pub struct RunResult {
+    /// "ringraft" or "etcd".
+    pub target: String,
+    /// Repetition number, from 0.
+    pub repeat: usize,
+    /// Workload point (open-loop rate index), from 0.
+    pub point: usize,
+    /// The numbers.
+    pub report: LoadReport,
+}
+
+/// A pass/fail judgement, stated with its evidence.
+#[derive(Clone, Debug, Serialize)]
+pub struct Check {
+    /// What was checked.
+    pub name: String,
+    /// Whether it held.
+    pub pass: bool,
+    /// The figures behind it.
+    pub detail: String,
+}
+
+/// Everything a bench run produced.
+#[derive(Clone, Debug, Serialize)]
+pub struct BenchReport {
+    /// The config as run (after command-line overrides).
+    pub config: BenchConfig,
+    /// When the run started (UTC, ISO 8601).
+    pub started_at: String,
+    /// Where.
+    pub machine: Machine,
+    /// Versions of what was measured.
+    pub versions: BTreeMap<String, String>,
+    /// Every measured point.
+    pub runs: Vec<RunResult>,
+    /// Judgements: expectations, open-loop pass rules, comparisons.
+    pub checks: Vec<Check>,
+    /// What still differs between the targets' setups.
+    pub differences: Vec<String>,
+}
+
+impl BenchReport {
+    /// Writes `report.json`, `report.md`, the `.hgrm` files and the plots into `dir`.
+    pub fn write(&self, dir: &Path) -> Result<(), String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let put = |name: &str, text: &str| std::fs::write(dir.join(name), text).map_err(|e| format!("cannot write {name}: {e}"));
+        put("report.json", &serde_json::to_string_pretty(self).map_err(|e| e.to_string())?)?;
+        put("report.md", &self.markdown())?;
+        for run in &self.runs {
+            let stem = format!("{}-r{}-p{}", run.target, run.repeat, run.point);
+            put(&format!("{stem}-write.hgrm"), &run.report.write_hgrm)?;
+            if run.report.read_latency.is_some() {
+                put(&format!("{stem}-read.hgrm"), &run.report.read_hgrm)?;
+            }
+        }
+        let throughput: Vec<Series> = self
+            .runs
+            .iter()
+            .map(|r| Series {
+                label: self.label(r),
+                points: r.report.per_second.iter().enumerate().map(|(s, b)| (s as f64 + 1.0, (b.writes + b.reads) as f64)).collect(),
+            })
+            .collect();
+        put("throughput.svg", &line_chart(&format!("{}: operations per second", self.config.name), "seconds into the measured window", "ops/s", XAxis::Linear, &throughput))?;
+        let spectrum: Vec<Series> = self
+            .runs
+            .iter()
+            .map(|r| Series { label: self.label(r), points: r.report.write_spectrum.iter().map(|&(p, us)| (p, us as f64 / 1000.0)).collect() })
+            .collect();
+        put("latency.svg", &line_chart(&format!("{}: write latency by percentile", self.config.name), "percentile", "latency (ms)", XAxis::Percentile, &spectrum))?;
+        Ok(())
+    }
+
+    fn label(&self, r: &RunResult) -> String {
+        let mut label = r.target.clone();
+        if let LoopMode::Open { rate_per_s, .. } = r.report.workload.mode {
+            let _ = write!(label, " @{rate_per_s}/s");
+        }
+        if self.runs.iter().any(|o| o.repeat > 0) {
+            let _ = write!(label, " run {}", r.repeat + 1);
+        }
+        label
+    }
+
+    /// The human-readable report.
+    pub fn markdown(&self) -> String {
+        let mut md = String::new();
+        let c = &self.config;
+        let _ = writeln!(md, "# {} ({})\n\n{}\n", c.name, self.started_at, c.description);
+        let _ = writeln!(md, "## Workload\n\n- {} nodes per cluster, on loopback, fresh data directories", c.nodes);
+        let _ = writeln!(md, "- {}", c.workload.describe());
+        let _ = writeln!(md, "- writes acknowledged after commit on a durable majority and apply on the leader (both systems); fsync on");
+        let _ = writeln!(md, "- load generator: one process, {} thread(s), in the same run for every target\n", c.load_threads);
+        let m = &self.machine;
+        let _ = writeln!(md, "## Machine\n\n- CPU: {} ({} cores), {:.1} GiB\n- kernel {}, data on {}", m.cpu_model, m.cores, m.memory_gib, m.kernel, m.filesystem);
+        for (what, version) in &self.versions {
+            let _ = writeln!(md, "- {what}: {version}");
+        }
+        let _ = writeln!(md, "\n## Results\n\n| target | point | run | writes/s | reads/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors |");
+        let _ = writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        for r in &self.runs {
+            let p = &r.report.write_latency;
+            let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
+            let point = match r.report.workload.mode {
+                LoopMode::Open { rate_per_s, .. } => format!("{rate_per_s}/s"),
+                LoopMode::Closed { connections, inflight_per_connection } => format!("{connections}x{inflight_per_connection}"),
+            };
+            let errors: u64 = r.report.errors.values().sum();
+            let _ = writeln!(
+                md,
+                "| {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |",
+                r.target,
+                point,
+                r.repeat + 1,
+                r.report.writes_per_s,
+                r.report.reads_per_s,
+                ms(p.p50_us),
+                ms(p.p90_us),
+                ms(p.p99_us),
+                ms(p.p999_us),
+                ms(p.max_us),
+                errors
+            );
+        }
+        if !self.checks.is_empty() {
+            let _ = writeln!(md, "\n## Checks\n");
+            for check in &self.checks {
+                let _ = writeln!(md, "- **{}** {}: {}", if check.pass { "PASS" } else { "FAIL" }, check.name, check.detail);
+            }
+        }
+        if !self.differences.is_empty() {
+            let _ = writeln!(md, "\n## What still differs between the setups\n");
+            for d in &self.differences {
+                let _ = writeln!(md, "- {d}");
+            }
+        }
+        let _ = writeln!(md, "\nPlots: `throughput.svg`, `latency.svg`; percentile files: `*.hgrm`; all numbers: `report.json`.");
+        md
+    }
+}
+
+/// Now as an ISO 8601 UTC timestamp, and a directory-safe form of it.
+pub fn timestamp() -> (String, String) {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil-from-days (H. Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    (format!("{year:04}-{month:02}-{day:02}T{h:02}:{mi:02}:{s:02}Z"), format!("{year:04}{month:02}{day:02}-{h:02}{mi:02}{s:02}"))
+}
