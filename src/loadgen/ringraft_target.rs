@@ -122,6 +122,6 @@ pub fn error_kind(e: Error) -> String {
         Error::Server(ClientError::Timeout) => "timeout".into(),
         Error::Server(ClientError::Backpressure) => "backpressure".into(),
         Error::Server(ClientError::TooLarge { .. }) => "too_large".into(),
-        Error::Server(ClientError::Internal { .. }) => "internal".into(),
+        Error::Server(ClientError::Internal { message }) => format!("internal: {}", message.chars().take(60).collect::<String>()),
     }
 }
