@@ -44,6 +44,11 @@ fn bench_dir() -> tempfile::TempDir {
         .expect("tempdir")
 }
 
+/// Segment size: 64 MiB unless `RINGRAFT_BENCH_SEGMENT_MIB` says otherwise.
+fn segment_bytes() -> u64 {
+    std::env::var("RINGRAFT_BENCH_SEGMENT_MIB").ok().and_then(|s| s.parse::<u64>().ok()).unwrap_or(64) << 20
+}
+
 fn batch(first: u64, n: usize, payload: &Bytes) -> Vec<Entry> {
     (0..n as u64)
         .map(|i| Entry {
