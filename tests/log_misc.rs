@@ -262,6 +262,11 @@ fn group_commit_orders_truncate_and_rejects_gaps() {
     );
     w.truncate_suffix(6).expect("truncate");
     assert_eq!(w.next_index(), 6);
+    assert_eq!(
+        w.persisted(),
+        Some(Persisted { upto: (5, 1) }),
+        "watermark moved back"
+    );
     let t = w.append(&entries(6, 2, 2, 100)).expect("append");
     w.wait_durable(t).expect("durable");
     assert_eq!(w.persisted(), Some(Persisted { upto: (7, 2) }));
