@@ -303,3 +303,35 @@ fn group_commit_backpressure_when_the_queue_is_full() {
         .expect("durable");
     assert_eq!(w.persisted().expect("persisted").upto.0 + refused, 200);
 }
+
+#[test]
+fn cli_verify_reports_a_torn_tail_with_exit_code_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let options = LogOptions {
+            segment_bytes: 16 << 10,
+            ..LogOptions::default()
+        };
+        let (mut log, _) = Log::open(dir.path(), options).expect("open");
+        log.append(&entries(1, 3, 1, 100)).expect("append");
+    }
+    let seg = dir.path().join(segment_file_name(1));
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .expect("open seg");
+    file.write_all_at(&[0xEE; 64], 4096).expect("write garbage");
+    drop(file);
+    let bin = env!("CARGO_BIN_EXE_ringraft");
+    let out = Command::new(bin)
+        .args(["log", "verify"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("torn write") && text.contains("offset 4096"),
+        "{text}"
+    );
+}
