@@ -8,9 +8,12 @@ use bytes::Bytes;
 use ringraft::core::{Entry, EntryKind};
 use ringraft::log::{segment_file_name, Log, LogOptions, StorageError};
 
+/// No spare segment thread: these tests reopen the log hundreds of times, and spares are
+/// covered by the model test.
 fn options(segment_bytes: u64) -> LogOptions {
     LogOptions {
         segment_bytes,
+        prepare_spare: false,
         ..LogOptions::default()
     }
 }
