@@ -10,6 +10,9 @@
 //! MiB/s = records/s / 1024 for 1 KiB payloads (plus 5 bytes of framing per entry and 40 per
 //! record, and zero padding to 4096 per group write).
 //!
+//! `batch_N_x1_pipelined` is one producer that queues appends without waiting for each (waiting
+//! only when the bounded queue is full) and waits for the last one at the end of the sample.
+//!
 //! A second group compares the write primitive alone, one 256-entry record (~263 KiB, one
 //! aligned write + one fdatasync per iteration): the log's io_uring path, its pwrite path, and
 //! glommio's `DmaFile`.
@@ -42,6 +45,15 @@ fn bench_dir() -> tempfile::TempDir {
         .prefix("log-bench")
         .tempdir_in(base)
         .expect("tempdir")
+}
+
+/// Segment size: 64 MiB unless `RINGRAFT_BENCH_SEGMENT_MIB` says otherwise.
+fn segment_bytes() -> u64 {
+    std::env::var("RINGRAFT_BENCH_SEGMENT_MIB")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+        .unwrap_or(64)
+        << 20
 }
 
 fn batch(first: u64, n: usize, payload: &Bytes) -> Vec<Entry> {
@@ -95,6 +107,31 @@ fn single_appender(c: &mut Criterion, io_name: &str, io_mode: IoMode) {
                     let ticket = w
                         .append(&batch(w.next_index(), size, &payload))
                         .expect("append");
+                    w.wait_durable(ticket).expect("durable");
+                }
+                let took = start.elapsed();
+                purge(&w);
+                took
+            })
+        });
+    }
+    for size in [1usize, 256] {
+        let dir = bench_dir();
+        let w = writer(dir.path(), io_mode);
+        group.throughput(Throughput::Elements(size as u64));
+        // One producer that does not wait for each append (as a Raft leader does): it queues
+        // (waiting only when the bounded queue is full) and waits for the last ticket at the end.
+        group.bench_function(format!("batch_{size}_x1_pipelined"), |b| {
+            b.iter_custom(|iters| {
+                let start = Instant::now();
+                let mut last = None;
+                for _ in 0..iters {
+                    last = Some(
+                        w.append(&batch(w.next_index(), size, &payload))
+                            .expect("append"),
+                    );
+                }
+                if let Some(ticket) = last {
                     w.wait_durable(ticket).expect("durable");
                 }
                 let took = start.elapsed();

@@ -262,6 +262,11 @@ fn group_commit_orders_truncate_and_rejects_gaps() {
     );
     w.truncate_suffix(6).expect("truncate");
     assert_eq!(w.next_index(), 6);
+    assert_eq!(
+        w.persisted(),
+        Some(Persisted { upto: (5, 1) }),
+        "watermark moved back"
+    );
     let t = w.append(&entries(6, 2, 2, 100)).expect("append");
     w.wait_durable(t).expect("durable");
     assert_eq!(w.persisted(), Some(Persisted { upto: (7, 2) }));
@@ -297,4 +302,36 @@ fn group_commit_backpressure_when_the_queue_is_full() {
     w.wait_durable(last_ticket.expect("at least the first append is accepted"))
         .expect("durable");
     assert_eq!(w.persisted().expect("persisted").upto.0 + refused, 200);
+}
+
+#[test]
+fn cli_verify_reports_a_torn_tail_with_exit_code_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let options = LogOptions {
+            segment_bytes: 16 << 10,
+            ..LogOptions::default()
+        };
+        let (mut log, _) = Log::open(dir.path(), options).expect("open");
+        log.append(&entries(1, 3, 1, 100)).expect("append");
+    }
+    let seg = dir.path().join(segment_file_name(1));
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .expect("open seg");
+    file.write_all_at(&[0xEE; 64], 4096).expect("write garbage");
+    drop(file);
+    let bin = env!("CARGO_BIN_EXE_ringraft");
+    let out = Command::new(bin)
+        .args(["log", "verify"])
+        .arg(dir.path())
+        .output()
+        .expect("run");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("torn write") && text.contains("offset 4096"),
+        "{text}"
+    );
 }

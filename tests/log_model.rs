@@ -10,7 +10,7 @@ use ringraft::log::{Log, LogOptions};
 /// Seeds run by default; set `RINGRAFT_LOG_MODEL_SEEDS` to run more (every step fsyncs, so the
 /// default is sized for a loaded 2-core machine).
 const SEEDS: u64 = 50;
-const STEPS: usize = 70;
+const STEPS: usize = 45;
 
 /// Entries the log must hold: `entries[i]` has index `first + i`.
 struct Model {

@@ -51,7 +51,8 @@ impl Default for LogWriterOptions {
     }
 }
 
-/// The log is durable up to this entry (index, term).
+/// The log is durable up to this entry (index, term). After a truncation the watermark moves
+/// back to the new last entry, so it never names a removed entry.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Persisted {
     /// Index and term of the last durable entry appended through the writer.
@@ -452,7 +453,11 @@ fn execute(shared: &Shared, log: &mut Log, group: Vec<Request>) {
     let failed = shared.lock().failed.clone();
     let mut appends: Vec<EncodedRecord> = Vec::new();
     let mut upto = None;
+    let mut truncated = false;
     let mut error = None;
+    // Answers are sent after the shared state is updated, so that a caller woken by its answer
+    // already sees the watermark and completion its operation caused.
+    let mut replies: Vec<Box<dyn FnOnce() + Send>> = Vec::new();
     for request in group {
         match request.op {
             Op::Append {
@@ -463,10 +468,17 @@ fn execute(shared: &Shared, log: &mut Log, group: Vec<Request>) {
             }
             // A failed truncate or purge leaves the queued next index unknown: stop the writer.
             Op::Truncate { from, reply } => {
-                error = error.or(answer(reply, &failed, || log.truncate_suffix(from)))
+                error = error.or(answer(reply, &failed, &mut replies, || {
+                    log.truncate_suffix(from)
+                }));
+                // The watermark must not name a removed entry: move it back to the new end.
+                upto = log.last_term().map(|term| (log.last_index(), term));
+                truncated = true;
             }
             Op::Purge { upto, reply } => {
-                error = error.or(answer(reply, &failed, || log.purge_prefix(upto)))
+                error = error.or(answer(reply, &failed, &mut replies, || {
+                    log.purge_prefix(upto)
+                }))
             }
             Op::Read {
                 from,
@@ -474,7 +486,9 @@ fn execute(shared: &Shared, log: &mut Log, group: Vec<Request>) {
                 max_bytes,
                 reply,
             } => {
-                answer(reply, &failed, || log.read(from, to, max_bytes));
+                answer(reply, &failed, &mut replies, || {
+                    log.read(from, to, max_bytes)
+                });
             }
         }
     }
@@ -488,8 +502,9 @@ fn execute(shared: &Shared, log: &mut Log, group: Vec<Request>) {
         Some(why) => st.failed = Some(why),
         None if failed.is_none() => {
             st.done_seq = last_seq;
-            if let Some(upto) = upto {
-                st.persisted = Some(Persisted { upto });
+            let persisted = upto.map(|upto| Persisted { upto });
+            if (upto.is_some() || truncated) && persisted != st.persisted {
+                st.persisted = persisted;
                 st.persisted_version += 1;
             }
         }
@@ -497,12 +512,17 @@ fn execute(shared: &Shared, log: &mut Log, group: Vec<Request>) {
     }
     drop(st);
     shared.done.notify_all();
+    for reply in replies {
+        reply();
+    }
 }
 
-/// Runs `op` unless the writer failed, sends the result, and returns its error message if any.
-fn answer<T>(
+/// Runs `op` unless the writer failed, queues the sending of its result, and returns its error
+/// message if any.
+fn answer<T: Send + 'static>(
     reply: Reply<T>,
     failed: &Option<String>,
+    replies: &mut Vec<Box<dyn FnOnce() + Send>>,
     op: impl FnOnce() -> Result<T, StorageError>,
 ) -> Option<String> {
     let result = match failed {
@@ -513,6 +533,8 @@ fn answer<T>(
         (Err(e), None) => Some(e.to_string()),
         _ => None,
     };
-    let _ = reply.send(result);
+    replies.push(Box::new(move || {
+        let _ = reply.send(result);
+    }));
     error
 }

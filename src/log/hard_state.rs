@@ -41,7 +41,7 @@ impl HardStateStore {
     /// Opens (creating if needed) `dir/hard_state` and returns the newest durable value
     /// (the default, term 0 and no vote, if none was ever saved).
     pub fn open(dir: &Path) -> Result<(HardStateStore, HardState), StorageError> {
-        std::fs::create_dir_all(dir).map_err(|e| StorageError::io("creating directory", dir, e))?;
+        crate::log::segmented::create_dir_durably(dir)?;
         let path = dir.join(HARD_STATE_FILE);
         let existed = path.exists();
         let file = OpenOptions::new()

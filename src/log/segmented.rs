@@ -121,7 +121,7 @@ impl Log {
     /// file and offset.
     pub fn open(dir: &Path, options: LogOptions) -> Result<(Log, OpenReport), StorageError> {
         options.validate()?;
-        fs::create_dir_all(dir).map_err(|e| StorageError::io("creating log directory", dir, e))?;
+        create_dir_durably(dir)?;
         let scan = scan_dir(dir)?;
         for tmp in &scan.temp_files {
             fs::remove_file(tmp)
@@ -556,6 +556,18 @@ fn read_record(segment: &Segment, loc: &RecordLoc) -> Result<Vec<Entry>, Storage
         source,
     })?;
     Ok(entries)
+}
+
+/// Creates `dir` if needed and makes its entry in the parent durable.
+pub(crate) fn create_dir_durably(dir: &Path) -> Result<(), StorageError> {
+    if dir.is_dir() {
+        return Ok(());
+    }
+    fs::create_dir_all(dir).map_err(|e| StorageError::io("creating log directory", dir, e))?;
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        sync_dir(parent).map_err(|e| StorageError::io("syncing directory", parent, e))?;
+    }
+    Ok(())
 }
 
 fn zero_torn_tail(torn: &TornTail) -> Result<(), StorageError> {
