@@ -238,6 +238,14 @@ impl Driver {
             elections: self.counters.elections.get(),
             proposals: self.counters.proposals.get(),
             snapshots: self.counters.snapshots.get(),
+            invalid_peer_frames: self.counters.invalid_peer_frames.get(),
+            invalid_client_frames: self.counters.invalid_client_frames.get(),
+            refused_handshakes: self.counters.refused_handshakes.get(),
+            dropped_peer_messages: self.counters.dropped_peer_messages.get(),
+            bytes_in: self.counters.bytes_in.get(),
+            bytes_out: self.counters.bytes_out.get(),
+            disk_syncs: self.counters.disk_syncs.get(),
+            disk_jobs: self.counters.disk_jobs.get(),
         }
     }
 
