@@ -10,7 +10,8 @@ use super::command::{Command, DecodeError, Op, Reader};
 /// only the state machine sees it, and it must be the same on every replica.
 pub const SESSIONS_MAX: usize = 1024;
 
-const SNAPSHOT_MAGIC: u32 = 0x524b_5631; // "RKV1"
+// "RKV2": version 2 records, per session, the index at which its latest sequence was applied.
+const SNAPSHOT_MAGIC: u32 = 0x524b_5632;
 
 /// What applying a command produced, as the client sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,8 +27,15 @@ pub enum Response {
 pub enum ApplyResult {
     /// Applied for the first time.
     Applied(Response),
-    /// A retry of the client's latest request: not applied again; here is the first answer.
-    Duplicate(Response),
+    /// A retry of the client's latest request: not applied again; here is the first answer and
+    /// the log index at which the request was first applied (the client must see the same
+    /// result as if its first attempt had been answered).
+    Duplicate {
+        /// The first attempt's response.
+        response: Response,
+        /// The index of the entry that applied it.
+        applied_index: u64,
+    },
     /// Older than the client's latest request, whose answer the client already has: ignored.
     Stale {
         /// The client's highest applied sequence.
@@ -41,6 +49,8 @@ pub enum ApplyResult {
 struct Session {
     sequence: u64,
     response: Response,
+    /// Index of the entry that applied `sequence`.
+    applied_index: u64,
     last_used_index: u64,
 }
 
@@ -131,9 +141,9 @@ impl KvStore {
         }
         if let Some(session) = self.sessions.get(&command.client_id) {
             if command.sequence == session.sequence {
-                let response = session.response.clone();
+                let (response, applied_index) = (session.response.clone(), session.applied_index);
                 self.touch(command.client_id, index);
-                return ApplyResult::Duplicate(response);
+                return ApplyResult::Duplicate { response, applied_index };
             }
             if command.sequence < session.sequence {
                 return ApplyResult::Stale { highest_sequence: session.sequence };
@@ -172,7 +182,8 @@ impl KvStore {
     }
 
     fn remember(&mut self, client_id: u64, sequence: u64, response: Response, index: u64) {
-        if let Some(old) = self.sessions.insert(client_id, Session { sequence, response, last_used_index: index }) {
+        let session = Session { sequence, response, applied_index: index, last_used_index: index };
+        if let Some(old) = self.sessions.insert(client_id, session) {
             self.session_lru.remove(&(old.last_used_index, client_id));
         }
         self.session_lru.insert((index, client_id));
@@ -197,6 +208,7 @@ impl KvStore {
         for (client_id, session) in &self.sessions {
             out.extend_from_slice(&client_id.to_le_bytes());
             out.extend_from_slice(&session.sequence.to_le_bytes());
+            out.extend_from_slice(&session.applied_index.to_le_bytes());
             out.extend_from_slice(&session.last_used_index.to_le_bytes());
             match &session.response {
                 Response::Ok => out.push(0),
@@ -252,6 +264,7 @@ impl KvStore {
         for _ in 0..sessions {
             let client_id = reader.u64()?;
             let sequence = reader.u64()?;
+            let applied_index = reader.u64()?;
             let last_used_index = reader.u64()?;
             let response = match reader.take(1)?[0] {
                 0 => Response::Ok,
@@ -262,7 +275,7 @@ impl KvStore {
             if store.sessions.last_key_value().is_some_and(|(last, _)| *last >= client_id) {
                 return Err(RestoreError::NotCanonical("sessions not strictly increasing"));
             }
-            store.sessions.insert(client_id, Session { sequence, response, last_used_index });
+            store.sessions.insert(client_id, Session { sequence, response, applied_index, last_used_index });
             store.session_lru.insert((last_used_index, client_id));
         }
         if reader.offset != body.len() {
@@ -313,7 +326,7 @@ mod tests {
         assert_eq!(kv.apply(1, &put(5, 1, "a", "x")), ApplyResult::Applied(Response::Ok));
         assert_eq!(kv.apply(2, &put(6, 1, "a", "y")), ApplyResult::Applied(Response::Ok));
         // Client 5 retries its first write after client 6 overwrote the key: no effect.
-        assert_eq!(kv.apply(3, &put(5, 1, "a", "x")), ApplyResult::Duplicate(Response::Ok));
+        assert_eq!(kv.apply(3, &put(5, 1, "a", "x")), ApplyResult::Duplicate { response: Response::Ok, applied_index: 1 });
         assert_eq!(kv.get(b"a"), Some(&b"y"[..]));
         assert_eq!(kv.apply(4, &put(5, 2, "a", "z")), ApplyResult::Applied(Response::Ok));
         assert_eq!(kv.apply(5, &put(5, 1, "a", "x")), ApplyResult::Stale { highest_sequence: 2 });
@@ -345,7 +358,7 @@ mod tests {
         }
         assert_eq!(kv.sessions_len(), SESSIONS_MAX);
         index += 1;
-        assert_eq!(kv.apply(index, &put(1, 1, "k", "v")), ApplyResult::Duplicate(Response::Ok));
+        assert!(matches!(kv.apply(index, &put(1, 1, "k", "v")), ApplyResult::Duplicate { response: Response::Ok, .. }));
         // Client 2 was the least recently used and is gone: its retry applies again.
         index += 1;
         assert_eq!(kv.apply(index, &put(2, 1, "k", "v")), ApplyResult::Applied(Response::Ok));
@@ -363,8 +376,9 @@ mod tests {
         restored.restore(&bytes).unwrap();
         assert_eq!(restored, kv);
         assert_eq!(restored.applied_index(), 3);
-        assert_eq!(restored.apply(4, &put(2, 7, "b", "z")), ApplyResult::Duplicate(Response::Ok));
-        assert_eq!(restored.apply(5, &get), ApplyResult::Duplicate(Response::Value(Some(b"x".to_vec()))));
+        assert_eq!(restored.apply(4, &put(2, 7, "b", "z")), ApplyResult::Duplicate { response: Response::Ok, applied_index: 2 });
+        let first_get = ApplyResult::Duplicate { response: Response::Value(Some(b"x".to_vec())), applied_index: 3 };
+        assert_eq!(restored.apply(5, &get), first_get);
     }
 
     #[test]

@@ -360,7 +360,9 @@ impl Driver {
                 Some(Ok(Reply::Done { log_index: entry.index }))
             }
             EntryKind::Normal => Some(match self.kv.apply(entry.index, &entry.data) {
-                ApplyResult::Applied(response) | ApplyResult::Duplicate(response) => Ok(reply_of(response, entry.index)),
+                ApplyResult::Applied(response) => Ok(reply_of(response, entry.index)),
+                // A retry answers with the first attempt's result, log index included.
+                ApplyResult::Duplicate { response, applied_index } => Ok(reply_of(response, applied_index)),
                 ApplyResult::Stale { highest_sequence } => Err(ClientError::Internal {
                     message: format!("stale request: this session already applied sequence {highest_sequence}"),
                 }),
