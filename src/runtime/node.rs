@@ -363,8 +363,8 @@ impl Driver {
                 ApplyResult::Applied(response) => Ok(reply_of(response, entry.index)),
                 // A retry answers with the first attempt's result, log index included.
                 ApplyResult::Duplicate { response, applied_index } => Ok(reply_of(response, applied_index)),
-                ApplyResult::Stale { highest_sequence } => Err(ClientError::Internal {
-                    message: format!("stale request: this session already applied sequence {highest_sequence}"),
+                ApplyResult::Stale { forgotten_upto } => Err(ClientError::Internal {
+                    message: format!("stale request: this session no longer remembers sequences up to {forgotten_upto}; not applied"),
                 }),
                 ApplyResult::Invalid(e) => Err(ClientError::Internal { message: format!("invalid command: {e}") }),
             }),
