@@ -27,7 +27,12 @@ fn three_nodes_serve_10k_puts_and_linearizable_reads() {
     let addrs = cluster.client_addrs();
     let last_acked = run(move || async move {
         let leader = wait_for_leader(&addrs, Duration::from_secs(20)).await;
-        eprintln!("leader {} in term {} after {:?}", leader.node_id, leader.term, started.elapsed());
+        eprintln!(
+            "leader {} in term {} after {:?}",
+            leader.node_id,
+            leader.term,
+            started.elapsed()
+        );
         let load_started = Instant::now();
         let mut tasks = Vec::new();
         for c in 0..CLIENTS {
@@ -35,7 +40,9 @@ fn three_nodes_serve_10k_puts_and_linearizable_reads() {
             for t in 0..TASKS_PER_CLIENT {
                 let session = session.clone();
                 let task = c * TASKS_PER_CLIENT + t;
-                tasks.push(glommio::spawn_local(async move { writer(&session, task).await }));
+                tasks.push(glommio::spawn_local(
+                    async move { writer(&session, task).await },
+                ));
             }
         }
         let mut last_acked = BTreeMap::new();
@@ -51,7 +58,10 @@ fn three_nodes_serve_10k_puts_and_linearizable_reads() {
         }
         last_acked
     });
-    assert_eq!(last_acked.len() as u64, CLIENTS * TASKS_PER_CLIENT * KEYS_PER_TASK);
+    assert_eq!(
+        last_acked.len() as u64,
+        CLIENTS * TASKS_PER_CLIENT * KEYS_PER_TASK
+    );
     eprintln!("test took {:?}", started.elapsed());
 }
 
@@ -65,10 +75,20 @@ async fn writer(session: &ringraft::client::Client, task: u64) -> BTreeMap<Bytes
     for i in 0..puts {
         let key = Bytes::from(format!("task{task:03}-key{}", i % KEYS_PER_TASK));
         let value = Bytes::from(format!("task{task}-put{i}"));
-        session.put(key.clone(), value.clone()).await.unwrap_or_else(|e| panic!("put {key:?} #{i}: {e}"));
+        session
+            .put(key.clone(), value.clone())
+            .await
+            .unwrap_or_else(|e| panic!("put {key:?} #{i}: {e}"));
         if i % 8 == 0 {
-            let got = session.get(key.clone()).await.unwrap_or_else(|e| panic!("get {key:?}: {e}"));
-            assert_eq!(got.as_ref(), Some(&value), "read of {key:?} right after its write");
+            let got = session
+                .get(key.clone())
+                .await
+                .unwrap_or_else(|e| panic!("get {key:?}: {e}"));
+            assert_eq!(
+                got.as_ref(),
+                Some(&value),
+                "read of {key:?} right after its write"
+            );
         }
         last.insert(key, value);
     }
@@ -83,14 +103,35 @@ fn a_retried_sequence_applies_once() {
         wait_for_leader(&addrs, Duration::from_secs(20)).await;
         let session = client(addrs.clone());
         let key = Bytes::from_static(b"exactly-once");
-        let put = |value: &'static [u8]| Request::Put { key: key.clone(), value: Bytes::from_static(value) };
-        let first = session.call_with_sequence(put(b"v1"), 7).await.expect("first put");
-        let retry = session.call_with_sequence(put(b"v2"), 7).await.expect("retried put");
+        let put = |value: &'static [u8]| Request::Put {
+            key: key.clone(),
+            value: Bytes::from_static(value),
+        };
+        let first = session
+            .call_with_sequence(put(b"v1"), 7)
+            .await
+            .expect("first put");
+        let retry = session
+            .call_with_sequence(put(b"v2"), 7)
+            .await
+            .expect("retried put");
         assert!(matches!(first, Reply::Done { .. }), "{first:?}");
-        assert_eq!(retry, first, "a retry must get the first attempt's result, log index included");
-        assert_eq!(session.get(key.clone()).await.expect("get"), Some(Bytes::from_static(b"v1")));
+        assert_eq!(
+            retry, first,
+            "a retry must get the first attempt's result, log index included"
+        );
+        assert_eq!(
+            session.get(key.clone()).await.expect("get"),
+            Some(Bytes::from_static(b"v1"))
+        );
         // A later sequence applies normally.
-        session.call_with_sequence(put(b"v3"), 8).await.expect("next put");
-        assert_eq!(session.get(key.clone()).await.expect("get"), Some(Bytes::from_static(b"v3")));
+        session
+            .call_with_sequence(put(b"v3"), 8)
+            .await
+            .expect("next put");
+        assert_eq!(
+            session.get(key.clone()).await.expect("get"),
+            Some(Bytes::from_static(b"v3"))
+        );
     });
 }

@@ -12,7 +12,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use node_common::{client, leader_among, run, stats, wait_for_leader, wait_until, Cluster, ELECTION_TIMEOUT_MAX};
+use node_common::{
+    client, leader_among, run, stats, wait_for_leader, wait_until, Cluster, ELECTION_TIMEOUT_MAX,
+};
 use ringraft::client::Client;
 use ringraft::core::Role;
 use ringraft::wire::{Reply, Request};
@@ -21,7 +23,8 @@ use ringraft::wire::{Reply, Request};
 /// election timeout (< 2E = 400 ms), the pre-vote and vote rounds may fail once on a split and
 /// take another timeout, so 2 x 2E; plus 3 s of slack for a loaded 2-core CI machine, where
 /// ticks run late and the test's own polling takes time.
-const NEW_LEADER_BOUND: Duration = Duration::from_millis(2 * ELECTION_TIMEOUT_MAX.as_millis() as u64 + 3000);
+const NEW_LEADER_BOUND: Duration =
+    Duration::from_millis(2 * ELECTION_TIMEOUT_MAX.as_millis() as u64 + 3000);
 
 /// Acknowledged writes: key -> value. Writers insert only after `put` returned Ok.
 type Acked = Rc<RefCell<BTreeMap<Bytes, Bytes>>>;
@@ -46,56 +49,94 @@ fn killing_the_leader_under_load_loses_no_acknowledged_write() {
         for c in 0..CLIENTS {
             let session = Rc::new(client(addrs.clone()));
             for t in 0..TASKS_PER_CLIENT {
-                let (session, acked, failed, stop) = (session.clone(), acked.clone(), failed.clone(), stop.clone());
+                let (session, acked, failed, stop) =
+                    (session.clone(), acked.clone(), failed.clone(), stop.clone());
                 let task = c * TASKS_PER_CLIENT + t;
-                tasks.push(glommio::spawn_local(async move { write_until_stopped(&session, task, &acked, &failed, &stop).await }));
+                tasks.push(glommio::spawn_local(async move {
+                    write_until_stopped(&session, task, &acked, &failed, &stop).await
+                }));
             }
         }
-        wait_until("1000 writes before the crash", Duration::from_secs(30), || {
-            let n = acked.borrow().len();
-            async move { (n >= 1000).then_some(()) }
-        })
+        wait_until(
+            "1000 writes before the crash",
+            Duration::from_secs(30),
+            || {
+                let n = acked.borrow().len();
+                async move { (n >= 1000).then_some(()) }
+            },
+        )
         .await;
 
         cluster.kill(old.node_id);
         let killed_at = Instant::now();
-        let survivors: Vec<SocketAddr> = addrs.iter().copied().filter(|a| *a != addrs[(old.node_id - 1) as usize]).collect();
+        let survivors: Vec<SocketAddr> = addrs
+            .iter()
+            .copied()
+            .filter(|a| *a != addrs[(old.node_id - 1) as usize])
+            .collect();
         let new = wait_for_leader(&survivors, Duration::from_secs(30)).await;
         let election = killed_at.elapsed();
-        eprintln!("node {} (leader of term {}) killed; node {} leads term {} after {election:?}", old.node_id, old.term, new.node_id, new.term);
+        eprintln!(
+            "node {} (leader of term {}) killed; node {} leads term {} after {election:?}",
+            old.node_id, old.term, new.node_id, new.term
+        );
         assert_ne!(new.node_id, old.node_id);
         assert!(new.term > old.term);
-        assert!(election <= NEW_LEADER_BOUND, "new leader after {election:?}, bound {NEW_LEADER_BOUND:?}");
+        assert!(
+            election <= NEW_LEADER_BOUND,
+            "new leader after {election:?}, bound {NEW_LEADER_BOUND:?}"
+        );
 
         let before = acked.borrow().len();
-        wait_until("1000 more writes after the crash", Duration::from_secs(60), || {
-            let n = acked.borrow().len();
-            async move { (n >= before + 1000).then_some(()) }
-        })
+        wait_until(
+            "1000 more writes after the crash",
+            Duration::from_secs(60),
+            || {
+                let n = acked.borrow().len();
+                async move { (n >= before + 1000).then_some(()) }
+            },
+        )
         .await;
         stop.set(true);
         for task in tasks {
             task.await;
         }
         let acked = acked.borrow().clone();
-        eprintln!("{} writes acknowledged, {} failed for good", acked.len(), failed.borrow().len());
+        eprintln!(
+            "{} writes acknowledged, {} failed for good",
+            acked.len(),
+            failed.borrow().len()
+        );
         // The client retries through the leader change with the same sequences, in any order;
         // every write must get through (and, below, exactly its value).
-        assert!(failed.borrow().is_empty(), "writes failed for good: {:?}", failed.borrow().iter().take(5).collect::<Vec<_>>());
+        assert!(
+            failed.borrow().is_empty(),
+            "writes failed for good: {:?}",
+            failed.borrow().iter().take(5).collect::<Vec<_>>()
+        );
 
         // No acknowledged write lost: each reads back, linearizably, with its value.
         let reader = client(survivors.clone());
         for (key, value) in &acked {
-            assert_eq!(reader.get(key.clone()).await.expect("get").as_ref(), Some(value), "acknowledged write of {key:?} lost");
+            assert_eq!(
+                reader.get(key.clone()).await.expect("get").as_ref(),
+                Some(value),
+                "acknowledged write of {key:?} lost"
+            );
         }
 
         // The killed node restarts and catches up: it applies everything the leader had committed.
         cluster.start_node(old.node_id);
-        let target = stats(addrs[(new.node_id - 1) as usize]).await.expect("leader stats").commit_index;
+        let target = stats(addrs[(new.node_id - 1) as usize])
+            .await
+            .expect("leader stats")
+            .commit_index;
         let restarted = addrs[(old.node_id - 1) as usize];
-        let caught_up = wait_until("the restarted node to catch up", Duration::from_secs(30), || async move {
-            stats(restarted).await.filter(|s| s.applied_index >= target)
-        })
+        let caught_up = wait_until(
+            "the restarted node to catch up",
+            Duration::from_secs(30),
+            || async move { stats(restarted).await.filter(|s| s.applied_index >= target) },
+        )
         .await;
         assert_eq!(caught_up.role, Role::Follower);
         assert_eq!(caught_up.leader_id, Some(new.node_id));
@@ -106,7 +147,13 @@ fn killing_the_leader_under_load_loses_no_acknowledged_write() {
 
 /// Writes unique keys until `stop`; records acknowledged ones in `acked` and ones the client gave
 /// up on in `failed` (their outcome is unknown, so they are not checked).
-async fn write_until_stopped(session: &Client, task: u64, acked: &Acked, failed: &RefCell<Vec<String>>, stop: &std::cell::Cell<bool>) {
+async fn write_until_stopped(
+    session: &Client,
+    task: u64,
+    acked: &Acked,
+    failed: &RefCell<Vec<String>>,
+    stop: &std::cell::Cell<bool>,
+) {
     let mut i = 0u64;
     while !stop.get() {
         let key = Bytes::from(format!("t{task:02}-{i:06}"));
@@ -126,8 +173,18 @@ async fn write_until_stopped(session: &Client, task: u64, acked: &Acked, failed:
 async fn assert_local_state(addr: SocketAddr, acked: &BTreeMap<Bytes, Bytes>) {
     let local = client(vec![addr]);
     for (key, value) in acked {
-        let reply = local.call(Request::Get { key: key.clone(), linearizable: false }).await.expect("local get");
-        assert_eq!(reply, Reply::Value(value.clone()), "node at {addr}, key {key:?}");
+        let reply = local
+            .call(Request::Get {
+                key: key.clone(),
+                linearizable: false,
+            })
+            .await
+            .expect("local get");
+        assert_eq!(
+            reply,
+            Reply::Value(value.clone()),
+            "node at {addr}, key {key:?}"
+        );
     }
 }
 
@@ -157,23 +214,34 @@ fn a_node_down_during_compaction_catches_up_by_snapshot() {
         // 3000 writes of 1 KiB: about 3 MiB of log, so the segments the killed node still needs
         // are purged once snapshots are taken.
         write_batch(&session, &acked, 1, 3000).await;
-        let leader_stats = wait_until("the leader to take a snapshot", Duration::from_secs(30), || async {
-            leader_among(&addrs).await.filter(|s| s.snapshots > 0)
-        })
+        let leader_stats = wait_until(
+            "the leader to take a snapshot",
+            Duration::from_secs(30),
+            || async { leader_among(&addrs).await.filter(|s| s.snapshots > 0) },
+        )
         .await;
         let leader_dir = cluster.data_dir(leader_stats.node_id);
-        let first_kept = wait_until("the leader to purge old segments", Duration::from_secs(30), || {
-            let first = first_log_index(&leader_dir);
-            async move { first.filter(|f| *f > down_last_index + 1) }
-        })
+        let first_kept = wait_until(
+            "the leader to purge old segments",
+            Duration::from_secs(30),
+            || {
+                let first = first_log_index(&leader_dir);
+                async move { first.filter(|f| *f > down_last_index + 1) }
+            },
+        )
         .await;
         eprintln!("node {down} killed at index {down_last_index}; the leader's log now starts at {first_kept}");
 
         cluster.start_node(down);
-        let target = stats(addrs[(leader_stats.node_id - 1) as usize]).await.expect("leader stats").commit_index;
-        let caught_up = wait_until("the restarted node to catch up", Duration::from_secs(60), || async move {
-            stats(down_addr).await.filter(|s| s.applied_index >= target)
-        })
+        let target = stats(addrs[(leader_stats.node_id - 1) as usize])
+            .await
+            .expect("leader stats")
+            .commit_index;
+        let caught_up = wait_until(
+            "the restarted node to catch up",
+            Duration::from_secs(60),
+            || async move { stats(down_addr).await.filter(|s| s.applied_index >= target) },
+        )
         .await;
         // It could not replay the leader's log from its own last index: that part is gone, so it
         // must have installed a snapshot.
@@ -183,7 +251,10 @@ fn a_node_down_during_compaction_catches_up_by_snapshot() {
         write_batch(&session, &acked, 2, 100).await;
         let reader = client(addrs.clone());
         for (key, value) in acked.borrow().iter() {
-            assert_eq!(reader.get(key.clone()).await.expect("get").as_ref(), Some(value));
+            assert_eq!(
+                reader.get(key.clone()).await.expect("get").as_ref(),
+                Some(value)
+            );
         }
     });
     eprintln!("test took {:?}", started.elapsed());
@@ -201,7 +272,10 @@ async fn write_batch(session: &Rc<Client>, acked: &Acked, round: u64, count: u64
                 let mut value = format!("r{round}-{i}-").into_bytes();
                 value.resize(1024, b'x');
                 let value = Bytes::from(value);
-                session.put(key.clone(), value.clone()).await.unwrap_or_else(|e| panic!("put {key:?}: {e}"));
+                session
+                    .put(key.clone(), value.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("put {key:?}: {e}"));
                 acked.borrow_mut().insert(key, value);
             }
         }));

@@ -42,14 +42,22 @@ static NEXT_PORT: AtomicU32 = AtomicU32::new(u32::MAX);
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     // Spread test processes apart: PID-derived start, then sequential within the process.
-    let _ = NEXT_PORT.compare_exchange(u32::MAX, (std::process::id() * 61) % PORT_SPAN, Ordering::SeqCst, Ordering::SeqCst);
+    let _ = NEXT_PORT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 61) % PORT_SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
     for _ in 0..PORT_SPAN {
         let port = (PORT_BASE + NEXT_PORT.fetch_add(1, Ordering::SeqCst) % PORT_SPAN) as u16;
         if TcpListener::bind(("127.0.0.1", port)).is_ok() {
             return port;
         }
     }
-    panic!("no free loopback port in {PORT_BASE}..{}", PORT_BASE + PORT_SPAN);
+    panic!(
+        "no free loopback port in {PORT_BASE}..{}",
+        PORT_BASE + PORT_SPAN
+    );
 }
 
 struct NodeProc {
@@ -96,9 +104,17 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let members =
-            nodes.iter().map(|p| format!("{}={}/{}", p.id, p.peer_addr, p.client_addr)).collect::<Vec<_>>().join(",");
-        Cluster { dir, members, extra_args: extra_args.iter().map(|s| s.to_string()).collect(), nodes: Mutex::new(nodes) }
+        let members = nodes
+            .iter()
+            .map(|p| format!("{}={}/{}", p.id, p.peer_addr, p.client_addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        Cluster {
+            dir,
+            members,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            nodes: Mutex::new(nodes),
+        }
     }
 
     /// Starts (or restarts) node `id` on its data directory. Its output is appended to its log.
@@ -106,7 +122,11 @@ impl Cluster {
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         let node = &mut nodes[(id - 1) as usize];
         assert!(node.child.is_none(), "node {id} is already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&node.log_path).expect("open node log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .expect("open node log");
         let child = Command::new(env!("CARGO_BIN_EXE_ringraft"))
             .arg("node")
             .args(["--id", &id.to_string(), "--members", &self.members])
@@ -137,7 +157,9 @@ impl Cluster {
     /// node exited by itself with success.
     pub fn terminate(&self, id: u64, grace: Duration) -> bool {
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-        let Some(mut child) = nodes[(id - 1) as usize].child.take() else { return false };
+        let Some(mut child) = nodes[(id - 1) as usize].child.take() else {
+            return false;
+        };
         // SAFETY: kill(2) on the pid of a child we have not reaped yet.
         unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
         let deadline = Instant::now() + grace;
@@ -157,12 +179,20 @@ impl Cluster {
     /// Whether node `id`'s process is alive (it has not exited).
     pub fn is_running(&self, id: u64) -> bool {
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
-        nodes[(id - 1) as usize].child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        nodes[(id - 1) as usize]
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Client addresses of every node, in id order.
     pub fn client_addrs(&self) -> Vec<SocketAddr> {
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|n| n.client_addr).collect()
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|n| n.client_addr)
+            .collect()
     }
 
     /// Client address of node `id`.
@@ -177,12 +207,19 @@ impl Cluster {
 
     /// Data directory of node `id`.
     pub fn data_dir(&self, id: u64) -> PathBuf {
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner())[(id - 1) as usize].data_dir.clone()
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())[(id - 1) as usize]
+            .data_dir
+            .clone()
     }
 
     /// Node ids.
     pub fn ids(&self) -> Vec<u64> {
-        self.nodes.lock().unwrap_or_else(|p| p.into_inner()).iter().map(|n| n.id).collect()
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|n| n.id)
+            .collect()
     }
 
     /// The root of the cluster's temporary directory.
@@ -202,14 +239,21 @@ impl Drop for Cluster {
         }
         if std::thread::panicking() {
             for node in nodes.iter() {
-                eprintln!("---- tail of node {} log ({}) ----\n{}", node.id, node.log_path.display(), tail(&node.log_path, 4096));
+                eprintln!(
+                    "---- tail of node {} log ({}) ----\n{}",
+                    node.id,
+                    node.log_path.display(),
+                    tail(&node.log_path, 4096)
+                );
             }
         }
     }
 }
 
 fn tail(path: &Path, bytes: u64) -> String {
-    let Ok(mut file) = std::fs::File::open(path) else { return String::from("(no log)") };
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::from("(no log)");
+    };
     let len = file.metadata().map(|m| m.len()).unwrap_or(0);
     let _ = file.seek(SeekFrom::Start(len.saturating_sub(bytes)));
     let mut text = String::new();
@@ -238,7 +282,8 @@ static NEXT_CLIENT_ID: AtomicU32 = AtomicU32::new(1);
 
 /// A client session for `members` with test-friendly retry settings.
 pub fn client(members: Vec<SocketAddr>) -> Client {
-    let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::SeqCst) as u64 | (u64::from(std::process::id()) << 20);
+    let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::SeqCst) as u64
+        | (u64::from(std::process::id()) << 20);
     let mut options = ClientOptions::new(members, id);
     options.attempt_timeout = Duration::from_secs(2);
     options.attempts_max = 40;
@@ -254,13 +299,20 @@ pub async fn stats(addr: SocketAddr) -> Option<NodeStats> {
 }
 
 /// Polls `check` every 20 ms until it returns Some, or panics with `what` after `timeout`.
-pub async fn wait_until<T, Fut: Future<Output = Option<T>>>(what: &str, timeout: Duration, mut check: impl FnMut() -> Fut) -> T {
+pub async fn wait_until<T, Fut: Future<Output = Option<T>>>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Fut,
+) -> T {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = check().await {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         glommio::timer::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -275,12 +327,19 @@ pub async fn leader_among(addrs: &[SocketAddr]) -> Option<NodeStats> {
         }
     }
     let term = all.iter().map(|s| s.term).max()?;
-    let leaders: Vec<&NodeStats> = all.iter().filter(|s| s.role == Role::Leader && s.term == term).collect();
+    let leaders: Vec<&NodeStats> = all
+        .iter()
+        .filter(|s| s.role == Role::Leader && s.term == term)
+        .collect();
     if leaders.len() != 1 || all.len() * 2 <= addrs.len() {
         return None;
     }
     let leader = leaders[0].clone();
-    all.iter().all(|s| s.term == term && (s.node_id == leader.node_id || s.leader_id == Some(leader.node_id))).then_some(leader)
+    all.iter()
+        .all(|s| {
+            s.term == term && (s.node_id == leader.node_id || s.leader_id == Some(leader.node_id))
+        })
+        .then_some(leader)
 }
 
 /// Waits up to `timeout` for a leader among `addrs` (see [`leader_among`]).
