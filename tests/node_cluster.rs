@@ -135,3 +135,53 @@ fn a_retried_sequence_applies_once() {
         );
     });
 }
+
+#[test]
+fn sigterm_stops_every_node_cleanly_and_a_full_restart_keeps_the_data() {
+    let cluster = Arc::new(Cluster::start(3, &[]));
+    let addrs = cluster.client_addrs();
+    let written = {
+        let addrs = addrs.clone();
+        run(move || async move {
+            wait_for_leader(&addrs, Duration::from_secs(20)).await;
+            let session = client(addrs.clone());
+            let mut written = Vec::new();
+            for i in 0..200u32 {
+                let (key, value) = (
+                    Bytes::from(format!("restart-{i}")),
+                    Bytes::from(format!("v{i}")),
+                );
+                session.put(key.clone(), value.clone()).await.expect("put");
+                written.push((key, value));
+            }
+            written
+        })
+    };
+    for id in cluster.ids() {
+        assert!(
+            cluster.terminate(id, Duration::from_secs(20)),
+            "node {id} did not exit cleanly on SIGTERM"
+        );
+    }
+    for id in cluster.ids() {
+        cluster.start_node(id);
+    }
+    run(move || async move {
+        wait_for_leader(&addrs, Duration::from_secs(20)).await;
+        let session = client(addrs.clone());
+        for (key, value) in &written {
+            assert_eq!(
+                session
+                    .get(key.clone())
+                    .await
+                    .expect("get after restart")
+                    .as_ref(),
+                Some(value)
+            );
+        }
+        session
+            .put("after-restart", "yes")
+            .await
+            .expect("put after restart");
+    });
+}

@@ -94,6 +94,7 @@ impl Cluster {
             .prefix("ringraft-node-test-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
             .expect("create a data directory under CARGO_TARGET_TMPDIR");
+        assert_on_disk(dir.path());
         let nodes: Vec<NodeProc> = (1..=n)
             .map(|id| NodeProc {
                 id,
@@ -248,6 +249,23 @@ impl Drop for Cluster {
             }
         }
     }
+}
+
+/// Durability tests mean nothing on a tmpfs (and O_DIRECT may not work there): refuse one.
+fn assert_on_disk(path: &Path) {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let c_path =
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path without NUL");
+    // SAFETY: statfs(2) writes into a zeroed struct we own; the path is NUL-terminated.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut fs) };
+    assert_eq!(rc, 0, "statfs {}", path.display());
+    assert_ne!(
+        fs.f_type as i64,
+        TMPFS_MAGIC,
+        "{} is on a tmpfs; node tests need a disk filesystem",
+        path.display()
+    );
 }
 
 fn tail(path: &Path, bytes: u64) -> String {
