@@ -247,6 +247,21 @@ fn a_node_down_during_compaction_catches_up_by_snapshot() {
         // must have installed a snapshot.
         assert!(caught_up.snapshots >= 1, "{caught_up:?}");
         assert_local_state(down_addr, &acked.borrow()).await;
+        // Its installed snapshot is durable: killed again, it recovers from it and its log.
+        cluster.kill(down);
+        cluster.start_node(down);
+        let applied = caught_up.applied_index;
+        wait_until(
+            "the node to recover from its installed snapshot",
+            Duration::from_secs(30),
+            || async move {
+                stats(down_addr)
+                    .await
+                    .filter(|s| s.applied_index >= applied)
+            },
+        )
+        .await;
+        assert_local_state(down_addr, &acked.borrow()).await;
         // And the cluster still serves, with the restarted node in it.
         write_batch(&session, &acked, 2, 100).await;
         let reader = client(addrs.clone());
