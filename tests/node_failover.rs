@@ -336,3 +336,128 @@ fn segment_first_index(name: &str) -> Option<u64> {
     }
     digits.parse().ok().filter(|i| *i > 0)
 }
+
+/// Writers of unique keys on `CLIENTS` sessions until `stop` is set.
+struct Load {
+    acked: Acked,
+    failed: Rc<RefCell<Vec<String>>>,
+    stop: Rc<std::cell::Cell<bool>>,
+    tasks: Vec<glommio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(addrs: &[SocketAddr]) -> Load {
+        let (acked, failed, stop): (Acked, _, _) = Default::default();
+        let (failed, stop): (Rc<RefCell<Vec<String>>>, Rc<std::cell::Cell<bool>>) = (failed, stop);
+        let mut tasks = Vec::new();
+        for c in 0..CLIENTS {
+            let session = Rc::new(client(addrs.to_vec()));
+            for t in 0..TASKS_PER_CLIENT {
+                let (session, acked, failed, stop) =
+                    (session.clone(), acked.clone(), failed.clone(), stop.clone());
+                let task = c * TASKS_PER_CLIENT + t;
+                tasks.push(
+                    glommio::spawn_local(async move {
+                        write_until_stopped(&session, task, &acked, &failed, &stop).await
+                    })
+                    .detach(),
+                );
+            }
+        }
+        Load {
+            acked,
+            failed,
+            stop,
+            tasks,
+        }
+    }
+
+    async fn wait_for_more(&self, more: usize, what: &str) {
+        let target = self.acked.borrow().len() + more;
+        let acked = self.acked.clone();
+        wait_until(what, Duration::from_secs(60), || {
+            let n = acked.borrow().len();
+            async move { (n >= target).then_some(()) }
+        })
+        .await;
+    }
+
+    async fn stop(self) -> BTreeMap<Bytes, Bytes> {
+        self.stop.set(true);
+        for task in self.tasks {
+            task.await;
+        }
+        assert!(
+            self.failed.borrow().is_empty(),
+            "writes failed for good: {:?}",
+            self.failed.borrow().iter().take(5).collect::<Vec<_>>()
+        );
+        let acked = self.acked.borrow().clone();
+        acked
+    }
+}
+
+#[test]
+fn three_successive_leader_kills_with_restarts_lose_nothing() {
+    let started = Instant::now();
+    let cluster = Arc::new(Cluster::start(3, &["--snapshot-threshold", "500"]));
+    let addrs = cluster.client_addrs();
+    let c = cluster.clone();
+    run(move || async move {
+        let cluster = c;
+        let load = Load::start(&addrs);
+        for round in 0..3 {
+            let old = wait_for_leader(&addrs, Duration::from_secs(30)).await;
+            load.wait_for_more(500, "500 writes before the crash").await;
+            cluster.kill(old.node_id);
+            let killed_at = Instant::now();
+            let survivors: Vec<SocketAddr> = addrs
+                .iter()
+                .copied()
+                .filter(|a| *a != cluster.client_addr(old.node_id))
+                .collect();
+            let new = wait_for_leader(&survivors, Duration::from_secs(30)).await;
+            let election = killed_at.elapsed();
+            eprintln!("round {round}: killed leader {} of term {}; node {} leads term {} after {election:?}", old.node_id, old.term, new.node_id, new.term);
+            assert!(
+                election <= NEW_LEADER_BOUND,
+                "new leader after {election:?}, bound {NEW_LEADER_BOUND:?}"
+            );
+            load.wait_for_more(500, "500 writes after the crash").await;
+            cluster.start_node(old.node_id);
+            let target = stats(cluster.client_addr(new.node_id))
+                .await
+                .expect("leader stats")
+                .commit_index;
+            let restarted = cluster.client_addr(old.node_id);
+            wait_until(
+                "the restarted node to catch up",
+                Duration::from_secs(30),
+                || async move { stats(restarted).await.filter(|s| s.applied_index >= target) },
+            )
+            .await;
+        }
+        let acked = load.stop().await;
+        eprintln!("{} writes acknowledged", acked.len());
+        let reader = client(addrs.clone());
+        for (key, value) in &acked {
+            assert_eq!(
+                reader.get(key.clone()).await.expect("get").as_ref(),
+                Some(value),
+                "acknowledged write of {key:?} lost"
+            );
+        }
+        for addr in &addrs {
+            let target = stats(addrs[0]).await.map_or(0, |s| s.commit_index).max(1);
+            let addr = *addr;
+            wait_until(
+                "every node to apply everything",
+                Duration::from_secs(30),
+                || async move { stats(addr).await.filter(|s| s.applied_index >= target) },
+            )
+            .await;
+            assert_local_state(addr, &acked).await;
+        }
+    });
+    eprintln!("test took {:?}", started.elapsed());
+}
