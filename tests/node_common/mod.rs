@@ -10,6 +10,8 @@
 //! parallel (threads of one binary, or several binaries) therefore do not collide.
 //!
 //! Waiting is polling with a deadline ([`wait_until`]), never a bare sleep.
+//!
+//! Set `RINGRAFT_TEST_KEEP=1` to keep the data directories and node logs after a test.
 #![allow(dead_code)] // Each test binary uses a different part of the harness.
 
 use std::future::Future;
@@ -247,6 +249,11 @@ impl Drop for Cluster {
                     tail(&node.log_path, 4096)
                 );
             }
+        }
+        if std::env::var_os("RINGRAFT_TEST_KEEP").is_some() {
+            let dir =
+                std::mem::replace(&mut self.dir, tempfile::tempdir().expect("placeholder dir"));
+            eprintln!("keeping {}", dir.keep().display());
         }
     }
 }
