@@ -36,6 +36,15 @@ pub const UNCOMMITTED_ENTRIES_MAX: usize = 1 << 20;
 /// Largest frame accepted on any TCP connection (peer or client), in bytes.
 pub const FRAME_BYTES_MAX: usize = BATCH_BYTES_MAX + (BATCH_ENTRIES_MAX * 16) + (64 << 10);
 
+/// Responses each client session remembers in the state machine, by sequence (`kv::store`). A
+/// client pipelines many writes on one session and may retry them after a leader change in any
+/// order, so the state machine keeps the responses of the session's latest this-many applied
+/// sequences; a lower one is forgotten, and its retry refused as stale (never applied twice).
+/// The client library keeps every sequence it has in flight within this window (it does not take
+/// sequence `s` while `s - SESSION_RESPONSES_MAX` or lower is unanswered), which guarantees that a
+/// retry always finds its first answer or applies for the first time.
+pub const SESSION_RESPONSES_MAX: usize = 256;
+
 /// Largest cluster the core supports; the quorum arithmetic uses fixed-size arrays up to this.
 pub const CLUSTER_NODES_MAX: usize = 9;
 

@@ -1,6 +1,9 @@
 //! The client library: connects to any node, follows leader hints, keeps many requests in
 //! flight per connection, and retries writes with the same session sequence number (so the
-//! state machine applies each at most once) on timeouts and leader changes.
+//! state machine applies each at most once) on timeouts and leader changes. The sequences a
+//! session has in flight stay within the state machine's response window
+//! ([`crate::limits::SESSION_RESPONSES_MAX`]), so that a retry, in whatever order it lands after
+//! a leader change, gets the answer of its first application instead of a "stale" error.
 //!
 //! It runs on glommio: create a [`Client`] inside a `LocalExecutor` and share it between tasks
 //! of that executor (`Client` is cheap to clone; clones share the connection and session).
@@ -8,14 +11,17 @@
 mod connection;
 
 use std::cell::RefCell;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
 use glommio::channels::local_channel;
 
 use crate::core::Index;
+use crate::limits::SESSION_RESPONSES_MAX;
 use crate::wire::{ClientError, ClientRequest, ClientResponse, NodeStats, Reply, Request};
 use connection::Connection;
 
@@ -61,6 +67,10 @@ struct Inner {
     leader: usize,
     connection: Option<Rc<Connection>>,
     next_sequence: u64,
+    /// Sequences taken by `call` and not yet answered (or given up on).
+    unanswered: BTreeSet<u64>,
+    /// Tasks waiting for the sequence window to move.
+    window_waiters: Vec<Waker>,
     next_request_id: u64,
 }
 
@@ -75,7 +85,7 @@ impl Client {
     pub fn new(options: ClientOptions) -> Client {
         assert!(!options.members.is_empty(), "a client needs at least one member address");
         assert!(options.client_id != 0, "client id 0 is reserved");
-        Client { inner: Rc::new(RefCell::new(Inner { options, leader: 0, connection: None, next_sequence: 1, next_request_id: 1 })) }
+        Client { inner: Rc::new(RefCell::new(Inner { options, leader: 0, connection: None, next_sequence: 1, unanswered: BTreeSet::new(), window_waiters: Vec::new(), next_request_id: 1 })) }
     }
 
     /// Sets `key` to `value`; returns the log index at which the write committed.
@@ -109,8 +119,11 @@ impl Client {
     /// Sends `request`, following leader hints and retrying; writes get the next session
     /// sequence number, kept across retries.
     pub async fn call(&self, request: Request) -> Result<Reply, Error> {
-        let sequence = if request.is_write() { self.take_sequence() } else { 0 };
-        self.call_with_sequence(request, sequence).await
+        if !request.is_write() {
+            return self.call_with_sequence(request, 0).await;
+        }
+        let sequence = SequenceGuard { client: self, sequence: self.take_sequence().await };
+        self.call_with_sequence(request, sequence.sequence).await
     }
 
     /// Like [`Client::call`] with an explicit session sequence number (tests of exactly-once).
@@ -207,10 +220,46 @@ impl Client {
         inner.connection = None;
     }
 
-    fn take_sequence(&self) -> u64 {
-        let mut inner = self.inner.borrow_mut();
-        inner.next_sequence += 1;
-        inner.next_sequence - 1
+    /// The next session sequence, once it is within [`SESSION_RESPONSES_MAX`] of the lowest
+    /// unanswered one: the state machine remembers the responses of only that many sequences per
+    /// session, and keeping every retry inside that window is what makes it find its first answer
+    /// (see `limits::SESSION_RESPONSES_MAX`). Waits while the window is full.
+    async fn take_sequence(&self) -> u64 {
+        std::future::poll_fn(|cx| {
+            let mut inner = self.inner.borrow_mut();
+            let next = inner.next_sequence;
+            let lowest = inner.unanswered.first().copied().unwrap_or(next);
+            if next - lowest < SESSION_RESPONSES_MAX as u64 {
+                inner.next_sequence += 1;
+                inner.unanswered.insert(next);
+                Poll::Ready(next)
+            } else {
+                inner.window_waiters.push(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    fn answered(&self, sequence: u64) {
+        let waiters = {
+            let mut inner = self.inner.borrow_mut();
+            inner.unanswered.remove(&sequence);
+            std::mem::take(&mut inner.window_waiters)
+        };
+        waiters.into_iter().for_each(Waker::wake);
+    }
+}
+
+/// Marks a sequence answered when its call ends, also when the call's future is dropped.
+struct SequenceGuard<'a> {
+    client: &'a Client,
+    sequence: u64,
+}
+
+impl Drop for SequenceGuard<'_> {
+    fn drop(&mut self) {
+        self.client.answered(self.sequence);
     }
 }
 

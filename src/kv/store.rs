@@ -10,7 +10,11 @@ use super::command::{Command, DecodeError, Op, Reader};
 /// only the state machine sees it, and it must be the same on every replica.
 pub const SESSIONS_MAX: usize = 1024;
 
-const SNAPSHOT_MAGIC: u32 = 0x524b_5631; // "RKV1"
+pub use crate::limits::SESSION_RESPONSES_MAX;
+
+// "RKV2": version 2 records, per session, a floor and a window of (sequence, applied index,
+// response).
+const SNAPSHOT_MAGIC: u32 = 0x524b_5632;
 
 /// What applying a command produced, as the client sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,12 +30,20 @@ pub enum Response {
 pub enum ApplyResult {
     /// Applied for the first time.
     Applied(Response),
-    /// A retry of the client's latest request: not applied again; here is the first answer.
-    Duplicate(Response),
-    /// Older than the client's latest request, whose answer the client already has: ignored.
+    /// A retry of the client's latest request: not applied again; here is the first answer and
+    /// the log index at which the request was first applied (the client must see the same
+    /// result as if its first attempt had been answered).
+    Duplicate {
+        /// The first attempt's response.
+        response: Response,
+        /// The index of the entry that applied it.
+        applied_index: u64,
+    },
+    /// At or below the session's floor: its response was forgotten (more than
+    /// [`SESSION_RESPONSES_MAX`] later writes of the session applied since); ignored.
     Stale {
-        /// The client's highest applied sequence.
-        highest_sequence: u64,
+        /// The session's floor: every sequence up to it is forgotten.
+        forgotten_upto: u64,
     },
     /// The entry is not a valid command; it changes nothing (every replica decides the same).
     Invalid(DecodeError),
@@ -39,8 +51,11 @@ pub enum ApplyResult {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 struct Session {
-    sequence: u64,
-    response: Response,
+    /// Sequences up to here are forgotten: their retries are stale.
+    floor: u64,
+    /// Applied sequences above `floor`: the response and the index of the entry that applied it.
+    /// Never empty; at most [`SESSION_RESPONSES_MAX`].
+    recent: BTreeMap<u64, (Response, u64)>,
     last_used_index: u64,
 }
 
@@ -130,13 +145,13 @@ impl KvStore {
             return ApplyResult::Applied(self.execute(command.op));
         }
         if let Some(session) = self.sessions.get(&command.client_id) {
-            if command.sequence == session.sequence {
-                let response = session.response.clone();
+            if let Some((response, applied_index)) = session.recent.get(&command.sequence) {
+                let (response, applied_index) = (response.clone(), *applied_index);
                 self.touch(command.client_id, index);
-                return ApplyResult::Duplicate(response);
+                return ApplyResult::Duplicate { response, applied_index };
             }
-            if command.sequence < session.sequence {
-                return ApplyResult::Stale { highest_sequence: session.sequence };
+            if command.sequence <= session.floor {
+                return ApplyResult::Stale { forgotten_upto: session.floor };
             }
         }
         let response = self.execute(command.op);
@@ -172,8 +187,13 @@ impl KvStore {
     }
 
     fn remember(&mut self, client_id: u64, sequence: u64, response: Response, index: u64) {
-        if let Some(old) = self.sessions.insert(client_id, Session { sequence, response, last_used_index: index }) {
-            self.session_lru.remove(&(old.last_used_index, client_id));
+        let session = self.sessions.entry(client_id).or_insert_with(|| Session { floor: 0, recent: BTreeMap::new(), last_used_index: 0 });
+        self.session_lru.remove(&(session.last_used_index, client_id));
+        session.last_used_index = index;
+        session.recent.insert(sequence, (response, index));
+        while session.recent.len() > SESSION_RESPONSES_MAX {
+            let (forgotten, _) = session.recent.pop_first().expect("over the bound, so not empty");
+            session.floor = session.floor.max(forgotten);
         }
         self.session_lru.insert((index, client_id));
         while self.sessions.len() > SESSIONS_MAX {
@@ -196,14 +216,19 @@ impl KvStore {
         out.extend_from_slice(&(self.sessions.len() as u64).to_le_bytes());
         for (client_id, session) in &self.sessions {
             out.extend_from_slice(&client_id.to_le_bytes());
-            out.extend_from_slice(&session.sequence.to_le_bytes());
+            out.extend_from_slice(&session.floor.to_le_bytes());
             out.extend_from_slice(&session.last_used_index.to_le_bytes());
-            match &session.response {
-                Response::Ok => out.push(0),
-                Response::Value(None) => out.push(1),
-                Response::Value(Some(value)) => {
-                    out.push(2);
-                    put_field(&mut out, value);
+            out.extend_from_slice(&(session.recent.len() as u64).to_le_bytes());
+            for (sequence, (response, applied_index)) in &session.recent {
+                out.extend_from_slice(&sequence.to_le_bytes());
+                out.extend_from_slice(&applied_index.to_le_bytes());
+                match response {
+                    Response::Ok => out.push(0),
+                    Response::Value(None) => out.push(1),
+                    Response::Value(Some(value)) => {
+                        out.push(2);
+                        put_field(&mut out, value);
+                    }
                 }
             }
         }
@@ -251,18 +276,31 @@ impl KvStore {
         }
         for _ in 0..sessions {
             let client_id = reader.u64()?;
-            let sequence = reader.u64()?;
+            let floor = reader.u64()?;
             let last_used_index = reader.u64()?;
-            let response = match reader.take(1)?[0] {
-                0 => Response::Ok,
-                1 => Response::Value(None),
-                2 => Response::Value(Some(reader.field()?)),
-                _ => return Err(RestoreError::NotCanonical("unknown response tag")),
-            };
+            let responses = reader.u64()?;
+            if responses == 0 || responses > SESSION_RESPONSES_MAX as u64 {
+                return Err(RestoreError::NotCanonical("session response count out of range"));
+            }
+            let mut recent = BTreeMap::new();
+            for _ in 0..responses {
+                let sequence = reader.u64()?;
+                let applied_index = reader.u64()?;
+                let response = match reader.take(1)?[0] {
+                    0 => Response::Ok,
+                    1 => Response::Value(None),
+                    2 => Response::Value(Some(reader.field()?)),
+                    _ => return Err(RestoreError::NotCanonical("unknown response tag")),
+                };
+                if sequence <= floor || recent.last_key_value().is_some_and(|(last, _)| *last >= sequence) {
+                    return Err(RestoreError::NotCanonical("session sequences not increasing above the floor"));
+                }
+                recent.insert(sequence, (response, applied_index));
+            }
             if store.sessions.last_key_value().is_some_and(|(last, _)| *last >= client_id) {
                 return Err(RestoreError::NotCanonical("sessions not strictly increasing"));
             }
-            store.sessions.insert(client_id, Session { sequence, response, last_used_index });
+            store.sessions.insert(client_id, Session { floor, recent, last_used_index });
             store.session_lru.insert((last_used_index, client_id));
         }
         if reader.offset != body.len() {
@@ -313,11 +351,40 @@ mod tests {
         assert_eq!(kv.apply(1, &put(5, 1, "a", "x")), ApplyResult::Applied(Response::Ok));
         assert_eq!(kv.apply(2, &put(6, 1, "a", "y")), ApplyResult::Applied(Response::Ok));
         // Client 5 retries its first write after client 6 overwrote the key: no effect.
-        assert_eq!(kv.apply(3, &put(5, 1, "a", "x")), ApplyResult::Duplicate(Response::Ok));
+        assert_eq!(kv.apply(3, &put(5, 1, "a", "x")), ApplyResult::Duplicate { response: Response::Ok, applied_index: 1 });
         assert_eq!(kv.get(b"a"), Some(&b"y"[..]));
         assert_eq!(kv.apply(4, &put(5, 2, "a", "z")), ApplyResult::Applied(Response::Ok));
-        assert_eq!(kv.apply(5, &put(5, 1, "a", "x")), ApplyResult::Stale { highest_sequence: 2 });
+        // A pipelining client's retry of an older write, after a later one applied: still the
+        // first answer, and still no effect.
+        assert_eq!(kv.apply(5, &put(5, 1, "a", "x")), ApplyResult::Duplicate { response: Response::Ok, applied_index: 1 });
         assert_eq!(kv.get(b"a"), Some(&b"z"[..]));
+    }
+
+    #[test]
+    fn pipelined_writes_apply_in_any_order_and_each_once() {
+        let mut kv = KvStore::new();
+        assert_eq!(kv.apply(1, &put(5, 3, "c", "3")), ApplyResult::Applied(Response::Ok));
+        assert_eq!(kv.apply(2, &put(5, 1, "a", "1")), ApplyResult::Applied(Response::Ok));
+        assert_eq!(kv.apply(3, &put(5, 2, "b", "2")), ApplyResult::Applied(Response::Ok));
+        for (index, sequence) in [(4, 1), (5, 3), (6, 2)] {
+            let retry = put(5, sequence, "a", "retry");
+            assert!(matches!(kv.apply(index, &retry), ApplyResult::Duplicate { .. }));
+        }
+        assert_eq!(kv.get(b"a"), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn forgotten_sequences_are_stale_never_applied_twice() {
+        let mut kv = KvStore::new();
+        let n = SESSION_RESPONSES_MAX as u64 + 10;
+        for sequence in 1..=n {
+            assert_eq!(kv.apply(sequence, &put(5, sequence, "k", "v")), ApplyResult::Applied(Response::Ok));
+        }
+        assert_eq!(kv.apply(n + 1, &put(5, 10, "k", "retry")), ApplyResult::Stale { forgotten_upto: 10 });
+        assert!(matches!(kv.apply(n + 2, &put(5, 11, "k", "retry")), ApplyResult::Duplicate { applied_index: 11, .. }));
+        assert_eq!(kv.get(b"k"), Some(&b"v"[..]));
+        let restored = KvStore::decode_snapshot(&kv.snapshot()).unwrap();
+        assert_eq!(restored, kv);
     }
 
     #[test]
@@ -345,7 +412,7 @@ mod tests {
         }
         assert_eq!(kv.sessions_len(), SESSIONS_MAX);
         index += 1;
-        assert_eq!(kv.apply(index, &put(1, 1, "k", "v")), ApplyResult::Duplicate(Response::Ok));
+        assert!(matches!(kv.apply(index, &put(1, 1, "k", "v")), ApplyResult::Duplicate { response: Response::Ok, .. }));
         // Client 2 was the least recently used and is gone: its retry applies again.
         index += 1;
         assert_eq!(kv.apply(index, &put(2, 1, "k", "v")), ApplyResult::Applied(Response::Ok));
@@ -363,8 +430,9 @@ mod tests {
         restored.restore(&bytes).unwrap();
         assert_eq!(restored, kv);
         assert_eq!(restored.applied_index(), 3);
-        assert_eq!(restored.apply(4, &put(2, 7, "b", "z")), ApplyResult::Duplicate(Response::Ok));
-        assert_eq!(restored.apply(5, &get), ApplyResult::Duplicate(Response::Value(Some(b"x".to_vec()))));
+        assert_eq!(restored.apply(4, &put(2, 7, "b", "z")), ApplyResult::Duplicate { response: Response::Ok, applied_index: 2 });
+        let first_get = ApplyResult::Duplicate { response: Response::Value(Some(b"x".to_vec())), applied_index: 3 };
+        assert_eq!(restored.apply(5, &get), first_get);
     }
 
     #[test]

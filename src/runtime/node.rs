@@ -238,6 +238,14 @@ impl Driver {
             elections: self.counters.elections.get(),
             proposals: self.counters.proposals.get(),
             snapshots: self.counters.snapshots.get(),
+            invalid_peer_frames: self.counters.invalid_peer_frames.get(),
+            invalid_client_frames: self.counters.invalid_client_frames.get(),
+            refused_handshakes: self.counters.refused_handshakes.get(),
+            dropped_peer_messages: self.counters.dropped_peer_messages.get(),
+            bytes_in: self.counters.bytes_in.get(),
+            bytes_out: self.counters.bytes_out.get(),
+            disk_syncs: self.counters.disk_syncs.get(),
+            disk_jobs: self.counters.disk_jobs.get(),
         }
     }
 
@@ -352,9 +360,11 @@ impl Driver {
                 Some(Ok(Reply::Done { log_index: entry.index }))
             }
             EntryKind::Normal => Some(match self.kv.apply(entry.index, &entry.data) {
-                ApplyResult::Applied(response) | ApplyResult::Duplicate(response) => Ok(reply_of(response, entry.index)),
-                ApplyResult::Stale { highest_sequence } => Err(ClientError::Internal {
-                    message: format!("stale request: this session already applied sequence {highest_sequence}"),
+                ApplyResult::Applied(response) => Ok(reply_of(response, entry.index)),
+                // A retry answers with the first attempt's result, log index included.
+                ApplyResult::Duplicate { response, applied_index } => Ok(reply_of(response, applied_index)),
+                ApplyResult::Stale { forgotten_upto } => Err(ClientError::Internal {
+                    message: format!("stale request: this session no longer remembers sequences up to {forgotten_upto}; not applied"),
                 }),
                 ApplyResult::Invalid(e) => Err(ClientError::Internal { message: format!("invalid command: {e}") }),
             }),

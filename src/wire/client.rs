@@ -156,6 +156,22 @@ pub struct NodeStats {
     pub proposals: u64,
     /// Snapshots it has taken or installed.
     pub snapshots: u64,
+    /// Peer frames that failed validation (their connection was closed).
+    pub invalid_peer_frames: u64,
+    /// Client frames that failed validation (their connection was closed).
+    pub invalid_client_frames: u64,
+    /// Peer connections refused at the handshake (wrong cluster, unknown id, bad version).
+    pub refused_handshakes: u64,
+    /// Outgoing peer messages dropped (queue full or peer unreachable).
+    pub dropped_peer_messages: u64,
+    /// Bytes received from peers and clients.
+    pub bytes_in: u64,
+    /// Bytes sent to peers and clients.
+    pub bytes_out: u64,
+    /// Groups of log writes made durable.
+    pub disk_syncs: u64,
+    /// Output jobs made durable (batched into `disk_syncs` groups).
+    pub disk_jobs: u64,
 }
 
 /// Encodes `request` into `fbb` (reset first) and returns the finished body, to be sent as a
@@ -464,6 +480,14 @@ fn encode_stats(stats: &NodeStats, fbb: &mut FlatBufferBuilder<'_>) -> WIPOffset
         elections: stats.elections,
         proposals: stats.proposals,
         snapshots: stats.snapshots,
+        invalid_peer_frames: stats.invalid_peer_frames,
+        invalid_client_frames: stats.invalid_client_frames,
+        refused_handshakes: stats.refused_handshakes,
+        dropped_peer_messages: stats.dropped_peer_messages,
+        bytes_in: stats.bytes_in,
+        bytes_out: stats.bytes_out,
+        disk_syncs: stats.disk_syncs,
+        disk_jobs: stats.disk_jobs,
     };
     fb::StatsReply::create(fbb, &args).as_union_value()
 }
@@ -480,6 +504,14 @@ fn decode_stats(t: fb::StatsReply<'_>) -> Result<NodeStats, DecodeError> {
         elections: t.elections(),
         proposals: t.proposals(),
         snapshots: t.snapshots(),
+        invalid_peer_frames: t.invalid_peer_frames(),
+        invalid_client_frames: t.invalid_client_frames(),
+        refused_handshakes: t.refused_handshakes(),
+        dropped_peer_messages: t.dropped_peer_messages(),
+        bytes_in: t.bytes_in(),
+        bytes_out: t.bytes_out(),
+        disk_syncs: t.disk_syncs(),
+        disk_jobs: t.disk_jobs(),
     })
 }
 

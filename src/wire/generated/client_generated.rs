@@ -1416,6 +1416,14 @@ impl<'a> StatsReply<'a> {
   pub const VT_ELECTIONS: ::flatbuffers::VOffsetT = 18;
   pub const VT_PROPOSALS: ::flatbuffers::VOffsetT = 20;
   pub const VT_SNAPSHOTS: ::flatbuffers::VOffsetT = 22;
+  pub const VT_INVALID_PEER_FRAMES: ::flatbuffers::VOffsetT = 24;
+  pub const VT_INVALID_CLIENT_FRAMES: ::flatbuffers::VOffsetT = 26;
+  pub const VT_REFUSED_HANDSHAKES: ::flatbuffers::VOffsetT = 28;
+  pub const VT_DROPPED_PEER_MESSAGES: ::flatbuffers::VOffsetT = 30;
+  pub const VT_BYTES_IN: ::flatbuffers::VOffsetT = 32;
+  pub const VT_BYTES_OUT: ::flatbuffers::VOffsetT = 34;
+  pub const VT_DISK_SYNCS: ::flatbuffers::VOffsetT = 36;
+  pub const VT_DISK_JOBS: ::flatbuffers::VOffsetT = 38;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1427,6 +1435,14 @@ impl<'a> StatsReply<'a> {
     args: &'args StatsReplyArgs
   ) -> ::flatbuffers::WIPOffset<StatsReply<'bldr>> {
     let mut builder = StatsReplyBuilder::new(_fbb);
+    builder.add_disk_jobs(args.disk_jobs);
+    builder.add_disk_syncs(args.disk_syncs);
+    builder.add_bytes_out(args.bytes_out);
+    builder.add_bytes_in(args.bytes_in);
+    builder.add_dropped_peer_messages(args.dropped_peer_messages);
+    builder.add_refused_handshakes(args.refused_handshakes);
+    builder.add_invalid_client_frames(args.invalid_client_frames);
+    builder.add_invalid_peer_frames(args.invalid_peer_frames);
     builder.add_snapshots(args.snapshots);
     builder.add_proposals(args.proposals);
     builder.add_elections(args.elections);
@@ -1512,6 +1528,70 @@ impl<'a> StatsReply<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(StatsReply::VT_SNAPSHOTS, Some(0)).unwrap()}
   }
+  /// Peer frames that failed validation (their connection was closed).
+  #[inline]
+  pub fn invalid_peer_frames(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatsReply::VT_INVALID_PEER_FRAMES, Some(0)).unwrap()}
+  }
+  /// Client frames that failed validation (their connection was closed).
+  #[inline]
+  pub fn invalid_client_frames(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatsReply::VT_INVALID_CLIENT_FRAMES, Some(0)).unwrap()}
+  }
+  /// Peer connections refused at the handshake (wrong cluster, unknown id, bad version).
+  #[inline]
+  pub fn refused_handshakes(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatsReply::VT_REFUSED_HANDSHAKES, Some(0)).unwrap()}
+  }
+  /// Outgoing peer messages dropped (queue full or peer unreachable).
+  #[inline]
+  pub fn dropped_peer_messages(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatsReply::VT_DROPPED_PEER_MESSAGES, Some(0)).unwrap()}
+  }
+  /// Bytes received from peers and clients.
+  #[inline]
+  pub fn bytes_in(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatsReply::VT_BYTES_IN, Some(0)).unwrap()}
+  }
+  /// Bytes sent to peers and clients.
+  #[inline]
+  pub fn bytes_out(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatsReply::VT_BYTES_OUT, Some(0)).unwrap()}
+  }
+  /// Groups of log writes made durable.
+  #[inline]
+  pub fn disk_syncs(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatsReply::VT_DISK_SYNCS, Some(0)).unwrap()}
+  }
+  /// Output jobs made durable (batched into disk_syncs groups).
+  #[inline]
+  pub fn disk_jobs(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatsReply::VT_DISK_JOBS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StatsReply<'_> {
@@ -1530,6 +1610,14 @@ impl ::flatbuffers::Verifiable for StatsReply<'_> {
      .visit_field::<u64>("elections", Self::VT_ELECTIONS, false)?
      .visit_field::<u64>("proposals", Self::VT_PROPOSALS, false)?
      .visit_field::<u64>("snapshots", Self::VT_SNAPSHOTS, false)?
+     .visit_field::<u64>("invalid_peer_frames", Self::VT_INVALID_PEER_FRAMES, false)?
+     .visit_field::<u64>("invalid_client_frames", Self::VT_INVALID_CLIENT_FRAMES, false)?
+     .visit_field::<u64>("refused_handshakes", Self::VT_REFUSED_HANDSHAKES, false)?
+     .visit_field::<u64>("dropped_peer_messages", Self::VT_DROPPED_PEER_MESSAGES, false)?
+     .visit_field::<u64>("bytes_in", Self::VT_BYTES_IN, false)?
+     .visit_field::<u64>("bytes_out", Self::VT_BYTES_OUT, false)?
+     .visit_field::<u64>("disk_syncs", Self::VT_DISK_SYNCS, false)?
+     .visit_field::<u64>("disk_jobs", Self::VT_DISK_JOBS, false)?
      .finish();
     Ok(())
   }
@@ -1545,6 +1633,14 @@ pub struct StatsReplyArgs {
     pub elections: u64,
     pub proposals: u64,
     pub snapshots: u64,
+    pub invalid_peer_frames: u64,
+    pub invalid_client_frames: u64,
+    pub refused_handshakes: u64,
+    pub dropped_peer_messages: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub disk_syncs: u64,
+    pub disk_jobs: u64,
 }
 impl<'a> Default for StatsReplyArgs {
   #[inline]
@@ -1560,6 +1656,14 @@ impl<'a> Default for StatsReplyArgs {
       elections: 0,
       proposals: 0,
       snapshots: 0,
+      invalid_peer_frames: 0,
+      invalid_client_frames: 0,
+      refused_handshakes: 0,
+      dropped_peer_messages: 0,
+      bytes_in: 0,
+      bytes_out: 0,
+      disk_syncs: 0,
+      disk_jobs: 0,
     }
   }
 }
@@ -1610,6 +1714,38 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatsReplyBuilder<'a, 'b, A> 
     self.fbb_.push_slot::<u64>(StatsReply::VT_SNAPSHOTS, snapshots, 0);
   }
   #[inline]
+  pub fn add_invalid_peer_frames(&mut self, invalid_peer_frames: u64) {
+    self.fbb_.push_slot::<u64>(StatsReply::VT_INVALID_PEER_FRAMES, invalid_peer_frames, 0);
+  }
+  #[inline]
+  pub fn add_invalid_client_frames(&mut self, invalid_client_frames: u64) {
+    self.fbb_.push_slot::<u64>(StatsReply::VT_INVALID_CLIENT_FRAMES, invalid_client_frames, 0);
+  }
+  #[inline]
+  pub fn add_refused_handshakes(&mut self, refused_handshakes: u64) {
+    self.fbb_.push_slot::<u64>(StatsReply::VT_REFUSED_HANDSHAKES, refused_handshakes, 0);
+  }
+  #[inline]
+  pub fn add_dropped_peer_messages(&mut self, dropped_peer_messages: u64) {
+    self.fbb_.push_slot::<u64>(StatsReply::VT_DROPPED_PEER_MESSAGES, dropped_peer_messages, 0);
+  }
+  #[inline]
+  pub fn add_bytes_in(&mut self, bytes_in: u64) {
+    self.fbb_.push_slot::<u64>(StatsReply::VT_BYTES_IN, bytes_in, 0);
+  }
+  #[inline]
+  pub fn add_bytes_out(&mut self, bytes_out: u64) {
+    self.fbb_.push_slot::<u64>(StatsReply::VT_BYTES_OUT, bytes_out, 0);
+  }
+  #[inline]
+  pub fn add_disk_syncs(&mut self, disk_syncs: u64) {
+    self.fbb_.push_slot::<u64>(StatsReply::VT_DISK_SYNCS, disk_syncs, 0);
+  }
+  #[inline]
+  pub fn add_disk_jobs(&mut self, disk_jobs: u64) {
+    self.fbb_.push_slot::<u64>(StatsReply::VT_DISK_JOBS, disk_jobs, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatsReplyBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     StatsReplyBuilder {
@@ -1637,6 +1773,14 @@ impl ::core::fmt::Debug for StatsReply<'_> {
       ds.field("elections", &self.elections());
       ds.field("proposals", &self.proposals());
       ds.field("snapshots", &self.snapshots());
+      ds.field("invalid_peer_frames", &self.invalid_peer_frames());
+      ds.field("invalid_client_frames", &self.invalid_client_frames());
+      ds.field("refused_handshakes", &self.refused_handshakes());
+      ds.field("dropped_peer_messages", &self.dropped_peer_messages());
+      ds.field("bytes_in", &self.bytes_in());
+      ds.field("bytes_out", &self.bytes_out());
+      ds.field("disk_syncs", &self.disk_syncs());
+      ds.field("disk_jobs", &self.disk_jobs());
       ds.finish()
   }
 }

@@ -1,0 +1,374 @@
+//! Harness for tests that run real `ringraft node` processes on loopback.
+//!
+//! A [`Cluster`] owns the node processes and their data directories (under Cargo's per-target
+//! temporary directory, which lives on the build disk, never on a tmpfs). It kills every child
+//! with SIGKILL when dropped, also while a test panics, and then prints the tail of each node's
+//! log so that a failure explains itself.
+//!
+//! Ports come from a range below Linux's ephemeral range (32768..), starting at an offset derived
+//! from the test process's PID, and each one is checked by binding it before use; tests running in
+//! parallel (threads of one binary, or several binaries) therefore do not collide.
+//!
+//! Waiting is polling with a deadline ([`wait_until`]), never a bare sleep.
+//!
+//! Set `RINGRAFT_TEST_KEEP=1` to keep the data directories and node logs after a test.
+#![allow(dead_code)] // Each test binary uses a different part of the harness.
+
+use std::future::Future;
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use ringraft::client::{Client, ClientOptions};
+use ringraft::core::Role;
+use ringraft::wire::NodeStats;
+
+/// Core tick of test nodes.
+pub const TICK_MS: u64 = 10;
+/// Election timeout E in ticks; the core randomizes it in [E, 2E).
+pub const ELECTION_TICKS: u64 = 20;
+/// Heartbeat interval in ticks.
+pub const HEARTBEAT_TICKS: u64 = 2;
+/// The longest randomized election timeout of test nodes: 2E ticks.
+pub const ELECTION_TIMEOUT_MAX: Duration = Duration::from_millis(2 * ELECTION_TICKS * TICK_MS);
+
+/// Lowest port handed out; the range ends below the ephemeral ports (32768).
+const PORT_BASE: u32 = 20_000;
+const PORT_SPAN: u32 = 12_000;
+static NEXT_PORT: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    // Spread test processes apart: PID-derived start, then sequential within the process.
+    let _ = NEXT_PORT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 61) % PORT_SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..PORT_SPAN {
+        let port = (PORT_BASE + NEXT_PORT.fetch_add(1, Ordering::SeqCst) % PORT_SPAN) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no free loopback port in {PORT_BASE}..{}",
+        PORT_BASE + PORT_SPAN
+    );
+}
+
+struct NodeProc {
+    id: u64,
+    peer_addr: SocketAddr,
+    client_addr: SocketAddr,
+    data_dir: PathBuf,
+    log_path: PathBuf,
+    child: Option<Child>,
+}
+
+/// Real node processes on loopback. Every method takes `&self`, so a test can share the cluster
+/// (`Arc<Cluster>`) with the glommio executor that drives clients.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    members: String,
+    extra_args: Vec<String>,
+    nodes: Mutex<Vec<NodeProc>>,
+}
+
+impl Cluster {
+    /// Starts `n` nodes (ids 1..=n) with the test timing plus `extra_args`.
+    pub fn start(n: u64, extra_args: &[&str]) -> Cluster {
+        let cluster = Cluster::new(n, extra_args);
+        for id in 1..=n {
+            cluster.start_node(id);
+        }
+        cluster
+    }
+
+    /// Allocates ports and directories for `n` nodes without starting them.
+    pub fn new(n: u64, extra_args: &[&str]) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("ringraft-node-test-")
+            .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+            .expect("create a data directory under CARGO_TARGET_TMPDIR");
+        assert_on_disk(dir.path());
+        let nodes: Vec<NodeProc> = (1..=n)
+            .map(|id| NodeProc {
+                id,
+                peer_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+                client_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+                data_dir: dir.path().join(format!("node{id}")),
+                log_path: dir.path().join(format!("node{id}.log")),
+                child: None,
+            })
+            .collect();
+        let members = nodes
+            .iter()
+            .map(|p| format!("{}={}/{}", p.id, p.peer_addr, p.client_addr))
+            .collect::<Vec<_>>()
+            .join(",");
+        Cluster {
+            dir,
+            members,
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            nodes: Mutex::new(nodes),
+        }
+    }
+
+    /// Starts (or restarts) node `id` on its data directory. Its output is appended to its log.
+    pub fn start_node(&self, id: u64) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let node = &mut nodes[(id - 1) as usize];
+        assert!(node.child.is_none(), "node {id} is already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log_path)
+            .expect("open node log");
+        let child = Command::new(env!("CARGO_BIN_EXE_ringraft"))
+            .arg("node")
+            .args(["--id", &id.to_string(), "--members", &self.members])
+            .arg("--data-dir")
+            .arg(&node.data_dir)
+            .args(["--tick-ms", &TICK_MS.to_string()])
+            .args(["--election-ticks", &ELECTION_TICKS.to_string()])
+            .args(["--heartbeat-ticks", &HEARTBEAT_TICKS.to_string()])
+            .args(&self.extra_args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("clone log handle"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn ringraft node");
+        node.child = Some(child);
+    }
+
+    /// SIGKILL: the node dies at once, without flushing anything.
+    pub fn kill(&self, id: u64) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mut child) = nodes[(id - 1) as usize].child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait up to `grace` for a clean exit (SIGKILL after that). Returns whether the
+    /// node exited by itself with success.
+    pub fn terminate(&self, id: u64, grace: Duration) -> bool {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(mut child) = nodes[(id - 1) as usize].child.take() else {
+            return false;
+        };
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+        let deadline = Instant::now() + grace;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether node `id`'s process is alive (it has not exited).
+    pub fn is_running(&self, id: u64) -> bool {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        nodes[(id - 1) as usize]
+            .child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Client addresses of every node, in id order.
+    pub fn client_addrs(&self) -> Vec<SocketAddr> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|n| n.client_addr)
+            .collect()
+    }
+
+    /// Client address of node `id`.
+    pub fn client_addr(&self, id: u64) -> SocketAddr {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())[(id - 1) as usize].client_addr
+    }
+
+    /// Peer address of node `id`.
+    pub fn peer_addr(&self, id: u64) -> SocketAddr {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())[(id - 1) as usize].peer_addr
+    }
+
+    /// Data directory of node `id`.
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.nodes.lock().unwrap_or_else(|p| p.into_inner())[(id - 1) as usize]
+            .data_dir
+            .clone()
+    }
+
+    /// Node ids.
+    pub fn ids(&self) -> Vec<u64> {
+        self.nodes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|n| n.id)
+            .collect()
+    }
+
+    /// The root of the cluster's temporary directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        let nodes = self.nodes.get_mut().unwrap_or_else(|p| p.into_inner());
+        for node in nodes.iter_mut() {
+            if let Some(mut child) = node.child.take() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+        if std::thread::panicking() {
+            for node in nodes.iter() {
+                eprintln!(
+                    "---- tail of node {} log ({}) ----\n{}",
+                    node.id,
+                    node.log_path.display(),
+                    tail(&node.log_path, 4096)
+                );
+            }
+        }
+        if std::env::var_os("RINGRAFT_TEST_KEEP").is_some() {
+            let dir =
+                std::mem::replace(&mut self.dir, tempfile::tempdir().expect("placeholder dir"));
+            eprintln!("keeping {}", dir.keep().display());
+        }
+    }
+}
+
+/// Durability tests mean nothing on a tmpfs (and O_DIRECT may not work there): refuse one.
+fn assert_on_disk(path: &Path) {
+    const TMPFS_MAGIC: i64 = 0x0102_1994;
+    let c_path =
+        std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("path without NUL");
+    // SAFETY: statfs(2) writes into a zeroed struct we own; the path is NUL-terminated.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut fs) };
+    assert_eq!(rc, 0, "statfs {}", path.display());
+    assert_ne!(
+        fs.f_type as i64,
+        TMPFS_MAGIC,
+        "{} is on a tmpfs; node tests need a disk filesystem",
+        path.display()
+    );
+}
+
+fn tail(path: &Path, bytes: u64) -> String {
+    let Ok(mut file) = std::fs::File::open(path) else {
+        return String::from("(no log)");
+    };
+    let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let _ = file.seek(SeekFrom::Start(len.saturating_sub(bytes)));
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    text
+}
+
+/// Runs `f` on a fresh glommio executor (small I/O memory: non-root memlock limits are small) and
+/// returns its result; a panic inside re-panics here.
+pub fn run<F, Fut, T>(f: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+        .io_memory(1 << 20)
+        .spawn(f)
+        .expect("start a glommio executor")
+        .join()
+        .unwrap_or_else(|e| panic!("client executor failed: {e:?}"))
+}
+
+/// Client ids must be unique in a cluster; tests of one process share this counter.
+static NEXT_CLIENT_ID: AtomicU32 = AtomicU32::new(1);
+
+/// A client session for `members` with test-friendly retry settings.
+pub fn client(members: Vec<SocketAddr>) -> Client {
+    let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::SeqCst) as u64
+        | (u64::from(std::process::id()) << 20);
+    let mut options = ClientOptions::new(members, id);
+    options.attempt_timeout = Duration::from_secs(2);
+    options.attempts_max = 40;
+    Client::new(options)
+}
+
+/// The stats of the node at `addr`, or None if it does not answer within a second.
+pub async fn stats(addr: SocketAddr) -> Option<NodeStats> {
+    let mut options = ClientOptions::new(vec![addr], u64::MAX);
+    options.attempt_timeout = Duration::from_secs(1);
+    options.attempts_max = 1;
+    Client::new(options).stats().await.ok()
+}
+
+/// Polls `check` every 20 ms until it returns Some, or panics with `what` after `timeout`.
+pub async fn wait_until<T, Fut: Future<Output = Option<T>>>(
+    what: &str,
+    timeout: Duration,
+    mut check: impl FnMut() -> Fut,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        glommio::timer::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The leader's stats once exactly one node among `addrs` is leader of the highest term seen and
+/// every other answering node follows it in that term.
+pub async fn leader_among(addrs: &[SocketAddr]) -> Option<NodeStats> {
+    let mut all = Vec::new();
+    for addr in addrs {
+        if let Some(s) = stats(*addr).await {
+            all.push(s);
+        }
+    }
+    let term = all.iter().map(|s| s.term).max()?;
+    let leaders: Vec<&NodeStats> = all
+        .iter()
+        .filter(|s| s.role == Role::Leader && s.term == term)
+        .collect();
+    if leaders.len() != 1 || all.len() * 2 <= addrs.len() {
+        return None;
+    }
+    let leader = leaders[0].clone();
+    all.iter()
+        .all(|s| {
+            s.term == term && (s.node_id == leader.node_id || s.leader_id == Some(leader.node_id))
+        })
+        .then_some(leader)
+}
+
+/// Waits up to `timeout` for a leader among `addrs` (see [`leader_among`]).
+pub async fn wait_for_leader(addrs: &[SocketAddr], timeout: Duration) -> NodeStats {
+    let addrs = addrs.to_vec();
+    wait_until("a leader", timeout, || leader_among(&addrs)).await
+}
