@@ -1,0 +1,2 @@
+//! Bench harness (being written).
+pub mod etcd;
