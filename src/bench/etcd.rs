@@ -16,7 +16,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Message when no etcd binary can be found.
-pub const ETCD_MISSING: &str = "etcd not found: run scripts/install-etcd.sh (installs Debian's etcd-server)";
+pub const ETCD_MISSING: &str =
+    "etcd not found: run scripts/install-etcd.sh (installs Debian's etcd-server)";
 
 /// Members a comparison cluster has unless told otherwise.
 pub const MEMBERS_DEFAULT: usize = 3;
@@ -94,25 +95,41 @@ impl EtcdCluster {
     /// Starts a cluster as `options` say, and waits until it is ready.
     pub fn start_with(options: &EtcdOptions) -> Result<EtcdCluster, String> {
         if options.members == 0 || options.members > 9 {
-            return Err(format!("etcd members must be in 1..=9, got {}", options.members));
+            return Err(format!(
+                "etcd members must be in 1..=9, got {}",
+                options.members
+            ));
         }
         let last_port = options.base_port as usize + 2 * options.members - 1;
         if options.base_port == 0 || last_port > u16::MAX as usize {
-            return Err(format!("etcd ports {}..={last_port} are out of range", options.base_port));
+            return Err(format!(
+                "etcd ports {}..={last_port} are out of range",
+                options.base_port
+            ));
         }
         let binary = match &options.binary {
             Some(path) if path.is_file() => path.clone(),
-            Some(path) => return Err(format!("{ETCD_MISSING} ({} does not exist)", path.display())),
+            Some(path) => {
+                return Err(format!(
+                    "{ETCD_MISSING} ({} does not exist)",
+                    path.display()
+                ))
+            }
             None => find_etcd().ok_or_else(|| ETCD_MISSING.to_string())?,
         };
         let version_text = etcd_version_text(&binary)?;
-        let version = version_field(&version_text, "etcd Version:").unwrap_or_else(|| "unknown".into());
+        let version =
+            version_field(&version_text, "etcd Version:").unwrap_or_else(|| "unknown".into());
         std::fs::create_dir_all(&options.data_root)
             .map_err(|e| format!("cannot create {}: {e}", options.data_root.display()))?;
         let layout = Layout::new(options);
         layout.check_ports_free()?;
 
-        let mut cluster = EtcdCluster { members: Vec::new(), version, settings: Vec::new() };
+        let mut cluster = EtcdCluster {
+            members: Vec::new(),
+            version,
+            settings: Vec::new(),
+        };
         cluster.settings = layout.settings(options, &binary, &version_text);
         for i in 0..options.members {
             // Pushed one by one so that Drop stops the ones already started if a later one fails.
@@ -142,11 +159,17 @@ impl EtcdCluster {
     fn wait_ready(&mut self, deadline: Instant) -> Result<(), String> {
         loop {
             self.check_alive()?;
-            let Err(last_problem) = self.probe_ready() else { return Ok(()) };
+            let Err(last_problem) = self.probe_ready() else {
+                return Ok(());
+            };
             if Instant::now() >= deadline {
                 return Err(format!(
                     "etcd cluster not ready within its deadline: {last_problem}; logs: {}",
-                    self.members.iter().map(|m| m.log_path.display().to_string()).collect::<Vec<_>>().join(", ")
+                    self.members
+                        .iter()
+                        .map(|m| m.log_path.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ));
             }
             std::thread::sleep(POLL_INTERVAL);
@@ -157,7 +180,11 @@ impl EtcdCluster {
         for member in &self.members {
             let (status, body) = http(member.client_addr, "GET", "/health", "")?;
             if status != 200 || !body.contains("\"health\":\"true\"") {
-                return Err(format!("{} not healthy: HTTP {status} {}", member.name, body.trim()));
+                return Err(format!(
+                    "{} not healthy: HTTP {status} {}",
+                    member.name,
+                    body.trim()
+                ));
             }
         }
         // The gateway takes base64: key "ringraft-ready", value "1". A committed put answers 200
@@ -165,7 +192,10 @@ impl EtcdCluster {
         let put = r#"{"key":"cmluZ3JhZnQtcmVhZHk=","value":"MQ=="}"#;
         let (status, body) = http(self.members[0].client_addr, "POST", "/v3/kv/put", put)?;
         if status != 200 || !body.contains("\"revision\"") {
-            return Err(format!("first write not accepted: HTTP {status} {}", body.trim()));
+            return Err(format!(
+                "first write not accepted: HTTP {status} {}",
+                body.trim()
+            ));
         }
         Ok(())
     }
@@ -174,7 +204,12 @@ impl EtcdCluster {
     fn check_alive(&mut self) -> Result<(), String> {
         for member in &mut self.members {
             if let Ok(Some(status)) = member.child.try_wait() {
-                return Err(format!("etcd member {} exited ({status}); end of {}:\n{}", member.name, member.log_path.display(), log_tail(&member.log_path)));
+                return Err(format!(
+                    "etcd member {} exited ({status}); end of {}:\n{}",
+                    member.name,
+                    member.log_path.display(),
+                    log_tail(&member.log_path)
+                ));
             }
         }
         Ok(())
@@ -215,9 +250,16 @@ struct Layout {
 impl Layout {
     fn new(options: &EtcdOptions) -> Layout {
         let names = (0..options.members).map(|i| format!("etcd-{i}")).collect();
-        let client_ports = (0..options.members).map(|i| options.base_port + 2 * i as u16).collect();
-        let peer_ports = (0..options.members).map(|i| options.base_port + 2 * i as u16 + 1).collect();
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let client_ports = (0..options.members)
+            .map(|i| options.base_port + 2 * i as u16)
+            .collect();
+        let peer_ports = (0..options.members)
+            .map(|i| options.base_port + 2 * i as u16 + 1)
+            .collect();
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let token = format!("ringraft-bench-{}-{nanos}", std::process::id());
         let mut timing = Vec::new();
         if let Some(ms) = options.heartbeat_interval_ms {
@@ -226,18 +268,31 @@ impl Layout {
         if let Some(ms) = options.election_timeout_ms {
             timing.push(format!("--election-timeout={ms}"));
         }
-        Layout { names, client_ports, peer_ports, data_root: options.data_root.clone(), token, timing }
+        Layout {
+            names,
+            client_ports,
+            peer_ports,
+            data_root: options.data_root.clone(),
+            token,
+            timing,
+        }
     }
 
     fn initial_cluster(&self) -> String {
-        self.names.iter().zip(&self.peer_ports).map(|(n, p)| format!("{n}=http://127.0.0.1:{p}")).collect::<Vec<_>>().join(",")
+        self.names
+            .iter()
+            .zip(&self.peer_ports)
+            .map(|(n, p)| format!("{n}=http://127.0.0.1:{p}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     /// A port already taken would make a member exit, or worse, let an unrelated process answer
     /// the readiness probe.
     fn check_ports_free(&self) -> Result<(), String> {
         for port in self.client_ports.iter().chain(&self.peer_ports) {
-            TcpListener::bind(("127.0.0.1", *port)).map_err(|e| format!("etcd port {port} on 127.0.0.1 is not free: {e}"))?;
+            TcpListener::bind(("127.0.0.1", *port))
+                .map_err(|e| format!("etcd port {port} on 127.0.0.1 is not free: {e}"))?;
         }
         Ok(())
     }
@@ -248,11 +303,15 @@ impl Layout {
         if data_dir.exists() {
             // Only ever our own member directory: a stale one would make `--initial-cluster-state
             // new` a lie (etcd would restart the old member instead).
-            std::fs::remove_dir_all(&data_dir).map_err(|e| format!("cannot clear {}: {e}", data_dir.display()))?;
+            std::fs::remove_dir_all(&data_dir)
+                .map_err(|e| format!("cannot clear {}: {e}", data_dir.display()))?;
         }
         let log_path = self.data_root.join(format!("{name}.log"));
-        let log = std::fs::File::create(&log_path).map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
-        let log_err = log.try_clone().map_err(|e| format!("cannot reopen {}: {e}", log_path.display()))?;
+        let log = std::fs::File::create(&log_path)
+            .map_err(|e| format!("cannot create {}: {e}", log_path.display()))?;
+        let log_err = log
+            .try_clone()
+            .map_err(|e| format!("cannot reopen {}: {e}", log_path.display()))?;
         let client_url = format!("http://127.0.0.1:{}", self.client_ports[i]);
         let peer_url = format!("http://127.0.0.1:{}", self.peer_ports[i]);
         let mut command = Command::new(binary);
@@ -279,30 +338,73 @@ impl Layout {
                 command.env_remove(key);
             }
         }
-        let child = command.spawn().map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        let child = command
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
         let client_addr = SocketAddr::from(([127, 0, 0, 1], self.client_ports[i]));
-        Ok(Member { name: name.clone(), client_addr, log_path, child })
+        Ok(Member {
+            name: name.clone(),
+            client_addr,
+            log_path,
+            child,
+        })
     }
 
-    fn settings(&self, options: &EtcdOptions, binary: &Path, version_text: &str) -> Vec<(String, String)> {
-        let or_default = |v: Option<u32>, default: &str| v.map(|ms| ms.to_string()).unwrap_or_else(|| format!("{default} (etcd default)"));
+    fn settings(
+        &self,
+        options: &EtcdOptions,
+        binary: &Path,
+        version_text: &str,
+    ) -> Vec<(String, String)> {
+        let or_default = |v: Option<u32>, default: &str| {
+            v.map(|ms| ms.to_string())
+                .unwrap_or_else(|| format!("{default} (etcd default)"))
+        };
         let mut settings = vec![
             ("etcd_binary".to_string(), binary.display().to_string()),
-            ("etcd_version".to_string(), version_field(version_text, "etcd Version:").unwrap_or_default()),
-            ("etcd_go_version".to_string(), version_field(version_text, "Go Version:").unwrap_or_default()),
+            (
+                "etcd_version".to_string(),
+                version_field(version_text, "etcd Version:").unwrap_or_default(),
+            ),
+            (
+                "etcd_go_version".to_string(),
+                version_field(version_text, "Go Version:").unwrap_or_default(),
+            ),
             ("members".to_string(), options.members.to_string()),
-            ("client_urls".to_string(), self.client_ports.iter().map(|p| format!("http://127.0.0.1:{p}")).collect::<Vec<_>>().join(",")),
+            (
+                "client_urls".to_string(),
+                self.client_ports
+                    .iter()
+                    .map(|p| format!("http://127.0.0.1:{p}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
             ("initial_cluster".to_string(), self.initial_cluster()),
             ("initial_cluster_state".to_string(), "new".to_string()),
             ("initial_cluster_token".to_string(), self.token.clone()),
-            ("data_root".to_string(), self.data_root.display().to_string()),
-            ("heartbeat_interval_ms".to_string(), or_default(options.heartbeat_interval_ms, "100")),
-            ("election_timeout_ms".to_string(), or_default(options.election_timeout_ms, "1000")),
+            (
+                "data_root".to_string(),
+                self.data_root.display().to_string(),
+            ),
+            (
+                "heartbeat_interval_ms".to_string(),
+                or_default(options.heartbeat_interval_ms, "100"),
+            ),
+            (
+                "election_timeout_ms".to_string(),
+                or_default(options.election_timeout_ms, "1000"),
+            ),
         ];
         // Everything below is etcd's default, stated because it shapes the result.
         for (name, value) in [
-            ("fsync", "on (WAL fdatasync per Raft Ready batch; --unsafe-no-fsync not set)"),
-            ("write_acknowledged_after", "commit and apply on the serving member"),
+            (
+                "fsync",
+                "on (WAL fdatasync per Raft Ready batch; --unsafe-no-fsync not set)",
+            ),
+            (
+                "write_acknowledged_after",
+                "commit and apply on the serving member",
+            ),
             ("snapshot_count", "100000 (etcd default)"),
             ("quota_backend_bytes", "2 GiB (etcd default)"),
             ("auto_compaction", "off (etcd default)"),
@@ -316,39 +418,69 @@ impl Layout {
 
 /// `etcd` on `PATH`, else Debian's `/usr/bin/etcd`.
 pub fn find_etcd() -> Option<PathBuf> {
-    let on_path = std::env::var_os("PATH").and_then(|paths| std::env::split_paths(&paths).map(|dir| dir.join("etcd")).find(|p| p.is_file()));
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("etcd"))
+            .find(|p| p.is_file())
+    });
     on_path.or_else(|| Some(PathBuf::from("/usr/bin/etcd")).filter(|p| p.is_file()))
 }
 
 fn etcd_version_text(binary: &Path) -> Result<String, String> {
-    let output = Command::new(binary).arg("--version").env_remove("ETCD_VERSION").output().map_err(|e| format!("cannot run {} --version: {e}", binary.display()))?;
+    let output = Command::new(binary)
+        .arg("--version")
+        .env_remove("ETCD_VERSION")
+        .output()
+        .map_err(|e| format!("cannot run {} --version: {e}", binary.display()))?;
     if !output.status.success() {
-        return Err(format!("{} --version failed: {}", binary.display(), String::from_utf8_lossy(&output.stderr).trim()));
+        return Err(format!(
+            "{} --version failed: {}",
+            binary.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// The value after `label` on the line that starts with it, trimmed.
 fn version_field(text: &str, label: &str) -> Option<String> {
-    text.lines().find_map(|line| line.strip_prefix(label)).map(|v| v.trim().to_string())
+    text.lines()
+        .find_map(|line| line.strip_prefix(label))
+        .map(|v| v.trim().to_string())
 }
 
 /// One HTTP/1.1 request with `Connection: close`; returns the status code and the body. etcd's
 /// client port serves both gRPC and HTTP/1.1 (`/health`, the `/v3/...` JSON gateway).
 fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
-    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT).map_err(|e| format!("connect {addr}: {e}"))?;
-    stream.set_read_timeout(Some(PROBE_TIMEOUT)).map_err(|e| e.to_string())?;
-    stream.set_write_timeout(Some(PROBE_TIMEOUT)).map_err(|e| e.to_string())?;
+    let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)
+        .map_err(|e| format!("connect {addr}: {e}"))?;
+    stream
+        .set_read_timeout(Some(PROBE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(PROBE_TIMEOUT))
+        .map_err(|e| e.to_string())?;
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
         body.len()
     );
-    stream.write_all(request.as_bytes()).map_err(|e| format!("send to {addr}: {e}"))?;
+    stream
+        .write_all(request.as_bytes())
+        .map_err(|e| format!("send to {addr}: {e}"))?;
     let mut response = Vec::new();
-    stream.read_to_end(&mut response).map_err(|e| format!("read from {addr}: {e}"))?;
+    stream
+        .read_to_end(&mut response)
+        .map_err(|e| format!("read from {addr}: {e}"))?;
     let response = String::from_utf8_lossy(&response);
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("bad HTTP response from {addr}"))?;
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("bad HTTP response from {addr}"))?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Ok((status, body))
 }
 
@@ -366,8 +498,14 @@ mod tests {
     #[test]
     fn version_fields_parse() {
         let text = "etcd Version: 3.4.23\nGit SHA: Not provided\nGo Version: go1.19.8\n";
-        assert_eq!(version_field(text, "etcd Version:").as_deref(), Some("3.4.23"));
-        assert_eq!(version_field(text, "Go Version:").as_deref(), Some("go1.19.8"));
+        assert_eq!(
+            version_field(text, "etcd Version:").as_deref(),
+            Some("3.4.23")
+        );
+        assert_eq!(
+            version_field(text, "Go Version:").as_deref(),
+            Some("go1.19.8")
+        );
     }
 
     #[test]

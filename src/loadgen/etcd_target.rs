@@ -46,7 +46,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Runs `workload` against the etcd cluster whose client URLs are `endpoints`, with `threads`
 /// load threads. Returns the merged recording of the measured window.
-pub fn run(endpoints: Vec<SocketAddr>, workload: &Workload, threads: usize) -> Result<Recorder, String> {
+pub fn run(
+    endpoints: Vec<SocketAddr>,
+    workload: &Workload,
+    threads: usize,
+) -> Result<Recorder, String> {
     workload.validate()?;
     if endpoints.is_empty() {
         return Err("no etcd endpoints given".into());
@@ -79,7 +83,13 @@ pub fn run(endpoints: Vec<SocketAddr>, workload: &Workload, threads: usize) -> R
 }
 
 /// One load thread: its own current-thread runtime, its share of the connections.
-fn run_thread(endpoints: Vec<SocketAddr>, workload: Workload, thread: usize, threads: usize, window_start: Instant) -> Result<Recorder, String> {
+fn run_thread(
+    endpoints: Vec<SocketAddr>,
+    workload: Workload,
+    thread: usize,
+    threads: usize,
+    window_start: Instant,
+) -> Result<Recorder, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -87,10 +97,19 @@ fn run_thread(endpoints: Vec<SocketAddr>, workload: Workload, thread: usize, thr
     // A LocalSet lets the tasks of one thread share its recorder through Rc<RefCell<_>>, as the
     // glommio target does: nothing crosses threads until the final merge.
     let local = tokio::task::LocalSet::new();
-    local.block_on(&runtime, drive_connections(endpoints, workload, thread, threads, window_start))
+    local.block_on(
+        &runtime,
+        drive_connections(endpoints, workload, thread, threads, window_start),
+    )
 }
 
-async fn drive_connections(endpoints: Vec<SocketAddr>, workload: Workload, thread: usize, threads: usize, window_start: Instant) -> Result<Recorder, String> {
+async fn drive_connections(
+    endpoints: Vec<SocketAddr>,
+    workload: Workload,
+    thread: usize,
+    threads: usize,
+    window_start: Instant,
+) -> Result<Recorder, String> {
     let recorder = Rc::new(RefCell::new(Recorder::new(window_start, workload.duration)));
     let end = window_start + workload.duration;
     let mut tasks = Vec::new();
@@ -99,59 +118,88 @@ async fn drive_connections(endpoints: Vec<SocketAddr>, workload: Workload, threa
         let kv = connect(endpoint).await?;
         let gen = Rc::new(RefCell::new(OpGen::new(&workload, connection)));
         match workload.mode {
-            LoopMode::Closed { inflight_per_connection, .. } => {
+            LoopMode::Closed {
+                inflight_per_connection,
+                ..
+            } => {
                 for _ in 0..inflight_per_connection {
-                    let (kv, gen, recorder, workload) = (kv.clone(), gen.clone(), recorder.clone(), workload.clone());
+                    let (kv, gen, recorder, workload) =
+                        (kv.clone(), gen.clone(), recorder.clone(), workload.clone());
                     tasks.push(tokio::task::spawn_local(async move {
                         let mut kv = kv;
                         while Instant::now() < end {
                             let op = gen.borrow_mut().next_op();
                             let started = Instant::now();
                             let (kind, result) = execute(&mut kv, op, &workload).await;
-                            recorder.borrow_mut().record(kind, started, Instant::now(), result);
+                            recorder
+                                .borrow_mut()
+                                .record(kind, started, Instant::now(), result);
                         }
                     }));
                 }
             }
-            LoopMode::Open { rate_per_s, connections } => {
+            LoopMode::Open {
+                rate_per_s,
+                connections,
+            } => {
                 let interval = Duration::from_secs_f64(connections as f64 / rate_per_s as f64);
                 // Stagger connections so their schedules interleave instead of bunching.
                 let offset = interval.mul_f64(connection as f64 / connections as f64);
                 let first = window_start - workload.warmup + offset;
                 let (recorder, workload) = (recorder.clone(), workload.clone());
-                tasks.push(tokio::task::spawn_local(open_loop(kv, gen, recorder, workload, first, interval, end)));
+                tasks.push(tokio::task::spawn_local(open_loop(
+                    kv, gen, recorder, workload, first, interval, end,
+                )));
             }
         }
     }
     for task in tasks {
-        task.await.map_err(|e| format!("etcd load task failed: {e}"))?;
+        task.await
+            .map_err(|e| format!("etcd load task failed: {e}"))?;
     }
-    Ok(Rc::try_unwrap(recorder).ok().expect("all tasks finished").into_inner())
+    Ok(Rc::try_unwrap(recorder)
+        .ok()
+        .expect("all tasks finished")
+        .into_inner())
 }
 
 /// Opens one client with its own gRPC channel to `endpoint`. The channel connects lazily; the
 /// first requests (in the warm-up) pay for it.
 async fn connect(endpoint: SocketAddr) -> Result<KvClient, String> {
-    let options = ConnectOptions::new().with_timeout(REQUEST_TIMEOUT).with_connect_timeout(CONNECT_TIMEOUT);
+    let options = ConnectOptions::new()
+        .with_timeout(REQUEST_TIMEOUT)
+        .with_connect_timeout(CONNECT_TIMEOUT);
     let client = Client::connect([format!("http://{endpoint}")], Some(options))
         .await
         .map_err(|e| format!("cannot connect to etcd at {endpoint}: {e}"))?;
     Ok(client.kv_client())
 }
 
-async fn open_loop(kv: KvClient, gen: Rc<RefCell<OpGen>>, recorder: Rc<RefCell<Recorder>>, workload: Workload, first: Instant, interval: Duration, end: Instant) {
+async fn open_loop(
+    kv: KvClient,
+    gen: Rc<RefCell<OpGen>>,
+    recorder: Rc<RefCell<Recorder>>,
+    workload: Workload,
+    first: Instant,
+    interval: Duration,
+    end: Instant,
+) {
     let inflight = Arc::new(Semaphore::new(OPEN_LOOP_INFLIGHT_MAX));
     let mut intended = first;
     while intended < end {
         tokio::time::sleep_until(intended.into()).await;
-        let Ok(permit) = inflight.clone().acquire_owned().await else { return };
+        let Ok(permit) = inflight.clone().acquire_owned().await else {
+            return;
+        };
         let op = gen.borrow_mut().next_op();
         let (mut kv, recorder, workload) = (kv.clone(), recorder.clone(), workload.clone());
         let start = intended;
         // Detached: the permits below are how the loop knows every request has been answered.
         drop(tokio::task::spawn_local(async move {
             let (kind, result) = execute(&mut kv, op, &workload).await;
-            recorder.borrow_mut().record(kind, start, Instant::now(), result);
+            recorder
+                .borrow_mut()
+                .record(kind, start, Instant::now(), result);
             // The recorder first: once the last permit is back the thread unwraps the Rc.
             drop(recorder);
             drop(permit);
@@ -164,11 +212,24 @@ async fn open_loop(kv: KvClient, gen: Rc<RefCell<OpGen>>, recorder: Rc<RefCell<R
 
 async fn execute(kv: &mut KvClient, op: Op, workload: &Workload) -> (OpKind, Result<(), String>) {
     match op {
-        Op::Write { key, value } => (OpKind::Write, kv.put(key.to_vec(), value.to_vec(), None).await.map(|_| ()).map_err(error_kind)),
+        Op::Write { key, value } => (
+            OpKind::Write,
+            kv.put(key.to_vec(), value.to_vec(), None)
+                .await
+                .map(|_| ())
+                .map_err(error_kind),
+        ),
         Op::Read { key } => {
             // etcd's Range is linearizable unless asked to be serializable.
-            let options = (!workload.linearizable_reads).then(|| GetOptions::new().with_serializable());
-            (OpKind::Read, kv.get(key.to_vec(), options).await.map(|_| ()).map_err(error_kind))
+            let options =
+                (!workload.linearizable_reads).then(|| GetOptions::new().with_serializable());
+            (
+                OpKind::Read,
+                kv.get(key.to_vec(), options)
+                    .await
+                    .map(|_| ())
+                    .map_err(error_kind),
+            )
         }
     }
 }
@@ -185,12 +246,16 @@ pub fn error_kind(e: etcd_client::Error) -> String {
                 GRPC_UNAVAILABLE => "unavailable".into(),
                 GRPC_DEADLINE_EXCEEDED => "timeout".into(),
                 GRPC_RESOURCE_EXHAUSTED => "backpressure".into(),
-                GRPC_INVALID_ARGUMENT if status.message().contains("too large") => "too_large".into(),
+                GRPC_INVALID_ARGUMENT if status.message().contains("too large") => {
+                    "too_large".into()
+                }
                 GRPC_CANCELLED => "cancelled".into(),
                 _ => format!("grpc_{:?}", status.code()).to_lowercase(),
             }
         }
-        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => "unavailable".into(),
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
+            "unavailable".into()
+        }
         _ => "internal".into(),
     }
 }
