@@ -28,6 +28,7 @@
 //! Every bound lives in [`limits`].
 #![deny(missing_docs)]
 
+pub mod bench;
 pub mod client;
 pub mod bench;
 pub mod core;

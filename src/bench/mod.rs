@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod etcd;
 pub mod report;
 pub mod svg;
 

@@ -2,6 +2,8 @@
 //! feature), one recorder, one report format. Closed loop measures capacity; open loop measures
 //! latency at a fixed rate from each request's intended start (no coordinated omission).
 
+#[cfg(feature = "etcd")]
+pub mod etcd_target;
 pub mod recorder;
 pub mod report;
 pub mod ringraft_target;
