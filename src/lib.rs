@@ -30,7 +30,6 @@
 
 pub mod bench;
 pub mod client;
-pub mod bench;
 pub mod core;
 pub mod kv;
 pub mod limits;
