@@ -189,7 +189,10 @@ impl Simulation {
     }
 
     fn enqueue_disk(&mut self, node: usize, op: DiskOp) {
-        let latency_us = if self.rng.chance(self.config.faults.slow_disk_probability) {
+        let leader = self.nodes[node].raft.as_ref().is_some_and(|r| r.role() == Role::Leader);
+        let latency_us = if let (Some(slow_us), true) = (self.slow_leader_writes_us, leader) {
+            slow_us
+        } else if self.rng.chance(self.config.faults.slow_disk_probability) {
             2_000 + self.rng.below(28_000)
         } else {
             50 + self.rng.below(950)

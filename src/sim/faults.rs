@@ -7,7 +7,7 @@ use crate::core::{NodeId, Role};
 
 impl Simulation {
     /// The running node that leads in the highest term, if any.
-    fn current_leader(&self) -> Option<usize> {
+    pub(super) fn current_leader(&self) -> Option<usize> {
         (0..self.nodes.len())
             .filter_map(|i| self.nodes[i].raft.as_ref().map(|r| (i, r)))
             .filter(|(_, r)| r.role() == Role::Leader)
@@ -30,7 +30,10 @@ impl Simulation {
         let down_max = (n - 1) / 2;
         if down < down_max && self.rng.chance(faults.crash_probability) {
             let up: Vec<usize> = (0..n).filter(|&i| self.nodes[i].raft.is_some()).collect();
-            let victim = up[self.rng.below(up.len() as u64) as usize];
+            // Half the time prefer a node with a write in flight, so torn writes happen often.
+            let writing: Vec<usize> = up.iter().copied().filter(|&i| self.nodes[i].disk.pending_len() > 0).collect();
+            let pool = if !writing.is_empty() && self.rng.chance(0.5) { writing } else { up };
+            let victim = pool[self.rng.below(pool.len() as u64) as usize];
             let downtime = self.random_downtime_us();
             self.crash_node(victim, downtime);
         } else if down < down_max && self.rng.chance(faults.crash_leader_probability) {

@@ -17,6 +17,7 @@ pub mod history;
 mod invariants;
 pub mod linearizability;
 mod net;
+pub mod scenario;
 mod trace;
 
 use std::fmt;
@@ -278,6 +279,8 @@ pub struct Simulation {
     partition_generation: u64,
     next_request_id: u64,
     violation: Option<(&'static str, String)>,
+    /// Scenario hook: every write enqueued by a leader takes this long.
+    slow_leader_writes_us: Option<Micros>,
 }
 
 /// Runs one simulation to the end.
@@ -327,6 +330,7 @@ impl Simulation {
             partition_generation: 0,
             next_request_id: 1,
             violation: None,
+            slow_leader_writes_us: None,
         }
     }
 
