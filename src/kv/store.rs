@@ -136,7 +136,9 @@ impl KvStore {
                 return ApplyResult::Duplicate(response);
             }
             if command.sequence < session.sequence {
-                return ApplyResult::Stale { highest_sequence: session.sequence };
+                return ApplyResult::Stale {
+                    highest_sequence: session.sequence,
+                };
             }
         }
         let response = self.execute(command.op);
@@ -145,7 +147,11 @@ impl KvStore {
     }
 
     fn advance(&mut self, index: u64) {
-        assert!(index > self.applied_index, "apply out of order: index {index} after {}", self.applied_index);
+        assert!(
+            index > self.applied_index,
+            "apply out of order: index {index} after {}",
+            self.applied_index
+        );
         self.applied_index = index;
     }
 
@@ -166,18 +172,29 @@ impl KvStore {
 
     fn touch(&mut self, client_id: u64, index: u64) {
         let session = self.sessions.get_mut(&client_id).expect("session exists");
-        self.session_lru.remove(&(session.last_used_index, client_id));
+        self.session_lru
+            .remove(&(session.last_used_index, client_id));
         session.last_used_index = index;
         self.session_lru.insert((index, client_id));
     }
 
     fn remember(&mut self, client_id: u64, sequence: u64, response: Response, index: u64) {
-        if let Some(old) = self.sessions.insert(client_id, Session { sequence, response, last_used_index: index }) {
+        if let Some(old) = self.sessions.insert(
+            client_id,
+            Session {
+                sequence,
+                response,
+                last_used_index: index,
+            },
+        ) {
             self.session_lru.remove(&(old.last_used_index, client_id));
         }
         self.session_lru.insert((index, client_id));
         while self.sessions.len() > SESSIONS_MAX {
-            let (_, evicted) = self.session_lru.pop_first().expect("lru tracks every session");
+            let (_, evicted) = self
+                .session_lru
+                .pop_first()
+                .expect("lru tracks every session");
             self.sessions.remove(&evicted);
         }
         debug_assert_eq!(self.sessions.len(), self.session_lru.len());
@@ -230,24 +247,36 @@ impl KvStore {
         if stored != computed {
             return Err(RestoreError::Crc { stored, computed });
         }
-        let mut reader = Reader { bytes: body, offset: 0 };
+        let mut reader = Reader {
+            bytes: body,
+            offset: 0,
+        };
         let magic = reader.u32()?;
         if magic != SNAPSHOT_MAGIC {
             return Err(RestoreError::BadMagic(magic));
         }
-        let mut store = KvStore { applied_index: reader.u64()?, ..KvStore::default() };
+        let mut store = KvStore {
+            applied_index: reader.u64()?,
+            ..KvStore::default()
+        };
         let keys = reader.u64()?;
         for _ in 0..keys {
             let key = reader.field()?;
             let value = reader.field()?;
-            if store.map.last_key_value().is_some_and(|(last, _)| *last >= key) {
+            if store
+                .map
+                .last_key_value()
+                .is_some_and(|(last, _)| *last >= key)
+            {
                 return Err(RestoreError::NotCanonical("keys not strictly increasing"));
             }
             store.map.insert(key, value);
         }
         let sessions = reader.u64()?;
         if sessions > SESSIONS_MAX as u64 {
-            return Err(RestoreError::NotCanonical("more sessions than SESSIONS_MAX"));
+            return Err(RestoreError::NotCanonical(
+                "more sessions than SESSIONS_MAX",
+            ));
         }
         for _ in 0..sessions {
             let client_id = reader.u64()?;
@@ -259,14 +288,29 @@ impl KvStore {
                 2 => Response::Value(Some(reader.field()?)),
                 _ => return Err(RestoreError::NotCanonical("unknown response tag")),
             };
-            if store.sessions.last_key_value().is_some_and(|(last, _)| *last >= client_id) {
-                return Err(RestoreError::NotCanonical("sessions not strictly increasing"));
+            if store
+                .sessions
+                .last_key_value()
+                .is_some_and(|(last, _)| *last >= client_id)
+            {
+                return Err(RestoreError::NotCanonical(
+                    "sessions not strictly increasing",
+                ));
             }
-            store.sessions.insert(client_id, Session { sequence, response, last_used_index });
+            store.sessions.insert(
+                client_id,
+                Session {
+                    sequence,
+                    response,
+                    last_used_index,
+                },
+            );
             store.session_lru.insert((last_used_index, client_id));
         }
         if reader.offset != body.len() {
-            return Err(RestoreError::Decode(DecodeError::Trailing(body.len() - reader.offset)));
+            return Err(RestoreError::Decode(DecodeError::Trailing(
+                body.len() - reader.offset,
+            )));
         }
         Ok(store)
     }
@@ -282,17 +326,41 @@ mod tests {
     use super::*;
 
     fn put(client_id: u64, sequence: u64, key: &str, value: &str) -> Vec<u8> {
-        Command { client_id, sequence, op: Op::Put { key: key.into(), value: value.into() } }.encode()
+        Command {
+            client_id,
+            sequence,
+            op: Op::Put {
+                key: key.into(),
+                value: value.into(),
+            },
+        }
+        .encode()
     }
 
     #[test]
     fn applies_put_delete_get_in_order() {
         let mut kv = KvStore::new();
-        assert_eq!(kv.apply(1, &put(1, 1, "a", "x")), ApplyResult::Applied(Response::Ok));
+        assert_eq!(
+            kv.apply(1, &put(1, 1, "a", "x")),
+            ApplyResult::Applied(Response::Ok)
+        );
         assert_eq!(kv.get(b"a"), Some(&b"x"[..]));
-        let get = Command { client_id: 2, sequence: 1, op: Op::Get { key: b"a".to_vec() } }.encode();
-        assert_eq!(kv.apply(2, &get), ApplyResult::Applied(Response::Value(Some(b"x".to_vec()))));
-        let delete = Command { client_id: 1, sequence: 2, op: Op::Delete { key: b"a".to_vec() } }.encode();
+        let get = Command {
+            client_id: 2,
+            sequence: 1,
+            op: Op::Get { key: b"a".to_vec() },
+        }
+        .encode();
+        assert_eq!(
+            kv.apply(2, &get),
+            ApplyResult::Applied(Response::Value(Some(b"x".to_vec())))
+        );
+        let delete = Command {
+            client_id: 1,
+            sequence: 2,
+            op: Op::Delete { key: b"a".to_vec() },
+        }
+        .encode();
         assert_eq!(kv.apply(3, &delete), ApplyResult::Applied(Response::Ok));
         assert_eq!(kv.get(b"a"), None);
         kv.apply_empty(4);
@@ -310,13 +378,30 @@ mod tests {
     #[test]
     fn retried_write_applies_once_and_returns_first_result() {
         let mut kv = KvStore::new();
-        assert_eq!(kv.apply(1, &put(5, 1, "a", "x")), ApplyResult::Applied(Response::Ok));
-        assert_eq!(kv.apply(2, &put(6, 1, "a", "y")), ApplyResult::Applied(Response::Ok));
+        assert_eq!(
+            kv.apply(1, &put(5, 1, "a", "x")),
+            ApplyResult::Applied(Response::Ok)
+        );
+        assert_eq!(
+            kv.apply(2, &put(6, 1, "a", "y")),
+            ApplyResult::Applied(Response::Ok)
+        );
         // Client 5 retries its first write after client 6 overwrote the key: no effect.
-        assert_eq!(kv.apply(3, &put(5, 1, "a", "x")), ApplyResult::Duplicate(Response::Ok));
+        assert_eq!(
+            kv.apply(3, &put(5, 1, "a", "x")),
+            ApplyResult::Duplicate(Response::Ok)
+        );
         assert_eq!(kv.get(b"a"), Some(&b"y"[..]));
-        assert_eq!(kv.apply(4, &put(5, 2, "a", "z")), ApplyResult::Applied(Response::Ok));
-        assert_eq!(kv.apply(5, &put(5, 1, "a", "x")), ApplyResult::Stale { highest_sequence: 2 });
+        assert_eq!(
+            kv.apply(4, &put(5, 2, "a", "z")),
+            ApplyResult::Applied(Response::Ok)
+        );
+        assert_eq!(
+            kv.apply(5, &put(5, 1, "a", "x")),
+            ApplyResult::Stale {
+                highest_sequence: 2
+            }
+        );
         assert_eq!(kv.get(b"a"), Some(&b"z"[..]));
     }
 
@@ -345,10 +430,16 @@ mod tests {
         }
         assert_eq!(kv.sessions_len(), SESSIONS_MAX);
         index += 1;
-        assert_eq!(kv.apply(index, &put(1, 1, "k", "v")), ApplyResult::Duplicate(Response::Ok));
+        assert_eq!(
+            kv.apply(index, &put(1, 1, "k", "v")),
+            ApplyResult::Duplicate(Response::Ok)
+        );
         // Client 2 was the least recently used and is gone: its retry applies again.
         index += 1;
-        assert_eq!(kv.apply(index, &put(2, 1, "k", "v")), ApplyResult::Applied(Response::Ok));
+        assert_eq!(
+            kv.apply(index, &put(2, 1, "k", "v")),
+            ApplyResult::Applied(Response::Ok)
+        );
     }
 
     #[test]
@@ -356,15 +447,26 @@ mod tests {
         let mut kv = KvStore::new();
         kv.apply(1, &put(1, 1, "a", "x"));
         kv.apply(2, &put(2, 7, "b", "y"));
-        let get = Command { client_id: 3, sequence: 1, op: Op::Get { key: b"a".to_vec() } }.encode();
+        let get = Command {
+            client_id: 3,
+            sequence: 1,
+            op: Op::Get { key: b"a".to_vec() },
+        }
+        .encode();
         kv.apply(3, &get);
         let bytes = kv.snapshot();
         let mut restored = KvStore::new();
         restored.restore(&bytes).unwrap();
         assert_eq!(restored, kv);
         assert_eq!(restored.applied_index(), 3);
-        assert_eq!(restored.apply(4, &put(2, 7, "b", "z")), ApplyResult::Duplicate(Response::Ok));
-        assert_eq!(restored.apply(5, &get), ApplyResult::Duplicate(Response::Value(Some(b"x".to_vec()))));
+        assert_eq!(
+            restored.apply(4, &put(2, 7, "b", "z")),
+            ApplyResult::Duplicate(Response::Ok)
+        );
+        assert_eq!(
+            restored.apply(5, &get),
+            ApplyResult::Duplicate(Response::Value(Some(b"x".to_vec())))
+        );
     }
 
     #[test]

@@ -45,9 +45,17 @@ pub struct SimArgs {
 }
 
 fn parse_range(text: &str) -> Result<(u64, u64), String> {
-    let (a, b) = text.split_once("..").ok_or_else(|| format!("--seeds {text}: expected A..B"))?;
-    let a = a.trim().parse::<u64>().map_err(|e| format!("--seeds start: {e}"))?;
-    let b = b.trim().parse::<u64>().map_err(|e| format!("--seeds end: {e}"))?;
+    let (a, b) = text
+        .split_once("..")
+        .ok_or_else(|| format!("--seeds {text}: expected A..B"))?;
+    let a = a
+        .trim()
+        .parse::<u64>()
+        .map_err(|e| format!("--seeds start: {e}"))?;
+    let b = b
+        .trim()
+        .parse::<u64>()
+        .map_err(|e| format!("--seeds end: {e}"))?;
     if b <= a {
         return Err(format!("--seeds {text}: the range is empty"));
     }
@@ -68,7 +76,10 @@ pub fn main(args: SimArgs) -> i32 {
         (None, None) => (0, 1),
     };
     if !(1..=crate::limits::CLUSTER_NODES_MAX).contains(&args.nodes) {
-        eprintln!("error: --nodes must be in 1..={}", crate::limits::CLUSTER_NODES_MAX);
+        eprintln!(
+            "error: --nodes must be in 1..={}",
+            crate::limits::CLUSTER_NODES_MAX
+        );
         return 2;
     }
     let total = end - first;
@@ -96,7 +107,10 @@ pub fn main(args: SimArgs) -> i32 {
                 if args.all_traces || failed.len() < 3 {
                     println!("FAIL {violation}");
                 } else {
-                    println!("FAIL seed {}: {}: {}", violation.seed, violation.property, violation.detail);
+                    println!(
+                        "FAIL seed {}: {}: {}",
+                        violation.seed, violation.property, violation.detail
+                    );
                 }
                 failed.push(seed);
             }
@@ -134,7 +148,9 @@ pub fn main(args: SimArgs) -> i32 {
     if args.scenario == ScenarioKind::Figure8 {
         println!("figure8: the seed's timing set the stage in {staged_count} of {total} runs");
     } else if args.bug.is_some() && failed.is_empty() {
-        println!("hint: random faults rarely reach Figure 8's schedule; --scenario figure8 targets it");
+        println!(
+            "hint: random faults rarely reach Figure 8's schedule; --scenario figure8 targets it"
+        );
     }
     if failed.is_empty() {
         0

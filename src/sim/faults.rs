@@ -31,8 +31,16 @@ impl Simulation {
         if down < down_max && self.rng.chance(faults.crash_probability) {
             let up: Vec<usize> = (0..n).filter(|&i| self.nodes[i].raft.is_some()).collect();
             // Half the time prefer a node with a write in flight, so torn writes happen often.
-            let writing: Vec<usize> = up.iter().copied().filter(|&i| self.nodes[i].disk.pending_len() > 0).collect();
-            let pool = if !writing.is_empty() && self.rng.chance(0.5) { writing } else { up };
+            let writing: Vec<usize> = up
+                .iter()
+                .copied()
+                .filter(|&i| self.nodes[i].disk.pending_len() > 0)
+                .collect();
+            let pool = if !writing.is_empty() && self.rng.chance(0.5) {
+                writing
+            } else {
+                up
+            };
             let victim = pool[self.rng.below(pool.len() as u64) as usize];
             let downtime = self.random_downtime_us();
             self.crash_node(victim, downtime);
@@ -47,13 +55,21 @@ impl Simulation {
         }
         if self.rng.chance(faults.transfer_probability) {
             if let Some(leader) = self.current_leader() {
-                let others: Vec<NodeId> = self.voters().into_iter().filter(|&v| v != self.nodes[leader].id).collect();
+                let others: Vec<NodeId> = self
+                    .voters()
+                    .into_iter()
+                    .filter(|&v| v != self.nodes[leader].id)
+                    .collect();
                 if !others.is_empty() {
                     let to = others[self.rng.below(others.len() as u64) as usize];
                     self.report.transfers += 1;
                     let from = self.nodes[leader].id;
                     self.trace_line(format_args!("transfer leadership n{from} -> n{to}"));
-                    self.nodes[leader].raft.as_mut().expect("running").transfer_leader(to);
+                    self.nodes[leader]
+                        .raft
+                        .as_mut()
+                        .expect("running")
+                        .transfer_leader(to);
                     self.drain(leader);
                 }
             }
@@ -86,7 +102,9 @@ impl Simulation {
                 }
             }
             _ => {
-                let Some(leader) = self.current_leader() else { return };
+                let Some(leader) = self.current_leader() else {
+                    return;
+                };
                 let x = self.nodes[leader].id;
                 let others: Vec<NodeId> = ids.iter().copied().filter(|&y| y != x).collect();
                 self.net.split(&[x], &others);
@@ -95,7 +113,12 @@ impl Simulation {
         self.report.partitions += 1;
         self.partition_generation += 1;
         let heal_at = self.queue.now_us() + 20 * TICK_US + self.rng.below(380 * TICK_US);
-        self.queue.schedule(heal_at, Event::Heal { generation: self.partition_generation });
+        self.queue.schedule(
+            heal_at,
+            Event::Heal {
+                generation: self.partition_generation,
+            },
+        );
         let kind = ["symmetric", "asymmetric", "leader-isolated"][kind as usize];
         let links = self.net.describe();
         self.trace_line(format_args!("partition {kind}: {links}"));

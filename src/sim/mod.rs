@@ -33,6 +33,9 @@ use crate::kv::KvStore;
 use client::Client;
 use history::History;
 
+/// Operations of a non-linearizable key's history printed in a violation.
+const HISTORY_LINES_SHOWN: usize = 40;
+
 /// Simulated time of one tick.
 pub const TICK_US: Micros = 10_000;
 
@@ -84,7 +87,12 @@ impl Faults {
     /// Every fault class on, at rates that make a 2,000-step run see several of each.
     pub fn all() -> Faults {
         Faults {
-            net: NetConfig { delay_min_us: 500, delay_max_us: 5_000, drop_probability: 0.02, duplicate_probability: 0.02 },
+            net: NetConfig {
+                delay_min_us: 500,
+                delay_max_us: 5_000,
+                drop_probability: 0.02,
+                duplicate_probability: 0.02,
+            },
             crash_probability: 0.002,
             crash_leader_probability: 0.002,
             torn_write_probability: 0.5,
@@ -98,7 +106,12 @@ impl Faults {
     /// No faults at all (delay only).
     pub fn none() -> Faults {
         Faults {
-            net: NetConfig { delay_min_us: 500, delay_max_us: 5_000, drop_probability: 0.0, duplicate_probability: 0.0 },
+            net: NetConfig {
+                delay_min_us: 500,
+                delay_max_us: 5_000,
+                drop_probability: 0.0,
+                duplicate_probability: 0.0,
+            },
             crash_probability: 0.0,
             crash_leader_probability: 0.0,
             torn_write_probability: 0.0,
@@ -218,8 +231,16 @@ pub struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "seed {}: {} violated at step {} ({} us): {}", self.seed, self.property, self.step, self.time_us, self.detail)?;
-        writeln!(f, "replay: ringraft sim --seed {} (same --nodes/--steps)", self.seed)?;
+        writeln!(
+            f,
+            "seed {}: {} violated at step {} ({} us): {}",
+            self.seed, self.property, self.step, self.time_us, self.detail
+        )?;
+        writeln!(
+            f,
+            "replay: ringraft sim --seed {} (same --nodes/--steps)",
+            self.seed
+        )?;
         writeln!(f, "last {} trace lines:", TRACE_TAIL_LINES)?;
         f.write_str(&self.trace_tail)
     }
@@ -291,7 +312,10 @@ pub fn run(config: SimConfig) -> Result<SimReport, Box<Violation>> {
 impl Simulation {
     /// Builds the cluster, its clients and the first events.
     pub fn new(config: SimConfig) -> Simulation {
-        assert!(config.nodes >= 1 && config.nodes <= crate::limits::CLUSTER_NODES_MAX, "bad node count");
+        assert!(
+            config.nodes >= 1 && config.nodes <= crate::limits::CLUSTER_NODES_MAX,
+            "bad node count"
+        );
         let mut rng = SplitMix64::new(config.seed);
         let mut queue = EventQueue::default();
         let nodes = (0..config.nodes)
@@ -310,14 +334,19 @@ impl Simulation {
             // Spread the ticks over the tick interval so nodes do not act in lockstep.
             queue.schedule(rng.below(TICK_US), Event::Tick { node });
         }
-        let clients = (0..config.clients).map(|c| Client::new(c as u64 + 1, config.nodes)).collect();
+        let clients = (0..config.clients)
+            .map(|c| Client::new(c as u64 + 1, config.nodes))
+            .collect();
         for client in 0..config.clients {
             queue.schedule(rng.below(5 * TICK_US), Event::ClientWake { client });
         }
         Simulation {
             net: Network::new(config.faults.net.clone()),
             trace: Trace::new(config.full_trace),
-            report: SimReport { seed: config.seed, ..SimReport::default() },
+            report: SimReport {
+                seed: config.seed,
+                ..SimReport::default()
+            },
             config,
             rng,
             queue,
@@ -390,7 +419,8 @@ impl Simulation {
     fn handle(&mut self, event: Event) {
         match event {
             Event::Tick { node } => {
-                self.queue.schedule(self.queue.now_us() + TICK_US, Event::Tick { node });
+                self.queue
+                    .schedule(self.queue.now_us() + TICK_US, Event::Tick { node });
                 if let Some(raft) = self.nodes[node].raft.as_mut() {
                     raft.tick();
                     self.drain(node);
@@ -443,13 +473,19 @@ impl Simulation {
 
     /// The pairwise Log Matching check and Leader Completeness of every current leader.
     fn full_checks(&mut self) {
-        let logs: Vec<(NodeId, &crate::core::RaftLog)> =
-            self.nodes.iter().filter_map(|n| n.raft.as_ref().map(|r| (n.id, r.log()))).collect();
+        let logs: Vec<(NodeId, &crate::core::RaftLog)> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.raft.as_ref().map(|r| (n.id, r.log())))
+            .collect();
         let mut broken = Checker::log_matching(&logs).err();
         for node in &self.nodes {
             let Some(raft) = &node.raft else { continue };
             if raft.role() == crate::core::Role::Leader && broken.is_none() {
-                broken = self.checker.leader_completeness(node.id, raft.hard_state().current_term, raft.log()).err();
+                broken = self
+                    .checker
+                    .leader_completeness(node.id, raft.hard_state().current_term, raft.log())
+                    .err();
             }
         }
         if let Some((property, detail)) = broken {
@@ -482,12 +518,21 @@ impl Simulation {
                     .ops
                     .iter()
                     .filter(|op| op.key == key)
-                    .map(|op| format!("  client {} {:?} [{}, {:?}]", op.client, op.kind, op.invoke, op.complete))
+                    .map(|op| {
+                        format!(
+                            "  client {} {:?} [{}, {:?}]",
+                            op.client, op.kind, op.invoke, op.complete
+                        )
+                    })
                     .collect();
+                // The whole per-key history can be thousands of lines; the replay has it all.
+                let shown = &ops[ops.len().saturating_sub(HISTORY_LINES_SHOWN)..];
                 let detail = format!(
-                    "history of key {:?} is not linearizable:\n{}",
+                    "history of key {:?} ({} operations) is not linearizable; the last {}:\n{}",
                     String::from_utf8_lossy(&key),
-                    ops.join("\n")
+                    ops.len(),
+                    shown.len(),
+                    shown.join("\n")
                 );
                 Err(self.violation_report("linearizability", detail))
             }

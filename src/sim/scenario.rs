@@ -5,7 +5,7 @@
 //! leaders append a no-op: a leader of a later term holds an earlier term's entry on a majority
 //! and must not count that as committed until one of its own entries is also on a majority.
 
-use super::{Faults, Micros, Simulation, SimConfig, SimReport, Violation, TICK_US};
+use super::{Faults, Micros, SimConfig, SimReport, Simulation, Violation, TICK_US};
 use crate::core::{NodeId, Role};
 use crate::kv::{Command, Op};
 
@@ -14,7 +14,11 @@ const NEVER_US: Micros = 1 << 50;
 
 impl Simulation {
     /// Runs events until `done` holds or `within_us` passes; returns whether it held.
-    fn run_until(&mut self, within_us: Micros, done: impl Fn(&Simulation) -> bool) -> Result<bool, Box<Violation>> {
+    fn run_until(
+        &mut self,
+        within_us: Micros,
+        done: impl Fn(&Simulation) -> bool,
+    ) -> Result<bool, Box<Violation>> {
         let end_us = self.queue.now_us() + within_us;
         loop {
             if done(self) {
@@ -31,20 +35,33 @@ impl Simulation {
     }
 
     fn leader_among(&self, candidates: &[usize]) -> Option<usize> {
-        candidates.iter().copied().find(|&i| self.nodes[i].raft.as_ref().is_some_and(|r| r.role() == Role::Leader))
+        candidates.iter().copied().find(|&i| {
+            self.nodes[i]
+                .raft
+                .as_ref()
+                .is_some_and(|r| r.role() == Role::Leader)
+        })
     }
 
     fn persisted_index(&self, node: usize) -> u64 {
-        self.nodes[node].raft.as_ref().map_or(0, |r| r.log().persisted_index())
+        self.nodes[node]
+            .raft
+            .as_ref()
+            .map_or(0, |r| r.log().persisted_index())
     }
 
     fn connect_only(&mut self, groups: &[&[usize]]) {
-        let ids: Vec<Vec<NodeId>> = groups.iter().map(|g| g.iter().map(|&i| self.nodes[i].id).collect()).collect();
+        let ids: Vec<Vec<NodeId>> = groups
+            .iter()
+            .map(|g| g.iter().map(|&i| self.nodes[i].id).collect())
+            .collect();
         let refs: Vec<&[NodeId]> = ids.iter().map(Vec::as_slice).collect();
         let all = self.voters();
         self.net.connect_only(&all, &refs);
         let links = self.net.describe();
-        self.trace_line(format_args!("scenario: connect only {ids:?} (blocked: {links})"));
+        self.trace_line(format_args!(
+            "scenario: connect only {ids:?} (blocked: {links})"
+        ));
     }
 }
 
@@ -62,7 +79,10 @@ impl Simulation {
 /// 4. As soon as L's commit index reaches i, L crashes, losing its unwritten no-op.
 /// 5. {L, D, E} reconnect: E's last term beats L's and D's, E wins and overwrites X at i. If X
 ///    was committed, Leader Completeness (and later State Machine Safety) breaks.
-pub fn figure8(seed: u64, bug_commit_previous_term: bool) -> Result<(SimReport, bool), Box<Violation>> {
+pub fn figure8(
+    seed: u64,
+    bug_commit_previous_term: bool,
+) -> Result<(SimReport, bool), Box<Violation>> {
     let mut config = SimConfig::new(seed, 5, 0);
     config.clients = 0;
     config.faults = Faults::none();
@@ -77,20 +97,36 @@ pub fn figure8(seed: u64, bug_commit_previous_term: bool) -> Result<(SimReport, 
         return Ok((sim.finish_report(), false));
     }
     sim.run_until(20 * TICK_US, |_| false)?;
-    let Some(a) = sim.current_leader() else { return Ok((sim.finish_report(), false)) };
+    let Some(a) = sim.current_leader() else {
+        return Ok((sim.finish_report(), false));
+    };
     let others: Vec<usize> = all.iter().copied().filter(|&i| i != a).collect();
     let b = others[sim.rng.below(4) as usize];
     let rest: Vec<usize> = others.iter().copied().filter(|&i| i != b).collect();
 
     // 1.
     sim.connect_only(&[&[a, b], &rest]);
-    let command = Command { client_id: 0, sequence: 0, op: Op::Put { key: b"x".to_vec(), value: b"X".to_vec() } };
-    let Ok(i) = sim.nodes[a].raft.as_mut().expect("running").propose(command.encode().into()) else {
+    let command = Command {
+        client_id: 0,
+        sequence: 0,
+        op: Op::Put {
+            key: b"x".to_vec(),
+            value: b"X".to_vec(),
+        },
+    };
+    let Ok(i) = sim.nodes[a]
+        .raft
+        .as_mut()
+        .expect("running")
+        .propose(command.encode().into())
+    else {
         return Ok((sim.finish_report(), false));
     };
     sim.trace_line(format_args!("scenario: X proposed at n{} index {i}", a + 1));
     sim.drain(a);
-    if !sim.run_until(100 * TICK_US, |s| s.persisted_index(a) >= i && s.persisted_index(b) >= i)? {
+    if !sim.run_until(100 * TICK_US, |s| {
+        s.persisted_index(a) >= i && s.persisted_index(b) >= i
+    })? {
         return Ok((sim.finish_report(), false));
     }
 
@@ -105,8 +141,20 @@ pub fn figure8(seed: u64, bug_commit_previous_term: bool) -> Result<(SimReport, 
     sim.connect_only(&[&cd, &[b]]);
     sim.run_until(5 * TICK_US, |_| false)?;
     sim.crash_node(e, NEVER_US);
-    let e_term_at_i = sim.nodes[e].disk.restored().entries.iter().find(|x| x.index == i).map(|x| x.term);
-    let x_term = sim.nodes[b].disk.restored().entries.iter().find(|x| x.index == i).map(|x| x.term);
+    let e_term_at_i = sim.nodes[e]
+        .disk
+        .restored()
+        .entries
+        .iter()
+        .find(|x| x.index == i)
+        .map(|x| x.term);
+    let x_term = sim.nodes[b]
+        .disk
+        .restored()
+        .entries
+        .iter()
+        .find(|x| x.index == i)
+        .map(|x| x.term);
     if e_term_at_i.is_none() || e_term_at_i == x_term {
         return Ok((sim.finish_report(), false));
     }
@@ -116,7 +164,12 @@ pub fn figure8(seed: u64, bug_commit_previous_term: bool) -> Result<(SimReport, 
     sim.connect_only(&[&[a, b, c], &[d]]);
     sim.restart_node(a);
     let reached = sim.run_until(500 * TICK_US, |s| {
-        s.leader_among(&[a, b]).is_some_and(|l| s.nodes[l].raft.as_ref().is_some_and(|r| r.log().commit_index() >= i))
+        s.leader_among(&[a, b]).is_some_and(|l| {
+            s.nodes[l]
+                .raft
+                .as_ref()
+                .is_some_and(|r| r.log().commit_index() >= i)
+        })
     })?;
     if !reached {
         return Ok((sim.finish_report(), false));

@@ -21,7 +21,12 @@ pub struct Trace {
 impl Trace {
     /// A trace that keeps the whole text too when `full` (for determinism tests).
     pub fn new(full: bool) -> Trace {
-        Trace { tail: VecDeque::with_capacity(TRACE_TAIL_LINES), digest: 0xcbf2_9ce4_8422_2325, lines: 0, full: full.then(String::new) }
+        Trace {
+            tail: VecDeque::with_capacity(TRACE_TAIL_LINES),
+            digest: 0xcbf2_9ce4_8422_2325,
+            lines: 0,
+            full: full.then(String::new),
+        }
     }
 
     /// Records one line at simulated time `now_us`.
