@@ -73,9 +73,7 @@ impl Output {
         if let Some(e) = self.entries.last() {
             return Some((e.index, e.term));
         }
-        self.snapshot
-            .as_ref()
-            .map(|s| (s.meta.last_included_index, s.meta.last_included_term))
+        self.snapshot.as_ref().map(|s| (s.meta.last_included_index, s.meta.last_included_term))
     }
 }
 
