@@ -74,16 +74,25 @@ impl Config {
         sorted.sort_unstable();
         sorted.dedup();
         if sorted.len() != self.voters.len() || sorted.contains(&0) {
-            return Err(ConfigError::BadVoters("voter ids must be distinct and non-zero"));
+            return Err(ConfigError::BadVoters(
+                "voter ids must be distinct and non-zero",
+            ));
         }
         if !sorted.contains(&self.id) {
-            return Err(ConfigError::BadVoters("this node's id is not among the voters"));
+            return Err(ConfigError::BadVoters(
+                "this node's id is not among the voters",
+            ));
         }
         if sorted.len() > limits::CLUSTER_NODES_MAX {
-            return Err(ConfigError::BadVoters("more voters than limits::CLUSTER_NODES_MAX"));
+            return Err(ConfigError::BadVoters(
+                "more voters than limits::CLUSTER_NODES_MAX",
+            ));
         }
         if self.heartbeat_interval_ticks == 0 {
-            return Err(ConfigError::Bound { field: "heartbeat_interval_ticks", reason: "must be at least 1" });
+            return Err(ConfigError::Bound {
+                field: "heartbeat_interval_ticks",
+                reason: "must be at least 1",
+            });
         }
         if self.election_timeout_ticks <= self.heartbeat_interval_ticks {
             return Err(ConfigError::ElectionNotAboveHeartbeat {
@@ -91,19 +100,59 @@ impl Config {
                 heartbeat_interval_ticks: self.heartbeat_interval_ticks,
             });
         }
-        check_range("batch_entries_max", self.batch_entries_max, 1, limits::BATCH_ENTRIES_MAX)?;
-        check_range("batch_bytes_max", self.batch_bytes_max, 1, limits::BATCH_BYTES_MAX)?;
-        check_range("inflight_msgs_max", self.inflight_msgs_max, 1, limits::INFLIGHT_MSGS_MAX)?;
-        check_range("inflight_bytes_max", self.inflight_bytes_max, self.batch_bytes_max, limits::INFLIGHT_BYTES_MAX)?;
-        check_range("snapshot_chunk_bytes", self.snapshot_chunk_bytes, 1, limits::SNAPSHOT_CHUNK_BYTES_MAX)?;
-        check_range("uncommitted_entries_max", self.uncommitted_entries_max, 1, limits::UNCOMMITTED_ENTRIES_MAX)?;
+        check_range(
+            "batch_entries_max",
+            self.batch_entries_max,
+            1,
+            limits::BATCH_ENTRIES_MAX,
+        )?;
+        check_range(
+            "batch_bytes_max",
+            self.batch_bytes_max,
+            1,
+            limits::BATCH_BYTES_MAX,
+        )?;
+        check_range(
+            "inflight_msgs_max",
+            self.inflight_msgs_max,
+            1,
+            limits::INFLIGHT_MSGS_MAX,
+        )?;
+        check_range(
+            "inflight_bytes_max",
+            self.inflight_bytes_max,
+            self.batch_bytes_max,
+            limits::INFLIGHT_BYTES_MAX,
+        )?;
+        check_range(
+            "snapshot_chunk_bytes",
+            self.snapshot_chunk_bytes,
+            1,
+            limits::SNAPSHOT_CHUNK_BYTES_MAX,
+        )?;
+        check_range(
+            "uncommitted_entries_max",
+            self.uncommitted_entries_max,
+            1,
+            limits::UNCOMMITTED_ENTRIES_MAX,
+        )?;
         Ok(())
     }
 }
 
-fn check_range(field: &'static str, value: usize, min: usize, max: usize) -> Result<(), ConfigError> {
+fn check_range(
+    field: &'static str,
+    value: usize,
+    min: usize,
+    max: usize,
+) -> Result<(), ConfigError> {
     if value < min || value > max {
-        return Err(ConfigError::OutOfRange { field, value, min, max });
+        return Err(ConfigError::OutOfRange {
+            field,
+            value,
+            min,
+            max,
+        });
     }
     Ok(())
 }

@@ -23,4 +23,6 @@ pub use output::{Output, ProposeError, ReadError, ReadState, SoftState};
 pub use raft::RawNode;
 pub use raft_log::RaftLog;
 pub use rng::SplitMix64;
-pub use types::{Entry, EntryKind, HardState, Index, NodeId, Restored, Role, Snapshot, SnapshotMeta, Term};
+pub use types::{
+    Entry, EntryKind, HardState, Index, NodeId, Restored, Role, Snapshot, SnapshotMeta, Term,
+};

@@ -73,7 +73,9 @@ impl Output {
         if let Some(e) = self.entries.last() {
             return Some((e.index, e.term));
         }
-        self.snapshot.as_ref().map(|s| (s.meta.last_included_index, s.meta.last_included_term))
+        self.snapshot
+            .as_ref()
+            .map(|s| (s.meta.last_included_index, s.meta.last_included_term))
     }
 }
 

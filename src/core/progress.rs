@@ -60,7 +60,9 @@ impl Progress {
     pub fn can_send(&self, msgs_max: usize, bytes_max: usize) -> bool {
         match self.state {
             ProgressState::Probe => !self.paused,
-            ProgressState::Replicate => self.inflight.len() < msgs_max && self.inflight_bytes < bytes_max,
+            ProgressState::Replicate => {
+                self.inflight.len() < msgs_max && self.inflight_bytes < bytes_max
+            }
             ProgressState::Snapshot { .. } => false,
         }
     }
@@ -77,7 +79,9 @@ impl Progress {
                     self.inflight_bytes += bytes;
                 }
             }
-            ProgressState::Snapshot { .. } => unreachable!("appends are not sent while sending a snapshot"),
+            ProgressState::Snapshot { .. } => {
+                unreachable!("appends are not sent while sending a snapshot")
+            }
         }
     }
 
@@ -134,7 +138,10 @@ impl Progress {
 
     /// Starts sending the snapshot taken at `snapshot_index`.
     pub fn become_snapshot(&mut self, snapshot_index: Index) {
-        self.state = ProgressState::Snapshot { snapshot_index, offset: 0 };
+        self.state = ProgressState::Snapshot {
+            snapshot_index,
+            offset: 0,
+        };
         self.paused = false;
         self.clear_inflight();
     }

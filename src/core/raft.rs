@@ -13,7 +13,9 @@ use super::output::{Output, ProposeError, ReadError, ReadState, SoftState};
 use super::progress::{Progress, ProgressState};
 use super::raft_log::RaftLog;
 use super::rng::SplitMix64;
-use super::types::{Entry, EntryKind, HardState, Index, NodeId, Restored, Role, Snapshot, SnapshotMeta, Term};
+use super::types::{
+    Entry, EntryKind, HardState, Index, NodeId, Restored, Role, Snapshot, SnapshotMeta, Term,
+};
 use crate::limits;
 
 /// Most committed entries handed out in one output, so one output stays bounded.
@@ -54,6 +56,8 @@ pub struct RawNode {
     progress: BTreeMap<NodeId, Progress>,
     lead_transferee: Option<NodeId>,
     transfer_elapsed_ticks: u32,
+    /// Leader: the commit index last sent to followers.
+    commit_index_sent: Index,
 
     reads: ReadIndexState,
     out: Output,
@@ -88,9 +92,18 @@ impl RawNode {
     /// A node starting from what it had made durable (`Restored::default()` for a new node).
     pub fn new(config: Config, restored: Restored) -> Result<RawNode, ConfigError> {
         config.validate()?;
-        let mut peers: Vec<NodeId> = config.voters.iter().copied().filter(|&v| v != config.id).collect();
+        let mut peers: Vec<NodeId> = config
+            .voters
+            .iter()
+            .copied()
+            .filter(|&v| v != config.id)
+            .collect();
         peers.sort_unstable();
-        let snapshot_meta = restored.snapshot.as_ref().map(|s| s.meta).unwrap_or_default();
+        let snapshot_meta = restored
+            .snapshot
+            .as_ref()
+            .map(|s| s.meta)
+            .unwrap_or_default();
         let log = RaftLog::restored(snapshot_meta, restored.entries);
         let mut node = RawNode {
             rng: SplitMix64::new(config.seed ^ config.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
@@ -112,6 +125,7 @@ impl RawNode {
             progress: BTreeMap::new(),
             lead_transferee: None,
             transfer_elapsed_ticks: 0,
+            commit_index_sent: 0,
             reads: ReadIndexState::default(),
             out: Output::default(),
             config,
@@ -180,15 +194,22 @@ impl RawNode {
     /// Proposes a command; returns the index it will have if it commits.
     pub fn propose(&mut self, data: Bytes) -> Result<Index, ProposeError> {
         if self.role != Role::Leader {
-            return Err(ProposeError::NotLeader { leader: self.leader });
+            return Err(ProposeError::NotLeader {
+                leader: self.leader,
+            });
         }
         if self.lead_transferee.is_some() {
             return Err(ProposeError::TransferInProgress);
         }
         if data.len() > limits::ENTRY_BYTES_MAX {
-            return Err(ProposeError::TooLarge { size_bytes: data.len(), limit_bytes: limits::ENTRY_BYTES_MAX });
+            return Err(ProposeError::TooLarge {
+                size_bytes: data.len(),
+                limit_bytes: limits::ENTRY_BYTES_MAX,
+            });
         }
-        if (self.log.last_index() - self.log.commit_index()) as usize >= self.config.uncommitted_entries_max {
+        if (self.log.last_index() - self.log.commit_index()) as usize
+            >= self.config.uncommitted_entries_max
+        {
             return Err(ProposeError::Backpressure);
         }
         Ok(self.append_entry(EntryKind::Normal, data))
@@ -231,10 +252,15 @@ impl RawNode {
     pub fn snapshot_taken(&mut self, snapshot: Snapshot) {
         self.snapshot_requested = false;
         let index = snapshot.meta.last_included_index;
-        if index <= self.log.snapshot_meta().last_included_index || index > self.log.applied_index() {
+        if index <= self.log.snapshot_meta().last_included_index || index > self.log.applied_index()
+        {
             return; // Stale, or not yet applied here: ignore rather than corrupt the log.
         }
-        assert_eq!(self.log.term_at(index), Some(snapshot.meta.last_included_term), "snapshot term mismatch at {index}");
+        assert_eq!(
+            self.log.term_at(index),
+            Some(snapshot.meta.last_included_term),
+            "snapshot term mismatch at {index}"
+        );
         self.log.compact(index);
         self.snapshot = Some(snapshot);
         self.out.compact_upto = Some(index);
@@ -278,12 +304,14 @@ impl RawNode {
     /// leave together: this is where batching happens.
     pub fn take_output(&mut self) -> Output {
         if self.role == Role::Leader {
-            for peer in self.peers.clone() {
-                self.send_append(peer);
-            }
+            self.broadcast_append();
             self.broadcast_read_round();
         }
-        let soft = SoftState { role: self.role, leader: self.leader, term: self.term() };
+        let soft = SoftState {
+            role: self.role,
+            leader: self.leader,
+            term: self.term(),
+        };
         if self.last_soft_state != Some(soft) {
             self.last_soft_state = Some(soft);
             self.out.soft_state = Some(soft);
@@ -308,7 +336,11 @@ impl RawNode {
 
     /// Sends a message: at once, or after the pending write when it depends on durable state.
     fn send(&mut self, to: NodeId, message: Message) {
-        let envelope = Envelope { from: self.config.id, to, message };
+        let envelope = Envelope {
+            from: self.config.id,
+            to,
+            message,
+        };
         // Anything said after a term or vote change must wait until that change is durable;
         // so must acknowledgements of appended entries and installed snapshots.
         let after_persist = self.hard_state != self.written_hard_state
@@ -336,7 +368,10 @@ impl RawNode {
 
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         if term > self.term() {
-            self.hard_state = HardState { current_term: term, voted_for: None };
+            self.hard_state = HardState {
+                current_term: term,
+                voted_for: None,
+            };
         }
         if self.role == Role::Leader || self.leader != leader {
             self.fail_pending_reads();
@@ -367,15 +402,26 @@ impl RawNode {
         if self.quorum() == 1 {
             return self.become_candidate(false);
         }
-        let (term, last_log_index, last_log_term) = (self.term() + 1, self.log.last_index(), self.log.last_term());
+        let (term, last_log_index, last_log_term) =
+            (self.term() + 1, self.log.last_index(), self.log.last_term());
         for peer in self.peers.clone() {
-            self.send(peer, Message::PreVote { term, last_log_index, last_log_term });
+            self.send(
+                peer,
+                Message::PreVote {
+                    term,
+                    last_log_index,
+                    last_log_term,
+                },
+            );
         }
     }
 
     fn become_candidate(&mut self, leader_transfer: bool) {
         self.fail_pending_reads();
-        self.hard_state = HardState { current_term: self.term() + 1, voted_for: Some(self.config.id) };
+        self.hard_state = HardState {
+            current_term: self.term() + 1,
+            voted_for: Some(self.config.id),
+        };
         self.role = Role::Candidate;
         self.leader = None;
         self.votes.clear();
@@ -384,9 +430,18 @@ impl RawNode {
         if self.quorum() == 1 {
             return self.become_leader();
         }
-        let (term, last_log_index, last_log_term) = (self.term(), self.log.last_index(), self.log.last_term());
+        let (term, last_log_index, last_log_term) =
+            (self.term(), self.log.last_index(), self.log.last_term());
         for peer in self.peers.clone() {
-            self.send(peer, Message::RequestVote { term, last_log_index, last_log_term, leader_transfer });
+            self.send(
+                peer,
+                Message::RequestVote {
+                    term,
+                    last_log_index,
+                    last_log_term,
+                    leader_transfer,
+                },
+            );
         }
     }
 
@@ -399,7 +454,11 @@ impl RawNode {
         self.heartbeat_elapsed_ticks = 0;
         self.reads = ReadIndexState::default();
         let next = self.log.last_index() + 1;
-        self.progress = self.peers.iter().map(|&p| (p, Progress::new(next))).collect();
+        self.progress = self
+            .peers
+            .iter()
+            .map(|&p| (p, Progress::new(next)))
+            .collect();
         // The no-op of thesis 6.4: committing it commits every earlier entry, and tells the
         // leader its commit index, which ReadIndex needs.
         self.append_entry(EntryKind::Noop, Bytes::new());
@@ -407,7 +466,12 @@ impl RawNode {
 
     fn append_entry(&mut self, kind: EntryKind, data: Bytes) -> Index {
         let index = self.log.last_index() + 1;
-        self.log.append(Entry { term: self.term(), index, kind, data });
+        self.log.append(Entry {
+            term: self.term(),
+            index,
+            kind,
+            data,
+        });
         index
     }
 
@@ -416,7 +480,11 @@ impl RawNode {
     /// A message from a higher term. Returns whether to go on handling it.
     fn handle_higher_term(&mut self, from: NodeId, message: &Message) -> bool {
         match *message {
-            Message::PreVote { .. } | Message::RequestVote { leader_transfer: false, .. } if self.in_leader_lease() => {
+            Message::PreVote { .. }
+            | Message::RequestVote {
+                leader_transfer: false,
+                ..
+            } if self.in_leader_lease() => {
                 // Thesis 6.2 / 4.2.3: we heard from a leader recently, so this candidate is
                 // disruptive (e.g. just back from a partition). Ignore it.
                 false
@@ -450,11 +518,25 @@ impl RawNode {
             // A stale leader learns our term and steps down. Without this, a node that raised
             // its term behind a partition (pre-vote off) could never rejoin; with pre-vote,
             // it lets a deposed leader find out.
-            Message::AppendEntries { .. } | Message::Heartbeat { .. } | Message::InstallSnapshot { .. } => {
-                self.send(from, Message::HeartbeatResponse { term, read_round: 0 });
+            Message::AppendEntries { .. }
+            | Message::Heartbeat { .. }
+            | Message::InstallSnapshot { .. } => {
+                self.send(
+                    from,
+                    Message::HeartbeatResponse {
+                        term,
+                        read_round: 0,
+                    },
+                );
             }
             Message::PreVote { .. } => {
-                self.send(from, Message::PreVoteResponse { term, granted: false });
+                self.send(
+                    from,
+                    Message::PreVoteResponse {
+                        term,
+                        granted: false,
+                    },
+                );
             }
             _ => {}
         }
@@ -462,14 +544,21 @@ impl RawNode {
 
     fn step_current_term(&mut self, from: NodeId, message: Message) {
         match message {
-            Message::PreVote { term, last_log_index, last_log_term } => {
-                let granted = term > self.term() && self.log.is_up_to_date(last_log_index, last_log_term);
+            Message::PreVote {
+                term,
+                last_log_index,
+                last_log_term,
+            } => {
+                let granted =
+                    term > self.term() && self.log.is_up_to_date(last_log_index, last_log_term);
                 let term = if granted { term } else { self.term() };
                 self.send(from, Message::PreVoteResponse { term, granted });
             }
-            Message::RequestVote { last_log_index, last_log_term, .. } => {
-                self.handle_request_vote(from, last_log_index, last_log_term)
-            }
+            Message::RequestVote {
+                last_log_index,
+                last_log_term,
+                ..
+            } => self.handle_request_vote(from, last_log_index, last_log_term),
             Message::PreVoteResponse { term, granted } => {
                 if self.role == Role::PreCandidate && term == self.term() + 1 {
                     self.record_vote(from, granted);
@@ -482,19 +571,45 @@ impl RawNode {
                     self.record_vote(from, granted);
                 }
             }
-            Message::AppendEntries { prev_log_index, prev_log_term, leader_commit, entries, .. } => {
+            Message::AppendEntries {
+                prev_log_index,
+                prev_log_term,
+                leader_commit,
+                entries,
+                ..
+            } => {
                 self.accept_leader(from);
-                self.handle_append_entries(from, prev_log_index, prev_log_term, leader_commit, entries);
+                self.handle_append_entries(
+                    from,
+                    prev_log_index,
+                    prev_log_term,
+                    leader_commit,
+                    entries,
+                );
             }
-            Message::Heartbeat { leader_commit, read_round, .. } => {
+            Message::Heartbeat {
+                leader_commit,
+                read_round,
+                ..
+            } => {
                 self.accept_leader(from);
                 self.log.commit_to(leader_commit.min(self.log.last_index()));
                 let term = self.term();
                 self.send(from, Message::HeartbeatResponse { term, read_round });
             }
-            Message::InstallSnapshot { last_included_index, last_included_term, offset, data, done, .. } => {
+            Message::InstallSnapshot {
+                last_included_index,
+                last_included_term,
+                offset,
+                data,
+                done,
+                ..
+            } => {
                 self.accept_leader(from);
-                let meta = SnapshotMeta { last_included_index, last_included_term };
+                let meta = SnapshotMeta {
+                    last_included_index,
+                    last_included_term,
+                };
                 self.handle_install_snapshot(from, meta, offset, data, done);
             }
             Message::TimeoutNow { .. } => {
@@ -502,22 +617,46 @@ impl RawNode {
                     self.become_candidate(true);
                 }
             }
-            Message::ReadIndexRequest { request_id, .. } => self.handle_read_index_request(from, request_id),
-            Message::ReadIndexResponse { request_id, read_index, .. } => {
+            Message::ReadIndexRequest { request_id, .. } => {
+                self.handle_read_index_request(from, request_id)
+            }
+            Message::ReadIndexResponse {
+                request_id,
+                read_index,
+                ..
+            } => {
                 if self.reads.forwarded.remove(&request_id).is_some() {
                     match read_index {
-                        Some(read_index) => self.out.read_states.push(ReadState { request_id, read_index }),
+                        Some(read_index) => self.out.read_states.push(ReadState {
+                            request_id,
+                            read_index,
+                        }),
                         None => self.out.reads_failed.push(request_id),
                     }
                 }
             }
-            Message::AppendEntriesResponse { success, match_index, conflict_index, conflict_term, .. } => {
-                self.handle_append_response(from, success, match_index, conflict_index, conflict_term)
+            Message::AppendEntriesResponse {
+                success,
+                match_index,
+                conflict_index,
+                conflict_term,
+                ..
+            } => self.handle_append_response(
+                from,
+                success,
+                match_index,
+                conflict_index,
+                conflict_term,
+            ),
+            Message::HeartbeatResponse { read_round, .. } => {
+                self.handle_heartbeat_response(from, read_round)
             }
-            Message::HeartbeatResponse { read_round, .. } => self.handle_heartbeat_response(from, read_round),
-            Message::InstallSnapshotResponse { last_included_index, next_offset, done, .. } => {
-                self.handle_snapshot_response(from, last_included_index, next_offset, done)
-            }
+            Message::InstallSnapshotResponse {
+                last_included_index,
+                next_offset,
+                done,
+                ..
+            } => self.handle_snapshot_response(from, last_included_index, next_offset, done),
         }
     }
 
@@ -571,7 +710,13 @@ impl RawNode {
         if prev_log_index < self.log.commit_index() {
             // Everything through our commit index matches the leader's log already.
             let match_index = self.log.commit_index();
-            let message = Message::AppendEntriesResponse { term, success: true, match_index, conflict_index: 0, conflict_term: None };
+            let message = Message::AppendEntriesResponse {
+                term,
+                success: true,
+                match_index,
+                conflict_index: 0,
+                conflict_term: None,
+            };
             return self.send(from, message);
         }
         match self.log.try_append(prev_log_index, prev_log_term, entries) {
@@ -603,13 +748,26 @@ impl RawNode {
         }
     }
 
-    fn handle_install_snapshot(&mut self, from: NodeId, meta: SnapshotMeta, offset: u64, data: Bytes, done: bool) {
+    fn handle_install_snapshot(
+        &mut self,
+        from: NodeId,
+        meta: SnapshotMeta,
+        offset: u64,
+        data: Bytes,
+        done: bool,
+    ) {
         let term = self.term();
         let index = meta.last_included_index;
         if index <= self.log.commit_index() {
             // We already hold (and have committed) everything it covers.
             let match_index = self.log.commit_index();
-            let message = Message::AppendEntriesResponse { term, success: true, match_index, conflict_index: 0, conflict_term: None };
+            let message = Message::AppendEntriesResponse {
+                term,
+                success: true,
+                match_index,
+                conflict_index: 0,
+                conflict_term: None,
+            };
             return self.send(from, message);
         }
         if offset == 0 {
@@ -628,13 +786,33 @@ impl RawNode {
             _ => 0,
         };
         if done && next_offset == offset + data.len() as u64 {
-            let (meta, buf) = self.incoming_snapshot.take().expect("snapshot buffer present");
-            self.install_snapshot(Snapshot { meta, data: Bytes::from(buf) });
-            let message = Message::InstallSnapshotResponse { term, last_included_index: index, next_offset, done: true };
+            let (meta, buf) = self
+                .incoming_snapshot
+                .take()
+                .expect("snapshot buffer present");
+            self.install_snapshot(Snapshot {
+                meta,
+                data: Bytes::from(buf),
+            });
+            let message = Message::InstallSnapshotResponse {
+                term,
+                last_included_index: index,
+                next_offset,
+                done: true,
+            };
             return self.send(from, message);
         }
-        let message = Message::InstallSnapshotResponse { term, last_included_index: index, next_offset, done: false };
-        self.out.messages.push(Envelope { from: self.config.id, to: from, message });
+        let message = Message::InstallSnapshotResponse {
+            term,
+            last_included_index: index,
+            next_offset,
+            done: false,
+        };
+        self.out.messages.push(Envelope {
+            from: self.config.id,
+            to: from,
+            message,
+        });
     }
 
     fn install_snapshot(&mut self, snapshot: Snapshot) {
@@ -681,7 +859,10 @@ impl RawNode {
     fn broadcast_heartbeat(&mut self) {
         let term = self.term();
         for peer in self.peers.clone() {
-            let progress = self.progress.get_mut(&peer).expect("leader has progress for every peer");
+            let progress = self
+                .progress
+                .get_mut(&peer)
+                .expect("leader has progress for every peer");
             progress.paused = false; // Let a probe (or snapshot chunk) be retried.
             if std::mem::take(&mut progress.sent_since_heartbeat) {
                 continue; // Traffic flows; the AppendEntries did the heartbeat's job.
@@ -691,31 +872,74 @@ impl RawNode {
                 continue;
             }
             let leader_commit = progress.match_index.min(self.log.commit_index());
-            self.send(peer, Message::Heartbeat { term, leader_commit, read_round: 0 });
+            self.send(
+                peer,
+                Message::Heartbeat {
+                    term,
+                    leader_commit,
+                    read_round: 0,
+                },
+            );
         }
     }
 
+    /// Sends every follower what it lacks; a follower that needs no entries but has not heard
+    /// the latest commit index gets an empty AppendEntries carrying it, so that followers apply
+    /// (and serve follower reads) without waiting for the next heartbeat.
+    fn broadcast_append(&mut self) {
+        let commit_advanced = self.log.commit_index() > self.commit_index_sent;
+        for peer in self.peers.clone() {
+            let sent = self.send_append(peer);
+            let progress = &self.progress[&peer];
+            if commit_advanced && !sent && progress.state == ProgressState::Replicate {
+                let prev_log_index = progress.next_index - 1;
+                if let Some(prev_log_term) = self.log.term_at(prev_log_index) {
+                    let (term, leader_commit) = (self.term(), self.log.commit_index());
+                    let message = Message::AppendEntries {
+                        term,
+                        prev_log_index,
+                        prev_log_term,
+                        leader_commit,
+                        entries: Vec::new(),
+                    };
+                    self.send(peer, message);
+                }
+            }
+        }
+        self.commit_index_sent = self.log.commit_index();
+    }
+
     /// Sends AppendEntries to `peer` while its window allows and there is something to send.
-    fn send_append(&mut self, peer: NodeId) {
+    /// Returns whether anything was sent.
+    fn send_append(&mut self, peer: NodeId) -> bool {
+        let mut sent = false;
         loop {
             let progress = &self.progress[&peer];
-            if !progress.can_send(self.config.inflight_msgs_max, self.config.inflight_bytes_max) {
-                return;
+            if !progress.can_send(
+                self.config.inflight_msgs_max,
+                self.config.inflight_bytes_max,
+            ) {
+                return sent;
             }
             let next = progress.next_index;
             let is_probe = progress.state == ProgressState::Probe;
             if next > self.log.last_index() && !is_probe {
-                return;
+                return sent;
             }
             let prev_log_index = next - 1;
             let Some(prev_log_term) = self.log.term_at(prev_log_index) else {
-                return self.start_snapshot(peer);
+                self.start_snapshot(peer);
+                return true;
             };
             if next > self.log.last_index() && progress.match_index == self.log.last_index() {
-                return; // A probe with nothing to carry and nothing to learn.
+                return sent; // A probe with nothing to carry and nothing to learn.
             }
             let entries = if next <= self.log.last_index() {
-                self.log.entries_from(next, self.config.batch_entries_max, self.config.batch_bytes_max)
+                self.log.entries_from(
+                    next,
+                    self.config.batch_entries_max,
+                    self.config.batch_bytes_max,
+                )
             } else {
                 Vec::new()
             };
@@ -723,10 +947,23 @@ impl RawNode {
             let bytes: usize = entries.iter().map(Entry::size_bytes).sum();
             let leader_commit = self.log.commit_index();
             let term = self.term();
-            self.progress.get_mut(&peer).expect("progress").on_sent(last, bytes);
-            self.send(peer, Message::AppendEntries { term, prev_log_index, prev_log_term, leader_commit, entries });
+            self.progress
+                .get_mut(&peer)
+                .expect("progress")
+                .on_sent(last, bytes);
+            self.send(
+                peer,
+                Message::AppendEntries {
+                    term,
+                    prev_log_index,
+                    prev_log_term,
+                    leader_commit,
+                    entries,
+                },
+            );
+            sent = true;
             if is_probe {
-                return;
+                return sent;
             }
         }
     }
@@ -736,14 +973,26 @@ impl RawNode {
             panic!("peer {peer} needs compacted entries but there is no snapshot");
         };
         let index = snapshot.meta.last_included_index;
-        self.progress.get_mut(&peer).expect("progress").become_snapshot(index);
+        self.progress
+            .get_mut(&peer)
+            .expect("progress")
+            .become_snapshot(index);
         self.send_snapshot_chunk(peer);
     }
 
     fn send_snapshot_chunk(&mut self, peer: NodeId) {
-        let snapshot = self.snapshot.as_ref().expect("snapshot state implies a snapshot");
+        let snapshot = self
+            .snapshot
+            .as_ref()
+            .expect("snapshot state implies a snapshot");
         let progress = self.progress.get_mut(&peer).expect("progress");
-        let ProgressState::Snapshot { snapshot_index, offset } = progress.state else { return };
+        let ProgressState::Snapshot {
+            snapshot_index,
+            offset,
+        } = progress.state
+        else {
+            return;
+        };
         if snapshot_index != snapshot.meta.last_included_index {
             // A newer snapshot replaced the one being sent: start over with it.
             progress.become_snapshot(snapshot.meta.last_included_index);
@@ -778,7 +1027,10 @@ impl RawNode {
         if self.role != Role::Leader {
             return;
         }
-        let progress = self.progress.get_mut(&from).expect("leader has progress for every peer");
+        let progress = self
+            .progress
+            .get_mut(&from)
+            .expect("leader has progress for every peer");
         progress.recent_active = true;
         if success {
             if let ProgressState::Snapshot { .. } = progress.state {
@@ -787,17 +1039,27 @@ impl RawNode {
             if progress.on_success(match_index) {
                 self.maybe_commit();
             }
-            if self.lead_transferee == Some(from) && self.progress[&from].match_index == self.log.last_index() {
+            if self.lead_transferee == Some(from)
+                && self.progress[&from].match_index == self.log.last_index()
+            {
                 self.send_timeout_now(from);
             }
         } else {
             // Fast backtracking (paper section 5.3, the optimization at its end).
             let next = match conflict_term {
-                Some(t) => self.log.last_index_of_term(t, match_index).map_or(conflict_index, |i| i + 1),
+                Some(t) => self
+                    .log
+                    .last_index_of_term(t, match_index)
+                    .map_or(conflict_index, |i| i + 1),
                 None => conflict_index,
             };
             let next = next.max(1);
-            if self.progress.get_mut(&from).expect("progress").on_reject(match_index, next) {
+            if self
+                .progress
+                .get_mut(&from)
+                .expect("progress")
+                .on_reject(match_index, next)
+            {
                 self.send_append(from);
             }
         }
@@ -807,8 +1069,14 @@ impl RawNode {
         if self.role != Role::Leader {
             return;
         }
-        let (msgs_max, bytes_max) = (self.config.inflight_msgs_max, self.config.inflight_bytes_max);
-        let progress = self.progress.get_mut(&from).expect("leader has progress for every peer");
+        let (msgs_max, bytes_max) = (
+            self.config.inflight_msgs_max,
+            self.config.inflight_bytes_max,
+        );
+        let progress = self
+            .progress
+            .get_mut(&from)
+            .expect("leader has progress for every peer");
         progress.recent_active = true;
         progress.paused = false;
         progress.free_one_if_full(msgs_max, bytes_max);
@@ -817,13 +1085,24 @@ impl RawNode {
         }
     }
 
-    fn handle_snapshot_response(&mut self, from: NodeId, last_included_index: Index, next_offset: u64, done: bool) {
+    fn handle_snapshot_response(
+        &mut self,
+        from: NodeId,
+        last_included_index: Index,
+        next_offset: u64,
+        done: bool,
+    ) {
         if self.role != Role::Leader {
             return;
         }
-        let progress = self.progress.get_mut(&from).expect("leader has progress for every peer");
+        let progress = self
+            .progress
+            .get_mut(&from)
+            .expect("leader has progress for every peer");
         progress.recent_active = true;
-        let ProgressState::Snapshot { snapshot_index, .. } = progress.state else { return };
+        let ProgressState::Snapshot { snapshot_index, .. } = progress.state else {
+            return;
+        };
         if snapshot_index != last_included_index {
             return;
         }
@@ -832,7 +1111,10 @@ impl RawNode {
             progress.on_success(last_included_index);
             self.maybe_commit();
         } else {
-            progress.state = ProgressState::Snapshot { snapshot_index, offset: next_offset };
+            progress.state = ProgressState::Snapshot {
+                snapshot_index,
+                offset: next_offset,
+            };
             progress.paused = false;
             self.send_snapshot_chunk(from);
         }
@@ -855,7 +1137,8 @@ impl RawNode {
         }
         let of_current_term = self.log.term_at(candidate) == Some(self.term());
         if of_current_term || self.config.bug_commit_previous_term {
-            let first_commit_of_term = self.log.term_at(self.log.commit_index()) != Some(self.term());
+            let first_commit_of_term =
+                self.log.term_at(self.log.commit_index()) != Some(self.term());
             self.log.commit_to(candidate);
             if first_commit_of_term && of_current_term {
                 self.release_reads_before_first_commit();
@@ -878,9 +1161,17 @@ impl RawNode {
         }
         let read_index = self.log.commit_index();
         if self.quorum() == 1 {
-            return self.answer_read(PendingRead { origin, request_id, read_index });
+            return self.answer_read(PendingRead {
+                origin,
+                request_id,
+                read_index,
+            });
         }
-        self.reads.unsent.push(PendingRead { origin, request_id, read_index });
+        self.reads.unsent.push(PendingRead {
+            origin,
+            request_id,
+            read_index,
+        });
     }
 
     fn release_reads_before_first_commit(&mut self) {
@@ -890,9 +1181,17 @@ impl RawNode {
     }
 
     fn handle_read_index_request(&mut self, from: NodeId, request_id: u64) {
-        if self.role != Role::Leader || self.pending_read_count() >= limits::READ_INDEX_PENDING_MAX {
+        if self.role != Role::Leader || self.pending_read_count() >= limits::READ_INDEX_PENDING_MAX
+        {
             let term = self.term();
-            return self.send(from, Message::ReadIndexResponse { term, request_id, read_index: None });
+            return self.send(
+                from,
+                Message::ReadIndexResponse {
+                    term,
+                    request_id,
+                    read_index: None,
+                },
+            );
         }
         self.leader_read_index(from, request_id);
     }
@@ -909,8 +1208,17 @@ impl RawNode {
         }
         let term = self.term();
         for peer in self.peers.clone() {
-            let leader_commit = self.progress[&peer].match_index.min(self.log.commit_index());
-            self.send(peer, Message::Heartbeat { term, leader_commit, read_round: round });
+            let leader_commit = self.progress[&peer]
+                .match_index
+                .min(self.log.commit_index());
+            self.send(
+                peer,
+                Message::Heartbeat {
+                    term,
+                    leader_commit,
+                    read_round: round,
+                },
+            );
         }
     }
 
@@ -918,12 +1226,26 @@ impl RawNode {
         let acked = self.reads.acked_round.entry(from).or_insert(0);
         *acked = (*acked).max(round);
         // The highest round a quorum (this node included) has acknowledged.
-        let mut rounds: Vec<u64> = self.peers.iter().map(|p| self.reads.acked_round.get(p).copied().unwrap_or(0)).collect();
+        let mut rounds: Vec<u64> = self
+            .peers
+            .iter()
+            .map(|p| self.reads.acked_round.get(p).copied().unwrap_or(0))
+            .collect();
         rounds.push(u64::MAX);
         rounds.sort_unstable_by(|a, b| b.cmp(a));
         let confirmed = rounds[self.quorum() - 1];
-        let ready = self.reads.waiting.iter().take_while(|(r, _)| *r <= confirmed).count();
-        let released: Vec<PendingRead> = self.reads.waiting.drain(..ready).map(|(_, read)| read).collect();
+        let ready = self
+            .reads
+            .waiting
+            .iter()
+            .take_while(|(r, _)| *r <= confirmed)
+            .count();
+        let released: Vec<PendingRead> = self
+            .reads
+            .waiting
+            .drain(..ready)
+            .map(|(_, read)| read)
+            .collect();
         for read in released {
             self.answer_read(read);
         }
@@ -931,10 +1253,17 @@ impl RawNode {
 
     fn answer_read(&mut self, read: PendingRead) {
         if read.origin == self.config.id {
-            self.out.read_states.push(ReadState { request_id: read.request_id, read_index: read.read_index });
+            self.out.read_states.push(ReadState {
+                request_id: read.request_id,
+                read_index: read.read_index,
+            });
         } else {
             let term = self.term();
-            let message = Message::ReadIndexResponse { term, request_id: read.request_id, read_index: Some(read.read_index) };
+            let message = Message::ReadIndexResponse {
+                term,
+                request_id: read.request_id,
+                read_index: Some(read.read_index),
+            };
             self.send(read.origin, message);
         }
     }
@@ -958,8 +1287,13 @@ impl RawNode {
     fn fail_pending_reads(&mut self) {
         let reads = std::mem::take(&mut self.reads);
         let term = self.term();
-        let leader_reads = reads.unsent.into_iter().chain(reads.waiting.into_iter().map(|(_, r)| r));
-        let leader_reads = leader_reads.map(|r| (r.origin, r.request_id)).chain(reads.before_first_commit);
+        let leader_reads = reads
+            .unsent
+            .into_iter()
+            .chain(reads.waiting.into_iter().map(|(_, r)| r));
+        let leader_reads = leader_reads
+            .map(|r| (r.origin, r.request_id))
+            .chain(reads.before_first_commit);
         for (origin, request_id) in leader_reads {
             if origin == self.config.id {
                 self.out.reads_failed.push(request_id);
@@ -967,7 +1301,11 @@ impl RawNode {
                 self.out.messages.push(Envelope {
                     from: self.config.id,
                     to: origin,
-                    message: Message::ReadIndexResponse { term, request_id, read_index: None },
+                    message: Message::ReadIndexResponse {
+                        term,
+                        request_id,
+                        read_index: None,
+                    },
                 });
             }
         }

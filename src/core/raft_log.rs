@@ -25,7 +25,10 @@ impl RaftLog {
     pub fn restored(snapshot: SnapshotMeta, entries: Vec<Entry>) -> RaftLog {
         let mut expected = snapshot.last_included_index + 1;
         for entry in &entries {
-            assert_eq!(entry.index, expected, "restored entries must follow the snapshot contiguously");
+            assert_eq!(
+                entry.index, expected,
+                "restored entries must follow the snapshot contiguously"
+            );
             expected += 1;
         }
         let last = snapshot.last_included_index + entries.len() as u64;
@@ -53,7 +56,9 @@ impl RaftLog {
     }
     /// Term of the last entry.
     pub fn last_term(&self) -> Term {
-        self.entries.back().map_or(self.snapshot.last_included_term, |e| e.term)
+        self.entries
+            .back()
+            .map_or(self.snapshot.last_included_term, |e| e.term)
     }
     /// Highest index known committed.
     pub fn commit_index(&self) -> Index {
@@ -88,7 +93,11 @@ impl RaftLog {
     /// Entries from `from` on, at most `entries_max` of them and at most `bytes_max` bytes (but
     /// always at least one if any exists). `from` must be at or above `first_index`.
     pub fn entries_from(&self, from: Index, entries_max: usize, bytes_max: usize) -> Vec<Entry> {
-        assert!(from >= self.first_index(), "entries_from({from}) below first index {}", self.first_index());
+        assert!(
+            from >= self.first_index(),
+            "entries_from({from}) below first index {}",
+            self.first_index()
+        );
         let mut out = Vec::new();
         let mut bytes = 0;
         let skip = (from - self.first_index()) as usize;
@@ -105,19 +114,29 @@ impl RaftLog {
     /// Whether a candidate's log with this last entry is at least as up-to-date as ours
     /// (paper section 5.4.1).
     pub fn is_up_to_date(&self, last_log_index: Index, last_log_term: Term) -> bool {
-        last_log_term > self.last_term() || (last_log_term == self.last_term() && last_log_index >= self.last_index())
+        last_log_term > self.last_term()
+            || (last_log_term == self.last_term() && last_log_index >= self.last_index())
     }
 
     /// The leader's append of its own new entry.
     pub fn append(&mut self, entry: Entry) {
-        assert_eq!(entry.index, self.last_index() + 1, "leader append must be contiguous");
+        assert_eq!(
+            entry.index,
+            self.last_index() + 1,
+            "leader append must be contiguous"
+        );
         self.mark_unwritten(entry.index);
         self.entries.push_back(entry);
     }
 
     /// A follower's append (paper Figure 2, AppendEntries steps 2-4): returns the index of the
     /// last new entry when `prev` matches, else `None`. Conflicting suffixes are replaced.
-    pub fn try_append(&mut self, prev_log_index: Index, prev_log_term: Term, entries: Vec<Entry>) -> Option<Index> {
+    pub fn try_append(
+        &mut self,
+        prev_log_index: Index,
+        prev_log_term: Term,
+        entries: Vec<Entry>,
+    ) -> Option<Index> {
         if self.term_at(prev_log_index) != Some(prev_log_term) {
             return None;
         }
@@ -129,7 +148,12 @@ impl RaftLog {
             match self.term_at(entry.index) {
                 Some(term) if term == entry.term => continue,
                 Some(_) => {
-                    assert!(entry.index > self.commit_index, "conflict at {} at or below commit {}", entry.index, self.commit_index);
+                    assert!(
+                        entry.index > self.commit_index,
+                        "conflict at {} at or below commit {}",
+                        entry.index,
+                        self.commit_index
+                    );
                     self.truncate_from(entry.index);
                 }
                 None => {}
@@ -153,7 +177,9 @@ impl RaftLog {
     /// The first index of the run of entries with `term` that ends at `index` (for the fast
     /// backtracking hint), never below the first index held or the commit index + 1.
     pub fn first_index_of_term_at(&self, index: Index) -> Index {
-        let Some(term) = self.term_at(index) else { return index };
+        let Some(term) = self.term_at(index) else {
+            return index;
+        };
         let floor = self.first_index().max(self.commit_index + 1);
         let mut i = index;
         while i > floor && self.term_at(i - 1) == Some(term) {
@@ -178,7 +204,11 @@ impl RaftLog {
     /// Raises the commit index; never lowers it.
     pub fn commit_to(&mut self, index: Index) {
         if index > self.commit_index {
-            assert!(index <= self.last_index(), "commit {index} beyond last index {}", self.last_index());
+            assert!(
+                index <= self.last_index(),
+                "commit {index} beyond last index {}",
+                self.last_index()
+            );
             self.commit_index = index;
         }
     }
@@ -186,7 +216,10 @@ impl RaftLog {
     /// Records that the driver made everything through (index, term) durable. Ignored when that
     /// entry has since been replaced (its write raced a truncation).
     pub fn persisted_to(&mut self, index: Index, term: Term) {
-        if index > self.persisted_index && index <= self.last_index() && self.term_at(index) == Some(term) {
+        if index > self.persisted_index
+            && index <= self.last_index()
+            && self.term_at(index) == Some(term)
+        {
             self.persisted_index = index;
         }
     }
@@ -194,7 +227,9 @@ impl RaftLog {
     /// Entries appended or replaced since the last call, for the driver to write.
     pub fn take_unwritten(&mut self) -> Vec<Entry> {
         match self.unwritten_from.take() {
-            Some(from) if from <= self.last_index() => self.entries_from(from.max(self.first_index()), usize::MAX, usize::MAX),
+            Some(from) if from <= self.last_index() => {
+                self.entries_from(from.max(self.first_index()), usize::MAX, usize::MAX)
+            }
             _ => Vec::new(),
         }
     }
@@ -214,14 +249,21 @@ impl RaftLog {
 
     /// Discards entries through `index`, now covered by a snapshot taken at `index`.
     pub fn compact(&mut self, index: Index) {
-        assert!(index <= self.applied_index, "compact({index}) beyond applied {}", self.applied_index);
+        assert!(
+            index <= self.applied_index,
+            "compact({index}) beyond applied {}",
+            self.applied_index
+        );
         if index <= self.snapshot.last_included_index {
             return;
         }
         let term = self.term_at(index).expect("compact index is held");
         let drop = (index - self.snapshot.last_included_index) as usize;
         self.entries.drain(..drop);
-        self.snapshot = SnapshotMeta { last_included_index: index, last_included_term: term };
+        self.snapshot = SnapshotMeta {
+            last_included_index: index,
+            last_included_term: term,
+        };
     }
 
     /// Replaces the whole log with a snapshot received from the leader (paper Figure 13 step 7).

@@ -1,1 +1,45 @@
-//! log (to be written).
+//! The durable log of a node: record batches with CRCs in preallocated segment files, written
+//! with aligned (O_DIRECT) writes through io_uring, one fdatasync per group of appends, recovery
+//! that tells a torn tail from corruption, and term + vote kept apart in two checked slots.
+//!
+//! This room depends only on [`crate::limits`] and the core's small types ([`Entry`],
+//! [`HardState`], indexes and terms); it never reaches into another room. The runtime drives it.
+//!
+//! Files, one concept each:
+//! * [`record`]: the record batch codec, pure, shared with the wire;
+//! * `segment`: segment naming, creation (preallocated, zeroed), the record map;
+//! * `recovery`: scanning a directory, torn write versus corruption;
+//! * `segmented`: [`Log`], synchronous append / read / truncate / purge;
+//! * `group_commit`: [`LogWriter`], a writer thread batching appends into one write + one sync;
+//! * `hard_state`: [`HardStateStore`], term and vote in two alternating CRC-checked slots;
+//! * `tools`: [`verify`] and [`dump`] for `ringraft log verify|dump`.
+//!
+//! # Correctness contract
+//!
+//! An entry is durable only once the call that appended it returned `Ok` ([`Log::append`]) or a
+//! completion says so ([`LogWriter::wait_durable`], [`LogWriter::poll_persisted`]). Nothing that
+//! depends on an entry (an AppendEntries ack, the leader counting itself in a quorum) may happen
+//! before. Likewise term and vote are durable only once [`HardStateStore::save`] returned.
+//!
+//! [`Entry`]: crate::core::Entry
+//! [`HardState`]: crate::core::HardState
+
+mod error;
+mod group_commit;
+mod hard_state;
+mod io;
+pub mod record;
+mod recovery;
+mod segment;
+mod segmented;
+mod tools;
+
+pub use error::StorageError;
+pub use group_commit::{AppendError, LogWriter, LogWriterOptions, Persisted, Ticket};
+pub use hard_state::HardStateStore;
+pub use io::{IoMode, BLOCK_BYTES};
+pub use record::{DecodeError, EncodeError, EncodedRecord, RecordHeader};
+pub use recovery::TornTail;
+pub use segment::{parse_segment_name, segment_file_name};
+pub use segmented::{Log, LogOptions, OpenReport, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
+pub use tools::{dump, verify, VerifyReport};

@@ -1,0 +1,442 @@
+//! [`Log`]: the durable, segmented log of one node, with synchronous operations.
+//!
+//! It owns the segment files of one directory. Every append is written with one aligned write
+//! (O_DIRECT where the filesystem allows it) and made durable with one fdatasync before the call
+//! returns; [`crate::log::LogWriter`] batches many appends into one such call (group commit).
+//!
+//! Truncation and purging only ever delete whole segment files or replace one atomically
+//! (prepared under a temporary name, then renamed), so a crash in the middle of either leaves a
+//! contiguous log: the old one or the new one, or for a multi-file change something in between
+//! that still holds a contiguous prefix-closed run of the old entries.
+
+use std::fs::{self, File};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+
+use crate::core::{Entry, Index, Term};
+use crate::log::error::StorageError;
+use crate::log::io::{align_up, open_for_writes, sync_data, sync_dir, AlignedBuf, IoMode, Writer, BLOCK_BYTES};
+use crate::log::record::{decode_batch, encode_records, EncodedRecord, RECORD_BYTES_MAX};
+use crate::log::recovery::{scan_dir, TornTail};
+use crate::log::segment::{create_segment, remove_segment, write_zeros, RecordLoc, SegmentInfo};
+
+/// Smallest segment size accepted.
+pub const SEGMENT_BYTES_MIN: u64 = 16 << 10;
+/// Largest segment size accepted (recovery reads one whole segment into memory).
+pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
+
+/// How a log is laid out and written.
+#[derive(Clone, Debug)]
+pub struct LogOptions {
+    /// Size of every segment file, a multiple of 4096 in
+    /// [`SEGMENT_BYTES_MIN`, `SEGMENT_BYTES_MAX`]. Default 64 MiB.
+    pub segment_bytes: u64,
+    /// Which system calls write the log.
+    pub io_mode: IoMode,
+}
+
+impl Default for LogOptions {
+    fn default() -> LogOptions {
+        LogOptions { segment_bytes: 64 << 20, io_mode: IoMode::Auto }
+    }
+}
+
+impl LogOptions {
+    fn validate(&self) -> Result<(), StorageError> {
+        let s = self.segment_bytes;
+        if s % BLOCK_BYTES as u64 != 0 || !(SEGMENT_BYTES_MIN..=SEGMENT_BYTES_MAX).contains(&s) {
+            return Err(StorageError::Options(format!(
+                "segment_bytes {s} must be a multiple of {BLOCK_BYTES} in [{SEGMENT_BYTES_MIN}, {SEGMENT_BYTES_MAX}]"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Largest record this log stores: a record must fit in one segment.
+    pub fn record_bytes_max(&self) -> usize {
+        RECORD_BYTES_MAX.min(self.segment_bytes as usize)
+    }
+}
+
+/// What [`Log::open`] found and repaired.
+#[derive(Clone, Debug)]
+pub struct OpenReport {
+    /// Segment files in use.
+    pub segments: usize,
+    /// First index held.
+    pub first_index: Index,
+    /// Last index held (`first_index - 1` when empty).
+    pub last_index: Index,
+    /// A torn write at the tail that was dropped, if any.
+    pub torn_tail: Option<TornTail>,
+    /// Temporary files of interrupted segment creations that were deleted.
+    pub removed_temp_files: Vec<PathBuf>,
+    /// Whether writes go through io_uring (otherwise `pwrite`).
+    pub io_uring: bool,
+    /// Whether writes bypass the page cache (O_DIRECT).
+    pub o_direct: bool,
+}
+
+struct Segment {
+    info: SegmentInfo,
+    read: File,
+}
+
+/// The durable log of one node. See the module documentation.
+pub struct Log {
+    dir: PathBuf,
+    options: LogOptions,
+    /// Contiguous, in index order, never empty.
+    segments: Vec<Segment>,
+    /// Write handle on the last segment.
+    active: File,
+    o_direct: bool,
+    writer: Writer,
+    buf: AlignedBuf,
+}
+
+impl Log {
+    /// Opens (creating if needed) the log in `dir`, recovering from a crash: a torn write at the
+    /// tail is zeroed and reported; corruption or a broken segment layout is an error naming the
+    /// file and offset.
+    pub fn open(dir: &Path, options: LogOptions) -> Result<(Log, OpenReport), StorageError> {
+        options.validate()?;
+        fs::create_dir_all(dir).map_err(|e| StorageError::io("creating log directory", dir, e))?;
+        let scan = scan_dir(dir)?;
+        for tmp in &scan.temp_files {
+            fs::remove_file(tmp).map_err(|e| StorageError::io("removing temporary file", tmp, e))?;
+        }
+        if let Some(torn) = &scan.torn_tail {
+            zero_torn_tail(torn)?;
+        }
+        let mut infos = scan.segments;
+        if infos.is_empty() {
+            let path = create_segment(dir, 1, options.segment_bytes, &[])?;
+            infos.push(SegmentInfo { first_index: 1, path, records: Vec::new(), write_offset: 0, file_bytes: options.segment_bytes });
+        }
+        if let Some(last) = infos.last_mut() {
+            extend_to_size(last, options.segment_bytes)?;
+        }
+        let mut segments = Vec::with_capacity(infos.len());
+        for info in infos {
+            let read = File::open(&info.path).map_err(|e| StorageError::io("opening segment", &info.path, e))?;
+            segments.push(Segment { info, read });
+        }
+        let last_path = segments[segments.len() - 1].info.path.clone();
+        let (active, o_direct) = open_for_writes(&last_path).map_err(|e| StorageError::io("opening segment for writes", &last_path, e))?;
+        let writer = Writer::new(options.io_mode).map_err(StorageError::IoUringSetup)?;
+        let log = Log { dir: dir.to_path_buf(), options, segments, active, o_direct, writer, buf: AlignedBuf::with_capacity(1 << 20) };
+        let report = OpenReport {
+            segments: log.segments.len(),
+            first_index: log.first_index(),
+            last_index: log.last_index(),
+            torn_tail: scan.torn_tail,
+            removed_temp_files: scan.temp_files,
+            io_uring: log.writer.is_uring(),
+            o_direct,
+        };
+        Ok((log, report))
+    }
+
+    /// The directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The options it was opened with.
+    pub fn options(&self) -> &LogOptions {
+        &self.options
+    }
+
+    /// Whether writes bypass the page cache.
+    pub fn o_direct(&self) -> bool {
+        self.o_direct
+    }
+
+    /// First index held (the index the log starts at when it is empty).
+    pub fn first_index(&self) -> Index {
+        self.segments[0].info.first_index
+    }
+
+    /// Last index held, or `first_index() - 1` when empty.
+    pub fn last_index(&self) -> Index {
+        self.last().info.last_index()
+    }
+
+    /// Term of the last entry, or `None` when the log holds no entry.
+    pub fn last_term(&self) -> Option<Term> {
+        self.segments.iter().rev().find_map(|s| s.info.records.last()).map(|r| r.term)
+    }
+
+    /// Term of the entry at `index`, if the log holds it.
+    pub fn term_at(&self, index: Index) -> Option<Term> {
+        let (s, r) = self.locate(index)?;
+        Some(self.segments[s].info.records[r].term)
+    }
+
+    fn last(&self) -> &Segment {
+        &self.segments[self.segments.len() - 1]
+    }
+
+    fn locate(&self, index: Index) -> Option<(usize, usize)> {
+        if index < self.first_index() || index > self.last_index() {
+            return None;
+        }
+        let s = self.segments.partition_point(|seg| seg.info.first_index <= index) - 1;
+        Some((s, self.segments[s].info.record_of(index)?))
+    }
+
+    /// Appends `entries` (consecutive indexes continuing the log; terms may change between
+    /// entries) and returns once they are durable.
+    pub fn append(&mut self, entries: &[Entry]) -> Result<(), StorageError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let records = encode_records(entries, self.options.record_bytes_max())?;
+        self.append_records(&records)
+    }
+
+    /// Appends records that were already encoded (or verified, e.g. received from the leader)
+    /// and returns once they are durable: one aligned write and one fdatasync per segment they
+    /// land in. This is the group-commit primitive.
+    pub fn append_records(&mut self, records: &[EncodedRecord]) -> Result<(), StorageError> {
+        let mut expected = self.last_index() + 1;
+        for record in records {
+            let header = record.header();
+            if header.first_index != expected {
+                return Err(StorageError::NotContiguous { expected, found: header.first_index });
+            }
+            if header.total_bytes as usize > self.options.record_bytes_max() {
+                return Err(StorageError::Options(format!(
+                    "record of {} bytes does not fit in a segment of {} bytes",
+                    header.total_bytes, self.options.segment_bytes
+                )));
+            }
+            expected = header.last_index() + 1;
+        }
+        let mut next = 0;
+        while next < records.len() {
+            let taken = self.write_into_active(&records[next..])?;
+            if taken == 0 {
+                self.roll()?;
+            }
+            next += taken;
+        }
+        Ok(())
+    }
+
+    /// Writes as many of `records` as fit in the active segment with one write + fdatasync.
+    fn write_into_active(&mut self, records: &[EncodedRecord]) -> Result<usize, StorageError> {
+        let last = self.segments.len() - 1;
+        let start = self.segments[last].info.write_offset;
+        let capacity = self.segments[last].info.file_bytes;
+        self.buf.clear();
+        let mut locs = Vec::new();
+        for record in records {
+            let bytes = record.bytes();
+            if start + align_up((self.buf.len() + bytes.len()) as u64) > capacity {
+                break;
+            }
+            let h = record.header();
+            locs.push(RecordLoc {
+                first_index: h.first_index,
+                count: h.count,
+                term: h.term,
+                offset: start + self.buf.len() as u64,
+                bytes: h.total_bytes,
+            });
+            self.buf.extend_from_slice(bytes);
+        }
+        if locs.is_empty() {
+            return Ok(0);
+        }
+        self.buf.pad_to_block();
+        let info = &mut self.segments[last].info;
+        self.writer
+            .write_durable(&self.active, start, self.buf.as_slice(), &info.path)
+            .map_err(|e| StorageError::io("writing records to", &info.path, e))?;
+        info.write_offset = start + self.buf.len() as u64;
+        let taken = locs.len();
+        info.records.extend(locs);
+        Ok(taken)
+    }
+
+    /// Starts a new segment at the next index. The previous one is already durable.
+    fn roll(&mut self) -> Result<(), StorageError> {
+        let first_index = self.last_index() + 1;
+        let path = create_segment(&self.dir, first_index, self.options.segment_bytes, &[])?;
+        let info = SegmentInfo { first_index, path, records: Vec::new(), write_offset: 0, file_bytes: self.options.segment_bytes };
+        self.push_segment(info)
+    }
+
+    fn push_segment(&mut self, info: SegmentInfo) -> Result<(), StorageError> {
+        let read = File::open(&info.path).map_err(|e| StorageError::io("opening segment", &info.path, e))?;
+        let (active, o_direct) = open_for_writes(&info.path).map_err(|e| StorageError::io("opening segment for writes", &info.path, e))?;
+        self.active = active;
+        self.o_direct = o_direct;
+        self.segments.push(Segment { info, read });
+        Ok(())
+    }
+
+    /// Reads entries `[from, to)`, stopping early once `max_bytes` (counted by
+    /// [`Entry::size_bytes`]) are reached; at least one entry is returned when the range is not
+    /// empty. Every record read is checked again (CRC) before it is trusted.
+    pub fn read(&self, from: Index, to: Index, max_bytes: usize) -> Result<Vec<Entry>, StorageError> {
+        let next = self.last_index() + 1;
+        if from < self.first_index() || to > next || from > to {
+            return Err(StorageError::OutOfRange { from, to, first: self.first_index(), next });
+        }
+        let mut out = Vec::new();
+        let mut bytes = 0usize;
+        let mut index = from;
+        while index < to {
+            let Some((s, r)) = self.locate(index) else { break };
+            let segment = &self.segments[s];
+            let loc = segment.info.records[r];
+            for entry in read_record(segment, &loc)? {
+                if entry.index < index || entry.index >= to {
+                    continue;
+                }
+                if !out.is_empty() && bytes + entry.size_bytes() > max_bytes {
+                    return Ok(out);
+                }
+                bytes += entry.size_bytes();
+                out.push(entry);
+            }
+            index = loc.last_index() + 1;
+        }
+        Ok(out)
+    }
+
+    /// Deletes entries `from..` (a conflicting suffix). Durable when it returns. Truncating at
+    /// or past the end is a no-op; truncating below `first_index()` is an error.
+    pub fn truncate_suffix(&mut self, from: Index) -> Result<(), StorageError> {
+        let next = self.last_index() + 1;
+        if from >= next {
+            return Ok(());
+        }
+        if from < self.first_index() {
+            return Err(StorageError::OutOfRange { from, to: next, first: self.first_index(), next });
+        }
+        // The segment that will be last: the latest one starting before `from`, else the first.
+        let keep = self.segments.partition_point(|s| s.info.first_index < from).max(1);
+        // Delete later segments newest first, so a crash leaves a contiguous prefix.
+        while self.segments.len() > keep {
+            if let Some(segment) = self.segments.pop() {
+                remove_segment(&segment.info.path)?;
+            }
+        }
+        sync_dir(&self.dir).map_err(|e| StorageError::io("syncing directory", &self.dir, e))?;
+        if self.last_index() >= from {
+            self.rewrite_last(from)?;
+        } else {
+            let path = self.last().info.path.clone();
+            let (active, o_direct) = open_for_writes(&path).map_err(|e| StorageError::io("opening segment for writes", &path, e))?;
+            self.active = active;
+            self.o_direct = o_direct;
+        }
+        Ok(())
+    }
+
+    /// Replaces the last segment, atomically, by one holding only its entries before `from`.
+    fn rewrite_last(&mut self, from: Index) -> Result<(), StorageError> {
+        let Some(segment) = self.segments.pop() else {
+            unreachable!("the log always has a segment")
+        };
+        let mut kept: Vec<Entry> = Vec::new();
+        let mut image: Vec<u8> = Vec::new();
+        let mut locs = Vec::new();
+        for loc in segment.info.records.iter().take_while(|r| r.first_index < from) {
+            let entries: Vec<Entry> = read_record(&segment, loc)?.into_iter().filter(|e| e.index < from).collect();
+            kept.clear();
+            kept.extend(entries);
+            for record in encode_records(&kept, self.options.record_bytes_max())? {
+                let h = record.header();
+                locs.push(RecordLoc { first_index: h.first_index, count: h.count, term: h.term, offset: image.len() as u64, bytes: h.total_bytes });
+                image.extend_from_slice(record.bytes());
+            }
+        }
+        let write_offset = align_up(image.len() as u64);
+        image.resize(write_offset as usize, 0);
+        let size = segment.info.file_bytes.max(self.options.segment_bytes);
+        let first_index = segment.info.first_index;
+        drop(segment);
+        let path = create_segment(&self.dir, first_index, size, &image)?;
+        self.push_segment(SegmentInfo { first_index, path, records: locs, write_offset, file_bytes: size })
+    }
+
+    /// Deletes whole segments whose entries are all at or below `upto` (covered by a snapshot).
+    /// Entries after `upto` are kept, and so may some at or below it (those sharing a segment
+    /// with later ones). If `upto` is at or past the last index, the log becomes empty and
+    /// continues at `upto + 1`.
+    ///
+    /// A crash during a purge past the end can leave an empty log starting at 1: the runtime,
+    /// which owns the snapshot, calls `purge_prefix(snapshot_index)` again after every open.
+    pub fn purge_prefix(&mut self, upto: Index) -> Result<(), StorageError> {
+        if upto < self.first_index() {
+            return Ok(());
+        }
+        if upto >= self.last_index() {
+            if self.segments.len() == 1 && self.last().info.records.is_empty() && self.first_index() == upto + 1 {
+                return Ok(());
+            }
+            for segment in self.segments.drain(..) {
+                remove_segment(&segment.info.path)?;
+            }
+            sync_dir(&self.dir).map_err(|e| StorageError::io("syncing directory", &self.dir, e))?;
+            let path = create_segment(&self.dir, upto + 1, self.options.segment_bytes, &[])?;
+            let info = SegmentInfo { first_index: upto + 1, path, records: Vec::new(), write_offset: 0, file_bytes: self.options.segment_bytes };
+            return self.push_segment(info);
+        }
+        let mut removed = false;
+        while self.segments.len() > 1 && self.segments[0].info.last_index() <= upto {
+            let segment = self.segments.remove(0);
+            remove_segment(&segment.info.path)?;
+            removed = true;
+        }
+        if removed {
+            sync_dir(&self.dir).map_err(|e| StorageError::io("syncing directory", &self.dir, e))?;
+        }
+        Ok(())
+    }
+}
+
+fn read_record(segment: &Segment, loc: &RecordLoc) -> Result<Vec<Entry>, StorageError> {
+    let mut raw = vec![0u8; loc.bytes as usize];
+    segment
+        .read
+        .read_exact_at(&mut raw, loc.offset)
+        .map_err(|e| StorageError::io("reading record from", &segment.info.path, e))?;
+    let (_, entries) = decode_batch(&Bytes::from(raw)).map_err(|source| StorageError::Decode {
+        file: segment.info.path.clone(),
+        offset: loc.offset,
+        source,
+    })?;
+    Ok(entries)
+}
+
+fn zero_torn_tail(torn: &TornTail) -> Result<(), StorageError> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(&torn.file)
+        .map_err(|e| StorageError::io("opening segment to drop a torn write", &torn.file, e))?;
+    write_zeros(&file, torn.offset, torn.garbage_end.max(torn.offset), &torn.file)?;
+    sync_data(&file, &torn.file);
+    Ok(())
+}
+
+fn extend_to_size(info: &mut SegmentInfo, segment_bytes: u64) -> Result<(), StorageError> {
+    if info.file_bytes >= segment_bytes {
+        return Ok(());
+    }
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(&info.path)
+        .map_err(|e| StorageError::io("opening segment to extend it", &info.path, e))?;
+    write_zeros(&file, info.file_bytes, segment_bytes, &info.path)?;
+    sync_data(&file, &info.path);
+    info.file_bytes = segment_bytes;
+    Ok(())
+}

@@ -1,0 +1,377 @@
+//! Client requests and responses: plain Rust values to and from `client.fbs` bodies.
+//!
+//! Decoding verifies the flatbuffer and checks the session fields. It does not enforce command
+//! size limits below the frame limit: a too-large command is a normal client mistake that deserves
+//! a [`ClientError::TooLarge`] answer from the node, not a closed connection.
+
+use bytes::Bytes;
+use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+use thiserror::Error;
+
+use super::error::DecodeError;
+use super::generated::client as fb;
+use super::verified_root;
+use crate::core::{Index, NodeId, Role, Term};
+
+/// File identifier of `ClientRequest` buffers (`client.fbs`).
+const CLIENT_REQUEST_IDENTIFIER: &str = "RRCQ";
+/// File identifier of `ClientResponse` buffers.
+const CLIENT_RESPONSE_IDENTIFIER: &str = "RRCR";
+
+/// One client request with its session and correlation ids.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientRequest {
+    /// The client session, never 0. With `sequence`, lets the state machine apply a retried
+    /// command at most once.
+    pub client_id: u64,
+    /// Per-session sequence number of this command, starting at 1; required (non-zero) for
+    /// commands that change state, ignored for reads.
+    pub sequence: u64,
+    /// Echoed in the response, so a client can pipeline many requests on one connection.
+    pub request_id: u64,
+    /// What is asked.
+    pub request: Request,
+}
+
+/// What a client asks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Request {
+    /// Set `key` to `value`.
+    Put {
+        /// The key.
+        key: Bytes,
+        /// The value.
+        value: Bytes,
+    },
+    /// Remove `key`.
+    Delete {
+        /// The key.
+        key: Bytes,
+    },
+    /// Read `key`.
+    Get {
+        /// The key.
+        key: Bytes,
+        /// True: linearizable (ReadIndex). False: from the local state machine, possibly stale.
+        linearizable: bool,
+    },
+    /// Replicate and commit an opaque payload without applying it to the map, for pure-consensus
+    /// benchmarks.
+    Propose {
+        /// The payload.
+        payload: Bytes,
+    },
+    /// The node's counters.
+    Stats,
+}
+
+impl Request {
+    /// Whether the request changes replicated state (and so needs a session sequence number).
+    pub fn is_write(&self) -> bool {
+        matches!(self, Request::Put { .. } | Request::Delete { .. } | Request::Propose { .. })
+    }
+}
+
+/// A node's answer to one request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientResponse {
+    /// The request's `request_id`.
+    pub request_id: u64,
+    /// The result, or why there is none.
+    pub result: Result<Reply, ClientError>,
+}
+
+/// A successful result.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Reply {
+    /// A write was committed and applied.
+    Done {
+        /// The log index at which it was committed.
+        log_index: Index,
+    },
+    /// The value of the key read.
+    Value(Bytes),
+    /// The key read does not exist.
+    NotFound,
+    /// The node's counters.
+    Stats(NodeStats),
+}
+
+/// Why a request failed. What the client should do is in each variant's doc.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+pub enum ClientError {
+    /// This node is not the leader: retry at the hinted leader, or another node.
+    #[error("not the leader (leader hint: {leader_hint:?}, address: {leader_addr:?})")]
+    NotLeader {
+        /// The leader this node knows of, if any.
+        leader_hint: Option<NodeId>,
+        /// That leader's client address, if known.
+        leader_addr: Option<String>,
+    },
+    /// The request was not committed in time; it may still commit. Retry with the same sequence.
+    #[error("timed out; the request may still commit, retry with the same sequence number")]
+    Timeout,
+    /// The command is larger than the node accepts: do not retry as is.
+    #[error("command of {size_bytes} bytes exceeds the {limit_bytes}-byte limit")]
+    TooLarge {
+        /// The command's size.
+        size_bytes: u64,
+        /// The limit.
+        limit_bytes: u64,
+    },
+    /// The leader has too much uncommitted work: retry after a pause.
+    #[error("leader is overloaded (backpressure); retry later")]
+    Backpressure,
+    /// Anything else; the message says what.
+    #[error("internal error: {message}")]
+    Internal {
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// A node's counters, as the `Stats` request returns them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeStats {
+    /// The node's id.
+    pub node_id: NodeId,
+    /// Its role.
+    pub role: Role,
+    /// Its current term.
+    pub term: Term,
+    /// The leader it knows of.
+    pub leader_id: Option<NodeId>,
+    /// Its commit index.
+    pub commit_index: Index,
+    /// Highest index applied to its state machine.
+    pub applied_index: Index,
+    /// Index of its last log entry.
+    pub last_log_index: Index,
+    /// Elections it has started.
+    pub elections: u64,
+    /// Proposals it has accepted as leader.
+    pub proposals: u64,
+    /// Snapshots it has taken or installed.
+    pub snapshots: u64,
+}
+
+/// Encodes `request` into `fbb` (reset first) and returns the finished body, to be sent as a
+/// `ClientRequest` frame.
+pub fn encode_client_request<'b>(request: &ClientRequest, fbb: &'b mut FlatBufferBuilder<'_>) -> &'b [u8] {
+    fbb.reset();
+    let (body_type, body) = encode_request_body(&request.request, fbb);
+    let args = fb::ClientRequestArgs {
+        client_id: request.client_id,
+        sequence: request.sequence,
+        request_id: request.request_id,
+        body_type,
+        body: Some(body),
+    };
+    let root = fb::ClientRequest::create(fbb, &args);
+    fbb.finish(root, Some(CLIENT_REQUEST_IDENTIFIER));
+    fbb.finished_data()
+}
+
+/// Decodes and validates a `ClientRequest` body, copying keys and values out of `body`.
+pub fn decode_client_request(body: &[u8]) -> Result<ClientRequest, DecodeError> {
+    decode_request_with(body, &Bytes::copy_from_slice)
+}
+
+/// Like [`decode_client_request`], but keys and values are zero-copy slices of `body`.
+pub fn decode_client_request_shared(body: &Bytes) -> Result<ClientRequest, DecodeError> {
+    decode_request_with(body, &|part: &[u8]| body.slice_ref(part))
+}
+
+/// Encodes `response` into `fbb` (reset first) and returns the finished body, to be sent as a
+/// `ClientResponse` frame.
+pub fn encode_client_response<'b>(response: &ClientResponse, fbb: &'b mut FlatBufferBuilder<'_>) -> &'b [u8] {
+    fbb.reset();
+    let (body_type, body) = match &response.result {
+        Ok(reply) => encode_reply(reply, fbb),
+        Err(error) => encode_error(error, fbb),
+    };
+    let args = fb::ClientResponseArgs { request_id: response.request_id, body_type, body: Some(body) };
+    let root = fb::ClientResponse::create(fbb, &args);
+    fbb.finish(root, Some(CLIENT_RESPONSE_IDENTIFIER));
+    fbb.finished_data()
+}
+
+/// Decodes and validates a `ClientResponse` body.
+pub fn decode_client_response(body: &[u8]) -> Result<ClientResponse, DecodeError> {
+    let root = verified_root::<fb::ClientResponse>(body, "ClientResponse", CLIENT_RESPONSE_IDENTIFIER)?;
+    let unknown = || DecodeError::UnknownBody { table: "ClientResponse", body_type: root.body_type().0 };
+    let result = match root.body_type() {
+        fb::Reply::Done => Ok(Reply::Done { log_index: root.body_as_done().ok_or_else(unknown)?.log_index() }),
+        fb::Reply::Value => {
+            let value = root.body_as_value().ok_or_else(unknown)?.value().bytes();
+            Ok(Reply::Value(Bytes::copy_from_slice(value)))
+        }
+        fb::Reply::NotFound => Ok(Reply::NotFound),
+        fb::Reply::StatsReply => Ok(Reply::Stats(decode_stats(root.body_as_stats_reply().ok_or_else(unknown)?)?)),
+        fb::Reply::NotLeader => {
+            let t = root.body_as_not_leader().ok_or_else(unknown)?;
+            Err(ClientError::NotLeader {
+                leader_hint: non_zero(t.leader_hint()),
+                leader_addr: t.leader_addr().map(str::to_string),
+            })
+        }
+        fb::Reply::Timeout => Err(ClientError::Timeout),
+        fb::Reply::TooLarge => {
+            let t = root.body_as_too_large().ok_or_else(unknown)?;
+            Err(ClientError::TooLarge { size_bytes: t.size_bytes(), limit_bytes: t.limit_bytes() })
+        }
+        fb::Reply::Backpressure => Err(ClientError::Backpressure),
+        fb::Reply::Internal => {
+            let t = root.body_as_internal().ok_or_else(unknown)?;
+            Err(ClientError::Internal { message: t.message().unwrap_or_default().to_string() })
+        }
+        _ => return Err(unknown()),
+    };
+    Ok(ClientResponse { request_id: root.request_id(), result })
+}
+
+fn encode_request_body(request: &Request, fbb: &mut FlatBufferBuilder<'_>) -> (fb::Request, WIPOffset<UnionWIPOffset>) {
+    match request {
+        Request::Put { key, value } => {
+            let key = fbb.create_vector(key);
+            let value = fbb.create_vector(value);
+            let put = fb::Put::create(fbb, &fb::PutArgs { key: Some(key), value: Some(value) });
+            (fb::Request::Put, put.as_union_value())
+        }
+        Request::Delete { key } => {
+            let key = fbb.create_vector(key);
+            (fb::Request::Delete, fb::Delete::create(fbb, &fb::DeleteArgs { key: Some(key) }).as_union_value())
+        }
+        Request::Get { key, linearizable } => {
+            let key = fbb.create_vector(key);
+            let get = fb::Get::create(fbb, &fb::GetArgs { key: Some(key), linearizable: *linearizable });
+            (fb::Request::Get, get.as_union_value())
+        }
+        Request::Propose { payload } => {
+            let payload = fbb.create_vector(payload);
+            let propose = fb::Propose::create(fbb, &fb::ProposeArgs { payload: Some(payload) });
+            (fb::Request::Propose, propose.as_union_value())
+        }
+        Request::Stats => (fb::Request::Stats, fb::Stats::create(fbb, &fb::StatsArgs {}).as_union_value()),
+    }
+}
+
+fn decode_request_with(body: &[u8], to_bytes: &dyn Fn(&[u8]) -> Bytes) -> Result<ClientRequest, DecodeError> {
+    let root = verified_root::<fb::ClientRequest>(body, "ClientRequest", CLIENT_REQUEST_IDENTIFIER)?;
+    let unknown = || DecodeError::UnknownBody { table: "ClientRequest", body_type: root.body_type().0 };
+    // Required vectors (key, value, payload) are guaranteed present by the verifier.
+    let request = match root.body_type() {
+        fb::Request::Put => {
+            let t = root.body_as_put().ok_or_else(unknown)?;
+            Request::Put { key: to_bytes(t.key().bytes()), value: to_bytes(t.value().bytes()) }
+        }
+        fb::Request::Delete => Request::Delete { key: to_bytes(root.body_as_delete().ok_or_else(unknown)?.key().bytes()) },
+        fb::Request::Get => {
+            let t = root.body_as_get().ok_or_else(unknown)?;
+            Request::Get { key: to_bytes(t.key().bytes()), linearizable: t.linearizable() }
+        }
+        fb::Request::Propose => {
+            Request::Propose { payload: to_bytes(root.body_as_propose().ok_or_else(unknown)?.payload().bytes()) }
+        }
+        fb::Request::Stats => Request::Stats,
+        _ => return Err(unknown()),
+    };
+    if root.client_id() == 0 {
+        return Err(DecodeError::MissingField { field: "ClientRequest.client_id" });
+    }
+    if request.is_write() && root.sequence() == 0 {
+        return Err(DecodeError::MissingField { field: "ClientRequest.sequence" });
+    }
+    Ok(ClientRequest { client_id: root.client_id(), sequence: root.sequence(), request_id: root.request_id(), request })
+}
+
+fn encode_reply(reply: &Reply, fbb: &mut FlatBufferBuilder<'_>) -> (fb::Reply, WIPOffset<UnionWIPOffset>) {
+    match reply {
+        Reply::Done { log_index } => {
+            (fb::Reply::Done, fb::Done::create(fbb, &fb::DoneArgs { log_index: *log_index }).as_union_value())
+        }
+        Reply::Value(value) => {
+            let value = fbb.create_vector(value);
+            (fb::Reply::Value, fb::Value::create(fbb, &fb::ValueArgs { value: Some(value) }).as_union_value())
+        }
+        Reply::NotFound => (fb::Reply::NotFound, fb::NotFound::create(fbb, &fb::NotFoundArgs {}).as_union_value()),
+        Reply::Stats(stats) => (fb::Reply::StatsReply, encode_stats(stats, fbb)),
+    }
+}
+
+fn encode_error(error: &ClientError, fbb: &mut FlatBufferBuilder<'_>) -> (fb::Reply, WIPOffset<UnionWIPOffset>) {
+    match error {
+        ClientError::NotLeader { leader_hint, leader_addr } => {
+            let leader_addr = leader_addr.as_deref().map(|addr| fbb.create_string(addr));
+            let args = fb::NotLeaderArgs { leader_hint: leader_hint.unwrap_or(0), leader_addr };
+            (fb::Reply::NotLeader, fb::NotLeader::create(fbb, &args).as_union_value())
+        }
+        ClientError::Timeout => (fb::Reply::Timeout, fb::Timeout::create(fbb, &fb::TimeoutArgs {}).as_union_value()),
+        ClientError::TooLarge { size_bytes, limit_bytes } => {
+            let args = fb::TooLargeArgs { size_bytes: *size_bytes, limit_bytes: *limit_bytes };
+            (fb::Reply::TooLarge, fb::TooLarge::create(fbb, &args).as_union_value())
+        }
+        ClientError::Backpressure => {
+            (fb::Reply::Backpressure, fb::Backpressure::create(fbb, &fb::BackpressureArgs {}).as_union_value())
+        }
+        ClientError::Internal { message } => {
+            let message = fbb.create_string(message);
+            let args = fb::InternalArgs { message: Some(message) };
+            (fb::Reply::Internal, fb::Internal::create(fbb, &args).as_union_value())
+        }
+    }
+}
+
+fn encode_stats(stats: &NodeStats, fbb: &mut FlatBufferBuilder<'_>) -> WIPOffset<UnionWIPOffset> {
+    let args = fb::StatsReplyArgs {
+        node_id: stats.node_id,
+        role: role_to_fb(stats.role),
+        term: stats.term,
+        leader_id: stats.leader_id.unwrap_or(0),
+        commit_index: stats.commit_index,
+        applied_index: stats.applied_index,
+        last_log_index: stats.last_log_index,
+        elections: stats.elections,
+        proposals: stats.proposals,
+        snapshots: stats.snapshots,
+    };
+    fb::StatsReply::create(fbb, &args).as_union_value()
+}
+
+fn decode_stats(t: fb::StatsReply<'_>) -> Result<NodeStats, DecodeError> {
+    Ok(NodeStats {
+        node_id: t.node_id(),
+        role: role_from_fb(t.role())?,
+        term: t.term(),
+        leader_id: non_zero(t.leader_id()),
+        commit_index: t.commit_index(),
+        applied_index: t.applied_index(),
+        last_log_index: t.last_log_index(),
+        elections: t.elections(),
+        proposals: t.proposals(),
+        snapshots: t.snapshots(),
+    })
+}
+
+fn role_to_fb(role: Role) -> fb::Role {
+    match role {
+        Role::Follower => fb::Role::Follower,
+        Role::PreCandidate => fb::Role::PreCandidate,
+        Role::Candidate => fb::Role::Candidate,
+        Role::Leader => fb::Role::Leader,
+    }
+}
+
+fn role_from_fb(role: fb::Role) -> Result<Role, DecodeError> {
+    match role {
+        fb::Role::Follower => Ok(Role::Follower),
+        fb::Role::PreCandidate => Ok(Role::PreCandidate),
+        fb::Role::Candidate => Ok(Role::Candidate),
+        fb::Role::Leader => Ok(Role::Leader),
+        other => Err(DecodeError::OutOfRange { field: "StatsReply.role", value: u64::from(other.0), limit: 3 }),
+    }
+}
+
+fn non_zero(id: u64) -> Option<u64> {
+    (id != 0).then_some(id)
+}

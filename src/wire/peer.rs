@@ -1,0 +1,378 @@
+//! Raft messages between nodes: [`Envelope`] to and from `raft.fbs` `PeerMessage` bodies, and
+//! the `PeerHandshake` that opens every peer connection.
+//!
+//! Decoding verifies the flatbuffer, then checks what the verifier cannot: non-zero node ids,
+//! snapshot chunk bounds, and that AppendEntries entries follow `prev_log_index` contiguously with
+//! terms between `prev_log_term` and the message's term. The entries' batch encoding itself lives
+//! in `entries.rs`, alone, because it will be replaced by the on-disk record batch.
+
+use bytes::Bytes;
+use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
+
+use super::entries::{decode_entries_with, encode_entries};
+use super::error::{DecodeError, EncodeError};
+use super::frame::{write_frame, FrameType};
+use super::generated::raft as fb;
+use super::verified_root;
+use crate::core::{Entry, Envelope, Message, NodeId};
+use crate::limits::{SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
+
+/// Version of the peer protocol this build speaks, exchanged in [`PeerHandshake`]. Bump it on any
+/// change to `raft.fbs` or to the batch encoding that an older node could misread.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// File identifier of `PeerMessage` buffers (`raft.fbs`).
+const PEER_MESSAGE_IDENTIFIER: &str = "RRPM";
+/// File identifier of `PeerHandshake` buffers.
+const PEER_HANDSHAKE_IDENTIFIER: &str = "RRHS";
+
+/// A decoded peer message: the envelope and the cluster it was addressed to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerMessage {
+    /// The sender's cluster, if it names one.
+    pub cluster_id: Option<u64>,
+    /// Sender, receiver and message.
+    pub envelope: Envelope,
+}
+
+impl PeerMessage {
+    /// Refuses a message for another cluster (or an unnamed one when this node is named, and vice
+    /// versa): a misconfigured node must not vote or replicate across clusters.
+    pub fn check_cluster(&self, expected: Option<u64>) -> Result<(), DecodeError> {
+        match expected {
+            Some(id) if self.cluster_id != Some(id) => {
+                Err(DecodeError::ClusterMismatch { expected: id, got: self.cluster_id })
+            }
+            None if self.cluster_id.is_some() => {
+                Err(DecodeError::ClusterMismatch { expected: 0, got: self.cluster_id })
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// The first frame each side sends on a peer connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerHandshake {
+    /// The cluster the sender belongs to (0: unnamed).
+    pub cluster_id: u64,
+    /// The sender's node id, never 0.
+    pub node_id: NodeId,
+    /// The sender's [`PROTOCOL_VERSION`]; the receiver decides whether it can talk to it.
+    pub protocol_version: u32,
+}
+
+/// Encodes `envelope` as a `PeerMessage` body into `fbb` (which is reset first) and returns the
+/// finished bytes, to be sent as a [`FrameType::PeerMessage`] frame.
+///
+/// # Panics
+///
+/// If an AppendEntries breaks the core's own limits (see [`encode_entries`]).
+pub fn encode_peer<'b>(envelope: &Envelope, cluster_id: Option<u64>, fbb: &'b mut FlatBufferBuilder<'_>) -> &'b [u8] {
+    fbb.reset();
+    let (body_type, body) = encode_body(&envelope.message, fbb);
+    let root = fb::PeerMessage::create(
+        fbb,
+        &fb::PeerMessageArgs { from: envelope.from, to: envelope.to, cluster_id, body_type, body: Some(body) },
+    );
+    fbb.finish(root, Some(PEER_MESSAGE_IDENTIFIER));
+    fbb.finished_data()
+}
+
+/// [`encode_peer`] and append the whole frame to `out`.
+pub fn encode_peer_frame(
+    envelope: &Envelope,
+    cluster_id: Option<u64>,
+    fbb: &mut FlatBufferBuilder<'_>,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    let body = encode_peer(envelope, cluster_id, fbb);
+    write_frame(FrameType::PeerMessage, body, out)
+}
+
+/// Decodes and validates a `PeerMessage` body into an [`Envelope`], ignoring its cluster id
+/// (use [`decode_peer_message`] and [`PeerMessage::check_cluster`] to check it).
+pub fn decode_peer(body: &[u8]) -> Result<Envelope, DecodeError> {
+    decode_peer_message(body).map(|message| message.envelope)
+}
+
+/// Decodes and validates a `PeerMessage` body; entry and snapshot bytes are copied out of `body`.
+pub fn decode_peer_message(body: &[u8]) -> Result<PeerMessage, DecodeError> {
+    decode_with(body, &Bytes::copy_from_slice)
+}
+
+/// Like [`decode_peer_message`], but entry and snapshot bytes are zero-copy slices of `body`
+/// (which they keep alive).
+pub fn decode_peer_message_shared(body: &Bytes) -> Result<PeerMessage, DecodeError> {
+    decode_with(body, &|part: &[u8]| body.slice_ref(part))
+}
+
+/// Encodes a handshake body into `fbb` (reset first) and returns the finished bytes, to be sent
+/// as a [`FrameType::PeerHandshake`] frame.
+pub fn encode_handshake<'b>(handshake: &PeerHandshake, fbb: &'b mut FlatBufferBuilder<'_>) -> &'b [u8] {
+    fbb.reset();
+    let root = fb::PeerHandshake::create(
+        fbb,
+        &fb::PeerHandshakeArgs {
+            cluster_id: handshake.cluster_id,
+            node_id: handshake.node_id,
+            protocol_version: handshake.protocol_version,
+        },
+    );
+    fbb.finish(root, Some(PEER_HANDSHAKE_IDENTIFIER));
+    fbb.finished_data()
+}
+
+/// Decodes and validates a `PeerHandshake` body.
+pub fn decode_handshake(body: &[u8]) -> Result<PeerHandshake, DecodeError> {
+    let table = verified_root::<fb::PeerHandshake>(body, "PeerHandshake", PEER_HANDSHAKE_IDENTIFIER)?;
+    let handshake = PeerHandshake {
+        cluster_id: table.cluster_id(),
+        node_id: table.node_id(),
+        protocol_version: table.protocol_version(),
+    };
+    if handshake.node_id == 0 {
+        return Err(DecodeError::MissingField { field: "PeerHandshake.node_id" });
+    }
+    Ok(handshake)
+}
+
+fn encode_body(message: &Message, fbb: &mut FlatBufferBuilder<'_>) -> (fb::Body, WIPOffset<UnionWIPOffset>) {
+    match message {
+        &Message::PreVote { term, last_log_index, last_log_term } => (
+            fb::Body::PreVote,
+            fb::PreVote::create(fbb, &fb::PreVoteArgs { term, last_log_index, last_log_term }).as_union_value(),
+        ),
+        &Message::PreVoteResponse { term, granted } => (
+            fb::Body::PreVoteResponse,
+            fb::PreVoteResponse::create(fbb, &fb::PreVoteResponseArgs { term, granted }).as_union_value(),
+        ),
+        &Message::RequestVote { term, last_log_index, last_log_term, leader_transfer } => (
+            fb::Body::RequestVote,
+            fb::RequestVote::create(
+                fbb,
+                &fb::RequestVoteArgs { term, last_log_index, last_log_term, leader_transfer },
+            )
+            .as_union_value(),
+        ),
+        &Message::RequestVoteResponse { term, granted } => (
+            fb::Body::RequestVoteResponse,
+            fb::RequestVoteResponse::create(fbb, &fb::RequestVoteResponseArgs { term, granted }).as_union_value(),
+        ),
+        Message::AppendEntries { term, prev_log_index, prev_log_term, leader_commit, entries } => {
+            (fb::Body::AppendEntries, encode_append_entries(fbb, *term, *prev_log_index, *prev_log_term, *leader_commit, entries))
+        }
+        &Message::AppendEntriesResponse { term, success, match_index, conflict_index, conflict_term } => (
+            fb::Body::AppendEntriesResponse,
+            fb::AppendEntriesResponse::create(
+                fbb,
+                &fb::AppendEntriesResponseArgs { term, success, match_index, conflict_index, conflict_term },
+            )
+            .as_union_value(),
+        ),
+        &Message::Heartbeat { term, leader_commit, read_round } => (
+            fb::Body::Heartbeat,
+            fb::Heartbeat::create(fbb, &fb::HeartbeatArgs { term, leader_commit, read_round }).as_union_value(),
+        ),
+        &Message::HeartbeatResponse { term, read_round } => (
+            fb::Body::HeartbeatResponse,
+            fb::HeartbeatResponse::create(fbb, &fb::HeartbeatResponseArgs { term, read_round }).as_union_value(),
+        ),
+        Message::InstallSnapshot { term, last_included_index, last_included_term, offset, data, done } => {
+            let data = fbb.create_vector(data);
+            let args = fb::InstallSnapshotArgs {
+                term: *term,
+                last_included_index: *last_included_index,
+                last_included_term: *last_included_term,
+                offset: *offset,
+                data: Some(data),
+                done: *done,
+            };
+            (fb::Body::InstallSnapshot, fb::InstallSnapshot::create(fbb, &args).as_union_value())
+        }
+        &Message::InstallSnapshotResponse { term, last_included_index, next_offset, done } => (
+            fb::Body::InstallSnapshotResponse,
+            fb::InstallSnapshotResponse::create(
+                fbb,
+                &fb::InstallSnapshotResponseArgs { term, last_included_index, next_offset, done },
+            )
+            .as_union_value(),
+        ),
+        &Message::TimeoutNow { term } => (
+            fb::Body::TimeoutNow,
+            fb::TimeoutNow::create(fbb, &fb::TimeoutNowArgs { term }).as_union_value(),
+        ),
+        &Message::ReadIndexRequest { term, request_id } => (
+            fb::Body::ReadIndexRequest,
+            fb::ReadIndexRequest::create(fbb, &fb::ReadIndexRequestArgs { term, request_id }).as_union_value(),
+        ),
+        &Message::ReadIndexResponse { term, request_id, read_index } => (
+            fb::Body::ReadIndexResponse,
+            fb::ReadIndexResponse::create(fbb, &fb::ReadIndexResponseArgs { term, request_id, read_index })
+                .as_union_value(),
+        ),
+    }
+}
+
+fn encode_append_entries(
+    fbb: &mut FlatBufferBuilder<'_>,
+    term: u64,
+    prev_log_index: u64,
+    prev_log_term: u64,
+    leader_commit: u64,
+    entries: &[Entry],
+) -> WIPOffset<UnionWIPOffset> {
+    // One copy into a scratch buffer, then one into the builder. Once the batch is the on-disk
+    // record batch, it is already encoded and only the second copy remains.
+    let mut batch = Vec::new();
+    encode_entries(entries, &mut batch);
+    let batch = fbb.create_vector(&batch);
+    let args = fb::AppendEntriesArgs { term, prev_log_index, prev_log_term, leader_commit, batch: Some(batch) };
+    fb::AppendEntries::create(fbb, &args).as_union_value()
+}
+
+fn decode_with(body: &[u8], to_bytes: &dyn Fn(&[u8]) -> Bytes) -> Result<PeerMessage, DecodeError> {
+    let root = verified_root::<fb::PeerMessage>(body, "PeerMessage", PEER_MESSAGE_IDENTIFIER)?;
+    if root.from() == 0 {
+        return Err(DecodeError::MissingField { field: "PeerMessage.from" });
+    }
+    if root.to() == 0 {
+        return Err(DecodeError::MissingField { field: "PeerMessage.to" });
+    }
+    let message = decode_body(&root, to_bytes)?;
+    Ok(PeerMessage { cluster_id: root.cluster_id(), envelope: Envelope { from: root.from(), to: root.to(), message } })
+}
+
+fn unknown_body(root: &fb::PeerMessage<'_>) -> DecodeError {
+    DecodeError::UnknownBody { table: "PeerMessage", body_type: root.body_type().0 }
+}
+
+fn decode_body(root: &fb::PeerMessage<'_>, to_bytes: &dyn Fn(&[u8]) -> Bytes) -> Result<Message, DecodeError> {
+    let missing = || unknown_body(root);
+    let message = match root.body_type() {
+        fb::Body::PreVote => {
+            let t = root.body_as_pre_vote().ok_or_else(missing)?;
+            Message::PreVote { term: t.term(), last_log_index: t.last_log_index(), last_log_term: t.last_log_term() }
+        }
+        fb::Body::PreVoteResponse => {
+            let t = root.body_as_pre_vote_response().ok_or_else(missing)?;
+            Message::PreVoteResponse { term: t.term(), granted: t.granted() }
+        }
+        fb::Body::RequestVote => {
+            let t = root.body_as_request_vote().ok_or_else(missing)?;
+            Message::RequestVote {
+                term: t.term(),
+                last_log_index: t.last_log_index(),
+                last_log_term: t.last_log_term(),
+                leader_transfer: t.leader_transfer(),
+            }
+        }
+        fb::Body::RequestVoteResponse => {
+            let t = root.body_as_request_vote_response().ok_or_else(missing)?;
+            Message::RequestVoteResponse { term: t.term(), granted: t.granted() }
+        }
+        fb::Body::AppendEntries => decode_append_entries(root.body_as_append_entries().ok_or_else(missing)?, to_bytes)?,
+        fb::Body::AppendEntriesResponse => {
+            let t = root.body_as_append_entries_response().ok_or_else(missing)?;
+            Message::AppendEntriesResponse {
+                term: t.term(),
+                success: t.success(),
+                match_index: t.match_index(),
+                conflict_index: t.conflict_index(),
+                conflict_term: t.conflict_term(),
+            }
+        }
+        fb::Body::Heartbeat => {
+            let t = root.body_as_heartbeat().ok_or_else(missing)?;
+            Message::Heartbeat { term: t.term(), leader_commit: t.leader_commit(), read_round: t.read_round() }
+        }
+        fb::Body::HeartbeatResponse => {
+            let t = root.body_as_heartbeat_response().ok_or_else(missing)?;
+            Message::HeartbeatResponse { term: t.term(), read_round: t.read_round() }
+        }
+        fb::Body::InstallSnapshot => {
+            decode_install_snapshot(root.body_as_install_snapshot().ok_or_else(missing)?, to_bytes)?
+        }
+        fb::Body::InstallSnapshotResponse => {
+            let t = root.body_as_install_snapshot_response().ok_or_else(missing)?;
+            check_at_most("InstallSnapshotResponse.next_offset", t.next_offset(), SNAPSHOT_BYTES_MAX)?;
+            Message::InstallSnapshotResponse {
+                term: t.term(),
+                last_included_index: t.last_included_index(),
+                next_offset: t.next_offset(),
+                done: t.done(),
+            }
+        }
+        fb::Body::TimeoutNow => {
+            let t = root.body_as_timeout_now().ok_or_else(missing)?;
+            Message::TimeoutNow { term: t.term() }
+        }
+        fb::Body::ReadIndexRequest => {
+            let t = root.body_as_read_index_request().ok_or_else(missing)?;
+            Message::ReadIndexRequest { term: t.term(), request_id: t.request_id() }
+        }
+        fb::Body::ReadIndexResponse => {
+            let t = root.body_as_read_index_response().ok_or_else(missing)?;
+            Message::ReadIndexResponse { term: t.term(), request_id: t.request_id(), read_index: t.read_index() }
+        }
+        _ => return Err(missing()),
+    };
+    Ok(message)
+}
+
+fn decode_append_entries(t: fb::AppendEntries<'_>, to_bytes: &dyn Fn(&[u8]) -> Bytes) -> Result<Message, DecodeError> {
+    let batch = t.batch().ok_or(DecodeError::MissingField { field: "AppendEntries.batch" })?;
+    let entries = decode_entries_with(batch.bytes(), to_bytes)?;
+    check_entries_follow(&entries, t.term(), t.prev_log_index(), t.prev_log_term())?;
+    Ok(Message::AppendEntries {
+        term: t.term(),
+        prev_log_index: t.prev_log_index(),
+        prev_log_term: t.prev_log_term(),
+        leader_commit: t.leader_commit(),
+        entries,
+    })
+}
+
+/// The batch must continue the log right after `prev_log_index`, with terms no older than
+/// `prev_log_term` and no newer than the leader's `term` (Log Matching; leaders only create
+/// entries in their own term). `decode_entries_with` has already checked order within the batch.
+fn check_entries_follow(entries: &[Entry], term: u64, prev_log_index: u64, prev_log_term: u64) -> Result<(), DecodeError> {
+    let (Some(first), Some(last)) = (entries.first(), entries.last()) else {
+        return Ok(());
+    };
+    if prev_log_index.checked_add(1) != Some(first.index) {
+        return Err(DecodeError::Batch(format!(
+            "first entry has index {} but prev_log_index is {prev_log_index}",
+            first.index
+        )));
+    }
+    if first.term < prev_log_term || last.term > term {
+        return Err(DecodeError::Batch(format!(
+            "entry terms {}..={} outside prev_log_term {prev_log_term} ..= term {term}",
+            first.term, last.term
+        )));
+    }
+    Ok(())
+}
+
+fn decode_install_snapshot(t: fb::InstallSnapshot<'_>, to_bytes: &dyn Fn(&[u8]) -> Bytes) -> Result<Message, DecodeError> {
+    let data = t.data().ok_or(DecodeError::MissingField { field: "InstallSnapshot.data" })?.bytes();
+    check_at_most("InstallSnapshot.data.len", data.len() as u64, SNAPSHOT_CHUNK_BYTES_MAX)?;
+    let end = t.offset().saturating_add(data.len() as u64);
+    check_at_most("InstallSnapshot.offset + data.len", end, SNAPSHOT_BYTES_MAX)?;
+    Ok(Message::InstallSnapshot {
+        term: t.term(),
+        last_included_index: t.last_included_index(),
+        last_included_term: t.last_included_term(),
+        offset: t.offset(),
+        data: to_bytes(data),
+        done: t.done(),
+    })
+}
+
+fn check_at_most(field: &'static str, value: u64, limit: usize) -> Result<(), DecodeError> {
+    if value > limit as u64 {
+        return Err(DecodeError::OutOfRange { field, value, limit: limit as u64 });
+    }
+    Ok(())
+}

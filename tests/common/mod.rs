@@ -1,0 +1,2 @@
+//! Shared test drivers.
+pub mod cluster;

@@ -1,0 +1,410 @@
+//! Scenario tests of the sans-I/O Raft core, driven synchronously (tests/common/cluster.rs).
+//! Each names the paper's or thesis' scenario it checks.
+
+mod common;
+
+use bytes::Bytes;
+use common::cluster::Cluster;
+use ringraft::core::{Config, ConfigError, Message, NodeId, ProposeError, RawNode, Restored, Role};
+
+fn manual_config(id: NodeId, voters: Vec<NodeId>) -> Config {
+    let mut c = Cluster::default_config(id, voters);
+    c.pre_vote = false;
+    c.check_quorum = false;
+    c.election_timeout_ticks = 1000;
+    c.batch_entries_max = 1;
+    c
+}
+
+/// Ticks only `id` until it campaigns, then settles, delivering only what `keep` allows.
+fn campaign(
+    c: &mut Cluster,
+    id: NodeId,
+    keep: &mut dyn FnMut(&mut ringraft::core::Envelope) -> bool,
+) {
+    for _ in 0..3000 {
+        c.node_mut(id).tick();
+        if c.node(id).role() != Role::Follower {
+            break;
+        }
+    }
+    assert_ne!(
+        c.node(id).role(),
+        Role::Follower,
+        "node {id} did not campaign"
+    );
+    c.settle_with(keep);
+}
+
+fn carries_term(env: &ringraft::core::Envelope, term: u64) -> bool {
+    matches!(&env.message, Message::AppendEntries { entries, .. } if entries.iter().any(|e| e.term == term))
+}
+
+/// Runs the paper's Figure 8 with five nodes; returns the cluster after step (d).
+fn figure_8(bug: bool) -> Cluster {
+    let mut c = Cluster::new(5, move |id, voters| {
+        let mut config = manual_config(id, voters);
+        config.bug_commit_previous_term = bug;
+        config
+    });
+    // (a) S1 leads term 1; its no-op commits everywhere; "x" at index 2 stays on S1 alone.
+    campaign(&mut c, 1, &mut |_| true);
+    assert_eq!(c.leaders(), vec![1]);
+    c.propose(1, "x");
+    c.settle_with(&mut |env| env.from != 1);
+    assert_eq!(c.node(1).log().last_index(), 2);
+    // (b) S1 crashes; S5 wins term 2 with S2, S3 and S4, appends its no-op at index 2 alone.
+    c.crash(1);
+    campaign(&mut c, 5, &mut |env| {
+        !(env.from == 5 && matches!(env.message, Message::AppendEntries { .. }))
+    });
+    assert_eq!(c.leaders(), vec![5]);
+    assert_eq!(c.node(5).log().term_at(2), Some(2));
+    // (c) S5 crashes; S1 restarts and wins term 3; it copies its term-1 "x" to S2 and S3 but
+    // not its own term-3 no-op: a majority (S1, S2, S3) now holds index 2.
+    c.crash(5);
+    c.start(1);
+    let mut holds_x = std::collections::BTreeSet::new();
+    let mut copy_x_only = move |env: &mut ringraft::core::Envelope| {
+        let Message::AppendEntries { entries, .. } = &env.message else {
+            return true;
+        };
+        if env.to == 4 {
+            return false;
+        }
+        if entries.iter().any(|e| e.term == 3) {
+            return !holds_x.contains(&env.to); // Delivered only where it will be rejected.
+        }
+        if entries.iter().any(|e| e.index == 2) {
+            holds_x.insert(env.to);
+        }
+        true
+    };
+    campaign(&mut c, 1, &mut copy_x_only); // Term 2: S2-S4 already voted for S5.
+    campaign(&mut c, 1, &mut copy_x_only); // Term 3: wins with S2, S3, S4.
+    for _ in 0..3 {
+        c.node_mut(1).tick();
+        c.settle_with(&mut copy_x_only);
+    }
+    assert_eq!(c.leaders(), vec![1]);
+    assert_eq!(c.node(1).hard_state().current_term, 3);
+    assert_eq!(c.node(2).log().term_at(2), Some(1));
+    assert_eq!(c.node(3).log().term_at(2), Some(1));
+    if !bug {
+        assert!(
+            c.node(1).log().commit_index() < 2,
+            "an earlier term's entry was committed by counting replicas"
+        );
+    }
+    // (d) S1 crashes; S5 restarts and wins (its last term 2 beats S2-S4's term 1).
+    c.crash(1);
+    c.start(5);
+    let mut votes_only = |env: &mut ringraft::core::Envelope| {
+        matches!(
+            env.message,
+            Message::RequestVote { .. } | Message::RequestVoteResponse { .. }
+        )
+    };
+    campaign(&mut c, 5, &mut votes_only); // Term 3 was taken by S1's voters,
+    campaign(&mut c, 5, &mut votes_only); // so it wins term 4.
+    assert_eq!(c.leaders(), vec![5]);
+    assert_eq!(
+        c.node(5).log().term_at(2),
+        Some(2),
+        "the new leader holds a different entry at index 2"
+    );
+    c
+}
+
+#[test]
+fn figure_8_leader_does_not_commit_earlier_term_by_counting_replicas() {
+    let mut c = figure_8(false);
+    // S5 replicates (its first probes were dropped above; heartbeats retry), overwriting "x".
+    c.tick_until(50, |c| {
+        (2..=5).all(|id| c.node(id).log().commit_index() >= 3)
+    });
+    for id in 2..=5 {
+        assert_eq!(
+            c.node(id).log().term_at(2),
+            Some(2),
+            "S5's entry at index 2 wins on node {id}"
+        );
+    }
+    // Nobody ever applied "x": it was never committed.
+    for (id, applied) in &c.applied {
+        assert!(
+            !applied.values().any(|v| v == "x"),
+            "node {id} applied the uncommitted x"
+        );
+    }
+}
+
+#[test]
+fn figure_8_with_the_planted_bug_loses_a_committed_entry() {
+    let c = figure_8(true);
+    // With the bug, S1 applied "x" at index 2, yet a leader was elected without it: Leader
+    // Completeness is broken, and that leader will overwrite index 2 everywhere.
+    assert_eq!(
+        c.applied[&1].get(&2).map(|b| b.as_ref()),
+        Some(&b"x"[..]),
+        "the bug made S1 apply x"
+    );
+    assert_eq!(
+        c.node(5).log().entry(2).map(|e| e.data.is_empty()),
+        Some(true)
+    );
+}
+
+#[test]
+fn three_nodes_elect_one_leader_and_replicate() {
+    let mut c = Cluster::new(3, Cluster::default_config);
+    let leader = c.elect();
+    for i in 0..50 {
+        c.propose(leader, &format!("v{i}"));
+    }
+    c.settle();
+    c.tick(); // A heartbeat carries the final commit index to followers.
+    let expected: Vec<Bytes> = (0..50).map(|i| Bytes::from(format!("v{i}"))).collect();
+    for id in 1..=3 {
+        assert_eq!(c.applied_values(id), expected, "node {id}");
+    }
+    // Batching: 50 proposals made between two outputs travel in one AppendEntries per follower.
+    assert!(
+        c.count("AppendEntries") < 20,
+        "{} AppendEntries for one batch",
+        c.count("AppendEntries")
+    );
+}
+
+#[test]
+fn proposals_to_followers_are_refused_with_a_leader_hint() {
+    let mut c = Cluster::new(3, Cluster::default_config);
+    let leader = c.elect();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let err = c
+        .node_mut(follower)
+        .propose(Bytes::from_static(b"x"))
+        .unwrap_err();
+    assert_eq!(
+        err,
+        ProposeError::NotLeader {
+            leader: Some(leader)
+        }
+    );
+}
+
+#[test]
+fn pre_vote_keeps_a_rejoining_node_from_deposing_a_healthy_leader() {
+    let mut c = Cluster::new(3, Cluster::default_config);
+    let leader = c.elect();
+    let term = c.node(leader).hard_state().current_term;
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    c.isolate(follower);
+    for _ in 0..200 {
+        c.tick();
+    }
+    assert_eq!(
+        c.node(follower).hard_state().current_term,
+        term,
+        "pre-vote must not raise the term"
+    );
+    c.heal();
+    for _ in 0..30 {
+        c.tick();
+    }
+    assert_eq!(c.leaders(), vec![leader]);
+    assert_eq!(c.node(leader).hard_state().current_term, term);
+}
+
+#[test]
+fn without_pre_vote_a_rejoining_node_disrupts_the_leader() {
+    // The counterpart of the test above: shows that it can fail.
+    let mut c = Cluster::new(3, |id, voters| {
+        let mut config = Cluster::default_config(id, voters);
+        config.pre_vote = false;
+        config.check_quorum = false;
+        config
+    });
+    let leader = c.elect();
+    let term = c.node(leader).hard_state().current_term;
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    c.isolate(follower);
+    for _ in 0..200 {
+        c.tick();
+    }
+    assert!(c.node(follower).hard_state().current_term > term);
+    c.heal();
+    for _ in 0..30 {
+        c.tick();
+    }
+    assert!(
+        c.nodes.values().all(|n| n.hard_state().current_term > term),
+        "the old term was disrupted"
+    );
+}
+
+#[test]
+fn check_quorum_makes_an_isolated_leader_step_down() {
+    let mut c = Cluster::new(3, Cluster::default_config);
+    let leader = c.elect();
+    c.isolate(leader);
+    let timeout = c.node(leader).config().election_timeout_ticks as usize;
+    c.tick_until(3 * timeout, |c| c.node(leader).role() != Role::Leader);
+    c.tick_until(200, |c| c.leaders().len() == 1);
+    let new_leader = c.leaders()[0];
+    assert_ne!(new_leader, leader);
+    // The old leader refuses proposals, so its clients go elsewhere.
+    assert!(matches!(
+        c.node_mut(leader).propose(Bytes::from_static(b"x")),
+        Err(ProposeError::NotLeader { .. })
+    ));
+}
+
+#[test]
+fn a_lagging_follower_is_caught_up_by_a_chunked_snapshot() {
+    let mut c = Cluster::new(3, |id, voters| {
+        let mut config = Cluster::default_config(id, voters);
+        config.snapshot_threshold_entries = 20;
+        config.snapshot_chunk_bytes = 64;
+        config
+    });
+    let leader = c.elect();
+    let lagging = (1..=3).find(|&id| id != leader).unwrap();
+    c.crash(lagging);
+    for i in 0..100 {
+        c.propose(leader, &format!("value-{i}"));
+        c.settle();
+    }
+    assert!(
+        c.node(leader).log().snapshot_meta().last_included_index > 50,
+        "leader compacted its log"
+    );
+    c.start(lagging);
+    let target = c.node(leader).log().commit_index();
+    c.tick_until(500, |c| c.node(lagging).log().applied_index() >= target);
+    assert!(
+        c.count("InstallSnapshot") > 1,
+        "the snapshot travelled in several chunks"
+    );
+    assert_eq!(c.applied[&lagging], c.applied[&leader]);
+}
+
+#[test]
+fn leader_transfer_hands_over_and_refuses_proposals_meanwhile() {
+    let mut c = Cluster::new(3, Cluster::default_config);
+    let leader = c.elect();
+    let target = (1..=3).find(|&id| id != leader).unwrap();
+    c.propose(leader, "before");
+    c.node_mut(leader).transfer_leader(target);
+    assert_eq!(
+        c.node_mut(leader).propose(Bytes::from_static(b"x")),
+        Err(ProposeError::TransferInProgress)
+    );
+    c.settle();
+    assert_eq!(c.leaders(), vec![target]);
+    c.propose(target, "after");
+    c.settle();
+    c.tick();
+    assert_eq!(
+        c.applied_values(leader),
+        vec![Bytes::from("before"), Bytes::from("after")]
+    );
+}
+
+#[test]
+fn read_index_on_leader_and_follower_covers_acknowledged_writes() {
+    let mut c = Cluster::new(3, Cluster::default_config);
+    let leader = c.elect();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    let index = c.propose(leader, "w");
+    c.settle();
+    c.node_mut(leader).read_index(11).unwrap();
+    c.node_mut(follower).read_index(22).unwrap();
+    c.settle();
+    let leader_read = c.reads[&leader]
+        .iter()
+        .find(|r| r.request_id == 11)
+        .expect("leader read served");
+    let follower_read = c.reads[&follower]
+        .iter()
+        .find(|r| r.request_id == 22)
+        .expect("follower read served");
+    assert!(leader_read.read_index >= index);
+    assert!(follower_read.read_index >= index);
+}
+
+#[test]
+fn read_index_fails_on_an_isolated_leader() {
+    let mut c = Cluster::new(3, Cluster::default_config);
+    let leader = c.elect();
+    c.isolate(leader);
+    c.node_mut(leader).read_index(5).unwrap();
+    let timeout = c.node(leader).config().election_timeout_ticks as usize;
+    c.tick_until(3 * timeout, |c| c.reads_failed[&leader].contains(&5));
+    assert!(!c
+        .reads
+        .get(&leader)
+        .is_some_and(|r| r.iter().any(|r| r.request_id == 5)));
+}
+
+#[test]
+fn fast_backtracking_skips_a_divergent_term_in_few_round_trips() {
+    let mut c = Cluster::new(3, |id, voters| {
+        let mut config = Cluster::default_config(id, voters);
+        config.check_quorum = false;
+        config
+    });
+    let old = c.elect();
+    c.isolate(old);
+    for i in 0..100 {
+        c.propose(old, &format!("lost-{i}")); // Never replicated: 100 divergent entries.
+    }
+    c.settle();
+    c.tick_until(300, |c| c.leaders().iter().any(|&l| l != old));
+    let new = *c.leaders().iter().find(|&&l| l != old).unwrap();
+    for i in 0..10 {
+        c.propose(new, &format!("kept-{i}"));
+    }
+    c.settle();
+    let rejects_before = c.count("AppendEntriesResponse");
+    c.heal();
+    c.tick_until(100, |c| {
+        c.node(old).log().last_index() == c.node(new).log().last_index() && c.leaders() == vec![new]
+    });
+    let responses = c.count("AppendEntriesResponse") - rejects_before;
+    assert!(
+        responses < 20,
+        "{responses} AppendEntries round trips to skip 100 divergent entries"
+    );
+    assert_eq!(
+        c.node(old).log().term_at(c.node(old).log().last_index()),
+        c.node(new).log().term_at(c.node(new).log().last_index())
+    );
+}
+
+#[test]
+fn config_validation_names_the_problem() {
+    let mut config = Config::new(1, vec![1, 2, 3]);
+    config.election_timeout_ticks = 1;
+    config.heartbeat_interval_ticks = 1;
+    let err = config.validate().unwrap_err();
+    assert!(matches!(err, ConfigError::ElectionNotAboveHeartbeat { .. }));
+    assert!(err.to_string().contains("election_timeout_ticks"));
+    let config = Config::new(4, vec![1, 2, 3]);
+    assert_eq!(
+        config.validate().unwrap_err(),
+        ConfigError::BadVoters("this node's id is not among the voters")
+    );
+    let mut config = Config::new(1, vec![1, 2, 3]);
+    config.batch_entries_max = 0;
+    assert!(RawNode::new(config, Restored::default()).is_err());
+}
+
+#[test]
+fn a_single_node_commits_on_its_own_durable_write() {
+    let mut c = Cluster::new(1, Cluster::default_config);
+    let leader = c.elect();
+    c.propose(leader, "solo");
+    c.settle();
+    assert_eq!(c.applied_values(1), vec![Bytes::from("solo")]);
+}

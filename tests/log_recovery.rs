@@ -1,0 +1,257 @@
+//! Recovery on real files: torn writes at every byte offset, flipped bits, zero tails, and broken
+//! segment layouts (missing, renamed, duplicated files).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use bytes::Bytes;
+use ringraft::core::{Entry, EntryKind};
+use ringraft::log::{segment_file_name, Log, LogOptions, StorageError};
+
+fn options(segment_bytes: u64) -> LogOptions {
+    LogOptions { segment_bytes, ..LogOptions::default() }
+}
+
+fn batch(first: u64, n: usize, term: u64, payload_bytes: usize) -> Vec<Entry> {
+    (0..n)
+        .map(|i| {
+            let index = first + i as u64;
+            Entry {
+                term,
+                index,
+                kind: if index % 5 == 0 { EntryKind::Noop } else { EntryKind::Normal },
+                data: Bytes::from(vec![(index % 251) as u8; payload_bytes]),
+            }
+        })
+        .collect()
+}
+
+fn read_all(log: &Log) -> Vec<Entry> {
+    log.read(log.first_index(), log.last_index() + 1, usize::MAX).expect("read")
+}
+
+/// Builds a log of `batches` appends of 3 entries each in one 64 KiB segment; returns the
+/// expected entries and the path of the segment.
+fn build(dir: &Path, batches: usize, payload_bytes: usize) -> (Vec<Entry>, PathBuf) {
+    let (mut log, _) = Log::open(dir, options(64 << 10)).expect("open");
+    let mut all = Vec::new();
+    for b in 0..batches {
+        let entries = batch(1 + 3 * b as u64, 3, 1 + b as u64 / 2, payload_bytes);
+        log.append(&entries).expect("append");
+        all.extend(entries);
+    }
+    assert_eq!(read_all(&log), all);
+    (all, dir.join(segment_file_name(1)))
+}
+
+/// Offset and length of the last record: each append above is one group, starting on a
+/// 4096-byte boundary; the record is header (40) + 3 * (5 + payload).
+fn last_record(batches: usize, payload_bytes: usize) -> (usize, usize) {
+    let len = 40 + 3 * (5 + payload_bytes);
+    let per_group = len.div_ceil(4096) * 4096;
+    ((batches - 1) * per_group, len)
+}
+
+fn check_reopen_after_damage(dir: &Path, expected_before: &[Entry], expect_torn: bool) {
+    let (mut log, report) = Log::open(dir, options(64 << 10)).expect("reopen after a torn write");
+    assert_eq!(report.torn_tail.is_some(), expect_torn, "report: {report:?}");
+    assert_eq!(read_all(&log), expected_before);
+    let next = batch(log.last_index() + 1, 2, 9, 10);
+    log.append(&next).expect("append after recovery");
+    drop(log);
+    let (log, report) = Log::open(dir, options(64 << 10)).expect("reopen after append");
+    assert!(report.torn_tail.is_none(), "second open found a torn tail: {report:?}");
+    let mut want = expected_before.to_vec();
+    want.extend(next);
+    assert_eq!(read_all(&log), want);
+}
+
+#[test]
+fn torn_write_at_every_offset_of_the_last_batch_zeroed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (batches, payload) = (4, 20);
+    let (all, seg) = build(dir.path(), batches, payload);
+    let pristine = fs::read(&seg).expect("read segment");
+    let (start, len) = last_record(batches, payload);
+    let before = &all[..all.len() - 3];
+    for cut in start..start + len {
+        let mut damaged = pristine.clone();
+        damaged[cut..].fill(0);
+        fs::write(&seg, &damaged).expect("write damaged");
+        check_reopen_after_damage(dir.path(), before, cut > start);
+    }
+    fs::write(&seg, &pristine).expect("restore");
+    let (log, report) = Log::open(dir.path(), options(64 << 10)).expect("open pristine");
+    assert!(report.torn_tail.is_none());
+    assert_eq!(read_all(&log), all);
+}
+
+#[test]
+fn torn_write_at_every_offset_of_the_last_batch_file_truncated() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (batches, payload) = (3, 7);
+    let (all, seg) = build(dir.path(), batches, payload);
+    let pristine = fs::read(&seg).expect("read segment");
+    let (start, len) = last_record(batches, payload);
+    let before = &all[..all.len() - 3];
+    for cut in start..start + len {
+        fs::write(&seg, &pristine[..cut]).expect("write truncated");
+        check_reopen_after_damage(dir.path(), before, cut > start);
+    }
+}
+
+#[test]
+fn flipped_bit_in_tail_batch_is_a_torn_write() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (all, seg) = build(dir.path(), 3, 30);
+    let (start, len) = last_record(3, 30);
+    let mut bytes = fs::read(&seg).expect("read");
+    bytes[start + len - 7] ^= 0x10;
+    fs::write(&seg, &bytes).expect("write");
+    let (log, report) = Log::open(dir.path(), options(64 << 10)).expect("open");
+    let torn = report.torn_tail.expect("torn tail reported");
+    assert_eq!(torn.offset, start as u64);
+    assert!(torn.reason.contains("CRC"), "{}", torn.reason);
+    assert_eq!(read_all(&log), all[..6]);
+}
+
+#[test]
+fn flipped_bit_in_middle_batch_is_refused_with_file_and_offset() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, seg) = build(dir.path(), 4, 30);
+    let (start, _) = last_record(2, 30); // the second record
+    let mut bytes = fs::read(&seg).expect("read");
+    bytes[start + 50] ^= 0x01;
+    fs::write(&seg, &bytes).expect("write");
+    let err = Log::open(dir.path(), options(64 << 10)).err().expect("open must refuse");
+    match &err {
+        StorageError::Corrupt { file, offset, .. } => {
+            assert_eq!(file, &seg);
+            assert_eq!(*offset, start as u64);
+        }
+        other => panic!("expected Corrupt, got {other}"),
+    }
+    let message = err.to_string();
+    assert!(message.contains(&segment_file_name(1)) && message.contains(&format!("offset {start}")), "{message}");
+}
+
+#[test]
+fn zero_filled_tail_and_garbage_after_the_end() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (all, seg) = build(dir.path(), 3, 30);
+    let (start, _) = last_record(3, 30);
+    let mut bytes = fs::read(&seg).expect("read");
+    bytes[start..].fill(0);
+    fs::write(&seg, &bytes).expect("write");
+    let (log, report) = Log::open(dir.path(), options(64 << 10)).expect("open");
+    assert!(report.torn_tail.is_none());
+    assert_eq!(read_all(&log), all[..6]);
+    drop(log);
+    // Non-zero garbage far after the end (a later block of a torn multi-block write).
+    bytes[40_000..40_100].fill(0xAB);
+    fs::write(&seg, &bytes).expect("write");
+    let (log, report) = Log::open(dir.path(), options(64 << 10)).expect("open");
+    assert!(report.torn_tail.is_some());
+    assert_eq!(read_all(&log), all[..6]);
+    drop(log);
+    assert!(ringraft::log::verify(dir.path()).is_clean(), "the garbage was zeroed");
+}
+
+/// Five or more segments of 16 KiB with 1 KiB entries.
+fn build_multi(dir: &Path) -> (Vec<Entry>, Vec<PathBuf>) {
+    let (mut log, _) = Log::open(dir, options(16 << 10)).expect("open");
+    let mut all = Vec::new();
+    for b in 0..30u64 {
+        let entries = batch(1 + 2 * b, 2, 1, 1000);
+        log.append(&entries).expect("append");
+        all.extend(entries);
+    }
+    let mut segs: Vec<PathBuf> = fs::read_dir(dir)
+        .expect("ls")
+        .map(|e| e.expect("entry").path())
+        .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+        .collect();
+    segs.sort();
+    assert!(segs.len() >= 5, "{segs:?}");
+    (all, segs)
+}
+
+fn expect_layout_error(dir: &Path, names: &str) -> String {
+    let err = Log::open(dir, options(16 << 10)).err().expect("open must refuse");
+    let message = err.to_string();
+    assert!(matches!(err, StorageError::Layout { .. }), "{message}");
+    assert!(message.contains(names), "{message} should name {names}");
+    message
+}
+
+fn name(p: &Path) -> String {
+    p.file_name().expect("name").to_string_lossy().into_owned()
+}
+
+#[test]
+fn multi_segment_log_reopens_intact() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (all, _) = build_multi(dir.path());
+    let (log, report) = Log::open(dir.path(), options(16 << 10)).expect("open");
+    assert!(report.torn_tail.is_none());
+    assert_eq!(read_all(&log), all);
+}
+
+#[test]
+fn missing_middle_segment_is_a_gap() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, segs) = build_multi(dir.path());
+    fs::remove_file(&segs[2]).expect("rm");
+    let message = expect_layout_error(dir.path(), &name(&segs[3]));
+    assert!(message.contains("gap"), "{message}");
+}
+
+#[test]
+fn renamed_segment_is_named() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, segs) = build_multi(dir.path());
+    let renamed = dir.path().join("00000000000000000001.seg.old.seg");
+    fs::rename(&segs[1], &renamed).expect("rename");
+    expect_layout_error(dir.path(), &name(&renamed));
+    // Renamed to a well-formed but wrong index: its first record does not match the name.
+    let first = ringraft::log::parse_segment_name(&name(&segs[1])).expect("parse");
+    let wrong = dir.path().join(segment_file_name(first + 1));
+    fs::rename(&renamed, &wrong).expect("rename");
+    let message = expect_layout_error(dir.path(), &name(&wrong));
+    assert!(message.contains("misnamed") || message.contains("gap"), "{message}");
+}
+
+#[test]
+fn duplicated_segment_is_an_overlap_or_misnamed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, segs) = build_multi(dir.path());
+    let first = ringraft::log::parse_segment_name(&name(&segs[1])).expect("parse");
+    let copy = dir.path().join(segment_file_name(first + 1));
+    fs::copy(&segs[1], &copy).expect("copy");
+    let message = expect_layout_error(dir.path(), &name(&copy));
+    assert!(message.contains("overlap") || message.contains("misnamed"), "{message}");
+}
+
+#[test]
+fn corruption_in_an_earlier_segment_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_, segs) = build_multi(dir.path());
+    let mut bytes = fs::read(&segs[1]).expect("read");
+    bytes[100] ^= 0x04;
+    fs::write(&segs[1], &bytes).expect("write");
+    let err = Log::open(dir.path(), options(16 << 10)).err().expect("refuse");
+    assert!(matches!(err, StorageError::Corrupt { .. }), "{err}");
+    assert!(err.to_string().contains(&name(&segs[1])), "{err}");
+}
+
+#[test]
+fn leftover_temp_file_is_removed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (all, _) = build(dir.path(), 2, 10);
+    let tmp = dir.path().join(format!("{}.tmp", segment_file_name(7)));
+    fs::write(&tmp, [1u8; 100]).expect("write tmp");
+    let (log, report) = Log::open(dir.path(), options(64 << 10)).expect("open");
+    assert_eq!(report.removed_temp_files, vec![tmp.clone()]);
+    assert!(!tmp.exists());
+    assert_eq!(read_all(&log), all);
+}
