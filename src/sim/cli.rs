@@ -123,7 +123,8 @@ pub fn main(args: SimArgs) -> i32 {
     println!(
         "seeds {first}..{end} nodes {} steps {}: crashes {} (torn writes {}), restarts {}, partitions {}, messages {}, drops {}, duplicates {}, \
          elections {} (terms with a leader {}), commits {}, snapshots taken {} installed {}, transfers {}, \
-         writes acked {} indeterminate {}, reads {}, linearizability unknown {}, violations {}",
+         writes acked {} indeterminate {}, retries deduplicated {}, reads {}, linearizability unknown {}, \
+         longest liveness phase {} ms, violations {}",
         if args.scenario == ScenarioKind::Figure8 { 5 } else { args.nodes },
         args.steps,
         totals.crashes,
@@ -141,8 +142,10 @@ pub fn main(args: SimArgs) -> i32 {
         totals.transfers,
         totals.writes_acknowledged,
         totals.writes_indeterminate,
+        totals.session_duplicates,
         totals.reads,
         totals.linearizability_unknown,
+        totals.liveness_us / 1000,
         failed.len()
     );
     if args.scenario == ScenarioKind::Figure8 {

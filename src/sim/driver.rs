@@ -9,7 +9,7 @@ use super::disk::DiskOp;
 use super::net::Fate;
 use super::{Event, Micros, Simulation};
 use crate::core::{Entry, EntryKind, Envelope, Output, RawNode, Role, Snapshot, SnapshotMeta};
-use crate::kv::KvStore;
+use crate::kv::{ApplyResult, KvStore};
 
 /// Most outputs drained after one input before the driver calls it a livelock.
 const DRAIN_ROUNDS_MAX: usize = 64;
@@ -373,14 +373,18 @@ impl Simulation {
             EntryKind::Noop => self.nodes[node].kv.apply_empty(entry.index),
             EntryKind::Normal => {
                 let result = self.nodes[node].kv.apply(entry.index, &entry.data);
-                if let crate::kv::ApplyResult::Invalid(error) = result {
-                    self.fail(
+                match result {
+                    ApplyResult::Invalid(error) => self.fail(
                         "driver_contract",
                         format!(
                             "node {id}: committed entry {} is not a command: {error}",
                             entry.index
                         ),
-                    );
+                    ),
+                    ApplyResult::Duplicate(_) | ApplyResult::Stale { .. } => {
+                        self.report.session_duplicates += 1
+                    }
+                    ApplyResult::Applied(_) => {}
                 }
                 self.clients_on_apply(node, &entry);
             }

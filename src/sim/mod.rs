@@ -177,9 +177,11 @@ pub struct SimReport {
     pub writes_indeterminate: u64,
     /// Linearizable reads served.
     pub reads: u64,
+    /// Applied retries that the client sessions kept from applying twice (counted per replica).
+    pub session_duplicates: u64,
     /// Keys whose history was too large to check within the budget.
     pub linearizability_unknown: u64,
-    /// Simulated time the liveness phase took.
+    /// Simulated time the liveness phase took (for sweeps: the longest).
     pub liveness_us: Micros,
     /// Digest of the whole trace: equal for equal runs.
     pub trace_digest: u64,
@@ -206,6 +208,8 @@ impl SimReport {
         self.writes_acknowledged += other.writes_acknowledged;
         self.writes_indeterminate += other.writes_indeterminate;
         self.reads += other.reads;
+        self.session_duplicates += other.session_duplicates;
+        self.liveness_us = self.liveness_us.max(other.liveness_us);
         self.linearizability_unknown += other.linearizability_unknown;
     }
 }
@@ -409,10 +413,8 @@ impl Simulation {
         }
         self.queue.advance_to(end_us);
         self.step += 1;
-        if self.step % 100 == 0 {
-            self.full_checks();
-            self.check()?;
-        }
+        self.full_checks();
+        self.check()?;
         Ok(())
     }
 
