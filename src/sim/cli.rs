@@ -39,6 +39,9 @@ pub struct SimArgs {
     /// The fault schedule.
     #[arg(long, value_enum, default_value_t = ScenarioKind::Random)]
     pub scenario: ScenarioKind,
+    /// Random faults at several times the default rates, tiny snapshots, eight clients.
+    #[arg(long)]
+    pub stress: bool,
     /// Print the trace of every failing seed (default: the first three).
     #[arg(long)]
     pub all_traces: bool,
@@ -93,6 +96,10 @@ pub fn main(args: SimArgs) -> i32 {
             ScenarioKind::Random => {
                 let mut config = SimConfig::new(seed, args.nodes, args.steps);
                 config.bug_commit_previous_term = bug;
+                if args.stress {
+                    config.faults = super::Faults::stress();
+                    config.clients = 8;
+                }
                 run(config)
             }
             ScenarioKind::Figure8 => super::scenario::figure8(seed, bug).map(|(report, staged)| {

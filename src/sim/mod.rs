@@ -103,6 +103,26 @@ impl Faults {
         }
     }
 
+    /// Every fault class at several times the default rate, with tiny snapshots and a wide
+    /// delay spread: fewer commits per run, more corner cases per commit.
+    pub fn stress() -> Faults {
+        Faults {
+            net: NetConfig {
+                delay_min_us: 100,
+                delay_max_us: 15_000,
+                drop_probability: 0.08,
+                duplicate_probability: 0.05,
+            },
+            crash_probability: 0.006,
+            crash_leader_probability: 0.006,
+            torn_write_probability: 0.8,
+            partition_probability: 0.01,
+            transfer_probability: 0.005,
+            slow_disk_probability: 0.25,
+            snapshot_threshold_entries: 8,
+        }
+    }
+
     /// No faults at all (delay only).
     pub fn none() -> Faults {
         Faults {
