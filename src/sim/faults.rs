@@ -79,6 +79,9 @@ impl Simulation {
     fn start_partition(&mut self) {
         let mut ids = self.voters();
         let n = ids.len();
+        if n < 2 {
+            return; // Nothing to cut.
+        }
         let kind = self.rng.below(3);
         match kind {
             0 => {
