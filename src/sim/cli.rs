@@ -39,6 +39,12 @@ pub struct SimArgs {
     /// The fault schedule.
     #[arg(long, value_enum, default_value_t = ScenarioKind::Random)]
     pub scenario: ScenarioKind,
+    /// Liveness also requires every follower to catch up with the leader's commit index.
+    #[arg(long)]
+    pub strict_liveness: bool,
+    /// Print the whole trace of each run (use with one seed).
+    #[arg(long)]
+    pub full_trace: bool,
     /// Random faults at several times the default rates, tiny snapshots, eight clients.
     #[arg(long)]
     pub stress: bool,
@@ -96,6 +102,8 @@ pub fn main(args: SimArgs) -> i32 {
             ScenarioKind::Random => {
                 let mut config = SimConfig::new(seed, args.nodes, args.steps);
                 config.bug_commit_previous_term = bug;
+                config.full_trace = args.full_trace;
+                config.strict_liveness = args.strict_liveness;
                 if args.stress {
                     config.faults = super::Faults::stress();
                     config.clients = 8;
@@ -107,6 +115,13 @@ pub fn main(args: SimArgs) -> i32 {
                 report
             }),
         };
+        let full_trace = match &result {
+            Ok(report) => report.full_trace.clone(),
+            Err(violation) => violation.report.full_trace.clone(),
+        };
+        if let Some(trace) = full_trace {
+            println!("--- full trace of seed {seed} ---\n{trace}--- end of trace ---");
+        }
         match result {
             Ok(report) => totals.accumulate(&report),
             Err(violation) => {

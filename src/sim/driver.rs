@@ -313,11 +313,10 @@ impl Simulation {
         self.trace.line(
             self.queue.now_us(),
             format_args!(
-                "n{}->n{} {} t{}",
+                "n{}->n{} {}",
                 envelope.from,
                 envelope.to,
-                envelope.message.kind_name(),
-                envelope.message.term()
+                super::trace::describe(&envelope.message)
             ),
         );
         raft.step(envelope);

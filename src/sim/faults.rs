@@ -127,7 +127,26 @@ impl Simulation {
         self.trace_line(format_args!("partition {kind}: {links}"));
     }
 
-    /// Heals everything, restarts every node, and requires progress within the bound.
+    /// A leader leads, and every node has applied everything it has committed: no follower
+    /// is stuck behind (a stalled catch-up or snapshot transfer is a liveness failure too).
+    fn converged(&self) -> bool {
+        let Some(leader) = self.current_leader() else {
+            return false;
+        };
+        let commit = self.nodes[leader]
+            .raft
+            .as_ref()
+            .expect("running")
+            .log()
+            .commit_index();
+        self.nodes
+            .iter()
+            .all(|s| s.raft.is_some() && s.kv.applied_index() == commit)
+    }
+
+    /// Heals everything, restarts every node, and requires within the bound that a leader leads
+    /// and every client is answered; with `strict_liveness`, also that every node has caught up
+    /// with the leader's commit index.
     pub(super) fn liveness_phase(&mut self) -> Result<(), Box<Violation>> {
         self.phase = Phase::Liveness;
         self.net.heal();
@@ -141,7 +160,8 @@ impl Simulation {
         self.check()?;
         let start_us = self.queue.now_us();
         loop {
-            if self.clients_done() && self.current_leader().is_some() {
+            let caught_up = !self.config.strict_liveness || self.converged();
+            if self.clients_done() && self.current_leader().is_some() && caught_up {
                 self.report.liveness_us = self.queue.now_us() - start_us;
                 return Ok(());
             }
@@ -152,11 +172,12 @@ impl Simulation {
                     .map(|s| match &s.raft {
                         None => format!("n{} down", s.id),
                         Some(r) => format!(
-                            "n{} {:?} t{} commit {} last {}",
+                            "n{} {:?} t{} commit {} applied {} last {}",
                             s.id,
                             r.role(),
                             r.hard_state().current_term,
                             r.log().commit_index(),
+                            s.kv.applied_index(),
                             r.log().last_index()
                         ),
                     })

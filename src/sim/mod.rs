@@ -60,6 +60,10 @@ pub struct SimConfig {
     pub full_trace: bool,
     /// How long the liveness phase may take to elect a leader and answer every client.
     pub liveness_bound_us: Micros,
+    /// The liveness phase also requires every follower to catch up with the leader's commit
+    /// index. Off by default: the core can leave an idle follower behind (see the sim report of
+    /// tracker issue 2); turn on to reproduce, and by default once the core is fixed.
+    pub strict_liveness: bool,
 }
 
 /// Fault classes and their rates (per step unless stated).
@@ -156,6 +160,7 @@ impl SimConfig {
             bug_commit_previous_term: false,
             full_trace: false,
             liveness_bound_us: 60_000_000,
+            strict_liveness: false,
         }
     }
 }
