@@ -267,7 +267,7 @@ impl fmt::Display for Violation {
         )?;
         writeln!(
             f,
-            "replay: ringraft sim --seed {} (same --nodes/--steps)",
+            "replay: the same ringraft sim command with --seed {} (same --nodes/--steps/--scenario/--bug)",
             self.seed
         )?;
         writeln!(f, "last {} trace lines:", TRACE_TAIL_LINES)?;
