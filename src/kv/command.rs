@@ -50,7 +50,9 @@ const HEADER_BYTES: usize = 1 + 8 + 8;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum DecodeError {
     /// The input ended before a field was complete.
-    #[error("command truncated: needed {needed_bytes} bytes at offset {offset}, have {have_bytes}")]
+    #[error(
+        "command truncated: needed {needed_bytes} bytes at offset {offset}, have {have_bytes}"
+    )]
     Truncated {
         /// Where the field starts.
         offset: usize,
@@ -116,8 +118,12 @@ impl Command {
                 let value = reader.field()?;
                 Op::Put { key, value }
             }
-            TAG_DELETE => Op::Delete { key: reader.field()? },
-            TAG_GET => Op::Get { key: reader.field()? },
+            TAG_DELETE => Op::Delete {
+                key: reader.field()?,
+            },
+            TAG_GET => Op::Get {
+                key: reader.field()?,
+            },
             TAG_NOOP => Op::Noop,
             other => return Err(DecodeError::UnknownTag(other)),
         };
@@ -125,12 +131,19 @@ impl Command {
         if trailing != 0 {
             return Err(DecodeError::Trailing(trailing));
         }
-        Ok(Command { client_id, sequence, op })
+        Ok(Command {
+            client_id,
+            sequence,
+            op,
+        })
     }
 }
 
 fn put_field(out: &mut Vec<u8>, field: &[u8]) {
-    assert!(field.len() <= limits::ENTRY_BYTES_MAX, "field longer than ENTRY_BYTES_MAX");
+    assert!(
+        field.len() <= limits::ENTRY_BYTES_MAX,
+        "field longer than ENTRY_BYTES_MAX"
+    );
     out.extend_from_slice(&(field.len() as u32).to_le_bytes());
     out.extend_from_slice(field);
 }
@@ -145,7 +158,11 @@ impl<'a> Reader<'a> {
     pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         let have_bytes = self.bytes.len() - self.offset;
         if have_bytes < n {
-            return Err(DecodeError::Truncated { offset: self.offset, needed_bytes: n, have_bytes });
+            return Err(DecodeError::Truncated {
+                offset: self.offset,
+                needed_bytes: n,
+                have_bytes,
+            });
         }
         let out = &self.bytes[self.offset..self.offset + n];
         self.offset += n;
@@ -153,11 +170,15 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn u32(&mut self) -> Result<u32, DecodeError> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
 
     pub(crate) fn u64(&mut self) -> Result<u64, DecodeError> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 
     pub(crate) fn field(&mut self) -> Result<Vec<u8>, DecodeError> {
@@ -176,11 +197,37 @@ mod tests {
     fn all_ops() -> Vec<Command> {
         let key = b"k1".to_vec();
         vec![
-            Command { client_id: 7, sequence: 1, op: Op::Put { key: key.clone(), value: b"v".to_vec() } },
-            Command { client_id: 7, sequence: 2, op: Op::Delete { key: key.clone() } },
-            Command { client_id: 8, sequence: 3, op: Op::Get { key } },
-            Command { client_id: u64::MAX, sequence: u64::MAX, op: Op::Noop },
-            Command { client_id: 1, sequence: 1, op: Op::Put { key: vec![], value: vec![] } },
+            Command {
+                client_id: 7,
+                sequence: 1,
+                op: Op::Put {
+                    key: key.clone(),
+                    value: b"v".to_vec(),
+                },
+            },
+            Command {
+                client_id: 7,
+                sequence: 2,
+                op: Op::Delete { key: key.clone() },
+            },
+            Command {
+                client_id: 8,
+                sequence: 3,
+                op: Op::Get { key },
+            },
+            Command {
+                client_id: u64::MAX,
+                sequence: u64::MAX,
+                op: Op::Noop,
+            },
+            Command {
+                client_id: 1,
+                sequence: 1,
+                op: Op::Put {
+                    key: vec![],
+                    value: vec![],
+                },
+            },
         ]
     }
 
@@ -198,7 +245,13 @@ mod tests {
         for command in all_ops() {
             let bytes = command.encode();
             for len in 0..bytes.len() {
-                assert!(matches!(Command::decode(&bytes[..len]), Err(DecodeError::Truncated { .. })), "len {len}");
+                assert!(
+                    matches!(
+                        Command::decode(&bytes[..len]),
+                        Err(DecodeError::Truncated { .. })
+                    ),
+                    "len {len}"
+                );
             }
             let mut longer = bytes.clone();
             longer.push(0);
@@ -213,6 +266,9 @@ mod tests {
         assert_eq!(Command::decode(&bytes), Err(DecodeError::UnknownTag(99)));
         let mut bytes = all_ops()[1].encode();
         bytes[17..21].copy_from_slice(&u32::MAX.to_le_bytes());
-        assert_eq!(Command::decode(&bytes), Err(DecodeError::TooLong(u32::MAX as usize)));
+        assert_eq!(
+            Command::decode(&bytes),
+            Err(DecodeError::TooLong(u32::MAX as usize))
+        );
     }
 }

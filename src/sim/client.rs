@@ -77,8 +77,13 @@ impl Client {
     pub(super) fn describe(&self) -> String {
         match &self.state {
             ClientState::Idle => format!("c{} idle stopped={}", self.id, self.stopped),
-            ClientState::Writing(w) => format!("c{} writing seq {} at {:?}", self.id, self.sequence, w.at),
-            ClientState::Reading(r) => format!("c{} reading at node index {} request {}", self.id, r.node, r.request_id),
+            ClientState::Writing(w) => {
+                format!("c{} writing seq {} at {:?}", self.id, self.sequence, w.at)
+            }
+            ClientState::Reading(r) => format!(
+                "c{} reading at node index {} request {}",
+                self.id, r.node, r.request_id
+            ),
         }
     }
 }
@@ -108,7 +113,9 @@ impl Simulation {
                     let n = self.nodes.len();
                     self.clients[c].target = (self.clients[c].target + 1) % n;
                 }
-                let ClientState::Writing(w) = &self.clients[c].state else { unreachable!() };
+                let ClientState::Writing(w) = &self.clients[c].state else {
+                    unreachable!()
+                };
                 if self.phase == Phase::Faulty && now_us - w.started_us >= WRITE_GIVE_UP_US {
                     // Fate unknown: the history keeps it open-ended.
                     let id = self.clients[c].id;
@@ -156,16 +163,35 @@ impl Simulation {
         let client = &mut self.clients[c];
         client.sequence += 1;
         let (id, sequence) = (client.id, client.sequence);
-        let value = if self.rng.chance(0.05) { None } else { Some(format!("c{id}s{sequence}").into_bytes()) };
+        let value = if self.rng.chance(0.05) {
+            None
+        } else {
+            Some(format!("c{id}s{sequence}").into_bytes())
+        };
         let op = match &value {
-            Some(value) => Op::Put { key: key.clone(), value: value.clone() },
+            Some(value) => Op::Put {
+                key: key.clone(),
+                value: value.clone(),
+            },
             None => Op::Delete { key: key.clone() },
         };
-        let data = Bytes::from(Command { client_id: id, sequence, op }.encode());
+        let data = Bytes::from(
+            Command {
+                client_id: id,
+                sequence,
+                op,
+            }
+            .encode(),
+        );
         let history = self.history.invoke(id, key, OpKind::Write(value));
         let now_us = self.queue.now_us();
-        self.clients[c].state =
-            ClientState::Writing(Write { history, data, started_us: now_us, at: None, deadline_us: now_us });
+        self.clients[c].state = ClientState::Writing(Write {
+            history,
+            data,
+            started_us: now_us,
+            at: None,
+            deadline_us: now_us,
+        });
         self.try_propose(c);
     }
 
@@ -174,7 +200,9 @@ impl Simulation {
         let node = self.clients[c].target;
         let n = self.nodes.len();
         let epoch = self.nodes[node].epoch;
-        let ClientState::Writing(w) = &self.clients[c].state else { return };
+        let ClientState::Writing(w) = &self.clients[c].state else {
+            return;
+        };
         let data = w.data.clone();
         let Some(raft) = self.nodes[node].raft.as_mut() else {
             self.clients[c].target = (node + 1) % n;
@@ -188,11 +216,16 @@ impl Simulation {
                     w.deadline_us = deadline_us;
                 }
                 let (id, seq) = (self.clients[c].id, self.clients[c].sequence);
-                self.trace_line(format_args!("c{id} propose seq {seq} at n{} -> index {index}", node + 1));
+                self.trace_line(format_args!(
+                    "c{id} propose seq {seq} at n{} -> index {index}",
+                    node + 1
+                ));
                 self.wake_client(c, deadline_us);
                 self.drain(node);
             }
-            Err(ProposeError::NotLeader { leader: Some(leader) }) if leader as usize - 1 != node => {
+            Err(ProposeError::NotLeader {
+                leader: Some(leader),
+            }) if leader as usize - 1 != node => {
                 self.clients[c].target = leader as usize - 1;
                 self.wake_client(c, now_us + RETRY_US / 5);
             }
@@ -208,7 +241,11 @@ impl Simulation {
         let now_us = self.queue.now_us();
         let key = self.random_key();
         let n = self.nodes.len();
-        let node = if self.rng.chance(0.3) { self.rng.below(n as u64) as usize } else { self.clients[c].target };
+        let node = if self.rng.chance(0.3) {
+            self.rng.below(n as u64) as usize
+        } else {
+            self.clients[c].target
+        };
         let Some(raft) = self.nodes[node].raft.as_mut() else {
             self.clients[c].target = (node + 1) % n;
             return self.wake_client(c, now_us + RETRY_US);
@@ -220,7 +257,13 @@ impl Simulation {
                 let id = self.clients[c].id;
                 let history = self.history.invoke(id, key.clone(), OpKind::Read(None));
                 let deadline_us = now_us + READ_TIMEOUT_US;
-                self.clients[c].state = ClientState::Reading(Read { history, key, node, request_id, deadline_us });
+                self.clients[c].state = ClientState::Reading(Read {
+                    history,
+                    key,
+                    node,
+                    request_id,
+                    deadline_us,
+                });
                 self.trace_line(format_args!("c{id} read {request_id} at n{}", node + 1));
                 self.wake_client(c, deadline_us);
                 self.drain(node);
@@ -237,7 +280,9 @@ impl Simulation {
         let now_us = self.queue.now_us();
         let epoch = self.nodes[node].epoch;
         for c in 0..self.clients.len() {
-            let ClientState::Writing(w) = &mut self.clients[c].state else { continue };
+            let ClientState::Writing(w) = &mut self.clients[c].state else {
+                continue;
+            };
             if w.at != Some((node, entry.index, epoch)) {
                 continue;
             }
@@ -246,7 +291,11 @@ impl Simulation {
                 self.history.complete_write(history);
                 self.clients[c].state = ClientState::Idle;
                 let id = self.clients[c].id;
-                self.trace_line(format_args!("c{id} write acked at n{} index {}", node + 1, entry.index));
+                self.trace_line(format_args!(
+                    "c{id} write acked at n{} index {}",
+                    node + 1,
+                    entry.index
+                ));
                 let at = now_us + self.think_us();
                 self.wake_client(c, at);
             } else {
@@ -282,8 +331,12 @@ impl Simulation {
 
     /// A read's index is applied at `node`: answer it from the state machine.
     pub(super) fn client_read_ready(&mut self, node: usize, request_id: u64) {
-        let Some(c) = self.reader(node, request_id) else { return };
-        let ClientState::Reading(r) = &self.clients[c].state else { unreachable!() };
+        let Some(c) = self.reader(node, request_id) else {
+            return;
+        };
+        let ClientState::Reading(r) = &self.clients[c].state else {
+            unreachable!()
+        };
         let value = self.nodes[node].kv.get(&r.key).map(<[u8]>::to_vec);
         let history = r.history;
         let id = self.clients[c].id;
@@ -300,7 +353,9 @@ impl Simulation {
 
     /// A read could not be served: the client drops it (a failed read has no effect).
     pub(super) fn client_read_failed(&mut self, node: usize, request_id: u64) {
-        let Some(c) = self.reader(node, request_id) else { return };
+        let Some(c) = self.reader(node, request_id) else {
+            return;
+        };
         self.clients[c].state = ClientState::Idle;
         let n = self.nodes.len() as u64;
         self.clients[c].target = self.rng.below(n) as usize;

@@ -41,7 +41,11 @@ pub struct EventQueue<E> {
 
 impl<E> Default for EventQueue<E> {
     fn default() -> Self {
-        EventQueue { heap: BinaryHeap::new(), next_sequence: 0, now_us: 0 }
+        EventQueue {
+            heap: BinaryHeap::new(),
+            next_sequence: 0,
+            now_us: 0,
+        }
     }
 }
 
@@ -54,7 +58,11 @@ impl<E> EventQueue<E> {
     /// Schedules `event` at `time_us` (never in the past).
     pub fn schedule(&mut self, time_us: Micros, event: E) {
         let time_us = time_us.max(self.now_us);
-        self.heap.push(Scheduled { time_us, sequence: self.next_sequence, event });
+        self.heap.push(Scheduled {
+            time_us,
+            sequence: self.next_sequence,
+            event,
+        });
         self.next_sequence += 1;
     }
 

@@ -77,7 +77,12 @@ impl Disk {
 
     fn apply(&mut self, op: &DiskOp, torn_entries: Option<usize>) -> Result<(), ContractError> {
         match op {
-            DiskOp::Write { snapshot, entries, hard_state, .. } => {
+            DiskOp::Write {
+                snapshot,
+                entries,
+                hard_state,
+                ..
+            } => {
                 if let Some(snapshot) = snapshot {
                     self.install_snapshot(snapshot.clone());
                 }
@@ -100,12 +105,23 @@ impl Disk {
     /// with it at its index.
     fn install_snapshot(&mut self, snapshot: Snapshot) {
         let meta = snapshot.meta;
-        if self.durable.snapshot.as_ref().is_some_and(|s| s.meta.last_included_index >= meta.last_included_index) {
+        if self
+            .durable
+            .snapshot
+            .as_ref()
+            .is_some_and(|s| s.meta.last_included_index >= meta.last_included_index)
+        {
             return;
         }
-        let agrees = self.durable.entries.iter().any(|e| e.index == meta.last_included_index && e.term == meta.last_included_term);
+        let agrees = self
+            .durable
+            .entries
+            .iter()
+            .any(|e| e.index == meta.last_included_index && e.term == meta.last_included_term);
         if agrees {
-            self.durable.entries.retain(|e| e.index > meta.last_included_index);
+            self.durable
+                .entries
+                .retain(|e| e.index > meta.last_included_index);
         } else {
             self.durable.entries.clear();
         }
@@ -113,18 +129,26 @@ impl Disk {
     }
 
     fn snapshot_index(&self) -> Index {
-        self.durable.snapshot.as_ref().map_or(0, |s| s.meta.last_included_index)
+        self.durable
+            .snapshot
+            .as_ref()
+            .map_or(0, |s| s.meta.last_included_index)
     }
 
     fn last_index(&self) -> Index {
-        self.durable.entries.last().map_or(self.snapshot_index(), |e| e.index)
+        self.durable
+            .entries
+            .last()
+            .map_or(self.snapshot_index(), |e| e.index)
     }
 
     /// The full write: truncate from the first new index, then append contiguously.
     fn append(&mut self, entries: &[Entry]) -> Result<(), ContractError> {
         let floor = self.snapshot_index();
         let entries: Vec<&Entry> = entries.iter().filter(|e| e.index > floor).collect();
-        let Some(first) = entries.first() else { return Ok(()) };
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
         self.durable.entries.retain(|e| e.index < first.index);
         if first.index != self.last_index() + 1 {
             return Err(ContractError(format!(
@@ -135,7 +159,10 @@ impl Disk {
         }
         for (k, entry) in entries.iter().enumerate() {
             if entry.index != first.index + k as u64 {
-                return Err(ContractError(format!("entries in one write are not contiguous at {}", entry.index)));
+                return Err(ContractError(format!(
+                    "entries in one write are not contiguous at {}",
+                    entry.index
+                )));
             }
             self.durable.entries.push((*entry).clone());
         }
@@ -149,7 +176,12 @@ impl Disk {
             if entry.index <= self.snapshot_index() {
                 continue;
             }
-            if let Some(pos) = self.durable.entries.iter().position(|e| e.index == entry.index) {
+            if let Some(pos) = self
+                .durable
+                .entries
+                .iter()
+                .position(|e| e.index == entry.index)
+            {
                 if self.durable.entries[pos].term == entry.term {
                     continue;
                 }
@@ -175,12 +207,15 @@ impl Disk {
         self.pending.clear();
         self.last_completion_us = 0;
         let (_, op) = first?;
-        let DiskOp::Write { entries, .. } = &op else { return None };
+        let DiskOp::Write { entries, .. } = &op else {
+            return None;
+        };
         if entries.is_empty() || !rng.chance(tear_probability) {
             return None;
         }
         let survivors = rng.below(entries.len() as u64) as usize;
-        self.apply(&op, Some(survivors)).expect("torn writes never fail");
+        self.apply(&op, Some(survivors))
+            .expect("torn writes never fail");
         Some(survivors)
     }
 
@@ -190,7 +225,13 @@ impl Disk {
         Restored {
             hard_state: self.durable.hard_state,
             snapshot: self.durable.snapshot.clone(),
-            entries: self.durable.entries.iter().filter(|e| e.index > floor).cloned().collect(),
+            entries: self
+                .durable
+                .entries
+                .iter()
+                .filter(|e| e.index > floor)
+                .cloned()
+                .collect(),
         }
     }
 }
@@ -202,11 +243,22 @@ mod tests {
     use bytes::Bytes;
 
     fn entry(index: Index, term: Term) -> Entry {
-        Entry { term, index, kind: EntryKind::Normal, data: Bytes::new() }
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: Bytes::new(),
+        }
     }
 
     fn write(entries: Vec<Entry>) -> DiskOp {
-        DiskOp::Write { snapshot: None, entries, hard_state: None, after_persist: vec![], last_written: None }
+        DiskOp::Write {
+            snapshot: None,
+            entries,
+            hard_state: None,
+            after_persist: vec![],
+            last_written: None,
+        }
     }
 
     #[test]
@@ -214,10 +266,18 @@ mod tests {
         let mut disk = Disk::default();
         disk.enqueue(write(vec![entry(1, 1), entry(2, 1), entry(3, 1)]), 0, 50);
         disk.enqueue(write(vec![entry(2, 2)]), 0, 10);
-        assert!(disk.complete_due(10).is_none(), "the second write waits for the first");
+        assert!(
+            disk.complete_due(10).is_none(),
+            "the second write waits for the first"
+        );
         assert!(disk.complete_due(50).unwrap().is_ok());
         assert!(disk.complete_due(51).unwrap().is_ok());
-        let terms: Vec<_> = disk.durable.entries.iter().map(|e| (e.index, e.term)).collect();
+        let terms: Vec<_> = disk
+            .durable
+            .entries
+            .iter()
+            .map(|e| (e.index, e.term))
+            .collect();
         assert_eq!(terms, vec![(1, 1), (2, 2)]);
     }
 
@@ -246,13 +306,26 @@ mod tests {
     fn snapshot_then_compaction_restores_contiguously() {
         let mut disk = Disk::default();
         disk.enqueue(write((1..=5).map(|i| entry(i, 1)).collect()), 0, 1);
-        let meta = crate::core::SnapshotMeta { last_included_index: 3, last_included_term: 1 };
-        disk.enqueue(DiskOp::LocalSnapshot(Snapshot { meta, data: Bytes::new() }), 0, 1);
+        let meta = crate::core::SnapshotMeta {
+            last_included_index: 3,
+            last_included_term: 1,
+        };
+        disk.enqueue(
+            DiskOp::LocalSnapshot(Snapshot {
+                meta,
+                data: Bytes::new(),
+            }),
+            0,
+            1,
+        );
         disk.complete_due(10).unwrap().unwrap();
         disk.complete_due(10).unwrap().unwrap();
         disk.compact(3);
         let restored = disk.restored();
         assert_eq!(restored.snapshot.unwrap().meta.last_included_index, 3);
-        assert_eq!(restored.entries.iter().map(|e| e.index).collect::<Vec<_>>(), vec![4, 5]);
+        assert_eq!(
+            restored.entries.iter().map(|e| e.index).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
     }
 }

@@ -9,7 +9,7 @@ use super::disk::DiskOp;
 use super::net::Fate;
 use super::{Event, Micros, Simulation};
 use crate::core::{Entry, EntryKind, Envelope, Output, RawNode, Role, Snapshot, SnapshotMeta};
-use crate::kv::KvStore;
+use crate::kv::{ApplyResult, KvStore};
 
 /// Most outputs drained after one input before the driver calls it a livelock.
 const DRAIN_ROUNDS_MAX: usize = 64;
@@ -23,7 +23,10 @@ impl Simulation {
         let mut applied_term = 0;
         if let Some(snapshot) = &restored.snapshot {
             if let Err(error) = kv.restore(&snapshot.data) {
-                self.fail("driver_contract", format!("node {id}: durable snapshot does not restore: {error}"));
+                self.fail(
+                    "driver_contract",
+                    format!("node {id}: durable snapshot does not restore: {error}"),
+                );
                 return;
             }
             applied_term = snapshot.meta.last_included_term;
@@ -32,7 +35,10 @@ impl Simulation {
         let raft = match RawNode::new(self.node_config(id), restored) {
             Ok(raft) => raft,
             Err(error) => {
-                self.fail("driver_contract", format!("node {id}: config rejected: {error}"));
+                self.fail(
+                    "driver_contract",
+                    format!("node {id}: config rejected: {error}"),
+                );
                 return;
             }
         };
@@ -67,8 +73,12 @@ impl Simulation {
         if torn.is_some() {
             self.report.torn_writes += 1;
         }
-        self.trace_line(format_args!("n{id} CRASH torn={torn:?} restart in {}ms", downtime_us / 1000));
-        self.queue.schedule(self.queue.now_us() + downtime_us, Event::Restart { node });
+        self.trace_line(format_args!(
+            "n{id} CRASH torn={torn:?} restart in {}ms",
+            downtime_us / 1000
+        ));
+        self.queue
+            .schedule(self.queue.now_us() + downtime_us, Event::Restart { node });
         self.clients_on_crash(node);
     }
 
@@ -82,7 +92,9 @@ impl Simulation {
     /// Drains the node's outputs until it has nothing more to say.
     pub(super) fn drain(&mut self, node: usize) {
         for _ in 0..DRAIN_ROUNDS_MAX {
-            let Some(raft) = self.nodes[node].raft.as_mut() else { return };
+            let Some(raft) = self.nodes[node].raft.as_mut() else {
+                return;
+            };
             let output = raft.take_output();
             if output.is_empty() {
                 return;
@@ -91,7 +103,10 @@ impl Simulation {
             self.check_node(node);
         }
         let id = self.nodes[node].id;
-        self.fail("driver_contract", format!("node {id}: output never became empty after {DRAIN_ROUNDS_MAX} rounds"));
+        self.fail(
+            "driver_contract",
+            format!("node {id}: output never became empty after {DRAIN_ROUNDS_MAX} rounds"),
+        );
     }
 
     fn handle_output(&mut self, node: usize, output: Output) {
@@ -110,7 +125,10 @@ impl Simulation {
             compact_upto,
         } = output;
         if let Some(soft) = soft_state {
-            self.trace_line(format_args!("n{id} {:?} term={} leader={:?}", soft.role, soft.term, soft.leader));
+            self.trace_line(format_args!(
+                "n{id} {:?} term={} leader={:?}",
+                soft.role, soft.term, soft.leader
+            ));
             if soft.role == Role::Leader {
                 self.report.elections += 1;
                 self.on_leader(node, soft.term);
@@ -118,15 +136,22 @@ impl Simulation {
         }
         if !entries.is_empty() {
             let raft = self.nodes[node].raft.as_ref().expect("running");
-            if let Err((property, detail)) = self.checker.log_matching_appended(id, &entries, raft.log()) {
+            if let Err((property, detail)) =
+                self.checker.log_matching_appended(id, &entries, raft.log())
+            {
                 self.fail(property, detail);
             }
         }
-        let last_written = entries
-            .last()
-            .map(|e| (e.index, e.term))
-            .or_else(|| snapshot.as_ref().map(|s| (s.meta.last_included_index, s.meta.last_included_term)));
-        if hard_state.is_some() || snapshot.is_some() || !entries.is_empty() || !messages_after_persist.is_empty() {
+        let last_written = entries.last().map(|e| (e.index, e.term)).or_else(|| {
+            snapshot
+                .as_ref()
+                .map(|s| (s.meta.last_included_index, s.meta.last_included_term))
+        });
+        if hard_state.is_some()
+            || snapshot.is_some()
+            || !entries.is_empty()
+            || !messages_after_persist.is_empty()
+        {
             let op = DiskOp::Write {
                 snapshot: snapshot.clone(),
                 entries,
@@ -145,8 +170,13 @@ impl Simulation {
         for entry in committed_entries {
             self.apply(node, entry);
         }
-        for (request_id, read_index) in read_states.into_iter().map(|r| (r.request_id, r.read_index)) {
-            self.nodes[node].pending_reads.push((request_id, read_index));
+        for (request_id, read_index) in read_states
+            .into_iter()
+            .map(|r| (r.request_id, r.read_index))
+        {
+            self.nodes[node]
+                .pending_reads
+                .push((request_id, read_index));
         }
         self.serve_reads(node);
         for request_id in reads_failed {
@@ -180,7 +210,9 @@ impl Simulation {
         let commit = raft.log().commit_index();
         if commit > slot.commit_seen {
             let from = slot.commit_seen + 1;
-            let result = self.checker.note_committed(slot.id, raft.log(), from, commit);
+            let result = self
+                .checker
+                .note_committed(slot.id, raft.log(), from, commit);
             self.nodes[node].commit_seen = commit;
             if let Err((property, detail)) = result {
                 self.fail(property, detail);
@@ -189,7 +221,13 @@ impl Simulation {
     }
 
     fn enqueue_disk(&mut self, node: usize, op: DiskOp) {
-        let latency_us = if self.rng.chance(self.config.faults.slow_disk_probability) {
+        let leader = self.nodes[node]
+            .raft
+            .as_ref()
+            .is_some_and(|r| r.role() == Role::Leader);
+        let latency_us = if let (Some(slow_us), true) = (self.slow_leader_writes_us, leader) {
+            slow_us
+        } else if self.rng.chance(self.config.faults.slow_disk_probability) {
             2_000 + self.rng.below(28_000)
         } else {
             50 + self.rng.below(950)
@@ -208,22 +246,36 @@ impl Simulation {
             return;
         }
         let id = slot.id;
-        let Some(done) = slot.disk.complete_due(now_us) else { return };
+        let Some(done) = slot.disk.complete_due(now_us) else {
+            return;
+        };
         match done {
             Err(error) => self.fail("driver_contract", format!("node {id}: {}", error.0)),
-            Ok(DiskOp::Write { after_persist, last_written, .. }) => {
+            Ok(DiskOp::Write {
+                after_persist,
+                last_written,
+                ..
+            }) => {
                 for envelope in after_persist {
                     self.send(envelope);
                 }
                 if let Some((index, term)) = last_written {
-                    self.nodes[node].raft.as_mut().expect("running").persisted(index, term);
+                    self.nodes[node]
+                        .raft
+                        .as_mut()
+                        .expect("running")
+                        .persisted(index, term);
                 }
                 self.drain(node);
             }
             Ok(DiskOp::LocalSnapshot(snapshot)) => {
                 let index = snapshot.meta.last_included_index;
                 self.trace_line(format_args!("n{id} snapshot@{index} durable"));
-                self.nodes[node].raft.as_mut().expect("running").snapshot_taken(snapshot);
+                self.nodes[node]
+                    .raft
+                    .as_mut()
+                    .expect("running")
+                    .snapshot_taken(snapshot);
                 self.drain(node);
             }
         }
@@ -237,7 +289,12 @@ impl Simulation {
             Fate::Deliver(first, second) => {
                 if let Some(second) = second {
                     self.report.duplicates += 1;
-                    self.queue.schedule(second, Event::Deliver { envelope: envelope.clone() });
+                    self.queue.schedule(
+                        second,
+                        Event::Deliver {
+                            envelope: envelope.clone(),
+                        },
+                    );
                 }
                 self.queue.schedule(first, Event::Deliver { envelope });
             }
@@ -250,10 +307,17 @@ impl Simulation {
             return;
         }
         let node = (envelope.to - 1) as usize;
-        let Some(raft) = self.nodes[node].raft.as_mut() else { return };
+        let Some(raft) = self.nodes[node].raft.as_mut() else {
+            return;
+        };
         self.trace.line(
             self.queue.now_us(),
-            format_args!("n{}->n{} {} t{}", envelope.from, envelope.to, envelope.message.kind_name(), envelope.message.term()),
+            format_args!(
+                "n{}->n{} {}",
+                envelope.from,
+                envelope.to,
+                super::trace::describe(&envelope.message)
+            ),
         );
         raft.step(envelope);
         self.drain(node);
@@ -263,7 +327,10 @@ impl Simulation {
         let id = self.nodes[node].id;
         let meta = snapshot.meta;
         if let Err(error) = self.nodes[node].kv.restore(&snapshot.data) {
-            self.fail("driver_contract", format!("node {id}: snapshot from the leader does not restore: {error}"));
+            self.fail(
+                "driver_contract",
+                format!("node {id}: snapshot from the leader does not restore: {error}"),
+            );
             return;
         }
         if self.nodes[node].kv.applied_index() != meta.last_included_index {
@@ -278,14 +345,23 @@ impl Simulation {
         }
         self.nodes[node].applied_term = meta.last_included_term;
         self.report.snapshots_installed += 1;
-        self.trace_line(format_args!("n{id} install snapshot@{} t{}", meta.last_included_index, meta.last_included_term));
+        self.trace_line(format_args!(
+            "n{id} install snapshot@{} t{}",
+            meta.last_included_index, meta.last_included_term
+        ));
     }
 
     fn apply(&mut self, node: usize, entry: Entry) {
         let id = self.nodes[node].id;
         let expected = self.nodes[node].kv.applied_index() + 1;
         if entry.index != expected {
-            self.fail("driver_contract", format!("node {id}: committed entry {} handed out, expected {expected}", entry.index));
+            self.fail(
+                "driver_contract",
+                format!(
+                    "node {id}: committed entry {} handed out, expected {expected}",
+                    entry.index
+                ),
+            );
             return;
         }
         if let Err((property, detail)) = self.checker.state_machine_safety(id, &entry) {
@@ -296,8 +372,18 @@ impl Simulation {
             EntryKind::Noop => self.nodes[node].kv.apply_empty(entry.index),
             EntryKind::Normal => {
                 let result = self.nodes[node].kv.apply(entry.index, &entry.data);
-                if let crate::kv::ApplyResult::Invalid(error) = result {
-                    self.fail("driver_contract", format!("node {id}: committed entry {} is not a command: {error}", entry.index));
+                match result {
+                    ApplyResult::Invalid(error) => self.fail(
+                        "driver_contract",
+                        format!(
+                            "node {id}: committed entry {} is not a command: {error}",
+                            entry.index
+                        ),
+                    ),
+                    ApplyResult::Duplicate(_) | ApplyResult::Stale { .. } => {
+                        self.report.session_duplicates += 1
+                    }
+                    ApplyResult::Applied(_) => {}
                 }
                 self.clients_on_apply(node, &entry);
             }
@@ -307,14 +393,16 @@ impl Simulation {
     fn serve_reads(&mut self, node: usize) {
         let applied = self.nodes[node].kv.applied_index();
         let mut ready = Vec::new();
-        self.nodes[node].pending_reads.retain(|&(request_id, read_index)| {
-            if read_index <= applied {
-                ready.push(request_id);
-                false
-            } else {
-                true
-            }
-        });
+        self.nodes[node]
+            .pending_reads
+            .retain(|&(request_id, read_index)| {
+                if read_index <= applied {
+                    ready.push(request_id);
+                    false
+                } else {
+                    true
+                }
+            });
         for request_id in ready {
             self.client_read_ready(node, request_id);
         }
@@ -327,8 +415,17 @@ impl Simulation {
         let data = Bytes::from(slot.kv.snapshot());
         let id = slot.id;
         self.report.snapshots_taken += 1;
-        self.trace_line(format_args!("n{id} take snapshot@{index} t{term} ({} bytes)", data.len()));
-        let snapshot = Snapshot { meta: SnapshotMeta { last_included_index: index, last_included_term: term }, data };
+        self.trace_line(format_args!(
+            "n{id} take snapshot@{index} t{term} ({} bytes)",
+            data.len()
+        ));
+        let snapshot = Snapshot {
+            meta: SnapshotMeta {
+                last_included_index: index,
+                last_included_term: term,
+            },
+            data,
+        };
         self.enqueue_disk(node, DiskOp::LocalSnapshot(snapshot));
     }
 }

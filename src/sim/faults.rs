@@ -7,7 +7,7 @@ use crate::core::{NodeId, Role};
 
 impl Simulation {
     /// The running node that leads in the highest term, if any.
-    fn current_leader(&self) -> Option<usize> {
+    pub(super) fn current_leader(&self) -> Option<usize> {
         (0..self.nodes.len())
             .filter_map(|i| self.nodes[i].raft.as_ref().map(|r| (i, r)))
             .filter(|(_, r)| r.role() == Role::Leader)
@@ -30,7 +30,18 @@ impl Simulation {
         let down_max = (n - 1) / 2;
         if down < down_max && self.rng.chance(faults.crash_probability) {
             let up: Vec<usize> = (0..n).filter(|&i| self.nodes[i].raft.is_some()).collect();
-            let victim = up[self.rng.below(up.len() as u64) as usize];
+            // Half the time prefer a node with a write in flight, so torn writes happen often.
+            let writing: Vec<usize> = up
+                .iter()
+                .copied()
+                .filter(|&i| self.nodes[i].disk.pending_len() > 0)
+                .collect();
+            let pool = if !writing.is_empty() && self.rng.chance(0.5) {
+                writing
+            } else {
+                up
+            };
+            let victim = pool[self.rng.below(pool.len() as u64) as usize];
             let downtime = self.random_downtime_us();
             self.crash_node(victim, downtime);
         } else if down < down_max && self.rng.chance(faults.crash_leader_probability) {
@@ -44,13 +55,21 @@ impl Simulation {
         }
         if self.rng.chance(faults.transfer_probability) {
             if let Some(leader) = self.current_leader() {
-                let others: Vec<NodeId> = self.voters().into_iter().filter(|&v| v != self.nodes[leader].id).collect();
+                let others: Vec<NodeId> = self
+                    .voters()
+                    .into_iter()
+                    .filter(|&v| v != self.nodes[leader].id)
+                    .collect();
                 if !others.is_empty() {
                     let to = others[self.rng.below(others.len() as u64) as usize];
                     self.report.transfers += 1;
                     let from = self.nodes[leader].id;
                     self.trace_line(format_args!("transfer leadership n{from} -> n{to}"));
-                    self.nodes[leader].raft.as_mut().expect("running").transfer_leader(to);
+                    self.nodes[leader]
+                        .raft
+                        .as_mut()
+                        .expect("running")
+                        .transfer_leader(to);
                     self.drain(leader);
                 }
             }
@@ -60,6 +79,9 @@ impl Simulation {
     fn start_partition(&mut self) {
         let mut ids = self.voters();
         let n = ids.len();
+        if n < 2 {
+            return; // Nothing to cut.
+        }
         let kind = self.rng.below(3);
         match kind {
             0 => {
@@ -83,7 +105,9 @@ impl Simulation {
                 }
             }
             _ => {
-                let Some(leader) = self.current_leader() else { return };
+                let Some(leader) = self.current_leader() else {
+                    return;
+                };
                 let x = self.nodes[leader].id;
                 let others: Vec<NodeId> = ids.iter().copied().filter(|&y| y != x).collect();
                 self.net.split(&[x], &others);
@@ -92,13 +116,37 @@ impl Simulation {
         self.report.partitions += 1;
         self.partition_generation += 1;
         let heal_at = self.queue.now_us() + 20 * TICK_US + self.rng.below(380 * TICK_US);
-        self.queue.schedule(heal_at, Event::Heal { generation: self.partition_generation });
+        self.queue.schedule(
+            heal_at,
+            Event::Heal {
+                generation: self.partition_generation,
+            },
+        );
         let kind = ["symmetric", "asymmetric", "leader-isolated"][kind as usize];
         let links = self.net.describe();
         self.trace_line(format_args!("partition {kind}: {links}"));
     }
 
-    /// Heals everything, restarts every node, and requires progress within the bound.
+    /// A leader leads, and every node has applied everything it has committed: no follower
+    /// is stuck behind (a stalled catch-up or snapshot transfer is a liveness failure too).
+    fn converged(&self) -> bool {
+        let Some(leader) = self.current_leader() else {
+            return false;
+        };
+        let commit = self.nodes[leader]
+            .raft
+            .as_ref()
+            .expect("running")
+            .log()
+            .commit_index();
+        self.nodes
+            .iter()
+            .all(|s| s.raft.is_some() && s.kv.applied_index() == commit)
+    }
+
+    /// Heals everything, restarts every node, and requires within the bound that a leader leads
+    /// and every client is answered; with `strict_liveness`, also that every node has caught up
+    /// with the leader's commit index.
     pub(super) fn liveness_phase(&mut self) -> Result<(), Box<Violation>> {
         self.phase = Phase::Liveness;
         self.net.heal();
@@ -112,7 +160,8 @@ impl Simulation {
         self.check()?;
         let start_us = self.queue.now_us();
         loop {
-            if self.clients_done() && self.current_leader().is_some() {
+            let caught_up = !self.config.strict_liveness || self.converged();
+            if self.clients_done() && self.current_leader().is_some() && caught_up {
                 self.report.liveness_us = self.queue.now_us() - start_us;
                 return Ok(());
             }
@@ -123,11 +172,12 @@ impl Simulation {
                     .map(|s| match &s.raft {
                         None => format!("n{} down", s.id),
                         Some(r) => format!(
-                            "n{} {:?} t{} commit {} last {}",
+                            "n{} {:?} t{} commit {} applied {} last {}",
                             s.id,
                             r.role(),
                             r.hard_state().current_term,
                             r.log().commit_index(),
+                            s.kv.applied_index(),
                             r.log().last_index()
                         ),
                     })

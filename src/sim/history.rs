@@ -43,7 +43,13 @@ impl History {
     /// Records an invocation; returns the operation's id.
     pub fn invoke(&mut self, client: u64, key: Vec<u8>, kind: OpKind) -> usize {
         let invoke = self.tick();
-        self.ops.push(Operation { client, key, kind, invoke, complete: None });
+        self.ops.push(Operation {
+            client,
+            key,
+            kind,
+            invoke,
+            complete: None,
+        });
         self.ops.len() - 1
     }
 
@@ -51,7 +57,10 @@ impl History {
     pub fn complete_write(&mut self, id: usize) {
         let at = self.tick();
         let op = &mut self.ops[id];
-        assert!(matches!(op.kind, OpKind::Write(_)) && op.complete.is_none(), "completing op {id} twice or as a write");
+        assert!(
+            matches!(op.kind, OpKind::Write(_)) && op.complete.is_none(),
+            "completing op {id} twice or as a write"
+        );
         op.complete = Some(at);
     }
 
@@ -59,23 +68,35 @@ impl History {
     pub fn complete_read(&mut self, id: usize, value: Option<Vec<u8>>) {
         let at = self.tick();
         let op = &mut self.ops[id];
-        assert!(matches!(op.kind, OpKind::Read(None)) && op.complete.is_none(), "completing read {id} twice");
+        assert!(
+            matches!(op.kind, OpKind::Read(None)) && op.complete.is_none(),
+            "completing read {id} twice"
+        );
         op.kind = OpKind::Read(Some(value));
         op.complete = Some(at);
     }
 
     /// Completed reads.
     pub fn reads_completed(&self) -> usize {
-        self.ops.iter().filter(|op| matches!(op.kind, OpKind::Read(Some(_)))).count()
+        self.ops
+            .iter()
+            .filter(|op| matches!(op.kind, OpKind::Read(Some(_))))
+            .count()
     }
 
     /// Writes acknowledged to their client.
     pub fn writes_acknowledged(&self) -> usize {
-        self.ops.iter().filter(|op| matches!(op.kind, OpKind::Write(_)) && op.complete.is_some()).count()
+        self.ops
+            .iter()
+            .filter(|op| matches!(op.kind, OpKind::Write(_)) && op.complete.is_some())
+            .count()
     }
 
     /// Writes whose fate is unknown.
     pub fn writes_indeterminate(&self) -> usize {
-        self.ops.iter().filter(|op| matches!(op.kind, OpKind::Write(_)) && op.complete.is_none()).count()
+        self.ops
+            .iter()
+            .filter(|op| matches!(op.kind, OpKind::Write(_)) && op.complete.is_none())
+            .count()
     }
 }

@@ -32,7 +32,13 @@ pub fn entry_hash(entry: &Entry) -> u64 {
         EntryKind::Normal => 1u8,
         EntryKind::Noop => 2u8,
     };
-    for byte in entry.term.to_le_bytes().into_iter().chain([kind]).chain(entry.data.iter().copied()) {
+    for byte in entry
+        .term
+        .to_le_bytes()
+        .into_iter()
+        .chain([kind])
+        .chain(entry.data.iter().copied())
+    {
         hash ^= byte as u64;
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
@@ -53,9 +59,10 @@ impl Checker {
     /// Election Safety: at most one leader can be elected in a given term.
     pub fn election_safety(&mut self, term: Term, leader: NodeId) -> Result<(), Broken> {
         match self.leaders.insert(term, leader) {
-            Some(other) if other != leader => {
-                Err(("election_safety", format!("term {term} has two leaders: {other} and {leader}")))
-            }
+            Some(other) if other != leader => Err((
+                "election_safety",
+                format!("term {term} has two leaders: {other} and {leader}"),
+            )),
             _ => Ok(()),
         }
     }
@@ -63,19 +70,28 @@ impl Checker {
     /// Log Matching, incrementally: two entries with the same index and term hold the same
     /// command, and the entries before them have the same term. By induction that is the whole
     /// property (identical prefixes); `log_matching` checks the prefixes directly now and then.
-    pub fn log_matching_appended(&mut self, node: NodeId, entries: &[Entry], log: &RaftLog) -> Result<(), Broken> {
+    pub fn log_matching_appended(
+        &mut self,
+        node: NodeId,
+        entries: &[Entry],
+        log: &RaftLog,
+    ) -> Result<(), Broken> {
         for entry in entries {
             let prev_term = log.term_at(entry.index - 1);
             let hash = entry_hash(entry);
             match self.appended.get(&(entry.index, entry.term)) {
                 None => {
-                    self.appended.insert((entry.index, entry.term), (hash, prev_term));
+                    self.appended
+                        .insert((entry.index, entry.term), (hash, prev_term));
                 }
                 Some(&(seen_hash, seen_prev)) => {
                     if seen_hash != hash {
                         return Err((
                             "log_matching",
-                            format!("node {node}: entry ({}, term {}) differs from one seen before", entry.index, entry.term),
+                            format!(
+                                "node {node}: entry ({}, term {}) differs from one seen before",
+                                entry.index, entry.term
+                            ),
                         ));
                     }
                     if let (Some(a), Some(b)) = (seen_prev, prev_term) {
@@ -104,7 +120,12 @@ impl Checker {
                 let high = log_a.last_index().min(log_b.last_index());
                 // The highest index where both hold the same term; everything held below it
                 // must match.
-                let Some(top) = (low..=high).rev().find(|&k| log_a.term_at(k) == log_b.term_at(k)) else { continue };
+                let Some(top) = (low..=high)
+                    .rev()
+                    .find(|&k| log_a.term_at(k) == log_b.term_at(k))
+                else {
+                    continue;
+                };
                 for k in low..=top {
                     let (ea, eb) = (log_a.entry(k), log_b.entry(k));
                     if let (Some(ea), Some(eb)) = (ea, eb) {
@@ -124,9 +145,17 @@ impl Checker {
     /// Records entries `from..=to` of `log` as committed (a node's commit index rose); a
     /// different term at an index already seen committed breaks Leader Completeness's premise
     /// (a committed entry was replaced).
-    pub fn note_committed(&mut self, node: NodeId, log: &RaftLog, from: Index, to: Index) -> Result<(), Broken> {
+    pub fn note_committed(
+        &mut self,
+        node: NodeId,
+        log: &RaftLog,
+        from: Index,
+        to: Index,
+    ) -> Result<(), Broken> {
         for index in from.max(log.first_index())..=to {
-            let Some(term) = log.term_at(index) else { continue };
+            let Some(term) = log.term_at(index) else {
+                continue;
+            };
             match self.committed.insert(index, term) {
                 Some(seen) if seen != term => {
                     return Err((
@@ -142,7 +171,12 @@ impl Checker {
 
     /// Leader Completeness: a leader's log holds every entry committed before its term (unless
     /// its snapshot covers it).
-    pub fn leader_completeness(&self, leader: NodeId, term: Term, log: &RaftLog) -> Result<(), Broken> {
+    pub fn leader_completeness(
+        &self,
+        leader: NodeId,
+        term: Term,
+        log: &RaftLog,
+    ) -> Result<(), Broken> {
         let covered = log.snapshot_meta().last_included_index;
         for (&index, &committed_term) in self.committed.range(covered + 1..) {
             if committed_term >= term {
@@ -171,7 +205,10 @@ impl Checker {
             }
             Some(&(first, seen)) if seen != hash => Err((
                 "state_machine_safety",
-                format!("node {node} applied a different entry at index {} (term {}) than node {first}", entry.index, entry.term),
+                format!(
+                    "node {node} applied a different entry at index {} (term {}) than node {first}",
+                    entry.index, entry.term
+                ),
             )),
             Some(_) => Ok(()),
         }

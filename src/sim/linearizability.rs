@@ -69,7 +69,11 @@ pub fn check_history(history: &History) -> Verdict {
             (None, Action::Write(_)) => u64::MAX,
             (None, Action::Read(_)) => continue,
         };
-        per_key.entry(&op.key).or_default().push(RegisterOp { invoke: op.invoke, complete, action });
+        per_key.entry(&op.key).or_default().push(RegisterOp {
+            invoke: op.invoke,
+            complete,
+            action,
+        });
     }
     for (key, ops) in per_key {
         match check_register(&ops) {
@@ -90,7 +94,13 @@ pub fn check_register(ops: &[RegisterOp]) -> Option<bool> {
     // writes all return at u64::MAX, after everything.
     let n = ops.len();
     let mut order: Vec<usize> = (0..2 * n).collect();
-    let time = |e: usize| if e % 2 == 0 { ops[e / 2].invoke } else { ops[e / 2].complete };
+    let time = |e: usize| {
+        if e % 2 == 0 {
+            ops[e / 2].invoke
+        } else {
+            ops[e / 2].complete
+        }
+    };
     order.sort_by_key(|&e| (time(e), e));
     // A doubly linked list over the events, with a head sentinel at index 2n.
     let head = 2 * n;
@@ -151,7 +161,9 @@ pub fn check_register(ops: &[RegisterOp]) -> Option<bool> {
             entry = next[entry];
         } else {
             // A return whose call is not linearized yet: backtrack.
-            let Some((call, old_state)) = stack.pop() else { return Some(false) };
+            let Some((call, old_state)) = stack.pop() else {
+                return Some(false);
+            };
             let k = call / 2;
             linearized[k / 64] &= !(1 << (k % 64));
             state = old_state;
@@ -167,22 +179,36 @@ mod tests {
     use super::*;
 
     fn w(invoke: u64, complete: u64, v: u32) -> RegisterOp {
-        RegisterOp { invoke, complete, action: Action::Write(v) }
+        RegisterOp {
+            invoke,
+            complete,
+            action: Action::Write(v),
+        }
     }
     fn r(invoke: u64, complete: u64, v: u32) -> RegisterOp {
-        RegisterOp { invoke, complete, action: Action::Read(v) }
+        RegisterOp {
+            invoke,
+            complete,
+            action: Action::Read(v),
+        }
     }
     const NEVER: u64 = u64::MAX;
 
     #[test]
     fn sequential_history_is_linearizable() {
-        assert_eq!(check_register(&[r(1, 2, 0), w(3, 4, 1), r(5, 6, 1), w(7, 8, 2), r(9, 10, 2)]), Some(true));
+        assert_eq!(
+            check_register(&[r(1, 2, 0), w(3, 4, 1), r(5, 6, 1), w(7, 8, 2), r(9, 10, 2)]),
+            Some(true)
+        );
     }
 
     #[test]
     fn stale_read_after_completed_write_is_not() {
         assert_eq!(check_register(&[w(1, 2, 1), r(3, 4, 0)]), Some(false));
-        assert_eq!(check_register(&[w(1, 2, 1), w(3, 4, 2), r(5, 6, 1)]), Some(false));
+        assert_eq!(
+            check_register(&[w(1, 2, 1), w(3, 4, 2), r(5, 6, 1)]),
+            Some(false)
+        );
     }
 
     #[test]
@@ -191,8 +217,14 @@ mod tests {
         assert_eq!(check_register(&[w(1, 4, 1), r(2, 3, 0)]), Some(true));
         assert_eq!(check_register(&[w(1, 4, 1), r(2, 3, 1)]), Some(true));
         // Two overlapping writes, then reads that disagree on the winner: not linearizable.
-        assert_eq!(check_register(&[w(1, 4, 1), w(2, 3, 2), r(5, 6, 1), r(7, 8, 2)]), Some(false));
-        assert_eq!(check_register(&[w(1, 4, 1), w(2, 3, 2), r(5, 6, 1), r(7, 8, 1)]), Some(true));
+        assert_eq!(
+            check_register(&[w(1, 4, 1), w(2, 3, 2), r(5, 6, 1), r(7, 8, 2)]),
+            Some(false)
+        );
+        assert_eq!(
+            check_register(&[w(1, 4, 1), w(2, 3, 2), r(5, 6, 1), r(7, 8, 1)]),
+            Some(true)
+        );
     }
 
     #[test]
@@ -205,10 +237,19 @@ mod tests {
 
     #[test]
     fn unknown_writes_may_or_may_not_take_effect() {
-        assert_eq!(check_register(&[w(1, NEVER, 1), r(2, 3, 0), r(4, 5, 1)]), Some(true));
-        assert_eq!(check_register(&[w(1, NEVER, 1), r(2, 3, 0), r(4, 5, 0)]), Some(true));
+        assert_eq!(
+            check_register(&[w(1, NEVER, 1), r(2, 3, 0), r(4, 5, 1)]),
+            Some(true)
+        );
+        assert_eq!(
+            check_register(&[w(1, NEVER, 1), r(2, 3, 0), r(4, 5, 0)]),
+            Some(true)
+        );
         // Once seen, it cannot be unseen.
-        assert_eq!(check_register(&[w(1, NEVER, 1), r(2, 3, 1), r(4, 5, 0)]), Some(false));
+        assert_eq!(
+            check_register(&[w(1, NEVER, 1), r(2, 3, 1), r(4, 5, 0)]),
+            Some(false)
+        );
         // A value nobody wrote.
         assert_eq!(check_register(&[w(1, NEVER, 1), r(2, 3, 7)]), Some(false));
     }
@@ -225,14 +266,21 @@ mod tests {
         assert_eq!(check_history(&h), Verdict::Linearizable);
         let d = h.invoke(3, b"a".to_vec(), OpKind::Read(None));
         h.complete_read(d, None);
-        assert_eq!(check_history(&h), Verdict::NotLinearizable { key: b"a".to_vec() });
+        assert_eq!(
+            check_history(&h),
+            Verdict::NotLinearizable { key: b"a".to_vec() }
+        );
     }
 
     #[test]
     fn many_concurrent_unknown_writes_stay_fast() {
         let mut ops = Vec::new();
         for k in 0..200u64 {
-            ops.push(w(k * 10 + 1, if k % 3 == 0 { NEVER } else { k * 10 + 5 }, k as u32 + 1));
+            ops.push(w(
+                k * 10 + 1,
+                if k % 3 == 0 { NEVER } else { k * 10 + 5 },
+                k as u32 + 1,
+            ));
             ops.push(r(k * 10 + 6, k * 10 + 8, k as u32 + 1));
         }
         assert_eq!(check_register(&ops), Some(true));

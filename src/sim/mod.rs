@@ -17,6 +17,7 @@ pub mod history;
 mod invariants;
 pub mod linearizability;
 mod net;
+pub mod scenario;
 mod trace;
 
 use std::fmt;
@@ -31,6 +32,9 @@ use crate::core::{Config, Envelope, NodeId, RawNode, SplitMix64, Term};
 use crate::kv::KvStore;
 use client::Client;
 use history::History;
+
+/// Operations of a non-linearizable key's history printed in a violation.
+const HISTORY_LINES_SHOWN: usize = 40;
 
 /// Simulated time of one tick.
 pub const TICK_US: Micros = 10_000;
@@ -56,6 +60,10 @@ pub struct SimConfig {
     pub full_trace: bool,
     /// How long the liveness phase may take to elect a leader and answer every client.
     pub liveness_bound_us: Micros,
+    /// The liveness phase also requires every follower to catch up with the leader's commit
+    /// index. Off by default: the core can leave an idle follower behind (see the sim report of
+    /// tracker issue 2); turn on to reproduce, and by default once the core is fixed.
+    pub strict_liveness: bool,
 }
 
 /// Fault classes and their rates (per step unless stated).
@@ -83,7 +91,12 @@ impl Faults {
     /// Every fault class on, at rates that make a 2,000-step run see several of each.
     pub fn all() -> Faults {
         Faults {
-            net: NetConfig { delay_min_us: 500, delay_max_us: 5_000, drop_probability: 0.02, duplicate_probability: 0.02 },
+            net: NetConfig {
+                delay_min_us: 500,
+                delay_max_us: 5_000,
+                drop_probability: 0.02,
+                duplicate_probability: 0.02,
+            },
             crash_probability: 0.002,
             crash_leader_probability: 0.002,
             torn_write_probability: 0.5,
@@ -94,10 +107,35 @@ impl Faults {
         }
     }
 
+    /// Every fault class at several times the default rate, with tiny snapshots and a wide
+    /// delay spread: fewer commits per run, more corner cases per commit.
+    pub fn stress() -> Faults {
+        Faults {
+            net: NetConfig {
+                delay_min_us: 100,
+                delay_max_us: 15_000,
+                drop_probability: 0.08,
+                duplicate_probability: 0.05,
+            },
+            crash_probability: 0.006,
+            crash_leader_probability: 0.006,
+            torn_write_probability: 0.8,
+            partition_probability: 0.01,
+            transfer_probability: 0.005,
+            slow_disk_probability: 0.25,
+            snapshot_threshold_entries: 8,
+        }
+    }
+
     /// No faults at all (delay only).
     pub fn none() -> Faults {
         Faults {
-            net: NetConfig { delay_min_us: 500, delay_max_us: 5_000, drop_probability: 0.0, duplicate_probability: 0.0 },
+            net: NetConfig {
+                delay_min_us: 500,
+                delay_max_us: 5_000,
+                drop_probability: 0.0,
+                duplicate_probability: 0.0,
+            },
             crash_probability: 0.0,
             crash_leader_probability: 0.0,
             torn_write_probability: 0.0,
@@ -122,6 +160,7 @@ impl SimConfig {
             bug_commit_previous_term: false,
             full_trace: false,
             liveness_bound_us: 60_000_000,
+            strict_liveness: false,
         }
     }
 }
@@ -163,9 +202,11 @@ pub struct SimReport {
     pub writes_indeterminate: u64,
     /// Linearizable reads served.
     pub reads: u64,
+    /// Applied retries that the client sessions kept from applying twice (counted per replica).
+    pub session_duplicates: u64,
     /// Keys whose history was too large to check within the budget.
     pub linearizability_unknown: u64,
-    /// Simulated time the liveness phase took.
+    /// Simulated time the liveness phase took (for sweeps: the longest).
     pub liveness_us: Micros,
     /// Digest of the whole trace: equal for equal runs.
     pub trace_digest: u64,
@@ -192,6 +233,8 @@ impl SimReport {
         self.writes_acknowledged += other.writes_acknowledged;
         self.writes_indeterminate += other.writes_indeterminate;
         self.reads += other.reads;
+        self.session_duplicates += other.session_duplicates;
+        self.liveness_us = self.liveness_us.max(other.liveness_us);
         self.linearizability_unknown += other.linearizability_unknown;
     }
 }
@@ -217,8 +260,16 @@ pub struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "seed {}: {} violated at step {} ({} us): {}", self.seed, self.property, self.step, self.time_us, self.detail)?;
-        writeln!(f, "replay: ringraft sim --seed {} (same --nodes/--steps)", self.seed)?;
+        writeln!(
+            f,
+            "seed {}: {} violated at step {} ({} us): {}",
+            self.seed, self.property, self.step, self.time_us, self.detail
+        )?;
+        writeln!(
+            f,
+            "replay: the same ringraft sim command with --seed {} (same --nodes/--steps/--scenario/--bug)",
+            self.seed
+        )?;
         writeln!(f, "last {} trace lines:", TRACE_TAIL_LINES)?;
         f.write_str(&self.trace_tail)
     }
@@ -278,6 +329,8 @@ pub struct Simulation {
     partition_generation: u64,
     next_request_id: u64,
     violation: Option<(&'static str, String)>,
+    /// Scenario hook: every write enqueued by a leader takes this long.
+    slow_leader_writes_us: Option<Micros>,
 }
 
 /// Runs one simulation to the end.
@@ -288,7 +341,10 @@ pub fn run(config: SimConfig) -> Result<SimReport, Box<Violation>> {
 impl Simulation {
     /// Builds the cluster, its clients and the first events.
     pub fn new(config: SimConfig) -> Simulation {
-        assert!(config.nodes >= 1 && config.nodes <= crate::limits::CLUSTER_NODES_MAX, "bad node count");
+        assert!(
+            config.nodes >= 1 && config.nodes <= crate::limits::CLUSTER_NODES_MAX,
+            "bad node count"
+        );
         let mut rng = SplitMix64::new(config.seed);
         let mut queue = EventQueue::default();
         let nodes = (0..config.nodes)
@@ -307,14 +363,19 @@ impl Simulation {
             // Spread the ticks over the tick interval so nodes do not act in lockstep.
             queue.schedule(rng.below(TICK_US), Event::Tick { node });
         }
-        let clients = (0..config.clients).map(|c| Client::new(c as u64 + 1, config.nodes)).collect();
+        let clients = (0..config.clients)
+            .map(|c| Client::new(c as u64 + 1, config.nodes))
+            .collect();
         for client in 0..config.clients {
             queue.schedule(rng.below(5 * TICK_US), Event::ClientWake { client });
         }
         Simulation {
             net: Network::new(config.faults.net.clone()),
             trace: Trace::new(config.full_trace),
-            report: SimReport { seed: config.seed, ..SimReport::default() },
+            report: SimReport {
+                seed: config.seed,
+                ..SimReport::default()
+            },
             config,
             rng,
             queue,
@@ -327,6 +388,7 @@ impl Simulation {
             partition_generation: 0,
             next_request_id: 1,
             violation: None,
+            slow_leader_writes_us: None,
         }
     }
 
@@ -376,17 +438,16 @@ impl Simulation {
         }
         self.queue.advance_to(end_us);
         self.step += 1;
-        if self.step % 100 == 0 {
-            self.full_checks();
-            self.check()?;
-        }
+        self.full_checks();
+        self.check()?;
         Ok(())
     }
 
     fn handle(&mut self, event: Event) {
         match event {
             Event::Tick { node } => {
-                self.queue.schedule(self.queue.now_us() + TICK_US, Event::Tick { node });
+                self.queue
+                    .schedule(self.queue.now_us() + TICK_US, Event::Tick { node });
                 if let Some(raft) = self.nodes[node].raft.as_mut() {
                     raft.tick();
                     self.drain(node);
@@ -439,13 +500,19 @@ impl Simulation {
 
     /// The pairwise Log Matching check and Leader Completeness of every current leader.
     fn full_checks(&mut self) {
-        let logs: Vec<(NodeId, &crate::core::RaftLog)> =
-            self.nodes.iter().filter_map(|n| n.raft.as_ref().map(|r| (n.id, r.log()))).collect();
+        let logs: Vec<(NodeId, &crate::core::RaftLog)> = self
+            .nodes
+            .iter()
+            .filter_map(|n| n.raft.as_ref().map(|r| (n.id, r.log())))
+            .collect();
         let mut broken = Checker::log_matching(&logs).err();
         for node in &self.nodes {
             let Some(raft) = &node.raft else { continue };
             if raft.role() == crate::core::Role::Leader && broken.is_none() {
-                broken = self.checker.leader_completeness(node.id, raft.hard_state().current_term, raft.log()).err();
+                broken = self
+                    .checker
+                    .leader_completeness(node.id, raft.hard_state().current_term, raft.log())
+                    .err();
             }
         }
         if let Some((property, detail)) = broken {
@@ -478,12 +545,21 @@ impl Simulation {
                     .ops
                     .iter()
                     .filter(|op| op.key == key)
-                    .map(|op| format!("  client {} {:?} [{}, {:?}]", op.client, op.kind, op.invoke, op.complete))
+                    .map(|op| {
+                        format!(
+                            "  client {} {:?} [{}, {:?}]",
+                            op.client, op.kind, op.invoke, op.complete
+                        )
+                    })
                     .collect();
+                // The whole per-key history can be thousands of lines; the replay has it all.
+                let shown = &ops[ops.len().saturating_sub(HISTORY_LINES_SHOWN)..];
                 let detail = format!(
-                    "history of key {:?} is not linearizable:\n{}",
+                    "history of key {:?} ({} operations) is not linearizable; the last {}:\n{}",
                     String::from_utf8_lossy(&key),
-                    ops.join("\n")
+                    ops.len(),
+                    shown.len(),
+                    shown.join("\n")
                 );
                 Err(self.violation_report("linearizability", detail))
             }

@@ -56,7 +56,11 @@ pub struct Network {
 impl Network {
     /// A healthy network.
     pub fn new(config: NetConfig) -> Network {
-        Network { config, in_flight: 0, blocked: BTreeSet::new() }
+        Network {
+            config,
+            in_flight: 0,
+            blocked: BTreeSet::new(),
+        }
     }
 
     /// Decides what happens to a message sent now.
@@ -104,6 +108,24 @@ impl Network {
         }
     }
 
+    /// Cuts every link between nodes of different groups (a node in no group is alone).
+    pub fn connect_only(&mut self, all: &[NodeId], groups: &[&[NodeId]]) {
+        self.blocked.clear();
+        let group_of = |x: NodeId| {
+            groups
+                .iter()
+                .position(|g| g.contains(&x))
+                .map_or(usize::MAX - x as usize, |g| g)
+        };
+        for &x in all {
+            for &y in all {
+                if x != y && group_of(x) != group_of(y) {
+                    self.blocked.insert((x, y));
+                }
+            }
+        }
+    }
+
     /// Heals every partition.
     pub fn heal(&mut self) {
         self.blocked.clear();
@@ -111,7 +133,11 @@ impl Network {
 
     /// The blocked links, for traces.
     pub fn describe(&self) -> String {
-        let links: Vec<String> = self.blocked.iter().map(|(a, b)| format!("{a}->{b}")).collect();
+        let links: Vec<String> = self
+            .blocked
+            .iter()
+            .map(|(a, b)| format!("{a}->{b}"))
+            .collect();
         links.join(" ")
     }
 }

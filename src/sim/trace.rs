@@ -21,7 +21,12 @@ pub struct Trace {
 impl Trace {
     /// A trace that keeps the whole text too when `full` (for determinism tests).
     pub fn new(full: bool) -> Trace {
-        Trace { tail: VecDeque::with_capacity(TRACE_TAIL_LINES), digest: 0xcbf2_9ce4_8422_2325, lines: 0, full: full.then(String::new) }
+        Trace {
+            tail: VecDeque::with_capacity(TRACE_TAIL_LINES),
+            digest: 0xcbf2_9ce4_8422_2325,
+            lines: 0,
+            full: full.then(String::new),
+        }
     }
 
     /// Records one line at simulated time `now_us`.
@@ -69,5 +74,35 @@ impl Trace {
     /// The whole trace, if it was kept.
     pub fn take_full(&mut self) -> Option<String> {
         self.full.take()
+    }
+}
+
+/// A one-line summary of a message for traces: its kind, term and the fields that matter.
+pub fn describe(message: &crate::core::Message) -> String {
+    use crate::core::Message as M;
+    match message {
+        M::AppendEntries { term, prev_log_index, prev_log_term, leader_commit, entries } => format!(
+            "AppendEntries t{term} prev=({prev_log_index},t{prev_log_term}) n={} commit={leader_commit}",
+            entries.len()
+        ),
+        M::AppendEntriesResponse { term, success, match_index, conflict_index, conflict_term } => format!(
+            "AppendEntriesResponse t{term} ok={success} match={match_index} conflict={conflict_index}/{conflict_term:?}"
+        ),
+        M::InstallSnapshot { term, last_included_index, offset, data, done, .. } => format!(
+            "InstallSnapshot t{term} @{last_included_index} off={offset} len={} done={done}",
+            data.len()
+        ),
+        M::InstallSnapshotResponse { term, last_included_index, next_offset, done } => {
+            format!("InstallSnapshotResponse t{term} @{last_included_index} next={next_offset} done={done}")
+        }
+        M::Heartbeat { term, leader_commit, read_round } => {
+            format!("Heartbeat t{term} commit={leader_commit} round={read_round}")
+        }
+        M::RequestVote { term, last_log_index, last_log_term, leader_transfer } => format!(
+            "RequestVote t{term} last=({last_log_index},t{last_log_term}) transfer={leader_transfer}"
+        ),
+        M::RequestVoteResponse { term, granted } => format!("RequestVoteResponse t{term} granted={granted}"),
+        M::PreVoteResponse { term, granted } => format!("PreVoteResponse t{term} granted={granted}"),
+        other => format!("{} t{}", other.kind_name(), other.term()),
     }
 }

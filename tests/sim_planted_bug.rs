@@ -1,0 +1,64 @@
+//! The simulator must catch the core's planted bug (`Config::bug_commit_previous_term`: commit
+//! an earlier term's entry by counting replicas, which the Raft paper's Figure 8 shows unsafe),
+//! and must not cry wolf on the correct core under the same schedule.
+
+use ringraft::sim::{run, scenario, SimConfig};
+
+/// Random fault sweeps reach Figure 8's schedule rarely (the core's leader no-op hides the bug
+/// unless the leader's own write is slow and it crashes at the wrong moment); the targeted
+/// generator reaches it on most seeds. Sweep it and stop at the first seed caught.
+#[test]
+fn planted_bug_commit_previous_term_is_caught() {
+    for seed in 0..2_000u64 {
+        if let Err(violation) = scenario::figure8(seed, true) {
+            println!("planted bug caught at seed {seed} (replay: ringraft sim --scenario figure8 --bug commit-previous-term --seed {seed}):\n{violation}");
+            assert!(
+                [
+                    "leader_completeness",
+                    "state_machine_safety",
+                    "log_matching",
+                    "linearizability"
+                ]
+                .contains(&violation.property),
+                "caught by an unexpected property: {}",
+                violation.property
+            );
+            return;
+        }
+    }
+    panic!("the planted bug survived 2,000 Figure 8 schedules");
+}
+
+#[test]
+fn figure8_schedule_is_safe_on_the_correct_core() {
+    let mut staged = 0;
+    for seed in 0..100u64 {
+        match scenario::figure8(seed, false) {
+            Ok((_, true)) => staged += 1,
+            Ok((_, false)) => {}
+            Err(violation) => panic!("{violation}"),
+        }
+    }
+    assert!(
+        staged >= 50,
+        "the schedule set its stage in only {staged} of 100 seeds"
+    );
+}
+
+/// For the record: how far a purely random sweep gets with the bug on. Not asserted: it may
+/// or may not find it, and that is why the targeted generator exists.
+#[test]
+fn random_sweep_with_planted_bug_reports_what_it_finds() {
+    for seed in 0..40u64 {
+        let mut config = SimConfig::new(seed, 5, 1_000);
+        config.bug_commit_previous_term = true;
+        if let Err(violation) = run(config) {
+            println!(
+                "random sweep caught the planted bug at seed {seed}: {}",
+                violation.property
+            );
+            return;
+        }
+    }
+    println!("random sweep of 40 seeds did not catch the planted bug");
+}
