@@ -380,7 +380,7 @@ impl Simulation {
                             entry.index
                         ),
                     ),
-                    ApplyResult::Duplicate(_) | ApplyResult::Stale { .. } => {
+                    ApplyResult::Duplicate { .. } | ApplyResult::Stale { .. } => {
                         self.report.session_duplicates += 1
                     }
                     ApplyResult::Applied(_) => {}
