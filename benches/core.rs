@@ -30,7 +30,11 @@ impl Cluster {
                 RawNode::new(config, Restored::default()).expect("valid config")
             })
             .collect();
-        let mut c = Cluster { nodes, queue: VecDeque::new(), applied_at_leader: 0 };
+        let mut c = Cluster {
+            nodes,
+            queue: VecDeque::new(),
+            applied_at_leader: 0,
+        };
         while c.nodes[0].role() != Role::Leader {
             c.nodes[0].tick();
             c.drive();
@@ -60,8 +64,14 @@ impl Cluster {
                 if out.snapshot_wanted {
                     let index = node.log().applied_index();
                     let term = node.log().term_at(index).expect("applied entry is held");
-                    let meta = SnapshotMeta { last_included_index: index, last_included_term: term };
-                    node.snapshot_taken(Snapshot { meta, data: Bytes::new() });
+                    let meta = SnapshotMeta {
+                        last_included_index: index,
+                        last_included_term: term,
+                    };
+                    node.snapshot_taken(Snapshot {
+                        meta,
+                        data: Bytes::new(),
+                    });
                 }
             }
             while let Some(env) = self.queue.pop_front() {
@@ -80,17 +90,23 @@ fn committed_entries_per_second(c: &mut Criterion) {
     let mut group = c.benchmark_group("core_commit_3_nodes_1KiB");
     for batch in [1u64, 64, 1024] {
         group.throughput(Throughput::Elements(batch));
-        group.bench_with_input(BenchmarkId::from_parameter(format!("batch_{batch}")), &batch, |b, &batch| {
-            let mut cluster = Cluster::new();
-            b.iter(|| {
-                let target = cluster.applied_at_leader + batch;
-                for _ in 0..batch {
-                    cluster.nodes[0].propose(payload.clone()).expect("leader accepts");
-                }
-                cluster.drive();
-                assert!(cluster.applied_at_leader >= target);
-            });
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(format!("batch_{batch}")),
+            &batch,
+            |b, &batch| {
+                let mut cluster = Cluster::new();
+                b.iter(|| {
+                    let target = cluster.applied_at_leader + batch;
+                    for _ in 0..batch {
+                        cluster.nodes[0]
+                            .propose(payload.clone())
+                            .expect("leader accepts");
+                    }
+                    cluster.drive();
+                    assert!(cluster.applied_at_leader >= target);
+                });
+            },
+        );
     }
     group.finish();
 }

@@ -408,3 +408,49 @@ fn a_single_node_commits_on_its_own_durable_write() {
     c.settle();
     assert_eq!(c.applied_values(1), vec![Bytes::from("solo")]);
 }
+
+#[test]
+fn a_snapshot_ending_inside_the_log_keeps_the_acknowledged_suffix() {
+    // Found by the simulator (seed 105, --strict-liveness, before the fix): a follower that
+    // installed a snapshot covering part of its log threw away entries it had acknowledged.
+    use ringraft::core::{Entry, EntryKind, Envelope, HardState};
+    let entries: Vec<Entry> =
+        (1..=10).map(|index| Entry { term: 1, index, kind: EntryKind::Normal, data: Bytes::from_static(b"x") }).collect();
+    let restored = Restored { hard_state: HardState { current_term: 1, voted_for: Some(1) }, snapshot: None, entries };
+    let mut follower = RawNode::new(Cluster::default_config(2, vec![1, 2, 3]), restored).unwrap();
+    let message = Message::InstallSnapshot {
+        term: 1,
+        last_included_index: 5,
+        last_included_term: 1,
+        offset: 0,
+        data: Bytes::from_static(b"state"),
+        done: true,
+    };
+    follower.step(Envelope { from: 1, to: 2, message });
+    let out = follower.take_output();
+    assert!(out.snapshot.is_none(), "no restore: the log already holds index 5");
+    assert_eq!(follower.log().last_index(), 10, "entries 6..=10 survive");
+    assert!(follower.log().commit_index() >= 5);
+    let answered_done = out
+        .messages_after_persist
+        .iter()
+        .any(|e| matches!(e.message, Message::InstallSnapshotResponse { done: true, last_included_index: 5, .. }));
+    assert!(answered_done);
+}
+
+#[test]
+fn an_idle_leader_resends_appends_lost_in_replicate_state() {
+    // Found by the simulator (seed 115, --strict-liveness, before the fix): the last pipelined
+    // AppendEntries was lost while the leader stayed idle, and nothing ever resent it.
+    let mut c = Cluster::new(3, Cluster::default_config);
+    let leader = c.elect();
+    let follower = (1..=3).find(|&id| id != leader).unwrap();
+    c.propose(leader, "warm-up");
+    c.settle();
+    c.propose(leader, "lost");
+    // Drop the AppendEntries carrying "lost" to one follower (it is in Replicate state now).
+    c.settle_with(&mut |env| !(env.to == follower && matches!(env.message, Message::AppendEntries { .. })));
+    let last = c.node(leader).log().last_index();
+    assert!(c.node(follower).log().last_index() < last);
+    c.tick_until(20, |c| c.node(follower).log().last_index() == last);
+}

@@ -26,9 +26,15 @@ pub struct Cluster {
 impl Cluster {
     /// Starts `nodes` nodes with data under `data_root` (created fresh) and ports from
     /// `base_port`, and waits until one is leader.
-    pub fn start(nodes: usize, data_root: &Path, base_port: u16, settings: &NodeSettings) -> Result<Cluster, String> {
+    pub fn start(
+        nodes: usize,
+        data_root: &Path,
+        base_port: u16,
+        settings: &NodeSettings,
+    ) -> Result<Cluster, String> {
         let _ = std::fs::remove_dir_all(data_root);
-        std::fs::create_dir_all(data_root).map_err(|e| format!("cannot create {}: {e}", data_root.display()))?;
+        std::fs::create_dir_all(data_root)
+            .map_err(|e| format!("cannot create {}: {e}", data_root.display()))?;
         let mut members = Vec::new();
         let mut client_addrs = Vec::new();
         for i in 0..nodes {
@@ -53,18 +59,36 @@ impl Cluster {
 
     /// (Re)starts node `id`.
     pub fn start_node(&mut self, id: u64) -> Result<(), String> {
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find the ringraft binary: {e}"))?;
-        let exe = if exe.file_name().is_some_and(|n| n == "ringraft") { exe } else { ringraft_binary()? };
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find the ringraft binary: {e}"))?;
+        let exe = if exe.file_name().is_some_and(|n| n == "ringraft") {
+            exe
+        } else {
+            ringraft_binary()?
+        };
         let dir = self.data_root.join(format!("node{id}"));
-        let log = std::fs::File::create(self.data_root.join(format!("node{id}.log"))).map_err(|e| e.to_string())?;
+        let log = std::fs::File::create(self.data_root.join(format!("node{id}.log")))
+            .map_err(|e| e.to_string())?;
         let mut cmd = Command::new(exe);
-        cmd.arg("node").arg("--id").arg(id.to_string()).arg("--members").arg(&self.members).arg("--data-dir").arg(&dir);
+        cmd.arg("node")
+            .arg("--id")
+            .arg(id.to_string())
+            .arg("--members")
+            .arg(&self.members)
+            .arg("--data-dir")
+            .arg(&dir);
         let s = &self.settings;
         let flags = [
             ("--tick-ms", s.tick_ms.map(|v| v.to_string())),
             ("--election-ticks", s.election_ticks.map(|v| v.to_string())),
-            ("--heartbeat-ticks", s.heartbeat_ticks.map(|v| v.to_string())),
-            ("--snapshot-threshold", s.snapshot_threshold.map(|v| v.to_string())),
+            (
+                "--heartbeat-ticks",
+                s.heartbeat_ticks.map(|v| v.to_string()),
+            ),
+            (
+                "--snapshot-threshold",
+                s.snapshot_threshold.map(|v| v.to_string()),
+            ),
             ("--segment-bytes", s.segment_bytes.map(|v| v.to_string())),
         ];
         for (flag, value) in flags {
@@ -72,7 +96,9 @@ impl Cluster {
                 cmd.arg(flag).arg(value);
             }
         }
-        cmd.stdin(Stdio::null()).stdout(log.try_clone().map_err(|e| e.to_string())?).stderr(log);
+        cmd.stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log);
         // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child when
         // its parent dies, so a killed bench leaves no nodes behind.
         unsafe {
@@ -81,7 +107,9 @@ impl Cluster {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| format!("cannot start node {id}: {e}"))?;
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start node {id}: {e}"))?;
         self.children[(id - 1) as usize] = Some(child);
         Ok(())
     }
@@ -110,7 +138,10 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        Err(format!("no leader within {deadline:?}; see the node logs in {}", self.data_root.display()))
+        Err(format!(
+            "no leader within {deadline:?}; see the node logs in {}",
+            self.data_root.display()
+        ))
     }
 
     /// The data directory root.
@@ -153,18 +184,34 @@ fn ringraft_binary() -> Result<PathBuf, String> {
 /// One blocking Stats request to the node at `addr`.
 pub fn stats(addr: SocketAddr, timeout: Duration) -> Result<NodeStats, String> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
-    stream.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    let request = ClientRequest { client_id: 1, sequence: 0, request_id: 1, request: Request::Stats };
+    let request = ClientRequest {
+        client_id: 1,
+        sequence: 0,
+        request_id: 1,
+        request: Request::Stats,
+    };
     let mut frame = Vec::new();
-    wire::write_frame(FrameType::ClientRequest, wire::encode_client_request(&request, &mut fbb), &mut frame).map_err(|e| e.to_string())?;
+    wire::write_frame(
+        FrameType::ClientRequest,
+        wire::encode_client_request(&request, &mut fbb),
+        &mut frame,
+    )
+    .map_err(|e| e.to_string())?;
     stream.write_all(&frame).map_err(|e| e.to_string())?;
     let mut decoder = FrameDecoder::new();
     let mut buf = [0u8; 4096];
     loop {
         if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
-            let response = wire::decode_client_response(frame.body_of(FrameType::ClientResponse).map_err(|e| e.to_string())?)
-                .map_err(|e| e.to_string())?;
+            let response = wire::decode_client_response(
+                frame
+                    .body_of(FrameType::ClientResponse)
+                    .map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?;
             return match response.result {
                 Ok(Reply::Stats(stats)) => Ok(stats),
                 other => Err(format!("unexpected stats answer {other:?}")),

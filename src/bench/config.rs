@@ -81,29 +81,39 @@ fn default_base_port() -> u16 {
 impl BenchConfig {
     /// Reads and checks a config file; errors name the file and the problem.
     pub fn from_file(path: &Path) -> Result<BenchConfig, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let config: BenchConfig = toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
-        config.validate().map_err(|e| format!("{}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let config: BenchConfig =
+            toml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        config
+            .validate()
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(config)
     }
 
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), String> {
         if !(1..=crate::limits::CLUSTER_NODES_MAX).contains(&self.nodes) {
-            return Err(format!("nodes must be in 1..={}", crate::limits::CLUSTER_NODES_MAX));
+            return Err(format!(
+                "nodes must be in 1..={}",
+                crate::limits::CLUSTER_NODES_MAX
+            ));
         }
         for target in &self.targets {
             if target != "ringraft" && target != "etcd" {
                 return Err(format!("unknown target `{target}` (known: ringraft, etcd)"));
             }
         }
-        if !self.open_loop_rates.is_empty() && !matches!(self.workload.mode, LoopMode::Open { .. }) {
+        if !self.open_loop_rates.is_empty() && !matches!(self.workload.mode, LoopMode::Open { .. })
+        {
             return Err("open_loop_rates needs workload.mode.kind = \"open\"".into());
         }
         if self.load_threads == 0 || self.load_threads > 64 {
             return Err("load_threads must be in 1..=64".into());
         }
-        self.workload.validate().map_err(|e| format!("workload: {e}"))
+        self.workload
+            .validate()
+            .map_err(|e| format!("workload: {e}"))
     }
 
     /// The workloads of this run: one, or one per open-loop rate.
@@ -116,7 +126,10 @@ impl BenchConfig {
             .map(|&rate| {
                 let mut w = self.workload.clone();
                 if let LoopMode::Open { connections, .. } = w.mode {
-                    w.mode = LoopMode::Open { rate_per_s: rate, connections };
+                    w.mode = LoopMode::Open {
+                        rate_per_s: rate,
+                        connections,
+                    };
                 }
                 w
             })

@@ -58,11 +58,21 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
     let (started_at, stamp) = report::timestamp();
     let out_dir = options.results_dir.join(&config.name).join(&stamp);
     let data_root = options.results_dir.join(".data").join(&config.name);
-    std::fs::create_dir_all(&data_root).map_err(|e| format!("cannot create {}: {e}", data_root.display()))?;
+    std::fs::create_dir_all(&data_root)
+        .map_err(|e| format!("cannot create {}: {e}", data_root.display()))?;
     let machine = Machine::detect(&data_root);
-    let mut versions = BTreeMap::from([("ringraft".to_string(), env!("CARGO_PKG_VERSION").to_string())]);
+    let mut versions = BTreeMap::from([(
+        "ringraft".to_string(),
+        env!("CARGO_PKG_VERSION").to_string(),
+    )]);
     let mut runs = Vec::new();
-    eprintln!("bench {}: {} ({} nodes; targets {:?})", config.name, config.workload.describe(), config.nodes, config.targets);
+    eprintln!(
+        "bench {}: {} ({} nodes; targets {:?})",
+        config.name,
+        config.workload.describe(),
+        config.nodes,
+        config.targets
+    );
     for repeat in 0..options.repeat.max(1) {
         for target in &config.targets {
             let results = match target.as_str() {
@@ -72,17 +82,35 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
             };
             for (point, report) in results.into_iter().enumerate() {
                 eprint!("{}", report.text());
-                runs.push(RunResult { target: target.clone(), repeat, point, report });
+                runs.push(RunResult {
+                    target: target.clone(),
+                    repeat,
+                    point,
+                    report,
+                });
             }
         }
     }
     let _ = std::fs::remove_dir_all(&data_root);
     let checks = checks(config, &runs);
     let differences = differences(config);
-    let report = BenchReport { config: config.clone(), started_at, machine, versions, runs, checks, differences };
+    let report = BenchReport {
+        config: config.clone(),
+        started_at,
+        machine,
+        versions,
+        runs,
+        checks,
+        differences,
+    };
     report.write(&out_dir)?;
     for check in &report.checks {
-        eprintln!("{} {}: {}", if check.pass { "PASS" } else { "FAIL" }, check.name, check.detail);
+        eprintln!(
+            "{} {}: {}",
+            if check.pass { "PASS" } else { "FAIL" },
+            check.name,
+            check.detail
+        );
     }
     eprintln!("report: {}", out_dir.join("report.md").display());
     Ok(out_dir)
@@ -92,27 +120,37 @@ fn run_ringraft(config: &BenchConfig, data_root: &Path) -> Result<Vec<LoadReport
     let cluster = cluster::Cluster::start(config.nodes, data_root, config.base_port, &config.node)?;
     let mut reports = Vec::new();
     for workload in config.workloads() {
-        let recorder = ringraft_target::run(cluster.client_addrs.clone(), &workload, config.load_threads)?;
+        let recorder =
+            ringraft_target::run(cluster.client_addrs.clone(), &workload, config.load_threads)?;
         reports.push(LoadReport::new("ringraft", &workload, &recorder));
     }
     Ok(reports)
 }
 
 #[cfg(feature = "etcd")]
-fn run_etcd(config: &BenchConfig, data_root: &Path, versions: &mut BTreeMap<String, String>) -> Result<Vec<LoadReport>, String> {
+fn run_etcd(
+    config: &BenchConfig,
+    data_root: &Path,
+    versions: &mut BTreeMap<String, String>,
+) -> Result<Vec<LoadReport>, String> {
     use crate::loadgen::etcd_target;
     let etcd = etcd::EtcdCluster::start(config.nodes, data_root, config.base_port + 100)?;
     versions.insert("etcd".into(), etcd.version());
     let mut reports = Vec::new();
     for workload in config.workloads() {
-        let recorder: Recorder = etcd_target::run(etcd.client_endpoints(), &workload, config.load_threads)?;
+        let recorder: Recorder =
+            etcd_target::run(etcd.client_endpoints(), &workload, config.load_threads)?;
         reports.push(LoadReport::new("etcd", &workload, &recorder));
     }
     Ok(reports)
 }
 
 #[cfg(not(feature = "etcd"))]
-fn run_etcd(_: &BenchConfig, _: &Path, _: &mut BTreeMap<String, String>) -> Result<Vec<LoadReport>, String> {
+fn run_etcd(
+    _: &BenchConfig,
+    _: &Path,
+    _: &mut BTreeMap<String, String>,
+) -> Result<Vec<LoadReport>, String> {
     let _: Option<Recorder> = None;
     Err("this ringraft was built without the `etcd` feature: run scripts/compare-etcd.sh, which installs etcd and \
          protoc and rebuilds with --features etcd"
@@ -126,15 +164,27 @@ fn checks(config: &BenchConfig, runs: &[RunResult]) -> Vec<Check> {
         let p = &r.report.write_latency;
         if let Some(max) = e.p50_ms_max {
             let v = p.p50_us as f64 / 1000.0;
-            checks.push(Check { name: format!("ringraft p50 <= {max} ms"), pass: v <= max, detail: format!("p50 {v:.3} ms") });
+            checks.push(Check {
+                name: format!("ringraft p50 <= {max} ms"),
+                pass: v <= max,
+                detail: format!("p50 {v:.3} ms"),
+            });
         }
         if let Some(max) = e.p99_ms_max {
             let v = p.p99_us as f64 / 1000.0;
-            checks.push(Check { name: format!("ringraft p99 <= {max} ms"), pass: v <= max, detail: format!("p99 {v:.3} ms") });
+            checks.push(Check {
+                name: format!("ringraft p99 <= {max} ms"),
+                pass: v <= max,
+                detail: format!("p99 {v:.3} ms"),
+            });
         }
         if let Some(min) = e.writes_per_s_min {
             let v = r.report.writes_per_s;
-            checks.push(Check { name: format!("ringraft writes/s >= {min}"), pass: v >= min, detail: format!("{v:.0} writes/s") });
+            checks.push(Check {
+                name: format!("ringraft writes/s >= {min}"),
+                pass: v >= min,
+                detail: format!("{v:.0} writes/s"),
+            });
         }
     }
     for r in runs {
@@ -143,9 +193,15 @@ fn checks(config: &BenchConfig, runs: &[RunResult]) -> Vec<Check> {
         }
     }
     for r in runs.iter().filter(|r| r.target == "ringraft") {
-        if let Some(etcd) = runs.iter().find(|o| o.target == "etcd" && o.repeat == r.repeat && o.point == r.point) {
+        if let Some(etcd) = runs
+            .iter()
+            .find(|o| o.target == "etcd" && o.repeat == r.repeat && o.point == r.point)
+        {
             let ratio = r.report.writes_per_s / etcd.report.writes_per_s.max(1e-9);
-            let (mine, theirs) = (r.report.write_latency.p99_us, etcd.report.write_latency.p99_us);
+            let (mine, theirs) = (
+                r.report.write_latency.p99_us,
+                etcd.report.write_latency.p99_us,
+            );
             checks.push(Check {
                 name: format!("ringraft vs etcd, point {} run {}", r.point, r.repeat + 1),
                 pass: mine <= theirs,

@@ -30,12 +30,30 @@ impl Machine {
     /// Reads the machine's facts; `data_dir` is where the nodes write.
     pub fn detect(data_dir: &Path) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu_model = cpuinfo.lines().find_map(|l| l.strip_prefix("model name")).map_or("unknown".into(), |l| l.trim_start_matches([' ', '\t', ':']).to_string());
+        let cpu_model = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map_or("unknown".into(), |l| {
+                l.trim_start_matches([' ', '\t', ':']).to_string()
+            });
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string();
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_string();
         let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let mem_kib: f64 = meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")).and_then(|l| l.trim().trim_end_matches(" kB").trim().parse().ok()).unwrap_or(0.0);
-        Machine { cpu_model, cores, kernel, filesystem: filesystem_of(data_dir), memory_gib: mem_kib / (1 << 20) as f64 }
+        let mem_kib: f64 = meminfo
+            .lines()
+            .find_map(|l| l.strip_prefix("MemTotal:"))
+            .and_then(|l| l.trim().trim_end_matches(" kB").trim().parse().ok())
+            .unwrap_or(0.0);
+        Machine {
+            cpu_model,
+            cores,
+            kernel,
+            filesystem: filesystem_of(data_dir),
+            memory_gib: mem_kib / (1 << 20) as f64,
+        }
     }
 }
 
@@ -48,7 +66,8 @@ fn filesystem_of(path: &Path) -> String {
         .filter_map(|l| {
             let mut f = l.split_whitespace();
             let (_, mount, fstype) = (f.next()?, f.next()?, f.next()?);
-            path.starts_with(mount).then(|| (mount.len(), format!("{fstype} ({mount})")))
+            path.starts_with(mount)
+                .then(|| (mount.len(), format!("{fstype} ({mount})")))
         })
         .max()
         .map_or("unknown".into(), |(_, fs)| fs)
@@ -100,9 +119,15 @@ pub struct BenchReport {
 impl BenchReport {
     /// Writes `report.json`, `report.md`, the `.hgrm` files and the plots into `dir`.
     pub fn write(&self, dir: &Path) -> Result<(), String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let put = |name: &str, text: &str| std::fs::write(dir.join(name), text).map_err(|e| format!("cannot write {name}: {e}"));
-        put("report.json", &serde_json::to_string_pretty(self).map_err(|e| e.to_string())?)?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        let put = |name: &str, text: &str| {
+            std::fs::write(dir.join(name), text).map_err(|e| format!("cannot write {name}: {e}"))
+        };
+        put(
+            "report.json",
+            &serde_json::to_string_pretty(self).map_err(|e| e.to_string())?,
+        )?;
         put("report.md", &self.markdown())?;
         for run in &self.runs {
             let stem = format!("{}-r{}-p{}", run.target, run.repeat, run.point);
@@ -116,16 +141,48 @@ impl BenchReport {
             .iter()
             .map(|r| Series {
                 label: self.label(r),
-                points: r.report.per_second.iter().enumerate().map(|(s, b)| (s as f64 + 1.0, (b.writes + b.reads) as f64)).collect(),
+                points: r
+                    .report
+                    .per_second
+                    .iter()
+                    .enumerate()
+                    .map(|(s, b)| (s as f64 + 1.0, (b.writes + b.reads) as f64))
+                    .collect(),
             })
             .collect();
-        put("throughput.svg", &line_chart(&format!("{}: operations per second", self.config.name), "seconds into the measured window", "ops/s", XAxis::Linear, &throughput))?;
+        put(
+            "throughput.svg",
+            &line_chart(
+                &format!("{}: operations per second", self.config.name),
+                "seconds into the measured window",
+                "ops/s",
+                XAxis::Linear,
+                &throughput,
+            ),
+        )?;
         let spectrum: Vec<Series> = self
             .runs
             .iter()
-            .map(|r| Series { label: self.label(r), points: r.report.write_spectrum.iter().map(|&(p, us)| (p, us as f64 / 1000.0)).collect() })
+            .map(|r| Series {
+                label: self.label(r),
+                points: r
+                    .report
+                    .write_spectrum
+                    .iter()
+                    .map(|&(p, us)| (p, us as f64 / 1000.0))
+                    .collect(),
+            })
             .collect();
-        put("latency.svg", &line_chart(&format!("{}: write latency by percentile", self.config.name), "percentile", "latency (ms)", XAxis::Percentile, &spectrum))?;
+        put(
+            "latency.svg",
+            &line_chart(
+                &format!("{}: write latency by percentile", self.config.name),
+                "percentile",
+                "latency (ms)",
+                XAxis::Percentile,
+                &spectrum,
+            ),
+        )?;
         Ok(())
     }
 
@@ -144,13 +201,29 @@ impl BenchReport {
     pub fn markdown(&self) -> String {
         let mut md = String::new();
         let c = &self.config;
-        let _ = writeln!(md, "# {} ({})\n\n{}\n", c.name, self.started_at, c.description);
-        let _ = writeln!(md, "## Workload\n\n- {} nodes per cluster, on loopback, fresh data directories", c.nodes);
+        let _ = writeln!(
+            md,
+            "# {} ({})\n\n{}\n",
+            c.name, self.started_at, c.description
+        );
+        let _ = writeln!(
+            md,
+            "## Workload\n\n- {} nodes per cluster, on loopback, fresh data directories",
+            c.nodes
+        );
         let _ = writeln!(md, "- {}", c.workload.describe());
         let _ = writeln!(md, "- writes acknowledged after commit on a durable majority and apply on the leader (both systems); fsync on");
-        let _ = writeln!(md, "- load generator: one process, {} thread(s), in the same run for every target\n", c.load_threads);
+        let _ = writeln!(
+            md,
+            "- load generator: one process, {} thread(s), in the same run for every target\n",
+            c.load_threads
+        );
         let m = &self.machine;
-        let _ = writeln!(md, "## Machine\n\n- CPU: {} ({} cores), {:.1} GiB\n- kernel {}, data on {}", m.cpu_model, m.cores, m.memory_gib, m.kernel, m.filesystem);
+        let _ = writeln!(
+            md,
+            "## Machine\n\n- CPU: {} ({} cores), {:.1} GiB\n- kernel {}, data on {}",
+            m.cpu_model, m.cores, m.memory_gib, m.kernel, m.filesystem
+        );
         for (what, version) in &self.versions {
             let _ = writeln!(md, "- {what}: {version}");
         }
@@ -161,7 +234,10 @@ impl BenchReport {
             let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
             let point = match r.report.workload.mode {
                 LoopMode::Open { rate_per_s, .. } => format!("{rate_per_s}/s"),
-                LoopMode::Closed { connections, inflight_per_connection } => format!("{connections}x{inflight_per_connection}"),
+                LoopMode::Closed {
+                    connections,
+                    inflight_per_connection,
+                } => format!("{connections}x{inflight_per_connection}"),
             };
             let errors: u64 = r.report.errors.values().sum();
             let _ = writeln!(
@@ -183,7 +259,13 @@ impl BenchReport {
         if !self.checks.is_empty() {
             let _ = writeln!(md, "\n## Checks\n");
             for check in &self.checks {
-                let _ = writeln!(md, "- **{}** {}: {}", if check.pass { "PASS" } else { "FAIL" }, check.name, check.detail);
+                let _ = writeln!(
+                    md,
+                    "- **{}** {}: {}",
+                    if check.pass { "PASS" } else { "FAIL" },
+                    check.name,
+                    check.detail
+                );
             }
         }
         if !self.differences.is_empty() {
@@ -199,7 +281,9 @@ impl BenchReport {
 
 /// Now as an ISO 8601 UTC timestamp, and a directory-safe form of it.
 pub fn timestamp() -> (String, String) {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let (days, rem) = (secs / 86_400, secs % 86_400);
     // Civil-from-days (H. Hinnant's algorithm).
     let z = days as i64 + 719_468;
@@ -212,5 +296,8 @@ pub fn timestamp() -> (String, String) {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     let (h, mi, s) = (rem / 3600, rem % 3600 / 60, rem % 60);
-    (format!("{year:04}-{month:02}-{day:02}T{h:02}:{mi:02}:{s:02}Z"), format!("{year:04}{month:02}{day:02}-{h:02}{mi:02}{s:02}"))
+    (
+        format!("{year:04}-{month:02}-{day:02}T{h:02}:{mi:02}:{s:02}Z"),
+        format!("{year:04}{month:02}{day:02}-{h:02}{mi:02}{s:02}"),
+    )
 }

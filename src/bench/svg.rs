@@ -20,7 +20,9 @@ pub enum XAxis {
     Percentile,
 }
 
-const COLORS: [&str; 6] = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b"];
+const COLORS: [&str; 6] = [
+    "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b",
+];
 const W: f64 = 800.0;
 const H: f64 = 420.0;
 const LEFT: f64 = 80.0;
@@ -36,11 +38,27 @@ fn x_of(x: f64, axis: XAxis) -> f64 {
 }
 
 /// Renders a chart.
-pub fn line_chart(title: &str, x_label: &str, y_label: &str, axis: XAxis, series: &[Series]) -> String {
-    let xs = series.iter().flat_map(|s| s.points.iter().map(|p| x_of(p.0, axis)));
+pub fn line_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    axis: XAxis,
+    series: &[Series],
+) -> String {
+    let xs = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| x_of(p.0, axis)));
     let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
-    let y_max = series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0f64, f64::max) * 1.1;
-    let (x_min, x_max) = if x_min >= x_max { (0.0, 1.0) } else { (x_min, x_max) };
+    let y_max = series
+        .iter()
+        .flat_map(|s| s.points.iter().map(|p| p.1))
+        .fold(0.0f64, f64::max)
+        * 1.1;
+    let (x_min, x_max) = if x_min >= x_max {
+        (0.0, 1.0)
+    } else {
+        (x_min, x_max)
+    };
     let y_max = if y_max <= 0.0 { 1.0 } else { y_max };
     let px = |x: f64| LEFT + (x_of(x, axis) - x_min) / (x_max - x_min) * (W - LEFT - RIGHT);
     let py = |y: f64| H - BOTTOM - y / y_max * (H - TOP - BOTTOM);
@@ -51,25 +69,62 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, axis: XAxis, series
         W / 2.0,
         escape(title)
     );
-    let _ = writeln!(svg, "<line x1=\"{LEFT}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>", H - BOTTOM, W - RIGHT, H - BOTTOM);
-    let _ = writeln!(svg, "<line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{}\" stroke=\"black\"/>", H - BOTTOM);
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{LEFT}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
+        H - BOTTOM,
+        W - RIGHT,
+        H - BOTTOM
+    );
+    let _ = writeln!(
+        svg,
+        "<line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{}\" stroke=\"black\"/>",
+        H - BOTTOM
+    );
     for i in 0..=5 {
         let y = y_max * i as f64 / 5.0;
-        let _ = writeln!(svg, "<line x1=\"{LEFT}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#ddd\"/>", py(y), W - RIGHT);
-        let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>", LEFT - 6.0, py(y) + 4.0, short(y));
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{LEFT}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#ddd\"/>",
+            py(y),
+            W - RIGHT
+        );
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+            LEFT - 6.0,
+            py(y) + 4.0,
+            short(y)
+        );
     }
     let x_ticks: Vec<f64> = match axis {
-        XAxis::Linear => (0..=5).map(|i| (x_min + (x_max - x_min) * i as f64 / 5.0).round()).collect(),
-        XAxis::Percentile => [0.0, 90.0, 99.0, 99.9, 99.99, 99.999].into_iter().filter(|&p| x_of(p, axis) <= x_max + 1e-9).collect(),
+        XAxis::Linear => (0..=5)
+            .map(|i| (x_min + (x_max - x_min) * i as f64 / 5.0).round())
+            .collect(),
+        XAxis::Percentile => [0.0, 90.0, 99.0, 99.9, 99.99, 99.999]
+            .into_iter()
+            .filter(|&p| x_of(p, axis) <= x_max + 1e-9)
+            .collect(),
     };
     for x in x_ticks {
         let label = match axis {
             XAxis::Linear => short(x),
             XAxis::Percentile => format!("{x}%"),
         };
-        let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{label}</text>", px(x), H - BOTTOM + 18.0);
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{label}</text>",
+            px(x),
+            H - BOTTOM + 18.0
+        );
     }
-    let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>", W / 2.0, H - 15.0, escape(x_label));
+    let _ = writeln!(
+        svg,
+        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+        W / 2.0,
+        H - 15.0,
+        escape(x_label)
+    );
     let _ = writeln!(
         svg,
         "<text x=\"18\" y=\"{0}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {0})\">{1}</text>",
@@ -78,11 +133,30 @@ pub fn line_chart(title: &str, x_label: &str, y_label: &str, axis: XAxis, series
     );
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
-        let points: Vec<String> = s.points.iter().map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y))).collect();
-        let _ = writeln!(svg, "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>", points.join(" "));
+        let points: Vec<String> = s
+            .points
+            .iter()
+            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .collect();
+        let _ = writeln!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
+            points.join(" ")
+        );
         let ly = TOP + 16.0 * i as f64;
-        let _ = writeln!(svg, "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"3\" fill=\"{color}\"/>", LEFT + 10.0, ly);
-        let _ = writeln!(svg, "<text x=\"{}\" y=\"{}\">{}</text>", LEFT + 28.0, ly + 5.0, escape(&s.label));
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"3\" fill=\"{color}\"/>",
+            LEFT + 10.0,
+            ly
+        );
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\">{}</text>",
+            LEFT + 28.0,
+            ly + 5.0,
+            escape(&s.label)
+        );
     }
     svg.push_str("</svg>\n");
     svg
@@ -101,5 +175,7 @@ fn short(v: f64) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }

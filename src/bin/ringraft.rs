@@ -134,14 +134,24 @@ struct NodeArgs {
     cluster_id: Option<u64>,
 }
 
-fn node_config(args: NodeArgs) -> Result<ringraft::runtime::NodeConfig, ringraft::runtime::NodeConfigError> {
+fn node_config(
+    args: NodeArgs,
+) -> Result<ringraft::runtime::NodeConfig, ringraft::runtime::NodeConfigError> {
     use ringraft::runtime::{parse_members, NodeConfig, NodeConfigError};
-    let missing = |field: &'static str| NodeConfigError::Field { field, reason: "required (give it as a flag or in --config)".into() };
+    let missing = |field: &'static str| NodeConfigError::Field {
+        field,
+        reason: "required (give it as a flag or in --config)".into(),
+    };
     let mut config = match &args.config {
         Some(path) => NodeConfig::from_file(path)?,
         None => {
-            let members = parse_members(args.members.as_deref().ok_or_else(|| missing("members"))?)?;
-            NodeConfig::new(args.id.ok_or_else(|| missing("id"))?, members, args.data_dir.clone().ok_or_else(|| missing("data_dir"))?)
+            let members =
+                parse_members(args.members.as_deref().ok_or_else(|| missing("members"))?)?;
+            NodeConfig::new(
+                args.id.ok_or_else(|| missing("id"))?,
+                members,
+                args.data_dir.clone().ok_or_else(|| missing("data_dir"))?,
+            )
         }
     };
     if let (Some(id), Some(_)) = (args.id, &args.config) {
@@ -153,7 +163,9 @@ fn node_config(args: NodeArgs) -> Result<ringraft::runtime::NodeConfig, ringraft
     config.tick_ms = args.tick_ms.unwrap_or(config.tick_ms);
     config.election_ticks = args.election_ticks.unwrap_or(config.election_ticks);
     config.heartbeat_ticks = args.heartbeat_ticks.unwrap_or(config.heartbeat_ticks);
-    config.snapshot_threshold_entries = args.snapshot_threshold.unwrap_or(config.snapshot_threshold_entries);
+    config.snapshot_threshold_entries = args
+        .snapshot_threshold
+        .unwrap_or(config.snapshot_threshold_entries);
     config.segment_bytes = args.segment_bytes.unwrap_or(config.segment_bytes);
     config.raft_cpu = args.raft_cpu.or(config.raft_cpu);
     config.cluster_id = args.cluster_id.unwrap_or(config.cluster_id);
@@ -188,7 +200,9 @@ where
     let result = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(1 << 20)
         .spawn(move || async move {
-            let client = ringraft::client::Client::new(ringraft::client::ClientOptions::new(members, client_id));
+            let client = ringraft::client::Client::new(ringraft::client::ClientOptions::new(
+                members, client_id,
+            ));
             f(client).await
         })
         .map_err(|e| e.to_string())
@@ -234,7 +248,11 @@ struct BenchArgs {
 fn run_bench(args: BenchArgs) -> ExitCode {
     use std::time::Duration;
     let quick = args.configs.is_empty();
-    let configs = if quick { vec![ringraft::bench::default_config_path()] } else { args.configs };
+    let configs = if quick {
+        vec![ringraft::bench::default_config_path()]
+    } else {
+        args.configs
+    };
     match args.compare.as_deref() {
         None | Some("etcd") => {}
         Some(other) => {
@@ -247,8 +265,14 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         compare_etcd: args.compare.is_some(),
         repeat: args.repeat,
         results_dir: args.results_dir,
-        duration: args.duration_s.or(quick.then_some(5.0)).map(Duration::from_secs_f64),
-        warmup: args.warmup_s.or(quick.then_some(1.0)).map(Duration::from_secs_f64),
+        duration: args
+            .duration_s
+            .or(quick.then_some(5.0))
+            .map(Duration::from_secs_f64),
+        warmup: args
+            .warmup_s
+            .or(quick.then_some(1.0))
+            .map(Duration::from_secs_f64),
     };
     match ringraft::bench::run(&options) {
         Ok(_) => ExitCode::SUCCESS,
@@ -310,8 +334,14 @@ fn run_load(args: LoadArgs) -> ExitCode {
     use ringraft::loadgen::{LoadReport, LoopMode, Workload};
     use std::time::Duration;
     let mode = match args.rate {
-        Some(rate_per_s) => LoopMode::Open { rate_per_s, connections: args.connections },
-        None => LoopMode::Closed { connections: args.connections, inflight_per_connection: args.inflight },
+        Some(rate_per_s) => LoopMode::Open {
+            rate_per_s,
+            connections: args.connections,
+        },
+        None => LoopMode::Closed {
+            connections: args.connections,
+            inflight_per_connection: args.inflight,
+        },
     };
     let workload = Workload {
         mode,
@@ -324,16 +354,20 @@ fn run_load(args: LoadArgs) -> ExitCode {
         duration: Duration::from_secs_f64(args.duration_s),
         seed: 1,
     };
-    let recorder = match ringraft::loadgen::ringraft_target::run(args.cluster, &workload, args.threads) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("ringraft load: {e}");
-            return ExitCode::from(1);
-        }
-    };
+    let recorder =
+        match ringraft::loadgen::ringraft_target::run(args.cluster, &workload, args.threads) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("ringraft load: {e}");
+                return ExitCode::from(1);
+            }
+        };
     let report = LoadReport::new("ringraft", &workload, &recorder);
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
         print!("{}", report.text());
     }
@@ -352,19 +386,38 @@ fn main() -> ExitCode {
         Cli::Node(args) => run_node(*args),
         Cli::Bench(args) => run_bench(args),
         Cli::Load(args) => run_load(*args),
-        Cli::Put { cluster, key, value } => {
-            run_client(cluster, |c| async move { c.put(key, value).await.map(|index| format!("OK (log index {index})")) })
-        }
-        Cli::Get { cluster, key, stale } => run_client(cluster, move |c| async move {
+        Cli::Put {
+            cluster,
+            key,
+            value,
+        } => run_client(cluster, |c| async move {
+            c.put(key, value)
+                .await
+                .map(|index| format!("OK (log index {index})"))
+        }),
+        Cli::Get {
+            cluster,
+            key,
+            stale,
+        } => run_client(cluster, move |c| async move {
             let value = if stale {
-                match c.call(ringraft::wire::Request::Get { key: key.into(), linearizable: false }).await? {
+                match c
+                    .call(ringraft::wire::Request::Get {
+                        key: key.into(),
+                        linearizable: false,
+                    })
+                    .await?
+                {
                     ringraft::wire::Reply::Value(v) => Some(v),
                     _ => None,
                 }
             } else {
                 c.get(key).await?
             };
-            Ok(value.map_or_else(|| "(not found)".to_string(), |v| String::from_utf8_lossy(&v).into_owned()))
+            Ok(value.map_or_else(
+                || "(not found)".to_string(),
+                |v| String::from_utf8_lossy(&v).into_owned(),
+            ))
         }),
         Cli::Stats { addr } => run_client(vec![addr], |c| async move {
             let s = c.stats().await?;

@@ -11,7 +11,9 @@ use futures_lite::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 
-use crate::wire::{self, fill_decoder, ClientRequest, ClientResponse, FrameDecoder, FrameType, READ_CHUNK_BYTES};
+use crate::wire::{
+    self, fill_decoder, ClientRequest, ClientResponse, FrameDecoder, FrameType, READ_CHUNK_BYTES,
+};
 
 /// Requests queued for the writer of one connection.
 const SEND_QUEUE_MAX: usize = 4096;
@@ -29,15 +31,24 @@ pub struct Connection {
 impl Connection {
     /// Connects and starts the reader and writer tasks.
     pub async fn open(addr: SocketAddr) -> std::io::Result<Connection> {
-        let stream = TcpStream::connect(addr).await.map_err(|e| std::io::Error::other(e.to_string()))?;
-        stream.set_nodelay(true).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        stream
+            .set_nodelay(true)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
         let (reader, writer) = futures_lite::io::split(stream);
         let (frames, frames_rx) = local_channel::new_bounded(SEND_QUEUE_MAX);
         let waiters: Waiters = Rc::new(RefCell::new(HashMap::new()));
         let alive = Rc::new(Cell::new(true));
         glommio::spawn_local(write_loop(writer, frames_rx, alive.clone())).detach();
         glommio::spawn_local(read_loop(reader, waiters.clone(), alive.clone())).detach();
-        Ok(Connection { addr, frames, waiters, alive })
+        Ok(Connection {
+            addr,
+            frames,
+            waiters,
+            alive,
+        })
     }
 
     /// The node's address.
@@ -52,7 +63,11 @@ impl Connection {
 
     /// Sends `request`; its response will arrive on `waiter` (or `waiter` is dropped if the
     /// connection dies).
-    pub async fn send(&self, request: ClientRequest, waiter: LocalSender<ClientResponse>) -> Result<(), String> {
+    pub async fn send(
+        &self,
+        request: ClientRequest,
+        waiter: LocalSender<ClientResponse>,
+    ) -> Result<(), String> {
         if !self.alive.get() {
             return Err(format!("connection to {} is closed", self.addr));
         }
@@ -61,7 +76,10 @@ impl Connection {
         let body = wire::encode_client_request(&request, &mut fbb);
         wire::write_frame(FrameType::ClientRequest, body, &mut frame).map_err(|e| e.to_string())?;
         self.waiters.borrow_mut().insert(request.request_id, waiter);
-        self.frames.send(frame).await.map_err(|_| format!("connection to {} is closed", self.addr))
+        self.frames
+            .send(frame)
+            .await
+            .map_err(|_| format!("connection to {} is closed", self.addr))
     }
 
     /// Stops waiting for a request (it timed out).
@@ -77,7 +95,11 @@ impl Drop for Connection {
     }
 }
 
-async fn write_loop(mut writer: WriteHalf<TcpStream>, frames: LocalReceiver<Vec<u8>>, alive: Rc<Cell<bool>>) {
+async fn write_loop(
+    mut writer: WriteHalf<TcpStream>,
+    frames: LocalReceiver<Vec<u8>>,
+    alive: Rc<Cell<bool>>,
+) {
     let mut batch = Vec::new();
     while let Some(frame) = frames.recv().await {
         batch.clear();
@@ -102,7 +124,10 @@ async fn read_loop(mut reader: ReadHalf<TcpStream>, waiters: Waiters, alive: Rc<
     'read: while alive.get() {
         loop {
             let response = match decoder.next_frame() {
-                Ok(Some(frame)) => match frame.body_of(FrameType::ClientResponse).and_then(wire::decode_client_response) {
+                Ok(Some(frame)) => match frame
+                    .body_of(FrameType::ClientResponse)
+                    .and_then(wire::decode_client_response)
+                {
                     Ok(response) => response,
                     Err(e) => {
                         eprintln!("ringraft client: invalid response frame: {e}");
@@ -119,7 +144,10 @@ async fn read_loop(mut reader: ReadHalf<TcpStream>, waiters: Waiters, alive: Rc<
                 let _ = waiter.try_send(response);
             }
         }
-        if fill_decoder(&mut reader, &mut decoder, &mut buf).await.is_err() {
+        if fill_decoder(&mut reader, &mut decoder, &mut buf)
+            .await
+            .is_err()
+        {
             break;
         }
     }

@@ -41,7 +41,12 @@ pub struct ClientOptions {
 impl ClientOptions {
     /// Defaults: 2 s per attempt, 20 attempts.
     pub fn new(members: Vec<SocketAddr>, client_id: u64) -> ClientOptions {
-        ClientOptions { members, client_id, attempt_timeout: Duration::from_secs(2), attempts_max: 20 }
+        ClientOptions {
+            members,
+            client_id,
+            attempt_timeout: Duration::from_secs(2),
+            attempts_max: 20,
+        }
     }
 }
 
@@ -83,14 +88,37 @@ pub struct Client {
 impl Client {
     /// A client for the cluster; connects lazily.
     pub fn new(options: ClientOptions) -> Client {
-        assert!(!options.members.is_empty(), "a client needs at least one member address");
+        assert!(
+            !options.members.is_empty(),
+            "a client needs at least one member address"
+        );
         assert!(options.client_id != 0, "client id 0 is reserved");
-        Client { inner: Rc::new(RefCell::new(Inner { options, leader: 0, connection: None, next_sequence: 1, unanswered: BTreeSet::new(), window_waiters: Vec::new(), next_request_id: 1 })) }
+        Client {
+            inner: Rc::new(RefCell::new(Inner {
+                options,
+                leader: 0,
+                connection: None,
+                next_sequence: 1,
+                unanswered: BTreeSet::new(),
+                window_waiters: Vec::new(),
+                next_request_id: 1,
+            })),
+        }
     }
 
     /// Sets `key` to `value`; returns the log index at which the write committed.
-    pub async fn put(&self, key: impl Into<Bytes>, value: impl Into<Bytes>) -> Result<Index, Error> {
-        done_index(self.call(Request::Put { key: key.into(), value: value.into() }).await?)
+    pub async fn put(
+        &self,
+        key: impl Into<Bytes>,
+        value: impl Into<Bytes>,
+    ) -> Result<Index, Error> {
+        done_index(
+            self.call(Request::Put {
+                key: key.into(),
+                value: value.into(),
+            })
+            .await?,
+        )
     }
 
     /// Removes `key`.
@@ -100,12 +128,23 @@ impl Client {
 
     /// Reads `key` linearizably (ReadIndex).
     pub async fn get(&self, key: impl Into<Bytes>) -> Result<Option<Bytes>, Error> {
-        value_of(self.call(Request::Get { key: key.into(), linearizable: true }).await?)
+        value_of(
+            self.call(Request::Get {
+                key: key.into(),
+                linearizable: true,
+            })
+            .await?,
+        )
     }
 
     /// Replicates an opaque payload (pure consensus, no state machine work).
     pub async fn propose(&self, payload: impl Into<Bytes>) -> Result<Index, Error> {
-        done_index(self.call(Request::Propose { payload: payload.into() }).await?)
+        done_index(
+            self.call(Request::Propose {
+                payload: payload.into(),
+            })
+            .await?,
+        )
     }
 
     /// The counters of the node this client is connected to.
@@ -122,12 +161,19 @@ impl Client {
         if !request.is_write() {
             return self.call_with_sequence(request, 0).await;
         }
-        let sequence = SequenceGuard { client: self, sequence: self.take_sequence().await };
+        let sequence = SequenceGuard {
+            client: self,
+            sequence: self.take_sequence().await,
+        };
         self.call_with_sequence(request, sequence.sequence).await
     }
 
     /// Like [`Client::call`] with an explicit session sequence number (tests of exactly-once).
-    pub async fn call_with_sequence(&self, request: Request, sequence: u64) -> Result<Reply, Error> {
+    pub async fn call_with_sequence(
+        &self,
+        request: Request,
+        sequence: u64,
+    ) -> Result<Reply, Error> {
         let attempts_max = self.inner.borrow().options.attempts_max;
         let mut last = String::from("no attempt made");
         for attempt in 0..attempts_max {
@@ -140,7 +186,9 @@ impl Client {
                     last = "not the leader".into();
                     self.follow_hint(leader_addr.as_deref());
                 }
-                Ok(Err(e @ (ClientError::Timeout | ClientError::Backpressure))) => last = e.to_string(),
+                Ok(Err(e @ (ClientError::Timeout | ClientError::Backpressure))) => {
+                    last = e.to_string()
+                }
                 Ok(Err(e)) => return Err(Error::Server(e)),
                 Err(problem) => {
                     last = problem;
@@ -148,7 +196,10 @@ impl Client {
                 }
             }
         }
-        Err(Error::Unavailable { attempts: attempts_max, last })
+        Err(Error::Unavailable {
+            attempts: attempts_max,
+            last,
+        })
     }
 
     /// One attempt on whatever node the client is connected to, without following hints.
@@ -161,14 +212,27 @@ impl Client {
     }
 
     /// Ok(answer) or Err(connection problem).
-    async fn attempt(&self, request: &Request, sequence: u64) -> Result<Result<Reply, ClientError>, String> {
+    async fn attempt(
+        &self,
+        request: &Request,
+        sequence: u64,
+    ) -> Result<Result<Reply, ClientError>, String> {
         let connection = self.connection().await?;
         let (client_id, request_id, timeout) = {
             let mut inner = self.inner.borrow_mut();
             inner.next_request_id += 1;
-            (inner.options.client_id, inner.next_request_id, inner.options.attempt_timeout)
+            (
+                inner.options.client_id,
+                inner.next_request_id,
+                inner.options.attempt_timeout,
+            )
         };
-        let message = ClientRequest { client_id, sequence, request_id, request: request.clone() };
+        let message = ClientRequest {
+            client_id,
+            sequence,
+            request_id,
+            request: request.clone(),
+        };
         let (tx, rx) = local_channel::new_bounded(1);
         connection.send(message, tx).await?;
         match glommio::timer::timeout(timeout, async { Ok(rx.recv().await) }).await {
@@ -192,21 +256,35 @@ impl Client {
             }
             inner.options.members[inner.leader]
         };
-        let connection = Rc::new(Connection::open(addr).await.map_err(|e| format!("cannot connect to {addr}: {e}"))?);
+        let connection = Rc::new(
+            Connection::open(addr)
+                .await
+                .map_err(|e| format!("cannot connect to {addr}: {e}"))?,
+        );
         self.inner.borrow_mut().connection = Some(connection.clone());
         Ok(connection)
     }
 
     fn drop_connection(&self, connection: &Rc<Connection>) {
         let mut inner = self.inner.borrow_mut();
-        if inner.connection.as_ref().is_some_and(|c| Rc::ptr_eq(c, connection)) {
+        if inner
+            .connection
+            .as_ref()
+            .is_some_and(|c| Rc::ptr_eq(c, connection))
+        {
             inner.connection = None;
         }
     }
 
     fn follow_hint(&self, leader_addr: Option<&str>) {
         let mut inner = self.inner.borrow_mut();
-        let hinted = leader_addr.and_then(|a| inner.options.members.iter().position(|m| m.to_string() == a));
+        let hinted = leader_addr.and_then(|a| {
+            inner
+                .options
+                .members
+                .iter()
+                .position(|m| m.to_string() == a)
+        });
         let next = hinted.unwrap_or((inner.leader + 1) % inner.options.members.len());
         if next != inner.leader || hinted.is_none() {
             inner.leader = next;
@@ -283,5 +361,7 @@ fn value_of(reply: Reply) -> Result<Option<Bytes>, Error> {
 }
 
 fn unexpected(reply: Reply) -> Error {
-    Error::Server(ClientError::Internal { message: format!("unexpected reply {reply:?}") })
+    Error::Server(ClientError::Internal {
+        message: format!("unexpected reply {reply:?}"),
+    })
 }

@@ -36,6 +36,9 @@ pub struct Progress {
     pub recent_active: bool,
     /// An AppendEntries went out since the last heartbeat interval (heartbeat not needed).
     pub sent_since_heartbeat: bool,
+    /// `match_index` when the last heartbeat went out: unchanged when its answer comes back
+    /// means the follower is stuck.
+    pub match_index_at_heartbeat: Index,
     /// Last index and payload bytes of each AppendEntries in flight, oldest first.
     inflight: VecDeque<(Index, usize)>,
     inflight_bytes: usize,
@@ -51,6 +54,7 @@ impl Progress {
             paused: false,
             recent_active: false,
             sent_since_heartbeat: false,
+            match_index_at_heartbeat: 0,
             inflight: VecDeque::new(),
             inflight_bytes: 0,
         }

@@ -770,6 +770,21 @@ impl RawNode {
             };
             return self.send(from, message);
         }
+        if self.log.term_at(index) == Some(meta.last_included_term) {
+            // Paper Figure 13 step 6: our log already holds the entry the snapshot ends at, so
+            // everything up to it matches the leader's. Keep our suffix: entries after it may
+            // already be acknowledged, and discarding them would withdraw a vote toward a
+            // commit. The answer waits for our pending writes, like any acknowledgement.
+            self.incoming_snapshot = None;
+            self.log.commit_to(index);
+            let message = Message::InstallSnapshotResponse {
+                term,
+                last_included_index: index,
+                next_offset: offset,
+                done: true,
+            };
+            return self.send(from, message);
+        }
         if offset == 0 {
             self.incoming_snapshot = Some((meta, Vec::new()));
         }
@@ -864,6 +879,7 @@ impl RawNode {
                 .get_mut(&peer)
                 .expect("leader has progress for every peer");
             progress.paused = false; // Let a probe (or snapshot chunk) be retried.
+            progress.match_index_at_heartbeat = progress.match_index;
             if std::mem::take(&mut progress.sent_since_heartbeat) {
                 continue; // Traffic flows; the AppendEntries did the heartbeat's job.
             }
@@ -1054,13 +1070,16 @@ impl RawNode {
                 None => conflict_index,
             };
             let next = next.max(1);
-            if self
-                .progress
-                .get_mut(&from)
-                .expect("progress")
-                .on_reject(match_index, next)
-            {
-                self.send_append(from);
+            let progress = self.progress.get_mut(&from).expect("progress");
+            let next_before = progress.next_index;
+            if progress.on_reject(match_index, next) {
+                if progress.next_index == next_before {
+                    // The follower refuses what it should hold (it lost entries it had
+                    // acknowledged?). Retry at the next heartbeat rather than in a tight loop.
+                    progress.paused = true;
+                } else {
+                    self.send_append(from);
+                }
             }
         }
     }
@@ -1073,6 +1092,7 @@ impl RawNode {
             self.config.inflight_msgs_max,
             self.config.inflight_bytes_max,
         );
+        let last_index = self.log.last_index();
         let progress = self
             .progress
             .get_mut(&from)
@@ -1080,6 +1100,18 @@ impl RawNode {
         progress.recent_active = true;
         progress.paused = false;
         progress.free_one_if_full(msgs_max, bytes_max);
+        // Heartbeats go out only when no AppendEntries did for a whole interval. A follower
+        // that answers one while still behind, having acknowledged nothing new since the
+        // previous heartbeat, lost (or got reordered) the AppendEntries in flight: nothing
+        // else would ever resend them on an idle leader. Probe it again from its match point.
+        if progress.state == ProgressState::Replicate
+            && progress.match_index < last_index
+            && progress.match_index == progress.match_index_at_heartbeat
+        {
+            progress.become_probe();
+            progress.next_index = progress.match_index + 1;
+            self.send_append(from);
+        }
         if read_round > 0 {
             self.ack_read_round(from, read_round);
         }

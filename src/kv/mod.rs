@@ -9,4 +9,6 @@ mod command;
 mod store;
 
 pub use command::{Command, DecodeError, Op};
-pub use store::{ApplyResult, KvStore, Response, RestoreError, SESSIONS_MAX, SESSION_RESPONSES_MAX};
+pub use store::{
+    ApplyResult, KvStore, Response, RestoreError, SESSIONS_MAX, SESSION_RESPONSES_MAX,
+};

@@ -148,10 +148,15 @@ impl KvStore {
             if let Some((response, applied_index)) = session.recent.get(&command.sequence) {
                 let (response, applied_index) = (response.clone(), *applied_index);
                 self.touch(command.client_id, index);
-                return ApplyResult::Duplicate { response, applied_index };
+                return ApplyResult::Duplicate {
+                    response,
+                    applied_index,
+                };
             }
             if command.sequence <= session.floor {
-                return ApplyResult::Stale { forgotten_upto: session.floor };
+                return ApplyResult::Stale {
+                    forgotten_upto: session.floor,
+                };
             }
         }
         let response = self.execute(command.op);
@@ -160,7 +165,11 @@ impl KvStore {
     }
 
     fn advance(&mut self, index: u64) {
-        assert!(index > self.applied_index, "apply out of order: index {index} after {}", self.applied_index);
+        assert!(
+            index > self.applied_index,
+            "apply out of order: index {index} after {}",
+            self.applied_index
+        );
         self.applied_index = index;
     }
 
@@ -181,23 +190,35 @@ impl KvStore {
 
     fn touch(&mut self, client_id: u64, index: u64) {
         let session = self.sessions.get_mut(&client_id).expect("session exists");
-        self.session_lru.remove(&(session.last_used_index, client_id));
+        self.session_lru
+            .remove(&(session.last_used_index, client_id));
         session.last_used_index = index;
         self.session_lru.insert((index, client_id));
     }
 
     fn remember(&mut self, client_id: u64, sequence: u64, response: Response, index: u64) {
-        let session = self.sessions.entry(client_id).or_insert_with(|| Session { floor: 0, recent: BTreeMap::new(), last_used_index: 0 });
-        self.session_lru.remove(&(session.last_used_index, client_id));
+        let session = self.sessions.entry(client_id).or_insert_with(|| Session {
+            floor: 0,
+            recent: BTreeMap::new(),
+            last_used_index: 0,
+        });
+        self.session_lru
+            .remove(&(session.last_used_index, client_id));
         session.last_used_index = index;
         session.recent.insert(sequence, (response, index));
         while session.recent.len() > SESSION_RESPONSES_MAX {
-            let (forgotten, _) = session.recent.pop_first().expect("over the bound, so not empty");
+            let (forgotten, _) = session
+                .recent
+                .pop_first()
+                .expect("over the bound, so not empty");
             session.floor = session.floor.max(forgotten);
         }
         self.session_lru.insert((index, client_id));
         while self.sessions.len() > SESSIONS_MAX {
-            let (_, evicted) = self.session_lru.pop_first().expect("lru tracks every session");
+            let (_, evicted) = self
+                .session_lru
+                .pop_first()
+                .expect("lru tracks every session");
             self.sessions.remove(&evicted);
         }
         debug_assert_eq!(self.sessions.len(), self.session_lru.len());
@@ -255,24 +276,36 @@ impl KvStore {
         if stored != computed {
             return Err(RestoreError::Crc { stored, computed });
         }
-        let mut reader = Reader { bytes: body, offset: 0 };
+        let mut reader = Reader {
+            bytes: body,
+            offset: 0,
+        };
         let magic = reader.u32()?;
         if magic != SNAPSHOT_MAGIC {
             return Err(RestoreError::BadMagic(magic));
         }
-        let mut store = KvStore { applied_index: reader.u64()?, ..KvStore::default() };
+        let mut store = KvStore {
+            applied_index: reader.u64()?,
+            ..KvStore::default()
+        };
         let keys = reader.u64()?;
         for _ in 0..keys {
             let key = reader.field()?;
             let value = reader.field()?;
-            if store.map.last_key_value().is_some_and(|(last, _)| *last >= key) {
+            if store
+                .map
+                .last_key_value()
+                .is_some_and(|(last, _)| *last >= key)
+            {
                 return Err(RestoreError::NotCanonical("keys not strictly increasing"));
             }
             store.map.insert(key, value);
         }
         let sessions = reader.u64()?;
         if sessions > SESSIONS_MAX as u64 {
-            return Err(RestoreError::NotCanonical("more sessions than SESSIONS_MAX"));
+            return Err(RestoreError::NotCanonical(
+                "more sessions than SESSIONS_MAX",
+            ));
         }
         for _ in 0..sessions {
             let client_id = reader.u64()?;
@@ -280,7 +313,9 @@ impl KvStore {
             let last_used_index = reader.u64()?;
             let responses = reader.u64()?;
             if responses == 0 || responses > SESSION_RESPONSES_MAX as u64 {
-                return Err(RestoreError::NotCanonical("session response count out of range"));
+                return Err(RestoreError::NotCanonical(
+                    "session response count out of range",
+                ));
             }
             let mut recent = BTreeMap::new();
             for _ in 0..responses {
@@ -292,19 +327,40 @@ impl KvStore {
                     2 => Response::Value(Some(reader.field()?)),
                     _ => return Err(RestoreError::NotCanonical("unknown response tag")),
                 };
-                if sequence <= floor || recent.last_key_value().is_some_and(|(last, _)| *last >= sequence) {
-                    return Err(RestoreError::NotCanonical("session sequences not increasing above the floor"));
+                if sequence <= floor
+                    || recent
+                        .last_key_value()
+                        .is_some_and(|(last, _)| *last >= sequence)
+                {
+                    return Err(RestoreError::NotCanonical(
+                        "session sequences not increasing above the floor",
+                    ));
                 }
                 recent.insert(sequence, (response, applied_index));
             }
-            if store.sessions.last_key_value().is_some_and(|(last, _)| *last >= client_id) {
-                return Err(RestoreError::NotCanonical("sessions not strictly increasing"));
+            if store
+                .sessions
+                .last_key_value()
+                .is_some_and(|(last, _)| *last >= client_id)
+            {
+                return Err(RestoreError::NotCanonical(
+                    "sessions not strictly increasing",
+                ));
             }
-            store.sessions.insert(client_id, Session { floor, recent, last_used_index });
+            store.sessions.insert(
+                client_id,
+                Session {
+                    floor,
+                    recent,
+                    last_used_index,
+                },
+            );
             store.session_lru.insert((last_used_index, client_id));
         }
         if reader.offset != body.len() {
-            return Err(RestoreError::Decode(DecodeError::Trailing(body.len() - reader.offset)));
+            return Err(RestoreError::Decode(DecodeError::Trailing(
+                body.len() - reader.offset,
+            )));
         }
         Ok(store)
     }
@@ -320,17 +376,41 @@ mod tests {
     use super::*;
 
     fn put(client_id: u64, sequence: u64, key: &str, value: &str) -> Vec<u8> {
-        Command { client_id, sequence, op: Op::Put { key: key.into(), value: value.into() } }.encode()
+        Command {
+            client_id,
+            sequence,
+            op: Op::Put {
+                key: key.into(),
+                value: value.into(),
+            },
+        }
+        .encode()
     }
 
     #[test]
     fn applies_put_delete_get_in_order() {
         let mut kv = KvStore::new();
-        assert_eq!(kv.apply(1, &put(1, 1, "a", "x")), ApplyResult::Applied(Response::Ok));
+        assert_eq!(
+            kv.apply(1, &put(1, 1, "a", "x")),
+            ApplyResult::Applied(Response::Ok)
+        );
         assert_eq!(kv.get(b"a"), Some(&b"x"[..]));
-        let get = Command { client_id: 2, sequence: 1, op: Op::Get { key: b"a".to_vec() } }.encode();
-        assert_eq!(kv.apply(2, &get), ApplyResult::Applied(Response::Value(Some(b"x".to_vec()))));
-        let delete = Command { client_id: 1, sequence: 2, op: Op::Delete { key: b"a".to_vec() } }.encode();
+        let get = Command {
+            client_id: 2,
+            sequence: 1,
+            op: Op::Get { key: b"a".to_vec() },
+        }
+        .encode();
+        assert_eq!(
+            kv.apply(2, &get),
+            ApplyResult::Applied(Response::Value(Some(b"x".to_vec())))
+        );
+        let delete = Command {
+            client_id: 1,
+            sequence: 2,
+            op: Op::Delete { key: b"a".to_vec() },
+        }
+        .encode();
         assert_eq!(kv.apply(3, &delete), ApplyResult::Applied(Response::Ok));
         assert_eq!(kv.get(b"a"), None);
         kv.apply_empty(4);
@@ -348,27 +428,60 @@ mod tests {
     #[test]
     fn retried_write_applies_once_and_returns_first_result() {
         let mut kv = KvStore::new();
-        assert_eq!(kv.apply(1, &put(5, 1, "a", "x")), ApplyResult::Applied(Response::Ok));
-        assert_eq!(kv.apply(2, &put(6, 1, "a", "y")), ApplyResult::Applied(Response::Ok));
+        assert_eq!(
+            kv.apply(1, &put(5, 1, "a", "x")),
+            ApplyResult::Applied(Response::Ok)
+        );
+        assert_eq!(
+            kv.apply(2, &put(6, 1, "a", "y")),
+            ApplyResult::Applied(Response::Ok)
+        );
         // Client 5 retries its first write after client 6 overwrote the key: no effect.
-        assert_eq!(kv.apply(3, &put(5, 1, "a", "x")), ApplyResult::Duplicate { response: Response::Ok, applied_index: 1 });
+        assert_eq!(
+            kv.apply(3, &put(5, 1, "a", "x")),
+            ApplyResult::Duplicate {
+                response: Response::Ok,
+                applied_index: 1
+            }
+        );
         assert_eq!(kv.get(b"a"), Some(&b"y"[..]));
-        assert_eq!(kv.apply(4, &put(5, 2, "a", "z")), ApplyResult::Applied(Response::Ok));
+        assert_eq!(
+            kv.apply(4, &put(5, 2, "a", "z")),
+            ApplyResult::Applied(Response::Ok)
+        );
         // A pipelining client's retry of an older write, after a later one applied: still the
         // first answer, and still no effect.
-        assert_eq!(kv.apply(5, &put(5, 1, "a", "x")), ApplyResult::Duplicate { response: Response::Ok, applied_index: 1 });
+        assert_eq!(
+            kv.apply(5, &put(5, 1, "a", "x")),
+            ApplyResult::Duplicate {
+                response: Response::Ok,
+                applied_index: 1
+            }
+        );
         assert_eq!(kv.get(b"a"), Some(&b"z"[..]));
     }
 
     #[test]
     fn pipelined_writes_apply_in_any_order_and_each_once() {
         let mut kv = KvStore::new();
-        assert_eq!(kv.apply(1, &put(5, 3, "c", "3")), ApplyResult::Applied(Response::Ok));
-        assert_eq!(kv.apply(2, &put(5, 1, "a", "1")), ApplyResult::Applied(Response::Ok));
-        assert_eq!(kv.apply(3, &put(5, 2, "b", "2")), ApplyResult::Applied(Response::Ok));
+        assert_eq!(
+            kv.apply(1, &put(5, 3, "c", "3")),
+            ApplyResult::Applied(Response::Ok)
+        );
+        assert_eq!(
+            kv.apply(2, &put(5, 1, "a", "1")),
+            ApplyResult::Applied(Response::Ok)
+        );
+        assert_eq!(
+            kv.apply(3, &put(5, 2, "b", "2")),
+            ApplyResult::Applied(Response::Ok)
+        );
         for (index, sequence) in [(4, 1), (5, 3), (6, 2)] {
             let retry = put(5, sequence, "a", "retry");
-            assert!(matches!(kv.apply(index, &retry), ApplyResult::Duplicate { .. }));
+            assert!(matches!(
+                kv.apply(index, &retry),
+                ApplyResult::Duplicate { .. }
+            ));
         }
         assert_eq!(kv.get(b"a"), Some(&b"1"[..]));
     }
@@ -378,10 +491,22 @@ mod tests {
         let mut kv = KvStore::new();
         let n = SESSION_RESPONSES_MAX as u64 + 10;
         for sequence in 1..=n {
-            assert_eq!(kv.apply(sequence, &put(5, sequence, "k", "v")), ApplyResult::Applied(Response::Ok));
+            assert_eq!(
+                kv.apply(sequence, &put(5, sequence, "k", "v")),
+                ApplyResult::Applied(Response::Ok)
+            );
         }
-        assert_eq!(kv.apply(n + 1, &put(5, 10, "k", "retry")), ApplyResult::Stale { forgotten_upto: 10 });
-        assert!(matches!(kv.apply(n + 2, &put(5, 11, "k", "retry")), ApplyResult::Duplicate { applied_index: 11, .. }));
+        assert_eq!(
+            kv.apply(n + 1, &put(5, 10, "k", "retry")),
+            ApplyResult::Stale { forgotten_upto: 10 }
+        );
+        assert!(matches!(
+            kv.apply(n + 2, &put(5, 11, "k", "retry")),
+            ApplyResult::Duplicate {
+                applied_index: 11,
+                ..
+            }
+        ));
         assert_eq!(kv.get(b"k"), Some(&b"v"[..]));
         let restored = KvStore::decode_snapshot(&kv.snapshot()).unwrap();
         assert_eq!(restored, kv);
@@ -412,10 +537,19 @@ mod tests {
         }
         assert_eq!(kv.sessions_len(), SESSIONS_MAX);
         index += 1;
-        assert!(matches!(kv.apply(index, &put(1, 1, "k", "v")), ApplyResult::Duplicate { response: Response::Ok, .. }));
+        assert!(matches!(
+            kv.apply(index, &put(1, 1, "k", "v")),
+            ApplyResult::Duplicate {
+                response: Response::Ok,
+                ..
+            }
+        ));
         // Client 2 was the least recently used and is gone: its retry applies again.
         index += 1;
-        assert_eq!(kv.apply(index, &put(2, 1, "k", "v")), ApplyResult::Applied(Response::Ok));
+        assert_eq!(
+            kv.apply(index, &put(2, 1, "k", "v")),
+            ApplyResult::Applied(Response::Ok)
+        );
     }
 
     #[test]
@@ -423,15 +557,29 @@ mod tests {
         let mut kv = KvStore::new();
         kv.apply(1, &put(1, 1, "a", "x"));
         kv.apply(2, &put(2, 7, "b", "y"));
-        let get = Command { client_id: 3, sequence: 1, op: Op::Get { key: b"a".to_vec() } }.encode();
+        let get = Command {
+            client_id: 3,
+            sequence: 1,
+            op: Op::Get { key: b"a".to_vec() },
+        }
+        .encode();
         kv.apply(3, &get);
         let bytes = kv.snapshot();
         let mut restored = KvStore::new();
         restored.restore(&bytes).unwrap();
         assert_eq!(restored, kv);
         assert_eq!(restored.applied_index(), 3);
-        assert_eq!(restored.apply(4, &put(2, 7, "b", "z")), ApplyResult::Duplicate { response: Response::Ok, applied_index: 2 });
-        let first_get = ApplyResult::Duplicate { response: Response::Value(Some(b"x".to_vec())), applied_index: 3 };
+        assert_eq!(
+            restored.apply(4, &put(2, 7, "b", "z")),
+            ApplyResult::Duplicate {
+                response: Response::Ok,
+                applied_index: 2
+            }
+        );
+        let first_get = ApplyResult::Duplicate {
+            response: Response::Value(Some(b"x".to_vec())),
+            applied_index: 3,
+        };
         assert_eq!(restored.apply(5, &get), first_get);
     }
 

@@ -47,9 +47,17 @@ pub struct Recorder {
 impl Recorder {
     /// A recorder for the window starting at `window_start` and lasting `window`.
     pub fn new(window_start: Instant, window: Duration) -> Recorder {
-        let hist = || Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds");
+        let hist =
+            || Histogram::new_with_bounds(1, LATENCY_US_MAX, 3).expect("valid histogram bounds");
         let seconds = window.as_secs().max(1) as usize + 1;
-        Recorder { window_start, window, writes: hist(), reads: hist(), per_second: vec![SecondBucket::default(); seconds], errors: BTreeMap::new() }
+        Recorder {
+            window_start,
+            window,
+            writes: hist(),
+            reads: hist(),
+            per_second: vec![SecondBucket::default(); seconds],
+            errors: BTreeMap::new(),
+        }
     }
 
     /// Whether an operation starting at `start` is inside the measured window.
@@ -58,14 +66,22 @@ impl Recorder {
     }
 
     /// Records one operation that started (or was meant to start) at `start` and ended at `end`.
-    pub fn record(&mut self, kind: OpKind, start: Instant, end: Instant, result: Result<(), String>) {
+    pub fn record(
+        &mut self,
+        kind: OpKind,
+        start: Instant,
+        end: Instant,
+        result: Result<(), String>,
+    ) {
         if !self.in_window(start) {
             return;
         }
-        let second = ((end.saturating_duration_since(self.window_start)).as_secs() as usize).min(self.per_second.len() - 1);
+        let second = ((end.saturating_duration_since(self.window_start)).as_secs() as usize)
+            .min(self.per_second.len() - 1);
         match result {
             Ok(()) => {
-                let us = (end.saturating_duration_since(start).as_micros() as u64).clamp(1, LATENCY_US_MAX);
+                let us = (end.saturating_duration_since(start).as_micros() as u64)
+                    .clamp(1, LATENCY_US_MAX);
                 match kind {
                     OpKind::Write => {
                         self.writes.record(us).expect("clamped into bounds");

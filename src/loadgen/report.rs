@@ -99,8 +99,16 @@ impl LoadReport {
     pub fn text(&self) -> String {
         let mut out = String::new();
         let _ = writeln!(out, "target {}: {}", self.target, self.workload.describe());
-        let _ = writeln!(out, "  writes/s {:>10.0}   reads/s {:>10.0}", self.writes_per_s, self.reads_per_s);
-        let _ = writeln!(out, "  {:<6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}", "op", "p50", "p90", "p99", "p99.9", "max", "count");
+        let _ = writeln!(
+            out,
+            "  writes/s {:>10.0}   reads/s {:>10.0}",
+            self.writes_per_s, self.reads_per_s
+        );
+        let _ = writeln!(
+            out,
+            "  {:<6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+            "op", "p50", "p90", "p99", "p99.9", "max", "count"
+        );
         let mut row = |name: &str, p: &Percentiles| {
             let ms = |us: u64| format!("{:.3}ms", us as f64 / 1000.0);
             let _ = writeln!(
@@ -141,11 +149,32 @@ pub fn hgrm(h: &Histogram<u64>) -> String {
     for v in h.iter_quantiles(2) {
         total += v.count_since_last_iteration();
         let q = v.quantile_iterated_to();
-        let inv = if q < 1.0 { format!("{:.2}", 1.0 / (1.0 - q)) } else { String::new() };
-        let _ = writeln!(out, "{:12.3} {:14.12} {:10} {:>14}", v.value_iterated_to() as f64, q, total, inv);
+        let inv = if q < 1.0 {
+            format!("{:.2}", 1.0 / (1.0 - q))
+        } else {
+            String::new()
+        };
+        let _ = writeln!(
+            out,
+            "{:12.3} {:14.12} {:10} {:>14}",
+            v.value_iterated_to() as f64,
+            q,
+            total,
+            inv
+        );
     }
-    let _ = writeln!(out, "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]", h.mean(), h.stdev());
-    let _ = writeln!(out, "#[Max     = {:12.3}, Total count    = {:12}]", h.max() as f64, h.len());
+    let _ = writeln!(
+        out,
+        "#[Mean    = {:12.3}, StdDeviation   = {:12.3}]",
+        h.mean(),
+        h.stdev()
+    );
+    let _ = writeln!(
+        out,
+        "#[Max     = {:12.3}, Total count    = {:12}]",
+        h.max() as f64,
+        h.len()
+    );
     out
 }
 

@@ -18,7 +18,11 @@ use crate::wire::{ClientError, Request};
 const OPEN_LOOP_INFLIGHT_MAX: usize = 4096;
 
 /// Runs `workload` against the cluster at `members` with `threads` load threads.
-pub fn run(members: Vec<SocketAddr>, workload: &Workload, threads: usize) -> Result<Recorder, String> {
+pub fn run(
+    members: Vec<SocketAddr>,
+    workload: &Workload,
+    threads: usize,
+) -> Result<Recorder, String> {
     workload.validate()?;
     let start = Instant::now();
     let window_start = start + workload.warmup;
@@ -28,59 +32,96 @@ pub fn run(members: Vec<SocketAddr>, workload: &Workload, threads: usize) -> Res
         let handle = LocalExecutorBuilder::new(Placement::Unbound)
             .name("load")
             .io_memory(1 << 20)
-            .spawn(move || async move { run_thread(members, workload, thread, threads.max(1), window_start).await })
+            .spawn(move || async move {
+                run_thread(members, workload, thread, threads.max(1), window_start).await
+            })
             .map_err(|e| format!("cannot start a load thread: {e}"))?;
         handles.push(handle);
     }
     let mut total = Recorder::new(window_start, workload.duration);
     for handle in handles {
-        let recorder = handle.join().map_err(|e| format!("load thread failed: {e:?}"))?;
+        let recorder = handle
+            .join()
+            .map_err(|e| format!("load thread failed: {e:?}"))?;
         total.merge(&recorder);
     }
     Ok(total)
 }
 
-async fn run_thread(members: Vec<SocketAddr>, workload: Workload, thread: usize, threads: usize, window_start: Instant) -> Recorder {
+async fn run_thread(
+    members: Vec<SocketAddr>,
+    workload: Workload,
+    thread: usize,
+    threads: usize,
+    window_start: Instant,
+) -> Recorder {
     let recorder = Rc::new(RefCell::new(Recorder::new(window_start, workload.duration)));
     let end = window_start + workload.duration;
     let mut tasks = Vec::new();
     let salt = std::process::id() as u64;
     for connection in (thread..workload.connections()).step_by(threads) {
-        let mut options = ClientOptions::new(members.clone(), (salt << 20) | (connection as u64 + 1));
+        let mut options =
+            ClientOptions::new(members.clone(), (salt << 20) | (connection as u64 + 1));
         options.members.rotate_left(connection % members.len());
         let client = Client::new(options);
         let gen = Rc::new(RefCell::new(OpGen::new(&workload, connection)));
         match workload.mode {
-            LoopMode::Closed { inflight_per_connection, .. } => {
+            LoopMode::Closed {
+                inflight_per_connection,
+                ..
+            } => {
                 for _ in 0..inflight_per_connection {
-                    let (client, gen, recorder, workload) = (client.clone(), gen.clone(), recorder.clone(), workload.clone());
+                    let (client, gen, recorder, workload) = (
+                        client.clone(),
+                        gen.clone(),
+                        recorder.clone(),
+                        workload.clone(),
+                    );
                     tasks.push(glommio::spawn_local(async move {
                         while Instant::now() < end {
                             let op = gen.borrow_mut().next_op();
                             let started = Instant::now();
                             let (kind, result) = execute(&client, op, &workload).await;
-                            recorder.borrow_mut().record(kind, started, Instant::now(), result);
+                            recorder
+                                .borrow_mut()
+                                .record(kind, started, Instant::now(), result);
                         }
                     }));
                 }
             }
-            LoopMode::Open { rate_per_s, connections } => {
+            LoopMode::Open {
+                rate_per_s,
+                connections,
+            } => {
                 let interval = Duration::from_secs_f64(connections as f64 / rate_per_s as f64);
                 // Stagger connections so their schedules interleave instead of bunching.
                 let offset = interval.mul_f64(connection as f64 / connections as f64);
                 let first = window_start - workload.warmup + offset;
                 let (recorder, workload) = (recorder.clone(), workload.clone());
-                tasks.push(glommio::spawn_local(open_loop(client, gen, recorder, workload, first, interval, end)));
+                tasks.push(glommio::spawn_local(open_loop(
+                    client, gen, recorder, workload, first, interval, end,
+                )));
             }
         }
     }
     for task in tasks {
         task.await;
     }
-    Rc::try_unwrap(recorder).ok().expect("all tasks finished").into_inner()
+    Rc::try_unwrap(recorder)
+        .ok()
+        .expect("all tasks finished")
+        .into_inner()
 }
 
-async fn open_loop(client: Client, gen: Rc<RefCell<OpGen>>, recorder: Rc<RefCell<Recorder>>, workload: Workload, first: Instant, interval: Duration, end: Instant) {
+async fn open_loop(
+    client: Client,
+    gen: Rc<RefCell<OpGen>>,
+    recorder: Rc<RefCell<Recorder>>,
+    workload: Workload,
+    first: Instant,
+    interval: Duration,
+    end: Instant,
+) {
     let inflight = Rc::new(glommio::sync::Semaphore::new(OPEN_LOOP_INFLIGHT_MAX as u64));
     let mut intended = first;
     while intended < end {
@@ -88,13 +129,17 @@ async fn open_loop(client: Client, gen: Rc<RefCell<OpGen>>, recorder: Rc<RefCell
         if intended > now {
             glommio::timer::sleep(intended - now).await;
         }
-        let Ok(permit) = inflight.acquire_static_permit(1).await else { return };
+        let Ok(permit) = inflight.acquire_static_permit(1).await else {
+            return;
+        };
         let op = gen.borrow_mut().next_op();
         let (client, recorder, workload) = (client.clone(), recorder.clone(), workload.clone());
         let start = intended;
         glommio::spawn_local(async move {
             let (kind, result) = execute(&client, op, &workload).await;
-            recorder.borrow_mut().record(kind, start, Instant::now(), result);
+            recorder
+                .borrow_mut()
+                .record(kind, start, Instant::now(), result);
             drop(permit);
         })
         .detach();
@@ -106,10 +151,19 @@ async fn open_loop(client: Client, gen: Rc<RefCell<OpGen>>, recorder: Rc<RefCell
 
 async fn execute(client: &Client, op: Op, workload: &Workload) -> (OpKind, Result<(), String>) {
     match op {
-        Op::Write { key, value } => (OpKind::Write, client.put(key, value).await.map(|_| ()).map_err(error_kind)),
+        Op::Write { key, value } => (
+            OpKind::Write,
+            client.put(key, value).await.map(|_| ()).map_err(error_kind),
+        ),
         Op::Read { key } => {
-            let request = Request::Get { key, linearizable: workload.linearizable_reads };
-            (OpKind::Read, client.call(request).await.map(|_| ()).map_err(error_kind))
+            let request = Request::Get {
+                key,
+                linearizable: workload.linearizable_reads,
+            };
+            (
+                OpKind::Read,
+                client.call(request).await.map(|_| ()).map_err(error_kind),
+            )
         }
     }
 }
@@ -122,6 +176,8 @@ pub fn error_kind(e: Error) -> String {
         Error::Server(ClientError::Timeout) => "timeout".into(),
         Error::Server(ClientError::Backpressure) => "backpressure".into(),
         Error::Server(ClientError::TooLarge { .. }) => "too_large".into(),
-        Error::Server(ClientError::Internal { message }) => format!("internal: {}", message.chars().take(60).collect::<String>()),
+        Error::Server(ClientError::Internal { message }) => {
+            format!("internal: {}", message.chars().take(60).collect::<String>())
+        }
     }
 }

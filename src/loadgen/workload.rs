@@ -60,7 +60,10 @@ pub struct Workload {
 impl Default for Workload {
     fn default() -> Workload {
         Workload {
-            mode: LoopMode::Closed { connections: 8, inflight_per_connection: 16 },
+            mode: LoopMode::Closed {
+                connections: 8,
+                inflight_per_connection: 16,
+            },
             key_bytes: 16,
             value_bytes: 1024,
             key_space: 100_000,
@@ -77,13 +80,19 @@ impl Workload {
     /// Checks the settings; the message names the bad field.
     pub fn validate(&self) -> Result<(), String> {
         let connections = match self.mode {
-            LoopMode::Closed { connections, inflight_per_connection } => {
+            LoopMode::Closed {
+                connections,
+                inflight_per_connection,
+            } => {
                 if inflight_per_connection == 0 || inflight_per_connection > 4096 {
                     return Err("inflight_per_connection must be in 1..=4096".into());
                 }
                 connections
             }
-            LoopMode::Open { rate_per_s, connections } => {
+            LoopMode::Open {
+                rate_per_s,
+                connections,
+            } => {
                 if rate_per_s == 0 || rate_per_s > 10_000_000 {
                     return Err("rate_per_s must be in 1..=10000000".into());
                 }
@@ -97,7 +106,10 @@ impl Workload {
             return Err("key_bytes must be in 4..=4096".into());
         }
         if self.value_bytes > crate::limits::ENTRY_BYTES_MAX / 2 {
-            return Err(format!("value_bytes must be at most {}", crate::limits::ENTRY_BYTES_MAX / 2));
+            return Err(format!(
+                "value_bytes must be at most {}",
+                crate::limits::ENTRY_BYTES_MAX / 2
+            ));
         }
         if self.key_space == 0 {
             return Err("key_space must be at least 1".into());
@@ -114,17 +126,25 @@ impl Workload {
     /// Connections the mode uses.
     pub fn connections(&self) -> usize {
         match self.mode {
-            LoopMode::Closed { connections, .. } | LoopMode::Open { connections, .. } => connections,
+            LoopMode::Closed { connections, .. } | LoopMode::Open { connections, .. } => {
+                connections
+            }
         }
     }
 
     /// A one-line description for reports.
     pub fn describe(&self) -> String {
         let mode = match self.mode {
-            LoopMode::Closed { connections, inflight_per_connection } => {
+            LoopMode::Closed {
+                connections,
+                inflight_per_connection,
+            } => {
                 format!("closed loop, {connections} conns x {inflight_per_connection} in flight")
             }
-            LoopMode::Open { rate_per_s, connections } => format!("open loop at {rate_per_s}/s over {connections} conns"),
+            LoopMode::Open {
+                rate_per_s,
+                connections,
+            } => format!("open loop at {rate_per_s}/s over {connections} conns"),
         };
         format!(
             "{mode}; {} B keys over {} keys, {} B values, {:.0}% reads ({}), warm-up {:?}, measured {:?}",
@@ -171,18 +191,30 @@ impl OpGen {
     pub fn new(workload: &Workload, connection: usize) -> OpGen {
         let seed = workload.seed ^ (connection as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
         let mut rng = SplitMix64::new(seed);
-        let value: Vec<u8> = (0..workload.value_bytes).map(|_| b'a' + (rng.below(26) as u8)).collect();
-        OpGen { rng, key_bytes: workload.key_bytes, key_space: workload.key_space, read_ratio: workload.read_ratio, value: value.into() }
+        let value: Vec<u8> = (0..workload.value_bytes)
+            .map(|_| b'a' + (rng.below(26) as u8))
+            .collect();
+        OpGen {
+            rng,
+            key_bytes: workload.key_bytes,
+            key_space: workload.key_space,
+            read_ratio: workload.read_ratio,
+            value: value.into(),
+        }
     }
 
     /// The next operation.
     pub fn next_op(&mut self) -> Op {
         let n = self.rng.below(self.key_space);
-        let key = bytes::Bytes::from(format!("k{:0width$}", n, width = self.key_bytes - 1).into_bytes());
+        let key =
+            bytes::Bytes::from(format!("k{:0width$}", n, width = self.key_bytes - 1).into_bytes());
         if self.read_ratio > 0.0 && self.rng.chance(self.read_ratio) {
             Op::Read { key }
         } else {
-            Op::Write { key, value: self.value.clone() }
+            Op::Write {
+                key,
+                value: self.value.clone(),
+            }
         }
     }
 }

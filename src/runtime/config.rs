@@ -163,16 +163,24 @@ pub enum NodeConfigError {
 impl NodeConfig {
     /// Reads and validates a TOML file.
     pub fn from_file(path: &std::path::Path) -> Result<NodeConfig, NodeConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| NodeConfigError::Read { path: path.into(), source })?;
-        let config: NodeConfig =
-            toml::from_str(&text).map_err(|e| NodeConfigError::Parse { path: path.into(), message: e.to_string() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| NodeConfigError::Read {
+            path: path.into(),
+            source,
+        })?;
+        let config: NodeConfig = toml::from_str(&text).map_err(|e| NodeConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
         config.validate()?;
         Ok(config)
     }
 
     /// A config with defaults for everything but identity, members and data directory.
     pub fn new(id: NodeId, members: Vec<Member>, data_dir: PathBuf) -> NodeConfig {
-        let text = format!("id = {id}\ndata_dir = {:?}\nmembers = []\n", data_dir.display().to_string());
+        let text = format!(
+            "id = {id}\ndata_dir = {:?}\nmembers = []\n",
+            data_dir.display().to_string()
+        );
         let mut config: NodeConfig = toml::from_str(&text).expect("defaults parse");
         config.members = members;
         config
@@ -180,7 +188,12 @@ impl NodeConfig {
 
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), NodeConfigError> {
-        let field = |field: &'static str, reason: &str| Err(NodeConfigError::Field { field, reason: reason.to_string() });
+        let field = |field: &'static str, reason: &str| {
+            Err(NodeConfigError::Field {
+                field,
+                reason: reason.to_string(),
+            })
+        };
         if self.members.iter().all(|m| m.id != self.id) {
             return field("id", &format!("{} is not among `members`", self.id));
         }
@@ -196,7 +209,11 @@ impl NodeConfig {
         if self.request_timeout_ms == 0 {
             return field("request_timeout_ms", "must be positive");
         }
-        let mut addrs: Vec<SocketAddr> = self.members.iter().flat_map(|m| [m.peer_addr, m.client_addr]).collect();
+        let mut addrs: Vec<SocketAddr> = self
+            .members
+            .iter()
+            .flat_map(|m| [m.peer_addr, m.client_addr])
+            .collect();
         addrs.sort();
         if addrs.windows(2).any(|w| w[0] == w[1]) {
             return field("members", "two listeners share an address");
@@ -219,7 +236,9 @@ impl NodeConfig {
         c.snapshot_threshold_entries = self.snapshot_threshold_entries;
         // Seeded from wall-clock entropy: a real node wants different timeouts on every start;
         // determinism is the simulator's business.
-        c.seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64);
+        c.seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
         c
     }
 
@@ -231,16 +250,36 @@ impl NodeConfig {
 
 /// Parses `--members 1=127.0.0.1:7001/127.0.0.1:8001,2=...` (id=peer_addr/client_addr).
 pub fn parse_members(text: &str) -> Result<Vec<Member>, NodeConfigError> {
-    let bad = |reason: String| NodeConfigError::Field { field: "members", reason };
+    let bad = |reason: String| NodeConfigError::Field {
+        field: "members",
+        reason,
+    };
     text.split(',')
         .filter(|s| !s.trim().is_empty())
         .map(|item| {
-            let (id, addrs) = item.split_once('=').ok_or_else(|| bad(format!("`{item}`: expected id=peer_addr/client_addr")))?;
-            let (peer, client) = addrs.split_once('/').ok_or_else(|| bad(format!("`{item}`: expected id=peer_addr/client_addr")))?;
-            let id: NodeId = id.trim().parse().map_err(|_| bad(format!("`{id}` is not a node id")))?;
-            let peer_addr = peer.trim().parse().map_err(|_| bad(format!("`{peer}` is not an address")))?;
-            let client_addr = client.trim().parse().map_err(|_| bad(format!("`{client}` is not an address")))?;
-            Ok(Member { id, peer_addr, client_addr })
+            let (id, addrs) = item
+                .split_once('=')
+                .ok_or_else(|| bad(format!("`{item}`: expected id=peer_addr/client_addr")))?;
+            let (peer, client) = addrs
+                .split_once('/')
+                .ok_or_else(|| bad(format!("`{item}`: expected id=peer_addr/client_addr")))?;
+            let id: NodeId = id
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("`{id}` is not a node id")))?;
+            let peer_addr = peer
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("`{peer}` is not an address")))?;
+            let client_addr = client
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("`{client}` is not an address")))?;
+            Ok(Member {
+                id,
+                peer_addr,
+                client_addr,
+            })
         })
         .collect()
 }

@@ -79,48 +79,97 @@ pub fn run_node(config: NodeConfig) -> Result<(), RuntimeError> {
     config.validate()?;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
-        libc::signal(libc::SIGTERM, on_stop_signal as *const () as libc::sighandler_t);
-        libc::signal(libc::SIGINT, on_stop_signal as *const () as libc::sighandler_t);
+        libc::signal(
+            libc::SIGTERM,
+            on_stop_signal as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGINT,
+            on_stop_signal as *const () as libc::sighandler_t,
+        );
     }
     let placement = config.raft_cpu.map_or(Placement::Unbound, Placement::Fixed);
-    let mut builder = LocalExecutorBuilder::new(placement).name("raft").io_memory(config.io_memory_mib << 20);
+    let mut builder = LocalExecutorBuilder::new(placement)
+        .name("raft")
+        .io_memory(config.io_memory_mib << 20);
     if config.spin_us > 0 {
         builder = builder.spin_before_park(Duration::from_micros(config.spin_us));
     }
     let handle = builder
         .spawn(move || async move { node_main(config).await })
         .map_err(|e| RuntimeError::Executor(e.to_string()))?;
-    handle.join().map_err(|e| RuntimeError::Executor(format!("{e:?}")))?
+    handle
+        .join()
+        .map_err(|e| RuntimeError::Executor(format!("{e:?}")))?
 }
 
 async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
     let config = Rc::new(config);
     let (storage, restored, report) = Storage::open(&config.data_dir, config.segment_bytes)?;
     if let Some(torn) = &report.torn_tail {
-        eprintln!("ringraft: node {}: dropped a torn write at the log tail: {torn:?}", config.id);
+        eprintln!(
+            "ringraft: node {}: dropped a torn write at the log tail: {torn:?}",
+            config.id
+        );
     }
     let kv = match &restored.snapshot {
-        Some(s) => KvStore::decode_snapshot(&s.data).map_err(|e| RuntimeError::Snapshot(e.to_string()))?,
+        Some(s) => {
+            KvStore::decode_snapshot(&s.data).map_err(|e| RuntimeError::Snapshot(e.to_string()))?
+        }
         None => KvStore::new(),
     };
     let node = RawNode::new(config.core_config(), restored).map_err(NodeConfigError::from)?;
     let me = config.member(config.id).expect("validated").clone();
-    let peer_listener = glommio::net::TcpListener::bind(me.peer_addr).map_err(|source| RuntimeError::Bind { addr: me.peer_addr, source })?;
+    let peer_listener =
+        glommio::net::TcpListener::bind(me.peer_addr).map_err(|source| RuntimeError::Bind {
+            addr: me.peer_addr,
+            source,
+        })?;
     let client_listener =
-        glommio::net::TcpListener::bind(me.client_addr).map_err(|source| RuntimeError::Bind { addr: me.client_addr, source })?;
+        glommio::net::TcpListener::bind(me.client_addr).map_err(|source| RuntimeError::Bind {
+            addr: me.client_addr,
+            source,
+        })?;
 
     let counters = Rc::new(Counters::default());
     let (inbox_tx, inbox_rx) = local_channel::new_bounded(INBOX_EVENTS_MAX);
     let inbox_tx = Rc::new(inbox_tx);
     let (disk_tx, disk_rx) = local_channel::new_bounded(DISK_JOBS_MAX);
     let peers = transport::start_outbound(&config, counters.clone());
-    glommio::spawn_local(disk_task(Arc::new(Mutex::new(storage)), disk_rx, inbox_tx.clone(), counters.clone())).detach();
-    glommio::spawn_local(ticker(Duration::from_millis(config.tick_ms), inbox_tx.clone())).detach();
-    glommio::spawn_local(transport::serve_inbound(peer_listener, config.clone(), inbox_tx.clone(), counters.clone())).detach();
+    glommio::spawn_local(disk_task(
+        Arc::new(Mutex::new(storage)),
+        disk_rx,
+        inbox_tx.clone(),
+        counters.clone(),
+    ))
+    .detach();
+    glommio::spawn_local(ticker(
+        Duration::from_millis(config.tick_ms),
+        inbox_tx.clone(),
+    ))
+    .detach();
+    glommio::spawn_local(transport::serve_inbound(
+        peer_listener,
+        config.clone(),
+        inbox_tx.clone(),
+        counters.clone(),
+    ))
+    .detach();
     let inflight = config.client_inflight_max;
-    glommio::spawn_local(server::serve_clients(client_listener, inbox_tx.clone(), counters.clone(), inflight)).detach();
-    eprintln!("ringraft: node {} serving peers on {} and clients on {}", config.id, me.peer_addr, me.client_addr);
-    Driver::new(config.clone(), node, kv, counters, peers, disk_tx).run(inbox_rx).await;
+    glommio::spawn_local(server::serve_clients(
+        client_listener,
+        inbox_tx.clone(),
+        counters.clone(),
+        inflight,
+    ))
+    .detach();
+    eprintln!(
+        "ringraft: node {} serving peers on {} and clients on {}",
+        config.id, me.peer_addr, me.client_addr
+    );
+    Driver::new(config.clone(), node, kv, counters, peers, disk_tx)
+        .run(inbox_rx)
+        .await;
     eprintln!("ringraft: node {} stopped", config.id);
     Ok(())
 }
@@ -128,7 +177,11 @@ async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
 async fn ticker(tick: Duration, inbox: Rc<LocalSender<Event>>) {
     loop {
         glommio::timer::sleep(tick).await;
-        let event = if STOP.load(Ordering::SeqCst) { Event::Shutdown } else { Event::Tick };
+        let event = if STOP.load(Ordering::SeqCst) {
+            Event::Shutdown
+        } else {
+            Event::Tick
+        };
         if inbox.send(event).await.is_err() {
             return;
         }
@@ -137,7 +190,12 @@ async fn ticker(tick: Duration, inbox: Rc<LocalSender<Event>>) {
 
 /// Makes output jobs durable, in order, a group at a time. A failed write or fsync is fatal: the
 /// node cannot know what is on disk any more (the lesson of "fsyncgate").
-async fn disk_task(storage: Arc<Mutex<Storage>>, rx: LocalReceiver<(u64, WriteJob)>, inbox: Rc<LocalSender<Event>>, counters: Rc<Counters>) {
+async fn disk_task(
+    storage: Arc<Mutex<Storage>>,
+    rx: LocalReceiver<(u64, WriteJob)>,
+    inbox: Rc<LocalSender<Event>>,
+    counters: Rc<Counters>,
+) {
     while let Some(first) = rx.recv().await {
         let mut last_seq = first.0;
         let mut jobs = vec![first.1];
@@ -153,10 +211,17 @@ async fn disk_task(storage: Arc<Mutex<Storage>>, rx: LocalReceiver<(u64, WriteJo
         Counters::add(&counters.disk_jobs, jobs.len() as u64);
         let storage = storage.clone();
         let result = glommio::executor()
-            .spawn_blocking(move || storage.lock().unwrap_or_else(|poisoned| poisoned.into_inner()).write(&mut jobs))
+            .spawn_blocking(move || {
+                storage
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner())
+                    .write(&mut jobs)
+            })
             .await;
         if let Err(e) = result {
-            eprintln!("ringraft: FATAL: a log write failed, stopping to protect acknowledged data: {e}");
+            eprintln!(
+                "ringraft: FATAL: a log write failed, stopping to protect acknowledged data: {e}"
+            );
             std::process::abort();
         }
         Counters::add(&counters.disk_syncs, 1);

@@ -22,7 +22,11 @@ pub enum ConnError {
 }
 
 /// Reads from `stream` into `decoder` once (or fails; an end of stream is `Closed`).
-pub async fn fill<S: AsyncRead + Unpin>(stream: &mut S, decoder: &mut FrameDecoder, buf: &mut [u8]) -> Result<(), ConnError> {
+pub async fn fill<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    decoder: &mut FrameDecoder,
+    buf: &mut [u8],
+) -> Result<(), ConnError> {
     match crate::wire::fill_decoder(stream, decoder, buf).await {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(ConnError::Closed),

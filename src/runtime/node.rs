@@ -18,7 +18,10 @@ use super::config::NodeConfig;
 use super::server::ReplyTo;
 use super::stats::Counters;
 use super::storage::WriteJob;
-use crate::core::{Entry, EntryKind, Envelope, Index, NodeId, Output, ProposeError, RawNode, Role, Snapshot, SnapshotMeta, Term};
+use crate::core::{
+    Entry, EntryKind, Envelope, Index, NodeId, Output, ProposeError, RawNode, Role, Snapshot,
+    SnapshotMeta, Term,
+};
 use crate::kv::{ApplyResult, Command, KvStore, Op, Response};
 use crate::wire::{self, ClientError, ClientRequest, ClientResponse, NodeStats, Reply, Request};
 
@@ -148,13 +151,32 @@ impl Driver {
     fn handle_client(&mut self, request: ClientRequest, reply: ReplyTo) {
         let request_id = request.request_id;
         if self.shutting_down {
-            return reply.send(error(request_id, ClientError::Internal { message: "node is shutting down".into() }));
+            return reply.send(error(
+                request_id,
+                ClientError::Internal {
+                    message: "node is shutting down".into(),
+                },
+            ));
         }
         let op = match request.request {
-            Request::Stats => return reply.send(ClientResponse { request_id, result: Ok(Reply::Stats(self.stats())) }),
-            Request::Get { key, linearizable: false } => return reply.send(self.read_local(request_id, &key)),
-            Request::Get { key, linearizable: true } => return self.start_read(request_id, key, reply),
-            Request::Put { key, value } => Op::Put { key: key.to_vec(), value: value.to_vec() },
+            Request::Stats => {
+                return reply.send(ClientResponse {
+                    request_id,
+                    result: Ok(Reply::Stats(self.stats())),
+                })
+            }
+            Request::Get {
+                key,
+                linearizable: false,
+            } => return reply.send(self.read_local(request_id, &key)),
+            Request::Get {
+                key,
+                linearizable: true,
+            } => return self.start_read(request_id, key, reply),
+            Request::Put { key, value } => Op::Put {
+                key: key.to_vec(),
+                value: value.to_vec(),
+            },
             Request::Delete { key } => Op::Delete { key: key.to_vec() },
             Request::Propose { payload } => {
                 let mut data = Vec::with_capacity(payload.len() + 1);
@@ -163,7 +185,11 @@ impl Driver {
                 return self.propose(Bytes::from(data), request_id, reply);
             }
         };
-        let command = Command { client_id: request.client_id, sequence: request.sequence, op };
+        let command = Command {
+            client_id: request.client_id,
+            sequence: request.sequence,
+            op,
+        };
         self.propose(Bytes::from(command.encode()), request_id, reply);
     }
 
@@ -171,9 +197,18 @@ impl Driver {
         match self.node.propose(data) {
             Ok(index) => {
                 Counters::add(&self.counters.proposals, 1);
-                let deadline = Instant::now() + Duration::from_millis(self.config.request_timeout_ms);
+                let deadline =
+                    Instant::now() + Duration::from_millis(self.config.request_timeout_ms);
                 let term = self.node.hard_state().current_term;
-                self.writes.insert(index, PendingWrite { term, request_id, reply, deadline });
+                self.writes.insert(
+                    index,
+                    PendingWrite {
+                        term,
+                        request_id,
+                        reply,
+                        deadline,
+                    },
+                );
             }
             Err(e) => reply.send(error(request_id, self.propose_error(e))),
         }
@@ -184,15 +219,24 @@ impl Driver {
             ProposeError::NotLeader { leader } => self.not_leader(leader),
             ProposeError::TransferInProgress => self.not_leader(None),
             ProposeError::Backpressure => ClientError::Backpressure,
-            ProposeError::TooLarge { size_bytes, limit_bytes } => {
-                ClientError::TooLarge { size_bytes: size_bytes as u64, limit_bytes: limit_bytes as u64 }
-            }
+            ProposeError::TooLarge {
+                size_bytes,
+                limit_bytes,
+            } => ClientError::TooLarge {
+                size_bytes: size_bytes as u64,
+                limit_bytes: limit_bytes as u64,
+            },
         }
     }
 
     fn not_leader(&self, leader: Option<NodeId>) -> ClientError {
-        let leader_addr = leader.and_then(|id| self.config.member(id)).map(|m| m.client_addr.to_string());
-        ClientError::NotLeader { leader_hint: leader, leader_addr }
+        let leader_addr = leader
+            .and_then(|id| self.config.member(id))
+            .map(|m| m.client_addr.to_string());
+        ClientError::NotLeader {
+            leader_hint: leader,
+            leader_addr,
+        }
     }
 
     fn start_read(&mut self, request_id: u64, key: Bytes, reply: ReplyTo) {
@@ -200,7 +244,14 @@ impl Driver {
         self.next_read_id += 1;
         match self.node.read_index(read_id) {
             Ok(()) => {
-                self.reads_by_id.insert(read_id, PendingRead { request_id, key, reply });
+                self.reads_by_id.insert(
+                    read_id,
+                    PendingRead {
+                        request_id,
+                        key,
+                        reply,
+                    },
+                );
             }
             Err(_) => reply.send(error(request_id, self.not_leader(self.node.leader()))),
         }
@@ -211,7 +262,10 @@ impl Driver {
             Some(value) => Reply::Value(Bytes::copy_from_slice(value)),
             None => Reply::NotFound,
         };
-        ClientResponse { request_id, result: Ok(result) }
+        ClientResponse {
+            request_id,
+            result: Ok(result),
+        }
     }
 
     fn expire_writes(&mut self) {
@@ -221,7 +275,9 @@ impl Driver {
                 break;
             }
             let write = entry.remove();
-            write.reply.send(error(write.request_id, ClientError::Timeout));
+            write
+                .reply
+                .send(error(write.request_id, ClientError::Timeout));
         }
     }
 
@@ -260,7 +316,10 @@ impl Driver {
         }
         let installed = output.snapshot.clone();
         let last_written = output.last_written();
-        if output.needs_persist() || !output.messages_after_persist.is_empty() || output.compact_upto.is_some() {
+        if output.needs_persist()
+            || !output.messages_after_persist.is_empty()
+            || output.compact_upto.is_some()
+        {
             let job = WriteJob {
                 installed_snapshot: output.snapshot.take(),
                 entries: std::mem::take(&mut output.entries),
@@ -268,11 +327,20 @@ impl Driver {
                 taken_snapshot: None,
                 purge_upto: output.compact_upto,
             };
-            self.submit(job, std::mem::take(&mut output.messages_after_persist), last_written, None).await;
+            self.submit(
+                job,
+                std::mem::take(&mut output.messages_after_persist),
+                last_written,
+                None,
+            )
+            .await;
         }
         if let Some(snapshot) = installed {
             if let Err(e) = self.kv.restore(&snapshot.data) {
-                panic!("snapshot from the leader at index {} does not restore: {e}", snapshot.meta.last_included_index);
+                panic!(
+                    "snapshot from the leader at index {} does not restore: {e}",
+                    snapshot.meta.last_included_index
+                );
             }
             Counters::add(&self.counters.snapshots, 1);
         }
@@ -286,7 +354,10 @@ impl Driver {
         }
         for read_id in output.reads_failed {
             if let Some(pending) = self.reads_by_id.remove(&read_id) {
-                pending.reply.send(error(pending.request_id, self.not_leader(self.node.leader())));
+                pending.reply.send(error(
+                    pending.request_id,
+                    self.not_leader(self.node.leader()),
+                ));
             }
         }
         self.serve_ready_reads();
@@ -303,7 +374,9 @@ impl Driver {
             // Entries proposed here may still commit under the next leader; the client retries
             // with the same session sequence, so the state machine applies it at most once.
             for (_, write) in std::mem::take(&mut self.writes) {
-                write.reply.send(error(write.request_id, self.not_leader(leader)));
+                write
+                    .reply
+                    .send(error(write.request_id, self.not_leader(leader)));
             }
         }
         self.role = role;
@@ -311,10 +384,21 @@ impl Driver {
     }
 
     fn send(&mut self, envelope: Envelope) {
-        let Some(queue) = self.peers.get(&envelope.to) else { return };
+        let Some(queue) = self.peers.get(&envelope.to) else {
+            return;
+        };
         let mut frame = Vec::new();
-        if let Err(e) = wire::encode_peer_frame(&envelope, Some(self.config.cluster_id), &mut self.fbb, &mut frame) {
-            eprintln!("ringraft: cannot frame {} to {}: {e}", envelope.message.kind_name(), envelope.to);
+        if let Err(e) = wire::encode_peer_frame(
+            &envelope,
+            Some(self.config.cluster_id),
+            &mut self.fbb,
+            &mut frame,
+        ) {
+            eprintln!(
+                "ringraft: cannot frame {} to {}: {e}",
+                envelope.message.kind_name(),
+                envelope.to
+            );
             return;
         }
         if queue.try_send(Bytes::from(frame)).is_err() {
@@ -322,10 +406,21 @@ impl Driver {
         }
     }
 
-    async fn submit(&mut self, job: WriteJob, after_persist: Vec<Envelope>, last_written: Option<(Index, Term)>, taken_snapshot: Option<Snapshot>) {
+    async fn submit(
+        &mut self,
+        job: WriteJob,
+        after_persist: Vec<Envelope>,
+        last_written: Option<(Index, Term)>,
+        taken_snapshot: Option<Snapshot>,
+    ) {
         self.next_disk_seq += 1;
         let seq = self.next_disk_seq;
-        self.disk_in_flight.push_back(DiskJobInFlight { seq, after_persist, last_written, taken_snapshot });
+        self.disk_in_flight.push_back(DiskJobInFlight {
+            seq,
+            after_persist,
+            last_written,
+            taken_snapshot,
+        });
         // Bounded: when the disk falls behind, the Raft loop waits here, and so stops taking
         // new proposals: backpressure all the way to the clients.
         if self.disk.send((seq, job)).await.is_err() {
@@ -334,7 +429,11 @@ impl Driver {
     }
 
     async fn persisted(&mut self, upto_seq: u64) {
-        while self.disk_in_flight.front().is_some_and(|job| job.seq <= upto_seq) {
+        while self
+            .disk_in_flight
+            .front()
+            .is_some_and(|job| job.seq <= upto_seq)
+        {
             let job = self.disk_in_flight.pop_front().expect("checked");
             for envelope in job.after_persist {
                 self.send(envelope);
@@ -371,11 +470,16 @@ impl Driver {
         };
         if let Some(write) = self.writes.remove(&entry.index) {
             let result = if write.term == entry.term {
-                result.unwrap_or(Ok(Reply::Done { log_index: entry.index }))
+                result.unwrap_or(Ok(Reply::Done {
+                    log_index: entry.index,
+                }))
             } else {
                 Err(self.not_leader(self.node.leader())) // Our entry was overwritten.
             };
-            write.reply.send(ClientResponse { request_id: write.request_id, result });
+            write.reply.send(ClientResponse {
+                request_id: write.request_id,
+                result,
+            });
         }
     }
 
@@ -394,10 +498,21 @@ impl Driver {
 
     async fn take_snapshot(&mut self) {
         let index = self.node.log().applied_index();
-        let Some(term) = self.node.log().term_at(index) else { return };
-        let meta = SnapshotMeta { last_included_index: index, last_included_term: term };
-        let snapshot = Snapshot { meta, data: Bytes::from(self.kv.snapshot()) };
-        let job = WriteJob { taken_snapshot: Some(snapshot.clone()), ..WriteJob::default() };
+        let Some(term) = self.node.log().term_at(index) else {
+            return;
+        };
+        let meta = SnapshotMeta {
+            last_included_index: index,
+            last_included_term: term,
+        };
+        let snapshot = Snapshot {
+            meta,
+            data: Bytes::from(self.kv.snapshot()),
+        };
+        let job = WriteJob {
+            taken_snapshot: Some(snapshot.clone()),
+            ..WriteJob::default()
+        };
         self.submit(job, Vec::new(), None, Some(snapshot)).await;
     }
 }
@@ -411,5 +526,8 @@ fn reply_of(response: Response, index: Index) -> Reply {
 }
 
 fn error(request_id: u64, e: ClientError) -> ClientResponse {
-    ClientResponse { request_id, result: Err(e) }
+    ClientResponse {
+        request_id,
+        result: Err(e),
+    }
 }

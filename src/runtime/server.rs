@@ -13,9 +13,9 @@ use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 
 use super::net::{fill, ConnError};
-use crate::wire::READ_CHUNK_BYTES;
 use super::node::Event;
 use super::stats::Counters;
+use crate::wire::READ_CHUNK_BYTES;
 use crate::wire::{self, ClientResponse, FrameDecoder, FrameType};
 
 /// Client connections served at once; more are closed at accept.
@@ -39,10 +39,17 @@ impl ReplyTo {
 }
 
 /// Accepts client connections.
-pub async fn serve_clients(listener: TcpListener, inbox: Rc<LocalSender<Event>>, counters: Rc<Counters>, inflight_max: usize) {
+pub async fn serve_clients(
+    listener: TcpListener,
+    inbox: Rc<LocalSender<Event>>,
+    counters: Rc<Counters>,
+    inflight_max: usize,
+) {
     let open = Rc::new(Cell::new(0usize));
     loop {
-        let Ok(stream) = listener.accept().await else { continue };
+        let Ok(stream) = listener.accept().await else {
+            continue;
+        };
         if open.get() >= CLIENT_CONNECTIONS_MAX {
             continue;
         }
@@ -53,8 +60,21 @@ pub async fn serve_clients(listener: TcpListener, inbox: Rc<LocalSender<Event>>,
             let (reader, writer) = futures_lite::io::split(stream);
             let (tx, rx) = local_channel::new_bounded(inflight_max + 1);
             let permits = Rc::new(Semaphore::new(inflight_max as u64));
-            let writer_task = glommio::spawn_local(write_responses(writer, rx, permits.clone(), counters.clone()));
-            match read_requests(reader, ReplyTo { queue: Rc::new(tx) }, &inbox, &permits, &counters).await {
+            let writer_task = glommio::spawn_local(write_responses(
+                writer,
+                rx,
+                permits.clone(),
+                counters.clone(),
+            ));
+            match read_requests(
+                reader,
+                ReplyTo { queue: Rc::new(tx) },
+                &inbox,
+                &permits,
+                &counters,
+            )
+            .await
+            {
                 Err(e @ (ConnError::Invalid(_) | ConnError::Refused(_))) => {
                     Counters::add(&counters.invalid_client_frames, 1);
                     eprintln!("ringraft: closed a client connection: {e}");
@@ -81,23 +101,37 @@ async fn read_requests(
     loop {
         loop {
             let request = {
-                let Some(frame) = decoder.next_frame()? else { break };
+                let Some(frame) = decoder.next_frame()? else {
+                    break;
+                };
                 wire::decode_client_request(frame.body_of(FrameType::ClientRequest)?)?
             };
             if permits.acquire(1).await.is_err() {
                 return Ok(());
             }
-            if inbox.send(Event::Client(request, reply_to.clone())).await.is_err() {
+            if inbox
+                .send(Event::Client(request, reply_to.clone()))
+                .await
+                .is_err()
+            {
                 return Ok(()); // Shutting down.
             }
         }
         let before = decoder.buffered_bytes();
         fill(&mut reader, &mut decoder, &mut buf).await?;
-        Counters::add(&counters.bytes_in, (decoder.buffered_bytes() - before) as u64);
+        Counters::add(
+            &counters.bytes_in,
+            (decoder.buffered_bytes() - before) as u64,
+        );
     }
 }
 
-async fn write_responses(mut writer: WriteHalf<TcpStream>, rx: LocalReceiver<ClientResponse>, permits: Rc<Semaphore>, counters: Rc<Counters>) {
+async fn write_responses(
+    mut writer: WriteHalf<TcpStream>,
+    rx: LocalReceiver<ClientResponse>,
+    permits: Rc<Semaphore>,
+    counters: Rc<Counters>,
+) {
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
     let mut batch = Vec::with_capacity(WRITE_COALESCE_BYTES);
     while let Some(first) = rx.recv().await {

@@ -44,11 +44,17 @@ pub struct Storage {
 impl Storage {
     /// Opens (creating) `dir` and returns what the core needs to restart, plus the log's
     /// recovery report. Refuses to start on corruption, naming the file.
-    pub fn open(dir: &Path, segment_bytes: u64) -> Result<(Storage, Restored, OpenReport), StorageError> {
+    pub fn open(
+        dir: &Path,
+        segment_bytes: u64,
+    ) -> Result<(Storage, Restored, OpenReport), StorageError> {
         fs::create_dir_all(dir).map_err(|e| StorageError::io("creating data directory", dir, e))?;
         let snapshot = read_snapshot(&dir.join("snapshot"))?;
         let (hard_state_store, hard_state) = HardStateStore::open(dir)?;
-        let options = LogOptions { segment_bytes, ..LogOptions::default() };
+        let options = LogOptions {
+            segment_bytes,
+            ..LogOptions::default()
+        };
         let (mut log, report) = Log::open(&dir.join("log"), options)?;
         let snapshot_index = snapshot.as_ref().map_or(0, |s| s.meta.last_included_index);
         // A crash during a purge can leave segments below the snapshot; the snapshot rules.
@@ -62,10 +68,27 @@ impl Storage {
             )));
         }
         let from = snapshot_index + 1;
-        let entries = if log.last_index() >= from { log.read(from, log.last_index() + 1, usize::MAX)? } else { Vec::new() };
+        let entries = if log.last_index() >= from {
+            log.read(from, log.last_index() + 1, usize::MAX)?
+        } else {
+            Vec::new()
+        };
         let last_index = log.last_index();
-        let storage = Storage { dir: dir.to_path_buf(), log, hard_state: hard_state_store, last_index };
-        Ok((storage, Restored { hard_state, snapshot, entries }, report))
+        let storage = Storage {
+            dir: dir.to_path_buf(),
+            log,
+            hard_state: hard_state_store,
+            last_index,
+        };
+        Ok((
+            storage,
+            Restored {
+                hard_state,
+                snapshot,
+                entries,
+            },
+            report,
+        ))
     }
 
     /// Makes a group of jobs durable: one log append (one aligned write + one fdatasync per
@@ -138,11 +161,15 @@ fn write_snapshot(dir: &Path, snapshot: &Snapshot) -> Result<(), StorageError> {
         move |e| StorageError::io(what, p, e)
     }
     let mut file = fs::File::create(&tmp).map_err(io("creating snapshot", &tmp))?;
-    file.write_all(&header).map_err(io("writing snapshot", &tmp))?;
-    file.write_all(&snapshot.data).map_err(io("writing snapshot", &tmp))?;
+    file.write_all(&header)
+        .map_err(io("writing snapshot", &tmp))?;
+    file.write_all(&snapshot.data)
+        .map_err(io("writing snapshot", &tmp))?;
     file.sync_all().map_err(io("syncing snapshot", &tmp))?;
     fs::rename(&tmp, &path).map_err(io("renaming snapshot", &path))?;
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io("syncing data directory", dir))?;
+    fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io("syncing data directory", dir))?;
     Ok(())
 }
 
@@ -153,7 +180,12 @@ fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, StorageError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(StorageError::io("reading snapshot", path, e)),
     };
-    let bad = |reason: &str| StorageError::Options(format!("snapshot file {} is damaged: {reason}", path.display()));
+    let bad = |reason: &str| {
+        StorageError::Options(format!(
+            "snapshot file {} is damaged: {reason}",
+            path.display()
+        ))
+    };
     if bytes.len() < SNAPSHOT_HEADER_BYTES {
         return Err(bad("shorter than its header"));
     }
@@ -170,6 +202,12 @@ fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, StorageError> {
     if crc32fast::hash(data) != crc {
         return Err(bad("CRC mismatch"));
     }
-    let meta = SnapshotMeta { last_included_index: index, last_included_term: term };
-    Ok(Some(Snapshot { meta, data: Bytes::copy_from_slice(data) }))
+    let meta = SnapshotMeta {
+        last_included_index: index,
+        last_included_term: term,
+    };
+    Ok(Some(Snapshot {
+        meta,
+        data: Bytes::copy_from_slice(data),
+    }))
 }

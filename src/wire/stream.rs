@@ -10,10 +10,17 @@ pub const READ_CHUNK_BYTES: usize = 64 << 10;
 
 /// Reads once from `stream` (up to `buf.len()` bytes) into `decoder`. An end of stream is
 /// `ErrorKind::UnexpectedEof`.
-pub async fn fill_decoder<S: AsyncRead + Unpin>(stream: &mut S, decoder: &mut FrameDecoder, buf: &mut [u8]) -> std::io::Result<()> {
+pub async fn fill_decoder<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    decoder: &mut FrameDecoder,
+    buf: &mut [u8],
+) -> std::io::Result<()> {
     let n = stream.read(buf).await?;
     if n == 0 {
-        return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "connection closed"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::UnexpectedEof,
+            "connection closed",
+        ));
     }
     decoder.extend_from_slice(&buf[..n]);
     Ok(())
