@@ -160,7 +160,7 @@ impl SimConfig {
             bug_commit_previous_term: false,
             full_trace: false,
             liveness_bound_us: 60_000_000,
-            strict_liveness: false,
+            strict_liveness: true,
         }
     }
 }
