@@ -289,6 +289,9 @@ struct LoadArgs {
     /// Client addresses of the cluster's nodes, comma separated.
     #[arg(long, value_delimiter = ',', required = true)]
     cluster: Vec<std::net::SocketAddr>,
+    /// What the cluster is: `ringraft`, or `etcd` (v3 gRPC API; needs a build with --features etcd).
+    #[arg(long, default_value = "ringraft")]
+    target: String,
     /// Connections (client sessions).
     #[arg(long, default_value_t = 8)]
     connections: usize,
@@ -362,7 +365,7 @@ fn run_load(args: LoadArgs) -> ExitCode {
                 return ExitCode::from(1);
             }
         };
-    let report = LoadReport::new("ringraft", &workload, &recorder);
+    let report = LoadReport::new(&args.target, &workload, &recorder);
     if args.json {
         println!(
             "{}",
