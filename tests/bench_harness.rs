@@ -12,18 +12,38 @@ fn bench_runs_a_tiny_config_and_writes_every_report_file() {
         .expect("ringraft bench runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "bench failed:\n{stderr}");
-    let runs: Vec<_> = std::fs::read_dir(results.path().join("tiny")).expect("results/tiny exists").collect();
+    let runs: Vec<_> = std::fs::read_dir(results.path().join("tiny"))
+        .expect("results/tiny exists")
+        .collect();
     assert_eq!(runs.len(), 1, "one timestamped run directory");
     let dir = runs[0].as_ref().unwrap().path();
-    for file in ["report.json", "report.md", "throughput.svg", "latency.svg", "ringraft-r0-p0-write.hgrm", "ringraft-r0-p0-read.hgrm"] {
+    for file in [
+        "report.json",
+        "report.md",
+        "throughput.svg",
+        "latency.svg",
+        "ringraft-r0-p0-write.hgrm",
+        "ringraft-r0-p0-read.hgrm",
+    ] {
         let bytes = std::fs::read(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
         assert!(!bytes.is_empty(), "{file} is empty");
     }
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
     let run = &report["runs"][0]["report"];
-    assert!(run["writes_per_s"].as_f64().unwrap() > 0.0, "no writes measured: {run}");
-    assert!(run["reads_per_s"].as_f64().unwrap() > 0.0, "no reads measured: {run}");
-    assert!(run["errors"].as_object().unwrap().is_empty(), "errors: {}", run["errors"]);
+    assert!(
+        run["writes_per_s"].as_f64().unwrap() > 0.0,
+        "no writes measured: {run}"
+    );
+    assert!(
+        run["reads_per_s"].as_f64().unwrap() > 0.0,
+        "no reads measured: {run}"
+    );
+    assert!(
+        run["errors"].as_object().unwrap().is_empty(),
+        "errors: {}",
+        run["errors"]
+    );
     assert!(!report["machine"]["cpu_model"].as_str().unwrap().is_empty());
     let svg = std::fs::read_to_string(dir.join("latency.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
@@ -36,9 +56,20 @@ fn bench_runs_a_tiny_config_and_writes_every_report_file() {
 fn a_bad_bench_config_is_refused_with_the_field_named() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.toml");
-    std::fs::write(&path, "name = \"bad\"\nnodes = 3\n[workload]\nkey_bytes = 16\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ringraft")).arg("bench").arg(&path).output().unwrap();
+    std::fs::write(
+        &path,
+        "name = \"bad\"\nnodes = 3\n[workload]\nkey_bytes = 16\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ringraft"))
+        .arg("bench")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("bad.toml") && stderr.contains("missing field"), "{stderr}");
+    assert!(
+        stderr.contains("bad.toml") && stderr.contains("missing field"),
+        "{stderr}"
+    );
 }

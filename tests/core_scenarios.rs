@@ -414,9 +414,22 @@ fn a_snapshot_ending_inside_the_log_keeps_the_acknowledged_suffix() {
     // Found by the simulator (seed 105, --strict-liveness, before the fix): a follower that
     // installed a snapshot covering part of its log threw away entries it had acknowledged.
     use ringraft::core::{Entry, EntryKind, Envelope, HardState};
-    let entries: Vec<Entry> =
-        (1..=10).map(|index| Entry { term: 1, index, kind: EntryKind::Normal, data: Bytes::from_static(b"x") }).collect();
-    let restored = Restored { hard_state: HardState { current_term: 1, voted_for: Some(1) }, snapshot: None, entries };
+    let entries: Vec<Entry> = (1..=10)
+        .map(|index| Entry {
+            term: 1,
+            index,
+            kind: EntryKind::Normal,
+            data: Bytes::from_static(b"x"),
+        })
+        .collect();
+    let restored = Restored {
+        hard_state: HardState {
+            current_term: 1,
+            voted_for: Some(1),
+        },
+        snapshot: None,
+        entries,
+    };
     let mut follower = RawNode::new(Cluster::default_config(2, vec![1, 2, 3]), restored).unwrap();
     let message = Message::InstallSnapshot {
         term: 1,
@@ -426,15 +439,28 @@ fn a_snapshot_ending_inside_the_log_keeps_the_acknowledged_suffix() {
         data: Bytes::from_static(b"state"),
         done: true,
     };
-    follower.step(Envelope { from: 1, to: 2, message });
+    follower.step(Envelope {
+        from: 1,
+        to: 2,
+        message,
+    });
     let out = follower.take_output();
-    assert!(out.snapshot.is_none(), "no restore: the log already holds index 5");
+    assert!(
+        out.snapshot.is_none(),
+        "no restore: the log already holds index 5"
+    );
     assert_eq!(follower.log().last_index(), 10, "entries 6..=10 survive");
     assert!(follower.log().commit_index() >= 5);
-    let answered_done = out
-        .messages_after_persist
-        .iter()
-        .any(|e| matches!(e.message, Message::InstallSnapshotResponse { done: true, last_included_index: 5, .. }));
+    let answered_done = out.messages_after_persist.iter().any(|e| {
+        matches!(
+            e.message,
+            Message::InstallSnapshotResponse {
+                done: true,
+                last_included_index: 5,
+                ..
+            }
+        )
+    });
     assert!(answered_done);
 }
 
@@ -449,7 +475,9 @@ fn an_idle_leader_resends_appends_lost_in_replicate_state() {
     c.settle();
     c.propose(leader, "lost");
     // Drop the AppendEntries carrying "lost" to one follower (it is in Replicate state now).
-    c.settle_with(&mut |env| !(env.to == follower && matches!(env.message, Message::AppendEntries { .. })));
+    c.settle_with(&mut |env| {
+        !(env.to == follower && matches!(env.message, Message::AppendEntries { .. }))
+    });
     let last = c.node(leader).log().last_index();
     assert!(c.node(follower).log().last_index() < last);
     c.tick_until(20, |c| c.node(follower).log().last_index() == last);
