@@ -709,27 +709,12 @@ impl RawNode {
         let term = self.term();
         if prev_log_index < self.log.commit_index() {
             // Everything through our commit index matches the leader's log already.
-            let match_index = self.log.commit_index();
-            let message = Message::AppendEntriesResponse {
-                term,
-                success: true,
-                match_index,
-                conflict_index: 0,
-                conflict_term: None,
-            };
-            return self.send(from, message);
+            return self.send_append_success(from, self.log.commit_index());
         }
         match self.log.try_append(prev_log_index, prev_log_term, entries) {
             Some(last_new_index) => {
                 self.log.commit_to(leader_commit.min(last_new_index));
-                let message = Message::AppendEntriesResponse {
-                    term,
-                    success: true,
-                    match_index: last_new_index,
-                    conflict_index: 0,
-                    conflict_term: None,
-                };
-                self.send(from, message);
+                self.send_append_success(from, last_new_index);
             }
             None => {
                 let (conflict_index, conflict_term) = match self.log.term_at(prev_log_index) {
@@ -748,6 +733,19 @@ impl RawNode {
         }
     }
 
+    /// Acknowledges that our log matches the leader's through `match_index` (sent only once
+    /// our pending writes are durable; see `send`).
+    fn send_append_success(&mut self, to: NodeId, match_index: Index) {
+        let message = Message::AppendEntriesResponse {
+            term: self.term(),
+            success: true,
+            match_index,
+            conflict_index: 0,
+            conflict_term: None,
+        };
+        self.send(to, message);
+    }
+
     fn handle_install_snapshot(
         &mut self,
         from: NodeId,
@@ -760,15 +758,7 @@ impl RawNode {
         let index = meta.last_included_index;
         if index <= self.log.commit_index() {
             // We already hold (and have committed) everything it covers.
-            let match_index = self.log.commit_index();
-            let message = Message::AppendEntriesResponse {
-                term,
-                success: true,
-                match_index,
-                conflict_index: 0,
-                conflict_term: None,
-            };
-            return self.send(from, message);
+            return self.send_append_success(from, self.log.commit_index());
         }
         if self.log.term_at(index) == Some(meta.last_included_term) {
             // Paper Figure 13 step 6: our log already holds the entry the snapshot ends at, so
