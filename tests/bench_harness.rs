@@ -73,3 +73,24 @@ fn a_bad_bench_config_is_refused_with_the_field_named() {
         "{stderr}"
     );
 }
+
+#[test]
+fn load_refuses_an_unknown_target_and_names_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_ringraft"))
+        .args([
+            "load",
+            "--target",
+            "zookeeper",
+            "--cluster",
+            "127.0.0.1:1",
+            "--duration-s",
+            "0.1",
+            "--warmup-s",
+            "0",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown target `zookeeper`"), "{stderr}");
+}

@@ -357,14 +357,27 @@ fn run_load(args: LoadArgs) -> ExitCode {
         duration: Duration::from_secs_f64(args.duration_s),
         seed: 1,
     };
-    let recorder =
-        match ringraft::loadgen::ringraft_target::run(args.cluster, &workload, args.threads) {
-            Ok(r) => r,
-            Err(e) => {
-                eprintln!("ringraft load: {e}");
-                return ExitCode::from(1);
-            }
-        };
+    let result = match args.target.as_str() {
+        "ringraft" => {
+            ringraft::loadgen::ringraft_target::run(args.cluster, &workload, args.threads)
+        }
+        #[cfg(feature = "etcd")]
+        "etcd" => ringraft::loadgen::etcd_target::run(args.cluster, &workload, args.threads),
+        #[cfg(not(feature = "etcd"))]
+        "etcd" => Err(
+            "this build has no etcd target: rebuild with `cargo build --release --features etcd` \
+                       (needs protoc: scripts/install-etcd.sh)"
+                .to_string(),
+        ),
+        other => Err(format!("unknown target `{other}` (ringraft or etcd)")),
+    };
+    let recorder = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("ringraft load: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let report = LoadReport::new(&args.target, &workload, &recorder);
     if args.json {
         println!(
