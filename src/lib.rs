@@ -9,8 +9,10 @@
 //!   limits ──► core (sans-I/O Raft) ◄── sim (deterministic simulator: net, disk, clock, checker)
 //!          └─► log  (segmented CRC log, io_uring, group commit)
 //!   wire (flatbuffers frames) ─┐
-//!   kv   (state machine)       ├─► runtime (the only glommio user) ─► bin/ringraft.rs
+//!   kv   (state machine)       ├─► runtime (the only glommio user: the node) ─► bin/ringraft.rs
 //!   core, log ─────────────────┘
+//!   wire ─► client (leader following, retries) ─► loadgen (workloads, targets, reports)
+//!                                                 └─► bench (configs, launchers, reports, plots)
 //! ```
 //!
 //! * [`core`] is a pure function of (state, input): no clock, no socket, no file, no global
@@ -24,6 +26,8 @@
 //!   replays any failure from one seed.
 //! * [`kv`] is the replicated state machine: a key-value map with client sessions.
 //! * [`wire`] is the flatbuffers schema code and the frame codec, verified at the edge.
+//! * [`runtime`] runs a node on glommio; [`client`] talks to one; [`loadgen`] drives load at
+//!   ringraft or etcd with one workload; [`bench`] runs whole experiments from config files.
 //!
 //! Every bound lives in [`limits`].
 #![deny(missing_docs)]
