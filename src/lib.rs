@@ -27,7 +27,7 @@
 //! * [`kv`] is the replicated state machine: a key-value map with client sessions.
 //! * [`wire`] is the flatbuffers schema code and the frame codec, verified at the edge.
 //! * [`runtime`] runs a node on glommio; [`client`] talks to one; [`loadgen`] drives load at
-//!   ringraft or etcd with one workload; [`bench`] runs whole experiments from config files.
+//!   ringraft or etcd with one workload; [`bench`](mod@bench) runs whole experiments from config files.
 //!
 //! Every bound lives in [`limits`].
 #![deny(missing_docs)]
