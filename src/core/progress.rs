@@ -112,16 +112,21 @@ impl Progress {
     }
 
     /// A rejection of the AppendEntries whose `prev_log_index` was `rejected`; `next` is where
-    /// the fast-backtracking hint says to try. Returns false if the rejection is stale.
+    /// the fast-backtracking hint says to try. Returns whether to send again now: not when the
+    /// rejection is stale, nor when it moves nothing (the follower refuses what it should hold,
+    /// e.g. entries it had acknowledged): then the probe waits for the next heartbeat instead of
+    /// looping.
     pub fn on_reject(&mut self, rejected: Index, next: Index) -> bool {
         match self.state {
             ProgressState::Replicate if rejected <= self.match_index => false,
             ProgressState::Probe if rejected != self.next_index - 1 => false,
             ProgressState::Snapshot { .. } => false,
             _ => {
+                let next_before = self.next_index;
                 self.become_probe();
                 self.next_index = next.min(rejected).max(self.match_index + 1);
-                true
+                self.paused = self.next_index == next_before;
+                !self.paused
             }
         }
     }

@@ -1022,6 +1022,20 @@ impl RawNode {
         self.send(peer, message);
     }
 
+    /// Leader only: the progress of `from`, marked as heard from (check-quorum). `None` when
+    /// this node no longer leads, so a late response changes nothing.
+    fn heard_from(&mut self, from: NodeId) -> Option<&mut Progress> {
+        if self.role != Role::Leader {
+            return None;
+        }
+        let progress = self
+            .progress
+            .get_mut(&from)
+            .expect("leader has progress for every peer");
+        progress.recent_active = true;
+        Some(progress)
+    }
+
     fn handle_append_response(
         &mut self,
         from: NodeId,
@@ -1030,14 +1044,9 @@ impl RawNode {
         conflict_index: Index,
         conflict_term: Option<Term>,
     ) {
-        if self.role != Role::Leader {
+        let Some(progress) = self.heard_from(from) else {
             return;
-        }
-        let progress = self
-            .progress
-            .get_mut(&from)
-            .expect("leader has progress for every peer");
-        progress.recent_active = true;
+        };
         if success {
             if let ProgressState::Snapshot { .. } = progress.state {
                 progress.become_probe();
@@ -1060,34 +1069,26 @@ impl RawNode {
                 None => conflict_index,
             };
             let next = next.max(1);
-            let progress = self.progress.get_mut(&from).expect("progress");
-            let next_before = progress.next_index;
-            if progress.on_reject(match_index, next) {
-                if progress.next_index == next_before {
-                    // The follower refuses what it should hold (it lost entries it had
-                    // acknowledged?). Retry at the next heartbeat rather than in a tight loop.
-                    progress.paused = true;
-                } else {
-                    self.send_append(from);
-                }
+            if self
+                .progress
+                .get_mut(&from)
+                .expect("progress")
+                .on_reject(match_index, next)
+            {
+                self.send_append(from);
             }
         }
     }
 
     fn handle_heartbeat_response(&mut self, from: NodeId, read_round: u64) {
-        if self.role != Role::Leader {
-            return;
-        }
         let (msgs_max, bytes_max) = (
             self.config.inflight_msgs_max,
             self.config.inflight_bytes_max,
         );
         let last_index = self.log.last_index();
-        let progress = self
-            .progress
-            .get_mut(&from)
-            .expect("leader has progress for every peer");
-        progress.recent_active = true;
+        let Some(progress) = self.heard_from(from) else {
+            return;
+        };
         progress.paused = false;
         progress.free_one_if_full(msgs_max, bytes_max);
         // Heartbeats go out only when no AppendEntries did for a whole interval. A follower
@@ -1114,14 +1115,9 @@ impl RawNode {
         next_offset: u64,
         done: bool,
     ) {
-        if self.role != Role::Leader {
+        let Some(progress) = self.heard_from(from) else {
             return;
-        }
-        let progress = self
-            .progress
-            .get_mut(&from)
-            .expect("leader has progress for every peer");
-        progress.recent_active = true;
+        };
         let ProgressState::Snapshot { snapshot_index, .. } = progress.state else {
             return;
         };
