@@ -13,6 +13,7 @@
 //!   core, log ─────────────────┘
 //!   wire ─► client (leader following, retries) ─► loadgen (workloads, targets, reports)
 //!                                                 └─► bench (configs, launchers, reports, plots)
+//!   netem (link emulation model, pure) ─► runtime (peer transport), bench (topologies)
 //! ```
 //!
 //! * [`core`] is a pure function of (state, input): no clock, no socket, no file, no global
@@ -29,6 +30,9 @@
 //! * [`runtime`] runs a node on glommio; [`client`] talks to one; [`loadgen`] drives load at
 //!   ringraft or etcd with one workload; [`bench`](mod@bench) runs whole experiments from config files.
 //!
+//! * [`netem`] models wide-area links (delay, jitter, loss, bandwidth, partitions) that the
+//!   node's transport applies to its own messages, since this kernel has no netem.
+//!
 //! Every bound lives in [`limits`].
 #![deny(missing_docs)]
 
@@ -39,6 +43,7 @@ pub mod kv;
 pub mod limits;
 pub mod loadgen;
 pub mod log;
+pub mod netem;
 pub mod runtime;
 pub mod sim;
 pub mod wire;

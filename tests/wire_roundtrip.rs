@@ -362,6 +362,8 @@ fn all_results() -> Vec<Result<Reply, ClientError>> {
             bytes_out: u64::MAX,
             disk_syncs: 7,
             disk_jobs: 8,
+            campaigns: 9,
+            emulated_drops: 10,
         })),
         Ok(Reply::Stats(NodeStats {
             node_id: 2,
@@ -382,6 +384,8 @@ fn all_results() -> Vec<Result<Reply, ClientError>> {
             bytes_out: 0,
             disk_syncs: 0,
             disk_jobs: 0,
+            campaigns: 0,
+            emulated_drops: 0,
         })),
         Err(ClientError::NotLeader {
             leader_hint: Some(3),

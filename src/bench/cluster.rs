@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use super::config::NodeSettings;
 use crate::core::Role;
+use crate::netem::{Emulation, Partition, Topology};
 use crate::wire::{self, ClientRequest, FrameDecoder, FrameType, NodeStats, Reply, Request};
 
 /// A running cluster.
@@ -21,16 +22,22 @@ pub struct Cluster {
     members: String,
     data_root: PathBuf,
     settings: NodeSettings,
+    /// Each node's link emulation, when the run emulates a network or isolates nodes.
+    emulations: Option<Vec<Emulation>>,
 }
 
 impl Cluster {
     /// Starts `nodes` nodes with data under `data_root` (created fresh) and ports from
-    /// `base_port`, and waits until one is leader.
+    /// `base_port`, and waits until one is leader. With `network`, each node delays its own
+    /// messages as the topology says; with `emulate`, each node gets an emulation file even
+    /// without a topology (so that partitions can be scheduled).
     pub fn start(
         nodes: usize,
         data_root: &Path,
         base_port: u16,
         settings: &NodeSettings,
+        network: Option<&Topology>,
+        emulate: bool,
     ) -> Result<Cluster, String> {
         let _ = std::fs::remove_dir_all(data_root);
         std::fs::create_dir_all(data_root)
@@ -49,12 +56,82 @@ impl Cluster {
             members: members.join(","),
             data_root: data_root.to_path_buf(),
             settings: settings.clone(),
+            emulations: None,
         };
+        if network.is_some() || emulate {
+            let seed = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64);
+            let emulations = (1..=nodes as u64)
+                .map(|id| match network {
+                    // Partitions of the topology are scheduled when the load starts.
+                    Some(t) => Emulation {
+                        partitions: Vec::new(),
+                        ..t.emulation_for(id, 0, seed)
+                    },
+                    None => Emulation::default(),
+                })
+                .collect();
+            cluster.emulations = Some(emulations);
+            cluster.write_emulations()?;
+        }
         for id in 1..=nodes as u64 {
             cluster.start_node(id)?;
         }
-        cluster.wait_for_leader(Duration::from_secs(30))?;
+        // Cross-region elections take several round trips; give them time.
+        let wait = Duration::from_secs(30)
+            + Duration::from_millis(20 * network.map_or(0.0, |t| t.rtt_max_ms()) as u64);
+        cluster.wait_for_leader(wait)?;
         Ok(cluster)
+    }
+
+    fn emulation_path(&self, id: u64) -> PathBuf {
+        self.data_root.join(format!("node{id}.emulation.toml"))
+    }
+
+    fn write_emulations(&self) -> Result<(), String> {
+        for (i, e) in self.emulations.iter().flatten().enumerate() {
+            let path = self.emulation_path(i as u64 + 1);
+            let text = toml::to_string(e).map_err(|e| e.to_string())?;
+            // Write then rename, so that a node reloading never reads half a file.
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, text)
+                .and_then(|()| std::fs::rename(&tmp, &path))
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        }
+        Ok(())
+    }
+
+    /// Replaces every node's partition schedule (times after `epoch_unix_ms`) and makes the
+    /// running nodes reload it (SIGHUP). Nodes apply it within one tick.
+    pub fn schedule_partitions(
+        &mut self,
+        epoch_unix_ms: u64,
+        partitions: &[Partition],
+    ) -> Result<(), String> {
+        let Some(emulations) = &mut self.emulations else {
+            return Err("this cluster was started without link emulation".into());
+        };
+        for e in emulations.iter_mut() {
+            e.epoch_unix_ms = epoch_unix_ms;
+            e.partitions = partitions.to_vec();
+        }
+        self.write_emulations()?;
+        for child in self.children.iter().flatten() {
+            // SAFETY: sending a signal to our own child process.
+            unsafe {
+                libc::kill(child.id() as libc::pid_t, libc::SIGHUP);
+            }
+        }
+        Ok(())
+    }
+
+    /// Stats of every node that answers, by node id (node id = position + 1).
+    pub fn all_stats(&self, timeout: Duration) -> Vec<Option<NodeStats>> {
+        self.client_addrs
+            .iter()
+            .map(|&addr| stats(addr, timeout).ok())
+            .collect()
     }
 
     /// (Re)starts node `id`.
@@ -90,6 +167,33 @@ impl Cluster {
                 s.snapshot_threshold.map(|v| v.to_string()),
             ),
             ("--segment-bytes", s.segment_bytes.map(|v| v.to_string())),
+            ("--rtt-ms", s.rtt_ms.map(|v| v.to_string())),
+            ("--election-ms", s.election_ms.map(|v| v.to_string())),
+            ("--heartbeat-ms", s.heartbeat_ms.map(|v| v.to_string())),
+            (
+                "--batch-entries-max",
+                s.batch_entries_max.map(|v| v.to_string()),
+            ),
+            (
+                "--batch-bytes-max",
+                s.batch_bytes_max.map(|v| v.to_string()),
+            ),
+            (
+                "--inflight-msgs-max",
+                s.inflight_msgs_max.map(|v| v.to_string()),
+            ),
+            (
+                "--inflight-bytes-max",
+                s.inflight_bytes_max.map(|v| v.to_string()),
+            ),
+            ("--pre-vote", s.pre_vote.map(|v| v.to_string())),
+            ("--check-quorum", s.check_quorum.map(|v| v.to_string())),
+            (
+                "--emulation",
+                self.emulations
+                    .as_ref()
+                    .map(|_| self.emulation_path(id).display().to_string()),
+            ),
         ];
         for (flag, value) in flags {
             if let Some(value) = value {
@@ -112,6 +216,11 @@ impl Cluster {
             .map_err(|e| format!("cannot start node {id}: {e}"))?;
         self.children[(id - 1) as usize] = Some(child);
         Ok(())
+    }
+
+    /// The process id of node `id`, while it runs.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        self.children[(id - 1) as usize].as_ref().map(Child::id)
     }
 
     /// Kills node `id` with SIGKILL (a crash).

@@ -20,6 +20,67 @@ pub struct NodeSettings {
     pub snapshot_threshold: Option<u64>,
     /// Log segment size.
     pub segment_bytes: Option<u64>,
+    /// Round trip to derive timing from (heartbeat about 1 RTT, election 10 RTTs).
+    pub rtt_ms: Option<u64>,
+    /// Election timeout in milliseconds (overrides `election_ticks`).
+    pub election_ms: Option<u64>,
+    /// Heartbeat interval in milliseconds (overrides `heartbeat_ticks`).
+    pub heartbeat_ms: Option<u64>,
+    /// Most entries per AppendEntries.
+    pub batch_entries_max: Option<usize>,
+    /// Most bytes per AppendEntries.
+    pub batch_bytes_max: Option<usize>,
+    /// Most AppendEntries in flight per follower.
+    pub inflight_msgs_max: Option<usize>,
+    /// Most bytes in flight per follower (default: twice the bandwidth-delay product when the
+    /// network has a bandwidth cap, else the node's default).
+    pub inflight_bytes_max: Option<usize>,
+    /// Pre-vote (default on).
+    pub pre_vote: Option<bool>,
+    /// Check-quorum (default on).
+    pub check_quorum: Option<bool>,
+}
+
+/// The keys `ringraft tune --sweep` may vary under `[node]`.
+pub const NODE_KEYS: &[&str] = &[
+    "tick_ms",
+    "election_ticks",
+    "heartbeat_ticks",
+    "snapshot_threshold",
+    "segment_bytes",
+    "rtt_ms",
+    "election_ms",
+    "heartbeat_ms",
+    "batch_entries_max",
+    "batch_bytes_max",
+    "inflight_msgs_max",
+    "inflight_bytes_max",
+    "pre_vote",
+    "check_quorum",
+];
+
+/// A fault injected under load, to measure failover.
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Failover {
+    /// When, in milliseconds after the measured window starts.
+    pub at_ms: u64,
+    /// What happens to the leader.
+    pub action: FailoverAction,
+    /// Isolate: heal after this long (default: stays cut off for the run). Kill: restart after
+    /// this long (default: stays down).
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+}
+
+/// What a failover drill does to the leader.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum FailoverAction {
+    /// SIGKILL the leader's process (a crash).
+    Kill,
+    /// Cut the leader off from its peers (an emulated partition); clients can still reach it.
+    Isolate,
 }
 
 /// One bench config file.
@@ -54,6 +115,12 @@ pub struct BenchConfig {
     /// Optional bounds the run is judged against (reported as pass/fail, never hidden).
     #[serde(default)]
     pub expect: Expectations,
+    /// An emulated wide-area network between the ringraft nodes (see `netem::Topology`).
+    #[serde(default)]
+    pub network: Option<crate::netem::Topology>,
+    /// A failover drill during the measured window (ringraft only).
+    #[serde(default)]
+    pub failover: Option<Failover>,
 }
 
 /// Targets a run can be held to.
@@ -110,6 +177,21 @@ impl BenchConfig {
         }
         if self.load_threads == 0 || self.load_threads > 64 {
             return Err("load_threads must be in 1..=64".into());
+        }
+        if let Some(network) = &self.network {
+            network.validate(self.nodes)?;
+        }
+        if let Some(f) = &self.failover {
+            if f.at_ms >= self.workload.duration.as_millis() as u64 {
+                return Err(format!(
+                    "failover.at_ms = {} is not inside the measured window of {} ms",
+                    f.at_ms,
+                    self.workload.duration.as_millis()
+                ));
+            }
+            if self.nodes < 3 {
+                return Err("failover needs at least 3 nodes (a majority must survive)".into());
+            }
         }
         self.workload
             .validate()

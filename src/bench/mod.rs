@@ -4,9 +4,11 @@
 
 pub mod cluster;
 pub mod config;
+pub mod drill;
 pub mod etcd;
 pub mod report;
 pub mod svg;
+pub mod tune;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -66,6 +68,13 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
         env!("CARGO_PKG_VERSION").to_string(),
     )]);
     let mut runs = Vec::new();
+    let warnings = timing_warnings(config);
+    for w in &warnings {
+        eprintln!("WARNING: {w}");
+    }
+    if let Some(network) = &config.network {
+        eprintln!("{}", network.describe());
+    }
     eprintln!(
         "bench {}: {} ({} nodes; targets {:?})",
         config.name,
@@ -76,17 +85,24 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
     for repeat in 0..options.repeat.max(1) {
         for target in &config.targets {
             let results = match target.as_str() {
-                "ringraft" => run_ringraft(config, &data_root.join("ringraft"))?,
-                "etcd" => run_etcd(config, &data_root.join("etcd"), &mut versions)?,
+                "ringraft" => run_ringraft(config, &data_root.join("ringraft"))?
+                    .into_iter()
+                    .map(|(r, o)| (r, Some(o)))
+                    .collect(),
+                "etcd" => run_etcd(config, &data_root.join("etcd"), &mut versions)?
+                    .into_iter()
+                    .map(|r| (r, None))
+                    .collect::<Vec<_>>(),
                 other => return Err(format!("unknown target {other}")),
             };
-            for (point, report) in results.into_iter().enumerate() {
+            for (point, (report, cluster)) in results.into_iter().enumerate() {
                 eprint!("{}", report.text());
                 runs.push(RunResult {
                     target: target.clone(),
                     repeat,
                     point,
                     report,
+                    cluster,
                 });
             }
         }
@@ -102,6 +118,7 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
         runs,
         checks,
         differences,
+        warnings,
     };
     report.write(&out_dir)?;
     for check in &report.checks {
@@ -116,13 +133,87 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
     Ok(out_dir)
 }
 
-fn run_ringraft(config: &BenchConfig, data_root: &Path) -> Result<Vec<LoadReport>, String> {
-    let cluster = cluster::Cluster::start(config.nodes, data_root, config.base_port, &config.node)?;
+/// Node settings as launched: the config's, plus the in-flight window sized to twice the
+/// bandwidth-delay product when the emulated network caps bandwidth and the config leaves it
+/// unset.
+pub fn effective_node_settings(config: &BenchConfig) -> config::NodeSettings {
+    let mut settings = config.node.clone();
+    if let Some(network) = &config.network {
+        if let (Some(mbit), None) = (network.bandwidth_mbit, settings.inflight_bytes_max) {
+            let bdp_bytes = mbit * 1e6 / 8.0 * network.rtt_max_ms() / 1000.0;
+            let window = (2.0 * bdp_bytes) as usize;
+            settings.inflight_bytes_max =
+                Some(window.clamp(1 << 20, crate::limits::INFLIGHT_BYTES_MAX));
+        }
+    }
+    settings
+}
+
+/// Warnings about the node timing of a config on its (emulated) network, as the nodes would
+/// print them at start.
+pub fn timing_warnings(config: &BenchConfig) -> Vec<String> {
+    let s = &config.node;
+    let mut node = crate::runtime::NodeConfig::new(1, Vec::new(), PathBuf::new());
+    node.tick_ms = s.tick_ms.unwrap_or(node.tick_ms);
+    node.election_ticks = s.election_ticks.unwrap_or(node.election_ticks);
+    node.heartbeat_ticks = s.heartbeat_ticks.unwrap_or(node.heartbeat_ticks);
+    node.rtt_ms = s.rtt_ms;
+    node.election_ms = s.election_ms;
+    node.heartbeat_ms = s.heartbeat_ms;
+    node.derive_timing();
+    let rtt = config.network.as_ref().map(|n| n.rtt_max_ms());
+    node.timing_warnings(rtt)
+}
+
+pub(crate) fn run_ringraft(
+    config: &BenchConfig,
+    data_root: &Path,
+) -> Result<Vec<(LoadReport, drill::ClusterObservation)>, String> {
+    let settings = effective_node_settings(config);
+    let emulate = config.network.is_some()
+        || matches!(&config.failover, Some(f) if f.action == config::FailoverAction::Isolate);
+    let mut cluster = cluster::Cluster::start(
+        config.nodes,
+        data_root,
+        config.base_port,
+        &settings,
+        config.network.as_ref(),
+        emulate,
+    )?;
     let mut reports = Vec::new();
     for workload in config.workloads() {
-        let recorder =
-            ringraft_target::run(cluster.client_addrs.clone(), &workload, config.load_threads)?;
-        reports.push(LoadReport::new("ringraft", &workload, &recorder));
+        let addrs = cluster.client_addrs.clone();
+        let window_start = std::time::Instant::now() + workload.warmup;
+        let window_end = window_start + workload.duration;
+        let (recorder, conducted) = std::thread::scope(|scope| {
+            let conductor =
+                scope.spawn(|| drill::conduct(&mut cluster, config, window_start, window_end));
+            let recorder = ringraft_target::run(addrs, &workload, config.load_threads);
+            let conducted = conductor
+                .join()
+                .unwrap_or_else(|_| Err("the conductor thread panicked".into()));
+            (recorder, conducted)
+        });
+        let recorder = recorder?;
+        let observation = conducted?.finish(&recorder);
+        if let Some(f) = &observation.failover {
+            eprintln!("failover: {}", f.describe());
+        }
+        eprintln!(
+            "elections during the run: {} ({} campaigns){}",
+            observation.elections,
+            observation.campaigns,
+            observation
+                .commit_floor_ms
+                .map_or(String::new(), |f| format!(
+                    "; emulated commit floor {f:.1} ms (leader {})",
+                    observation.leader_before.unwrap_or(0)
+                ))
+        );
+        reports.push((
+            LoadReport::new("ringraft", &workload, &recorder),
+            observation,
+        ));
     }
     Ok(reports)
 }

@@ -84,6 +84,10 @@ pub struct RunResult {
     pub point: usize,
     /// The numbers.
     pub report: LoadReport,
+    /// What the harness saw of the cluster (ringraft only): elections, failover timeline,
+    /// emulated network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<super::drill::ClusterObservation>,
 }
 
 /// A pass/fail judgement, stated with its evidence.
@@ -114,6 +118,8 @@ pub struct BenchReport {
     pub checks: Vec<Check>,
     /// What still differs between the targets' setups.
     pub differences: Vec<String>,
+    /// Warnings about the configuration (timing unsafe for the network, ...).
+    pub warnings: Vec<String>,
 }
 
 impl BenchReport {
@@ -212,6 +218,22 @@ impl BenchReport {
             c.nodes
         );
         let _ = writeln!(md, "- {}", c.workload.describe());
+        if let Some(network) = &c.network {
+            let _ = writeln!(md, "- **{}**", network.describe());
+        }
+        if let Some(f) = &c.failover {
+            let _ = writeln!(
+                md,
+                "- failover drill: {:?} the leader {} ms into the measured window{}",
+                f.action,
+                f.at_ms,
+                f.duration_ms
+                    .map_or(String::new(), |d| format!(", for {d} ms"))
+            );
+        }
+        for w in &self.warnings {
+            let _ = writeln!(md, "- WARNING: {w}");
+        }
         let _ = writeln!(md, "- writes acknowledged after commit on a durable majority and apply on the leader (both systems); fsync on");
         let _ = writeln!(
             md,
@@ -255,6 +277,33 @@ impl BenchReport {
                 ms(p.max_us),
                 errors
             );
+        }
+        let observed: Vec<&RunResult> = self.runs.iter().filter(|r| r.cluster.is_some()).collect();
+        if !observed.is_empty() {
+            let _ = writeln!(md, "\n## The cluster during the runs\n");
+            for r in observed {
+                let o = r.cluster.as_ref().expect("filtered");
+                let _ = write!(
+                    md,
+                    "- {}: leader {} at the start, {} at the end; {} election(s) and {} campaign(s) (election timeouts fired, pre-vote included) during the run",
+                    self.label(r),
+                    o.leader_before.map_or("?".into(), |l| l.to_string()),
+                    o.leader_after.map_or("?".into(), |l| l.to_string()),
+                    o.elections,
+                    o.campaigns
+                );
+                if let Some(floor) = o.commit_floor_ms {
+                    let _ = write!(
+                        md,
+                        "; emulated commit floor {floor:.1} ms vs measured p50 {:.1} ms",
+                        r.report.write_latency.p50_us as f64 / 1000.0
+                    );
+                }
+                let _ = writeln!(md);
+                if let Some(f) = &o.failover {
+                    let _ = writeln!(md, "  - failover: {}", f.describe());
+                }
+            }
         }
         if !self.checks.is_empty() {
             let _ = writeln!(md, "\n## Checks\n");

@@ -1,5 +1,5 @@
-//! Minimal SVG line charts: enough for a throughput time series and a latency percentile
-//! spectrum, with axes, ticks and a legend, and no dependency.
+//! Minimal SVG charts: lines (a throughput time series, a latency percentile spectrum) and
+//! labelled dots (a tuning sweep), with axes, ticks and a legend, and no dependency.
 
 use std::fmt::Write as _;
 
@@ -45,121 +45,225 @@ pub fn line_chart(
     axis: XAxis,
     series: &[Series],
 ) -> String {
-    let xs = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| x_of(p.0, axis)));
-    let (x_min, x_max) = xs.fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
-    let y_max = series
-        .iter()
-        .flat_map(|s| s.points.iter().map(|p| p.1))
-        .fold(0.0f64, f64::max)
-        * 1.1;
-    let (x_min, x_max) = if x_min >= x_max {
-        (0.0, 1.0)
-    } else {
-        (x_min, x_max)
-    };
-    let y_max = if y_max <= 0.0 { 1.0 } else { y_max };
-    let px = |x: f64| LEFT + (x_of(x, axis) - x_min) / (x_max - x_min) * (W - LEFT - RIGHT);
-    let py = |y: f64| H - BOTTOM - y / y_max * (H - TOP - BOTTOM);
-    let mut svg = format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
-         <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n",
-        W / 2.0,
-        escape(title)
+    let frame = Frame::fit(
+        axis,
+        series
+            .iter()
+            .flat_map(|s| s.points.iter().copied())
+            .collect::<Vec<_>>()
+            .as_slice(),
     );
-    let _ = writeln!(
-        svg,
-        "<line x1=\"{LEFT}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
-        H - BOTTOM,
-        W - RIGHT,
-        H - BOTTOM
-    );
-    let _ = writeln!(
-        svg,
-        "<line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{}\" stroke=\"black\"/>",
-        H - BOTTOM
-    );
-    for i in 0..=5 {
-        let y = y_max * i as f64 / 5.0;
-        let _ = writeln!(
-            svg,
-            "<line x1=\"{LEFT}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#ddd\"/>",
-            py(y),
-            W - RIGHT
-        );
-        let _ = writeln!(
-            svg,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
-            LEFT - 6.0,
-            py(y) + 4.0,
-            short(y)
-        );
-    }
-    let x_ticks: Vec<f64> = match axis {
-        XAxis::Linear => (0..=5)
-            .map(|i| (x_min + (x_max - x_min) * i as f64 / 5.0).round())
-            .collect(),
-        XAxis::Percentile => [0.0, 90.0, 99.0, 99.9, 99.99, 99.999]
-            .into_iter()
-            .filter(|&p| x_of(p, axis) <= x_max + 1e-9)
-            .collect(),
-    };
-    for x in x_ticks {
-        let label = match axis {
-            XAxis::Linear => short(x),
-            XAxis::Percentile => format!("{x}%"),
-        };
-        let _ = writeln!(
-            svg,
-            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{label}</text>",
-            px(x),
-            H - BOTTOM + 18.0
-        );
-    }
-    let _ = writeln!(
-        svg,
-        "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
-        W / 2.0,
-        H - 15.0,
-        escape(x_label)
-    );
-    let _ = writeln!(
-        svg,
-        "<text x=\"18\" y=\"{0}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {0})\">{1}</text>",
-        H / 2.0,
-        escape(y_label)
-    );
+    let mut svg = frame.axes(title, x_label, y_label);
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let points: Vec<String> = s
             .points
             .iter()
-            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+            .map(|&(x, y)| format!("{:.1},{:.1}", frame.px(x), frame.py(y)))
             .collect();
         let _ = writeln!(
             svg,
             "<polyline fill=\"none\" stroke=\"{color}\" stroke-width=\"2\" points=\"{}\"/>",
             points.join(" ")
         );
-        let ly = TOP + 16.0 * i as f64;
+        legend(&mut svg, i, color, &s.label);
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// One labelled point of a scatter chart.
+pub struct Dot {
+    /// Label written beside the dot.
+    pub label: String,
+    /// Position in data units.
+    pub x: f64,
+    /// Position in data units.
+    pub y: f64,
+    /// Drawn larger and in the second colour (e.g. the best point).
+    pub highlight: bool,
+}
+
+/// Renders labelled dots on linear axes, with an optional dashed vertical bound at `x_bound`.
+pub fn scatter_chart(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    dots: &[Dot],
+    x_bound: Option<(f64, &str)>,
+) -> String {
+    let mut points: Vec<(f64, f64)> = dots.iter().map(|d| (d.x, d.y)).collect();
+    points.push((0.0, 0.0));
+    if let Some((b, _)) = x_bound {
+        points.push((b, 0.0));
+    }
+    let frame = Frame::fit(XAxis::Linear, &points);
+    let mut svg = frame.axes(title, x_label, y_label);
+    if let Some((b, label)) = x_bound {
         let _ = writeln!(
             svg,
-            "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"3\" fill=\"{color}\"/>",
-            LEFT + 10.0,
-            ly
+            "<line x1=\"{0:.1}\" y1=\"{TOP}\" x2=\"{0:.1}\" y2=\"{1}\" stroke=\"#d62728\" stroke-dasharray=\"6 4\"/>\n<text x=\"{2:.1}\" y=\"{3}\" fill=\"#d62728\">{4}</text>",
+            frame.px(b),
+            H - BOTTOM,
+            frame.px(b) + 4.0,
+            TOP + 12.0,
+            escape(label)
         );
+    }
+    for d in dots {
+        let (color, r) = if d.highlight {
+            (COLORS[1], 7.0)
+        } else {
+            (COLORS[0], 4.0)
+        };
         let _ = writeln!(
             svg,
-            "<text x=\"{}\" y=\"{}\">{}</text>",
-            LEFT + 28.0,
-            ly + 5.0,
-            escape(&s.label)
+            "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"{r}\" fill=\"{color}\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\">{}</text>",
+            frame.px(d.x),
+            frame.py(d.y),
+            frame.px(d.x) + 8.0,
+            frame.py(d.y) - 6.0,
+            escape(&d.label)
         );
     }
     svg.push_str("</svg>\n");
     svg
+}
+
+/// The data-to-page mapping of one chart.
+struct Frame {
+    axis: XAxis,
+    x_min: f64,
+    x_max: f64,
+    y_max: f64,
+}
+
+impl Frame {
+    fn fit(axis: XAxis, points: &[(f64, f64)]) -> Frame {
+        let (x_min, x_max) = points
+            .iter()
+            .map(|p| x_of(p.0, axis))
+            .fold((f64::MAX, f64::MIN), |(a, b), x| (a.min(x), b.max(x)));
+        let (x_min, x_max) = if x_min >= x_max {
+            (0.0, 1.0)
+        } else {
+            (x_min, x_max)
+        };
+        let y_max = points.iter().map(|p| p.1).fold(0.0f64, f64::max) * 1.1;
+        let y_max = if y_max <= 0.0 { 1.0 } else { y_max };
+        Frame {
+            axis,
+            x_min,
+            x_max,
+            y_max,
+        }
+    }
+
+    fn px(&self, x: f64) -> f64 {
+        LEFT + (x_of(x, self.axis) - self.x_min) / (self.x_max - self.x_min) * (W - LEFT - RIGHT)
+    }
+
+    fn py(&self, y: f64) -> f64 {
+        H - BOTTOM - y / self.y_max * (H - TOP - BOTTOM)
+    }
+
+    /// The page, title, axes, grid, ticks and axis labels.
+    fn axes(&self, title: &str, x_label: &str, y_label: &str) -> String {
+        let mut svg = format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" font-family=\"sans-serif\" font-size=\"12\">\n\
+             <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n\
+             <text x=\"{}\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">{}</text>\n",
+            W / 2.0,
+            escape(title)
+        );
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{LEFT}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>",
+            H - BOTTOM,
+            W - RIGHT,
+            H - BOTTOM
+        );
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{}\" stroke=\"black\"/>",
+            H - BOTTOM
+        );
+        for i in 0..=5 {
+            let y = self.y_max * i as f64 / 5.0;
+            let _ = writeln!(
+                svg,
+                "<line x1=\"{LEFT}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#ddd\"/>",
+                self.py(y),
+                W - RIGHT
+            );
+            let _ = writeln!(
+                svg,
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"end\">{}</text>",
+                LEFT - 6.0,
+                self.py(y) + 4.0,
+                short(y)
+            );
+        }
+        let x_ticks: Vec<f64> = match self.axis {
+            XAxis::Linear => (0..=5)
+                .map(|i| self.x_min + (self.x_max - self.x_min) * i as f64 / 5.0)
+                .map(|x| {
+                    if self.x_max - self.x_min >= 10.0 {
+                        x.round()
+                    } else {
+                        x
+                    }
+                })
+                .collect(),
+            XAxis::Percentile => [0.0, 90.0, 99.0, 99.9, 99.99, 99.999]
+                .into_iter()
+                .filter(|&p| x_of(p, self.axis) <= self.x_max + 1e-9)
+                .collect(),
+        };
+        for x in x_ticks {
+            let label = match self.axis {
+                XAxis::Linear => short(x),
+                XAxis::Percentile => format!("{x}%"),
+            };
+            let _ = writeln!(
+                svg,
+                "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{label}</text>",
+                self.px(x),
+                H - BOTTOM + 18.0
+            );
+        }
+        let _ = writeln!(
+            svg,
+            "<text x=\"{}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
+            W / 2.0,
+            H - 15.0,
+            escape(x_label)
+        );
+        let _ = writeln!(
+            svg,
+            "<text x=\"18\" y=\"{0}\" text-anchor=\"middle\" transform=\"rotate(-90 18 {0})\">{1}</text>",
+            H / 2.0,
+            escape(y_label)
+        );
+        svg
+    }
+}
+
+fn legend(svg: &mut String, i: usize, color: &str, label: &str) {
+    let ly = TOP + 16.0 * i as f64;
+    let _ = writeln!(
+        svg,
+        "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"3\" fill=\"{color}\"/>",
+        LEFT + 10.0,
+        ly
+    );
+    let _ = writeln!(
+        svg,
+        "<text x=\"{}\" y=\"{}\">{}</text>",
+        LEFT + 28.0,
+        ly + 5.0,
+        escape(label)
+    );
 }
 
 fn short(v: f64) -> String {

@@ -8,7 +8,8 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(version, about)]
 enum Cli {
-    /// Run one Raft node (flags, or `--config node.toml`).
+    /// Run one Raft node (flags, or `--config node.toml`). SIGTERM/SIGINT stop it cleanly;
+    /// SIGHUP re-reads its `--emulation` file (link emulation, scheduled partitions).
     Node(Box<NodeArgs>),
     /// Write a key through the cluster (for humans; use `load` for measurements).
     Put {
@@ -40,6 +41,10 @@ enum Cli {
     /// start the cluster(s), drive the load, write results/<config>/<timestamp>/report.{md,json},
     /// .hgrm percentile files and SVG plots.
     Bench(BenchArgs),
+    /// Sweep settings of a bench config over a grid (`--sweep KEY=V1,V2` per axis): run every
+    /// point, print throughput, p50/p99 and elections, and name the best point under
+    /// `--p99-max-ms`; writes results/<config>/tune-<timestamp>/tune.{md,json,svg}.
+    Tune(TuneArgs),
     /// Drive load against a running ringraft cluster and report commits/s and latency percentiles.
     Load(Box<LoadArgs>),
     /// Run the deterministic simulator: one seed (`--seed`) or a sweep (`--seeds A..B`).
@@ -132,6 +137,40 @@ struct NodeArgs {
     /// Cluster id; peers of other clusters are refused (default 1).
     #[arg(long)]
     cluster_id: Option<u64>,
+    /// Round trip to the farthest peer in ms: derives tick, heartbeat (about 1 RTT) and election
+    /// timeout (10 RTTs) unless --heartbeat-ms / --election-ms say otherwise.
+    #[arg(long)]
+    rtt_ms: Option<u64>,
+    /// Election timeout in ms (randomized in [E, 2E)); overrides --election-ticks.
+    #[arg(long)]
+    election_ms: Option<u64>,
+    /// Heartbeat interval in ms; overrides --heartbeat-ticks.
+    #[arg(long)]
+    heartbeat_ms: Option<u64>,
+    /// Most entries in one AppendEntries (default 1024).
+    #[arg(long)]
+    batch_entries_max: Option<usize>,
+    /// Most bytes in one AppendEntries (default 1 MiB).
+    #[arg(long)]
+    batch_bytes_max: Option<usize>,
+    /// Most AppendEntries in flight per follower (pipelining depth, default 64).
+    #[arg(long)]
+    inflight_msgs_max: Option<usize>,
+    /// Most bytes in flight per follower (default 64 MiB); size it to the bandwidth-delay product.
+    #[arg(long)]
+    inflight_bytes_max: Option<usize>,
+    /// Pre-vote (thesis 9.6): a node whose election timeout fires asks first whether it could
+    /// win, without bumping its term (default true).
+    #[arg(long)]
+    pre_vote: Option<bool>,
+    /// Check-quorum (thesis 6.2): a leader that has not heard from a majority within an election
+    /// timeout steps down (default true).
+    #[arg(long)]
+    check_quorum: Option<bool>,
+    /// Link emulation file (TOML: per-peer delay, jitter, loss, bandwidth, partitions; see
+    /// README, "Cross-region"). Applied to this node's outgoing peer messages; SIGHUP reloads it.
+    #[arg(long)]
+    emulation: Option<PathBuf>,
 }
 
 fn node_config(
@@ -169,6 +208,17 @@ fn node_config(
     config.segment_bytes = args.segment_bytes.unwrap_or(config.segment_bytes);
     config.raft_cpu = args.raft_cpu.or(config.raft_cpu);
     config.cluster_id = args.cluster_id.unwrap_or(config.cluster_id);
+    config.rtt_ms = args.rtt_ms.or(config.rtt_ms);
+    config.election_ms = args.election_ms.or(config.election_ms);
+    config.heartbeat_ms = args.heartbeat_ms.or(config.heartbeat_ms);
+    config.batch_entries_max = args.batch_entries_max.unwrap_or(config.batch_entries_max);
+    config.batch_bytes_max = args.batch_bytes_max.unwrap_or(config.batch_bytes_max);
+    config.inflight_msgs_max = args.inflight_msgs_max.unwrap_or(config.inflight_msgs_max);
+    config.inflight_bytes_max = args.inflight_bytes_max.unwrap_or(config.inflight_bytes_max);
+    config.emulation_file = args.emulation.or(config.emulation_file);
+    config.pre_vote = args.pre_vote.unwrap_or(config.pre_vote);
+    config.check_quorum = args.check_quorum.unwrap_or(config.check_quorum);
+    config.derive_timing();
     config.validate()?;
     Ok(config)
 }
@@ -243,6 +293,62 @@ struct BenchArgs {
     /// Where results go.
     #[arg(long, default_value = "results")]
     results_dir: PathBuf,
+}
+
+/// `ringraft tune`.
+#[derive(clap::Args)]
+struct TuneArgs {
+    /// The bench config to start from, e.g. bench-configs/cross-region-3.toml.
+    config: PathBuf,
+    /// One axis of the grid: KEY=V1,V2,... where KEY is a [node] setting (batch_entries_max,
+    /// batch_bytes_max, election_ms, heartbeat_ms, rtt_ms, tick_ms, inflight_msgs_max,
+    /// inflight_bytes_max, ...) or a dotted path (network.jitter_ms, workload.value_bytes).
+    /// Repeat for a grid.
+    #[arg(long, required = true, value_name = "KEY=V1,V2,...")]
+    sweep: Vec<String>,
+    /// The best point is the fastest with p99 at or below this bound (and no errors).
+    #[arg(long)]
+    p99_max_ms: Option<f64>,
+    /// Measured seconds per point (overrides the config).
+    #[arg(long)]
+    duration_s: Option<f64>,
+    /// Warm-up seconds per point (overrides the config).
+    #[arg(long)]
+    warmup_s: Option<f64>,
+    /// Where results go.
+    #[arg(long, default_value = "results")]
+    results_dir: PathBuf,
+}
+
+fn run_tune(args: TuneArgs) -> ExitCode {
+    use std::time::Duration;
+    let sweeps = match args
+        .sweep
+        .iter()
+        .map(|s| ringraft::bench::tune::parse_sweep(s))
+        .collect::<Result<Vec<_>, _>>()
+    {
+        Ok(sweeps) => sweeps,
+        Err(e) => {
+            eprintln!("ringraft tune: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let options = ringraft::bench::tune::TuneOptions {
+        config: args.config,
+        sweeps,
+        p99_max_ms: args.p99_max_ms,
+        results_dir: args.results_dir,
+        duration: args.duration_s.map(Duration::from_secs_f64),
+        warmup: args.warmup_s.map(Duration::from_secs_f64),
+    };
+    match ringraft::bench::tune::run(&options) {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringraft tune: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn run_bench(args: BenchArgs) -> ExitCode {
@@ -401,6 +507,7 @@ fn main() -> ExitCode {
         Cli::Log(cmd) => run_log(cmd),
         Cli::Node(args) => run_node(*args),
         Cli::Bench(args) => run_bench(args),
+        Cli::Tune(args) => run_tune(args),
         Cli::Load(args) => run_load(*args),
         Cli::Put {
             cluster,
@@ -440,10 +547,10 @@ fn main() -> ExitCode {
             Ok(format!(
                 "node {} role {:?} term {} leader {:?}\ncommit_index {} applied_index {} last_log_index {}\nelections {} proposals {} snapshots {}\n\
                  invalid_peer_frames {} invalid_client_frames {} refused_handshakes {} dropped_peer_messages {}\n\
-                 bytes_in {} bytes_out {} disk_syncs {} disk_jobs {}",
+                 bytes_in {} bytes_out {} disk_syncs {} disk_jobs {}\ncampaigns {} emulated_drops {}",
                 s.node_id, s.role, s.term, s.leader_id, s.commit_index, s.applied_index, s.last_log_index, s.elections, s.proposals, s.snapshots,
                 s.invalid_peer_frames, s.invalid_client_frames, s.refused_handshakes, s.dropped_peer_messages,
-                s.bytes_in, s.bytes_out, s.disk_syncs, s.disk_jobs
+                s.bytes_in, s.bytes_out, s.disk_syncs, s.disk_jobs, s.campaigns, s.emulated_drops
             ))
         }),
         Cli::Sim(args) => ExitCode::from(ringraft::sim::cli::main(args).clamp(0, 255) as u8),

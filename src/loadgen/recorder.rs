@@ -42,7 +42,14 @@ pub struct Recorder {
     pub per_second: Vec<SecondBucket>,
     /// Failures by kind.
     pub errors: BTreeMap<String, u64>,
+    /// Successful completions per millisecond of the window (by completion time): the timeline
+    /// a failover drill reads its unavailability window from.
+    pub acks_per_ms: Vec<u32>,
 }
+
+/// Longest window, in milliseconds, the per-millisecond timeline covers (later completions land
+/// in its last slot); bounds its memory to 4 MiB per load thread.
+pub const TIMELINE_MS_MAX: usize = 1 << 20;
 
 impl Recorder {
     /// A recorder for the window starting at `window_start` and lasting `window`.
@@ -57,7 +64,29 @@ impl Recorder {
             reads: hist(),
             per_second: vec![SecondBucket::default(); seconds],
             errors: BTreeMap::new(),
+            acks_per_ms: vec![0; (window.as_millis() as usize + 1).min(TIMELINE_MS_MAX)],
         }
+    }
+
+    /// When the measured window starts.
+    pub fn window_start(&self) -> Instant {
+        self.window_start
+    }
+
+    /// The client-visible outage around `fault` (an instant inside the window): the last
+    /// completion at or before it, the first completion after it, both in milliseconds after the
+    /// window start. None when nothing completed after the fault.
+    pub fn outage_around(&self, fault: Instant) -> Option<(Option<u64>, u64)> {
+        let fault_ms = fault
+            .saturating_duration_since(self.window_start)
+            .as_millis() as usize;
+        let last_before = (0..=fault_ms.min(self.acks_per_ms.len() - 1))
+            .rev()
+            .find(|&ms| self.acks_per_ms[ms] > 0)
+            .map(|ms| ms as u64);
+        let first_after =
+            (fault_ms + 1..self.acks_per_ms.len()).find(|&ms| self.acks_per_ms[ms] > 0)? as u64;
+        Some((last_before, first_after))
     }
 
     /// Whether an operation starting at `start` is inside the measured window.
@@ -78,6 +107,11 @@ impl Recorder {
         }
         let second = ((end.saturating_duration_since(self.window_start)).as_secs() as usize)
             .min(self.per_second.len() - 1);
+        if result.is_ok() {
+            let ms = (end.saturating_duration_since(self.window_start).as_millis() as usize)
+                .min(self.acks_per_ms.len() - 1);
+            self.acks_per_ms[ms] = self.acks_per_ms[ms].saturating_add(1);
+        }
         match result {
             Ok(()) => {
                 let us = (end.saturating_duration_since(start).as_micros() as u64)
@@ -108,6 +142,9 @@ impl Recorder {
             mine.writes += theirs.writes;
             mine.reads += theirs.reads;
             mine.errors += theirs.errors;
+        }
+        for (mine, theirs) in self.acks_per_ms.iter_mut().zip(&other.acks_per_ms) {
+            *mine = mine.saturating_add(*theirs);
         }
         for (kind, n) in &other.errors {
             *self.errors.entry(kind.clone()).or_default() += n;

@@ -42,6 +42,20 @@ pub struct NodeConfig {
     /// Heartbeat interval in ticks.
     #[serde(default = "default_heartbeat_ticks")]
     pub heartbeat_ticks: u32,
+    /// Round-trip time to the farthest peer; when set, `tick_ms`, `heartbeat_ticks` and
+    /// `election_ticks` are derived from it (heartbeat about one RTT, election 10 RTTs, as etcd's
+    /// tuning guide advises), and `heartbeat_ms` / `election_ms` may still override them.
+    #[serde(default)]
+    pub rtt_ms: Option<u64>,
+    /// Election timeout in milliseconds (overrides `election_ticks`, rounded up to ticks).
+    #[serde(default)]
+    pub election_ms: Option<u64>,
+    /// Heartbeat interval in milliseconds (overrides `heartbeat_ticks`, rounded up to ticks).
+    #[serde(default)]
+    pub heartbeat_ms: Option<u64>,
+    /// Link emulation file (see `netem::Emulation`); reloaded on SIGHUP.
+    #[serde(default)]
+    pub emulation_file: Option<PathBuf>,
     /// Pre-vote (thesis 9.6).
     #[serde(default = "yes")]
     pub pre_vote: bool,
@@ -167,10 +181,11 @@ impl NodeConfig {
             path: path.into(),
             source,
         })?;
-        let config: NodeConfig = toml::from_str(&text).map_err(|e| NodeConfigError::Parse {
+        let mut config: NodeConfig = toml::from_str(&text).map_err(|e| NodeConfigError::Parse {
             path: path.into(),
             message: e.to_string(),
         })?;
+        config.derive_timing();
         config.validate()?;
         Ok(config)
     }
@@ -186,6 +201,57 @@ impl NodeConfig {
         config
     }
 
+    /// Turns `rtt_ms`, `heartbeat_ms` and `election_ms` into ticks. Call after every field is
+    /// set (file and flags) and before `validate`.
+    pub fn derive_timing(&mut self) {
+        if let Some(rtt) = self.rtt_ms {
+            // Ten ticks per RTT: fine enough that the randomized timeout spreads candidates.
+            self.tick_ms = (rtt / 10).max(1);
+            self.heartbeat_ticks = (rtt.div_ceil(self.tick_ms)).max(1) as u32;
+            self.election_ticks = 10 * self.heartbeat_ticks;
+        }
+        if let Some(ms) = self.heartbeat_ms {
+            self.heartbeat_ticks = ms.div_ceil(self.tick_ms).max(1) as u32;
+        }
+        if let Some(ms) = self.election_ms {
+            self.election_ticks = ms.div_ceil(self.tick_ms).max(1) as u32;
+        }
+    }
+
+    /// The election timeout's lower end in milliseconds (it is randomized in [E, 2E)).
+    pub fn election_timeout_ms(&self) -> u64 {
+        self.election_ticks as u64 * self.tick_ms
+    }
+
+    /// Warnings about timing that will not work on the links this node is given: an election
+    /// timeout under 10 RTTs (etcd's tuning guide), or a heartbeat slower than half of it.
+    /// `emulated_rtt_ms` is the largest RTT the link emulation implies, if any.
+    pub fn timing_warnings(&self, emulated_rtt_ms: Option<f64>) -> Vec<String> {
+        let mut warnings = Vec::new();
+        let rtt = match (self.rtt_ms.map(|r| r as f64), emulated_rtt_ms) {
+            (Some(a), Some(b)) => Some((a.max(b), "configured and emulated")),
+            (Some(a), None) => Some((a, "configured (rtt_ms)")),
+            (None, Some(b)) => Some((b, "emulated")),
+            (None, None) => None,
+        };
+        let election = self.election_timeout_ms() as f64;
+        if let Some((rtt, source)) = rtt {
+            if election < 10.0 * rtt {
+                warnings.push(format!(
+                    "election timeout {election:.0} ms is below 10 x the {source} round trip of {rtt:.0} ms ({:.0} ms): expect spurious elections; set rtt_ms = {rtt:.0} to derive safe timing",
+                    10.0 * rtt
+                ));
+            }
+        }
+        let heartbeat = (self.heartbeat_ticks as u64 * self.tick_ms) as f64;
+        if 2.0 * heartbeat > election {
+            warnings.push(format!(
+                "heartbeat interval {heartbeat:.0} ms is more than half the election timeout {election:.0} ms: one late heartbeat starts an election"
+            ));
+        }
+        warnings
+    }
+
     /// Checks every field; the error names the first bad one.
     pub fn validate(&self) -> Result<(), NodeConfigError> {
         let field = |field: &'static str, reason: &str| {
@@ -196,6 +262,9 @@ impl NodeConfig {
         };
         if self.members.iter().all(|m| m.id != self.id) {
             return field("id", &format!("{} is not among `members`", self.id));
+        }
+        if self.rtt_ms == Some(0) || self.rtt_ms.is_some_and(|r| r > 600_000) {
+            return field("rtt_ms", "must be in 1..=600000");
         }
         if self.tick_ms == 0 || self.tick_ms > 10_000 {
             return field("tick_ms", "must be in 1..=10000");

@@ -66,12 +66,20 @@ pub enum RuntimeError {
     /// The snapshot on disk does not restore.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// The link emulation file is unreadable or invalid.
+    #[error("{0}")]
+    Emulation(String),
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
+static RELOAD: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_stop_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
+}
+
+extern "C" fn on_reload_signal(_: libc::c_int) {
+    RELOAD.store(true, Ordering::SeqCst);
 }
 
 /// Runs a node until SIGTERM or SIGINT. Blocks the calling thread.
@@ -86,6 +94,10 @@ pub fn run_node(config: NodeConfig) -> Result<(), RuntimeError> {
         libc::signal(
             libc::SIGINT,
             on_stop_signal as *const () as libc::sighandler_t,
+        );
+        libc::signal(
+            libc::SIGHUP,
+            on_reload_signal as *const () as libc::sighandler_t,
         );
     }
     let placement = config.raft_cpu.map_or(Placement::Unbound, Placement::Fixed);
@@ -131,11 +143,28 @@ async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
             source,
         })?;
 
+    let emulated = match &config.emulation_file {
+        Some(file) => Some(Rc::new(
+            transport::Emulated::load(config.id, file.clone()).map_err(RuntimeError::Emulation)?,
+        )),
+        None => None,
+    };
+    if let Some(e) = &emulated {
+        eprintln!(
+            "ringraft: node {}: EMULATED links from {} (largest RTT {:.1} ms)",
+            config.id,
+            config.emulation_file.as_ref().expect("loaded").display(),
+            e.rtt_max_ms().unwrap_or(0.0)
+        );
+    }
+    for warning in config.timing_warnings(emulated.as_ref().and_then(|e| e.rtt_max_ms())) {
+        eprintln!("ringraft: node {}: WARNING: {warning}", config.id);
+    }
     let counters = Rc::new(Counters::default());
     let (inbox_tx, inbox_rx) = local_channel::new_bounded(INBOX_EVENTS_MAX);
     let inbox_tx = Rc::new(inbox_tx);
     let (disk_tx, disk_rx) = local_channel::new_bounded(DISK_JOBS_MAX);
-    let peers = transport::start_outbound(&config, counters.clone());
+    let peers = transport::start_outbound(&config, counters.clone(), emulated.clone());
     glommio::spawn_local(disk_task(
         Arc::new(Mutex::new(storage)),
         disk_rx,
@@ -146,6 +175,7 @@ async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
     glommio::spawn_local(ticker(
         Duration::from_millis(config.tick_ms),
         inbox_tx.clone(),
+        emulated.clone(),
     ))
     .detach();
     glommio::spawn_local(transport::serve_inbound(
@@ -167,16 +197,33 @@ async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
         "ringraft: node {} serving peers on {} and clients on {}",
         config.id, me.peer_addr, me.client_addr
     );
-    Driver::new(config.clone(), node, kv, counters, peers, disk_tx)
+    Driver::new(config.clone(), node, kv, counters.clone(), peers, disk_tx)
         .run(inbox_rx)
         .await;
+    if emulated.is_some() {
+        eprintln!(
+            "ringraft: node {}: link emulation dropped {} messages (loss, partitions, full wire)",
+            config.id,
+            counters.emulated_drops.get()
+        );
+    }
     eprintln!("ringraft: node {} stopped", config.id);
     Ok(())
 }
 
-async fn ticker(tick: Duration, inbox: Rc<LocalSender<Event>>) {
+async fn ticker(
+    tick: Duration,
+    inbox: Rc<LocalSender<Event>>,
+    emulated: Option<Rc<transport::Emulated>>,
+) {
     loop {
         glommio::timer::sleep(tick).await;
+        if RELOAD.swap(false, Ordering::SeqCst) {
+            match &emulated {
+                Some(e) => e.reload(),
+                None => eprintln!("ringraft: SIGHUP ignored: this node has no --emulation file"),
+            }
+        }
         let event = if STOP.load(Ordering::SeqCst) {
             Event::Shutdown
         } else {

@@ -302,6 +302,8 @@ impl Driver {
             bytes_out: self.counters.bytes_out.get(),
             disk_syncs: self.counters.disk_syncs.get(),
             disk_jobs: self.counters.disk_jobs.get(),
+            campaigns: self.counters.campaigns.get(),
+            emulated_drops: self.counters.emulated_drops.get(),
         }
     }
 
@@ -369,6 +371,10 @@ impl Driver {
     fn role_changed(&mut self, role: Role, leader: Option<NodeId>) {
         if role == Role::Candidate && self.role != Role::Candidate {
             Counters::add(&self.counters.elections, 1);
+        }
+        let campaigning = |r: Role| matches!(r, Role::PreCandidate | Role::Candidate);
+        if campaigning(role) && !campaigning(self.role) {
+            Counters::add(&self.counters.campaigns, 1);
         }
         if self.role == Role::Leader && role != Role::Leader {
             // Entries proposed here may still commit under the next leader; the client retries

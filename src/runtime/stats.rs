@@ -7,6 +7,9 @@ use std::cell::Cell;
 pub struct Counters {
     /// Elections this node started (became candidate).
     pub elections: Cell<u64>,
+    /// Election timeouts that fired here: became pre-candidate (or candidate without pre-vote).
+    /// With pre-vote, most of those spurious timeouts never become elections.
+    pub campaigns: Cell<u64>,
     /// Proposals accepted as leader.
     pub proposals: Cell<u64>,
     /// Snapshots taken or installed.
@@ -23,6 +26,8 @@ pub struct Counters {
     pub bytes_in: Cell<u64>,
     /// Bytes sent to peers and clients.
     pub bytes_out: Cell<u64>,
+    /// Outgoing peer messages dropped by link emulation (loss, partition, full emulated wire).
+    pub emulated_drops: Cell<u64>,
     /// Groups of log writes made durable (each one fdatasync per segment touched).
     pub disk_syncs: Cell<u64>,
     /// Output jobs made durable (batched into `disk_syncs` groups).

@@ -2,9 +2,11 @@
 //! node's messages, and a listener whose connections carry peers' messages in. Each connection
 //! starts with a handshake naming cluster and node; strangers are refused with a logged reason.
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use futures_lite::future::poll_once;
@@ -17,6 +19,7 @@ use super::net::{fill, ConnError};
 use super::node::Event;
 use super::stats::Counters;
 use crate::core::NodeId;
+use crate::netem::{Emulation, Shaper, Verdict, LINK_BUFFER_BYTES_MAX};
 use crate::wire::READ_CHUNK_BYTES;
 use crate::wire::{self, FrameDecoder, FrameType, PeerHandshake};
 
@@ -33,6 +36,7 @@ const BACKOFF_MAX: Duration = Duration::from_millis(500);
 pub fn start_outbound(
     config: &NodeConfig,
     counters: Rc<Counters>,
+    emulated: Option<Rc<Emulated>>,
 ) -> BTreeMap<NodeId, LocalSender<Bytes>> {
     let handshake = PeerHandshake {
         cluster_id: config.cluster_id,
@@ -51,10 +55,34 @@ pub fn start_outbound(
     let mut queues = BTreeMap::new();
     for member in config.members.iter().filter(|m| m.id != config.id) {
         let (tx, rx) = local_channel::new_bounded(PEER_QUEUE_MSGS_MAX);
+        let feed = match &emulated {
+            None => Feed::Direct(rx),
+            Some(emulated) => {
+                let (delayed_tx, delayed_rx) = local_channel::new_bounded(EMULATED_QUEUE_MSGS_MAX);
+                let queued = Rc::new(Cell::new(0));
+                glommio::spawn_local(shape(
+                    member.id,
+                    rx,
+                    delayed_tx,
+                    queued.clone(),
+                    emulated.clone(),
+                    counters.clone(),
+                ))
+                .detach();
+                Feed::Shaped {
+                    rx: delayed_rx,
+                    held: RefCell::new(None),
+                    queued,
+                    emulated: emulated.clone(),
+                    peer: member.id,
+                    counters: counters.clone(),
+                }
+            }
+        };
         let task = outbound(
             member.id,
             member.peer_addr,
-            rx,
+            feed,
             frame.clone(),
             counters.clone(),
         );
@@ -67,7 +95,7 @@ pub fn start_outbound(
 async fn outbound(
     peer: NodeId,
     addr: std::net::SocketAddr,
-    rx: LocalReceiver<Bytes>,
+    rx: Feed,
     handshake: Bytes,
     counters: Rc<Counters>,
 ) {
@@ -85,9 +113,7 @@ async fn outbound(
             }
         }
         // Unreachable: what is queued is stale by the time we reconnect; Raft will resend.
-        while let Some(Some(_)) = poll_once(rx.recv()).await {
-            Counters::add(&counters.dropped_peer_messages, 1);
-        }
+        Counters::add(&counters.dropped_peer_messages, rx.drain().await);
         glommio::timer::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
@@ -95,20 +121,20 @@ async fn outbound(
 
 async fn send_loop(
     stream: &mut TcpStream,
-    rx: &LocalReceiver<Bytes>,
+    rx: &Feed,
     batch: &mut Vec<u8>,
     counters: &Counters,
 ) -> Result<(), std::io::Error> {
     loop {
-        let Some(frame) = rx.recv().await else {
+        let Some(frame) = rx.next().await else {
             return Ok(());
         };
         batch.clear();
         batch.extend_from_slice(&frame);
         while batch.len() < WRITE_COALESCE_BYTES {
-            match poll_once(rx.recv()).await {
-                Some(Some(frame)) => batch.extend_from_slice(&frame),
-                _ => break,
+            match rx.ready().await {
+                Some(frame) => batch.extend_from_slice(&frame),
+                None => break,
             }
         }
         stream.write_all(batch).await?;
@@ -228,4 +254,209 @@ fn check_handshake(handshake: &PeerHandshake, config: &NodeConfig) -> Result<(),
         ));
     }
     Ok(())
+}
+
+/// Frames waiting in an emulated link (in flight on the emulated wire) before new ones are
+/// dropped; the byte bound is `netem::LINK_BUFFER_BYTES_MAX`.
+const EMULATED_QUEUE_MSGS_MAX: usize = 4 * PEER_QUEUE_MSGS_MAX;
+
+/// Link emulation of this node (`--emulation FILE`): the file's current contents, reloaded on
+/// SIGHUP, and the state of each outgoing link.
+pub struct Emulated {
+    me: NodeId,
+    file: PathBuf,
+    current: RefCell<Emulation>,
+    shapers: RefCell<BTreeMap<NodeId, Shaper>>,
+    origin: Instant,
+}
+
+impl Emulated {
+    /// Loads the emulation file of node `me`.
+    pub fn load(me: NodeId, file: PathBuf) -> Result<Emulated, String> {
+        let current = Emulation::from_file(&file)?;
+        Ok(Emulated {
+            me,
+            file,
+            current: RefCell::new(current),
+            shapers: RefCell::new(BTreeMap::new()),
+            origin: Instant::now(),
+        })
+    }
+
+    /// Re-reads the file (SIGHUP). A bad file keeps the old emulation and says why.
+    pub fn reload(&self) {
+        match Emulation::from_file(&self.file) {
+            Ok(e) => {
+                eprintln!(
+                    "ringraft: node {}: emulation reloaded from {} ({} links, {} partitions)",
+                    self.me,
+                    self.file.display(),
+                    e.links.len(),
+                    e.partitions.len()
+                );
+                *self.current.borrow_mut() = e;
+            }
+            Err(e) => eprintln!("ringraft: node {}: emulation NOT reloaded: {e}", self.me),
+        }
+    }
+
+    /// The largest round trip the emulation implies, for the timing warning.
+    pub fn rtt_max_ms(&self) -> Option<f64> {
+        self.current.borrow().rtt_max_ms()
+    }
+
+    fn admit(&self, peer: NodeId, bytes: usize) -> Option<Instant> {
+        let current = self.current.borrow();
+        let Some(spec) = current.link(peer) else {
+            return Some(Instant::now());
+        };
+        let mut shapers = self.shapers.borrow_mut();
+        let shaper = shapers
+            .entry(peer)
+            .or_insert_with(|| Shaper::new(current.seed ^ (peer << 32) ^ self.me));
+        let now = Instant::now();
+        let now_us = now.duration_since(self.origin).as_micros() as u64;
+        match shaper.admit(spec, now_us, bytes) {
+            Verdict::Deliver { at_us } => Some(self.origin + Duration::from_micros(at_us)),
+            Verdict::Lost => None,
+        }
+    }
+
+    fn partitioned(&self, peer: NodeId) -> bool {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        self.current.borrow().partitioned(self.me, peer, now_ms)
+    }
+}
+
+/// Moves frames from the Raft loop's queue for `peer` onto the emulated wire: each gets its
+/// arrival time, or is lost; a full wire drops (tail drop), so memory stays bounded.
+async fn shape(
+    peer: NodeId,
+    rx: LocalReceiver<Bytes>,
+    wire: LocalSender<(Instant, Bytes)>,
+    queued: Rc<Cell<usize>>,
+    emulated: Rc<Emulated>,
+    counters: Rc<Counters>,
+) {
+    while let Some(frame) = rx.recv().await {
+        let Some(at) = emulated.admit(peer, frame.len()) else {
+            Counters::add(&counters.emulated_drops, 1);
+            continue;
+        };
+        if queued.get() + frame.len() > LINK_BUFFER_BYTES_MAX {
+            Counters::add(&counters.emulated_drops, 1);
+            continue;
+        }
+        let len = frame.len();
+        if wire.try_send((at, frame)).is_err() {
+            Counters::add(&counters.emulated_drops, 1);
+            continue;
+        }
+        queued.set(queued.get() + len);
+    }
+}
+
+/// Where a sender takes its frames from: the Raft loop's queue, or an emulated wire that hands
+/// each frame over when it is due and drops what a partition cuts.
+enum Feed {
+    Direct(LocalReceiver<Bytes>),
+    Shaped {
+        rx: LocalReceiver<(Instant, Bytes)>,
+        held: RefCell<Option<(Instant, Bytes)>>,
+        queued: Rc<Cell<usize>>,
+        emulated: Rc<Emulated>,
+        peer: NodeId,
+        counters: Rc<Counters>,
+    },
+}
+
+impl Feed {
+    /// The next frame to put on the socket, waiting for it to be due; None at shutdown.
+    async fn next(&self) -> Option<Bytes> {
+        match self {
+            Feed::Direct(rx) => rx.recv().await,
+            Feed::Shaped { rx, held, .. } => loop {
+                let taken = held.borrow_mut().take();
+                let head = match taken {
+                    Some(head) => head,
+                    None => rx.recv().await?,
+                };
+                let now = Instant::now();
+                if head.0 > now {
+                    glommio::timer::sleep(head.0 - now).await;
+                }
+                if let Some(frame) = self.arrive(head.1) {
+                    return Some(frame);
+                }
+            },
+        }
+    }
+
+    /// A frame that is due now, without waiting.
+    async fn ready(&self) -> Option<Bytes> {
+        match self {
+            Feed::Direct(rx) => poll_once(rx.recv()).await.flatten(),
+            Feed::Shaped { rx, held, .. } => loop {
+                let taken = held.borrow_mut().take();
+                let head = match taken {
+                    Some(head) => head,
+                    None => poll_once(rx.recv()).await.flatten()?,
+                };
+                if head.0 > Instant::now() {
+                    *held.borrow_mut() = Some(head);
+                    return None;
+                }
+                if let Some(frame) = self.arrive(head.1) {
+                    return Some(frame);
+                }
+            },
+        }
+    }
+
+    /// A frame leaves the emulated wire: it arrives unless a partition cuts the link now.
+    fn arrive(&self, frame: Bytes) -> Option<Bytes> {
+        let Feed::Shaped {
+            queued,
+            emulated,
+            peer,
+            counters,
+            ..
+        } = self
+        else {
+            return Some(frame);
+        };
+        queued.set(queued.get() - frame.len());
+        if emulated.partitioned(*peer) {
+            Counters::add(&counters.emulated_drops, 1);
+            return None;
+        }
+        Some(frame)
+    }
+
+    /// Drops everything queued (the peer is unreachable; Raft resends); returns how many.
+    async fn drain(&self) -> u64 {
+        let mut n = 0;
+        match self {
+            Feed::Direct(rx) => {
+                while let Some(Some(_)) = poll_once(rx.recv()).await {
+                    n += 1;
+                }
+            }
+            Feed::Shaped {
+                rx, held, queued, ..
+            } => {
+                let taken = held.borrow_mut().take();
+                if taken.is_some() {
+                    n += 1;
+                }
+                while let Some(Some(_)) = poll_once(rx.recv()).await {
+                    n += 1;
+                }
+                queued.set(0);
+            }
+        }
+        n
+    }
 }

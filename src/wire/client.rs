@@ -172,6 +172,10 @@ pub struct NodeStats {
     pub disk_syncs: u64,
     /// Output jobs made durable (batched into `disk_syncs` groups).
     pub disk_jobs: u64,
+    /// Election timeouts that fired here (pre-vote campaigns, or elections without pre-vote).
+    pub campaigns: u64,
+    /// Outgoing peer messages dropped by link emulation.
+    pub emulated_drops: u64,
 }
 
 /// Encodes `request` into `fbb` (reset first) and returns the finished body, to be sent as a
@@ -488,6 +492,8 @@ fn encode_stats(stats: &NodeStats, fbb: &mut FlatBufferBuilder<'_>) -> WIPOffset
         bytes_out: stats.bytes_out,
         disk_syncs: stats.disk_syncs,
         disk_jobs: stats.disk_jobs,
+        campaigns: stats.campaigns,
+        emulated_drops: stats.emulated_drops,
     };
     fb::StatsReply::create(fbb, &args).as_union_value()
 }
@@ -512,6 +518,8 @@ fn decode_stats(t: fb::StatsReply<'_>) -> Result<NodeStats, DecodeError> {
         bytes_out: t.bytes_out(),
         disk_syncs: t.disk_syncs(),
         disk_jobs: t.disk_jobs(),
+        campaigns: t.campaigns(),
+        emulated_drops: t.emulated_drops(),
     })
 }
 

@@ -1424,6 +1424,8 @@ impl<'a> StatsReply<'a> {
   pub const VT_BYTES_OUT: ::flatbuffers::VOffsetT = 34;
   pub const VT_DISK_SYNCS: ::flatbuffers::VOffsetT = 36;
   pub const VT_DISK_JOBS: ::flatbuffers::VOffsetT = 38;
+  pub const VT_CAMPAIGNS: ::flatbuffers::VOffsetT = 40;
+  pub const VT_EMULATED_DROPS: ::flatbuffers::VOffsetT = 42;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1435,6 +1437,8 @@ impl<'a> StatsReply<'a> {
     args: &'args StatsReplyArgs
   ) -> ::flatbuffers::WIPOffset<StatsReply<'bldr>> {
     let mut builder = StatsReplyBuilder::new(_fbb);
+    builder.add_emulated_drops(args.emulated_drops);
+    builder.add_campaigns(args.campaigns);
     builder.add_disk_jobs(args.disk_jobs);
     builder.add_disk_syncs(args.disk_syncs);
     builder.add_bytes_out(args.bytes_out);
@@ -1592,6 +1596,22 @@ impl<'a> StatsReply<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(StatsReply::VT_DISK_JOBS, Some(0)).unwrap()}
   }
+  /// Election timeouts that fired here (pre-vote campaigns, or elections without pre-vote).
+  #[inline]
+  pub fn campaigns(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatsReply::VT_CAMPAIGNS, Some(0)).unwrap()}
+  }
+  /// Outgoing peer messages dropped by link emulation (loss, partitions, full emulated wire).
+  #[inline]
+  pub fn emulated_drops(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatsReply::VT_EMULATED_DROPS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StatsReply<'_> {
@@ -1618,6 +1638,8 @@ impl ::flatbuffers::Verifiable for StatsReply<'_> {
      .visit_field::<u64>("bytes_out", Self::VT_BYTES_OUT, false)?
      .visit_field::<u64>("disk_syncs", Self::VT_DISK_SYNCS, false)?
      .visit_field::<u64>("disk_jobs", Self::VT_DISK_JOBS, false)?
+     .visit_field::<u64>("campaigns", Self::VT_CAMPAIGNS, false)?
+     .visit_field::<u64>("emulated_drops", Self::VT_EMULATED_DROPS, false)?
      .finish();
     Ok(())
   }
@@ -1641,6 +1663,8 @@ pub struct StatsReplyArgs {
     pub bytes_out: u64,
     pub disk_syncs: u64,
     pub disk_jobs: u64,
+    pub campaigns: u64,
+    pub emulated_drops: u64,
 }
 impl<'a> Default for StatsReplyArgs {
   #[inline]
@@ -1664,6 +1688,8 @@ impl<'a> Default for StatsReplyArgs {
       bytes_out: 0,
       disk_syncs: 0,
       disk_jobs: 0,
+      campaigns: 0,
+      emulated_drops: 0,
     }
   }
 }
@@ -1746,6 +1772,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatsReplyBuilder<'a, 'b, A> 
     self.fbb_.push_slot::<u64>(StatsReply::VT_DISK_JOBS, disk_jobs, 0);
   }
   #[inline]
+  pub fn add_campaigns(&mut self, campaigns: u64) {
+    self.fbb_.push_slot::<u64>(StatsReply::VT_CAMPAIGNS, campaigns, 0);
+  }
+  #[inline]
+  pub fn add_emulated_drops(&mut self, emulated_drops: u64) {
+    self.fbb_.push_slot::<u64>(StatsReply::VT_EMULATED_DROPS, emulated_drops, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatsReplyBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     StatsReplyBuilder {
@@ -1781,6 +1815,8 @@ impl ::core::fmt::Debug for StatsReply<'_> {
       ds.field("bytes_out", &self.bytes_out());
       ds.field("disk_syncs", &self.disk_syncs());
       ds.field("disk_jobs", &self.disk_jobs());
+      ds.field("campaigns", &self.campaigns());
+      ds.field("emulated_drops", &self.emulated_drops());
       ds.finish()
   }
 }

@@ -1,0 +1,313 @@
+//! What the harness watches and does to a ringraft cluster while the load runs: elections over
+//! the run (spurious ones, when nothing is injected), scheduled partitions of an emulated network,
+//! and failover drills (kill or isolate the leader at a set time, then time the recovery).
+//!
+//! The conductor runs on its own thread beside the load generator. It observes the nodes through
+//! their Stats request, polled every few milliseconds, and the clients through the recorder's
+//! per-millisecond completion timeline, so every figure is one a user could see.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::cluster::Cluster;
+use super::config::{BenchConfig, FailoverAction};
+use crate::core::Role;
+use crate::loadgen::Recorder;
+use crate::netem::Partition;
+use crate::wire::NodeStats;
+
+/// How often the conductor polls the nodes while timing a failover.
+const POLL_EVERY: Duration = Duration::from_millis(2);
+/// How long one Stats request may take.
+const STATS_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// What the harness saw of the cluster during one measured run.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct ClusterObservation {
+    /// Leader when the load started.
+    pub leader_before: Option<u64>,
+    /// Leader when the load ended.
+    pub leader_after: Option<u64>,
+    /// Elections started (nodes becoming candidate) between the start of the load and its end,
+    /// summed over nodes: with no fault injected, every one of them is spurious.
+    pub elections: u64,
+    /// Election timeouts that fired (pre-vote campaigns included) over the same span, summed
+    /// over nodes: with pre-vote, a timeout that fires without a majority agreeing is only a
+    /// campaign, not an election.
+    pub campaigns: u64,
+    /// With an emulated network: the network part of a write's latency given the leader at the
+    /// start (the round trip to the fastest majority); the measured p50 should sit just above.
+    pub commit_floor_ms: Option<f64>,
+    /// With an emulated network: what was emulated, stated plainly.
+    pub emulated: Option<String>,
+    /// The failover drill, if one ran.
+    pub failover: Option<FailoverResult>,
+}
+
+/// The timeline of one failover drill, in milliseconds after the fault.
+#[derive(Clone, Debug, Serialize)]
+pub struct FailoverResult {
+    /// "kill" or "isolate".
+    pub action: String,
+    /// The leader that was killed or isolated.
+    pub victim: u64,
+    /// When the fault hit, in milliseconds after the measured window started.
+    pub fault_at_ms: f64,
+    /// First time a surviving node was seen campaigning (pre-vote or vote) or in a newer term.
+    pub detection_ms: Option<f64>,
+    /// First time another node was seen leading in a newer term.
+    pub new_leader_ms: Option<f64>,
+    /// That node.
+    pub new_leader: Option<u64>,
+    /// First client acknowledgement after the fault.
+    pub first_commit_ms: Option<f64>,
+    /// The gap clients saw: from the last acknowledgement at or before the fault to the first
+    /// one after it.
+    pub unavailable_ms: Option<f64>,
+    /// Elections started by the surviving nodes from the fault to the end of the run.
+    pub elections: u64,
+}
+
+impl FailoverResult {
+    /// One line for the console and the report.
+    pub fn describe(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or("never".to_string(), |v| format!("{v:.0} ms"));
+        format!(
+            "{} leader {} at {:.0} ms: detected after {}, new leader {} after {}, first commit after {}, clients saw no commit for {}, {} election(s)",
+            self.action,
+            self.victim,
+            self.fault_at_ms,
+            ms(self.detection_ms),
+            self.new_leader.map_or("-".to_string(), |l| l.to_string()),
+            ms(self.new_leader_ms),
+            ms(self.first_commit_ms),
+            ms(self.unavailable_ms),
+            self.elections
+        )
+    }
+}
+
+/// What the conductor found during the load; completed with the recorder afterwards.
+pub struct Conducted {
+    observation: ClusterObservation,
+    fault: Option<Instant>,
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn leader_of(stats: &[Option<NodeStats>]) -> Option<u64> {
+    let leaders: Vec<u64> = stats
+        .iter()
+        .flatten()
+        .filter(|s| s.role == Role::Leader)
+        .map(|s| s.node_id)
+        .collect();
+    // Two nodes may both think they lead for a moment (the old one not yet deposed): the one in
+    // the newer term is the leader.
+    stats
+        .iter()
+        .flatten()
+        .filter(|s| leaders.contains(&s.node_id))
+        .max_by_key(|s| s.term)
+        .map(|s| s.node_id)
+}
+
+fn elections_of(stats: &[Option<NodeStats>]) -> Vec<Option<u64>> {
+    stats
+        .iter()
+        .map(|s| s.as_ref().map(|s| s.elections))
+        .collect()
+}
+
+fn campaigns_of(stats: &[Option<NodeStats>]) -> Vec<Option<u64>> {
+    stats
+        .iter()
+        .map(|s| s.as_ref().map(|s| s.campaigns))
+        .collect()
+}
+
+/// The growth of a per-node counter from `before` to `after`, summed; a node that restarted (its
+/// counter began again at zero) counts what it has now.
+fn growth(before: &[Option<u64>], after: &[Option<u64>], restarted: Option<u64>) -> u64 {
+    before
+        .iter()
+        .zip(after)
+        .enumerate()
+        .map(|(i, (b, a))| match (b, a) {
+            (Some(b), Some(a)) if a >= b && restarted != Some(i as u64 + 1) => a - b,
+            (_, Some(a)) => *a,
+            _ => 0,
+        })
+        .sum()
+}
+
+/// Runs beside the load: schedules the topology's partitions relative to the measured window,
+/// runs the failover drill if configured, and watches elections. `window_start` and
+/// `window_end` are the load's measured window.
+pub fn conduct(
+    cluster: &mut Cluster,
+    config: &BenchConfig,
+    window_start: Instant,
+    window_end: Instant,
+) -> Result<Conducted, String> {
+    let before = cluster.all_stats(STATS_TIMEOUT);
+    let baseline = elections_of(&before);
+    let baseline_campaigns = campaigns_of(&before);
+    let mut observation = ClusterObservation {
+        leader_before: leader_of(&before),
+        ..ClusterObservation::default()
+    };
+    if let Some(network) = &config.network {
+        observation.emulated = Some(network.describe());
+        observation.commit_floor_ms = observation
+            .leader_before
+            .map(|l| network.commit_floor_ms(l));
+    }
+    // One epoch for every schedule: the start of the measured window, on the wall clock the
+    // node processes share.
+    let epoch_unix_ms = unix_ms()
+        + window_start
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64;
+    let mut partitions: Vec<Partition> = config
+        .network
+        .as_ref()
+        .map(|n| n.partitions.clone())
+        .unwrap_or_default();
+    if !partitions.is_empty() {
+        cluster.schedule_partitions(epoch_unix_ms, &partitions)?;
+    }
+    let mut fault = None;
+    let mut failover = None;
+    let mut killed = None;
+    let mut restarted_victim = None;
+    if let Some(drill) = &config.failover {
+        let fault_at = window_start + Duration::from_millis(drill.at_ms);
+        // Isolation is scheduled ahead (nodes reload their emulation within a tick), so find
+        // the leader a little before the fault.
+        let tick_ms = config.node.tick_ms.unwrap_or(10).max(1);
+        let lead = Duration::from_millis((5 * tick_ms).max(100));
+        sleep_until(fault_at.checked_sub(lead).unwrap_or(fault_at));
+        let now_stats = cluster.all_stats(STATS_TIMEOUT);
+        let Some(victim) = leader_of(&now_stats) else {
+            return Err("failover drill: no leader to fail at the fault time".into());
+        };
+        let old_term = now_stats[(victim - 1) as usize]
+            .as_ref()
+            .map_or(0, |s| s.term);
+        let survivors_base = elections_of(&now_stats);
+        match drill.action {
+            FailoverAction::Isolate => {
+                partitions.push(Partition {
+                    start_ms: drill.at_ms,
+                    duration_ms: drill.duration_ms.unwrap_or(u64::MAX / 4),
+                    isolate: vec![victim],
+                });
+                cluster.schedule_partitions(epoch_unix_ms, &partitions)?;
+                sleep_until(fault_at);
+            }
+            FailoverAction::Kill => {
+                sleep_until(fault_at);
+                cluster.kill_node(victim);
+                killed = Some(victim);
+            }
+        }
+        let hit = Instant::now().max(fault_at);
+        fault = Some(hit);
+        let (mut detection, mut new_leader) = (None, None);
+        while Instant::now() < window_end && new_leader.is_none() {
+            let stats = cluster.all_stats(STATS_TIMEOUT);
+            let seen = Instant::now().saturating_duration_since(hit).as_secs_f64() * 1000.0;
+            for s in stats.iter().flatten().filter(|s| s.node_id != victim) {
+                let campaigning =
+                    matches!(s.role, Role::PreCandidate | Role::Candidate) || s.term > old_term;
+                if campaigning && detection.is_none() {
+                    detection = Some(seen);
+                }
+                if s.role == Role::Leader && s.term > old_term && new_leader.is_none() {
+                    new_leader = Some((s.node_id, seen));
+                    detection.get_or_insert(seen);
+                }
+            }
+            std::thread::sleep(POLL_EVERY);
+        }
+        if let (FailoverAction::Kill, Some(after)) = (drill.action, drill.duration_ms) {
+            sleep_until(hit + Duration::from_millis(after));
+            cluster.start_node(victim)?;
+            restarted_victim = Some(victim);
+        }
+        failover = Some((
+            drill.action,
+            victim,
+            hit,
+            detection,
+            new_leader,
+            survivors_base,
+        ));
+    }
+    sleep_until(window_end);
+    let after = cluster.all_stats(STATS_TIMEOUT);
+    observation.leader_after = leader_of(&after);
+    let finals = elections_of(&after);
+    let restarted = restarted_victim.or(killed);
+    observation.elections = growth(&baseline, &finals, restarted);
+    observation.campaigns = growth(&baseline_campaigns, &campaigns_of(&after), restarted);
+    if let Some((action, victim, hit, detection, new_leader, base)) = failover {
+        let elections = base
+            .iter()
+            .zip(&finals)
+            .enumerate()
+            .filter(|(i, _)| *i as u64 + 1 != victim)
+            .map(|(_, (b, f))| match (b, f) {
+                (Some(b), Some(f)) => f.saturating_sub(*b),
+                _ => 0,
+            })
+            .sum();
+        observation.failover = Some(FailoverResult {
+            action: match action {
+                FailoverAction::Kill => "kill".into(),
+                FailoverAction::Isolate => "isolate".into(),
+            },
+            victim,
+            fault_at_ms: hit.saturating_duration_since(window_start).as_secs_f64() * 1000.0,
+            detection_ms: detection,
+            new_leader_ms: new_leader.map(|(_, ms)| ms),
+            new_leader: new_leader.map(|(id, _)| id),
+            first_commit_ms: None,
+            unavailable_ms: None,
+            elections,
+        });
+    }
+    Ok(Conducted { observation, fault })
+}
+
+impl Conducted {
+    /// Completes the failover timeline with what the clients saw.
+    pub fn finish(mut self, recorder: &Recorder) -> ClusterObservation {
+        if let (Some(fault), Some(f)) = (self.fault, self.observation.failover.as_mut()) {
+            // Re-anchored on the recorder's own window start (the conductor only estimated it).
+            let fault_ms = fault
+                .saturating_duration_since(recorder.window_start())
+                .as_secs_f64()
+                * 1000.0;
+            f.fault_at_ms = fault_ms;
+            if let Some((last_before, first_after)) = recorder.outage_around(fault) {
+                f.first_commit_ms = Some((first_after as f64 - fault_ms).max(0.0));
+                f.unavailable_ms = Some(first_after as f64 - last_before.map_or(0.0, |l| l as f64));
+            }
+        }
+        self.observation
+    }
+}
+
+fn sleep_until(when: Instant) {
+    let now = Instant::now();
+    if when > now {
+        std::thread::sleep(when - now);
+    }
+}
