@@ -25,11 +25,11 @@ const STATS_TIMEOUT: Duration = Duration::from_millis(200);
 /// What the harness saw of the cluster during one measured run.
 #[derive(Clone, Debug, Default, Serialize)]
 pub struct ClusterObservation {
-    /// Leader when the load started.
+    /// Leader when the measured window opened.
     pub leader_before: Option<u64>,
     /// Leader when the load ended.
     pub leader_after: Option<u64>,
-    /// Elections started (nodes becoming candidate) between the start of the load and its end,
+    /// Elections started (nodes becoming candidate) over the measured window (warm-up excluded),
     /// summed over nodes: with no fault injected, every one of them is spurious.
     pub elections: u64,
     /// Election timeouts that fired (pre-vote campaigns included) over the same span, summed
@@ -101,20 +101,28 @@ fn unix_ms() -> u64 {
 }
 
 fn leader_of(stats: &[Option<NodeStats>]) -> Option<u64> {
-    let leaders: Vec<u64> = stats
-        .iter()
-        .flatten()
-        .filter(|s| s.role == Role::Leader)
-        .map(|s| s.node_id)
-        .collect();
-    // Two nodes may both think they lead for a moment (the old one not yet deposed): the one in
-    // the newer term is the leader.
+    // Only a leader of the newest term anyone has seen counts: a deposed leader may still think
+    // it leads for a moment, and a poll may miss a node that is busy.
+    let newest = stats.iter().flatten().map(|s| s.term).max()?;
     stats
         .iter()
         .flatten()
-        .filter(|s| leaders.contains(&s.node_id))
-        .max_by_key(|s| s.term)
+        .find(|s| s.term == newest && s.role == Role::Leader)
         .map(|s| s.node_id)
+}
+
+/// Polls until a leader of the newest term is seen, or `deadline`.
+fn find_leader(cluster: &Cluster, deadline: Instant) -> Option<(u64, Vec<Option<NodeStats>>)> {
+    loop {
+        let stats = cluster.all_stats(STATS_TIMEOUT);
+        if let Some(leader) = leader_of(&stats) {
+            return Some((leader, stats));
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL_EVERY);
+    }
 }
 
 fn elections_of(stats: &[Option<NodeStats>]) -> Vec<Option<u64>> {
@@ -155,19 +163,6 @@ pub fn conduct(
     window_start: Instant,
     window_end: Instant,
 ) -> Result<Conducted, String> {
-    let before = cluster.all_stats(STATS_TIMEOUT);
-    let baseline = elections_of(&before);
-    let baseline_campaigns = campaigns_of(&before);
-    let mut observation = ClusterObservation {
-        leader_before: leader_of(&before),
-        ..ClusterObservation::default()
-    };
-    if let Some(network) = &config.network {
-        observation.emulated = Some(network.describe());
-        observation.commit_floor_ms = observation
-            .leader_before
-            .map(|l| network.commit_floor_ms(l));
-    }
     // One epoch for every schedule: the start of the measured window, on the wall clock the
     // node processes share.
     let epoch_unix_ms = unix_ms()
@@ -182,6 +177,32 @@ pub fn conduct(
     if !partitions.is_empty() {
         cluster.schedule_partitions(epoch_unix_ms, &partitions)?;
     }
+    // The baseline is taken when the measured window opens (or just before an early fault):
+    // the warm-up absorbs the start-up transient, in which nodes that started a little apart
+    // may still be campaigning.
+    let tick_ms = config.node.tick_ms.unwrap_or(10).max(1);
+    let lead = Duration::from_millis((5 * tick_ms).max(100));
+    let observe_at = match &config.failover {
+        Some(drill) => {
+            let fault_at = window_start + Duration::from_millis(drill.at_ms);
+            window_start.min(fault_at.checked_sub(lead).unwrap_or(fault_at))
+        }
+        None => window_start,
+    };
+    sleep_until(observe_at);
+    let before = cluster.all_stats(STATS_TIMEOUT);
+    let baseline = elections_of(&before);
+    let baseline_campaigns = campaigns_of(&before);
+    let mut observation = ClusterObservation {
+        leader_before: leader_of(&before),
+        ..ClusterObservation::default()
+    };
+    if let Some(network) = &config.network {
+        observation.emulated = Some(network.describe());
+        observation.commit_floor_ms = observation
+            .leader_before
+            .map(|l| network.commit_floor_ms(l));
+    }
     let mut fault = None;
     let mut failover = None;
     let mut killed = None;
@@ -190,11 +211,8 @@ pub fn conduct(
         let fault_at = window_start + Duration::from_millis(drill.at_ms);
         // Isolation is scheduled ahead (nodes reload their emulation within a tick), so find
         // the leader a little before the fault.
-        let tick_ms = config.node.tick_ms.unwrap_or(10).max(1);
-        let lead = Duration::from_millis((5 * tick_ms).max(100));
         sleep_until(fault_at.checked_sub(lead).unwrap_or(fault_at));
-        let now_stats = cluster.all_stats(STATS_TIMEOUT);
-        let Some(victim) = leader_of(&now_stats) else {
+        let Some((victim, now_stats)) = find_leader(cluster, fault_at) else {
             return Err("failover drill: no leader to fail at the fault time".into());
         };
         let old_term = now_stats[(victim - 1) as usize]
