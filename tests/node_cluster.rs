@@ -124,6 +124,27 @@ fn a_retried_sequence_applies_once() {
             session.get(key.clone()).await.expect("get"),
             Some(Bytes::from_static(b"v1"))
         );
+        // A retry that arrives while the first attempt is still in the log (a client whose
+        // attempt timed out on a congested path) joins the pending entry: one proposal, one
+        // answer for both, the same log index.
+        let proposals_before = session.stats().await.expect("stats").proposals;
+        let (a, b) = futures_lite::future::zip(
+            session.call_with_sequence(put(b"v4"), 9),
+            session.call_with_sequence(put(b"v4"), 9),
+        )
+        .await;
+        let (a, b) = (a.expect("first attempt"), b.expect("concurrent retry"));
+        assert!(matches!(a, Reply::Done { .. }), "{a:?}");
+        assert_eq!(
+            a, b,
+            "both attempts are answered with the one entry's result"
+        );
+        let proposals_after = session.stats().await.expect("stats").proposals;
+        assert_eq!(
+            proposals_after - proposals_before,
+            1,
+            "a concurrent retry must not be proposed again"
+        );
         // A later sequence applies normally.
         session
             .call_with_sequence(put(b"v3"), 8)

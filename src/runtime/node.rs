@@ -6,7 +6,7 @@
 //! else it hands to other tasks through bounded queues, so one slow peer or disk write never
 //! stalls the loop.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -44,11 +44,35 @@ const EVENTS_PER_OUTPUT_MAX: usize = 1024;
 /// First byte of a raw (pure consensus) proposal; no KV command uses it.
 pub const RAW_PROPOSAL_TAG: u8 = 0;
 
+/// Attempts of one write that may wait on one entry (the first plus retries that joined it);
+/// a further retry answers the oldest waiting attempt with Timeout to make room.
+const WRITE_ATTEMPTS_MAX: usize = 4;
+
 struct PendingWrite {
     term: Term,
     request_id: u64,
     reply: ReplyTo,
+    /// Retries that joined this entry while it was in flight; answered with the same result.
+    joined: Vec<(u64, ReplyTo)>,
     deadline: Instant,
+    /// (client id, session sequence) of a KV command, so that a retry finds it.
+    session: Option<(u64, u64)>,
+}
+
+impl PendingWrite {
+    /// Sends `result` to the attempt that proposed the entry and to every retry that joined it.
+    fn answer(self, result: Result<Reply, ClientError>) {
+        for (request_id, reply) in self.joined {
+            reply.send(ClientResponse {
+                request_id,
+                result: result.clone(),
+            });
+        }
+        self.reply.send(ClientResponse {
+            request_id: self.request_id,
+            result,
+        });
+    }
 }
 
 struct PendingRead {
@@ -76,6 +100,11 @@ pub struct Driver {
     disk_in_flight: VecDeque<DiskJobInFlight>,
     fbb: flatbuffers::FlatBufferBuilder<'static>,
     writes: BTreeMap<Index, PendingWrite>,
+    /// Pending writes by client session: a client that retries a write still in the log (its
+    /// attempt timed out on a slow or congested path) is attached to the entry already proposed
+    /// instead of proposing it again. Without this, retries under congestion add duplicates to
+    /// the log faster than it commits them, and throughput collapses.
+    pending_sessions: HashMap<(u64, u64), Index>,
     reads_by_id: BTreeMap<u64, PendingRead>,
     /// Reads whose index is known, waiting for the state machine to reach it.
     reads_ready: Vec<(Index, PendingRead)>,
@@ -106,6 +135,7 @@ impl Driver {
             disk_in_flight: VecDeque::new(),
             fbb: flatbuffers::FlatBufferBuilder::new(),
             writes: BTreeMap::new(),
+            pending_sessions: HashMap::new(),
             reads_by_id: BTreeMap::new(),
             reads_ready: Vec::new(),
             next_read_id: 1,
@@ -185,32 +215,71 @@ impl Driver {
                 return self.propose(Bytes::from(data), request_id, reply);
             }
         };
+        let session = (request.sequence > 0).then_some((request.client_id, request.sequence));
+        if let Some(key) = session {
+            if let Some(&index) = self.pending_sessions.get(&key) {
+                if let Some(write) = self.writes.get_mut(&index) {
+                    // A retry of an entry still in flight waits for that entry; every attempt
+                    // gets its answer (the client listens to the latest, older ones are moot).
+                    if write.joined.len() + 1 >= WRITE_ATTEMPTS_MAX {
+                        let (old_id, old) = write.joined.remove(0);
+                        old.send(error(old_id, ClientError::Timeout));
+                    }
+                    write.joined.push((request_id, reply));
+                    write.deadline =
+                        Instant::now() + Duration::from_millis(self.config.request_timeout_ms);
+                    return;
+                }
+            }
+        }
         let command = Command {
             client_id: request.client_id,
             sequence: request.sequence,
             op,
         };
-        self.propose(Bytes::from(command.encode()), request_id, reply);
+        self.propose_with_session(Bytes::from(command.encode()), request_id, reply, session);
     }
 
     fn propose(&mut self, data: Bytes, request_id: u64, reply: ReplyTo) {
+        self.propose_with_session(data, request_id, reply, None);
+    }
+
+    fn propose_with_session(
+        &mut self,
+        data: Bytes,
+        request_id: u64,
+        reply: ReplyTo,
+        session: Option<(u64, u64)>,
+    ) {
         match self.node.propose(data) {
             Ok(index) => {
                 Counters::add(&self.counters.proposals, 1);
                 let deadline =
                     Instant::now() + Duration::from_millis(self.config.request_timeout_ms);
                 let term = self.node.hard_state().current_term;
+                if let Some(key) = session {
+                    self.pending_sessions.insert(key, index);
+                }
                 self.writes.insert(
                     index,
                     PendingWrite {
                         term,
                         request_id,
                         reply,
+                        joined: Vec::new(),
                         deadline,
+                        session,
                     },
                 );
             }
             Err(e) => reply.send(error(request_id, self.propose_error(e))),
+        }
+    }
+
+    /// Forgets a pending write's session entry (the write was answered or given up).
+    fn forget_session(&mut self, write: &PendingWrite) {
+        if let Some(key) = write.session {
+            self.pending_sessions.remove(&key);
         }
     }
 
@@ -275,9 +344,8 @@ impl Driver {
                 break;
             }
             let write = entry.remove();
-            write
-                .reply
-                .send(error(write.request_id, ClientError::Timeout));
+            self.forget_session(&write);
+            write.answer(Err(ClientError::Timeout));
         }
     }
 
@@ -379,10 +447,9 @@ impl Driver {
         if self.role == Role::Leader && role != Role::Leader {
             // Entries proposed here may still commit under the next leader; the client retries
             // with the same session sequence, so the state machine applies it at most once.
+            self.pending_sessions.clear();
             for (_, write) in std::mem::take(&mut self.writes) {
-                write
-                    .reply
-                    .send(error(write.request_id, self.not_leader(leader)));
+                write.answer(Err(self.not_leader(leader)));
             }
         }
         self.role = role;
@@ -475,6 +542,7 @@ impl Driver {
             }),
         };
         if let Some(write) = self.writes.remove(&entry.index) {
+            self.forget_session(&write);
             let result = if write.term == entry.term {
                 result.unwrap_or(Ok(Reply::Done {
                     log_index: entry.index,
@@ -482,10 +550,7 @@ impl Driver {
             } else {
                 Err(self.not_leader(self.node.leader())) // Our entry was overwritten.
             };
-            write.reply.send(ClientResponse {
-                request_id: write.request_id,
-                result,
-            });
+            write.answer(result);
         }
     }
 
