@@ -95,7 +95,14 @@ fn writer(dir: &std::path::Path, io_mode: IoMode) -> LogWriter {
     if io_mode == IoMode::Uring {
         assert!(report.io_uring);
     }
-    LogWriter::start(log, LogWriterOptions::default()).expect("start writer")
+    let mut options = LogWriterOptions::default();
+    if let Some(mib) = std::env::var("RINGRAFT_BENCH_GROUP_MIB")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        options.group_bytes_max = mib << 20;
+    }
+    LogWriter::start(log, options).expect("start writer")
 }
 
 /// Untimed cleanup between samples so the disk does not fill up.
