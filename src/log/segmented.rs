@@ -4,10 +4,11 @@
 //! (O_DIRECT where the filesystem allows it) and made durable with one fdatasync before the call
 //! returns; [`crate::log::LogWriter`] batches many appends into one such call (group commit).
 //!
-//! Truncation and purging only ever delete whole segment files or replace one atomically
-//! (prepared under a temporary name, then renamed), so a crash in the middle of either leaves a
-//! contiguous log: the old one or the new one, or for a multi-file change something in between
-//! that still holds a contiguous prefix-closed run of the old entries.
+//! Truncation and purging only ever delete whole segment files, rename them away to a temporary
+//! name (a purged segment kept for reuse), or replace one atomically (prepared under a temporary
+//! name, then renamed), so a crash in the middle of either leaves a contiguous log: the old one
+//! or the new one, or for a multi-file change something in between that still holds a
+//! contiguous prefix-closed run of the old entries.
 
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
@@ -587,8 +588,9 @@ impl Log {
 }
 
 impl Drop for Log {
-    /// Waits for the spare segment thread and removes its file, so that nothing writes into the
-    /// directory after the log is gone.
+    /// Waits for the spare segment thread and removes its file and the recycled spares, so that
+    /// nothing writes into the directory after the log is gone (the next open would delete
+    /// these temporary files anyway).
     fn drop(&mut self) {
         if let Some(Ok(Ok(tmp))) = self.spare.take().map(|h| h.join()) {
             let _ = fs::remove_file(tmp);
