@@ -46,15 +46,6 @@ impl AlignedBuf {
         }
     }
 
-    /// A buffer of `len` zero bytes (`len` a multiple of [`BLOCK_BYTES`]).
-    pub fn zeroed(len: usize) -> AlignedBuf {
-        let mut buf = AlignedBuf::with_capacity(len);
-        buf.pad_to_block();
-        buf.len = len;
-        debug_assert!(len <= buf.capacity && len.is_multiple_of(BLOCK_BYTES));
-        buf
-    }
-
     /// Empties the buffer, keeping its memory.
     pub fn clear(&mut self) {
         self.len = 0;
