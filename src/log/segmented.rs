@@ -335,6 +335,9 @@ impl Log {
         let first_index = self.last_index() + 1;
         if let Some(tmp) = self.recycled.pop() {
             let path = install_segment(&self.dir, &tmp, first_index)?;
+            // The last recycled file is in use: prepare a zeroed spare so that the next roll
+            // does not zero 64 MiB inline if no purge refills the pool before it.
+            self.start_spare();
             return self.push_segment(recycled_info(first_index, path, &self.options));
         }
         let spare = self.spare.take().map(|h| h.join());
