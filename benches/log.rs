@@ -1,7 +1,9 @@
 //! Durable append throughput of the log.
 //!
 //! Workload: entries of 1 KiB payload (Normal, one term), appended through the group-commit
-//! [`LogWriter`] into 64 MiB preallocated, zeroed segments; every append is waited on until its
+//! [`LogWriter`] into 64 MiB preallocated segments, zeroed or recycled (the untimed purge after
+//! each sample hands up to `recycled_segments_max` segments back for reuse, as compaction does
+//! on a running node; `RINGRAFT_BENCH_RECYCLE=0` turns recycling off); every append is waited on until its
 //! write *and* fdatasync completed (fsync on). Batch sizes 1, 16 and 256 from one appender, and
 //! 64 concurrent appender threads each appending a batch of 1, 16 or 256 and waiting for it. Both write
 //! paths are measured: io_uring (O_DIRECT write linked to fdatasync, one submit) and plain
@@ -56,6 +58,23 @@ fn segment_bytes() -> u64 {
         << 20
 }
 
+/// The log's options: 64 MiB segments (or `RINGRAFT_BENCH_SEGMENT_MIB`), recycling on unless
+/// `RINGRAFT_BENCH_RECYCLE=0`.
+fn log_options(io_mode: IoMode) -> LogOptions {
+    let recycle = std::env::var("RINGRAFT_BENCH_RECYCLE").map_or(true, |v| v != "0");
+    let defaults = LogOptions::default();
+    LogOptions {
+        segment_bytes: segment_bytes(),
+        io_mode,
+        recycled_segments_max: if recycle {
+            defaults.recycled_segments_max
+        } else {
+            0
+        },
+        ..defaults
+    }
+}
+
 fn batch(first: u64, n: usize, payload: &Bytes) -> Vec<Entry> {
     (0..n as u64)
         .map(|i| Entry {
@@ -68,15 +87,7 @@ fn batch(first: u64, n: usize, payload: &Bytes) -> Vec<Entry> {
 }
 
 fn writer(dir: &std::path::Path, io_mode: IoMode) -> LogWriter {
-    let (log, report) = Log::open(
-        dir,
-        LogOptions {
-            segment_bytes: 64 << 20,
-            io_mode,
-            ..LogOptions::default()
-        },
-    )
-    .expect("open log");
+    let (log, report) = Log::open(dir, log_options(io_mode)).expect("open log");
     assert!(
         report.o_direct,
         "bench directory does not support O_DIRECT (tmpfs?)"
@@ -84,7 +95,14 @@ fn writer(dir: &std::path::Path, io_mode: IoMode) -> LogWriter {
     if io_mode == IoMode::Uring {
         assert!(report.io_uring);
     }
-    LogWriter::start(log, LogWriterOptions::default()).expect("start writer")
+    let mut options = LogWriterOptions::default();
+    if let Some(mib) = std::env::var("RINGRAFT_BENCH_GROUP_MIB")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+    {
+        options.group_bytes_max = mib << 20;
+    }
+    LogWriter::start(log, options).expect("start writer")
 }
 
 /// Untimed cleanup between samples so the disk does not fill up.
@@ -236,12 +254,7 @@ fn primitive_256(c: &mut Criterion) {
     group.throughput(Throughput::Elements(256));
     for (name, io_mode) in [("log_uring", IoMode::Uring), ("log_pwrite", IoMode::Pwrite)] {
         let dir = bench_dir();
-        let options = LogOptions {
-            segment_bytes: 64 << 20,
-            io_mode,
-            ..LogOptions::default()
-        };
-        let (mut log, _) = Log::open(dir.path(), options).expect("open");
+        let (mut log, _) = Log::open(dir.path(), log_options(io_mode)).expect("open");
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 let mut took = Duration::ZERO;

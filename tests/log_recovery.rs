@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use ringraft::core::{Entry, EntryKind};
+use ringraft::log::record::check_record;
 use ringraft::log::{segment_file_name, Log, LogOptions, StorageError};
 
 /// No spare segment thread: these tests reopen the log hundreds of times, and spares are
@@ -337,6 +338,107 @@ fn torn_write_inside_a_multi_record_group_keeps_complete_records() {
     assert!(
         err.to_string()
             .contains(&format!("offset {}", group_start + record_len)),
+        "{err}"
+    );
+}
+
+/// 16 KiB segments of 4 one-block appends (2 entries of 1000 bytes); 12 appends fill segments
+/// 1, 9 and 17, a purge at 16 recycles the first two, and `more` appends roll into a recycled
+/// segment 25 (a marker block, then 3 blocks of data). Its old life was segment 9, so before the
+/// new appends its blocks 1..3 hold the stale records 11..12, 13..14 and 15..16. Returns the
+/// entries the log holds and the recycled segment's path.
+fn recycled_setup(dir: &Path, more: u64) -> (Vec<Entry>, PathBuf) {
+    let (mut log, _) = Log::open(dir, options(16 << 10)).expect("open");
+    let mut all = Vec::new();
+    for b in 0..12 + more {
+        let entries = batch(1 + 2 * b, 2, 1, 1000);
+        log.append(&entries).expect("append");
+        all.extend(entries);
+        if b == 11 {
+            log.purge_prefix(16).expect("purge");
+        }
+    }
+    assert_eq!(log.first_index(), 17);
+    let seg = dir.join(segment_file_name(25));
+    let bytes = fs::read(&seg).expect("read recycled segment");
+    assert_eq!(
+        bytes[..4],
+        [0x47, 0x53, 0x52, 0x52],
+        "segment 25 is a recycled one"
+    );
+    (all.split_off(16), seg)
+}
+
+const BLOCK: usize = 4096;
+
+#[test]
+fn recycled_segment_with_stale_records_after_the_tail() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (all, seg) = recycled_setup(dir.path(), 1);
+    let mut bytes = fs::read(&seg).expect("read");
+    // Block 1 holds 25..26, block 2 the zero block that ends the data, block 3 a stale record.
+    assert!(bytes[2 * BLOCK..3 * BLOCK].iter().all(|&b| b == 0));
+    let stale = check_record(&bytes[3 * BLOCK..]).expect("a stale record after the tail");
+    assert_eq!((stale.first_index, stale.last_index()), (15, 16));
+    let (log, report) = Log::open(dir.path(), options(16 << 10)).expect("open");
+    assert!(report.torn_tail.is_none(), "{report:?}");
+    assert_eq!(read_all(&log), all);
+    drop(log);
+    assert!(ringraft::log::verify(dir.path()).is_clean());
+
+    // A stale record right where the data ends (no zero block in between) also ends the data:
+    // its indexes lie below the segment's name, so it cannot be the next record.
+    let stale_bytes = bytes[3 * BLOCK..4 * BLOCK].to_vec();
+    bytes[2 * BLOCK..3 * BLOCK].copy_from_slice(&stale_bytes);
+    fs::write(&seg, &bytes).expect("write");
+    let (mut log, report) = Log::open(dir.path(), options(16 << 10)).expect("open");
+    assert!(report.torn_tail.is_none(), "{report:?}");
+    assert_eq!(read_all(&log), all);
+
+    // Appending over stale bytes and reopening keeps exactly the log's entries.
+    let more = batch(27, 2, 2, 1000);
+    log.append(&more).expect("append");
+    drop(log);
+    let (log, report) = Log::open(dir.path(), options(16 << 10)).expect("open");
+    assert!(report.torn_tail.is_none(), "{report:?}");
+    let mut want = all.clone();
+    want.extend(more);
+    assert_eq!(read_all(&log), want);
+}
+
+#[test]
+fn torn_write_in_a_recycled_segment_is_dropped_and_corruption_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (all, seg) = recycled_setup(dir.path(), 2);
+    let pristine = fs::read(&seg).expect("read");
+
+    // The last record (27..28, block 2) torn: dropped, reported once.
+    let mut damaged = pristine.clone();
+    damaged[2 * BLOCK + 700] ^= 0x10;
+    fs::write(&seg, &damaged).expect("write");
+    let (log, report) = Log::open(dir.path(), options(16 << 10)).expect("open");
+    let torn = report.torn_tail.expect("torn tail");
+    assert_eq!(torn.offset, 2 * BLOCK as u64);
+    assert_eq!(read_all(&log), all[..all.len() - 2]);
+    drop(log);
+    let (log, report) = Log::open(dir.path(), options(16 << 10)).expect("reopen");
+    assert!(
+        report.torn_tail.is_none(),
+        "the torn write was zeroed: {report:?}"
+    );
+    assert_eq!(read_all(&log), all[..all.len() - 2]);
+    drop(log);
+    assert!(ringraft::log::verify(dir.path()).is_clean());
+
+    // The record before it (25..26, block 1) damaged while 27..28 is valid: corruption.
+    let mut damaged = pristine.clone();
+    damaged[BLOCK + 700] ^= 0x10;
+    fs::write(&seg, &damaged).expect("write");
+    let err = Log::open(dir.path(), options(16 << 10))
+        .err()
+        .expect("refuse");
+    assert!(
+        matches!(err, StorageError::Corrupt { offset, .. } if offset == BLOCK as u64),
         "{err}"
     );
 }

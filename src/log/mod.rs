@@ -7,7 +7,8 @@
 //!
 //! Files, one concept each:
 //! * [`record`]: the record batch codec, pure, shared with the wire;
-//! * `segment`: segment naming, creation (preallocated, zeroed), the record map;
+//! * `segment`: segment naming, creation (preallocated, zeroed), recycling of purged segments,
+//!   the record map;
 //! * `recovery`: scanning a directory, torn write versus corruption;
 //! * `segmented`: [`Log`], synchronous append / read / truncate / purge;
 //! * `group_commit`: [`LogWriter`], a writer thread batching appends into one write + one sync;

@@ -18,6 +18,14 @@
 //! * A bad record followed by a valid one, or any bad record in an earlier segment, is
 //!   corruption of data that may have been acknowledged: the log refuses to open and the error
 //!   names the file and byte offset.
+//! * A recycled segment (see `segment`) starts with a marker block and holds stale records of
+//!   an earlier life after its data. Its data ends at a zero block (the writer leaves one after
+//!   every group write) or at a stale record, one whose indexes all lie below the file's name;
+//!   the bytes after that are not data and, unlike in a fresh segment, are not garbage either. The
+//!   other rules are the same: a bad record at the end is a torn write in the last segment and
+//!   corruption elsewhere, and a valid record *of this segment* (indexes at or above its name)
+//!   after the end is corruption. A torn write in a recycled segment is dropped by zeroing up to
+//!   the next block boundary and one block more, which restores the zero block at the end.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -27,7 +35,7 @@ use crate::log::error::StorageError;
 use crate::log::io::{align_up, BLOCK_BYTES};
 use crate::log::record::{check_record, peek_header, RECORD_HEADER_BYTES, RECORD_MAGIC};
 use crate::log::segment::{
-    parse_segment_name, RecordLoc, SegmentInfo, SEGMENT_SUFFIX, TEMP_SUFFIX,
+    is_recycled, parse_segment_name, RecordLoc, SegmentInfo, SEGMENT_SUFFIX, TEMP_SUFFIX,
 };
 
 /// A torn write found at the tail of the last segment.
@@ -142,6 +150,8 @@ enum End {
     Clean,
     /// A record that does not check.
     Bad(String),
+    /// A stale record of a recycled segment's earlier life.
+    Stale,
 }
 
 fn scan_segment(
@@ -150,9 +160,10 @@ fn scan_segment(
     is_last: bool,
 ) -> Result<(SegmentInfo, Option<TornTail>), StorageError> {
     let buf = fs::read(path).map_err(|e| StorageError::io("reading segment", path, e))?;
+    let recycled = is_recycled(&buf);
     let mut records: Vec<RecordLoc> = Vec::new();
     let mut expected = first_index;
-    let mut pos = 0usize;
+    let mut pos = if recycled { BLOCK_BYTES } else { 0 };
     let end = loop {
         if pos >= buf.len() {
             break End::Clean;
@@ -168,6 +179,7 @@ fn scan_segment(
             break End::Clean;
         }
         match check_record(&buf[pos..]) {
+            Ok(header) if recycled && header.last_index() < first_index => break End::Stale,
             Ok(header) => {
                 if header.first_index != expected {
                     return Err(misplaced(
@@ -199,8 +211,16 @@ fn scan_segment(
         records,
         write_offset,
         file_bytes: buf.len() as u64,
+        recycled,
     };
-    let torn = classify_tail(&buf, pos, end, is_last, path)?;
+    let tail = Tail {
+        pos,
+        end,
+        first_index,
+        recycled,
+        is_last,
+    };
+    let torn = classify_tail(&buf, tail, path)?;
     Ok((info, torn))
 }
 
@@ -226,36 +246,62 @@ fn misplaced(
     }
 }
 
-/// Decides what the bytes after the last valid record (at `pos`) are.
-fn classify_tail(
-    buf: &[u8],
+/// Where and how the valid records of one segment ended.
+struct Tail {
+    /// Offset of the first byte after the last valid record.
     pos: usize,
     end: End,
+    /// The index in the file name.
+    first_index: Index,
+    recycled: bool,
     is_last: bool,
-    path: &Path,
-) -> Result<Option<TornTail>, StorageError> {
+}
+
+/// Decides what the bytes after the last valid record are.
+fn classify_tail(buf: &[u8], tail: Tail, path: &Path) -> Result<Option<TornTail>, StorageError> {
+    let pos = tail.pos;
+    let stale_below = if tail.recycled { tail.first_index } else { 0 };
     let last_nonzero = buf.iter().rposition(|&b| b != 0);
     let garbage = matches!(last_nonzero, Some(at) if at >= pos);
-    let reason = match end {
+    let reason = match tail.end {
         End::Bad(reason) => reason,
-        End::Clean if !garbage => return Ok(None),
-        End::Clean => "non-zero bytes after the end of the records".to_string(),
+        End::Clean | End::Stale if !garbage => return Ok(None),
+        // After the data of a recycled segment come stale bytes; only a record of this segment
+        // there would mean lost data.
+        End::Clean | End::Stale if tail.recycled => {
+            return match valid_record_after(buf, pos, stale_below) {
+                Some(valid_at) => Err(StorageError::Corrupt {
+                    file: path.to_path_buf(),
+                    offset: pos as u64,
+                    reason: format!(
+                        "the records end here but a valid record of this segment follows at offset {valid_at}"
+                    ),
+                }),
+                None => Ok(None),
+            };
+        }
+        End::Clean | End::Stale => "non-zero bytes after the end of the records".to_string(),
     };
-    if let Some(valid_at) = valid_record_after(buf, pos) {
+    if let Some(valid_at) = valid_record_after(buf, pos, stale_below) {
         return Err(StorageError::Corrupt {
             file: path.to_path_buf(),
             offset: pos as u64,
             reason: format!("{reason}, followed by a valid record at offset {valid_at}"),
         });
     }
-    if !is_last {
+    if !tail.is_last {
         return Err(StorageError::Corrupt {
             file: path.to_path_buf(),
             offset: pos as u64,
             reason: format!("{reason}, in a segment that is not the last one"),
         });
     }
-    let garbage_end = last_nonzero.map_or(pos as u64, |at| align_up(at as u64 + 1));
+    let garbage_end = if tail.recycled {
+        // Stale bytes follow; zero the torn record's first blocks and leave a zero block.
+        (align_up(pos as u64) + BLOCK_BYTES as u64).min(buf.len() as u64)
+    } else {
+        last_nonzero.map_or(pos as u64, |at| align_up(at as u64 + 1))
+    };
     Ok(Some(TornTail {
         file: path.to_path_buf(),
         offset: pos as u64,
@@ -264,19 +310,23 @@ fn classify_tail(
     }))
 }
 
-/// Offset of a valid record after a bad one at `pos`: right after it (if its length field is
-/// plausible), or at any later block boundary (where every group write starts).
-fn valid_record_after(buf: &[u8], pos: usize) -> Option<usize> {
+/// Offset of a valid record of this segment (one whose indexes are not all below `stale_below`:
+/// the name of a recycled segment, 0 for a fresh one) after a bad
+/// one at `pos`: right after it (if its length field is plausible), or at any later block
+/// boundary (where every group write starts).
+fn valid_record_after(buf: &[u8], pos: usize, stale_below: Index) -> Option<usize> {
+    let of_this_segment =
+        |at: usize| matches!(check_record(&buf[at..]), Ok(h) if h.last_index() >= stale_below);
     if let Ok(total) = peek_header(&buf[pos..]) {
         let next = pos + total as usize;
-        if next < buf.len() && check_record(&buf[next..]).is_ok() {
+        if next < buf.len() && of_this_segment(next) {
             return Some(next);
         }
     }
     let magic = RECORD_MAGIC.to_le_bytes();
     let mut at = align_up(pos as u64 + 1) as usize;
     while at + RECORD_HEADER_BYTES <= buf.len() {
-        if buf[at..at + 4] == magic && check_record(&buf[at..]).is_ok() {
+        if buf[at..at + 4] == magic && of_this_segment(at) {
             return Some(at);
         }
         at += BLOCK_BYTES;

@@ -4,10 +4,11 @@
 //! (O_DIRECT where the filesystem allows it) and made durable with one fdatasync before the call
 //! returns; [`crate::log::LogWriter`] batches many appends into one such call (group commit).
 //!
-//! Truncation and purging only ever delete whole segment files or replace one atomically
-//! (prepared under a temporary name, then renamed), so a crash in the middle of either leaves a
-//! contiguous log: the old one or the new one, or for a multi-file change something in between
-//! that still holds a contiguous prefix-closed run of the old entries.
+//! Truncation and purging only ever delete whole segment files, rename them away to a temporary
+//! name (a purged segment kept for reuse), or replace one atomically (prepared under a temporary
+//! name, then renamed), so a crash in the middle of either leaves a contiguous log: the old one
+//! or the new one, or for a multi-file change something in between that still holds a
+//! contiguous prefix-closed run of the old entries.
 
 use std::fs::{self, File};
 use std::os::unix::fs::FileExt;
@@ -24,8 +25,8 @@ use crate::log::io::{
 use crate::log::record::{decode_batch, encode_records, EncodedRecord, RECORD_BYTES_MAX};
 use crate::log::recovery::{scan_dir, TornTail};
 use crate::log::segment::{
-    create_segment, install_segment, prepare_file, remove_segment, write_zeros, RecordLoc,
-    SegmentInfo, TEMP_SUFFIX,
+    create_segment, install_segment, prepare_file, recycle_segment, remove_segment, write_zeros,
+    RecordLoc, SegmentInfo, TEMP_SUFFIX,
 };
 
 /// Smallest segment size accepted.
@@ -44,6 +45,10 @@ pub struct LogOptions {
     /// Keep one zeroed spare segment prepared by a helper thread, so that starting a new
     /// segment is a rename rather than a stall of the writer while 64 MiB of zeros are written.
     pub prepare_spare: bool,
+    /// Most purged segments kept for reuse as later segments (see `segment`: a recycled file
+    /// needs no zeroing and is never deleted, so ext4 neither discards nor reallocates its
+    /// blocks). Purged segments beyond this are deleted. 0 turns recycling off. Default 4.
+    pub recycled_segments_max: usize,
 }
 
 impl Default for LogOptions {
@@ -52,6 +57,7 @@ impl Default for LogOptions {
             segment_bytes: 64 << 20,
             io_mode: IoMode::Auto,
             prepare_spare: true,
+            recycled_segments_max: 4,
         }
     }
 }
@@ -69,9 +75,10 @@ impl LogOptions {
         Ok(())
     }
 
-    /// Largest record this log stores: a record must fit in one segment.
+    /// Largest record this log stores: a record must fit in one segment after the marker block
+    /// of a recycled segment.
     pub fn record_bytes_max(&self) -> usize {
-        RECORD_BYTES_MAX.min(self.segment_bytes as usize)
+        RECORD_BYTES_MAX.min(self.segment_bytes as usize - BLOCK_BYTES)
     }
 }
 
@@ -112,6 +119,10 @@ pub struct Log {
     buf: AlignedBuf,
     /// The spare segment being prepared, if any.
     spare: Option<JoinHandle<Result<PathBuf, StorageError>>>,
+    /// Purged segments ready for reuse (marked, under temporary names), at most
+    /// `options.recycled_segments_max`.
+    recycled: Vec<PathBuf>,
+    /// Counter for the temporary names of spare and recycled files.
     spares_started: u64,
 }
 
@@ -139,6 +150,7 @@ impl Log {
                 records: Vec::new(),
                 write_offset: 0,
                 file_bytes: options.segment_bytes,
+                recycled: false,
             });
         }
         if let Some(last) = infos.last_mut() {
@@ -163,6 +175,7 @@ impl Log {
             writer,
             buf: AlignedBuf::with_capacity(1 << 20),
             spare: None,
+            recycled: Vec::new(),
             spares_started: 0,
         };
         log.start_spare();
@@ -301,11 +314,17 @@ impl Log {
             return Ok(0);
         }
         self.buf.pad_to_block();
+        let data_bytes = self.buf.len() as u64;
         let info = &mut self.segments[last].info;
+        if info.recycled && start + data_bytes + BLOCK_BYTES as u64 <= capacity {
+            // Stale bytes follow in a recycled segment: end the data with a zero block, which
+            // the next group write overwrites (see `segment`).
+            self.buf.extend_from_slice(&[0u8; BLOCK_BYTES]);
+        }
         self.writer
             .write_durable(&self.active, start, self.buf.as_slice(), &info.path)
             .map_err(|e| StorageError::io("writing records to", &info.path, e))?;
-        info.write_offset = start + self.buf.len() as u64;
+        info.write_offset = start + data_bytes;
         let taken = locs.len();
         info.records.extend(locs);
         Ok(taken)
@@ -314,6 +333,13 @@ impl Log {
     /// Starts a new segment at the next index. The previous one is already durable.
     fn roll(&mut self) -> Result<(), StorageError> {
         let first_index = self.last_index() + 1;
+        if let Some(tmp) = self.recycled.pop() {
+            let path = install_segment(&self.dir, &tmp, first_index)?;
+            // The last recycled file is in use: prepare a zeroed spare so that the next roll
+            // does not zero 64 MiB inline if no purge refills the pool before it.
+            self.start_spare();
+            return self.push_segment(recycled_info(first_index, path, &self.options));
+        }
         let spare = self.spare.take().map(|h| h.join());
         let path = match spare {
             Some(Ok(Ok(tmp))) => install_segment(&self.dir, &tmp, first_index)?,
@@ -329,25 +355,46 @@ impl Log {
             records: Vec::new(),
             write_offset: 0,
             file_bytes: self.options.segment_bytes,
+            recycled: false,
         };
         self.push_segment(info)
     }
 
     /// Starts preparing the next spare segment in a helper thread.
     fn start_spare(&mut self) {
-        if !self.options.prepare_spare || self.spare.is_some() {
+        if !self.options.prepare_spare || self.spare.is_some() || !self.recycled.is_empty() {
             return;
         }
-        let tmp = self
-            .dir
-            .join(format!("spare-{}{TEMP_SUFFIX}", self.spares_started));
-        self.spares_started += 1;
+        let tmp = self.spare_name();
         let size = self.options.segment_bytes;
         // If the thread cannot be spawned, the next roll creates its segment inline.
         self.spare = std::thread::Builder::new()
             .name("log-spare".into())
             .spawn(move || prepare_file(&tmp, size, &[]).map(|()| tmp))
             .ok();
+    }
+
+    fn spare_name(&mut self) -> PathBuf {
+        self.spares_started += 1;
+        self.dir
+            .join(format!("spare-{}{TEMP_SUFFIX}", self.spares_started))
+    }
+
+    /// Takes a purged segment out of the log: keeps it for reuse if there is room and it has
+    /// the current size, else deletes it (the caller syncs the directory after a delete).
+    /// Only purged segments may come here: a segment cut off by `truncate_suffix` holds
+    /// indexes that the log will hold again, so its stale records could pass for new ones.
+    fn retire(&mut self, segment: Segment) -> Result<(), StorageError> {
+        let path = segment.info.path.clone();
+        let fits = segment.info.file_bytes == self.options.segment_bytes;
+        drop(segment);
+        if self.recycled.len() < self.options.recycled_segments_max && fits {
+            let tmp = self.spare_name();
+            recycle_segment(&self.dir, &path, &tmp)?;
+            self.recycled.push(tmp);
+            return Ok(());
+        }
+        remove_segment(&path)
     }
 
     fn push_segment(&mut self, info: SegmentInfo) -> Result<(), StorageError> {
@@ -486,6 +533,7 @@ impl Log {
             records: locs,
             write_offset,
             file_bytes: size,
+            recycled: false,
         })
     }
 
@@ -507,24 +555,32 @@ impl Log {
             {
                 return Ok(());
             }
-            for segment in self.segments.drain(..) {
-                remove_segment(&segment.info.path)?;
+            // Oldest first, so that a crash leaves a contiguous suffix.
+            for segment in std::mem::take(&mut self.segments) {
+                self.retire(segment)?;
             }
             sync_dir(&self.dir).map_err(|e| StorageError::io("syncing directory", &self.dir, e))?;
-            let path = create_segment(&self.dir, upto + 1, self.options.segment_bytes, &[])?;
-            let info = SegmentInfo {
-                first_index: upto + 1,
-                path,
-                records: Vec::new(),
-                write_offset: 0,
-                file_bytes: self.options.segment_bytes,
+            let first_index = upto + 1;
+            let info = match self.recycled.pop() {
+                Some(tmp) => {
+                    let path = install_segment(&self.dir, &tmp, first_index)?;
+                    recycled_info(first_index, path, &self.options)
+                }
+                None => SegmentInfo {
+                    first_index,
+                    path: create_segment(&self.dir, first_index, self.options.segment_bytes, &[])?,
+                    records: Vec::new(),
+                    write_offset: 0,
+                    file_bytes: self.options.segment_bytes,
+                    recycled: false,
+                },
             };
             return self.push_segment(info);
         }
         let mut removed = false;
         while self.segments.len() > 1 && self.segments[0].info.last_index() <= upto {
             let segment = self.segments.remove(0);
-            remove_segment(&segment.info.path)?;
+            self.retire(segment)?;
             removed = true;
         }
         if removed {
@@ -535,12 +591,28 @@ impl Log {
 }
 
 impl Drop for Log {
-    /// Waits for the spare segment thread and removes its file, so that nothing writes into the
-    /// directory after the log is gone.
+    /// Waits for the spare segment thread and removes its file and the recycled spares, so that
+    /// nothing writes into the directory after the log is gone (the next open would delete
+    /// these temporary files anyway).
     fn drop(&mut self) {
         if let Some(Ok(Ok(tmp))) = self.spare.take().map(|h| h.join()) {
             let _ = fs::remove_file(tmp);
         }
+        for tmp in self.recycled.drain(..) {
+            let _ = fs::remove_file(tmp);
+        }
+    }
+}
+
+/// The description of a just installed, empty recycled segment.
+fn recycled_info(first_index: Index, path: PathBuf, options: &LogOptions) -> SegmentInfo {
+    SegmentInfo {
+        first_index,
+        path,
+        records: Vec::new(),
+        write_offset: BLOCK_BYTES as u64,
+        file_bytes: options.segment_bytes,
+        recycled: true,
     }
 }
 
