@@ -16,6 +16,7 @@ pub mod node;
 mod server;
 mod stats;
 pub mod storage;
+pub mod trace;
 mod transport;
 
 use std::rc::Rc;
@@ -170,6 +171,7 @@ async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
     Driver::new(config.clone(), node, kv, counters, peers, disk_tx)
         .run(inbox_rx)
         .await;
+    trace::flush();
     eprintln!("ringraft: node {} stopped", config.id);
     Ok(())
 }
@@ -210,12 +212,16 @@ async fn disk_task(
         }
         Counters::add(&counters.disk_jobs, jobs.len() as u64);
         let storage = storage.clone();
+        trace::event("disk_start", jobs.len() as u64);
         let result = glommio::executor()
             .spawn_blocking(move || {
-                storage
+                trace::event("blk_begin", 0);
+                let r = storage
                     .lock()
                     .unwrap_or_else(|poisoned| poisoned.into_inner())
-                    .write(&mut jobs)
+                    .write(&mut jobs);
+                trace::event("blk_end", 0);
+                r
             })
             .await;
         if let Err(e) = result {
@@ -224,6 +230,7 @@ async fn disk_task(
             );
             std::process::abort();
         }
+        trace::event("disk_done", last_seq);
         Counters::add(&counters.disk_syncs, 1);
         if inbox.send(Event::Persisted(last_seq)).await.is_err() {
             return;

@@ -139,7 +139,10 @@ impl Driver {
                 self.node.tick();
                 self.expire_writes();
             }
-            Event::Peer(envelope) => self.node.step(envelope),
+            Event::Peer(envelope) => {
+                super::trace::event(envelope.message.kind_name(), 0);
+                self.node.step(envelope)
+            }
             Event::Client(request, reply) => self.handle_client(request, reply),
             Event::Persisted(seq) => self.persisted(seq).await,
             Event::Shutdown => self.shutting_down = true,
@@ -196,6 +199,7 @@ impl Driver {
     fn propose(&mut self, data: Bytes, request_id: u64, reply: ReplyTo) {
         match self.node.propose(data) {
             Ok(index) => {
+                super::trace::event("propose", index);
                 Counters::add(&self.counters.proposals, 1);
                 let deadline =
                     Instant::now() + Duration::from_millis(self.config.request_timeout_ms);
@@ -312,6 +316,7 @@ impl Driver {
             self.role_changed(soft.role, soft.leader);
         }
         for envelope in std::mem::take(&mut output.messages) {
+            super::trace::event(envelope.message.kind_name(), 1);
             self.send(envelope);
         }
         let installed = output.snapshot.clone();
@@ -415,6 +420,7 @@ impl Driver {
     ) {
         self.next_disk_seq += 1;
         let seq = self.next_disk_seq;
+        super::trace::event("submit", seq);
         self.disk_in_flight.push_back(DiskJobInFlight {
             seq,
             after_persist,
@@ -429,6 +435,7 @@ impl Driver {
     }
 
     async fn persisted(&mut self, upto_seq: u64) {
+        super::trace::event("persisted", upto_seq);
         while self
             .disk_in_flight
             .front()
@@ -469,6 +476,7 @@ impl Driver {
             }),
         };
         if let Some(write) = self.writes.remove(&entry.index) {
+            super::trace::event("reply", entry.index);
             let result = if write.term == entry.term {
                 result.unwrap_or(Ok(Reply::Done {
                     log_index: entry.index,
@@ -505,10 +513,12 @@ impl Driver {
             last_included_index: index,
             last_included_term: term,
         };
+        super::trace::event("snap_begin", index);
         let snapshot = Snapshot {
             meta,
             data: Bytes::from(self.kv.snapshot()),
         };
+        super::trace::event("snap_end", snapshot.data.len() as u64);
         let job = WriteJob {
             taken_snapshot: Some(snapshot.clone()),
             ..WriteJob::default()

@@ -129,7 +129,9 @@ impl Storage {
         }
         for job in jobs.iter_mut() {
             if let Some(snapshot) = job.taken_snapshot.take() {
+                super::trace::event("snapw_begin", 0);
                 write_snapshot(&self.dir, &snapshot)?;
+                super::trace::event("snapw_end", 0);
             }
             if let Some(upto) = job.purge_upto {
                 self.log.purge_prefix(upto.min(self.log.last_index()))?;
