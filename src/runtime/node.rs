@@ -321,10 +321,7 @@ impl Driver {
         }
         let installed = output.snapshot.clone();
         let last_written = output.last_written();
-        if output.needs_persist()
-            || !output.messages_after_persist.is_empty()
-            || output.compact_upto.is_some()
-        {
+        if output.needs_persist() || output.compact_upto.is_some() {
             let job = WriteJob {
                 installed_snapshot: output.snapshot.take(),
                 entries: std::mem::take(&mut output.entries),
@@ -339,6 +336,8 @@ impl Driver {
                 None,
             )
             .await;
+        } else {
+            self.after_earlier_writes(std::mem::take(&mut output.messages_after_persist));
         }
         if let Some(snapshot) = installed {
             if let Err(e) = self.kv.restore(&snapshot.data) {
@@ -431,6 +430,22 @@ impl Driver {
         // new proposals: backpressure all the way to the clients.
         if self.disk.send((seq, job)).await.is_err() {
             panic!("the disk task stopped; cannot continue without durability");
+        }
+    }
+
+    /// Messages of an output with nothing to write may leave once every earlier write is
+    /// durable (the `Output` contract): now, if none is in flight, else with the newest one.
+    /// Either way no empty job goes through the disk thread, whose round trip costs two thread
+    /// wake-ups and would queue behind the write in flight anyway. This is the path of every
+    /// follower's answer to a commit-only AppendEntries.
+    fn after_earlier_writes(&mut self, messages: Vec<Envelope>) {
+        match self.disk_in_flight.back_mut() {
+            Some(newest) => newest.after_persist.extend(messages),
+            None => {
+                for envelope in messages {
+                    self.send(envelope);
+                }
+            }
         }
     }
 
