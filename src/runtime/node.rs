@@ -315,10 +315,10 @@ impl Driver {
         if let Some(soft) = output.soft_state {
             self.role_changed(soft.role, soft.leader);
         }
-        for envelope in std::mem::take(&mut output.messages) {
-            super::trace::event(envelope.message.kind_name(), 1);
-            self.send(envelope);
-        }
+        // Nothing below does I/O itself: it wakes the disk task, the client writers and the peer
+        // senders, which then run in the order they were woken. So wake them in the order of
+        // the critical path: the disk first (the longest step, and it runs on another thread),
+        // then the clients (their answer is the end of a request), then the peers.
         let installed = output.snapshot.clone();
         let last_written = output.last_written();
         if output.needs_persist() || output.compact_upto.is_some() {
@@ -365,6 +365,10 @@ impl Driver {
             }
         }
         self.serve_ready_reads();
+        for envelope in std::mem::take(&mut output.messages) {
+            super::trace::event(envelope.message.kind_name(), 1);
+            self.send(envelope);
+        }
         if output.snapshot_wanted {
             self.take_snapshot().await;
         }
