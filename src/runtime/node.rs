@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,7 +18,7 @@ use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 use super::config::NodeConfig;
 use super::server::ReplyTo;
 use super::stats::Counters;
-use super::storage::WriteJob;
+use super::storage::{SnapshotFile, WriteJob};
 use crate::core::{
     Entry, EntryKind, Envelope, Index, NodeId, Output, ProposeError, RawNode, Role, Snapshot,
     SnapshotMeta, Term,
@@ -35,6 +36,8 @@ pub enum Event {
     Client(ClientRequest, ReplyTo),
     /// Disk jobs up to and including this sequence number are durable.
     Persisted(u64),
+    /// A snapshot this node took is durable (or a newer one already was).
+    SnapshotSaved(Snapshot),
     /// SIGTERM: stop taking work, finish what is durable, exit.
     Shutdown,
 }
@@ -57,11 +60,19 @@ struct PendingRead {
     reply: ReplyTo,
 }
 
+/// A snapshot taken but not yet serialized: a copy of the state machine (cheap: values are
+/// shared) and where it stands in the log.
+struct PendingSnapshot {
+    meta: SnapshotMeta,
+    kv: KvStore,
+}
+
 struct DiskJobInFlight {
     seq: u64,
     after_persist: Vec<Envelope>,
     last_written: Option<(Index, Term)>,
-    taken_snapshot: Option<Snapshot>,
+    /// A snapshot to start saving once this job (and so every entry it covers) is durable.
+    then_save: Option<PendingSnapshot>,
 }
 
 /// The Raft loop's state.
@@ -72,6 +83,9 @@ pub struct Driver {
     counters: Rc<Counters>,
     peers: BTreeMap<NodeId, LocalSender<Bytes>>,
     disk: LocalSender<(u64, WriteJob)>,
+    snapshot_file: Arc<SnapshotFile>,
+    /// The Raft loop's own inbox, for the snapshot writer's completion.
+    inbox: Rc<LocalSender<Event>>,
     next_disk_seq: u64,
     disk_in_flight: VecDeque<DiskJobInFlight>,
     fbb: flatbuffers::FlatBufferBuilder<'static>,
@@ -86,7 +100,9 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A driver for `node`, whose state machine is `kv`.
+    /// A driver for `node`, whose state machine is `kv`. `inbox` is the sending end of the
+    /// queue `run` reads.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Rc<NodeConfig>,
         node: RawNode,
@@ -94,6 +110,8 @@ impl Driver {
         counters: Rc<Counters>,
         peers: BTreeMap<NodeId, LocalSender<Bytes>>,
         disk: LocalSender<(u64, WriteJob)>,
+        snapshot_file: Arc<SnapshotFile>,
+        inbox: Rc<LocalSender<Event>>,
     ) -> Driver {
         Driver {
             config,
@@ -102,6 +120,8 @@ impl Driver {
             counters,
             peers,
             disk,
+            snapshot_file,
+            inbox,
             next_disk_seq: 0,
             disk_in_flight: VecDeque::new(),
             fbb: flatbuffers::FlatBufferBuilder::new(),
@@ -145,6 +165,11 @@ impl Driver {
             }
             Event::Client(request, reply) => self.handle_client(request, reply),
             Event::Persisted(seq) => self.persisted(seq).await,
+            Event::SnapshotSaved(snapshot) => {
+                super::trace::event("snap_saved", snapshot.meta.last_included_index);
+                self.node.snapshot_taken(snapshot);
+                Counters::add(&self.counters.snapshots, 1);
+            }
             Event::Shutdown => self.shutting_down = true,
         }
     }
@@ -326,14 +351,12 @@ impl Driver {
                 installed_snapshot: output.snapshot.take(),
                 entries: std::mem::take(&mut output.entries),
                 hard_state: output.hard_state,
-                taken_snapshot: None,
                 purge_upto: output.compact_upto,
             };
             self.submit(
                 job,
                 std::mem::take(&mut output.messages_after_persist),
                 last_written,
-                None,
             )
             .await;
         } else {
@@ -370,7 +393,7 @@ impl Driver {
             self.send(envelope);
         }
         if output.snapshot_wanted {
-            self.take_snapshot().await;
+            self.take_snapshot();
         }
     }
 
@@ -419,7 +442,6 @@ impl Driver {
         job: WriteJob,
         after_persist: Vec<Envelope>,
         last_written: Option<(Index, Term)>,
-        taken_snapshot: Option<Snapshot>,
     ) {
         self.next_disk_seq += 1;
         let seq = self.next_disk_seq;
@@ -428,7 +450,7 @@ impl Driver {
             seq,
             after_persist,
             last_written,
-            taken_snapshot,
+            then_save: None,
         });
         // Bounded: when the disk falls behind, the Raft loop waits here, and so stops taking
         // new proposals: backpressure all the way to the clients.
@@ -467,9 +489,8 @@ impl Driver {
             if let Some((index, term)) = job.last_written {
                 self.node.persisted(index, term);
             }
-            if let Some(snapshot) = job.taken_snapshot {
-                self.node.snapshot_taken(snapshot);
-                Counters::add(&self.counters.snapshots, 1);
+            if let Some(snapshot) = job.then_save {
+                self.save_snapshot(snapshot);
             }
         }
     }
@@ -523,26 +544,61 @@ impl Driver {
         }
     }
 
-    async fn take_snapshot(&mut self) {
+    fn take_snapshot(&mut self) {
         let index = self.node.log().applied_index();
         let Some(term) = self.node.log().term_at(index) else {
             return;
         };
-        let meta = SnapshotMeta {
-            last_included_index: index,
-            last_included_term: term,
-        };
         super::trace::event("snap_begin", index);
-        let snapshot = Snapshot {
-            meta,
-            data: Bytes::from(self.kv.snapshot()),
+        let pending = PendingSnapshot {
+            meta: SnapshotMeta {
+                last_included_index: index,
+                last_included_term: term,
+            },
+            kv: self.kv.clone(),
         };
-        super::trace::event("snap_end", snapshot.data.len() as u64);
-        let job = WriteJob {
-            taken_snapshot: Some(snapshot.clone()),
-            ..WriteJob::default()
-        };
-        self.submit(job, Vec::new(), None, Some(snapshot)).await;
+        super::trace::event("snap_end", index);
+        // Entries may be applied before they are durable here (committed is enough), but a
+        // snapshot must not be: after a crash the log would end before the snapshot starts.
+        // So it is saved once every write submitted so far is durable.
+        match self.disk_in_flight.back_mut() {
+            Some(newest) => newest.then_save = Some(pending),
+            None => self.save_snapshot(pending),
+        }
+    }
+
+    /// Serializes and saves a snapshot on its own blocking thread, beside the log's writes
+    /// rather than in front of them, and off the Raft loop: tens of megabytes used to stop the
+    /// loop for up to a hundred milliseconds, then hold up every fdatasync queued behind them
+    /// for hundreds more. The log prefix it covers is compacted (and purged, through the disk
+    /// queue) only once it is durable.
+    fn save_snapshot(&mut self, pending: PendingSnapshot) {
+        let file = self.snapshot_file.clone();
+        let inbox = self.inbox.clone();
+        glommio::spawn_local(async move {
+            let index = pending.meta.last_included_index;
+            super::trace::event("snapw_begin", index);
+            let result = glommio::executor()
+                .spawn_blocking(move || {
+                    let snapshot = Snapshot {
+                        meta: pending.meta,
+                        data: Bytes::from(pending.kv.snapshot()),
+                    };
+                    file.save_taken(&snapshot).map(|_| snapshot)
+                })
+                .await;
+            match result {
+                Ok(snapshot) => {
+                    super::trace::event("snapw_end", index);
+                    let _ = inbox.send(Event::SnapshotSaved(snapshot)).await;
+                }
+                Err(e) => {
+                    eprintln!("ringraft: FATAL: saving a snapshot failed: {e}");
+                    std::process::abort();
+                }
+            }
+        })
+        .detach();
     }
 }
 
