@@ -155,7 +155,7 @@ async fn write_responses(
         if writer.write_all(&batch).await.is_err() {
             return;
         }
-        super::trace::event("cli_out", count as u64);
+        super::trace::event("cli_out", count);
         Counters::add(&counters.bytes_out, batch.len() as u64);
     }
 }
