@@ -340,10 +340,10 @@ impl Driver {
         if let Some(soft) = output.soft_state {
             self.role_changed(soft.role, soft.leader);
         }
-        // Nothing below does I/O itself: it wakes the disk task, the client writers and the peer
-        // senders, which then run in the order they were woken. So wake them in the order of
+        // Nothing below does I/O itself: it wakes the disk task, the peer senders and the client
+        // writers, which then run in the order they were woken. So wake them in the order of
         // the critical path: the disk first (the longest step, and it runs on another thread),
-        // then the clients (their answer is the end of a request), then the peers.
+        // then the peers (new entries must reach a quorum), then the clients.
         let installed = output.snapshot.clone();
         let last_written = output.last_written();
         if output.needs_persist() || output.compact_upto.is_some() {
@@ -361,6 +361,10 @@ impl Driver {
             .await;
         } else {
             self.after_earlier_writes(std::mem::take(&mut output.messages_after_persist));
+        }
+        for envelope in std::mem::take(&mut output.messages) {
+            super::trace::event(envelope.message.kind_name(), 1);
+            self.send(envelope);
         }
         if let Some(snapshot) = installed {
             if let Err(e) = self.kv.restore(&snapshot.data) {
@@ -388,10 +392,6 @@ impl Driver {
             }
         }
         self.serve_ready_reads();
-        for envelope in std::mem::take(&mut output.messages) {
-            super::trace::event(envelope.message.kind_name(), 1);
-            self.send(envelope);
-        }
         if output.snapshot_wanted {
             self.take_snapshot();
         }
