@@ -107,7 +107,10 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
             }
         }
     }
-    let _ = std::fs::remove_dir_all(&data_root);
+    // A traced run (see `runtime::trace`) keeps the node logs, which hold the trace.
+    if !crate::runtime::trace::enabled() {
+        let _ = std::fs::remove_dir_all(&data_root);
+    }
     let checks = checks(config, &runs);
     let differences = differences(config);
     let report = BenchReport {

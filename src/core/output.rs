@@ -35,7 +35,8 @@ pub struct Output {
     /// Messages that may leave only once `hard_state`, `snapshot` and `entries` are durable:
     /// votes, and acknowledgements of appended entries.
     pub messages_after_persist: Vec<Envelope>,
-    /// Entries known committed and durable here, to apply in order.
+    /// Entries known committed (durable on a majority, not necessarily here yet), to apply in
+    /// order.
     pub committed_entries: Vec<Entry>,
     /// Linearizable reads whose read index is known.
     pub read_states: Vec<ReadState>,

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -17,7 +18,7 @@ use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 use super::config::NodeConfig;
 use super::server::ReplyTo;
 use super::stats::Counters;
-use super::storage::WriteJob;
+use super::storage::{SnapshotFile, WriteJob};
 use crate::core::{
     Entry, EntryKind, Envelope, Index, NodeId, Output, ProposeError, RawNode, Role, Snapshot,
     SnapshotMeta, Term,
@@ -35,6 +36,8 @@ pub enum Event {
     Client(ClientRequest, ReplyTo),
     /// Disk jobs up to and including this sequence number are durable.
     Persisted(u64),
+    /// A snapshot this node took is durable (or a newer one already was).
+    SnapshotSaved(Snapshot),
     /// SIGTERM: stop taking work, finish what is durable, exit.
     Shutdown,
 }
@@ -81,11 +84,19 @@ struct PendingRead {
     reply: ReplyTo,
 }
 
+/// A snapshot taken but not yet serialized: a copy of the state machine (cheap: values are
+/// shared) and where it stands in the log.
+struct PendingSnapshot {
+    meta: SnapshotMeta,
+    kv: KvStore,
+}
+
 struct DiskJobInFlight {
     seq: u64,
     after_persist: Vec<Envelope>,
     last_written: Option<(Index, Term)>,
-    taken_snapshot: Option<Snapshot>,
+    /// A snapshot to start saving once this job (and so every entry it covers) is durable.
+    then_save: Option<PendingSnapshot>,
 }
 
 /// The Raft loop's state.
@@ -96,6 +107,9 @@ pub struct Driver {
     counters: Rc<Counters>,
     peers: BTreeMap<NodeId, LocalSender<Bytes>>,
     disk: LocalSender<(u64, WriteJob)>,
+    snapshot_file: Arc<SnapshotFile>,
+    /// The Raft loop's own inbox, for the snapshot writer's completion.
+    inbox: Rc<LocalSender<Event>>,
     next_disk_seq: u64,
     disk_in_flight: VecDeque<DiskJobInFlight>,
     fbb: flatbuffers::FlatBufferBuilder<'static>,
@@ -115,7 +129,9 @@ pub struct Driver {
 }
 
 impl Driver {
-    /// A driver for `node`, whose state machine is `kv`.
+    /// A driver for `node`, whose state machine is `kv`. `inbox` is the sending end of the
+    /// queue `run` reads.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Rc<NodeConfig>,
         node: RawNode,
@@ -123,6 +139,8 @@ impl Driver {
         counters: Rc<Counters>,
         peers: BTreeMap<NodeId, LocalSender<Bytes>>,
         disk: LocalSender<(u64, WriteJob)>,
+        snapshot_file: Arc<SnapshotFile>,
+        inbox: Rc<LocalSender<Event>>,
     ) -> Driver {
         Driver {
             config,
@@ -131,6 +149,8 @@ impl Driver {
             counters,
             peers,
             disk,
+            snapshot_file,
+            inbox,
             next_disk_seq: 0,
             disk_in_flight: VecDeque::new(),
             fbb: flatbuffers::FlatBufferBuilder::new(),
@@ -169,9 +189,17 @@ impl Driver {
                 self.node.tick();
                 self.expire_writes();
             }
-            Event::Peer(envelope) => self.node.step(envelope),
+            Event::Peer(envelope) => {
+                super::trace::event(envelope.message.kind_name(), 0);
+                self.node.step(envelope)
+            }
             Event::Client(request, reply) => self.handle_client(request, reply),
             Event::Persisted(seq) => self.persisted(seq).await,
+            Event::SnapshotSaved(snapshot) => {
+                super::trace::event("snap_saved", snapshot.meta.last_included_index);
+                self.node.snapshot_taken(snapshot);
+                Counters::add(&self.counters.snapshots, 1);
+            }
             Event::Shutdown => self.shutting_down = true,
         }
     }
@@ -253,6 +281,7 @@ impl Driver {
     ) {
         match self.node.propose(data) {
             Ok(index) => {
+                super::trace::event("propose", index);
                 Counters::add(&self.counters.proposals, 1);
                 let deadline =
                     Instant::now() + Duration::from_millis(self.config.request_timeout_ms);
@@ -381,29 +410,31 @@ impl Driver {
         if let Some(soft) = output.soft_state {
             self.role_changed(soft.role, soft.leader);
         }
-        for envelope in std::mem::take(&mut output.messages) {
-            self.send(envelope);
-        }
+        // Nothing below does I/O itself: it wakes the disk task, the peer senders and the client
+        // writers, which then run in the order they were woken. So wake them in the order of
+        // the critical path: the disk first (the longest step, and it runs on another thread),
+        // then the peers (new entries must reach a quorum), then the clients.
         let installed = output.snapshot.clone();
         let last_written = output.last_written();
-        if output.needs_persist()
-            || !output.messages_after_persist.is_empty()
-            || output.compact_upto.is_some()
-        {
+        if output.needs_persist() || output.compact_upto.is_some() {
             let job = WriteJob {
                 installed_snapshot: output.snapshot.take(),
                 entries: std::mem::take(&mut output.entries),
                 hard_state: output.hard_state,
-                taken_snapshot: None,
                 purge_upto: output.compact_upto,
             };
             self.submit(
                 job,
                 std::mem::take(&mut output.messages_after_persist),
                 last_written,
-                None,
             )
             .await;
+        } else {
+            self.after_earlier_writes(std::mem::take(&mut output.messages_after_persist));
+        }
+        for envelope in std::mem::take(&mut output.messages) {
+            super::trace::event(envelope.message.kind_name(), 1);
+            self.send(envelope);
         }
         if let Some(snapshot) = installed {
             if let Err(e) = self.kv.restore(&snapshot.data) {
@@ -432,7 +463,7 @@ impl Driver {
         }
         self.serve_ready_reads();
         if output.snapshot_wanted {
-            self.take_snapshot().await;
+            self.take_snapshot();
         }
     }
 
@@ -484,15 +515,15 @@ impl Driver {
         job: WriteJob,
         after_persist: Vec<Envelope>,
         last_written: Option<(Index, Term)>,
-        taken_snapshot: Option<Snapshot>,
     ) {
         self.next_disk_seq += 1;
         let seq = self.next_disk_seq;
+        super::trace::event("submit", seq);
         self.disk_in_flight.push_back(DiskJobInFlight {
             seq,
             after_persist,
             last_written,
-            taken_snapshot,
+            then_save: None,
         });
         // Bounded: when the disk falls behind, the Raft loop waits here, and so stops taking
         // new proposals: backpressure all the way to the clients.
@@ -501,7 +532,24 @@ impl Driver {
         }
     }
 
+    /// Messages of an output with nothing to write may leave once every earlier write is
+    /// durable (the `Output` contract): now, if none is in flight, else with the newest one.
+    /// Either way no empty job goes through the disk thread, whose round trip costs two thread
+    /// wake-ups and would queue behind the write in flight anyway. This is the path of every
+    /// follower's answer to a commit-only AppendEntries.
+    fn after_earlier_writes(&mut self, messages: Vec<Envelope>) {
+        match self.disk_in_flight.back_mut() {
+            Some(newest) => newest.after_persist.extend(messages),
+            None => {
+                for envelope in messages {
+                    self.send(envelope);
+                }
+            }
+        }
+    }
+
     async fn persisted(&mut self, upto_seq: u64) {
+        super::trace::event("persisted", upto_seq);
         while self
             .disk_in_flight
             .front()
@@ -514,9 +562,8 @@ impl Driver {
             if let Some((index, term)) = job.last_written {
                 self.node.persisted(index, term);
             }
-            if let Some(snapshot) = job.taken_snapshot {
-                self.node.snapshot_taken(snapshot);
-                Counters::add(&self.counters.snapshots, 1);
+            if let Some(snapshot) = job.then_save {
+                self.save_snapshot(snapshot);
             }
         }
     }
@@ -543,6 +590,7 @@ impl Driver {
         };
         if let Some(write) = self.writes.remove(&entry.index) {
             self.forget_session(&write);
+            super::trace::event("reply", entry.index);
             let result = if write.term == entry.term {
                 result.unwrap_or(Ok(Reply::Done {
                     log_index: entry.index,
@@ -567,24 +615,61 @@ impl Driver {
         }
     }
 
-    async fn take_snapshot(&mut self) {
+    fn take_snapshot(&mut self) {
         let index = self.node.log().applied_index();
         let Some(term) = self.node.log().term_at(index) else {
             return;
         };
-        let meta = SnapshotMeta {
-            last_included_index: index,
-            last_included_term: term,
+        super::trace::event("snap_begin", index);
+        let pending = PendingSnapshot {
+            meta: SnapshotMeta {
+                last_included_index: index,
+                last_included_term: term,
+            },
+            kv: self.kv.clone(),
         };
-        let snapshot = Snapshot {
-            meta,
-            data: Bytes::from(self.kv.snapshot()),
-        };
-        let job = WriteJob {
-            taken_snapshot: Some(snapshot.clone()),
-            ..WriteJob::default()
-        };
-        self.submit(job, Vec::new(), None, Some(snapshot)).await;
+        super::trace::event("snap_end", index);
+        // Entries may be applied before they are durable here (committed is enough), but a
+        // snapshot must not be: after a crash the log would end before the snapshot starts.
+        // So it is saved once every write submitted so far is durable.
+        match self.disk_in_flight.back_mut() {
+            Some(newest) => newest.then_save = Some(pending),
+            None => self.save_snapshot(pending),
+        }
+    }
+
+    /// Serializes and saves a snapshot on its own blocking thread, beside the log's writes
+    /// rather than in front of them, and off the Raft loop: tens of megabytes used to stop the
+    /// loop for up to a hundred milliseconds, then hold up every fdatasync queued behind them
+    /// for hundreds more. The log prefix it covers is compacted (and purged, through the disk
+    /// queue) only once it is durable.
+    fn save_snapshot(&mut self, pending: PendingSnapshot) {
+        let file = self.snapshot_file.clone();
+        let inbox = self.inbox.clone();
+        glommio::spawn_local(async move {
+            let index = pending.meta.last_included_index;
+            super::trace::event("snapw_begin", index);
+            let result = glommio::executor()
+                .spawn_blocking(move || {
+                    let snapshot = Snapshot {
+                        meta: pending.meta,
+                        data: Bytes::from(pending.kv.snapshot()),
+                    };
+                    file.save_taken(&snapshot).map(|_| snapshot)
+                })
+                .await;
+            match result {
+                Ok(snapshot) => {
+                    super::trace::event("snapw_end", index);
+                    let _ = inbox.send(Event::SnapshotSaved(snapshot)).await;
+                }
+                Err(e) => {
+                    eprintln!("ringraft: FATAL: saving a snapshot failed: {e}");
+                    std::process::abort();
+                }
+            }
+        })
+        .detach();
     }
 }
 

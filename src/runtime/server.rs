@@ -106,6 +106,7 @@ async fn read_requests(
                 };
                 wire::decode_client_request(frame.body_of(FrameType::ClientRequest)?)?
             };
+            super::trace::event("cli_in", 0);
             if permits.acquire(1).await.is_err() {
                 return Ok(());
             }
@@ -154,6 +155,7 @@ async fn write_responses(
         if writer.write_all(&batch).await.is_err() {
             return;
         }
+        super::trace::event("cli_out", count);
         Counters::add(&counters.bytes_out, batch.len() as u64);
     }
 }

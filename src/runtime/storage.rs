@@ -1,6 +1,8 @@
 //! A node's durable state on disk: the segmented log, term and vote, and the latest snapshot.
 //! Everything here blocks; the runtime calls it from glommio's blocking pool, one group of
-//! writes at a time and in order, which is what makes it group commit.
+//! writes at a time and in order, which is what makes it group commit. Snapshots this node
+//! takes are saved apart from that queue ([`SnapshotFile`]), so that tens of megabytes of state
+//! machine never sit in front of the log's next fdatasync.
 //!
 //! Layout of `data_dir`: `log/` (segments, see `crate::log`), `hard_state` (two CRC slots),
 //! `snapshot` (magic, index, term, length, CRC32, data; replaced atomically by rename).
@@ -8,6 +10,7 @@
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
@@ -26,15 +29,52 @@ pub struct WriteJob {
     pub entries: Vec<Entry>,
     /// Term and vote.
     pub hard_state: Option<HardState>,
-    /// A snapshot this node took of its own state machine.
-    pub taken_snapshot: Option<Snapshot>,
     /// Purge whole log segments up to this index (covered by a durable snapshot).
     pub purge_upto: Option<Index>,
 }
 
+/// The snapshot file, shared by the disk queue (snapshots installed from the leader, ordered
+/// with the log writes around them) and the snapshot writer (snapshots this node takes, which
+/// need no such order once the entries they cover are durable).
+pub struct SnapshotFile {
+    dir: PathBuf,
+    /// Last included index of the snapshot on disk (0: none). Held while writing, so that two
+    /// saves never interleave on `snapshot.tmp`.
+    saved_index: Mutex<Index>,
+}
+
+impl SnapshotFile {
+    /// Makes `snapshot` the node's snapshot, atomically (see `write_snapshot`).
+    pub fn save_installed(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        let mut saved_index = self.lock();
+        write_snapshot(&self.dir, snapshot)?;
+        *saved_index = snapshot.meta.last_included_index;
+        Ok(())
+    }
+
+    /// Makes `snapshot`, taken of this node's state machine, the node's snapshot unless the one
+    /// on disk is as new or newer: a snapshot installed from the leader while this one was being
+    /// written has already replaced the log prefix it covers, and must not be rolled back.
+    /// Returns whether it was written.
+    pub fn save_taken(&self, snapshot: &Snapshot) -> Result<bool, StorageError> {
+        let mut saved_index = self.lock();
+        if snapshot.meta.last_included_index <= *saved_index {
+            return Ok(false);
+        }
+        write_snapshot(&self.dir, snapshot)?;
+        *saved_index = snapshot.meta.last_included_index;
+        Ok(true)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
+        // A panic while writing is a failed fsync, which aborts the node; the index stays right.
+        self.saved_index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
 /// The node's files.
 pub struct Storage {
-    dir: PathBuf,
+    snapshot_file: Arc<SnapshotFile>,
     log: Log,
     hard_state: HardStateStore,
     /// Last index written to the log by this process (the log's own view, including `pending`).
@@ -74,8 +114,12 @@ impl Storage {
             Vec::new()
         };
         let last_index = log.last_index();
-        let storage = Storage {
+        let snapshot_file = Arc::new(SnapshotFile {
             dir: dir.to_path_buf(),
+            saved_index: Mutex::new(snapshot_index),
+        });
+        let storage = Storage {
+            snapshot_file,
             log,
             hard_state: hard_state_store,
             last_index,
@@ -91,15 +135,20 @@ impl Storage {
         ))
     }
 
+    /// The snapshot file, for saving snapshots this node takes.
+    pub fn snapshot_file(&self) -> Arc<SnapshotFile> {
+        self.snapshot_file.clone()
+    }
+
     /// Makes a group of jobs durable: one log append (one aligned write + one fdatasync per
-    /// segment touched) for all their entries, then the newest hard state, then snapshots.
+    /// segment touched) for all their entries, then the newest hard state, then purges.
     pub fn write(&mut self, jobs: &mut [WriteJob]) -> Result<(), StorageError> {
         let mut pending: Vec<Entry> = Vec::new();
         let mut hard_state = None;
         for job in jobs.iter_mut() {
             if let Some(snapshot) = job.installed_snapshot.take() {
                 self.flush(&mut pending)?;
-                write_snapshot(&self.dir, &snapshot)?;
+                self.snapshot_file.save_installed(&snapshot)?;
                 if self.log.last_index() >= self.log.first_index() {
                     self.log.truncate_suffix(self.log.first_index())?;
                 }
@@ -127,10 +176,7 @@ impl Storage {
         if let Some(hs) = hard_state {
             self.hard_state.save(&hs)?;
         }
-        for job in jobs.iter_mut() {
-            if let Some(snapshot) = job.taken_snapshot.take() {
-                write_snapshot(&self.dir, &snapshot)?;
-            }
+        for job in jobs.iter() {
             if let Some(upto) = job.purge_upto {
                 self.log.purge_prefix(upto.min(self.log.last_index()))?;
             }
