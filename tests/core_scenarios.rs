@@ -36,10 +36,6 @@ fn campaign(
     c.settle_with(keep);
 }
 
-fn carries_term(env: &ringraft::core::Envelope, term: u64) -> bool {
-    matches!(&env.message, Message::AppendEntries { entries, .. } if entries.iter().any(|e| e.term == term))
-}
-
 /// Runs the paper's Figure 8 with five nodes; returns the cluster after step (d).
 fn figure_8(bug: bool) -> Cluster {
     let mut c = Cluster::new(5, move |id, voters| {

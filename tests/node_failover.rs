@@ -246,7 +246,8 @@ fn a_node_down_during_compaction_catches_up_by_snapshot() {
         // It could not replay the leader's log from its own last index: that part is gone, so it
         // must have installed a snapshot.
         assert!(caught_up.snapshots >= 1, "{caught_up:?}");
-        assert_local_state(down_addr, &acked.borrow()).await;
+        let expected = acked.borrow().clone();
+        assert_local_state(down_addr, &expected).await;
         // Its installed snapshot is durable: killed again, it recovers from it and its log.
         cluster.kill(down);
         cluster.start_node(down);
@@ -261,11 +262,13 @@ fn a_node_down_during_compaction_catches_up_by_snapshot() {
             },
         )
         .await;
-        assert_local_state(down_addr, &acked.borrow()).await;
+        let expected = acked.borrow().clone();
+        assert_local_state(down_addr, &expected).await;
         // And the cluster still serves, with the restarted node in it.
         write_batch(&session, &acked, 2, 100).await;
         let reader = client(addrs.clone());
-        for (key, value) in acked.borrow().iter() {
+        let expected = acked.borrow().clone();
+        for (key, value) in expected.iter() {
             assert_eq!(
                 reader.get(key.clone()).await.expect("get").as_ref(),
                 Some(value)

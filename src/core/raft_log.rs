@@ -23,13 +23,11 @@ pub struct RaftLog {
 impl RaftLog {
     /// A log holding what the node had made durable.
     pub fn restored(snapshot: SnapshotMeta, entries: Vec<Entry>) -> RaftLog {
-        let mut expected = snapshot.last_included_index + 1;
-        for entry in &entries {
+        for (expected, entry) in (snapshot.last_included_index + 1..).zip(&entries) {
             assert_eq!(
                 entry.index, expected,
                 "restored entries must follow the snapshot contiguously"
             );
-            expected += 1;
         }
         let last = snapshot.last_included_index + entries.len() as u64;
         RaftLog {

@@ -66,7 +66,7 @@ pub async fn serve_clients(
                 permits.clone(),
                 counters.clone(),
             ));
-            match read_requests(
+            if let Err(e @ (ConnError::Invalid(_) | ConnError::Refused(_))) = read_requests(
                 reader,
                 ReplyTo { queue: Rc::new(tx) },
                 &inbox,
@@ -75,11 +75,8 @@ pub async fn serve_clients(
             )
             .await
             {
-                Err(e @ (ConnError::Invalid(_) | ConnError::Refused(_))) => {
-                    Counters::add(&counters.invalid_client_frames, 1);
-                    eprintln!("ringraft: closed a client connection: {e}");
-                }
-                _ => {}
+                Counters::add(&counters.invalid_client_frames, 1);
+                eprintln!("ringraft: closed a client connection: {e}");
             }
             permits.close();
             writer_task.await;

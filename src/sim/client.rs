@@ -105,7 +105,7 @@ impl Simulation {
         match &mut self.clients[c].state {
             ClientState::Idle => self.start_operation(c),
             ClientState::Writing(w) => {
-                if let Some(_) = w.at {
+                if w.at.is_some() {
                     if now_us < w.deadline_us {
                         return; // Still waiting for the attempt; this wake is stale.
                     }

@@ -95,7 +95,7 @@ pub fn check_register(ops: &[RegisterOp]) -> Option<bool> {
     let n = ops.len();
     let mut order: Vec<usize> = (0..2 * n).collect();
     let time = |e: usize| {
-        if e % 2 == 0 {
+        if e.is_multiple_of(2) {
             ops[e / 2].invoke
         } else {
             ops[e / 2].complete
@@ -141,7 +141,7 @@ pub fn check_register(ops: &[RegisterOp]) -> Option<bool> {
         if steps > SEARCH_STEPS_MAX {
             return None;
         }
-        if entry % 2 == 0 {
+        if entry.is_multiple_of(2) {
             let k = entry / 2;
             let new_state = match ops[k].action {
                 Action::Write(v) => Some(v),
