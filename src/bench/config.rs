@@ -198,6 +198,20 @@ impl BenchConfig {
             .map_err(|e| format!("workload: {e}"))
     }
 
+    /// Replaces the measured duration and the warm-up where the command line gives them.
+    pub fn override_timing(
+        &mut self,
+        duration: Option<std::time::Duration>,
+        warmup: Option<std::time::Duration>,
+    ) {
+        if let Some(d) = duration {
+            self.workload.duration = d;
+        }
+        if let Some(w) = warmup {
+            self.workload.warmup = w;
+        }
+    }
+
     /// The workloads of this run: one, or one per open-loop rate.
     pub fn workloads(&self) -> Vec<Workload> {
         if self.open_loop_rates.is_empty() {

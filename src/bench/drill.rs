@@ -125,18 +125,17 @@ fn find_leader(cluster: &Cluster, deadline: Instant) -> Option<(u64, Vec<Option<
     }
 }
 
-fn elections_of(stats: &[Option<NodeStats>]) -> Vec<Option<u64>> {
-    stats
-        .iter()
-        .map(|s| s.as_ref().map(|s| s.elections))
-        .collect()
+/// One counter of every node (None for a node that did not answer).
+fn counter(stats: &[Option<NodeStats>], of: fn(&NodeStats) -> u64) -> Vec<Option<u64>> {
+    stats.iter().map(|s| s.as_ref().map(of)).collect()
 }
 
-fn campaigns_of(stats: &[Option<NodeStats>]) -> Vec<Option<u64>> {
-    stats
-        .iter()
-        .map(|s| s.as_ref().map(|s| s.campaigns))
-        .collect()
+fn elections(s: &NodeStats) -> u64 {
+    s.elections
+}
+
+fn campaigns(s: &NodeStats) -> u64 {
+    s.campaigns
 }
 
 /// The growth of a per-node counter from `before` to `after`, summed; a node that restarted (its
@@ -180,7 +179,8 @@ pub fn conduct(
     // The baseline is taken when the measured window opens (or just before an early fault):
     // the warm-up absorbs the start-up transient, in which nodes that started a little apart
     // may still be campaigning.
-    let tick_ms = config.node.tick_ms.unwrap_or(10).max(1);
+    // Derived as the nodes derive it (`rtt_ms` sets the tick).
+    let tick_ms = super::node_timing(config).tick_ms;
     let lead = Duration::from_millis((5 * tick_ms).max(100));
     let observe_at = match &config.failover {
         Some(drill) => {
@@ -191,8 +191,8 @@ pub fn conduct(
     };
     sleep_until(observe_at);
     let before = cluster.all_stats(STATS_TIMEOUT);
-    let baseline = elections_of(&before);
-    let baseline_campaigns = campaigns_of(&before);
+    let baseline = counter(&before, elections);
+    let baseline_campaigns = counter(&before, campaigns);
     let mut observation = ClusterObservation {
         leader_before: leader_of(&before),
         ..ClusterObservation::default()
@@ -218,7 +218,7 @@ pub fn conduct(
         let old_term = now_stats[(victim - 1) as usize]
             .as_ref()
             .map_or(0, |s| s.term);
-        let survivors_base = elections_of(&now_stats);
+        let survivors_base = counter(&now_stats, elections);
         match drill.action {
             FailoverAction::Isolate => {
                 partitions.push(Partition {
@@ -271,10 +271,10 @@ pub fn conduct(
     sleep_until(window_end);
     let after = cluster.all_stats(STATS_TIMEOUT);
     observation.leader_after = leader_of(&after);
-    let finals = elections_of(&after);
+    let finals = counter(&after, elections);
     let restarted = restarted_victim.or(killed);
     observation.elections = growth(&baseline, &finals, restarted);
-    observation.campaigns = growth(&baseline_campaigns, &campaigns_of(&after), restarted);
+    observation.campaigns = growth(&baseline_campaigns, &counter(&after, campaigns), restarted);
     if let Some((action, victim, hit, detection, new_leader, base)) = failover {
         let elections = base
             .iter()

@@ -44,12 +44,7 @@ pub fn run(options: &BenchOptions) -> Result<Vec<PathBuf>, String> {
         if options.compare_etcd && !config.targets.iter().any(|t| t == "etcd") {
             config.targets.push("etcd".into());
         }
-        if let Some(d) = options.duration {
-            config.workload.duration = d;
-        }
-        if let Some(w) = options.warmup {
-            config.workload.warmup = w;
-        }
+        config.override_timing(options.duration, options.warmup);
         config.validate()?;
         dirs.push(run_config(&config, options)?);
     }
@@ -152,9 +147,9 @@ pub fn effective_node_settings(config: &BenchConfig) -> config::NodeSettings {
     settings
 }
 
-/// Warnings about the node timing of a config on its (emulated) network, as the nodes would
-/// print them at start.
-pub fn timing_warnings(config: &BenchConfig) -> Vec<String> {
+/// The timing a config's nodes will run with (tick, heartbeat, election), derived exactly as
+/// `ringraft node` derives it from the same settings.
+pub fn node_timing(config: &BenchConfig) -> crate::runtime::NodeConfig {
     let s = &config.node;
     let mut node = crate::runtime::NodeConfig::new(1, Vec::new(), PathBuf::new());
     node.tick_ms = s.tick_ms.unwrap_or(node.tick_ms);
@@ -164,6 +159,13 @@ pub fn timing_warnings(config: &BenchConfig) -> Vec<String> {
     node.election_ms = s.election_ms;
     node.heartbeat_ms = s.heartbeat_ms;
     node.derive_timing();
+    node
+}
+
+/// Warnings about the node timing of a config on its (emulated) network, as the nodes would
+/// print them at start.
+pub fn timing_warnings(config: &BenchConfig) -> Vec<String> {
+    let node = node_timing(config);
     let rtt = config.network.as_ref().map(|n| n.rtt_max_ms());
     node.timing_warnings(rtt)
 }

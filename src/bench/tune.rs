@@ -167,12 +167,7 @@ pub fn point_config(
         let settings: Vec<String> = point.iter().map(|(k, v)| format!("{k}={v}")).collect();
         format!("with {}: {e}", settings.join(" "))
     })?;
-    if let Some(d) = options.duration {
-        config.workload.duration = d;
-    }
-    if let Some(w) = options.warmup {
-        config.workload.warmup = w;
-    }
+    config.override_timing(options.duration, options.warmup);
     config.targets = vec!["ringraft".into()];
     config.validate()?;
     Ok(config)

@@ -284,10 +284,17 @@ struct BenchArgs {
     /// Repeat each config N times and report the spread.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
-    /// Measured seconds (overrides the config).
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+/// What `bench` and `tune` share: how long each measurement runs and where results go.
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Measured seconds of each run (overrides the config).
     #[arg(long)]
     duration_s: Option<f64>,
-    /// Warm-up seconds (overrides the config).
+    /// Warm-up seconds of each run (overrides the config).
     #[arg(long)]
     warmup_s: Option<f64>,
     /// Where results go.
@@ -309,15 +316,8 @@ struct TuneArgs {
     /// The best point is the fastest with p99 at or below this bound (and no errors).
     #[arg(long)]
     p99_max_ms: Option<f64>,
-    /// Measured seconds per point (overrides the config).
-    #[arg(long)]
-    duration_s: Option<f64>,
-    /// Warm-up seconds per point (overrides the config).
-    #[arg(long)]
-    warmup_s: Option<f64>,
-    /// Where results go.
-    #[arg(long, default_value = "results")]
-    results_dir: PathBuf,
+    #[command(flatten)]
+    run: RunArgs,
 }
 
 fn run_tune(args: TuneArgs) -> ExitCode {
@@ -338,9 +338,9 @@ fn run_tune(args: TuneArgs) -> ExitCode {
         config: args.config,
         sweeps,
         p99_max_ms: args.p99_max_ms,
-        results_dir: args.results_dir,
-        duration: args.duration_s.map(Duration::from_secs_f64),
-        warmup: args.warmup_s.map(Duration::from_secs_f64),
+        results_dir: args.run.results_dir,
+        duration: args.run.duration_s.map(Duration::from_secs_f64),
+        warmup: args.run.warmup_s.map(Duration::from_secs_f64),
     };
     match ringraft::bench::tune::run(&options) {
         Ok(_) => ExitCode::SUCCESS,
@@ -370,12 +370,14 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         configs,
         compare_etcd: args.compare.is_some(),
         repeat: args.repeat,
-        results_dir: args.results_dir,
+        results_dir: args.run.results_dir,
         duration: args
+            .run
             .duration_s
             .or(quick.then_some(5.0))
             .map(Duration::from_secs_f64),
         warmup: args
+            .run
             .warmup_s
             .or(quick.then_some(1.0))
             .map(Duration::from_secs_f64),

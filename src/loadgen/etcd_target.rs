@@ -138,14 +138,10 @@ async fn drive_connections(
                     }));
                 }
             }
-            LoopMode::Open {
-                rate_per_s,
-                connections,
-            } => {
-                let interval = Duration::from_secs_f64(connections as f64 / rate_per_s as f64);
-                // Stagger connections so their schedules interleave instead of bunching.
-                let offset = interval.mul_f64(connection as f64 / connections as f64);
-                let first = window_start - workload.warmup + offset;
+            LoopMode::Open { .. } => {
+                let (first, interval) = workload
+                    .open_loop_schedule(connection, window_start)
+                    .expect("open loop");
                 let (recorder, workload) = (recorder.clone(), workload.clone());
                 tasks.push(tokio::task::spawn_local(open_loop(
                     kv, gen, recorder, workload, first, interval, end,

@@ -77,6 +77,26 @@ impl Default for Workload {
 }
 
 impl Workload {
+    /// Open loop: when connection `connection` sends its first request and how far apart its
+    /// requests are, given that the load starts `warmup` before `window_start`. Connections are
+    /// staggered so that their schedules interleave instead of bunching. None in closed loop.
+    pub fn open_loop_schedule(
+        &self,
+        connection: usize,
+        window_start: std::time::Instant,
+    ) -> Option<(std::time::Instant, Duration)> {
+        let LoopMode::Open {
+            rate_per_s,
+            connections,
+        } = self.mode
+        else {
+            return None;
+        };
+        let interval = Duration::from_secs_f64(connections as f64 / rate_per_s as f64);
+        let offset = interval.mul_f64(connection as f64 / connections as f64);
+        Some((window_start - self.warmup + offset, interval))
+    }
+
     /// Checks the settings; the message names the bad field.
     pub fn validate(&self) -> Result<(), String> {
         let connections = match self.mode {
