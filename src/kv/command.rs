@@ -108,30 +108,86 @@ impl Command {
 
     /// Decodes and validates a command.
     pub fn decode(bytes: &[u8]) -> Result<Command, DecodeError> {
+        let command = CommandRef::decode(bytes)?;
+        Ok(Command {
+            client_id: command.client_id,
+            sequence: command.sequence,
+            op: match command.op {
+                OpRef::Put { key, value } => Op::Put {
+                    key: key.to_vec(),
+                    value: value.to_vec(),
+                },
+                OpRef::Delete { key } => Op::Delete { key: key.to_vec() },
+                OpRef::Get { key } => Op::Get { key: key.to_vec() },
+                OpRef::Noop => Op::Noop,
+            },
+        })
+    }
+}
+
+/// A decoded command borrowing its key and value from the entry: what applying needs, without
+/// copying a value only to copy it again into the map.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CommandRef<'a> {
+    /// See [`Command::client_id`].
+    pub client_id: u64,
+    /// See [`Command::sequence`].
+    pub sequence: u64,
+    /// What to do.
+    pub op: OpRef<'a>,
+}
+
+/// [`Op`] with borrowed fields.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OpRef<'a> {
+    /// Set `key` to `value`.
+    Put {
+        /// The key.
+        key: &'a [u8],
+        /// The new value.
+        value: &'a [u8],
+    },
+    /// Remove `key`.
+    Delete {
+        /// The key.
+        key: &'a [u8],
+    },
+    /// Read `key`.
+    Get {
+        /// The key.
+        key: &'a [u8],
+    },
+    /// Does nothing but record the session.
+    Noop,
+}
+
+impl<'a> CommandRef<'a> {
+    /// Decodes and validates a command (the same rules as [`Command::decode`]).
+    pub fn decode(bytes: &'a [u8]) -> Result<CommandRef<'a>, DecodeError> {
         let mut reader = Reader { bytes, offset: 0 };
         let tag = reader.take(1)?[0];
         let client_id = reader.u64()?;
         let sequence = reader.u64()?;
         let op = match tag {
             TAG_PUT => {
-                let key = reader.field()?;
-                let value = reader.field()?;
-                Op::Put { key, value }
+                let key = reader.field_ref()?;
+                let value = reader.field_ref()?;
+                OpRef::Put { key, value }
             }
-            TAG_DELETE => Op::Delete {
-                key: reader.field()?,
+            TAG_DELETE => OpRef::Delete {
+                key: reader.field_ref()?,
             },
-            TAG_GET => Op::Get {
-                key: reader.field()?,
+            TAG_GET => OpRef::Get {
+                key: reader.field_ref()?,
             },
-            TAG_NOOP => Op::Noop,
+            TAG_NOOP => OpRef::Noop,
             other => return Err(DecodeError::UnknownTag(other)),
         };
         let trailing = bytes.len() - reader.offset;
         if trailing != 0 {
             return Err(DecodeError::Trailing(trailing));
         }
-        Ok(Command {
+        Ok(CommandRef {
             client_id,
             sequence,
             op,
@@ -182,11 +238,15 @@ impl<'a> Reader<'a> {
     }
 
     pub(crate) fn field(&mut self) -> Result<Vec<u8>, DecodeError> {
+        Ok(self.field_ref()?.to_vec())
+    }
+
+    pub(crate) fn field_ref(&mut self) -> Result<&'a [u8], DecodeError> {
         let len = self.u32()? as usize;
         if len > limits::ENTRY_BYTES_MAX {
             return Err(DecodeError::TooLong(len));
         }
-        Ok(self.take(len)?.to_vec())
+        self.take(len)
     }
 }
 

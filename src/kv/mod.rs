@@ -6,9 +6,10 @@
 //! simulator hand it committed bytes and take snapshots from it.
 
 mod command;
+mod map;
 mod store;
 
-pub use command::{Command, DecodeError, Op};
+pub use command::{Command, CommandRef, DecodeError, Op, OpRef};
 pub use store::{
     ApplyResult, KvStore, Response, RestoreError, SESSIONS_MAX, SESSION_RESPONSES_MAX,
 };

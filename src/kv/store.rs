@@ -3,7 +3,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-use super::command::{Command, DecodeError, Op, Reader};
+use super::command::{CommandRef, DecodeError, OpRef, Reader};
+use super::map::KvMap;
 
 /// Most client sessions remembered; above it the least recently used session is evicted, and a
 /// retry of that client's last write would apply again (thesis 6.3: bounded sessions trade
@@ -93,7 +94,7 @@ pub enum RestoreError {
 /// then call [`KvStore::snapshot`] on the clone on another thread.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct KvStore {
-    map: BTreeMap<Arc<[u8]>, Arc<[u8]>>,
+    map: KvMap,
     sessions: BTreeMap<u64, Session>,
     /// (last_used_index, client_id): the eviction order.
     session_lru: BTreeSet<(u64, u64)>,
@@ -142,7 +143,7 @@ impl KvStore {
     /// If `index` is not above the applied index: applying out of order is a driver bug.
     pub fn apply(&mut self, index: u64, data: &[u8]) -> ApplyResult {
         self.advance(index);
-        let command = match Command::decode(data) {
+        let command = match CommandRef::decode(data) {
             Ok(command) => command,
             Err(error) => return ApplyResult::Invalid(error),
         };
@@ -178,20 +179,18 @@ impl KvStore {
         self.applied_index = index;
     }
 
-    fn execute(&mut self, op: Op) -> Response {
+    fn execute(&mut self, op: OpRef<'_>) -> Response {
         match op {
-            Op::Put { key, value } => {
-                self.map.insert(Arc::from(key), Arc::from(value));
+            OpRef::Put { key, value } => {
+                self.map.insert(key, Arc::from(value));
                 Response::Ok
             }
-            Op::Delete { key } => {
-                self.map.remove(key.as_slice());
+            OpRef::Delete { key } => {
+                self.map.remove(key);
                 Response::Ok
             }
-            Op::Get { key } => {
-                Response::Value(self.map.get(key.as_slice()).map(|value| value.to_vec()))
-            }
-            Op::Noop => Response::Ok,
+            OpRef::Get { key } => Response::Value(self.map.get(key).map(|value| value.to_vec())),
+            OpRef::Noop => Response::Ok,
         }
     }
 
@@ -234,16 +233,14 @@ impl KvStore {
     /// Serializes the whole state (map, sessions, applied index) with a trailing CRC32.
     pub fn snapshot(&self) -> Vec<u8> {
         // Sized up front: growing a buffer of tens of megabytes by doubling copies it each time.
-        let map_bytes: usize = self
-            .map
-            .iter()
-            .map(|(k, v)| 4 + k.len() + 4 + v.len())
-            .sum();
+        // Keys in order: the same state gives the same bytes on every replica.
+        let entries = self.map.sorted();
+        let map_bytes: usize = entries.iter().map(|(k, v)| 4 + k.len() + 4 + v.len()).sum();
         let mut out = Vec::with_capacity(4 + 8 + 8 + map_bytes + 8 + 64 * self.sessions.len());
         out.extend_from_slice(&SNAPSHOT_MAGIC.to_le_bytes());
         out.extend_from_slice(&self.applied_index.to_le_bytes());
         out.extend_from_slice(&(self.map.len() as u64).to_le_bytes());
-        for (key, value) in &self.map {
+        for (key, value) in entries {
             put_field(&mut out, key);
             put_field(&mut out, value);
         }
@@ -302,17 +299,15 @@ impl KvStore {
             ..KvStore::default()
         };
         let keys = reader.u64()?;
+        let mut previous: Option<&[u8]> = None;
         for _ in 0..keys {
-            let key = reader.field()?;
-            let value = reader.field()?;
-            if store
-                .map
-                .last_key_value()
-                .is_some_and(|(last, _)| **last >= *key)
-            {
+            let key = reader.field_ref()?;
+            let value = reader.field_ref()?;
+            if previous.is_some_and(|last| last >= key) {
                 return Err(RestoreError::NotCanonical("keys not strictly increasing"));
             }
-            store.map.insert(Arc::from(key), Arc::from(value));
+            previous = Some(key);
+            store.map.insert(key, Arc::from(value));
         }
         let sessions = reader.u64()?;
         if sessions > SESSIONS_MAX as u64 {
@@ -387,6 +382,7 @@ fn put_field(out: &mut Vec<u8>, field: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::kv::{Command, Op};
 
     fn put(client_id: u64, sequence: u64, key: &str, value: &str) -> Vec<u8> {
         Command {
