@@ -38,7 +38,7 @@ mod tools;
 pub use error::StorageError;
 pub use group_commit::{AppendError, LogWriter, LogWriterOptions, Persisted, Ticket};
 pub use hard_state::HardStateStore;
-pub use io::{IoMode, BLOCK_BYTES};
+pub use io::{write_back, IoMode, BLOCK_BYTES};
 pub use record::{DecodeError, EncodeError, EncodedRecord, RecordHeader};
 pub use recovery::TornTail;
 pub use segment::{parse_segment_name, segment_file_name};

@@ -31,7 +31,7 @@ use std::path::{Path, PathBuf};
 
 use crate::core::{Index, Term};
 use crate::log::error::StorageError;
-use crate::log::io::{open_for_writes, sync_data, sync_dir, AlignedBuf, BLOCK_BYTES};
+use crate::log::io::{open_for_writes, sync_data, sync_dir, write_back, AlignedBuf, BLOCK_BYTES};
 
 /// Suffix of segment file names.
 pub const SEGMENT_SUFFIX: &str = ".seg";
@@ -179,7 +179,8 @@ pub fn install_segment(
     Ok(path)
 }
 
-/// Writes zeros over `[from, to)` of `file` (not synced).
+/// Writes zeros over `[from, to)` of `file`, written back a chunk at a time (see
+/// [`write_back`]) but not synced.
 pub fn write_zeros(file: &File, from: u64, to: u64, path: &Path) -> Result<(), StorageError> {
     let zeros = vec![0u8; ZERO_CHUNK_BYTES];
     let mut at = from;
@@ -187,6 +188,7 @@ pub fn write_zeros(file: &File, from: u64, to: u64, path: &Path) -> Result<(), S
         let n = (to - at).min(ZERO_CHUNK_BYTES as u64) as usize;
         file.write_all_at(&zeros[..n], at)
             .map_err(|e| StorageError::io("zero-filling segment", path, e))?;
+        write_back(file, at, n as u64);
         at += n as u64;
     }
     Ok(())
