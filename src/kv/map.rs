@@ -114,10 +114,8 @@ impl Default for KvMap {
 
 impl KvMap {
     fn shard_of(&self, key: &[u8]) -> usize {
-        let mut h = self.hasher.build_hasher();
-        key.hash(&mut h);
         // The shard's own table uses the low bits of the same hash; take the high ones.
-        (h.finish() >> 56) as usize % SHARDS
+        (self.hasher.hash_one(key) >> 56) as usize % SHARDS
     }
 
     /// The value of `key`.
@@ -210,7 +208,7 @@ mod tests {
             let key: Vec<u8> = (0..len)
                 .map(|j| ((x >> 40) as u8).wrapping_add(j as u8 % 3))
                 .collect();
-            if x % 5 == 0 {
+            if x.is_multiple_of(5) {
                 map.remove(&key);
                 model.remove(&key);
             } else {
