@@ -256,6 +256,49 @@ fn check_quorum_makes_an_isolated_leader_step_down() {
     ));
 }
 
+/// Snapshots the leader takes while `count` equal entries are proposed one at a time.
+fn snapshots_taken(factor: u64, count: usize) -> Vec<u64> {
+    let mut c = Cluster::new(3, move |id, voters| {
+        let mut config = Cluster::default_config(id, voters);
+        config.snapshot_threshold_entries = 1;
+        config.snapshot_log_factor = factor;
+        config
+    });
+    let leader = c.elect();
+    let mut taken = Vec::new();
+    for i in 0..count {
+        c.propose(leader, &format!("value-{i:04}"));
+        c.settle();
+        let index = c.node(leader).log().snapshot_meta().last_included_index;
+        if taken.last() != Some(&index) && index > 0 {
+            taken.push(index);
+        }
+    }
+    taken
+}
+
+#[test]
+fn the_log_factor_spaces_snapshots_by_the_size_of_the_last_one() {
+    // Each snapshot holds every value applied so far; with factor 1 the next one waits until as
+    // many bytes again are applied, so snapshots come at roughly doubling indices.
+    let by_count = snapshots_taken(0, 200);
+    let by_size = snapshots_taken(1, 200);
+    assert!(
+        by_count.len() > 150,
+        "factor 0 snapshots every entry: {by_count:?}"
+    );
+    assert!(
+        (4..=12).contains(&by_size.len()),
+        "factor 1 snapshots at growing intervals: {by_size:?}"
+    );
+    for pair in by_size.windows(3) {
+        assert!(
+            pair[2] - pair[1] >= pair[1] - pair[0],
+            "intervals grow with the state: {by_size:?}"
+        );
+    }
+}
+
 #[test]
 fn a_lagging_follower_is_caught_up_by_a_chunked_snapshot() {
     let mut c = Cluster::new(3, |id, voters| {

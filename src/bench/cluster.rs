@@ -166,6 +166,10 @@ impl Cluster {
                 "--snapshot-threshold",
                 s.snapshot_threshold.map(|v| v.to_string()),
             ),
+            (
+                "--snapshot-log-factor",
+                s.snapshot_log_factor.map(|v| v.to_string()),
+            ),
             ("--segment-bytes", s.segment_bytes.map(|v| v.to_string())),
             ("--rtt-ms", s.rtt_ms.map(|v| v.to_string())),
             ("--election-ms", s.election_ms.map(|v| v.to_string())),

@@ -18,6 +18,8 @@ pub struct NodeSettings {
     pub heartbeat_ticks: Option<u32>,
     /// Snapshot threshold in entries.
     pub snapshot_threshold: Option<u64>,
+    /// Snapshot only once the log is this many times the last snapshot (0: entries only).
+    pub snapshot_log_factor: Option<u64>,
     /// Log segment size.
     pub segment_bytes: Option<u64>,
     /// Round trip to derive timing from (heartbeat about 1 RTT, election 10 RTTs).
@@ -47,6 +49,7 @@ pub const NODE_KEYS: &[&str] = &[
     "election_ticks",
     "heartbeat_ticks",
     "snapshot_threshold",
+    "snapshot_log_factor",
     "segment_bytes",
     "rtt_ms",
     "election_ms",

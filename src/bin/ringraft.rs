@@ -128,6 +128,10 @@ struct NodeArgs {
     /// Take a snapshot every this many applied entries, 0 for never (default 100000).
     #[arg(long)]
     snapshot_threshold: Option<u64>,
+    /// Also wait until the log since the last snapshot is this many times the snapshot's size
+    /// (thesis 5.1.3), 0 to count entries only (default 4).
+    #[arg(long)]
+    snapshot_log_factor: Option<u64>,
     /// Log segment size in bytes (default 64 MiB).
     #[arg(long)]
     segment_bytes: Option<u64>,
@@ -205,6 +209,9 @@ fn node_config(
     config.snapshot_threshold_entries = args
         .snapshot_threshold
         .unwrap_or(config.snapshot_threshold_entries);
+    config.snapshot_log_factor = args
+        .snapshot_log_factor
+        .unwrap_or(config.snapshot_log_factor);
     config.segment_bytes = args.segment_bytes.unwrap_or(config.segment_bytes);
     config.raft_cpu = args.raft_cpu.or(config.raft_cpu);
     config.cluster_id = args.cluster_id.unwrap_or(config.cluster_id);

@@ -31,6 +31,11 @@ pub struct Config {
     /// Ask the state machine for a snapshot once this many applied entries follow the last
     /// snapshot; 0 turns snapshots off.
     pub snapshot_threshold_entries: u64,
+    /// And only once the entries applied since the last snapshot hold this many times its
+    /// bytes (thesis 5.1.3: snapshotting when the log outgrows the state by an expansion factor
+    /// bounds the cost of writing snapshots to 1/factor of the cost of writing the log, and the
+    /// log's disk space to about factor x the state). 0: the entry count alone decides.
+    pub snapshot_log_factor: u64,
     /// Size of one InstallSnapshot chunk.
     pub snapshot_chunk_bytes: usize,
     /// Most uncommitted entries the leader accepts before refusing proposals (backpressure).
@@ -58,6 +63,7 @@ impl Config {
             inflight_msgs_max: 64,
             inflight_bytes_max: 64 << 20,
             snapshot_threshold_entries: 100_000,
+            snapshot_log_factor: 0,
             snapshot_chunk_bytes: 256 << 10,
             uncommitted_entries_max: 256 << 10,
             seed: 0,

@@ -41,6 +41,9 @@ pub struct RawNode {
     /// The latest snapshot, served to followers behind the compacted prefix.
     snapshot: Option<Snapshot>,
     snapshot_requested: bool,
+    /// Payload bytes of the entries applied since the last snapshot (for
+    /// `Config::snapshot_log_factor`).
+    applied_bytes_since_snapshot: u64,
     /// A follower's snapshot being received in chunks: (meta, bytes so far).
     incoming_snapshot: Option<(SnapshotMeta, Vec<u8>)>,
     /// A snapshot installed from the leader, not yet handed to the driver.
@@ -116,6 +119,7 @@ impl RawNode {
             log,
             snapshot: restored.snapshot,
             snapshot_requested: false,
+            applied_bytes_since_snapshot: 0,
             incoming_snapshot: None,
             installed_snapshot: None,
             election_elapsed_ticks: 0,
@@ -262,6 +266,7 @@ impl RawNode {
             "snapshot term mismatch at {index}"
         );
         self.log.compact(index);
+        self.applied_bytes_since_snapshot = 0;
         self.snapshot = Some(snapshot);
         self.out.compact_upto = Some(index);
     }
@@ -323,10 +328,19 @@ impl RawNode {
         self.out.snapshot = self.installed_snapshot.take();
         self.out.entries = self.log.take_unwritten();
         self.out.committed_entries = self.log.take_committed(APPLY_ENTRIES_MAX);
+        self.applied_bytes_since_snapshot += self
+            .out
+            .committed_entries
+            .iter()
+            .map(|e| e.data.len() as u64)
+            .sum::<u64>();
         let threshold = self.config.snapshot_threshold_entries;
+        let snapshot_bytes = self.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
         if threshold > 0
             && !self.snapshot_requested
             && self.log.applied_index() - self.log.snapshot_meta().last_included_index >= threshold
+            && self.applied_bytes_since_snapshot
+                >= snapshot_bytes.saturating_mul(self.config.snapshot_log_factor)
         {
             self.snapshot_requested = true;
             self.out.snapshot_wanted = true;
@@ -823,6 +837,7 @@ impl RawNode {
     fn install_snapshot(&mut self, snapshot: Snapshot) {
         let meta = snapshot.meta;
         self.log.restore(meta);
+        self.applied_bytes_since_snapshot = 0;
         self.snapshot = Some(snapshot.clone());
         self.installed_snapshot = Some(snapshot);
         self.snapshot_requested = false;

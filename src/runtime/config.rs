@@ -77,6 +77,10 @@ pub struct NodeConfig {
     /// Take a snapshot after this many applied entries (0: never).
     #[serde(default = "default_snapshot_threshold")]
     pub snapshot_threshold_entries: u64,
+    /// And only once the log since the last snapshot is this many times the snapshot's size
+    /// (0: the entry count alone decides). See `core::Config::snapshot_log_factor`.
+    #[serde(default = "default_snapshot_log_factor")]
+    pub snapshot_log_factor: u64,
     /// Log segment size in bytes.
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
@@ -128,6 +132,9 @@ fn default_inflight_bytes_max() -> usize {
 }
 fn default_snapshot_threshold() -> u64 {
     100_000
+}
+fn default_snapshot_log_factor() -> u64 {
+    4
 }
 fn default_segment_bytes() -> u64 {
     64 << 20
@@ -303,6 +310,7 @@ impl NodeConfig {
         c.inflight_msgs_max = self.inflight_msgs_max;
         c.inflight_bytes_max = self.inflight_bytes_max;
         c.snapshot_threshold_entries = self.snapshot_threshold_entries;
+        c.snapshot_log_factor = self.snapshot_log_factor;
         // Seeded from wall-clock entropy: a real node wants different timeouts on every start;
         // determinism is the simulator's business.
         c.seed = std::time::SystemTime::now()
