@@ -651,10 +651,12 @@ impl Driver {
             super::trace::event("snapw_begin", index);
             let result = glommio::executor()
                 .spawn_blocking(move || {
-                    let snapshot = Snapshot {
-                        meta: pending.meta,
-                        data: Bytes::from(pending.kv.snapshot()),
-                    };
+                    let PendingSnapshot { meta, kv } = pending;
+                    let data = Bytes::from(kv.snapshot());
+                    // Let go of the clone before the (paced) write: it keeps every value
+                    // overwritten since the snapshot alive.
+                    drop(kv);
+                    let snapshot = Snapshot { meta, data };
                     file.save_taken(&snapshot).map(|_| snapshot)
                 })
                 .await;
