@@ -300,6 +300,33 @@ fn the_log_factor_spaces_snapshots_by_the_size_of_the_last_one() {
 }
 
 #[test]
+fn replicas_take_their_snapshots_at_staggered_indices() {
+    let mut c = Cluster::new(3, |id, voters| {
+        let mut config = Cluster::default_config(id, voters);
+        config.snapshot_threshold_entries = 60;
+        config
+    });
+    let leader = c.elect();
+    let mut first_snapshot = [0u64; 4];
+    for i in 0..120 {
+        c.propose(leader, &format!("value-{i}"));
+        c.settle();
+        for id in 1..=3u64 {
+            let index = c.node(id).log().snapshot_meta().last_included_index;
+            if first_snapshot[id as usize] == 0 && index > 0 {
+                first_snapshot[id as usize] = index;
+            }
+        }
+    }
+    // Thresholds 60, 70 and 80 by rank among the voters (ids 1, 2, 3).
+    let [_, one, two, three] = first_snapshot;
+    assert!(
+        (60..70).contains(&one) && (70..80).contains(&two) && three >= 80,
+        "first snapshots at {one}, {two}, {three}"
+    );
+}
+
+#[test]
 fn a_lagging_follower_is_caught_up_by_a_chunked_snapshot() {
     let mut c = Cluster::new(3, |id, voters| {
         let mut config = Cluster::default_config(id, voters);
