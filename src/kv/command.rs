@@ -75,35 +75,26 @@ pub enum DecodeError {
 impl Command {
     /// Encodes the command.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.encoded_len_bytes());
-        let tag = match self.op {
-            Op::Put { .. } => TAG_PUT,
-            Op::Delete { .. } => TAG_DELETE,
-            Op::Get { .. } => TAG_GET,
-            Op::Noop => TAG_NOOP,
-        };
-        out.push(tag);
-        out.extend_from_slice(&self.client_id.to_le_bytes());
-        out.extend_from_slice(&self.sequence.to_le_bytes());
-        match &self.op {
-            Op::Put { key, value } => {
-                put_field(&mut out, key);
-                put_field(&mut out, value);
-            }
-            Op::Delete { key } | Op::Get { key } => put_field(&mut out, key),
-            Op::Noop => {}
-        }
-        out
+        self.as_ref().encode()
     }
 
     /// The length of [`Command::encode`]'s output.
     pub fn encoded_len_bytes(&self) -> usize {
-        HEADER_BYTES
-            + match &self.op {
-                Op::Put { key, value } => 8 + key.len() + value.len(),
-                Op::Delete { key } | Op::Get { key } => 4 + key.len(),
-                Op::Noop => 0,
-            }
+        self.as_ref().encoded_len_bytes()
+    }
+
+    /// The same command, borrowing its fields.
+    pub fn as_ref(&self) -> CommandRef<'_> {
+        CommandRef {
+            client_id: self.client_id,
+            sequence: self.sequence,
+            op: match &self.op {
+                Op::Put { key, value } => OpRef::Put { key, value },
+                Op::Delete { key } => OpRef::Delete { key },
+                Op::Get { key } => OpRef::Get { key },
+                Op::Noop => OpRef::Noop,
+            },
+        }
     }
 
     /// Decodes and validates a command.
@@ -162,6 +153,40 @@ pub enum OpRef<'a> {
 }
 
 impl<'a> CommandRef<'a> {
+    /// Encodes the command (the leader encodes client requests from the request's own bytes,
+    /// with no owned copy in between).
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded_len_bytes());
+        let tag = match self.op {
+            OpRef::Put { .. } => TAG_PUT,
+            OpRef::Delete { .. } => TAG_DELETE,
+            OpRef::Get { .. } => TAG_GET,
+            OpRef::Noop => TAG_NOOP,
+        };
+        out.push(tag);
+        out.extend_from_slice(&self.client_id.to_le_bytes());
+        out.extend_from_slice(&self.sequence.to_le_bytes());
+        match self.op {
+            OpRef::Put { key, value } => {
+                put_field(&mut out, key);
+                put_field(&mut out, value);
+            }
+            OpRef::Delete { key } | OpRef::Get { key } => put_field(&mut out, key),
+            OpRef::Noop => {}
+        }
+        out
+    }
+
+    /// The length of [`CommandRef::encode`]'s output.
+    pub fn encoded_len_bytes(&self) -> usize {
+        HEADER_BYTES
+            + match self.op {
+                OpRef::Put { key, value } => 8 + key.len() + value.len(),
+                OpRef::Delete { key } | OpRef::Get { key } => 4 + key.len(),
+                OpRef::Noop => 0,
+            }
+    }
+
     /// Decodes and validates a command (the same rules as [`Command::decode`]).
     pub fn decode(bytes: &'a [u8]) -> Result<CommandRef<'a>, DecodeError> {
         let mut reader = Reader { bytes, offset: 0 };

@@ -23,7 +23,7 @@ use crate::core::{
     Entry, EntryKind, Envelope, Index, NodeId, Output, ProposeError, RawNode, Role, Snapshot,
     SnapshotMeta, Term,
 };
-use crate::kv::{ApplyResult, Command, KvStore, Op, Response};
+use crate::kv::{ApplyResult, CommandRef, KvStore, OpRef, Response};
 use crate::wire::{self, ClientError, ClientRequest, ClientResponse, NodeStats, Reply, Request};
 
 /// Events the Raft loop handles.
@@ -231,11 +231,8 @@ impl Driver {
                 key,
                 linearizable: true,
             } => return self.start_read(request_id, key, reply),
-            Request::Put { key, value } => Op::Put {
-                key: key.to_vec(),
-                value: value.to_vec(),
-            },
-            Request::Delete { key } => Op::Delete { key: key.to_vec() },
+            Request::Put { ref key, ref value } => OpRef::Put { key, value },
+            Request::Delete { ref key } => OpRef::Delete { key },
             Request::Propose { payload } => {
                 let mut data = Vec::with_capacity(payload.len() + 1);
                 data.push(RAW_PROPOSAL_TAG);
@@ -260,12 +257,13 @@ impl Driver {
                 }
             }
         }
-        let command = Command {
+        let command = CommandRef {
             client_id: request.client_id,
             sequence: request.sequence,
             op,
         };
-        self.propose_with_session(Bytes::from(command.encode()), request_id, reply, session);
+        let data = Bytes::from(command.encode());
+        self.propose_with_session(data, request_id, reply, session);
     }
 
     fn propose(&mut self, data: Bytes, request_id: u64, reply: ReplyTo) {
