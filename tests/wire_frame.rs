@@ -44,6 +44,43 @@ fn frames_fed_byte_by_byte() {
 }
 
 #[test]
+fn shared_frames_match_borrowed_ones_and_outlive_later_reads() {
+    // Bodies split off as shared bytes stay intact while the decoder reads on; a frame of the
+    // wrong type is an error naming both types.
+    let (stream, frames) = sample_stream();
+    let mut rng = SplitMix64::new(11);
+    let mut decoder = FrameDecoder::new();
+    let mut kept = Vec::new();
+    let mut at = 0;
+    while at < stream.len() {
+        let piece = (1 + rng.below(900) as usize).min(stream.len() - at);
+        decoder.extend_from_slice(&stream[at..at + piece]);
+        at += piece;
+        while let Some(&(expected, _)) = frames.get(kept.len()) {
+            match decoder.next_frame_shared(expected).expect("valid stream") {
+                Some(body) => kept.push((expected, body)),
+                None => break,
+            }
+        }
+    }
+    let kept: Vec<(FrameType, Vec<u8>)> = kept.into_iter().map(|(t, b)| (t, b.to_vec())).collect();
+    assert_eq!(kept, frames);
+
+    let mut decoder = FrameDecoder::new();
+    let mut one = Vec::new();
+    write_frame(FrameType::ClientRequest, b"x", &mut one).expect("fits");
+    decoder.extend_from_slice(&one);
+    let error = decoder
+        .next_frame_shared(FrameType::PeerMessage)
+        .expect_err("wrong type")
+        .to_string();
+    assert!(
+        error.contains("ClientRequest") || error.contains("client"),
+        "{error}"
+    );
+}
+
+#[test]
 fn frames_fed_in_random_pieces() {
     let (stream, frames) = sample_stream();
     let mut rng = SplitMix64::new(0x5EED_F4A3);

@@ -218,10 +218,11 @@ fn next_envelope(
     config: &NodeConfig,
     from: NodeId,
 ) -> Result<Option<crate::core::Envelope>, ConnError> {
-    let Some(frame) = decoder.next_frame()? else {
+    // Shared, so that the entries of an AppendEntries are slices of the frame, not copies.
+    let Some(body) = decoder.next_frame_shared(FrameType::PeerMessage)? else {
         return Ok(None);
     };
-    let message = wire::decode_peer_message(frame.body_of(FrameType::PeerMessage)?)?;
+    let message = wire::decode_peer_message_shared(&body)?;
     message.check_cluster(Some(config.cluster_id))?;
     let envelope = message.envelope;
     if envelope.from != from || envelope.to != config.id {

@@ -12,7 +12,7 @@
 //! flatbuffer whose table is named by `type`; this module does not look inside it, the typed
 //! decoders in `peer` and `client` verify it.
 
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::{DecodeError, EncodeError};
 use crate::limits::FRAME_BYTES_MAX;
@@ -218,6 +218,26 @@ impl FrameDecoder {
             frame_type,
             body: &self.buf[FRAME_HEADER_BYTES..frame_bytes],
         }))
+    }
+
+    /// The next whole frame's body if it is of type `expected`, split off the buffer as shared
+    /// bytes: a decoder may keep slices of it (the entries of an AppendEntries) without copying
+    /// each one out. The same errors as [`FrameDecoder::next_frame`] and [`Frame::body_of`].
+    pub fn next_frame_shared(&mut self, expected: FrameType) -> Result<Option<Bytes>, DecodeError> {
+        self.release();
+        let header = decode_frame(&self.buf, self.max_frame_bytes)?
+            .map(|(frame, frame_bytes)| (frame.frame_type, frame_bytes));
+        let Some((frame_type, frame_bytes)) = header else {
+            self.reserve_for_announced_frame();
+            return Ok(None);
+        };
+        let frame = self.buf.split_to(frame_bytes).freeze();
+        let body = Frame {
+            frame_type,
+            body: &frame[FRAME_HEADER_BYTES..],
+        }
+        .body_of(expected)?;
+        Ok(Some(frame.slice_ref(body)))
     }
 
     fn release(&mut self) {
