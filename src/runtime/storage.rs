@@ -15,7 +15,8 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::core::{Entry, HardState, Index, Restored, Snapshot, SnapshotMeta};
-use crate::log::{HardStateStore, Log, LogOptions, OpenReport, StorageError};
+use crate::log::record::encode_records;
+use crate::log::{HardStateStore, Log, LogOptions, OpenReport, PreparedAppend, StorageError};
 
 const SNAPSHOT_MAGIC: u32 = 0x5352_4e50; // "SRNP"
 const SNAPSHOT_HEADER_BYTES: usize = 4 + 8 + 8 + 8 + 4;
@@ -182,6 +183,62 @@ impl Storage {
             }
         }
         Ok(())
+    }
+
+    /// Prepares a group of jobs as one write for the caller to do (see
+    /// [`Log::prepare_append`]) if it is nothing but new entries continuing the log, of at most
+    /// `entry_bytes_max` bytes (counted by [`Entry::size_bytes`]), fitting in the active
+    /// segment. Otherwise returns `None` and changes nothing: use [`Storage::write`].
+    /// The jobs' entries are left in place; after [`Storage::complete_prepared`] the jobs are
+    /// done.
+    pub fn prepare_write(
+        &mut self,
+        jobs: &[WriteJob],
+        entry_bytes_max: usize,
+    ) -> Result<Option<PreparedAppend>, StorageError> {
+        let mut next = self.last_index + 1;
+        let mut bytes = 0;
+        for job in jobs {
+            let plain = job.installed_snapshot.is_none()
+                && job.hard_state.is_none()
+                && job.purge_upto.is_none();
+            if !plain || job.entries.first().is_some_and(|e| e.index != next) {
+                return Ok(None);
+            }
+            next += job.entries.len() as u64;
+            bytes += job.entries.iter().map(Entry::size_bytes).sum::<usize>();
+        }
+        if bytes == 0 || bytes > entry_bytes_max {
+            return Ok(None);
+        }
+        let entries: Vec<Entry> = jobs
+            .iter()
+            .flat_map(|j| j.entries.iter().cloned())
+            .collect();
+        let records = encode_records(&entries, self.log.options().record_bytes_max())?;
+        self.log.prepare_append(&records)
+    }
+
+    /// The bytes of the prepared write.
+    pub fn prepared_bytes(&self) -> &[u8] {
+        self.log.prepared_bytes()
+    }
+
+    /// Whether `prepared` still names the file the log writes through (see
+    /// [`Log::prepare_append`]).
+    pub fn is_current(&self, prepared: &PreparedAppend) -> bool {
+        prepared.file_generation == self.log.active_file_generation()
+    }
+
+    /// Writes a prepared group with the log's own write + fdatasync (blocking).
+    pub fn write_prepared(&mut self, prepared: &PreparedAppend) -> Result<(), StorageError> {
+        self.log.write_prepared(prepared)
+    }
+
+    /// Marks a prepared group durable: its bytes were written and synced by the caller.
+    pub fn complete_prepared(&mut self, prepared: PreparedAppend) {
+        self.last_index = prepared.last_index();
+        self.log.complete_append(prepared);
     }
 
     fn flush(&mut self, pending: &mut Vec<Entry>) -> Result<(), StorageError> {
