@@ -316,3 +316,110 @@ fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, StorageError> {
         data: Bytes::copy_from_slice(data),
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::EntryKind;
+
+    fn entries(first: Index, n: u64, term: u64) -> Vec<Entry> {
+        (first..first + n)
+            .map(|index| Entry {
+                term,
+                index,
+                kind: EntryKind::Normal,
+                data: Bytes::from(vec![index as u8; 100]),
+            })
+            .collect()
+    }
+
+    fn append(entries: Vec<Entry>) -> WriteJob {
+        WriteJob {
+            entries,
+            ..WriteJob::default()
+        }
+    }
+
+    /// Writes a prepared group as the runtime's executor does: its own O_DSYNC write.
+    fn write_as_the_executor(storage: &mut Storage, prepared: PreparedAppend) {
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        assert!(storage.is_current(&prepared));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_DSYNC)
+            .open(&prepared.path)
+            .expect("open segment");
+        file.write_all_at(storage.prepared_bytes(), prepared.offset)
+            .expect("write");
+        storage.complete_prepared(prepared);
+    }
+
+    #[test]
+    fn prepared_groups_of_appends_are_durable_and_restored() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut storage, _, _) = Storage::open(dir.path(), 1 << 20).expect("open");
+        let jobs = [append(entries(1, 3, 1)), append(entries(4, 2, 1))];
+        let prepared = storage.prepare_write(&jobs, 1 << 20).expect("prepare");
+        write_as_the_executor(&mut storage, prepared.expect("plain appends"));
+        // The blocking path continues the log the executor wrote.
+        storage
+            .write(&mut [append(entries(6, 2, 2))])
+            .expect("write");
+        let jobs = [append(entries(8, 1, 2))];
+        let prepared = storage.prepare_write(&jobs, 1 << 20).expect("prepare");
+        let prepared = prepared.expect("plain append");
+        storage
+            .write_prepared(&prepared)
+            .expect("write on the pool");
+        storage.complete_prepared(prepared);
+        drop(storage);
+        let (_, restored, report) = Storage::open(dir.path(), 1 << 20).expect("reopen");
+        assert!(report.torn_tail.is_none());
+        assert_eq!(restored.entries, {
+            let mut all = entries(1, 5, 1);
+            all.extend(entries(6, 3, 2));
+            all
+        });
+    }
+
+    #[test]
+    fn only_small_groups_of_new_appends_are_prepared() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (mut storage, _, _) = Storage::open(dir.path(), 1 << 20).expect("open");
+        storage
+            .write(&mut [append(entries(1, 3, 1))])
+            .expect("write");
+        let mut with_vote = append(entries(4, 1, 2));
+        with_vote.hard_state = Some(HardState {
+            current_term: 2,
+            voted_for: Some(1),
+        });
+        let with_purge = WriteJob {
+            purge_upto: Some(1),
+            ..append(entries(4, 1, 1))
+        };
+        let refused: [&[WriteJob]; 5] = [
+            &[with_vote],
+            &[with_purge],
+            &[append(entries(3, 2, 2))], // overwrites index 3: a truncation
+            &[append(entries(5, 1, 1))], // a gap
+            &[append(entries(4, 1, 1)), append(entries(6, 1, 1))],
+        ];
+        for jobs in refused {
+            assert!(storage
+                .prepare_write(jobs, 1 << 20)
+                .expect("prepare")
+                .is_none());
+        }
+        let big = [append(entries(4, 10, 1))];
+        assert!(storage
+            .prepare_write(&big, 1000)
+            .expect("prepare")
+            .is_none());
+        let prepared = storage.prepare_write(&big, 2000).expect("prepare");
+        write_as_the_executor(&mut storage, prepared.expect("within the bound"));
+        drop(storage);
+        let (_, restored, _) = Storage::open(dir.path(), 1 << 20).expect("reopen");
+        assert_eq!(restored.entries.len(), 13);
+    }
+}
