@@ -7,7 +7,9 @@
 Meant for one request in flight: each client request on the leader (from `cli_in` to
 `cli_out`) is one window, and every event of every node inside it is listed by its offset from
 the window's start, as percentiles over all windows. Then the durations of the disk steps per
-node: hand-off to the disk thread, write + fdatasync, and the way back.
+node: hand-off to the disk thread, write + fdatasync, and the way back. A group written on the
+executor's own ring (`blk_begin 1`) shows its encoding and copy as the hand-off and its O_DSYNC
+write as write + fdatasync; its way back is the executor resuming the disk task.
 """
 import collections
 import glob

@@ -10,17 +10,20 @@
 //! * `segment`: segment naming, creation (preallocated, zeroed), recycling of purged segments,
 //!   the record map;
 //! * `recovery`: scanning a directory, torn write versus corruption;
-//! * `segmented`: [`Log`], synchronous append / read / truncate / purge;
+//! * `segmented`: [`Log`], synchronous append / read / truncate / purge, and prepared appends
+//!   whose I/O the caller does;
 //! * `group_commit`: [`LogWriter`], a writer thread batching appends into one write + one sync;
 //! * `hard_state`: [`HardStateStore`], term and vote in two alternating CRC-checked slots;
 //! * `tools`: [`verify`] and [`dump`] for `ringraft log verify|dump`.
 //!
 //! # Correctness contract
 //!
-//! An entry is durable only once the call that appended it returned `Ok` ([`Log::append`]) or a
-//! completion says so ([`LogWriter::wait_durable`], [`LogWriter::poll_persisted`]). Nothing that
-//! depends on an entry (an AppendEntries ack, the leader counting itself in a quorum) may happen
-//! before. Likewise term and vote are durable only once [`HardStateStore::save`] returned.
+//! An entry is durable only once the call that appended it returned `Ok` ([`Log::append`]), a
+//! completion says so ([`LogWriter::wait_durable`], [`LogWriter::poll_persisted`]), or the
+//! caller that wrote a [`Log::prepare_append`] itself made it durable and completed it
+//! ([`Log::complete_append`]). Nothing that depends on an entry (an AppendEntries ack, the
+//! leader counting itself in a quorum) may happen before. Likewise term and vote are durable
+//! only once [`HardStateStore::save`] returned.
 //!
 //! [`Entry`]: crate::core::Entry
 //! [`HardState`]: crate::core::HardState
@@ -42,5 +45,7 @@ pub use io::{write_back, IoMode, BLOCK_BYTES};
 pub use record::{DecodeError, EncodeError, EncodedRecord, RecordHeader};
 pub use recovery::TornTail;
 pub use segment::{parse_segment_name, segment_file_name};
-pub use segmented::{Log, LogOptions, OpenReport, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN};
+pub use segmented::{
+    Log, LogOptions, OpenReport, PreparedAppend, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
+};
 pub use tools::{dump, verify, VerifyReport};

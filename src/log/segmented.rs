@@ -101,6 +101,29 @@ pub struct OpenReport {
     pub o_direct: bool,
 }
 
+/// A group write prepared by [`Log::prepare_append`], to be written by the caller and then
+/// handed back to [`Log::complete_append`].
+#[derive(Debug)]
+#[must_use = "a prepared append must be written and completed"]
+pub struct PreparedAppend {
+    /// The active segment's file.
+    pub path: PathBuf,
+    /// [`Log::active_file_generation`] when it was prepared.
+    pub file_generation: u64,
+    /// Where the bytes go in the file (block aligned).
+    pub offset: u64,
+    locs: Vec<RecordLoc>,
+    /// Bytes of records and padding, without the zero block of a recycled segment.
+    data_bytes: u64,
+}
+
+impl PreparedAppend {
+    /// Index of the last entry it writes.
+    pub fn last_index(&self) -> Index {
+        self.locs.last().map_or(0, RecordLoc::last_index)
+    }
+}
+
 struct Segment {
     info: SegmentInfo,
     read: File,
@@ -114,6 +137,10 @@ pub struct Log {
     segments: Vec<Segment>,
     /// Write handle on the last segment.
     active: File,
+    /// Bumped whenever `active` is replaced (see [`Log::active_file_generation`]).
+    active_generation: u64,
+    /// A prepared append is waiting for [`Log::complete_append`].
+    prepared: bool,
     o_direct: bool,
     writer: Writer,
     buf: AlignedBuf,
@@ -171,6 +198,8 @@ impl Log {
             options,
             segments,
             active,
+            active_generation: 0,
+            prepared: false,
             o_direct,
             writer,
             buf: AlignedBuf::with_capacity(1 << 20),
@@ -260,6 +289,114 @@ impl Log {
     /// and returns once they are durable: one aligned write and one fdatasync per segment they
     /// land in. This is the group-commit primitive.
     pub fn append_records(&mut self, records: &[EncodedRecord]) -> Result<(), StorageError> {
+        self.assert_nothing_prepared("append_records");
+        self.check_continues(records)?;
+        let mut next = 0;
+        while next < records.len() {
+            let Some(prepared) = self.encode_into_active(&records[next..]) else {
+                self.roll()?;
+                continue;
+            };
+            self.writer
+                .write_durable(
+                    &self.active,
+                    prepared.offset,
+                    self.buf.as_slice(),
+                    &prepared.path,
+                )
+                .map_err(|e| StorageError::io("writing records to", &prepared.path, e))?;
+            next += prepared.locs.len();
+            self.record_written(prepared);
+        }
+        Ok(())
+    }
+
+    /// Prepares `records` (continuing the log) as one group write into the active segment
+    /// without writing it, so that the caller can do the I/O where it is cheapest (the runtime
+    /// writes small groups on its own executor's ring instead of handing them to a thread).
+    /// Returns `None`, and changes nothing, if they do not all fit in the active segment: use
+    /// [`Log::append_records`], which starts a new segment.
+    ///
+    /// Until [`Log::complete_append`] is called with the result, the log must not be changed
+    /// otherwise (appending, truncating, purging panic: a broken invariant of the caller).
+    ///
+    /// # Correctness
+    ///
+    /// The caller writes exactly [`Log::prepared_bytes`] at [`PreparedAppend::offset`] of the
+    /// file named by [`PreparedAppend::path`] *while* [`Log::active_file_generation`] still
+    /// equals [`PreparedAppend::file_generation`] (a file opened earlier under that path may be
+    /// a replaced one), makes them durable (an `O_DSYNC` write or an fdatasync after it), and
+    /// only then calls [`Log::complete_append`]. Nothing may treat the records as durable
+    /// before; a failed write or sync is fatal, as everywhere in the log.
+    pub fn prepare_append(
+        &mut self,
+        records: &[EncodedRecord],
+    ) -> Result<Option<PreparedAppend>, StorageError> {
+        self.assert_nothing_prepared("prepare_append");
+        self.check_continues(records)?;
+        if records.is_empty() {
+            return Ok(None);
+        }
+        match self.encode_into_active(records) {
+            Some(prepared) if prepared.locs.len() == records.len() => {
+                self.prepared = true;
+                Ok(Some(prepared))
+            }
+            _ => {
+                self.buf.clear();
+                Ok(None)
+            }
+        }
+    }
+
+    /// The bytes of the write prepared by [`Log::prepare_append`] (block aligned, padded).
+    pub fn prepared_bytes(&self) -> &[u8] {
+        assert!(self.prepared, "prepared_bytes without a prepared append");
+        self.buf.as_slice()
+    }
+
+    /// Identifies the file the active segment is written through; it changes whenever that
+    /// file is replaced or another segment becomes active.
+    pub fn active_file_generation(&self) -> u64 {
+        self.active_generation
+    }
+
+    /// Writes the prepared bytes with the log's own write path (write + fdatasync): for a
+    /// caller that could not do the I/O itself, or whose write came back short.
+    pub fn write_prepared(&mut self, prepared: &PreparedAppend) -> Result<(), StorageError> {
+        assert!(self.prepared, "write_prepared without a prepared append");
+        assert_eq!(prepared.file_generation, self.active_generation);
+        self.writer
+            .write_durable(
+                &self.active,
+                prepared.offset,
+                self.buf.as_slice(),
+                &prepared.path,
+            )
+            .map_err(|e| StorageError::io("writing records to", &prepared.path, e))
+    }
+
+    /// Records a prepared write as done: its records are durable (see
+    /// [`Log::prepare_append`]) and the log now holds them.
+    pub fn complete_append(&mut self, prepared: PreparedAppend) {
+        assert!(self.prepared, "complete_append without a prepared append");
+        assert_eq!(
+            prepared.file_generation, self.active_generation,
+            "a prepared append completed after the active segment changed"
+        );
+        self.prepared = false;
+        self.record_written(prepared);
+    }
+
+    fn assert_nothing_prepared(&self, what: &str) {
+        assert!(
+            !self.prepared,
+            "{what} while a prepared append is not completed"
+        );
+    }
+
+    /// Checks that `records` continue the log and each fits in a segment.
+    fn check_continues(&self, records: &[EncodedRecord]) -> Result<(), StorageError> {
         let mut expected = self.last_index() + 1;
         for record in records {
             let header = record.header();
@@ -277,19 +414,12 @@ impl Log {
             }
             expected = header.last_index() + 1;
         }
-        let mut next = 0;
-        while next < records.len() {
-            let taken = self.write_into_active(&records[next..])?;
-            if taken == 0 {
-                self.roll()?;
-            }
-            next += taken;
-        }
         Ok(())
     }
 
-    /// Writes as many of `records` as fit in the active segment with one write + fdatasync.
-    fn write_into_active(&mut self, records: &[EncodedRecord]) -> Result<usize, StorageError> {
+    /// Encodes as many of `records` as fit in the active segment into `buf`, as one group
+    /// write; `None` if not even the first fits.
+    fn encode_into_active(&mut self, records: &[EncodedRecord]) -> Option<PreparedAppend> {
         let last = self.segments.len() - 1;
         let start = self.segments[last].info.write_offset;
         let capacity = self.segments[last].info.file_bytes;
@@ -311,23 +441,31 @@ impl Log {
             self.buf.extend_from_slice(bytes);
         }
         if locs.is_empty() {
-            return Ok(0);
+            return None;
         }
         self.buf.pad_to_block();
         let data_bytes = self.buf.len() as u64;
-        let info = &mut self.segments[last].info;
+        let info = &self.segments[last].info;
         if info.recycled && start + data_bytes + BLOCK_BYTES as u64 <= capacity {
             // Stale bytes follow in a recycled segment: end the data with a zero block, which
             // the next group write overwrites (see `segment`).
             self.buf.extend_from_slice(&[0u8; BLOCK_BYTES]);
         }
-        self.writer
-            .write_durable(&self.active, start, self.buf.as_slice(), &info.path)
-            .map_err(|e| StorageError::io("writing records to", &info.path, e))?;
-        info.write_offset = start + data_bytes;
-        let taken = locs.len();
-        info.records.extend(locs);
-        Ok(taken)
+        Some(PreparedAppend {
+            path: info.path.clone(),
+            file_generation: self.active_generation,
+            offset: start,
+            locs,
+            data_bytes,
+        })
+    }
+
+    /// Adds a durable group write to the active segment's record map.
+    fn record_written(&mut self, prepared: PreparedAppend) {
+        let info = &mut self.segments.last_mut().expect("never empty").info;
+        debug_assert_eq!(info.write_offset, prepared.offset);
+        info.write_offset = prepared.offset + prepared.data_bytes;
+        info.records.extend(prepared.locs);
     }
 
     /// Starts a new segment at the next index. The previous one is already durable.
@@ -403,6 +541,7 @@ impl Log {
         let (active, o_direct) = open_for_writes(&info.path)
             .map_err(|e| StorageError::io("opening segment for writes", &info.path, e))?;
         self.active = active;
+        self.active_generation += 1;
         self.o_direct = o_direct;
         self.segments.push(Segment { info, read });
         Ok(())
@@ -453,6 +592,7 @@ impl Log {
     /// Deletes entries `from..` (a conflicting suffix). Durable when it returns. Truncating at
     /// or past the end is a no-op; truncating below `first_index()` is an error.
     pub fn truncate_suffix(&mut self, from: Index) -> Result<(), StorageError> {
+        self.assert_nothing_prepared("truncate_suffix");
         let next = self.last_index() + 1;
         if from >= next {
             return Ok(());
@@ -484,6 +624,7 @@ impl Log {
             let (active, o_direct) = open_for_writes(&path)
                 .map_err(|e| StorageError::io("opening segment for writes", &path, e))?;
             self.active = active;
+            self.active_generation += 1;
             self.o_direct = o_direct;
         }
         Ok(())
@@ -545,6 +686,7 @@ impl Log {
     /// A crash during a purge past the end can leave an empty log starting at 1: the runtime,
     /// which owns the snapshot, calls `purge_prefix(snapshot_index)` again after every open.
     pub fn purge_prefix(&mut self, upto: Index) -> Result<(), StorageError> {
+        self.assert_nothing_prepared("purge_prefix");
         if upto < self.first_index() {
             return Ok(());
         }
