@@ -350,7 +350,7 @@ fn differences(config: &BenchConfig) -> Vec<String> {
     let mut d = vec![
         "Both clusters run on this one machine, on loopback, with data on the same disk; the load generator shares the machine's cores with them.".to_string(),
         "Wire protocols differ: ringraft speaks flatbuffers frames over TCP; etcd speaks gRPC (HTTP/2, protobuf). Each is driven by its own client library (ringraft::client; the etcd-client crate).".to_string(),
-        "Durability: ringraft makes each group of entries durable with one fdatasync (O_DIRECT where the filesystem allows); etcd fdatasyncs its WAL per Raft ready batch and commits its bbolt backend periodically.".to_string(),
+        "Durability: ringraft makes each group of entries durable with one O_DIRECT write and fdatasync, or for a small group (up to 64 KiB) one O_DIRECT | O_DSYNC write; etcd fdatasyncs its WAL per Raft ready batch and commits its bbolt backend periodically.".to_string(),
     ];
     if config.targets.iter().any(|t| t == "etcd") {
         d.push(
