@@ -114,8 +114,10 @@ impl Default for KvMap {
 
 impl KvMap {
     fn shard_of(&self, key: &[u8]) -> usize {
-        // The shard's own table uses the low bits of the same hash; take the high ones.
-        (self.hasher.hash_one(key) >> 56) as usize % SHARDS
+        // The shard's own table hashes with the same hasher and uses the low bits (bucket) and
+        // the top 7 (the tag its SIMD probe filters on); take bits 40-47, used by neither. Taking
+        // the top byte made every key of a shard share one tag, so each probe compared keys.
+        (self.hasher.hash_one(key) >> 40) as usize % SHARDS
     }
 
     /// The value of `key`.
