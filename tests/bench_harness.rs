@@ -45,6 +45,14 @@ fn bench_runs_a_tiny_config_and_writes_every_report_file() {
         run["errors"]
     );
     assert!(!report["machine"]["cpu_model"].as_str().unwrap().is_empty());
+    // The data disk was probed before the run, and the report says what it found.
+    assert!(
+        report["machine"]["disk"]["syncs_per_s"].as_f64().unwrap() > 0.0,
+        "no disk probe: {}",
+        report["machine"]
+    );
+    let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
+    assert!(md.contains("- disk: 64 KiB write + fdatasync"), "{md}");
     let svg = std::fs::read_to_string(dir.join("latency.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
     // Teardown left no data behind and the ports are free again.

@@ -4,6 +4,7 @@
 
 pub mod cluster;
 pub mod config;
+pub mod disk;
 pub mod drill;
 pub mod etcd;
 pub mod report;
@@ -77,6 +78,7 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
         config.nodes,
         config.targets
     );
+    eprintln!("disk: {}", machine.describe_disk());
     for repeat in 0..options.repeat.max(1) {
         for target in &config.targets {
             let results = match target.as_str() {

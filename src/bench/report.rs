@@ -24,6 +24,12 @@ pub struct Machine {
     pub filesystem: String,
     /// Memory in GiB.
     pub memory_gib: f64,
+    /// The data disk's fdatasync behaviour measured just before the run (None: the probe
+    /// failed, and why is in `disk_probe_error`).
+    pub disk: Option<super::disk::DiskProbe>,
+    /// Why the disk probe failed, if it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk_probe_error: Option<String>,
 }
 
 impl Machine {
@@ -47,12 +53,28 @@ impl Machine {
             .find_map(|l| l.strip_prefix("MemTotal:"))
             .and_then(|l| l.trim().trim_end_matches(" kB").trim().parse().ok())
             .unwrap_or(0.0);
+        let (disk, disk_probe_error) =
+            match super::disk::probe(data_dir, std::time::Duration::from_secs(1)) {
+                Ok(probe) => (Some(probe), None),
+                Err(e) => (None, Some(e)),
+            };
         Machine {
             cpu_model,
             cores,
             kernel,
             filesystem: filesystem_of(data_dir),
             memory_gib: mem_kib / (1 << 20) as f64,
+            disk,
+            disk_probe_error,
+        }
+    }
+
+    /// The disk line of a report.
+    pub fn describe_disk(&self) -> String {
+        match (&self.disk, &self.disk_probe_error) {
+            (Some(probe), _) => probe.describe(),
+            (None, Some(e)) => e.clone(),
+            (None, None) => "disk not probed".to_string(),
         }
     }
 }
@@ -243,8 +265,13 @@ impl BenchReport {
         let m = &self.machine;
         let _ = writeln!(
             md,
-            "## Machine\n\n- CPU: {} ({} cores), {:.1} GiB\n- kernel {}, data on {}",
-            m.cpu_model, m.cores, m.memory_gib, m.kernel, m.filesystem
+            "## Machine\n\n- CPU: {} ({} cores), {:.1} GiB\n- kernel {}, data on {}\n- disk: {}",
+            m.cpu_model,
+            m.cores,
+            m.memory_gib,
+            m.kernel,
+            m.filesystem,
+            m.describe_disk()
         );
         for (what, version) in &self.versions {
             let _ = writeln!(md, "- {what}: {version}");

@@ -353,11 +353,12 @@ impl TuneReport {
         let m = &self.machine;
         let _ = writeln!(
             md,
-            "- machine: {} ({} cores), kernel {}, data on {}\n- command: `ringraft tune {}{}{}`\n\n```text\n{table}```\n\nAll numbers: `tune.json`; chart: `tune.svg`.",
+            "- machine: {} ({} cores), kernel {}, data on {}\n- disk: {}\n- command: `ringraft tune {}{}{}`\n\n```text\n{table}```\n\nAll numbers: `tune.json`; chart: `tune.svg`.",
             m.cpu_model,
             m.cores,
             m.kernel,
             m.filesystem,
+            m.describe_disk(),
             self.config,
             self.sweeps
                 .iter()
