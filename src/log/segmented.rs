@@ -297,14 +297,7 @@ impl Log {
                 self.roll()?;
                 continue;
             };
-            self.writer
-                .write_durable(
-                    &self.active,
-                    prepared.offset,
-                    self.buf.as_slice(),
-                    &prepared.path,
-                )
-                .map_err(|e| StorageError::io("writing records to", &prepared.path, e))?;
+            self.write_buffer(&prepared)?;
             next += prepared.locs.len();
             self.record_written(prepared);
         }
@@ -366,6 +359,12 @@ impl Log {
     pub fn write_prepared(&mut self, prepared: &PreparedAppend) -> Result<(), StorageError> {
         assert!(self.prepared, "write_prepared without a prepared append");
         assert_eq!(prepared.file_generation, self.active_generation);
+        self.write_buffer(prepared)
+    }
+
+    /// Writes the encoded group in `buf` where `prepared` says, durably, through the log's own
+    /// writer.
+    fn write_buffer(&mut self, prepared: &PreparedAppend) -> Result<(), StorageError> {
         self.writer
             .write_durable(
                 &self.active,

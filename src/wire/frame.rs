@@ -206,11 +206,7 @@ impl FrameDecoder {
 
     /// The next whole frame, `Ok(None)` if more bytes are needed, or why the stream is bad.
     pub fn next_frame(&mut self) -> Result<Option<Frame<'_>>, DecodeError> {
-        self.release();
-        let header = decode_frame(&self.buf, self.max_frame_bytes)?
-            .map(|(frame, frame_bytes)| (frame.frame_type, frame_bytes));
-        let Some((frame_type, frame_bytes)) = header else {
-            self.reserve_for_announced_frame();
+        let Some((frame_type, frame_bytes)) = self.next_header()? else {
             return Ok(None);
         };
         self.returned_bytes = frame_bytes;
@@ -224,11 +220,7 @@ impl FrameDecoder {
     /// bytes: a decoder may keep slices of it (the entries of an AppendEntries) without copying
     /// each one out. The same errors as [`FrameDecoder::next_frame`] and [`Frame::body_of`].
     pub fn next_frame_shared(&mut self, expected: FrameType) -> Result<Option<Bytes>, DecodeError> {
-        self.release();
-        let header = decode_frame(&self.buf, self.max_frame_bytes)?
-            .map(|(frame, frame_bytes)| (frame.frame_type, frame_bytes));
-        let Some((frame_type, frame_bytes)) = header else {
-            self.reserve_for_announced_frame();
+        let Some((frame_type, frame_bytes)) = self.next_header()? else {
             return Ok(None);
         };
         let frame = self.buf.split_to(frame_bytes).freeze();
@@ -238,6 +230,18 @@ impl FrameDecoder {
         }
         .body_of(expected)?;
         Ok(Some(frame.slice_ref(body)))
+    }
+
+    /// Type and total length of the next whole frame, after dropping the last returned one;
+    /// `None` (and room reserved for the announced frame) if it is not all in yet.
+    fn next_header(&mut self) -> Result<Option<(FrameType, usize)>, DecodeError> {
+        self.release();
+        let header = decode_frame(&self.buf, self.max_frame_bytes)?
+            .map(|(frame, frame_bytes)| (frame.frame_type, frame_bytes));
+        if header.is_none() {
+            self.reserve_for_announced_frame();
+        }
+        Ok(header)
     }
 
     fn release(&mut self) {
