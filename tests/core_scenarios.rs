@@ -258,10 +258,15 @@ fn check_quorum_makes_an_isolated_leader_step_down() {
 
 /// Snapshots the leader takes while `count` equal entries are proposed one at a time.
 fn snapshots_taken(factor: u64, count: usize) -> Vec<u64> {
+    snapshots_taken_capped(factor, u64::MAX, count)
+}
+
+fn snapshots_taken_capped(factor: u64, bytes_max: u64, count: usize) -> Vec<u64> {
     let mut c = Cluster::new(3, move |id, voters| {
         let mut config = Cluster::default_config(id, voters);
         config.snapshot_threshold_entries = 1;
         config.snapshot_log_factor = factor;
+        config.snapshot_log_bytes_max = bytes_max;
         config
     });
     let leader = c.elect();
@@ -296,6 +301,19 @@ fn the_log_factor_spaces_snapshots_by_the_size_of_the_last_one() {
             pair[2] - pair[1] >= pair[1] - pair[0],
             "intervals grow with the state: {by_size:?}"
         );
+    }
+}
+
+#[test]
+fn the_log_bytes_cap_bounds_what_the_factor_lets_grow() {
+    // With a huge factor only the first snapshot is ever due; a cap of 300 payload bytes (about
+    // 30 entries of "value-0000") still takes one every few dozen entries.
+    let uncapped = snapshots_taken_capped(1000, u64::MAX, 200);
+    let capped = snapshots_taken_capped(1000, 300, 200);
+    assert_eq!(uncapped.len(), 1, "{uncapped:?}");
+    assert!(capped.len() >= 4, "{capped:?}");
+    for pair in capped.windows(2) {
+        assert!(pair[1] - pair[0] <= 60, "gap over the cap: {capped:?}");
     }
 }
 

@@ -36,6 +36,10 @@ pub struct Config {
     /// bounds the cost of writing snapshots to 1/factor of the cost of writing the log, and the
     /// log's disk space to about factor x the state). 0: the entry count alone decides.
     pub snapshot_log_factor: u64,
+    /// But never let the log since the last snapshot hold more than this many payload bytes:
+    /// the entries stay in memory until a snapshot covers them, so without a cap a large state
+    /// times the factor would be memory the node does not have.
+    pub snapshot_log_bytes_max: u64,
     /// Size of one InstallSnapshot chunk.
     pub snapshot_chunk_bytes: usize,
     /// Most uncommitted entries the leader accepts before refusing proposals (backpressure).
@@ -64,6 +68,7 @@ impl Config {
             inflight_bytes_max: 64 << 20,
             snapshot_threshold_entries: 100_000,
             snapshot_log_factor: 0,
+            snapshot_log_bytes_max: 1 << 30,
             snapshot_chunk_bytes: 256 << 10,
             uncommitted_entries_max: 256 << 10,
             seed: 0,

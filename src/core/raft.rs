@@ -345,7 +345,8 @@ impl RawNode {
     }
 
     /// Whether enough has been applied since the last snapshot to take the next one: the entry
-    /// threshold, and the log factor times the last snapshot's bytes. Both are stretched by
+    /// threshold, and the log factor times the last snapshot's bytes (at most
+    /// `snapshot_log_bytes_max`). All are stretched by
     /// 1/(2 x voters) per rank of this node among the voters (x1, x1.17, x1.33 with three), so
     /// that replicas applying the same log do not all serialize and write a snapshot at the
     /// same moment on a shared disk or while the leader waits for a quorum of them.
@@ -360,9 +361,10 @@ impl RawNode {
         let stretch = |n: u64| n.saturating_add(n.saturating_mul(rank) / (2 * voters));
         let entries = self.log.applied_index() - self.log.snapshot_meta().last_included_index;
         let snapshot_bytes = self.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
+        let bytes_due = stretch(snapshot_bytes.saturating_mul(self.config.snapshot_log_factor))
+            .min(stretch(self.config.snapshot_log_bytes_max));
         entries >= stretch(self.config.snapshot_threshold_entries)
-            && self.applied_bytes_since_snapshot
-                >= stretch(snapshot_bytes.saturating_mul(self.config.snapshot_log_factor))
+            && self.applied_bytes_since_snapshot >= bytes_due
     }
 
     /// Sends a message: at once, or after the pending write when it depends on durable state.

@@ -81,6 +81,10 @@ pub struct NodeConfig {
     /// (0: the entry count alone decides). See `core::Config::snapshot_log_factor`.
     #[serde(default = "default_snapshot_log_factor")]
     pub snapshot_log_factor: u64,
+    /// But snapshot at the latest once the log since the last one holds this many bytes (its
+    /// entries are held in memory until then).
+    #[serde(default = "default_snapshot_log_bytes_max")]
+    pub snapshot_log_bytes_max: u64,
     /// Log segment size in bytes.
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
@@ -135,6 +139,9 @@ fn default_snapshot_threshold() -> u64 {
 }
 fn default_snapshot_log_factor() -> u64 {
     4
+}
+fn default_snapshot_log_bytes_max() -> u64 {
+    1 << 30
 }
 fn default_segment_bytes() -> u64 {
     64 << 20
@@ -311,6 +318,7 @@ impl NodeConfig {
         c.inflight_bytes_max = self.inflight_bytes_max;
         c.snapshot_threshold_entries = self.snapshot_threshold_entries;
         c.snapshot_log_factor = self.snapshot_log_factor;
+        c.snapshot_log_bytes_max = self.snapshot_log_bytes_max;
         // Seeded from wall-clock entropy: a real node wants different timeouts on every start;
         // determinism is the simulator's business.
         c.seed = std::time::SystemTime::now()
