@@ -6,37 +6,12 @@
 use std::fs::{self, OpenOptions};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 
-use bytes::Bytes;
-use ringraft::core::{Entry, EntryKind};
+use ringraft::core::Entry;
 use ringraft::log::record::{encode_records, RECORD_BYTES_MAX};
-use ringraft::log::{segment_file_name, Log, LogOptions, PreparedAppend};
+use ringraft::log::{segment_file_name, Log, PreparedAppend};
 
-fn options(segment_bytes: u64) -> LogOptions {
-    LogOptions {
-        segment_bytes,
-        prepare_spare: false,
-        ..LogOptions::default()
-    }
-}
-
-fn batch(first: u64, n: usize, term: u64, payload_bytes: usize) -> Vec<Entry> {
-    (0..n)
-        .map(|i| {
-            let index = first + i as u64;
-            Entry {
-                term,
-                index,
-                kind: EntryKind::Normal,
-                data: Bytes::from(vec![(index % 251) as u8; payload_bytes]),
-            }
-        })
-        .collect()
-}
-
-fn read_all(log: &Log) -> Vec<Entry> {
-    log.read(log.first_index(), log.last_index() + 1, usize::MAX)
-        .expect("read")
-}
+mod log_common;
+use log_common::{batch, options, read_all};
 
 /// Prepares `entries`; `None` if they do not fit in the active segment.
 fn prepare(log: &mut Log, entries: &[Entry]) -> Option<PreparedAppend> {

@@ -4,43 +4,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use bytes::Bytes;
-use ringraft::core::{Entry, EntryKind};
+use ringraft::core::Entry;
 use ringraft::log::record::check_record;
-use ringraft::log::{segment_file_name, Log, LogOptions, StorageError};
+use ringraft::log::{segment_file_name, Log, StorageError};
 
-/// No spare segment thread: these tests reopen the log hundreds of times, and spares are
-/// covered by the model test.
-fn options(segment_bytes: u64) -> LogOptions {
-    LogOptions {
-        segment_bytes,
-        prepare_spare: false,
-        ..LogOptions::default()
-    }
-}
-
-fn batch(first: u64, n: usize, term: u64, payload_bytes: usize) -> Vec<Entry> {
-    (0..n)
-        .map(|i| {
-            let index = first + i as u64;
-            Entry {
-                term,
-                index,
-                kind: if index.is_multiple_of(5) {
-                    EntryKind::Noop
-                } else {
-                    EntryKind::Normal
-                },
-                data: Bytes::from(vec![(index % 251) as u8; payload_bytes]),
-            }
-        })
-        .collect()
-}
-
-fn read_all(log: &Log) -> Vec<Entry> {
-    log.read(log.first_index(), log.last_index() + 1, usize::MAX)
-        .expect("read")
-}
+mod log_common;
+use log_common::{batch, options, read_all};
 
 /// Builds a log of `batches` appends of 3 entries each in one 64 KiB segment; returns the
 /// expected entries and the path of the segment.
