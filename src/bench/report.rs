@@ -53,11 +53,14 @@ impl Machine {
             .find_map(|l| l.strip_prefix("MemTotal:"))
             .and_then(|l| l.trim().trim_end_matches(" kB").trim().parse().ok())
             .unwrap_or(0.0);
-        let (disk, disk_probe_error) =
-            match super::disk::probe(data_dir, std::time::Duration::from_secs(1)) {
-                Ok(probe) => (Some(probe), None),
-                Err(e) => (None, Some(e)),
-            };
+        let (disk, disk_probe_error) = match super::disk::probe(
+            data_dir,
+            super::disk::WRITE_BYTES,
+            std::time::Duration::from_secs(1),
+        ) {
+            Ok(probe) => (Some(probe), None),
+            Err(e) => (None, Some(e)),
+        };
         Machine {
             cpu_model,
             cores,

@@ -1,4 +1,4 @@
-//! The `ringraft` command line: node, bench, load, sim, log.
+//! The `ringraft` command line: node, bench, tune, load, sim, log, disk-probe.
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -52,6 +52,20 @@ enum Cli {
     /// Inspect a node's log directory offline.
     #[command(subcommand)]
     Log(LogCmd),
+    /// Time small writes, each followed by fdatasync, in a directory (the probe `bench` runs
+    /// before every run): syncs/s, p50/p99/max and writes slower than 8 ms. On a shared VM the
+    /// answer changes over the day; run it next to a benchmark to know which disk you measured.
+    DiskProbe {
+        /// Directory to probe (a scratch file is written there and deleted).
+        #[arg(default_value = "results")]
+        dir: PathBuf,
+        /// Bytes per write (1 to 16 MiB).
+        #[arg(long, default_value_t = ringraft::bench::disk::WRITE_BYTES)]
+        bytes: usize,
+        /// How long to probe, in seconds.
+        #[arg(long, default_value_t = 4.0)]
+        seconds: f64,
+    },
 }
 
 /// `ringraft log ...`
@@ -514,6 +528,34 @@ fn run_load(args: LoadArgs) -> ExitCode {
 fn main() -> ExitCode {
     match Cli::parse() {
         Cli::Log(cmd) => run_log(cmd),
+        Cli::DiskProbe {
+            dir,
+            bytes,
+            seconds,
+        } => {
+            let probed = std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))
+                .and_then(|()| {
+                    let duration = std::time::Duration::try_from_secs_f64(seconds)
+                        .map_err(|e| format!("--seconds {seconds}: {e}"))?;
+                    ringraft::bench::disk::probe(&dir, bytes, duration)
+                });
+            match probed {
+                Ok(p) => {
+                    println!(
+                        "{} B write + fdatasync in {}: {}",
+                        bytes,
+                        dir.display(),
+                        p.figures()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("ringraft disk-probe: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Cli::Node(args) => run_node(*args),
         Cli::Bench(args) => run_bench(args),
         Cli::Tune(args) => run_tune(args),
