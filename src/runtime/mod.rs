@@ -368,6 +368,9 @@ impl DirectLog {
                     storage.is_current(&prepared),
                     "the log changed under a write"
                 );
+                // glommio writes only from its own DMA buffers, so the encoded group (at most
+                // DIRECT_WRITE_BYTES_MAX) is copied once more here; encoding straight into one
+                // would need the log to lend out a buffer it does not own.
                 let bytes = storage.prepared_bytes();
                 let mut buf = file.alloc_dma_buffer(bytes.len());
                 buf.as_bytes_mut().copy_from_slice(bytes);
