@@ -168,15 +168,21 @@ impl Driver {
     /// Runs until shutdown: handle a burst of events, then act on the core's output.
     pub async fn run(mut self, inbox: LocalReceiver<Event>) {
         while let Some(event) = inbox.recv().await {
+            super::trace::event("loop_begin", 0);
             self.handle(event).await;
+            let mut handled = 1;
             for _ in 0..EVENTS_PER_OUTPUT_MAX {
                 match poll_once(inbox.recv()).await {
                     Some(Some(event)) => self.handle(event).await,
                     _ => break,
                 }
+                handled += 1;
             }
+            super::trace::event("loop_handled", handled);
             let output = self.node.take_output();
+            let committed = output.committed_entries.len() as u64;
             self.process(output).await;
+            super::trace::event("loop_processed", committed);
             if self.shutting_down && self.disk_in_flight.is_empty() {
                 return;
             }
