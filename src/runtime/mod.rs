@@ -48,11 +48,12 @@ const DISK_JOBS_MAX: usize = 1024;
 const DISK_GROUP_JOBS_MAX: usize = 1024;
 /// Largest group (entry bytes, as [`crate::core::Entry::size_bytes`] counts them) written on the
 /// Raft executor itself rather than on the blocking pool (see `disk_task`). Measured on
-/// `3node-1kb` (2-vCPU VM, another process using one CPU): 0 (all on the pool) 26.5k and 30.3k
-/// writes/s, 16 KiB 32.2k and 27.5k, 64 KiB 28.7k and 30.5k, everything 28.9k and 33.0k: no
-/// throughput cost visible in the noise; the bound keeps megabyte groups' encoding and CRC off
-/// the Raft loop.
-const DIRECT_WRITE_BYTES_MAX: usize = 64 << 10;
+/// `3node-1kb` (2-vCPU VM, six interleaved pairs, 2026-11-24): 64 KiB 53.6k writes/s on average,
+/// 1 MiB 60.1k, higher in every pair: at 8 x 32 in flight a follower's groups are ~100 KiB, and
+/// each hand-off to a pool thread and back waited for a CPU behind the other nodes. Above 1 MiB
+/// (a follower catching up) the encoding and CRC would hold the Raft loop for over a
+/// millisecond, so those still go to the pool.
+const DIRECT_WRITE_BYTES_MAX: usize = 1 << 20;
 
 /// Why a node could not run.
 #[derive(Debug, thiserror::Error)]
