@@ -1,7 +1,6 @@
 //! The key-value map, the client session table and the snapshot format.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 
 use super::command::{CommandRef, DecodeError, OpRef, Reader};
 use super::map::KvMap;
@@ -182,7 +181,7 @@ impl KvStore {
     fn execute(&mut self, op: OpRef<'_>) -> Response {
         match op {
             OpRef::Put { key, value } => {
-                self.map.insert(key, Arc::from(value));
+                self.map.insert(key, value);
                 Response::Ok
             }
             OpRef::Delete { key } => {
@@ -307,7 +306,7 @@ impl KvStore {
                 return Err(RestoreError::NotCanonical("keys not strictly increasing"));
             }
             previous = Some(key);
-            store.map.insert(key, Arc::from(value));
+            store.map.insert(key, value);
         }
         let sessions = reader.u64()?;
         if sessions > SESSIONS_MAX as u64 {
