@@ -200,6 +200,7 @@ async fn inbound(
     }
     loop {
         while let Some(envelope) = next_envelope(&mut decoder, config, handshake.node_id)? {
+            super::trace::event("peer_in", 0);
             if inbox.send(Event::Peer(envelope)).await.is_err() {
                 return Ok(()); // Shutting down.
             }
