@@ -19,6 +19,11 @@ that happen in order:
            loop busy              share of wall time the Raft loop spent handling events and
                                   processing output (loop_begin .. loop_processed)
 
+Then one index followed across nodes (every 53rd proposal), from the `ae_out` / `ae_in` /
+`ack_out` / `ack_in` / `apply` events: the leader hands the AppendEntries to its peer sender,
+the first follower takes it, each follower answers once it is durable, the leader takes the
+first answer, applies, replies. Node clocks are the same monotonic clock (one machine).
+
 Percentiles are in microseconds.
 """
 import bisect
@@ -30,6 +35,7 @@ import sys
 PEER_KINDS = {
     "AppendEntries", "AppendEntriesResponse", "PreVote", "PreVoteResponse", "RequestVote",
     "RequestVoteResponse", "InstallSnapshot", "InstallSnapshotResponse", "TimeoutNow",
+    "Heartbeat", "HeartbeatResponse", "ReadIndexRequest", "ReadIndexResponse",
 }
 
 
@@ -117,6 +123,60 @@ def node_steps(events):
     return steps, (100.0 * busy / span if span else 0.0)
 
 
+def monotone(pairs):
+    """(value, time) pairs -> the times at which the value first reached each new maximum."""
+    values, times, top = [], [], -1
+    for value, t in pairs:
+        if value > top:
+            top = value
+            values.append(value)
+            times.append(t)
+    return values, times
+
+
+def first_reaching(series, index):
+    values, times = series
+    k = bisect.bisect_left(values, index)
+    return times[k] if k < len(values) else None
+
+
+def follow_indexes(by_node, leader):
+    def series(events, label):
+        return monotone([(v, t) for t, l, v in events if l == label])
+
+    lead = by_node[leader]
+    followers = [n for n in by_node if n != leader]
+    proposed = {v: t for t, l, v in lead if l == "propose"}
+    replied = {v: t for t, l, v in lead if l == "reply"}
+    ae_out, ack_in, apply = (series(lead, x) for x in ("ae_out", "ack_in", "apply"))
+    ae_in = [series(by_node[n], "ae_in") for n in followers]
+    ack_out = [series(by_node[n], "ack_out") for n in followers]
+    steps = collections.OrderedDict((name, []) for name in (
+        "propose -> ae_out", "ae_out -> ae_in (first)", "ae_in -> ack_out (faster)",
+        "ae_in -> ack_out (slower)", "first ack_out -> ack_in", "ack_in -> apply",
+        "apply -> reply", "propose -> reply"))
+    for index in sorted(proposed)[::53]:
+        if index not in replied:
+            continue
+        sent = first_reaching(ae_out, index)
+        ins = [first_reaching(s, index) for s in ae_in]
+        outs = [first_reaching(s, index) for s in ack_out]
+        acked = first_reaching(ack_in, index)
+        applied = first_reaching(apply, index)
+        if None in (sent, acked, applied) or None in ins or None in outs:
+            continue
+        durable = [o - i for o, i in zip(outs, ins)]
+        steps["propose -> ae_out"].append(sent - proposed[index])
+        steps["ae_out -> ae_in (first)"].append(min(ins) - sent)
+        steps["ae_in -> ack_out (faster)"].append(min(durable))
+        steps["ae_in -> ack_out (slower)"].append(max(durable))
+        steps["first ack_out -> ack_in"].append(acked - min(outs))
+        steps["ack_in -> apply"].append(applied - acked)
+        steps["apply -> reply"].append(replied[index] - applied)
+        steps["propose -> reply"].append(replied[index] - proposed[index])
+    return list(steps.items())
+
+
 def main():
     if len(sys.argv) != 2:
         sys.exit(__doc__)
@@ -124,13 +184,20 @@ def main():
     if not paths:
         sys.exit(f"no node*.log in {sys.argv[1]}: run the bench with RINGRAFT_TRACE=1")
     print(f"  {'step':28s} {'p50':>7} {'p90':>7} {'p99':>7}   (us)")
+    by_node, leader = {}, None
     for path in paths:
         events = load(path)
-        is_leader = any(label == "propose" for _, label, _ in events)
         name = os.path.basename(path)[: -len(".log")]
+        by_node[name] = events
+        is_leader = any(label == "propose" for _, label, _ in events)
+        leader = name if is_leader else leader
         steps, busy = node_steps(events)
         print(f"{name} ({'leader' if is_leader else 'follower'}), Raft loop busy {busy:.0f}%")
         for step, values in (leader_steps(events) if is_leader else []) + steps:
+            print(row(step, values))
+    if leader is not None and len(by_node) > 1:
+        print("one index across nodes")
+        for step, values in follow_indexes(by_node, leader):
             print(row(step, values))
 
 

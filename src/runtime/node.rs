@@ -20,8 +20,8 @@ use super::server::ReplyTo;
 use super::stats::Counters;
 use super::storage::{SnapshotFile, WriteJob};
 use crate::core::{
-    Entry, EntryKind, Envelope, Index, NodeId, Output, ProposeError, RawNode, Role, Snapshot,
-    SnapshotMeta, Term,
+    Entry, EntryKind, Envelope, Index, Message, NodeId, Output, ProposeError, RawNode, Role,
+    Snapshot, SnapshotMeta, Term,
 };
 use crate::kv::{ApplyResult, CommandRef, KvStore, OpRef, Response};
 use crate::wire::{self, ClientError, ClientRequest, ClientResponse, NodeStats, Reply, Request};
@@ -197,6 +197,7 @@ impl Driver {
             }
             Event::Peer(envelope) => {
                 super::trace::event(envelope.message.kind_name(), 0);
+                trace_replication("in", &envelope.message);
                 self.node.step(envelope)
             }
             Event::Client(request, reply) => self.handle_client(request, reply),
@@ -449,6 +450,9 @@ impl Driver {
             }
             Counters::add(&self.counters.snapshots, 1);
         }
+        if let Some(last) = output.committed_entries.last() {
+            super::trace::event("apply", last.index);
+        }
         for entry in std::mem::take(&mut output.committed_entries) {
             self.apply(entry);
         }
@@ -495,6 +499,7 @@ impl Driver {
         let Some(queue) = self.peers.get(&envelope.to) else {
             return;
         };
+        trace_replication("out", &envelope.message);
         let mut frame = Vec::new();
         if let Err(e) = wire::encode_peer_frame(
             &envelope,
@@ -691,5 +696,34 @@ fn error(request_id: u64, e: ClientError) -> ClientResponse {
     ClientResponse {
         request_id,
         result: Err(e),
+    }
+}
+
+/// Traces the indexes replication moves (`ae_out` / `ae_in`: the last index an AppendEntries
+/// carries; `ack_out` / `ack_in`: the index a success answer reports durable), so that one
+/// index can be followed across nodes (`scripts/trace-stages.py`).
+fn trace_replication(direction: &str, message: &Message) {
+    if !super::trace::enabled() {
+        return;
+    }
+    let outbound = direction == "out";
+    match message {
+        Message::AppendEntries {
+            prev_log_index,
+            entries,
+            ..
+        } if !entries.is_empty() => {
+            let label = if outbound { "ae_out" } else { "ae_in" };
+            super::trace::event(label, prev_log_index + entries.len() as u64);
+        }
+        Message::AppendEntriesResponse {
+            success: true,
+            match_index,
+            ..
+        } => {
+            let label = if outbound { "ack_out" } else { "ack_in" };
+            super::trace::event(label, *match_index);
+        }
+        _ => {}
     }
 }
