@@ -51,8 +51,29 @@ fn bench_runs_a_tiny_config_and_writes_every_report_file() {
         "no disk probe: {}",
         report["machine"]
     );
+    // The machine was sampled over the measured window: CPU shares that add up, and the
+    // window as long as the workload's measured duration.
+    let usage = &report["runs"][0]["usage"];
+    let seconds = usage["seconds"].as_f64().unwrap();
+    let duration_s = report["config"]["workload"]["duration"].as_f64().unwrap() / 1000.0;
+    assert!(
+        (seconds - duration_s).abs() < 0.5,
+        "sampled {seconds} s of a {duration_s} s window"
+    );
+    let cpu = &usage["cpu"];
+    let shares: f64 = ["busy_pct", "iowait_pct", "idle_pct", "steal_pct"]
+        .iter()
+        .map(|k| cpu[k].as_f64().unwrap())
+        .sum();
+    assert!((shares - 100.0).abs() < 1.0, "CPU shares {shares}: {cpu}");
+    assert!(cpu["busy_pct"].as_f64().unwrap() > 0.0, "the cluster ran: {cpu}");
+    if let Some(disk) = usage["disk"].as_object() {
+        let busy = disk["busy_pct"].as_f64().unwrap();
+        assert!((0.0..=100.0).contains(&busy), "disk busy {busy}");
+    }
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(md.contains("- disk: 64 KiB write + fdatasync"), "{md}");
+    assert!(md.contains("## The machine during the measured windows"), "{md}");
     let svg = std::fs::read_to_string(dir.join("latency.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
     // Teardown left no data behind and the ports are free again.

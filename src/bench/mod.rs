@@ -10,6 +10,7 @@ pub mod etcd;
 pub mod report;
 pub mod svg;
 pub mod tune;
+pub mod usage;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -82,24 +83,22 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
     for repeat in 0..options.repeat.max(1) {
         for target in &config.targets {
             let results = match target.as_str() {
-                "ringraft" => run_ringraft(config, &data_root.join("ringraft"))?
-                    .into_iter()
-                    .map(|(r, o)| (r, Some(o)))
-                    .collect(),
-                "etcd" => run_etcd(config, &data_root.join("etcd"), &mut versions)?
-                    .into_iter()
-                    .map(|r| (r, None))
-                    .collect::<Vec<_>>(),
+                "ringraft" => run_ringraft(config, &data_root.join("ringraft"))?,
+                "etcd" => run_etcd(config, &data_root.join("etcd"), &mut versions)?,
                 other => return Err(format!("unknown target {other}")),
             };
-            for (point, (report, cluster)) in results.into_iter().enumerate() {
-                eprint!("{}", report.text());
+            for (point, run) in results.into_iter().enumerate() {
+                eprint!("{}", run.report.text());
+                if let Some(usage) = &run.usage {
+                    eprintln!("  machine: {}", usage.describe());
+                }
                 runs.push(RunResult {
                     target: target.clone(),
                     repeat,
                     point,
-                    report,
-                    cluster,
+                    report: run.report,
+                    cluster: run.cluster,
+                    usage: run.usage,
                 });
             }
         }
@@ -172,10 +171,24 @@ pub fn timing_warnings(config: &BenchConfig) -> Vec<String> {
     node.timing_warnings(rtt)
 }
 
+/// One workload point run against one target.
+pub(crate) struct TargetRun {
+    pub report: LoadReport,
+    /// What the harness saw of the cluster (ringraft only).
+    pub cluster: Option<drill::ClusterObservation>,
+    /// The machine during the measured window.
+    pub usage: Option<usage::MachineUsage>,
+}
+
+/// Joins a sampler after its window; a sampler that panicked leaves the report without usage.
+fn join_usage(handle: std::thread::JoinHandle<usage::MachineUsage>) -> Option<usage::MachineUsage> {
+    handle.join().ok()
+}
+
 pub(crate) fn run_ringraft(
     config: &BenchConfig,
     data_root: &Path,
-) -> Result<Vec<(LoadReport, drill::ClusterObservation)>, String> {
+) -> Result<Vec<TargetRun>, String> {
     let settings = effective_node_settings(config);
     let emulate = config.network.is_some()
         || matches!(&config.failover, Some(f) if f.action == config::FailoverAction::Isolate);
@@ -192,6 +205,7 @@ pub(crate) fn run_ringraft(
         let addrs = cluster.client_addrs.clone();
         let window_start = std::time::Instant::now() + workload.warmup;
         let window_end = window_start + workload.duration;
+        let sampler = usage::Sampler::new(data_root).during(window_start, window_end);
         let (recorder, conducted) = std::thread::scope(|scope| {
             let conductor =
                 scope.spawn(|| drill::conduct(&mut cluster, config, window_start, window_end));
@@ -217,10 +231,11 @@ pub(crate) fn run_ringraft(
                     observation.leader_before.unwrap_or(0)
                 ))
         );
-        reports.push((
-            LoadReport::new("ringraft", &workload, &recorder),
-            observation,
-        ));
+        reports.push(TargetRun {
+            report: LoadReport::new("ringraft", &workload, &recorder),
+            cluster: Some(observation),
+            usage: join_usage(sampler),
+        });
     }
     Ok(reports)
 }
@@ -230,15 +245,22 @@ fn run_etcd(
     config: &BenchConfig,
     data_root: &Path,
     versions: &mut BTreeMap<String, String>,
-) -> Result<Vec<LoadReport>, String> {
+) -> Result<Vec<TargetRun>, String> {
     use crate::loadgen::etcd_target;
     let etcd = etcd::EtcdCluster::start(config.nodes, data_root, config.base_port + 100)?;
     versions.insert("etcd".into(), etcd.version());
     let mut reports = Vec::new();
     for workload in config.workloads() {
+        let window_start = std::time::Instant::now() + workload.warmup;
+        let sampler =
+            usage::Sampler::new(data_root).during(window_start, window_start + workload.duration);
         let recorder: Recorder =
             etcd_target::run(etcd.client_endpoints(), &workload, config.load_threads)?;
-        reports.push(LoadReport::new("etcd", &workload, &recorder));
+        reports.push(TargetRun {
+            report: LoadReport::new("etcd", &workload, &recorder),
+            cluster: None,
+            usage: join_usage(sampler),
+        });
     }
     Ok(reports)
 }
@@ -248,7 +270,7 @@ fn run_etcd(
     _: &BenchConfig,
     _: &Path,
     _: &mut BTreeMap<String, String>,
-) -> Result<Vec<LoadReport>, String> {
+) -> Result<Vec<TargetRun>, String> {
     let _: Option<Recorder> = None;
     Err("this ringraft was built without the `etcd` feature: run scripts/compare-etcd.sh, which installs etcd and \
          protoc and rebuilds with --features etcd"

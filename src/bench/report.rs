@@ -113,6 +113,8 @@ pub struct RunResult {
     /// emulated network.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<super::drill::ClusterObservation>,
+    /// The machine during the measured window: CPU time by kind, the data disk's work.
+    pub usage: Option<super::usage::MachineUsage>,
 }
 
 /// A pass/fail judgement, stated with its evidence.
@@ -332,6 +334,17 @@ impl BenchReport {
                 let _ = writeln!(md);
                 if let Some(f) = &o.failover {
                     let _ = writeln!(md, "  - failover: {}", f.describe());
+                }
+            }
+        }
+        if self.runs.iter().any(|r| r.usage.is_some()) {
+            let _ = writeln!(
+                md,
+                "\n## The machine during the measured windows\n\nMachine-wide (load generator included). CPU: shares of all cores' time. Disk: the device holding the data directories.\n"
+            );
+            for r in &self.runs {
+                if let Some(usage) = &r.usage {
+                    let _ = writeln!(md, "- {}: {}", self.label(r), usage.describe());
                 }
             }
         }

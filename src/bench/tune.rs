@@ -216,10 +216,13 @@ pub fn run(options: &TuneOptions) -> Result<PathBuf, String> {
         for w in super::timing_warnings(config) {
             eprintln!("  WARNING: {w}");
         }
-        let (report, cluster) = super::run_ringraft(config, &data_root.join("ringraft"))?
+        let super::TargetRun {
+            report, cluster, ..
+        } = super::run_ringraft(config, &data_root.join("ringraft"))?
             .into_iter()
             .next()
             .ok_or("the config produced no workload")?;
+        let cluster = cluster.expect("a ringraft run observes its cluster");
         let l = &report.write_latency;
         let p99_ms = l.p99_us as f64 / 1000.0;
         let tp = TunePoint {
