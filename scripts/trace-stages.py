@@ -8,7 +8,9 @@ For many requests in flight (trace-latency.py is for one at a time). Requests ca
 followed one by one across nodes here, so each step is timed inside one node, matching events
 that happen in order:
 
-  leader   cli_in -> propose      request decoded -> proposed (inbox and Raft loop wait)
+  leader   cli_in -> cli_handle   request decoded -> taken by the Raft loop (inbox wait);
+                                  every request, in order (a stats request proposes nothing,
+                                  so requests are paired with the loop's take, not a proposal)
            propose -> reply       proposal -> answer queued (replication, quorum, apply)
            reply -> cli_out       answer queued -> written to the client's socket
   each     peer_in -> handled     peer message decoded -> the Raft loop takes it
@@ -67,10 +69,11 @@ def leader_steps(events):
     for t, label, value in events:
         if label == "cli_in":
             cli_in.append(t)
-        elif label == "propose":
-            proposed[value] = t
+        elif label == "cli_handle":
             if cli_in:
                 wait.append(t - cli_in.popleft())
+        elif label == "propose":
+            proposed[value] = t
         elif label == "reply":
             replies.append(t)
             if value in proposed:
@@ -79,7 +82,7 @@ def leader_steps(events):
             for _ in range(value):
                 if replies:
                     answer.append(t - replies.popleft())
-    return [("cli_in -> propose", wait), ("propose -> reply", commit),
+    return [("cli_in -> cli_handle", wait), ("propose -> reply", commit),
             ("reply -> cli_out", answer)]
 
 

@@ -200,7 +200,10 @@ impl Driver {
                 trace_replication("in", &envelope.message);
                 self.node.step(envelope)
             }
-            Event::Client(request, reply) => self.handle_client(request, reply),
+            Event::Client(request, reply) => {
+                super::trace::event("cli_handle", 0);
+                self.handle_client(request, reply)
+            }
             Event::Persisted(seq) => self.persisted(seq).await,
             Event::SnapshotSaved(snapshot) => {
                 super::trace::event("snap_saved", snapshot.meta.last_included_index);
