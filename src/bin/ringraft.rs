@@ -39,7 +39,10 @@ enum Cli {
     },
     /// Run a benchmark from bench-configs/*.toml (default: bench-configs/3node-1kb.toml, briefly):
     /// start the cluster(s), drive the load, write results/<config>/<timestamp>/report.{md,json},
-    /// .hgrm percentile files and SVG plots.
+    /// .hgrm percentile files and SVG plots. Each report also records the data disk (a 1 s
+    /// fdatasync probe before the run) and the machine during every measured window (CPU busy,
+    /// iowait, steal; the disk's busy share, MiB/s and flushes). With RINGRAFT_TRACE=1 the node
+    /// logs keep a trace under results/.data (read it with scripts/trace-stages.py).
     Bench(BenchArgs),
     /// Sweep settings of a bench config over a grid (`--sweep KEY=V1,V2` per axis): run every
     /// point, print throughput, p50/p99 and elections, and name the best point under
