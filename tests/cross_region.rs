@@ -132,7 +132,11 @@ fn tune_sweeps_a_grid_names_the_best_point_and_counts_no_spurious_elections() {
         assert_eq!(p["elections"].as_u64(), Some(0), "spurious election: {p}");
         assert!(p["writes_per_s"].as_f64().unwrap() > 0.0, "{p}");
         assert_eq!(p["settings"][0][0], "election_ms");
+        // Each point says what the machine did while it was measured.
+        let busy = p["usage"]["cpu"]["busy_pct"].as_f64().expect("CPU sampled");
+        assert!(busy > 0.0 && busy <= 100.0, "{p}");
     }
+    assert!(stdout.contains("iowait %"), "{stdout}");
     // The best point is the faster of the two (both are under the generous bound).
     let best = report["best"].as_u64().expect("a best point") as usize;
     let w = |i: usize| points[i]["writes_per_s"].as_f64().unwrap();

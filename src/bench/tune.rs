@@ -60,6 +60,23 @@ pub struct TunePoint {
     pub within_bound: bool,
     /// What the harness saw of the cluster.
     pub cluster: ClusterObservation,
+    /// The machine during the measured window (CPU and data disk).
+    pub usage: Option<super::usage::MachineUsage>,
+}
+
+impl TunePoint {
+    /// CPU busy, iowait and data disk busy shares for the table ("-" when not sampled): whether
+    /// a point ran out of CPU or waited on the disk.
+    fn usage_cells(&self) -> [String; 3] {
+        let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
+        let cpu = self.usage.as_ref().and_then(|u| u.cpu.as_ref());
+        let disk = self.usage.as_ref().and_then(|u| u.disk.as_ref());
+        [
+            pct(cpu.map(|c| c.busy_pct)),
+            pct(cpu.map(|c| c.iowait_pct)),
+            pct(disk.map(|d| d.busy_pct)),
+        ]
+    }
 }
 
 /// The result of a tune run.
@@ -217,7 +234,9 @@ pub fn run(options: &TuneOptions) -> Result<PathBuf, String> {
             eprintln!("  WARNING: {w}");
         }
         let super::TargetRun {
-            report, cluster, ..
+            report,
+            cluster,
+            usage,
         } = super::run_ringraft(config, &data_root.join("ringraft"))?
             .into_iter()
             .next()
@@ -236,6 +255,7 @@ pub fn run(options: &TuneOptions) -> Result<PathBuf, String> {
             campaigns: cluster.campaigns,
             within_bound: options.p99_max_ms.is_none_or(|b| p99_ms <= b),
             cluster,
+            usage,
         };
         eprintln!(
             "  {:.0} writes/s, p50 {:.2} ms, p99 {:.2} ms, {} election(s), {} campaign(s), {} error(s)",
@@ -293,8 +313,17 @@ impl TuneReport {
         }
         let _ = writeln!(
             t,
-            "{:>10}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>6}  best",
-            "writes/s", "p50 ms", "p99 ms", "p99.9 ms", "elections", "campaigns", "errors"
+            "{:>10}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>6}  {:>5}  {:>8}  {:>6}  best",
+            "writes/s",
+            "p50 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "elections",
+            "campaigns",
+            "errors",
+            "cpu %",
+            "iowait %",
+            "disk %"
         );
         for (i, p) in self.points.iter().enumerate() {
             for ((_, v), w) in p.settings.iter().zip(&widths) {
@@ -307,9 +336,10 @@ impl TuneReport {
             } else {
                 ""
             };
+            let [cpu, iowait, disk] = p.usage_cells();
             let _ = writeln!(
                 t,
-                "{:>10.0}  {:>9.2}  {:>9.2}  {:>9.2}  {:>9}  {:>9}  {:>6}  {mark}",
+                "{:>10.0}  {:>9.2}  {:>9.2}  {:>9.2}  {:>9}  {:>9}  {:>6}  {cpu:>5}  {iowait:>8}  {disk:>6}  {mark}",
                 p.writes_per_s, p.p50_ms, p.p99_ms, p.p999_ms, p.elections, p.campaigns, p.errors
             );
         }
