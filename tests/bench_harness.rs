@@ -66,14 +66,20 @@ fn bench_runs_a_tiny_config_and_writes_every_report_file() {
         .map(|k| cpu[k].as_f64().unwrap())
         .sum();
     assert!((shares - 100.0).abs() < 1.0, "CPU shares {shares}: {cpu}");
-    assert!(cpu["busy_pct"].as_f64().unwrap() > 0.0, "the cluster ran: {cpu}");
+    assert!(
+        cpu["busy_pct"].as_f64().unwrap() > 0.0,
+        "the cluster ran: {cpu}"
+    );
     if let Some(disk) = usage["disk"].as_object() {
         let busy = disk["busy_pct"].as_f64().unwrap();
         assert!((0.0..=100.0).contains(&busy), "disk busy {busy}");
     }
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert!(md.contains("- disk: 64 KiB write + fdatasync"), "{md}");
-    assert!(md.contains("## The machine during the measured windows"), "{md}");
+    assert!(
+        md.contains("## The machine during the measured windows"),
+        "{md}"
+    );
     let svg = std::fs::read_to_string(dir.join("latency.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("polyline"));
     // Teardown left no data behind and the ports are free again.
