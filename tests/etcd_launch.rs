@@ -53,6 +53,10 @@ fn three_members_start_serve_and_stop() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""value":"aGVsbG8=""#), "read back: {body}");
 
+    // The leader is found by asking every member, and it is one of them.
+    let leader = cluster.leader_endpoint().unwrap_or_else(|e| panic!("{e}"));
+    assert!(endpoints.contains(&leader), "{leader} not in {endpoints:?}");
+
     // Every member's log exists in the data root.
     for i in 0..3 {
         assert!(dir.path().join(format!("etcd-{i}.log")).is_file());

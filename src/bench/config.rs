@@ -124,6 +124,22 @@ pub struct BenchConfig {
     /// A failover drill during the measured window (ringraft only).
     #[serde(default)]
     pub failover: Option<Failover>,
+    /// Which etcd members the load generator's connections talk to (etcd target only).
+    #[serde(default)]
+    pub etcd_route: EtcdRoute,
+}
+
+/// How the etcd target spreads its connections over the members.
+#[derive(Clone, Copy, Debug, Default, Deserialize, Serialize, PartialEq, Eq, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EtcdRoute {
+    /// Connection `c` talks to member `c % members`, as etcd's own `benchmark` tool does: about
+    /// two thirds of writes reach a follower, which forwards them to the leader.
+    #[default]
+    Spread,
+    /// Every connection talks to the member that leads when the measurement starts, as
+    /// ringraft's client does (a leader change later is absorbed by etcd's forwarding).
+    Leader,
 }
 
 /// Targets a run can be held to.

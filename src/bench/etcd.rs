@@ -144,6 +144,24 @@ impl EtcdCluster {
         self.members.iter().map(|m| m.client_addr).collect()
     }
 
+    /// The client address of the member that leads now, asked of every member through the JSON
+    /// gateway's `/v3/maintenance/status` (each answers its own id and the leader's).
+    pub fn leader_endpoint(&self) -> Result<SocketAddr, String> {
+        let mut statuses = Vec::new();
+        for member in &self.members {
+            let (status, body) = http(member.client_addr, "POST", "/v3/maintenance/status", "{}")?;
+            if status != 200 {
+                return Err(format!(
+                    "status of etcd member {}: HTTP {status} {}",
+                    member.name,
+                    body.trim()
+                ));
+            }
+            statuses.push((member.client_addr, body));
+        }
+        leader_of(&statuses)
+    }
+
     /// etcd's version, from `etcd --version` (e.g. "3.4.23").
     pub fn version(&self) -> String {
         self.version.clone()
@@ -484,6 +502,40 @@ fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<(u16, 
     Ok((status, body))
 }
 
+/// Which of the members' status answers (client address, JSON body) comes from the leader: the
+/// one whose own id (`header.member_id`) is the `leader` every member names.
+fn leader_of(statuses: &[(SocketAddr, String)]) -> Result<SocketAddr, String> {
+    let mut leader_id = None;
+    let mut ids = Vec::new();
+    for (addr, body) in statuses {
+        let json: serde_json::Value = serde_json::from_str(body)
+            .map_err(|e| format!("etcd status from {addr} is not JSON ({e}): {body}"))?;
+        let field = |v: &serde_json::Value| v.as_str().map(str::to_string);
+        let (Some(id), Some(leader)) =
+            (field(&json["header"]["member_id"]), field(&json["leader"]))
+        else {
+            return Err(format!(
+                "etcd status from {addr} lacks member_id or leader: {body}"
+            ));
+        };
+        if leader == "0" {
+            return Err(format!("etcd member at {addr} knows no leader yet"));
+        }
+        if leader_id.get_or_insert_with(|| leader.clone()) != &leader {
+            return Err(format!(
+                "etcd members disagree on the leader ({} vs {leader}): an election is under way",
+                leader_id.unwrap_or_default()
+            ));
+        }
+        ids.push((id, *addr));
+    }
+    let leader = leader_id.ok_or("no etcd member answered")?;
+    ids.iter()
+        .find(|(id, _)| *id == leader)
+        .map(|(_, addr)| *addr)
+        .ok_or_else(|| format!("etcd leader {leader} is none of the members asked"))
+}
+
 /// The last lines of a member's log, for error messages.
 fn log_tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
@@ -494,6 +546,33 @@ fn log_tail(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_leader_is_the_member_whose_id_every_member_names() {
+        let addr = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        let status = |id: &str, leader: &str| {
+            format!(
+                r#"{{"header":{{"cluster_id":"1","member_id":"{id}"}},"version":"3.4.23","leader":"{leader}"}}"#
+            )
+        };
+        let statuses = vec![
+            (addr(1), status("11", "22")),
+            (addr(2), status("22", "22")),
+            (addr(3), status("33", "22")),
+        ];
+        assert_eq!(leader_of(&statuses), Ok(addr(2)));
+        let split = vec![(addr(1), status("11", "22")), (addr(2), status("22", "33"))];
+        assert!(leader_of(&split).unwrap_err().contains("disagree"));
+        let none = vec![(addr(1), status("11", "0"))];
+        assert!(leader_of(&none).unwrap_err().contains("no leader"));
+        let gone = vec![(addr(1), status("11", "99"))];
+        assert!(leader_of(&gone)
+            .unwrap_err()
+            .contains("none of the members"));
+        assert!(leader_of(&[(addr(1), "<html>".to_string())])
+            .unwrap_err()
+            .contains("not JSON"));
+    }
 
     #[test]
     fn version_fields_parse() {

@@ -308,6 +308,11 @@ struct BenchArgs {
     /// Repeat each config N times and report the spread.
     #[arg(long, default_value_t = 1)]
     repeat: usize,
+    /// Which etcd members the load talks to: `spread` over all (etcd's benchmark tool; followers
+    /// forward to the leader) or `leader` only (as ringraft's client does). Overrides the
+    /// config's `etcd_route`; default spread.
+    #[arg(long, value_enum)]
+    etcd_route: Option<ringraft::bench::config::EtcdRoute>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -394,6 +399,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         configs,
         compare_etcd: args.compare.is_some(),
         repeat: args.repeat,
+        etcd_route: args.etcd_route,
         results_dir: args.run.results_dir,
         duration: args
             .run
