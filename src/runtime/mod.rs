@@ -6,11 +6,11 @@
 //!   peer transport, the client listener and the tick timer, all as tasks sharing nothing
 //!   across threads;
 //! * **disk writes** run one group at a time and in order (`disk_task`): while one group's
-//!   write is in flight, the next group gathers, which is group commit. A small group of
-//!   appends is written on the Raft executor's own io_uring (one `O_DSYNC` write, no thread
+//!   write is in flight, the next group gathers, which is group commit. A group of appends up
+//!   to 1 MiB is written on the Raft executor's own io_uring (one `O_DSYNC` write, no thread
 //!   hop); larger groups, and anything else (term and vote, truncations, purges, installed
-//!   snapshots), on glommio's blocking pool. The leader's own write runs in parallel with its AppendEntries
-//!   (thesis 10.2.1). Snapshots the node takes are saved on a second blocking thread, beside
+//!   snapshots), on glommio's blocking pool. The leader's own write runs in parallel with its
+//!   AppendEntries (thesis 10.2.1). Snapshots the node takes are saved on a second blocking thread, beside
 //!   the log writes rather than in front of them.
 
 pub mod config;

@@ -1,8 +1,8 @@
 //! A node's durable state on disk: the segmented log, term and vote, and the latest snapshot.
 //! Everything here blocks; the runtime calls it from glommio's blocking pool, one group of
 //! writes at a time and in order, which is what makes it group commit. The exception is a
-//! prepared write ([`Storage::prepare_write`]): a small group of appends that the runtime
-//! encodes here and then writes and syncs on its own executor. Snapshots this node
+//! prepared write ([`Storage::prepare_write`]): a group of appends (up to the runtime's bound)
+//! that the runtime encodes here and then writes and syncs on its own executor. Snapshots this node
 //! takes are saved apart from that queue ([`SnapshotFile`]), so that tens of megabytes of state
 //! machine never sit in front of the log's next fdatasync.
 //!
