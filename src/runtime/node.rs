@@ -197,7 +197,7 @@ impl Driver {
             }
             Event::Peer(envelope) => {
                 super::trace::event(envelope.message.kind_name(), 0);
-                trace_replication("in", &envelope.message);
+                trace_replication(false, &envelope.message);
                 self.node.step(envelope)
             }
             Event::Client(request, reply) => {
@@ -502,7 +502,7 @@ impl Driver {
         let Some(queue) = self.peers.get(&envelope.to) else {
             return;
         };
-        trace_replication("out", &envelope.message);
+        trace_replication(true, &envelope.message);
         let mut frame = Vec::new();
         if let Err(e) = wire::encode_peer_frame(
             &envelope,
@@ -705,11 +705,10 @@ fn error(request_id: u64, e: ClientError) -> ClientResponse {
 /// Traces the indexes replication moves (`ae_out` / `ae_in`: the last index an AppendEntries
 /// carries; `ack_out` / `ack_in`: the index a success answer reports durable), so that one
 /// index can be followed across nodes (`scripts/trace-stages.py`).
-fn trace_replication(direction: &str, message: &Message) {
+fn trace_replication(outbound: bool, message: &Message) {
     if !super::trace::enabled() {
         return;
     }
-    let outbound = direction == "out";
     match message {
         Message::AppendEntries {
             prev_log_index,

@@ -220,11 +220,13 @@ impl Storage {
         if bytes == 0 || bytes > entry_bytes_max {
             return Ok(None);
         }
-        let entries: Vec<Entry> = jobs
-            .iter()
-            .flat_map(|j| j.entries.iter().cloned())
-            .collect();
-        let records = encode_records(&entries, self.log.options().record_bytes_max())?;
+        // Each job's entries are encoded as they stand (one or more records per job, all in the
+        // one group write): no gathering of every entry into another vector first.
+        let record_bytes_max = self.log.options().record_bytes_max();
+        let mut records = Vec::new();
+        for job in jobs.iter().filter(|j| !j.entries.is_empty()) {
+            records.extend(encode_records(&job.entries, record_bytes_max)?);
+        }
         self.log.prepare_append(&records)
     }
 
