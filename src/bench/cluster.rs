@@ -222,6 +222,13 @@ impl Cluster {
         Ok(())
     }
 
+    /// (node id, pid) of every node running now.
+    pub fn pids(&self) -> Vec<(u64, u32)> {
+        (1..=self.children.len() as u64)
+            .filter_map(|id| self.pid(id).map(|pid| (id, pid)))
+            .collect()
+    }
+
     /// The process id of node `id`, while it runs.
     pub fn pid(&self, id: u64) -> Option<u32> {
         self.children[(id - 1) as usize].as_ref().map(Child::id)

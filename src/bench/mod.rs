@@ -9,6 +9,7 @@ pub mod drill;
 pub mod etcd;
 pub mod report;
 pub mod svg;
+pub mod threads;
 pub mod tune;
 pub mod usage;
 
@@ -97,6 +98,9 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
                 if let Some(usage) = &run.usage {
                     eprintln!("  machine: {}", usage.describe());
                 }
+                if let Some(threads) = &run.threads {
+                    eprintln!("  {}", threads.describe());
+                }
                 runs.push(RunResult {
                     target: target.clone(),
                     repeat,
@@ -104,6 +108,7 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
                     report: run.report,
                     cluster: run.cluster,
                     usage: run.usage,
+                    threads: run.threads,
                 });
             }
         }
@@ -183,6 +188,8 @@ pub(crate) struct TargetRun {
     pub cluster: Option<drill::ClusterObservation>,
     /// The machine during the measured window.
     pub usage: Option<usage::MachineUsage>,
+    /// CPU per thread of the node processes during the window (ringraft only).
+    pub threads: Option<threads::ThreadUsage>,
 }
 
 /// Joins a sampler after its window; a sampler that panicked leaves the report without usage.
@@ -211,6 +218,8 @@ pub(crate) fn run_ringraft(
         let window_start = std::time::Instant::now() + workload.warmup;
         let window_end = window_start + workload.duration;
         let sampler = usage::Sampler::new(data_root).during(window_start, window_end);
+        let thread_sampler =
+            threads::ThreadSampler::new(cluster.pids()).during(window_start, window_end);
         let (recorder, conducted) = std::thread::scope(|scope| {
             let conductor =
                 scope.spawn(|| drill::conduct(&mut cluster, config, window_start, window_end));
@@ -236,10 +245,16 @@ pub(crate) fn run_ringraft(
                     observation.leader_before.unwrap_or(0)
                 ))
         );
+        let report = LoadReport::new("ringraft", &workload, &recorder);
+        let threads = thread_sampler
+            .join()
+            .ok()
+            .map(|window| window.usage(report.writes_per_s));
         reports.push(TargetRun {
-            report: LoadReport::new("ringraft", &workload, &recorder),
+            report,
             cluster: Some(observation),
             usage: join_usage(sampler),
+            threads,
         });
     }
     Ok(reports)
@@ -269,6 +284,7 @@ fn run_etcd(
             report: LoadReport::new("etcd", &workload, &recorder),
             cluster: None,
             usage: join_usage(sampler),
+            threads: None,
         });
     }
     Ok(reports)

@@ -115,6 +115,9 @@ pub struct RunResult {
     pub cluster: Option<super::drill::ClusterObservation>,
     /// The machine during the measured window: CPU time by kind, the data disk's work.
     pub usage: Option<super::usage::MachineUsage>,
+    /// CPU per thread of each node process over the window (ringraft only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub threads: Option<super::threads::ThreadUsage>,
 }
 
 /// A pass/fail judgement, stated with its evidence.
@@ -345,6 +348,18 @@ impl BenchReport {
             for r in &self.runs {
                 if let Some(usage) = &r.usage {
                     let _ = writeln!(md, "- {}: {}", self.label(r), usage.describe());
+                }
+            }
+        }
+        if self.runs.iter().any(|r| r.threads.is_some()) {
+            let _ = writeln!(
+                md,
+                "\n## CPU per thread of the nodes\n\nUser + system time of each node thread over the measured window (`/proc/PID/task/*/stat`), per acknowledged write. The busiest thread's CPU per write bounds what one core can do: its ceiling is 1 core / that figure, whatever the number of cores.\n"
+            );
+            for r in &self.runs {
+                if let Some(threads) = &r.threads {
+                    let _ = writeln!(md, "### {}\n\n{}\n", self.label(r), threads.describe());
+                    let _ = writeln!(md, "{}", threads.markdown());
                 }
             }
         }

@@ -62,6 +62,8 @@ pub struct TunePoint {
     pub cluster: ClusterObservation,
     /// The machine during the measured window (CPU and data disk).
     pub usage: Option<super::usage::MachineUsage>,
+    /// CPU per thread of the nodes during the window.
+    pub threads: Option<super::threads::ThreadUsage>,
 }
 
 impl TunePoint {
@@ -76,6 +78,15 @@ impl TunePoint {
             pct(cpu.map(|c| c.iowait_pct)),
             pct(disk.map(|d| d.busy_pct)),
         ]
+    }
+
+    /// The busiest node thread's CPU per write, microseconds ("-" when not sampled).
+    fn busiest_thread_cell(&self) -> String {
+        self.threads
+            .as_ref()
+            .and_then(|t| t.busiest())
+            .and_then(|t| t.us_per_write)
+            .map_or("-".to_string(), |us| format!("{us:.2}"))
     }
 }
 
@@ -237,6 +248,7 @@ pub fn run(options: &TuneOptions) -> Result<PathBuf, String> {
             report,
             cluster,
             usage,
+            threads,
         } = super::run_ringraft(config, &data_root.join("ringraft"))?
             .into_iter()
             .next()
@@ -256,6 +268,7 @@ pub fn run(options: &TuneOptions) -> Result<PathBuf, String> {
             within_bound: options.p99_max_ms.is_none_or(|b| p99_ms <= b),
             cluster,
             usage,
+            threads,
         };
         eprintln!(
             "  {:.0} writes/s, p50 {:.2} ms, p99 {:.2} ms, {} election(s), {} campaign(s), {} error(s)",
@@ -313,7 +326,7 @@ impl TuneReport {
         }
         let _ = writeln!(
             t,
-            "{:>10}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>6}  {:>5}  {:>8}  {:>6}  best",
+            "{:>10}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>6}  {:>5}  {:>8}  {:>6}  {:>12}  best",
             "writes/s",
             "p50 ms",
             "p99 ms",
@@ -323,7 +336,8 @@ impl TuneReport {
             "errors",
             "cpu %",
             "iowait %",
-            "disk %"
+            "disk %",
+            "top us/write"
         );
         for (i, p) in self.points.iter().enumerate() {
             for ((_, v), w) in p.settings.iter().zip(&widths) {
@@ -337,9 +351,10 @@ impl TuneReport {
                 ""
             };
             let [cpu, iowait, disk] = p.usage_cells();
+            let top = p.busiest_thread_cell();
             let _ = writeln!(
                 t,
-                "{:>10.0}  {:>9.2}  {:>9.2}  {:>9.2}  {:>9}  {:>9}  {:>6}  {cpu:>5}  {iowait:>8}  {disk:>6}  {mark}",
+                "{:>10.0}  {:>9.2}  {:>9.2}  {:>9.2}  {:>9}  {:>9}  {:>6}  {cpu:>5}  {iowait:>8}  {disk:>6}  {top:>12}  {mark}",
                 p.writes_per_s, p.p50_ms, p.p99_ms, p.p999_ms, p.elections, p.campaigns, p.errors
             );
         }
@@ -400,6 +415,21 @@ impl TuneReport {
             self.p99_max_ms
                 .map_or(String::new(), |b| format!(" --p99-max-ms {b}"))
         );
+        let _ = writeln!(
+            md,
+            "\n`top us/write`: CPU per write of the busiest node thread; 1 core divided by it is the most that thread allows on any number of cores.\n\n## CPU per thread of the nodes, per point\n"
+        );
+        for p in &self.points {
+            if let Some(threads) = &p.threads {
+                let _ = writeln!(
+                    md,
+                    "### {}\n\n{}\n\n{}",
+                    describe(&p.settings),
+                    threads.describe(),
+                    threads.markdown()
+                );
+            }
+        }
         md
     }
 
