@@ -1,16 +1,13 @@
-//! Hard state crash safety, the `ringraft log` CLI, and the group-commit writer.
+//! Hard state crash safety and the `ringraft log` CLI. (Group commit is the node's write path,
+//! tested in `log_write_path.rs`.)
 
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::process::Command;
-use std::sync::Mutex;
 
 use bytes::Bytes;
 use ringraft::core::{Entry, EntryKind, HardState};
-use ringraft::log::{
-    segment_file_name, AppendError, HardStateStore, IoMode, Log, LogOptions, LogWriter,
-    LogWriterOptions, Persisted,
-};
+use ringraft::log::{segment_file_name, HardStateStore, Log, LogOptions};
 
 fn hs(term: u64, vote: Option<u64>) -> HardState {
     HardState {
@@ -175,133 +172,6 @@ fn cli_verify_reports_clean_and_planted_corruption() {
         out.contains(&segment_file_name(1)) && out.contains("offset 4096"),
         "{out}"
     );
-}
-
-fn writer(dir: &std::path::Path, io_mode: IoMode, options: LogWriterOptions) -> LogWriter {
-    let (log, _) = Log::open(
-        dir,
-        LogOptions {
-            segment_bytes: 256 << 10,
-            io_mode,
-            ..LogOptions::default()
-        },
-    )
-    .expect("open");
-    LogWriter::start(log, options).expect("start")
-}
-
-#[test]
-fn group_commit_concurrent_appenders_all_durable_in_order() {
-    for io_mode in [IoMode::Auto, IoMode::Pwrite] {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let w = writer(dir.path(), io_mode, LogWriterOptions::default());
-        let order = Mutex::new(());
-        std::thread::scope(|s| {
-            for t in 0..8u64 {
-                let (w, order) = (&w, &order);
-                s.spawn(move || {
-                    for _ in 0..40 {
-                        let ticket = {
-                            let _turn = order.lock().expect("lock");
-                            let next = w.next_index();
-                            w.append(&entries(next, 1 + (t as usize % 3), 1 + t / 4, 500))
-                                .expect("append")
-                        };
-                        w.wait_durable(ticket).expect("durable");
-                    }
-                });
-            }
-        });
-        let persisted = w.poll_persisted().expect("something was persisted");
-        assert_eq!(
-            w.poll_persisted(),
-            None,
-            "coalesced watermark reported once"
-        );
-        let last = persisted.upto.0;
-        assert_eq!(last, w.next_index() - 1);
-        let read = w.read(1, last + 1, usize::MAX).expect("read");
-        assert_eq!(read.len() as u64, last);
-        let log = w.shutdown().expect("shutdown");
-        let (log, _) = {
-            drop(log);
-            Log::open(
-                dir.path(),
-                LogOptions {
-                    segment_bytes: 256 << 10,
-                    io_mode,
-                    ..LogOptions::default()
-                },
-            )
-            .expect("reopen")
-        };
-        assert_eq!(log.last_index(), last);
-        assert_eq!(
-            Some(persisted),
-            log.last_term().map(|t| Persisted { upto: (last, t) })
-        );
-        assert_eq!(log.read(1, last + 1, usize::MAX).expect("read"), read);
-    }
-}
-
-#[test]
-fn group_commit_orders_truncate_and_rejects_gaps() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let w = writer(dir.path(), IoMode::Auto, LogWriterOptions::default());
-    w.append(&entries(1, 10, 1, 100)).expect("append");
-    let gap = w.try_append(&entries(12, 1, 1, 1));
-    assert!(
-        matches!(
-            gap,
-            Err(AppendError::NotContiguous {
-                expected: 11,
-                found: 12
-            })
-        ),
-        "{gap:?}"
-    );
-    w.truncate_suffix(6).expect("truncate");
-    assert_eq!(w.next_index(), 6);
-    assert_eq!(
-        w.persisted(),
-        Some(Persisted { upto: (5, 1) }),
-        "watermark moved back"
-    );
-    let t = w.append(&entries(6, 2, 2, 100)).expect("append");
-    w.wait_durable(t).expect("durable");
-    assert_eq!(w.persisted(), Some(Persisted { upto: (7, 2) }));
-    let read = w.read(1, 8, usize::MAX).expect("read");
-    assert_eq!(
-        read.iter().map(|e| e.term).collect::<Vec<_>>(),
-        vec![1, 1, 1, 1, 1, 2, 2]
-    );
-}
-
-#[test]
-fn group_commit_backpressure_when_the_queue_is_full() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let options = LogWriterOptions {
-        queue_bytes_max: 1,
-        queue_batches_max: 1,
-        group_bytes_max: 1 << 20,
-    };
-    let w = writer(dir.path(), IoMode::Auto, options);
-    // Whether the queue is full at a given instant depends on the writer thread's progress, so
-    // this test only asserts what holds under any schedule: every refusal is Backpressure, and
-    // every accepted append becomes durable.
-    let mut last_ticket = None;
-    let mut refused = 0;
-    for _ in 0..200 {
-        let next = w.next_index();
-        match w.try_append(&entries(next, 1, 1, 10)) {
-            Ok(t) => last_ticket = Some(t),
-            Err(AppendError::Backpressure { .. }) => refused += 1,
-            Err(e) => panic!("unexpected {e}"),
-        }
-    }
-    w.wait_durable(last_ticket.expect("at least the first append is accepted"))
-        .expect("durable");
-    assert_eq!(w.persisted().expect("persisted").upto.0 + refused, 200);
 }
 
 #[test]

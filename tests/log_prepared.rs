@@ -19,7 +19,8 @@ fn prepare(log: &mut Log, entries: &[Entry]) -> Option<PreparedAppend> {
     log.prepare_append(&records).expect("prepare")
 }
 
-/// Writes the first `len` prepared bytes as the runtime does: an `O_DSYNC` write of its own.
+/// Writes the first `len` prepared bytes with an `O_DSYNC` write of its own, as a caller that
+/// does the I/O must.
 fn write_prepared_bytes(log: &Log, prepared: &PreparedAppend, len: usize) {
     assert_eq!(log.active_file_generation(), prepared.file_generation);
     let file = OpenOptions::new()
@@ -27,13 +28,15 @@ fn write_prepared_bytes(log: &Log, prepared: &PreparedAppend, len: usize) {
         .custom_flags(libc::O_DSYNC)
         .open(&prepared.path)
         .expect("open segment");
-    file.write_all_at(&log.prepared_bytes()[..len], prepared.offset)
+    let mut bytes = vec![0xEEu8; prepared.write_bytes()];
+    prepared.fill(&mut bytes);
+    file.write_all_at(&bytes[..len], prepared.offset)
         .expect("write");
 }
 
 fn append_by_caller(log: &mut Log, entries: &[Entry]) {
     let prepared = prepare(log, entries).expect("fits");
-    let len = log.prepared_bytes().len();
+    let len = prepared.write_bytes();
     assert_eq!(len % 4096, 0, "a prepared write is whole blocks");
     write_prepared_bytes(log, &prepared, len);
     log.complete_append(prepared);
@@ -73,7 +76,7 @@ fn appends_written_by_the_caller_into_a_recycled_segment_reopen_intact() {
         let entries = batch(1 + 2 * b, 2, 1, 1000);
         match prepare(&mut log, &entries) {
             Some(prepared) => {
-                let len = log.prepared_bytes().len();
+                let len = prepared.write_bytes();
                 write_prepared_bytes(&log, &prepared, len);
                 log.complete_append(prepared);
             }

@@ -76,12 +76,6 @@ pub enum StorageError {
     /// Options are inconsistent.
     #[error("invalid log options: {0}")]
     Options(String),
-    /// io_uring could not be set up (e.g. disabled by sysctl or seccomp); use `IoMode::Pwrite`.
-    #[error("io_uring setup failed: {0} (set IoMode::Pwrite or IoMode::Auto to fall back)")]
-    IoUringSetup(std::io::Error),
-    /// The group-commit writer thread stopped after an error; nothing more will be persisted.
-    #[error("log writer failed: {0}")]
-    WriterFailed(String),
     /// The hard state file is damaged in both slots.
     #[error("hard state {file} is corrupt in both slots: {reason}")]
     HardStateCorrupt {

@@ -1,9 +1,12 @@
-//! Aligned buffers and the two write paths of the log: io_uring (a write linked to an
-//! fdatasync, submitted with one system call) and plain `pwrite` + `fdatasync`.
+//! Aligned buffers and the log's flush mode: every group write goes to a segment opened with
+//! `O_DIRECT | O_DSYNC`, so that one write is durable when it completes (an `O_DSYNC` write is an
+//! fdatasync of what it wrote: ext4 flushes the device cache before completing it) and no
+//! separate fdatasync is issued. The node issues that write on its executor's io_uring (see
+//! `runtime::disk`); [`write_durable`] is the same write done by a blocking call, for callers
+//! without an executor (offline tools, tests of the log alone).
 //!
 //! This module owns the only `unsafe` of the log room: a 4096-aligned heap buffer (O_DIRECT needs
-//! aligned memory) and handing its pointer to the kernel through io_uring, which is sound because
-//! the submitting call waits for both completions before the buffer can be touched again.
+//! aligned memory).
 
 use std::alloc::{self, Layout};
 use std::fs::{File, OpenOptions};
@@ -89,6 +92,20 @@ impl AlignedBuf {
         self.len = target;
     }
 
+    /// Makes the buffer `len` bytes long, every byte zero, keeping its memory where it can.
+    pub fn reset_zeroed(&mut self, len: usize) {
+        self.len = 0;
+        self.reserve(len);
+        self.as_mut_spare()[..len].fill(0);
+        self.len = len;
+    }
+
+    /// The bytes held, writable.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        let len = self.len;
+        &mut self.as_mut_spare()[..len]
+    }
+
     /// The bytes held.
     pub fn as_slice(&self) -> &[u8] {
         // SAFETY: the first `len` bytes were written.
@@ -101,60 +118,6 @@ impl Drop for AlignedBuf {
         let layout = Layout::from_size_align(self.capacity, BLOCK_BYTES).expect("aligned layout");
         // SAFETY: allocated in with_capacity with this layout.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) }
-    }
-}
-
-/// Which system calls the log writes with.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum IoMode {
-    /// io_uring if it can be set up, otherwise `pwrite` (the default).
-    #[default]
-    Auto,
-    /// io_uring only: opening fails with [`crate::log::StorageError::IoUringSetup`] if the
-    /// kernel refuses a ring.
-    Uring,
-    /// `pwrite` + `fdatasync`.
-    Pwrite,
-}
-
-/// The chosen write path, owned by the single writer of a log.
-pub(crate) enum Writer {
-    Uring(Box<io_uring::IoUring>),
-    Pwrite,
-}
-
-impl Writer {
-    pub(crate) fn new(mode: IoMode) -> Result<Writer, io::Error> {
-        match mode {
-            IoMode::Pwrite => Ok(Writer::Pwrite),
-            IoMode::Uring => Ok(Writer::Uring(Box::new(io_uring::IoUring::new(8)?))),
-            IoMode::Auto => Ok(io_uring::IoUring::new(8)
-                .map(|r| Writer::Uring(Box::new(r)))
-                .unwrap_or(Writer::Pwrite)),
-        }
-    }
-
-    pub(crate) fn is_uring(&self) -> bool {
-        matches!(self, Writer::Uring(_))
-    }
-
-    /// Writes `buf` at `offset` and makes it durable with one fdatasync. A failed fdatasync
-    /// panics: see [`crate::log::StorageError`].
-    pub(crate) fn write_durable(
-        &mut self,
-        file: &File,
-        offset: u64,
-        buf: &[u8],
-        path: &Path,
-    ) -> io::Result<()> {
-        match self {
-            Writer::Pwrite => {
-                file.write_all_at(buf, offset)?;
-                sync_data(file, path);
-                Ok(())
-            }
-            Writer::Uring(ring) => uring_write_sync(ring, file, offset, buf, path),
-        }
     }
 }
 
@@ -200,81 +163,28 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
-fn uring_write_sync(
-    ring: &mut io_uring::IoUring,
-    file: &File,
-    offset: u64,
-    buf: &[u8],
-    path: &Path,
-) -> io::Result<()> {
-    use io_uring::{opcode, squeue, types};
-    const WRITE: u64 = 1;
-    const SYNC: u64 = 2;
-    let fd = types::Fd(file.as_raw_fd());
-    let len = u32::try_from(buf.len())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "write above 4 GiB"))?;
-    let write = opcode::Write::new(fd, buf.as_ptr(), len)
-        .offset(offset)
-        .build()
-        .flags(squeue::Flags::IO_LINK)
-        .user_data(WRITE);
-    let sync = opcode::Fsync::new(fd)
-        .flags(types::FsyncFlags::DATASYNC)
-        .build()
-        .user_data(SYNC);
-    // SAFETY: `buf` outlives the operations because we wait for both completions below before
-    // returning; the fd stays open for the same reason.
-    unsafe {
-        let mut sq = ring.submission();
-        sq.push(&write)
-            .map_err(|_| io::Error::other("io_uring submission queue full"))?;
-        sq.push(&sync)
-            .map_err(|_| io::Error::other("io_uring submission queue full"))?;
-    }
-    let mut done = 0;
-    let mut written: i32 = 0;
-    let mut synced: i32 = 0;
-    while done < 2 {
-        ring.submit_and_wait(2 - done)?;
-        for cqe in ring.completion() {
-            match cqe.user_data() {
-                WRITE => written = cqe.result(),
-                _ => synced = cqe.result(),
-            }
-            done += 1;
-        }
-    }
-    if written < 0 {
-        return Err(io::Error::from_raw_os_error(-written));
-    }
-    if written as usize != buf.len() {
-        // A short write: the linked fsync still ran, so finish with the plain path.
-        file.write_all_at(&buf[written as usize..], offset + written as u64)?;
-        sync_data(file, path);
-        return Ok(());
-    }
-    if synced < 0 {
-        panic!(
-            "fdatasync of {} failed: {}; the log cannot know what reached the disk, stopping",
-            path.display(),
-            io::Error::from_raw_os_error(-synced)
-        );
-    }
-    Ok(())
-}
-
-/// Opens `path` for O_DIRECT writes, or for ordinary writes where the filesystem refuses
-/// O_DIRECT (tmpfs). Returns whether O_DIRECT is on.
+/// Opens `path` for the log's writes: `O_DIRECT | O_DSYNC`, or `O_DSYNC` alone where the
+/// filesystem refuses O_DIRECT (tmpfs). Returns whether O_DIRECT is on.
 pub(crate) fn open_for_writes(path: &Path) -> io::Result<(File, bool)> {
     match OpenOptions::new()
         .write(true)
-        .custom_flags(libc::O_DIRECT)
+        .custom_flags(libc::O_DIRECT | libc::O_DSYNC)
         .open(path)
     {
         Ok(f) => Ok((f, true)),
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-            Ok((OpenOptions::new().write(true).open(path)?, false))
-        }
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((
+            OpenOptions::new()
+                .write(true)
+                .custom_flags(libc::O_DSYNC)
+                .open(path)?,
+            false,
+        )),
         Err(e) => Err(e),
     }
+}
+
+/// Writes `buf` at `offset` of a file opened by [`open_for_writes`] and returns once it is
+/// durable (the file's `O_DSYNC`), with a blocking call.
+pub(crate) fn write_durable(file: &File, offset: u64, buf: &[u8]) -> io::Result<()> {
+    file.write_all_at(buf, offset)
 }

@@ -1,6 +1,6 @@
 //! The durable log of a node: record batches with CRCs in preallocated segment files, written
-//! with aligned (O_DIRECT) writes through io_uring, one fdatasync per group of appends, recovery
-//! that tells a torn tail from corruption, and term + vote kept apart in two checked slots.
+//! as one aligned `O_DIRECT | O_DSYNC` write per group of appends (group commit), recovery that
+//! tells a torn tail from corruption, and term + vote kept apart in two checked slots.
 //!
 //! This room depends only on [`crate::limits`] and the core's small types ([`Entry`],
 //! [`HardState`], indexes and terms); it never reaches into another room. The runtime drives it.
@@ -10,17 +10,16 @@
 //! * `segment`: segment naming, creation (preallocated, zeroed), recycling of purged segments,
 //!   the record map;
 //! * `recovery`: scanning a directory, torn write versus corruption;
-//! * `segmented`: [`Log`], synchronous append / read / truncate / purge, and prepared appends
-//!   whose I/O the caller does;
-//! * `group_commit`: [`LogWriter`], a writer thread batching appends into one write + one sync;
+//! * `segmented`: [`Log`]: the one write path (a group of records laid out as one aligned write
+//!   by [`Log::prepare_append`], written by the caller, recorded by [`Log::complete_append`];
+//!   the node writes it on its executor's io_uring, see `runtime::disk`), read / truncate / purge;
 //! * `hard_state`: [`HardStateStore`], term and vote in two alternating CRC-checked slots;
 //! * `tools`: [`verify`] and [`dump`] for `ringraft log verify|dump`.
 //!
 //! # Correctness contract
 //!
-//! An entry is durable only once the call that appended it returned `Ok` ([`Log::append`]), a
-//! completion says so ([`LogWriter::wait_durable`], [`LogWriter::poll_persisted`]), or the
-//! caller that wrote a [`Log::prepare_append`] itself made it durable and completed it
+//! An entry is durable only once the call that appended it returned `Ok` ([`Log::append`]), or
+//! the caller that wrote a [`Log::prepare_append`] itself made it durable and completed it
 //! ([`Log::complete_append`]). Nothing that depends on an entry (an AppendEntries ack, the
 //! leader counting itself in a quorum) may happen before. Likewise term and vote are durable
 //! only once [`HardStateStore::save`] returned.
@@ -29,7 +28,6 @@
 //! [`HardState`]: crate::core::HardState
 
 mod error;
-mod group_commit;
 mod hard_state;
 mod io;
 pub mod record;
@@ -39,9 +37,8 @@ mod segmented;
 mod tools;
 
 pub use error::StorageError;
-pub use group_commit::{AppendError, LogWriter, LogWriterOptions, Persisted, Ticket};
 pub use hard_state::HardStateStore;
-pub use io::{write_back, IoMode, BLOCK_BYTES};
+pub use io::{write_back, AlignedBuf, BLOCK_BYTES};
 pub use record::{DecodeError, EncodeError, EncodedRecord, RecordHeader};
 pub use recovery::TornTail;
 pub use segment::{parse_segment_name, segment_file_name};

@@ -1,8 +1,12 @@
 //! [`Log`]: the durable, segmented log of one node, with synchronous operations.
 //!
-//! It owns the segment files of one directory. Every append is written with one aligned write
-//! (O_DIRECT where the filesystem allows it) and made durable with one fdatasync before the call
-//! returns; [`crate::log::LogWriter`] batches many appends into one such call (group commit).
+//! It owns the segment files of one directory. A group of appends becomes one aligned write
+//! (O_DIRECT where the filesystem allows it) that is durable when it completes (`O_DSYNC`):
+//! [`Log::prepare_append`] lays the group out and [`PreparedAppend::fill`] copies its records
+//! into the caller's aligned buffer, the caller writes it (the node on its executor's io_uring,
+//! see `runtime::disk`), and [`Log::complete_append`] records it. That is the log's one write
+//! path; [`Log::append_records`] runs the same three steps with a blocking write, for callers
+//! without an executor.
 //!
 //! Truncation and purging only ever delete whole segment files, rename them away to a temporary
 //! name (a purged segment kept for reuse), or replace one atomically (prepared under a temporary
@@ -20,7 +24,7 @@ use bytes::Bytes;
 use crate::core::{Entry, Index, Term};
 use crate::log::error::StorageError;
 use crate::log::io::{
-    align_up, open_for_writes, sync_data, sync_dir, AlignedBuf, IoMode, Writer, BLOCK_BYTES,
+    align_up, open_for_writes, sync_data, sync_dir, write_durable, AlignedBuf, BLOCK_BYTES,
 };
 use crate::log::record::{decode_batch, encode_records, EncodedRecord, RECORD_BYTES_MAX};
 use crate::log::recovery::{scan_dir, TornTail};
@@ -40,8 +44,6 @@ pub struct LogOptions {
     /// Size of every segment file, a multiple of 4096 in
     /// [`SEGMENT_BYTES_MIN`, `SEGMENT_BYTES_MAX`]. Default 64 MiB.
     pub segment_bytes: u64,
-    /// Which system calls write the log.
-    pub io_mode: IoMode,
     /// Keep one zeroed spare segment prepared by a helper thread, so that starting a new
     /// segment is a rename rather than a stall of the writer while 64 MiB of zeros are written.
     pub prepare_spare: bool,
@@ -55,7 +57,6 @@ impl Default for LogOptions {
     fn default() -> LogOptions {
         LogOptions {
             segment_bytes: 64 << 20,
-            io_mode: IoMode::Auto,
             prepare_spare: true,
             recycled_segments_max: 4,
         }
@@ -95,8 +96,6 @@ pub struct OpenReport {
     pub torn_tail: Option<TornTail>,
     /// Temporary files of interrupted segment creations that were deleted.
     pub removed_temp_files: Vec<PathBuf>,
-    /// Whether writes go through io_uring (otherwise `pwrite`).
-    pub io_uring: bool,
     /// Whether writes bypass the page cache (O_DIRECT).
     pub o_direct: bool,
 }
@@ -113,14 +112,42 @@ pub struct PreparedAppend {
     /// Where the bytes go in the file (block aligned).
     pub offset: u64,
     locs: Vec<RecordLoc>,
+    /// The records' bytes, in order (shared, not copied: [`PreparedAppend::fill`] copies them
+    /// once, into the caller's aligned buffer).
+    records: Vec<Bytes>,
     /// Bytes of records and padding, without the zero block of a recycled segment.
     data_bytes: u64,
+    /// Bytes of the whole write: `data_bytes`, plus one zero block in a recycled segment.
+    write_bytes: usize,
 }
 
 impl PreparedAppend {
     /// Index of the last entry it writes.
     pub fn last_index(&self) -> Index {
         self.locs.last().map_or(0, RecordLoc::last_index)
+    }
+
+    /// How many of the records given to [`Log::prepare_append`] it writes (a prefix of them).
+    pub fn record_count(&self) -> usize {
+        self.locs.len()
+    }
+
+    /// Length of the write, a multiple of [`BLOCK_BYTES`].
+    pub fn write_bytes(&self) -> usize {
+        self.write_bytes
+    }
+
+    /// Copies the write's bytes into `out` (exactly [`PreparedAppend::write_bytes`] long,
+    /// aligned for O_DIRECT by the caller): the records one after the other, zeros after them.
+    /// This is the one copy of a record on its way to the disk.
+    pub fn fill(&self, out: &mut [u8]) {
+        assert_eq!(out.len(), self.write_bytes, "fill needs write_bytes()");
+        let mut at = 0;
+        for record in &self.records {
+            out[at..at + record.len()].copy_from_slice(record);
+            at += record.len();
+        }
+        out[at..].fill(0);
     }
 }
 
@@ -142,7 +169,7 @@ pub struct Log {
     /// A prepared append is waiting for [`Log::complete_append`].
     prepared: bool,
     o_direct: bool,
-    writer: Writer,
+    /// The aligned buffer of [`Log::append_records`], reused.
     buf: AlignedBuf,
     /// The spare segment being prepared, if any.
     spare: Option<JoinHandle<Result<PathBuf, StorageError>>>,
@@ -192,7 +219,6 @@ impl Log {
         let last_path = segments[segments.len() - 1].info.path.clone();
         let (active, o_direct) = open_for_writes(&last_path)
             .map_err(|e| StorageError::io("opening segment for writes", &last_path, e))?;
-        let writer = Writer::new(options.io_mode).map_err(StorageError::IoUringSetup)?;
         let mut log = Log {
             dir: dir.to_path_buf(),
             options,
@@ -201,8 +227,7 @@ impl Log {
             active_generation: 0,
             prepared: false,
             o_direct,
-            writer,
-            buf: AlignedBuf::with_capacity(1 << 20),
+            buf: AlignedBuf::with_capacity(BLOCK_BYTES),
             spare: None,
             recycled: Vec::new(),
             spares_started: 0,
@@ -214,7 +239,6 @@ impl Log {
             last_index: log.last_index(),
             torn_tail: scan.torn_tail,
             removed_temp_files: scan.temp_files,
-            io_uring: log.writer.is_uring(),
             o_direct,
         };
         Ok((log, report))
@@ -286,39 +310,42 @@ impl Log {
     }
 
     /// Appends records that were already encoded (or verified, e.g. received from the leader)
-    /// and returns once they are durable: one aligned write and one fdatasync per segment they
-    /// land in. This is the group-commit primitive.
+    /// and returns once they are durable: the log's one write path ([`Log::prepare_append`],
+    /// [`PreparedAppend::fill`], one `O_DSYNC` write per segment they land in,
+    /// [`Log::complete_append`]) with a blocking write.
     pub fn append_records(&mut self, records: &[EncodedRecord]) -> Result<(), StorageError> {
-        self.assert_nothing_prepared("append_records");
-        self.check_continues(records)?;
         let mut next = 0;
         while next < records.len() {
-            let Some(prepared) = self.encode_into_active(&records[next..]) else {
-                self.roll()?;
+            let Some(prepared) = self.prepare_append(&records[next..])? else {
+                self.start_next_segment()?;
                 continue;
             };
-            self.write_buffer(&prepared)?;
-            next += prepared.locs.len();
-            self.record_written(prepared);
+            let mut buf = std::mem::replace(&mut self.buf, AlignedBuf::with_capacity(0));
+            buf.reset_zeroed(prepared.write_bytes());
+            prepared.fill(buf.as_mut_slice());
+            let written = write_durable(&self.active, prepared.offset, buf.as_slice());
+            self.buf = buf;
+            written.map_err(|e| StorageError::io("writing records to", &prepared.path, e))?;
+            next += prepared.record_count();
+            self.complete_append(prepared);
         }
         Ok(())
     }
 
-    /// Prepares `records` (continuing the log) as one group write into the active segment
-    /// without writing it, so that the caller can do the I/O where it is cheapest (the runtime
-    /// writes small groups on its own executor's ring instead of handing them to a thread).
-    /// Returns `None`, and changes nothing, if they do not all fit in the active segment: use
-    /// [`Log::append_records`], which starts a new segment.
+    /// Lays out as many of `records` (continuing the log) as fit in the active segment, at
+    /// least the first, as one group write, without writing it: the caller writes it where it
+    /// is cheapest (the node on its executor's io_uring). Returns `None`, and changes nothing,
+    /// if not even the first record fits: call [`Log::start_next_segment`], then again.
     ///
     /// Until [`Log::complete_append`] is called with the result, the log must not be changed
     /// otherwise (appending, truncating, purging panic: a broken invariant of the caller).
     ///
     /// # Correctness
     ///
-    /// The caller writes exactly [`Log::prepared_bytes`] at [`PreparedAppend::offset`] of the
-    /// file named by [`PreparedAppend::path`] *while* [`Log::active_file_generation`] still
+    /// The caller writes the bytes of [`PreparedAppend::fill`] at [`PreparedAppend::offset`] of
+    /// the file named by [`PreparedAppend::path`] *while* [`Log::active_file_generation`] still
     /// equals [`PreparedAppend::file_generation`] (a file opened earlier under that path may be
-    /// a replaced one), makes them durable (an `O_DSYNC` write or an fdatasync after it), and
+    /// a replaced one), makes them durable (an `O_DSYNC` write, or an fdatasync after it), and
     /// only then calls [`Log::complete_append`]. Nothing may treat the records as durable
     /// before; a failed write or sync is fatal, as everywhere in the log.
     pub fn prepare_append(
@@ -330,49 +357,15 @@ impl Log {
         if records.is_empty() {
             return Ok(None);
         }
-        match self.encode_into_active(records) {
-            Some(prepared) if prepared.locs.len() == records.len() => {
-                self.prepared = true;
-                Ok(Some(prepared))
-            }
-            _ => {
-                self.buf.clear();
-                Ok(None)
-            }
-        }
-    }
-
-    /// The bytes of the write prepared by [`Log::prepare_append`] (block aligned, padded).
-    pub fn prepared_bytes(&self) -> &[u8] {
-        assert!(self.prepared, "prepared_bytes without a prepared append");
-        self.buf.as_slice()
+        let prepared = self.layout_in_active(records);
+        self.prepared = prepared.is_some();
+        Ok(prepared)
     }
 
     /// Identifies the file the active segment is written through; it changes whenever that
     /// file is replaced or another segment becomes active.
     pub fn active_file_generation(&self) -> u64 {
         self.active_generation
-    }
-
-    /// Writes the prepared bytes with the log's own write path (write + fdatasync): for a
-    /// caller that could not do the I/O itself, or whose write came back short.
-    pub fn write_prepared(&mut self, prepared: &PreparedAppend) -> Result<(), StorageError> {
-        assert!(self.prepared, "write_prepared without a prepared append");
-        assert_eq!(prepared.file_generation, self.active_generation);
-        self.write_buffer(prepared)
-    }
-
-    /// Writes the encoded group in `buf` where `prepared` says, durably, through the log's own
-    /// writer.
-    fn write_buffer(&mut self, prepared: &PreparedAppend) -> Result<(), StorageError> {
-        self.writer
-            .write_durable(
-                &self.active,
-                prepared.offset,
-                self.buf.as_slice(),
-                &prepared.path,
-            )
-            .map_err(|e| StorageError::io("writing records to", &prepared.path, e))
     }
 
     /// Records a prepared write as done: its records are durable (see
@@ -416,17 +409,18 @@ impl Log {
         Ok(())
     }
 
-    /// Encodes as many of `records` as fit in the active segment into `buf`, as one group
-    /// write; `None` if not even the first fits.
-    fn encode_into_active(&mut self, records: &[EncodedRecord]) -> Option<PreparedAppend> {
-        let last = self.segments.len() - 1;
-        let start = self.segments[last].info.write_offset;
-        let capacity = self.segments[last].info.file_bytes;
-        self.buf.clear();
+    /// Lays out as many of `records` as fit in the active segment as one group write; `None`
+    /// if not even the first fits.
+    fn layout_in_active(&self, records: &[EncodedRecord]) -> Option<PreparedAppend> {
+        let info = &self.last().info;
+        let start = info.write_offset;
+        let capacity = info.file_bytes;
         let mut locs = Vec::new();
+        let mut shared = Vec::new();
+        let mut len = 0u64;
         for record in records {
             let bytes = record.bytes();
-            if start + align_up((self.buf.len() + bytes.len()) as u64) > capacity {
+            if start + align_up(len + bytes.len() as u64) > capacity {
                 break;
             }
             let h = record.header();
@@ -434,28 +428,30 @@ impl Log {
                 first_index: h.first_index,
                 count: h.count,
                 term: h.term,
-                offset: start + self.buf.len() as u64,
+                offset: start + len,
                 bytes: h.total_bytes,
             });
-            self.buf.extend_from_slice(bytes);
+            shared.push(bytes.clone());
+            len += bytes.len() as u64;
         }
         if locs.is_empty() {
             return None;
         }
-        self.buf.pad_to_block();
-        let data_bytes = self.buf.len() as u64;
-        let info = &self.segments[last].info;
+        let data_bytes = align_up(len);
+        let mut write_bytes = data_bytes;
         if info.recycled && start + data_bytes + BLOCK_BYTES as u64 <= capacity {
             // Stale bytes follow in a recycled segment: end the data with a zero block, which
             // the next group write overwrites (see `segment`).
-            self.buf.extend_from_slice(&[0u8; BLOCK_BYTES]);
+            write_bytes += BLOCK_BYTES as u64;
         }
         Some(PreparedAppend {
             path: info.path.clone(),
             file_generation: self.active_generation,
             offset: start,
             locs,
+            records: shared,
             data_bytes,
+            write_bytes: write_bytes as usize,
         })
     }
 
@@ -467,8 +463,10 @@ impl Log {
         info.records.extend(prepared.locs);
     }
 
-    /// Starts a new segment at the next index. The previous one is already durable.
-    fn roll(&mut self) -> Result<(), StorageError> {
+    /// Starts a new segment at the next index (when [`Log::prepare_append`] found the active
+    /// one full). The previous one is already durable.
+    pub fn start_next_segment(&mut self) -> Result<(), StorageError> {
+        self.assert_nothing_prepared("start_next_segment");
         let first_index = self.last_index() + 1;
         if let Some(tmp) = self.recycled.pop() {
             let path = install_segment(&self.dir, &tmp, first_index)?;

@@ -1,10 +1,9 @@
 //! A node's durable state on disk: the segmented log, term and vote, and the latest snapshot.
-//! Everything here blocks; the runtime calls it from glommio's blocking pool, one group of
-//! writes at a time and in order, which is what makes it group commit. The exception is a
-//! prepared write ([`Storage::prepare_write`]): a group of appends (up to the runtime's bound)
-//! that the runtime encodes here and then writes and syncs on its own executor. Snapshots this node
-//! takes are saved apart from that queue ([`SnapshotFile`]), so that tens of megabytes of state
-//! machine never sit in front of the log's next fdatasync.
+//! Appends are prepared here and written by the runtime's disk task on its executor's io_uring
+//! (`runtime::disk`); everything else here blocks, and the disk task calls it on glommio's
+//! blocking pool, in order with the appends. Snapshots this node takes are saved apart from that
+//! queue ([`SnapshotFile`]), so that tens of megabytes of state machine never sit in front of the
+//! log's next write.
 //!
 //! Layout of `data_dir`: `log/` (segments, see `crate::log`), `hard_state` (two CRC slots),
 //! `snapshot` (magic, index, term, length, CRC32, data; replaced atomically by rename).
@@ -18,7 +17,9 @@ use bytes::Bytes;
 
 use crate::core::{Entry, HardState, Index, Restored, Snapshot, SnapshotMeta};
 use crate::log::record::encode_records;
-use crate::log::{HardStateStore, Log, LogOptions, OpenReport, PreparedAppend, StorageError};
+use crate::log::{
+    EncodedRecord, HardStateStore, Log, LogOptions, OpenReport, PreparedAppend, StorageError,
+};
 
 const SNAPSHOT_MAGIC: u32 = 0x5352_4e50; // "SRNP"
 const SNAPSHOT_HEADER_BYTES: usize = 4 + 8 + 8 + 8 + 4;
@@ -87,8 +88,6 @@ pub struct Storage {
     snapshot_file: Arc<SnapshotFile>,
     log: Log,
     hard_state: HardStateStore,
-    /// Last index written to the log by this process (the log's own view, including `pending`).
-    last_index: Index,
 }
 
 impl Storage {
@@ -123,7 +122,6 @@ impl Storage {
         } else {
             Vec::new()
         };
-        let last_index = log.last_index();
         let snapshot_file = Arc::new(SnapshotFile {
             dir: dir.to_path_buf(),
             saved_index: Mutex::new(snapshot_index),
@@ -132,7 +130,6 @@ impl Storage {
             snapshot_file,
             log,
             hard_state: hard_state_store,
-            last_index,
         };
         Ok((
             storage,
@@ -150,114 +147,63 @@ impl Storage {
         self.snapshot_file.clone()
     }
 
-    /// Makes a group of jobs durable: one log append (one aligned write + one fdatasync per
-    /// segment touched) for all their entries, then the newest hard state, then purges.
-    pub fn write(&mut self, jobs: &mut [WriteJob]) -> Result<(), StorageError> {
-        let mut pending: Vec<Entry> = Vec::new();
-        let mut hard_state = None;
-        for job in jobs.iter_mut() {
-            if let Some(snapshot) = job.installed_snapshot.take() {
-                self.flush(&mut pending)?;
-                self.snapshot_file.save_installed(&snapshot)?;
-                if self.log.last_index() >= self.log.first_index() {
-                    self.log.truncate_suffix(self.log.first_index())?;
-                }
-                self.log.purge_prefix(snapshot.meta.last_included_index)?;
-                self.last_index = snapshot.meta.last_included_index;
-            }
-            if let Some(first) = job.entries.first().map(|e| e.index) {
-                if first <= self.last_index {
-                    match pending.first().map(|e| e.index) {
-                        Some(p) if first >= p => pending.truncate((first - p) as usize),
-                        _ => {
-                            self.flush(&mut pending)?;
-                            self.log.truncate_suffix(first)?;
-                        }
-                    }
-                }
-                self.last_index = job.entries.last().map_or(self.last_index, |e| e.index);
-                pending.append(&mut job.entries);
-            }
-            if job.hard_state.is_some() {
-                hard_state = job.hard_state;
-            }
-        }
-        self.flush(&mut pending)?;
-        if let Some(hs) = hard_state {
-            self.hard_state.save(&hs)?;
-        }
-        for job in jobs.iter() {
-            if let Some(upto) = job.purge_upto {
-                self.log.purge_prefix(upto.min(self.log.last_index()))?;
-            }
-        }
+    /// Last index the log holds.
+    pub fn last_index(&self) -> Index {
+        self.log.last_index()
+    }
+
+    /// Appends to `out` the records of `entries` (consecutive, continuing what `out` holds or
+    /// the log).
+    pub fn records_of(
+        &self,
+        entries: &[Entry],
+        out: &mut Vec<EncodedRecord>,
+    ) -> Result<(), StorageError> {
+        out.extend(encode_records(entries, self.log.options().record_bytes_max())?);
         Ok(())
     }
 
-    /// Prepares a group of jobs as one write for the caller to do (see
-    /// [`Log::prepare_append`]) if it is nothing but new entries continuing the log, of at most
-    /// `entry_bytes_max` bytes (counted by [`Entry::size_bytes`]), fitting in the active
-    /// segment. Otherwise returns `None` and changes nothing: use [`Storage::write`].
-    /// The jobs' entries are left in place; after [`Storage::complete_prepared`] the jobs are
-    /// done.
-    pub fn prepare_write(
+    /// See [`Log::prepare_append`].
+    pub fn prepare_append(
         &mut self,
-        jobs: &[WriteJob],
-        entry_bytes_max: usize,
+        records: &[EncodedRecord],
     ) -> Result<Option<PreparedAppend>, StorageError> {
-        let mut next = self.last_index + 1;
-        let mut bytes = 0;
-        for job in jobs {
-            let plain = job.installed_snapshot.is_none()
-                && job.hard_state.is_none()
-                && job.purge_upto.is_none();
-            if !plain || job.entries.first().is_some_and(|e| e.index != next) {
-                return Ok(None);
-            }
-            next += job.entries.len() as u64;
-            bytes += job.entries.iter().map(Entry::size_bytes).sum::<usize>();
-        }
-        if bytes == 0 || bytes > entry_bytes_max {
-            return Ok(None);
-        }
-        // Each job's entries are encoded as they stand (one or more records per job, all in the
-        // one group write): no gathering of every entry into another vector first.
-        let record_bytes_max = self.log.options().record_bytes_max();
-        let mut records = Vec::new();
-        for job in jobs.iter().filter(|j| !j.entries.is_empty()) {
-            records.extend(encode_records(&job.entries, record_bytes_max)?);
-        }
-        self.log.prepare_append(&records)
+        self.log.prepare_append(records)
     }
 
-    /// The bytes of the prepared write.
-    pub fn prepared_bytes(&self) -> &[u8] {
-        self.log.prepared_bytes()
-    }
-
-    /// Whether `prepared` still names the file the log writes through (see
-    /// [`Log::prepare_append`]).
-    pub fn is_current(&self, prepared: &PreparedAppend) -> bool {
-        prepared.file_generation == self.log.active_file_generation()
-    }
-
-    /// Writes a prepared group with the log's own write + fdatasync (blocking).
-    pub fn write_prepared(&mut self, prepared: &PreparedAppend) -> Result<(), StorageError> {
-        self.log.write_prepared(prepared)
-    }
-
-    /// Marks a prepared group durable: its bytes were written and synced by the caller.
-    pub fn complete_prepared(&mut self, prepared: PreparedAppend) {
-        self.last_index = prepared.last_index();
+    /// See [`Log::complete_append`].
+    pub fn complete_append(&mut self, prepared: PreparedAppend) {
         self.log.complete_append(prepared);
     }
 
-    fn flush(&mut self, pending: &mut Vec<Entry>) -> Result<(), StorageError> {
-        if !pending.is_empty() {
-            self.log.append(pending)?;
-            pending.clear();
+    /// See [`Log::start_next_segment`].
+    pub fn start_next_segment(&mut self) -> Result<(), StorageError> {
+        self.log.start_next_segment()
+    }
+
+    /// Makes a snapshot received from the leader the node's snapshot and empties the log
+    /// (the leader resends what follows it).
+    pub fn install_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), StorageError> {
+        self.snapshot_file.save_installed(snapshot)?;
+        if self.log.last_index() >= self.log.first_index() {
+            self.log.truncate_suffix(self.log.first_index())?;
         }
-        Ok(())
+        self.log.purge_prefix(snapshot.meta.last_included_index)
+    }
+
+    /// Deletes the log's entries from `from` on (a conflicting suffix); durable on return.
+    pub fn truncate_suffix(&mut self, from: Index) -> Result<(), StorageError> {
+        self.log.truncate_suffix(from)
+    }
+
+    /// Makes term and vote durable.
+    pub fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
+        self.hard_state.save(hard_state)
+    }
+
+    /// Purges whole segments covered by a durable snapshot up to `upto`.
+    pub fn purge(&mut self, upto: Index) -> Result<(), StorageError> {
+        self.log.purge_prefix(upto.min(self.log.last_index()))
     }
 }
 
@@ -341,109 +287,3 @@ fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, StorageError> {
     }))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::core::EntryKind;
-
-    fn entries(first: Index, n: u64, term: u64) -> Vec<Entry> {
-        (first..first + n)
-            .map(|index| Entry {
-                term,
-                index,
-                kind: EntryKind::Normal,
-                data: Bytes::from(vec![index as u8; 100]),
-            })
-            .collect()
-    }
-
-    fn append(entries: Vec<Entry>) -> WriteJob {
-        WriteJob {
-            entries,
-            ..WriteJob::default()
-        }
-    }
-
-    /// Writes a prepared group as the runtime's executor does: its own O_DSYNC write.
-    fn write_as_the_executor(storage: &mut Storage, prepared: PreparedAppend) {
-        use std::os::unix::fs::{FileExt, OpenOptionsExt};
-        assert!(storage.is_current(&prepared));
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_DSYNC)
-            .open(&prepared.path)
-            .expect("open segment");
-        file.write_all_at(storage.prepared_bytes(), prepared.offset)
-            .expect("write");
-        storage.complete_prepared(prepared);
-    }
-
-    #[test]
-    fn prepared_groups_of_appends_are_durable_and_restored() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (mut storage, _, _) = Storage::open(dir.path(), 1 << 20).expect("open");
-        let jobs = [append(entries(1, 3, 1)), append(entries(4, 2, 1))];
-        let prepared = storage.prepare_write(&jobs, 1 << 20).expect("prepare");
-        write_as_the_executor(&mut storage, prepared.expect("plain appends"));
-        // The blocking path continues the log the executor wrote.
-        storage
-            .write(&mut [append(entries(6, 2, 2))])
-            .expect("write");
-        let jobs = [append(entries(8, 1, 2))];
-        let prepared = storage.prepare_write(&jobs, 1 << 20).expect("prepare");
-        let prepared = prepared.expect("plain append");
-        storage
-            .write_prepared(&prepared)
-            .expect("write on the pool");
-        storage.complete_prepared(prepared);
-        drop(storage);
-        let (_, restored, report) = Storage::open(dir.path(), 1 << 20).expect("reopen");
-        assert!(report.torn_tail.is_none());
-        assert_eq!(restored.entries, {
-            let mut all = entries(1, 5, 1);
-            all.extend(entries(6, 3, 2));
-            all
-        });
-    }
-
-    #[test]
-    fn only_small_groups_of_new_appends_are_prepared() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let (mut storage, _, _) = Storage::open(dir.path(), 1 << 20).expect("open");
-        storage
-            .write(&mut [append(entries(1, 3, 1))])
-            .expect("write");
-        let mut with_vote = append(entries(4, 1, 2));
-        with_vote.hard_state = Some(HardState {
-            current_term: 2,
-            voted_for: Some(1),
-        });
-        let with_purge = WriteJob {
-            purge_upto: Some(1),
-            ..append(entries(4, 1, 1))
-        };
-        let refused: [&[WriteJob]; 5] = [
-            &[with_vote],
-            &[with_purge],
-            &[append(entries(3, 2, 2))], // overwrites index 3: a truncation
-            &[append(entries(5, 1, 1))], // a gap
-            &[append(entries(4, 1, 1)), append(entries(6, 1, 1))],
-        ];
-        for jobs in refused {
-            assert!(storage
-                .prepare_write(jobs, 1 << 20)
-                .expect("prepare")
-                .is_none());
-        }
-        let big = [append(entries(4, 10, 1))];
-        assert!(storage
-            .prepare_write(&big, 1000)
-            .expect("prepare")
-            .is_none());
-        let prepared = storage.prepare_write(&big, 2000).expect("prepare");
-        write_as_the_executor(&mut storage, prepared.expect("within the bound"));
-        drop(storage);
-        let (_, restored, _) = Storage::open(dir.path(), 1 << 20).expect("reopen");
-        assert_eq!(restored.entries.len(), 13);
-    }
-}
