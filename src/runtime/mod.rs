@@ -14,6 +14,7 @@
 //!   the log writes rather than in front of them.
 
 pub mod config;
+pub mod metrics;
 mod net;
 pub mod node;
 mod server;
@@ -211,6 +212,9 @@ async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
         counters.clone(),
     ))
     .detach();
+    if let Some(addr) = config.metrics_addr {
+        serve_metrics(addr, config.id, counters.clone())?;
+    }
     let inflight = config.client_inflight_max;
     glommio::spawn_local(server::serve_clients(
         client_listener,
@@ -244,6 +248,28 @@ async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
         );
     }
     eprintln!("ringraft: node {} stopped", config.id);
+    Ok(())
+}
+
+/// Starts the `/metrics` server in a task queue of its own with a small share of the executor,
+/// so that a scrape never delays the Raft loop by more than a slice.
+fn serve_metrics(
+    addr: std::net::SocketAddr,
+    id: crate::core::NodeId,
+    counters: Rc<Counters>,
+) -> Result<(), RuntimeError> {
+    const METRICS_SHARES: usize = 10;
+    let listener = glommio::net::TcpListener::bind(addr)
+        .map_err(|source| RuntimeError::Bind { addr, source })?;
+    let queue = glommio::executor().create_task_queue(
+        glommio::Shares::Static(METRICS_SHARES),
+        glommio::Latency::NotImportant,
+        "metrics",
+    );
+    glommio::spawn_local_into(metrics::serve(listener, id, counters), queue)
+        .map_err(|e| RuntimeError::Executor(e.to_string()))?
+        .detach();
+    eprintln!("ringraft: node {id} serving metrics on http://{addr}/metrics");
     Ok(())
 }
 
@@ -301,6 +327,8 @@ async fn disk_task(
             }
         }
         Counters::add(&counters.disk_jobs, jobs.len() as u64);
+        record_group_size(&counters.metrics, &jobs);
+        let started = std::time::Instant::now();
         trace::event("disk_start", jobs.len() as u64);
         let prepared = lock(&storage).prepare_write(&jobs, DIRECT_WRITE_BYTES_MAX);
         let result = match prepared {
@@ -315,11 +343,31 @@ async fn disk_task(
             std::process::abort();
         }
         trace::event("disk_done", last_seq);
+        counters
+            .metrics
+            .log_write_latency
+            .record_duration(started.elapsed());
         Counters::add(&counters.disk_syncs, 1);
         if inbox.send(Event::Persisted(last_seq)).await.is_err() {
             return;
         }
     }
+}
+
+/// Records a group's size in entries and entry bytes (groups that only write term and vote or
+/// purge count as zero entries).
+fn record_group_size(metrics: &metrics::Metrics, jobs: &[WriteJob]) {
+    let (mut entries, mut bytes) = (0u64, 0u64);
+    for job in jobs {
+        entries += job.entries.len() as u64;
+        bytes += job
+            .entries
+            .iter()
+            .map(|e| e.size_bytes() as u64)
+            .sum::<u64>();
+    }
+    metrics.log_group_entries.record(entries);
+    metrics.log_group_bytes.record(bytes);
 }
 
 fn lock(storage: &Mutex<Storage>) -> std::sync::MutexGuard<'_, Storage> {
