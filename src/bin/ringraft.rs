@@ -192,6 +192,10 @@ struct NodeArgs {
     /// README, "Cross-region"). Applied to this node's outgoing peer messages; SIGHUP reloads it.
     #[arg(long)]
     emulation: Option<PathBuf>,
+    /// Serve Prometheus metrics on http://ADDR/metrics (counters, latency histograms, role,
+    /// term, indexes, per-follower lag).
+    #[arg(long, value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
 }
 
 fn node_config(
@@ -240,6 +244,7 @@ fn node_config(
     config.inflight_msgs_max = args.inflight_msgs_max.unwrap_or(config.inflight_msgs_max);
     config.inflight_bytes_max = args.inflight_bytes_max.unwrap_or(config.inflight_bytes_max);
     config.emulation_file = args.emulation.or(config.emulation_file);
+    config.metrics_addr = args.metrics_addr.or(config.metrics_addr);
     config.pre_vote = args.pre_vote.unwrap_or(config.pre_vote);
     config.check_quorum = args.check_quorum.unwrap_or(config.check_quorum);
     config.derive_timing();

@@ -105,6 +105,9 @@ pub struct NodeConfig {
     /// Milliseconds a client write may wait for commit before the node answers Timeout.
     #[serde(default = "default_request_timeout_ms")]
     pub request_timeout_ms: u64,
+    /// Where to serve Prometheus metrics on `GET /metrics` (none: not served).
+    #[serde(default)]
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 fn default_cluster_id() -> u64 {

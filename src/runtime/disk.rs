@@ -68,6 +68,8 @@ pub async fn disk_task<F, Fut>(
             }
         }
         Counters::add(&counters.disk_jobs, jobs.len() as u64);
+        record_group_size(&counters.metrics, &jobs);
+        let started = std::time::Instant::now();
         trace::event("disk_start", jobs.len() as u64);
         if let Err(e) = write_group(&storage, &mut ring, jobs, &counters).await {
             eprintln!(
@@ -76,6 +78,10 @@ pub async fn disk_task<F, Fut>(
             std::process::abort();
         }
         trace::event("disk_done", last_seq);
+        counters
+            .metrics
+            .log_write_latency
+            .record_duration(started.elapsed());
         if !persisted(last_seq).await {
             return;
         }
@@ -84,6 +90,15 @@ pub async fn disk_task<F, Fut>(
 
 fn job_bytes(job: &WriteJob) -> usize {
     job.entries.iter().map(Entry::size_bytes).sum()
+}
+
+/// Records a group's size in entries and entry bytes (groups that only write term and vote or
+/// purge count as zero entries).
+fn record_group_size(metrics: &super::metrics::Metrics, jobs: &[WriteJob]) {
+    let entries: usize = jobs.iter().map(|j| j.entries.len()).sum();
+    let bytes: usize = jobs.iter().map(job_bytes).sum();
+    metrics.log_group_entries.record(entries as u64);
+    metrics.log_group_bytes.record(bytes as u64);
 }
 
 /// Writes one group of jobs in order: appends on the ring, everything else on the pool.

@@ -15,6 +15,7 @@
 
 pub mod config;
 pub mod disk;
+pub mod metrics;
 mod net;
 pub mod node;
 mod server;
@@ -202,6 +203,9 @@ async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
         counters.clone(),
     ))
     .detach();
+    if let Some(addr) = config.metrics_addr {
+        serve_metrics(addr, config.id, counters.clone())?;
+    }
     let inflight = config.client_inflight_max;
     glommio::spawn_local(server::serve_clients(
         client_listener,
@@ -235,6 +239,28 @@ async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
         );
     }
     eprintln!("ringraft: node {} stopped", config.id);
+    Ok(())
+}
+
+/// Starts the `/metrics` server in a task queue of its own with a small share of the executor,
+/// so that a scrape never delays the Raft loop by more than a slice.
+fn serve_metrics(
+    addr: std::net::SocketAddr,
+    id: crate::core::NodeId,
+    counters: Rc<Counters>,
+) -> Result<(), RuntimeError> {
+    const METRICS_SHARES: usize = 10;
+    let listener = glommio::net::TcpListener::bind(addr)
+        .map_err(|source| RuntimeError::Bind { addr, source })?;
+    let queue = glommio::executor().create_task_queue(
+        glommio::Shares::Static(METRICS_SHARES),
+        glommio::Latency::NotImportant,
+        "metrics",
+    );
+    glommio::spawn_local_into(metrics::serve(listener, id, counters), queue)
+        .map_err(|e| RuntimeError::Executor(e.to_string()))?
+        .detach();
+    eprintln!("ringraft: node {id} serving metrics on http://{addr}/metrics");
     Ok(())
 }
 

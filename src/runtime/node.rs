@@ -57,6 +57,8 @@ struct PendingWrite {
     reply: ReplyTo,
     /// Retries that joined this entry while it was in flight; answered with the same result.
     joined: Vec<(u64, ReplyTo)>,
+    /// When the leader proposed it (for the commit latency histogram).
+    proposed_at: Instant,
     deadline: Instant,
     /// (client id, session sequence) of a KV command, so that a retry finds it.
     session: Option<(u64, u64)>,
@@ -126,6 +128,8 @@ pub struct Driver {
     role: Role,
     leader: Option<NodeId>,
     shutting_down: bool,
+    /// When the entries being applied were found committed (for the commit latency histogram).
+    committed_at: Instant,
 }
 
 impl Driver {
@@ -142,6 +146,7 @@ impl Driver {
         snapshot_file: Arc<SnapshotFile>,
         inbox: Rc<LocalSender<Event>>,
     ) -> Driver {
+        counters.metrics.set_peers(peers.keys().copied());
         Driver {
             config,
             node,
@@ -162,6 +167,7 @@ impl Driver {
             role: Role::Follower,
             leader: None,
             shutting_down: false,
+            committed_at: Instant::now(),
         }
     }
 
@@ -182,6 +188,7 @@ impl Driver {
             let output = self.node.take_output();
             let committed = output.committed_entries.len() as u64;
             self.process(output).await;
+            self.publish_metrics();
             super::trace::event("loop_processed", committed);
             if self.shutting_down && self.disk_in_flight.is_empty() {
                 return;
@@ -197,6 +204,7 @@ impl Driver {
             }
             Event::Peer(envelope) => {
                 super::trace::event(envelope.message.kind_name(), 0);
+                self.counters.metrics.contact(envelope.from, Instant::now());
                 trace_replication(false, &envelope.message);
                 self.node.step(envelope)
             }
@@ -291,8 +299,8 @@ impl Driver {
             Ok(index) => {
                 super::trace::event("propose", index);
                 Counters::add(&self.counters.proposals, 1);
-                let deadline =
-                    Instant::now() + Duration::from_millis(self.config.request_timeout_ms);
+                let proposed_at = Instant::now();
+                let deadline = proposed_at + Duration::from_millis(self.config.request_timeout_ms);
                 let term = self.node.hard_state().current_term;
                 if let Some(key) = session {
                     self.pending_sessions.insert(key, index);
@@ -304,6 +312,7 @@ impl Driver {
                         request_id,
                         reply,
                         joined: Vec::new(),
+                        proposed_at,
                         deadline,
                         session,
                     },
@@ -386,6 +395,24 @@ impl Driver {
         }
     }
 
+    /// Publishes role, term, indexes and each follower's match index for `/metrics`: a few
+    /// stores per round of the loop, none per write.
+    fn publish_metrics(&self) {
+        let log = self.node.log();
+        let state = super::metrics::RaftState {
+            role: self.node.role(),
+            term: self.node.hard_state().current_term,
+            leader_id: self.node.leader().unwrap_or(0),
+            commit_index: log.commit_index(),
+            applied_index: log.applied_index(),
+            last_log_index: log.last_index(),
+        };
+        let leading = state.role == Role::Leader;
+        self.counters.metrics.publish(state, |peer| {
+            leading.then(|| self.node.match_index(peer)).flatten()
+        });
+    }
+
     fn stats(&self) -> NodeStats {
         let log = self.node.log();
         NodeStats {
@@ -456,8 +483,15 @@ impl Driver {
         if let Some(last) = output.committed_entries.last() {
             super::trace::event("apply", last.index);
         }
-        for entry in std::mem::take(&mut output.committed_entries) {
-            self.apply(entry);
+        if !output.committed_entries.is_empty() {
+            self.committed_at = Instant::now();
+            for entry in std::mem::take(&mut output.committed_entries) {
+                self.apply(entry);
+            }
+            let metrics = &self.counters.metrics;
+            metrics
+                .apply_latency
+                .record_duration(self.committed_at.elapsed());
         }
         for read in output.read_states {
             if let Some(pending) = self.reads_by_id.remove(&read.request_id) {
@@ -503,6 +537,12 @@ impl Driver {
             return;
         };
         trace_replication(true, &envelope.message);
+        if let Message::AppendEntries { entries, .. } = &envelope.message {
+            if !entries.is_empty() {
+                let sent = entries.len() as u64;
+                self.counters.metrics.append_entries_entries.record(sent);
+            }
+        }
         let mut frame = Vec::new();
         if let Err(e) = wire::encode_peer_frame(
             &envelope,
@@ -602,6 +642,10 @@ impl Driver {
         };
         if let Some(write) = self.writes.remove(&entry.index) {
             self.forget_session(&write);
+            let waited = self
+                .committed_at
+                .saturating_duration_since(write.proposed_at);
+            self.counters.metrics.commit_latency.record_duration(waited);
             super::trace::event("reply", entry.index);
             let result = if write.term == entry.term {
                 result.unwrap_or(Ok(Reply::Done {

@@ -1,4 +1,5 @@
 //! Counters of one node, shared by its tasks on one executor (so `Cell`, not atomics).
+//! `ringraft stats` shows them over the client port, `/metrics` over HTTP.
 
 use std::cell::Cell;
 
@@ -32,6 +33,8 @@ pub struct Counters {
     pub disk_syncs: Cell<u64>,
     /// Output jobs made durable (batched into `disk_syncs` groups).
     pub disk_jobs: Cell<u64>,
+    /// Histograms and gauges served on `/metrics` (see `runtime::metrics`).
+    pub metrics: super::metrics::Metrics,
 }
 
 impl Counters {
