@@ -1,29 +1,29 @@
 //! Drives a real 3-member etcd cluster with `loadgen::etcd_target` and prints the report.
 //! Needs the cargo feature `etcd` (and so protoc) and an etcd binary; both come from
-//! `scripts/install-etcd.sh`. Without the binary the test prints a notice and passes.
+//! `scripts/install-etcd.sh`. Without the binary the test prints a notice and passes, except
+//! under CI, where that fails.
 //!
 //! `cargo test --release --features etcd --test etcd_load -- --nocapture`
 #![cfg(feature = "etcd")]
 
 use std::time::Duration;
 
-use ringraft::bench::etcd::{find_etcd, EtcdCluster};
-use ringraft::loadgen::{etcd_target, LoadReport, LoopMode, Workload};
+mod node_common;
 
-/// Ports 24400..24406; away from etcd's 2379/2380 and from the launch test.
-const BASE_PORT: u16 = 24400;
+use ringraft::bench::etcd::EtcdCluster;
+use ringraft::loadgen::{etcd_target, LoadReport, LoopMode, Workload};
 
 /// Load threads (the machine this was written on has 2 cores, shared with the cluster).
 const THREADS: usize = 2;
 
 #[test]
 fn closed_and_open_loop_against_three_members() {
-    if find_etcd().is_none() {
-        eprintln!("SKIPPED etcd_load: no etcd binary (run scripts/install-etcd.sh)");
+    if !node_common::etcd_available("etcd_load") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let cluster = EtcdCluster::start(3, dir.path(), BASE_PORT).unwrap_or_else(|e| panic!("{e}"));
+    let base_port = node_common::free_port_block(6);
+    let cluster = EtcdCluster::start(3, dir.path(), base_port).unwrap_or_else(|e| panic!("{e}"));
     eprintln!(
         "etcd {} on {:?}",
         cluster.version(),

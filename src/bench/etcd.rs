@@ -136,6 +136,7 @@ impl EtcdCluster {
             cluster.members.push(layout.spawn_member(&binary, i)?);
         }
         cluster.wait_ready(Instant::now() + options.ready_timeout)?;
+        cluster.check_fsync()?;
         Ok(cluster)
     }
 
@@ -214,6 +215,32 @@ impl EtcdCluster {
                 "first write not accepted: HTTP {status} {}",
                 body.trim()
             ));
+        }
+        Ok(())
+    }
+
+    /// Reads every member's own startup log for how it syncs its WAL (see [`fsync_from_log`]),
+    /// refuses a member that runs without fsync, and puts etcd's own word in the settings.
+    fn check_fsync(&mut self) -> Result<(), String> {
+        let mut seen = Vec::new();
+        for member in &self.members {
+            let text = std::fs::read_to_string(&member.log_path)
+                .map_err(|e| format!("cannot read {}: {e}", member.log_path.display()))?;
+            let fsync = fsync_from_log(&text)
+                .map_err(|e| format!("etcd member {}: {e}", member.name))?;
+            if !fsync.on {
+                return Err(format!(
+                    "etcd member {} runs without fsync ({}); a comparison needs it durable",
+                    member.name, fsync.evidence
+                ));
+            }
+            seen.push(fsync.evidence);
+        }
+        seen.dedup();
+        let value = format!("on, from each member's startup log: {}", seen.join("; "));
+        match self.settings.iter_mut().find(|(k, _)| k == "fsync") {
+            Some((_, v)) => *v = value,
+            None => self.settings.push(("fsync".into(), value)),
         }
         Ok(())
     }
@@ -416,10 +443,6 @@ impl Layout {
         // Everything below is etcd's default, stated because it shapes the result.
         for (name, value) in [
             (
-                "fsync",
-                "on (WAL fdatasync per Raft Ready batch; --unsafe-no-fsync not set)",
-            ),
-            (
                 "write_acknowledged_after",
                 "commit and apply on the serving member",
             ),
@@ -432,6 +455,79 @@ impl Layout {
         }
         settings
     }
+}
+
+/// Whether an etcd member syncs its WAL, as its own startup log (zap JSON lines) shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoggedFsync {
+    /// WAL writes are fdatasynced (etcd's default).
+    pub on: bool,
+    /// What in the log says so.
+    pub evidence: String,
+}
+
+/// Reads how an etcd member syncs its WAL from its startup log. etcd 3.5 and later log their
+/// command line (`"msg":"Running: "` with `args`) and any `ETCD_*` variable they took as a flag;
+/// `--unsafe-no-fsync` (or `ETCD_UNSAFE_NO_FSYNC`) there turns fsync off. etcd 3.4 has no such
+/// switch at all: its "starting an etcd server" line and version are the evidence. A log that
+/// shows neither is an error: nothing is assumed.
+pub fn fsync_from_log(text: &str) -> Result<LoggedFsync, String> {
+    let mut version = None;
+    let mut command_line = None;
+    for line in text.lines() {
+        let Ok(json) = serde_json::from_str::<serde_json::Value>(line) else {
+            continue;
+        };
+        match json["msg"].as_str() {
+            Some("starting an etcd server") => {
+                version = json["etcd-version"].as_str().map(str::to_string);
+            }
+            Some("Running: ") => {
+                let args: Vec<String> = json["args"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                    .unwrap_or_default();
+                command_line = Some(args);
+            }
+            _ => {}
+        }
+        if json["variable-name"].as_str() == Some("ETCD_UNSAFE_NO_FSYNC")
+            && json["variable-value"].as_str() != Some("false")
+        {
+            return Ok(LoggedFsync {
+                on: false,
+                evidence: "the log shows ETCD_UNSAFE_NO_FSYNC taken from the environment".into(),
+            });
+        }
+    }
+    let version = version.ok_or(
+        "its log has no \"starting an etcd server\" line: cannot tell how it syncs its WAL",
+    )?;
+    if let Some(args) = command_line {
+        let off = args.iter().any(|a| {
+            a == "--unsafe-no-fsync" || a == "--unsafe-no-fsync=true" || a == "-unsafe-no-fsync"
+        });
+        let evidence = if off {
+            format!("etcd {version} was started with --unsafe-no-fsync")
+        } else {
+            format!("etcd {version}'s logged command line has no --unsafe-no-fsync")
+        };
+        return Ok(LoggedFsync { on: !off, evidence });
+    }
+    let major_minor: Vec<u32> = version
+        .split('.')
+        .take(2)
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    if major_minor.len() == 2 && (major_minor[0], major_minor[1]) <= (3, 4) {
+        return Ok(LoggedFsync {
+            on: true,
+            evidence: format!("etcd {version} logged its start; 3.4 has no switch to turn fsync off"),
+        });
+    }
+    Err(format!(
+        "etcd {version} did not log its command line: cannot tell whether --unsafe-no-fsync is set"
+    ))
 }
 
 /// `etcd` on `PATH`, else Debian's `/usr/bin/etcd`.
@@ -572,6 +668,28 @@ mod tests {
         assert!(leader_of(&[(addr(1), "<html>".to_string())])
             .unwrap_err()
             .contains("not JSON"));
+    }
+
+    #[test]
+    fn fsync_is_read_from_etcds_own_log() {
+        let start = |v: &str| {
+            format!(r#"{{"level":"info","msg":"starting an etcd server","etcd-version":"{v}","name":"x"}}"#)
+        };
+        let running = |args: &str| {
+            format!(r#"{{"level":"info","msg":"Running: ","args":["etcd","--name","x"{args}]}}"#)
+        };
+        let on = fsync_from_log(&start("3.4.23")).unwrap();
+        assert!(on.on && on.evidence.contains("3.4.23"), "{on:?}");
+        let text = format!("{}\n{}", running(""), start("3.5.1"));
+        assert!(fsync_from_log(&text).unwrap().on);
+        let text = format!("{}\n{}", running(r#","--unsafe-no-fsync""#), start("3.5.1"));
+        let off = fsync_from_log(&text).unwrap();
+        assert!(!off.on && off.evidence.contains("--unsafe-no-fsync"), "{off:?}");
+        let env = r#"{"level":"info","msg":"recognized and used environment variable","variable-name":"ETCD_UNSAFE_NO_FSYNC","variable-value":"true"}"#;
+        assert!(!fsync_from_log(&format!("{env}\n{}", start("3.5.1"))).unwrap().on);
+        // A 3.5 log without its command line, or no start line at all: no guess.
+        assert!(fsync_from_log(&start("3.5.1")).is_err());
+        assert!(fsync_from_log("not json\n").is_err());
     }
 
     #[test]

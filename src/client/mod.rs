@@ -178,7 +178,7 @@ impl Client {
         let mut last = String::from("no attempt made");
         for attempt in 0..attempts_max {
             if attempt > 0 {
-                glommio::timer::sleep(backoff(attempt)).await;
+                glommio::timer::sleep(retry_backoff(attempt)).await;
             }
             match self.attempt(&request, sequence).await {
                 Ok(Ok(reply)) => return Ok(reply),
@@ -341,8 +341,19 @@ impl Drop for SequenceGuard<'_> {
     }
 }
 
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis((10u64 << attempt.min(5)).min(300))
+/// First pause between attempts of one request; it doubles each attempt up to
+/// [`RETRY_BACKOFF_MAX`].
+pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// Longest pause between attempts of one request.
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(300);
+
+/// The pause before attempt `attempt` of a request (0-based; the first attempt does not wait).
+/// The etcd load target backs off with the same function, so both targets retry alike.
+pub fn retry_backoff(attempt: u32) -> Duration {
+    if attempt == 0 {
+        return Duration::ZERO;
+    }
+    (RETRY_BACKOFF_MIN * (1u32 << attempt.min(16))).min(RETRY_BACKOFF_MAX)
 }
 
 fn done_index(reply: Reply) -> Result<Index, Error> {

@@ -6,9 +6,11 @@
 pub mod etcd_target;
 pub mod recorder;
 pub mod report;
+pub mod retry;
 pub mod ringraft_target;
 pub mod workload;
 
 pub use recorder::{OpKind, Recorder, SecondBucket};
 pub use report::{hgrm, LoadReport, Percentiles};
+pub use retry::RetryPolicy;
 pub use workload::{LoopMode, Op, OpGen, Workload};

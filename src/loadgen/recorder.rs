@@ -1,5 +1,9 @@
 //! Latency and throughput recording. One `Recorder` per load thread, merged at the end. Only
 //! operations whose (intended) start falls inside the measured window count; warm-up does not.
+//!
+//! A failed operation is counted as an error *and* enters its latency histogram at the request
+//! deadline (or later, if it took longer): a run whose requests fail must not look fast because
+//! its failures left the histogram. Throughput counts successes only.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -34,10 +38,20 @@ pub struct SecondBucket {
 pub struct Recorder {
     window_start: Instant,
     window: Duration,
-    /// Write latencies in microseconds.
+    /// Write latencies in microseconds, failures included at `failure_latency`.
     pub writes: Histogram<u64>,
-    /// Read latencies in microseconds.
+    /// Read latencies in microseconds, failures included at `failure_latency`.
     pub reads: Histogram<u64>,
+    /// Writes that succeeded.
+    pub writes_ok: u64,
+    /// Reads that succeeded.
+    pub reads_ok: u64,
+    /// Writes that failed.
+    pub writes_failed: u64,
+    /// Reads that failed.
+    pub reads_failed: u64,
+    /// The latency at which a failure is recorded (at least): the request deadline.
+    failure_latency: Duration,
     /// Per-second counts over the window.
     pub per_second: Vec<SecondBucket>,
     /// Failures by kind.
@@ -62,10 +76,21 @@ impl Recorder {
             window,
             writes: hist(),
             reads: hist(),
+            writes_ok: 0,
+            reads_ok: 0,
+            writes_failed: 0,
+            reads_failed: 0,
+            failure_latency: crate::loadgen::RetryPolicy::default().request_timeout,
             per_second: vec![SecondBucket::default(); seconds],
             errors: BTreeMap::new(),
             acks_per_ms: vec![0; (window.as_millis() as usize + 1).min(TIMELINE_MS_MAX)],
         }
+    }
+
+    /// Records failures at `latency` (the request deadline of the policy the target ran with).
+    pub fn failing_at(mut self, latency: Duration) -> Recorder {
+        self.failure_latency = latency;
+        self
     }
 
     /// When the measured window starts.
@@ -112,23 +137,32 @@ impl Recorder {
                 .min(self.acks_per_ms.len() - 1);
             self.acks_per_ms[ms] = self.acks_per_ms[ms].saturating_add(1);
         }
-        match result {
-            Ok(()) => {
-                let us = (end.saturating_duration_since(start).as_micros() as u64)
-                    .clamp(1, LATENCY_US_MAX);
-                match kind {
-                    OpKind::Write => {
-                        self.writes.record(us).expect("clamped into bounds");
-                        self.per_second[second].writes += 1;
-                    }
-                    OpKind::Read => {
-                        self.reads.record(us).expect("clamped into bounds");
-                        self.per_second[second].reads += 1;
-                    }
-                }
+        let elapsed = end.saturating_duration_since(start);
+        let latency = match &result {
+            Ok(()) => elapsed,
+            Err(_) => elapsed.max(self.failure_latency),
+        };
+        let us = (latency.as_micros() as u64).clamp(1, LATENCY_US_MAX);
+        let histogram = match kind {
+            OpKind::Write => &mut self.writes,
+            OpKind::Read => &mut self.reads,
+        };
+        histogram.record(us).expect("clamped into bounds");
+        match (result, kind) {
+            (Ok(()), OpKind::Write) => {
+                self.writes_ok += 1;
+                self.per_second[second].writes += 1;
             }
-            Err(kind) => {
-                *self.errors.entry(kind).or_default() += 1;
+            (Ok(()), OpKind::Read) => {
+                self.reads_ok += 1;
+                self.per_second[second].reads += 1;
+            }
+            (Err(error), kind) => {
+                match kind {
+                    OpKind::Write => self.writes_failed += 1,
+                    OpKind::Read => self.reads_failed += 1,
+                }
+                *self.errors.entry(error).or_default() += 1;
                 self.per_second[second].errors += 1;
             }
         }
@@ -138,6 +172,10 @@ impl Recorder {
     pub fn merge(&mut self, other: &Recorder) {
         self.writes.add(&other.writes).expect("same bounds");
         self.reads.add(&other.reads).expect("same bounds");
+        self.writes_ok += other.writes_ok;
+        self.reads_ok += other.reads_ok;
+        self.writes_failed += other.writes_failed;
+        self.reads_failed += other.reads_failed;
         for (mine, theirs) in self.per_second.iter_mut().zip(&other.per_second) {
             mine.writes += theirs.writes;
             mine.reads += theirs.reads;
@@ -154,5 +192,29 @@ impl Recorder {
     /// The measured window's length.
     pub fn window(&self) -> Duration {
         self.window
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failure_enters_the_latency_histogram_at_the_deadline_and_not_the_throughput() {
+        let start = Instant::now();
+        let mut r = Recorder::new(start, Duration::from_secs(10)).failing_at(Duration::from_secs(30));
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        r.record(OpKind::Write, at(1), at(2), Ok(()));
+        r.record(OpKind::Write, at(3), at(4), Err("unavailable".into()));
+        r.record(OpKind::Read, at(5), at(6), Err("timeout".into()));
+        assert_eq!((r.writes_ok, r.writes_failed, r.reads_ok, r.reads_failed), (1, 1, 0, 1));
+        assert_eq!(r.writes.len(), 2, "the failed write is in the histogram");
+        assert!(r.writes.max() >= 29_000_000, "recorded at the deadline: {}", r.writes.max());
+        assert!(r.reads.min() >= 29_000_000);
+        assert_eq!(r.errors.values().sum::<u64>(), 2);
+        assert_eq!(r.per_second[0], SecondBucket { writes: 1, reads: 0, errors: 2 });
+        let mut total = Recorder::new(start, Duration::from_secs(10));
+        total.merge(&r);
+        assert_eq!((total.writes_ok, total.writes_failed, total.reads_failed), (1, 1, 1));
     }
 }

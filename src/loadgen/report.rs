@@ -55,9 +55,9 @@ pub struct LoadReport {
     pub writes_per_s: f64,
     /// Successful reads per second.
     pub reads_per_s: f64,
-    /// Write latency.
+    /// Write latency, failed writes included at the request deadline.
     pub write_latency: Percentiles,
-    /// Read latency, if there were reads.
+    /// Read latency (failed reads included at the deadline), if there were reads.
     pub read_latency: Option<Percentiles>,
     /// Failures by kind.
     pub errors: BTreeMap<String, u64>,
@@ -83,8 +83,8 @@ impl LoadReport {
         LoadReport {
             target: target.to_string(),
             workload: workload.clone(),
-            writes_per_s: recorder.writes.len() as f64 / secs,
-            reads_per_s: recorder.reads.len() as f64 / secs,
+            writes_per_s: recorder.writes_ok as f64 / secs,
+            reads_per_s: recorder.reads_ok as f64 / secs,
             write_latency: Percentiles::of(&recorder.writes),
             read_latency: (!recorder.reads.is_empty()).then(|| Percentiles::of(&recorder.reads)),
             errors: recorder.errors.clone(),
@@ -133,6 +133,10 @@ impl LoadReport {
             for (kind, n) in &self.errors {
                 let _ = writeln!(out, "  errors: {n} x {kind}");
             }
+            let _ = writeln!(
+                out,
+                "  (failed requests are in the latency rows, at the request deadline)"
+            );
         }
         out
     }

@@ -1,5 +1,6 @@
 //! Drives a ringraft cluster with the client library, on glommio executors (one per load
-//! thread; connections are spread over them).
+//! thread; connections are spread over them). Requests retry under [`RetryPolicy::default`], the
+//! policy the etcd target uses too.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -9,8 +10,9 @@ use std::time::{Duration, Instant};
 use glommio::{LocalExecutorBuilder, Placement};
 
 use super::recorder::{OpKind, Recorder};
+use super::retry::RetryPolicy;
 use super::workload::{LoopMode, Op, OpGen, Workload};
-use crate::client::{Client, ClientOptions, Error};
+use crate::client::{Client, Error};
 use crate::wire::{ClientError, Request};
 
 /// Requests an open-loop connection may have outstanding; beyond it, the schedule's requests
@@ -38,7 +40,8 @@ pub fn run(
             .map_err(|e| format!("cannot start a load thread: {e}"))?;
         handles.push(handle);
     }
-    let mut total = Recorder::new(window_start, workload.duration);
+    let mut total = Recorder::new(window_start, workload.duration)
+        .failing_at(RetryPolicy::default().request_timeout);
     for handle in handles {
         let recorder = handle
             .join()
@@ -55,13 +58,15 @@ async fn run_thread(
     threads: usize,
     window_start: Instant,
 ) -> Recorder {
-    let recorder = Rc::new(RefCell::new(Recorder::new(window_start, workload.duration)));
+    let policy = RetryPolicy::default();
+    let recorder = Rc::new(RefCell::new(
+        Recorder::new(window_start, workload.duration).failing_at(policy.request_timeout),
+    ));
     let end = window_start + workload.duration;
     let mut tasks = Vec::new();
     let salt = std::process::id() as u64;
     for connection in (thread..workload.connections()).step_by(threads) {
-        let mut options =
-            ClientOptions::new(members.clone(), (salt << 20) | (connection as u64 + 1));
+        let mut options = policy.client_options(members.clone(), (salt << 20) | (connection as u64 + 1));
         options.members.rotate_left(connection % members.len());
         let client = Client::new(options);
         let gen = Rc::new(RefCell::new(OpGen::new(&workload, connection)));
@@ -145,7 +150,25 @@ async fn open_loop(
     let _ = inflight.acquire(OPEN_LOOP_INFLIGHT_MAX as u64).await;
 }
 
+/// One request under the policy's deadline; running out of it is a `timeout` failure.
 async fn execute(client: &Client, op: Op, workload: &Workload) -> (OpKind, Result<(), String>) {
+    let kind = match op {
+        Op::Write { .. } => OpKind::Write,
+        Op::Read { .. } => OpKind::Read,
+    };
+    let deadline = RetryPolicy::default().request_timeout;
+    let attempt = async { Ok(execute_retried(client, op, workload).await) };
+    match glommio::timer::timeout(deadline, attempt).await {
+        Ok(done) => done,
+        Err(_) => (kind, Err("timeout".into())),
+    }
+}
+
+async fn execute_retried(
+    client: &Client,
+    op: Op,
+    workload: &Workload,
+) -> (OpKind, Result<(), String>) {
     match op {
         Op::Write { key, value } => (
             OpKind::Write,

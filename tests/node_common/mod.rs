@@ -62,6 +62,44 @@ pub fn free_port() -> u16 {
     );
 }
 
+/// The first of `count` consecutive loopback ports that nobody listens on right now (an etcd
+/// cluster takes its client and peer ports from one base).
+pub fn free_port_block(count: u16) -> u16 {
+    let _ = NEXT_PORT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 61) % PORT_SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..PORT_SPAN {
+        let first = NEXT_PORT.fetch_add(u32::from(count), Ordering::SeqCst) % PORT_SPAN;
+        if first + u32::from(count) > PORT_SPAN {
+            continue;
+        }
+        let base = (PORT_BASE + first) as u16;
+        if (base..base + count).all(|port| TcpListener::bind(("127.0.0.1", port)).is_ok()) {
+            return base;
+        }
+    }
+    panic!("no {count} consecutive free loopback ports in {PORT_BASE}..{}", PORT_BASE + PORT_SPAN);
+}
+
+/// Whether a test that needs a real etcd may run. Without etcd it reports itself skipped, except
+/// under CI (the `CI` variable set, as `.ci/run` runs), where a missing etcd is a failure: CI must
+/// run the etcd tests for real, never pass them by skipping.
+pub fn etcd_available(test: &str) -> bool {
+    if ringraft::bench::etcd::find_etcd().is_some() {
+        return true;
+    }
+    let under_ci = std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0");
+    assert!(
+        !under_ci,
+        "{test}: no etcd binary under CI; .ci/run installs it with scripts/install-etcd.sh"
+    );
+    eprintln!("SKIPPED {test}: no etcd binary (run scripts/install-etcd.sh)");
+    false
+}
+
 struct NodeProc {
     id: u64,
     peer_addr: SocketAddr,
