@@ -55,6 +55,7 @@ fn batch(first: u64, n: usize, payload: &Bytes) -> Vec<Entry> {
             index: first + i,
             kind: EntryKind::Normal,
             data: payload.clone(),
+            record: None,
         })
         .collect()
 }

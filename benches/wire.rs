@@ -21,6 +21,7 @@ fn append_entries() -> Envelope {
             index: 1000 + index,
             kind: EntryKind::Normal,
             data: Bytes::from(vec![index as u8; PAYLOAD_BYTES]),
+            record: None,
         })
         .collect();
     Envelope {

@@ -33,8 +33,10 @@ pub const READ_INDEX_PENDING_MAX: usize = 65_536;
 /// followers or the local disk fall behind.
 pub const UNCOMMITTED_ENTRIES_MAX: usize = 1 << 20;
 
-/// Largest frame accepted on any TCP connection (peer or client), in bytes.
-pub const FRAME_BYTES_MAX: usize = BATCH_BYTES_MAX + (BATCH_ENTRIES_MAX * 16) + (64 << 10);
+/// Largest frame accepted on any TCP connection (peer or client), in bytes: a full batch with
+/// each entry in a record of its own (48 bytes of record and entry header each, rounded up),
+/// plus room for the message around it.
+pub const FRAME_BYTES_MAX: usize = BATCH_BYTES_MAX + (BATCH_ENTRIES_MAX * 48) + (64 << 10);
 
 /// Responses each client session remembers in the state machine, by sequence (`kv::store`). A
 /// client pipelines many writes on one session and may retry them after a leader change in any

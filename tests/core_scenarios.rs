@@ -504,6 +504,7 @@ fn a_snapshot_ending_inside_the_log_keeps_the_acknowledged_suffix() {
             index,
             kind: EntryKind::Normal,
             data: Bytes::from_static(b"x"),
+            record: None,
         })
         .collect();
     let restored = Restored {

@@ -105,6 +105,7 @@ fn entries(first: u64, n: usize, term: u64, payload_bytes: usize) -> Vec<Entry> 
             index: first + i as u64,
             kind: EntryKind::Normal,
             data: Bytes::from(vec![(first + i as u64) as u8; payload_bytes]),
+            record: None,
         })
         .collect()
 }

@@ -113,6 +113,7 @@ fn append(log: &mut Log, model: &mut Model, rng: &mut SplitMix64) {
                     .map(|j| (index as usize + j) as u8)
                     .collect::<Vec<u8>>(),
             ),
+            record: None,
         });
     }
     log.append(&batch).expect("append");

@@ -135,6 +135,29 @@ fn garbage_on_client_and_peer_ports_is_refused_and_the_node_keeps_serving() {
         "{after_peer:?}"
     );
 
+    // ---- a record batch whose CRC fails, sent to a follower as if from the leader: refused
+    // before the Raft core sees it (counted, connection closed), nothing of it written.
+    let follower = cluster
+        .ids()
+        .into_iter()
+        .find(|&f| f != id)
+        .expect("a follower");
+    let follower_client = cluster.client_addr(follower);
+    let before_crc = stats_now(follower_client);
+    assert_closed(
+        cluster.peer_addr(follower),
+        &bad_crc_append_entries(id, follower, leader.term),
+        "an AppendEntries whose record fails its CRC",
+    );
+    let after_crc = wait_for_counters(follower_client, move |s| {
+        s.invalid_peer_frames > before_crc.invalid_peer_frames
+    });
+    assert_eq!(
+        after_crc.invalid_peer_frames,
+        before_crc.invalid_peer_frames + 1,
+        "{after_crc:?}"
+    );
+
     // ---- the node is still up, still the leader, and serves with its data intact.
     assert!(cluster.is_running(id), "node {id} died");
     let addrs2 = addrs.clone();
@@ -200,7 +223,66 @@ fn garbage_on_client_and_peer_ports_is_refused_and_the_node_keeps_serving() {
             "`ringraft stats` output lacks `{field}`:\n{text}"
         );
     }
+    // The refused batch reached no segment of the follower, in either form.
+    for entry in std::fs::read_dir(cluster.data_dir(follower).join("log")).expect("log dir") {
+        let bytes = std::fs::read(entry.expect("entry").path()).expect("read segment");
+        assert!(
+            !bytes.windows(BAD_CRC_MARKER.len()).any(|w| w == BAD_CRC_MARKER || w == corrupted_marker()),
+            "the refused record reached the follower's log"
+        );
+    }
     eprintln!("test took {:?}", started.elapsed());
+}
+
+/// The payload of the record that is corrupted on its way to a follower.
+const BAD_CRC_MARKER: &[u8] = b"this-record-was-corrupted-on-the-wire";
+
+fn corrupted_marker() -> Vec<u8> {
+    let mut marker = BAD_CRC_MARKER.to_vec();
+    marker[0] ^= 0x20;
+    marker
+}
+
+/// A handshake as `leader`, then an AppendEntries to `follower` in `term` whose one record
+/// (a proposal as the leader encodes it) has one payload byte flipped after its CRC was made.
+fn bad_crc_append_entries(leader: u64, follower: u64, term: u64) -> Vec<u8> {
+    use ringraft::core::{Entry, EntryKind, Envelope, Message};
+    let index = 1 << 40;
+    let (record, data) = ringraft::log::record::encode_single_with(
+        term,
+        index,
+        EntryKind::Normal,
+        BAD_CRC_MARKER.len(),
+        |out| out.extend_from_slice(BAD_CRC_MARKER),
+    )
+    .expect("encode");
+    let envelope = Envelope {
+        from: leader,
+        to: follower,
+        message: Message::AppendEntries {
+            term,
+            prev_log_index: index - 1,
+            prev_log_term: term,
+            leader_commit: 0,
+            entries: vec![Entry {
+                term,
+                index,
+                kind: EntryKind::Normal,
+                data,
+                record: Some(record),
+            }],
+        },
+    };
+    let mut fbb = flatbuffers::FlatBufferBuilder::new();
+    let mut body = wire::encode_peer(&envelope, Some(CLUSTER_ID), &mut fbb).to_vec();
+    let at = body
+        .windows(BAD_CRC_MARKER.len())
+        .position(|w| w == BAD_CRC_MARKER)
+        .expect("the record's payload is in the frame");
+    body[at] ^= 0x20;
+    let mut bytes = handshake_frame(CLUSTER_ID, leader);
+    wire::write_frame(FrameType::PeerMessage, &body, &mut bytes).expect("frame");
+    bytes
 }
 
 fn key(i: u64) -> Bytes {

@@ -4,9 +4,10 @@ use bytes::Bytes;
 use flatbuffers::FlatBufferBuilder;
 use ringraft::core::{Entry, EntryKind, Envelope, Message, SplitMix64};
 use ringraft::limits::{BATCH_ENTRIES_MAX, FRAME_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
+use ringraft::log::record::{decode_records, encode_records_into, encode_single_with};
 use ringraft::wire::{
-    decode_client_request, decode_client_response, decode_entries, decode_frame, decode_handshake,
-    decode_peer, encode_client_request, encode_client_response, encode_entries, encode_handshake,
+    decode_client_request, decode_client_response, decode_frame, decode_handshake,
+    decode_peer, encode_client_request, encode_client_response, encode_handshake,
     encode_peer, ClientRequest, ClientResponse, DecodeError, FrameDecoder, FrameType,
     PeerHandshake, Reply, Request, PROTOCOL_VERSION,
 };
@@ -29,6 +30,7 @@ fn sample_bodies() -> Vec<Vec<u8>> {
             index,
             kind: EntryKind::Normal,
             data: Bytes::from(vec![index as u8; 40]),
+            record: None,
         })
         .collect();
     let append = Envelope {
@@ -331,12 +333,17 @@ fn append(prev_log_index: u64, prev_log_term: u64, term: u64, entries: Vec<Entry
     })
 }
 
+/// An entry as a leader proposes it: encoded once into a record of its own, which the wire
+/// copies as it is (so a test can send batches no correct leader would).
 fn entry(index: u64, term: u64) -> Entry {
+    let (record, data) = encode_single_with(term, index, EntryKind::Normal, 1, |out| out.push(b'x'))
+        .expect("encode");
     Entry {
         term,
         index,
         kind: EntryKind::Normal,
-        data: Bytes::from_static(b"x"),
+        data,
+        record: Some(record),
     }
 }
 
@@ -389,38 +396,31 @@ fn oversized_snapshot_chunk_is_refused() {
 }
 
 #[test]
-fn malformed_entry_batches_are_refused() {
+fn malformed_record_batches_are_refused() {
     let mut batch = Vec::new();
-    encode_entries(&[entry(1, 1), entry(2, 1)], &mut batch);
-    assert_eq!(decode_entries(&batch).map(|entries| entries.len()), Ok(2));
-    for len in 0..batch.len() {
-        assert!(
-            decode_entries(&batch[..len]).is_err(),
-            "truncated batch of {len} bytes accepted"
+    encode_records_into(&[entry(1, 1), entry(2, 1), entry(3, 2)], &mut batch).expect("encode");
+    let decode = |bytes: &[u8]| decode_records(&Bytes::copy_from_slice(bytes), BATCH_ENTRIES_MAX);
+    assert_eq!(decode(&batch).map(|entries| entries.len()), Ok(3));
+    for len in 1..batch.len() {
+        let truncated = decode(&batch[..len]);
+        let whole_records = [0, 46, 92].contains(&len);
+        assert_eq!(
+            truncated.is_ok(),
+            whole_records,
+            "truncated batch of {len} bytes: {truncated:?}"
         );
     }
     let mut trailing = batch.clone();
     trailing.push(0);
-    assert!(decode_entries(&trailing).is_err());
-    let mut bad_kind = batch.clone();
-    bad_kind[4 + 16] = 9;
-    assert!(decode_entries(&bad_kind).is_err());
-    let too_many = ((BATCH_ENTRIES_MAX + 1) as u32).to_le_bytes();
+    assert!(decode(&trailing).is_err());
+    for at in 0..batch.len() {
+        let mut flipped = batch.clone();
+        flipped[at] ^= 0x10;
+        assert!(decode(&flipped).is_err(), "flip at byte {at} accepted");
+    }
     assert!(matches!(
-        decode_entries(&too_many),
-        Err(DecodeError::OutOfRange { .. })
-    ));
-    let huge_count = u32::MAX.to_le_bytes();
-    assert!(decode_entries(&huge_count).is_err());
-    let mut huge_entry = Vec::new();
-    huge_entry.extend_from_slice(&1u32.to_le_bytes());
-    huge_entry.extend_from_slice(&1u64.to_le_bytes());
-    huge_entry.extend_from_slice(&1u64.to_le_bytes());
-    huge_entry.push(0);
-    huge_entry.extend_from_slice(&u32::MAX.to_le_bytes());
-    assert!(matches!(
-        decode_entries(&huge_entry),
-        Err(DecodeError::OutOfRange { .. })
+        decode_records(&Bytes::from(batch), 2),
+        Err(ringraft::log::DecodeError::BadHeader(_))
     ));
 }
 

@@ -26,6 +26,7 @@ fn entries(first_index: u64, count: u64, term: u64, data_bytes: usize) -> Vec<En
             } else {
                 Bytes::from(vec![(i % 251) as u8; data_bytes])
             },
+            record: None,
         })
         .collect()
 }
@@ -461,6 +462,7 @@ fn largest_append_entries_fits_in_a_frame() {
             index,
             kind: EntryKind::Normal,
             data: Bytes::from(vec![1u8; data_bytes]),
+            record: None,
         })
         .collect();
     let envelope = Envelope {

@@ -197,6 +197,22 @@ impl RawNode {
 
     /// Proposes a command; returns the index it will have if it commits.
     pub fn propose(&mut self, data: Bytes) -> Result<Index, ProposeError> {
+        self.propose_encoded(data, None)
+    }
+
+    /// The index and term the next accepted proposal gets: what a driver encodes into the
+    /// record it hands to [`RawNode::propose_encoded`].
+    pub fn next_proposal(&self) -> (Index, Term) {
+        (self.log.last_index() + 1, self.term())
+    }
+
+    /// Like [`RawNode::propose`], with the entry's record already encoded by the driver for
+    /// [`RawNode::next_proposal`] (see [`Entry::record`]); the core carries it along unread.
+    pub fn propose_encoded(
+        &mut self,
+        data: Bytes,
+        record: Option<Bytes>,
+    ) -> Result<Index, ProposeError> {
         if self.role != Role::Leader {
             return Err(ProposeError::NotLeader {
                 leader: self.leader,
@@ -216,7 +232,7 @@ impl RawNode {
         {
             return Err(ProposeError::Backpressure);
         }
-        Ok(self.append_entry(EntryKind::Normal, data))
+        Ok(self.append_entry(EntryKind::Normal, data, record))
     }
 
     /// Starts a linearizable read (ReadIndex, thesis 6.4); the answer comes as a `ReadState`
@@ -494,16 +510,17 @@ impl RawNode {
             .collect();
         // The no-op of thesis 6.4: committing it commits every earlier entry, and tells the
         // leader its commit index, which ReadIndex needs.
-        self.append_entry(EntryKind::Noop, Bytes::new());
+        self.append_entry(EntryKind::Noop, Bytes::new(), None);
     }
 
-    fn append_entry(&mut self, kind: EntryKind, data: Bytes) -> Index {
+    fn append_entry(&mut self, kind: EntryKind, data: Bytes, record: Option<Bytes>) -> Index {
         let index = self.log.last_index() + 1;
         self.log.append(Entry {
             term: self.term(),
             index,
             kind,
             data,
+            record,
         });
         index
     }

@@ -20,7 +20,7 @@ pub enum EntryKind {
 }
 
 /// One log entry.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Entry {
     /// The term in which a leader created this entry.
     pub term: Term,
@@ -30,7 +30,24 @@ pub struct Entry {
     pub kind: EntryKind,
     /// The command, opaque to the core. `Bytes` so that fanning out to followers does not copy.
     pub data: Bytes,
+    /// This entry encoded as a record batch of its own (the log's and the wire's format, CRC
+    /// included), when the driver has it: the leader's runtime encodes a command once, at
+    /// proposal, and a follower keeps the bytes it received, so that neither encodes it again
+    /// for the disk or the wire. Opaque to the core, which only carries it along; not part of
+    /// the entry's identity (equality ignores it). `None` means "encode when needed".
+    pub record: Option<Bytes>,
 }
+
+impl PartialEq for Entry {
+    fn eq(&self, other: &Entry) -> bool {
+        self.term == other.term
+            && self.index == other.index
+            && self.kind == other.kind
+            && self.data == other.data
+    }
+}
+
+impl Eq for Entry {}
 
 impl Entry {
     /// Bytes this entry counts for batching and flow-control bounds.

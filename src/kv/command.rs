@@ -157,6 +157,12 @@ impl<'a> CommandRef<'a> {
     /// with no owned copy in between).
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.encoded_len_bytes());
+        self.encode_into(&mut out);
+        out
+    }
+
+    /// Appends the encoding to `out` (the leader writes a command straight into its log record).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
         let tag = match self.op {
             OpRef::Put { .. } => TAG_PUT,
             OpRef::Delete { .. } => TAG_DELETE,
@@ -168,13 +174,12 @@ impl<'a> CommandRef<'a> {
         out.extend_from_slice(&self.sequence.to_le_bytes());
         match self.op {
             OpRef::Put { key, value } => {
-                put_field(&mut out, key);
-                put_field(&mut out, value);
+                put_field(out, key);
+                put_field(out, value);
             }
-            OpRef::Delete { key } | OpRef::Get { key } => put_field(&mut out, key),
+            OpRef::Delete { key } | OpRef::Get { key } => put_field(out, key),
             OpRef::Noop => {}
         }
-        out
     }
 
     /// The length of [`CommandRef::encode`]'s output.

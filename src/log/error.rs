@@ -76,6 +76,19 @@ pub enum StorageError {
     /// Options are inconsistent.
     #[error("invalid log options: {0}")]
     Options(String),
+    /// A segment holds a record, intact (its CRC checks), in a record format version this build
+    /// does not read: the log was written by another version of ringraft. Nothing is dropped.
+    #[error("log format: {file} at byte offset {offset} holds a record of format version {found}; this build reads version {expected} only. Run the ringraft version that wrote this log, or start this node with an empty data directory and let it catch up from the cluster")]
+    FormatVersion {
+        /// The segment file.
+        file: PathBuf,
+        /// Byte offset of the record.
+        offset: u64,
+        /// The version found.
+        found: u16,
+        /// The version this build reads.
+        expected: u16,
+    },
     /// The hard state file is damaged in both slots.
     #[error("hard state {file} is corrupt in both slots: {reason}")]
     HardStateCorrupt {

@@ -308,6 +308,21 @@ pub fn peek_header(buf: &[u8]) -> Result<u32, DecodeError> {
     Ok(total)
 }
 
+/// The format version of the record at the start of `buf` if it is intact but of a version this
+/// build does not read: magic, a plausible length, and a CRC that checks over it (the CRC
+/// covers the version). A torn or damaged record is not one: its CRC fails.
+pub fn foreign_version(buf: &[u8]) -> Option<u16> {
+    if buf.len() < RECORD_HEADER_BYTES || u32_at(buf, 0) != RECORD_MAGIC {
+        return None;
+    }
+    let version = u16_at(buf, 8);
+    let total = u32_at(buf, 12) as usize;
+    let plausible = version != RECORD_VERSION
+        && (RECORD_HEADER_BYTES..=RECORD_BYTES_MAX).contains(&total)
+        && total <= buf.len();
+    (plausible && crc32fast::hash(&buf[8..total]) == u32_at(buf, 4)).then_some(version)
+}
+
 /// Validates the record at the start of `buf` completely (header, CRC, every entry's framing)
 /// and returns its header. Bytes after the record are ignored.
 pub fn check_record(buf: &[u8]) -> Result<RecordHeader, DecodeError> {
@@ -399,15 +414,146 @@ pub fn decode_batch(buf: &Bytes) -> Result<(RecordHeader, Vec<Entry>), DecodeErr
     let header = check_record(buf)?;
     let record = buf.slice(..header.total_bytes as usize);
     let mut entries = Vec::with_capacity(header.count as usize);
-    walk_entries(&record, header.count, |position, kind, range| {
-        entries.push(Entry {
+    push_entries(&record, &header, &mut entries)?;
+    Ok((header, entries))
+}
+
+/// Appends the entries of `record` (whose header and CRC were checked) to `out`, their data
+/// slices of `record`; an entry alone in its record carries it ([`Entry::record`]).
+fn push_entries(
+    record: &Bytes,
+    header: &RecordHeader,
+    out: &mut Vec<Entry>,
+) -> Result<(), DecodeError> {
+    let own_record = (header.count == 1).then(|| record.clone());
+    walk_entries(record, header.count, |position, kind, range| {
+        out.push(Entry {
             term: header.term,
             index: header.first_index + u64::from(position),
             kind,
             data: record.slice(range),
+            record: own_record.clone(),
         });
-    })?;
-    Ok((header, entries))
+    })
+}
+
+/// Decodes a run of records placed one after the other (the batch of an AppendEntries),
+/// checking each one's CRC once; at most `entries_max` entries in all. The entries' data (and
+/// their records) share `buf`'s memory.
+pub fn decode_records(buf: &Bytes, entries_max: usize) -> Result<Vec<Entry>, DecodeError> {
+    let mut entries = Vec::new();
+    let mut at = 0;
+    while at < buf.len() {
+        let header = check_record(&buf[at..])?;
+        if entries.len() + header.count as usize > entries_max {
+            return Err(DecodeError::BadHeader("more entries than a batch may hold"));
+        }
+        let end = at + header.total_bytes as usize;
+        push_entries(&buf.slice(at..end), &header, &mut entries)?;
+        at = end;
+    }
+    Ok(entries)
+}
+
+/// Encodes one entry as a record of its own, its payload written by `write_payload` straight
+/// into the record, so that a command is encoded once, in place. Returns the record and the
+/// payload (a slice of it), to become [`Entry::record`] and [`Entry::data`].
+pub fn encode_single_with(
+    term: Term,
+    index: Index,
+    kind: EntryKind,
+    payload_bytes_hint: usize,
+    write_payload: impl FnOnce(&mut Vec<u8>),
+) -> Result<(Bytes, Bytes), EncodeError> {
+    if index == 0 {
+        return Err(EncodeError::NotContiguous {
+            expected: 1,
+            found: 0,
+        });
+    }
+    let payload_at = RECORD_HEADER_BYTES + ENTRY_HEADER_BYTES;
+    let mut out = Vec::with_capacity(payload_at + payload_bytes_hint);
+    out.resize(payload_at, 0);
+    write_payload(&mut out);
+    let payload_bytes = out.len() - payload_at;
+    if payload_bytes > ENTRY_BYTES_MAX {
+        return Err(EncodeError::EntryTooLarge {
+            index,
+            bytes: payload_bytes,
+        });
+    }
+    let total = out.len() as u32;
+    out[0..4].copy_from_slice(&RECORD_MAGIC.to_le_bytes());
+    out[8..10].copy_from_slice(&RECORD_VERSION.to_le_bytes());
+    out[12..16].copy_from_slice(&total.to_le_bytes());
+    out[16..24].copy_from_slice(&term.to_le_bytes());
+    out[24..32].copy_from_slice(&index.to_le_bytes());
+    out[32..36].copy_from_slice(&1u32.to_le_bytes());
+    out[RECORD_HEADER_BYTES..RECORD_HEADER_BYTES + 4]
+        .copy_from_slice(&(payload_bytes as u32).to_le_bytes());
+    out[RECORD_HEADER_BYTES + 4] = kind_byte(kind);
+    let crc = crc32fast::hash(&out[8..]);
+    out[4..8].copy_from_slice(&crc.to_le_bytes());
+    debug_assert!(check_record(&out).is_ok());
+    let record = Bytes::from(out);
+    let data = record.slice(payload_at..);
+    Ok((record, data))
+}
+
+fn kind_byte(kind: EntryKind) -> u8 {
+    match kind {
+        EntryKind::Normal => KIND_NORMAL,
+        EntryKind::Noop => KIND_NOOP,
+    }
+}
+
+/// Appends to `out` the records of `entries` (consecutive indexes; terms may change): an
+/// entry's own record ([`Entry::record`]) as it is, runs of entries without one encoded as in
+/// [`encode_records`].
+pub fn records_for(
+    entries: &[Entry],
+    record_bytes_max: usize,
+    out: &mut Vec<EncodedRecord>,
+) -> Result<(), EncodeError> {
+    let mut start = 0;
+    while start < entries.len() {
+        if let Some(record) = EncodedRecord::of_entry(&entries[start]) {
+            out.push(record);
+            start += 1;
+            continue;
+        }
+        let end = run_without_records(entries, start);
+        out.extend(encode_records(&entries[start..end], record_bytes_max)?);
+        start = end;
+    }
+    Ok(())
+}
+
+/// End of the run of entries from `start` that carry no record of their own.
+fn run_without_records(entries: &[Entry], start: usize) -> usize {
+    entries[start..]
+        .iter()
+        .position(|e| EncodedRecord::of_entry(e).is_some())
+        .map_or(entries.len(), |n| start + n)
+}
+
+/// Appends the bytes of the records of `entries` (see [`records_for`]) to `out`: the batch of
+/// an AppendEntries. Entries that carry their record are copied as they are, not re-encoded.
+pub fn encode_records_into(entries: &[Entry], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let mut start = 0;
+    while start < entries.len() {
+        if let Some(record) = EncodedRecord::of_entry(&entries[start]) {
+            out.extend_from_slice(record.bytes());
+            start += 1;
+            continue;
+        }
+        let end = run_without_records(entries, start);
+        for record in encode_records(&entries[start..end], RECORD_BYTES_MAX)? {
+            out.extend_from_slice(record.bytes());
+        }
+        start = end;
+    }
+    Ok(())
 }
 
 /// A record that has been encoded or verified, ready to be appended as it is.
@@ -422,6 +568,29 @@ impl EncodedRecord {
     pub fn encode(entries: &[Entry]) -> Result<EncodedRecord, EncodeError> {
         let (header, bytes) = encode_batch(entries)?;
         Ok(EncodedRecord { header, bytes })
+    }
+
+    /// The record an entry carries ([`Entry::record`]), if it has one and it is that entry's own:
+    /// one entry, the same index and term. Its CRC was checked where it was made or received,
+    /// so only the header is read here.
+    pub fn of_entry(entry: &Entry) -> Option<EncodedRecord> {
+        let bytes = entry.record.as_ref()?;
+        let total = peek_header(bytes).ok()? as usize;
+        let header = RecordHeader {
+            total_bytes: total as u32,
+            term: u64_at(bytes, 16),
+            first_index: u64_at(bytes, 24),
+            count: u32_at(bytes, 32),
+        };
+        let own = total == bytes.len()
+            && header.count == 1
+            && header.first_index == entry.index
+            && header.term == entry.term;
+        debug_assert!(own, "entry {} carries a record that is not its own", entry.index);
+        own.then(|| EncodedRecord {
+            header,
+            bytes: bytes.clone(),
+        })
     }
 
     /// Verifies bytes received from elsewhere (e.g. the wire); they must be exactly one record.
@@ -497,6 +666,7 @@ mod tests {
                     EntryKind::Normal
                 },
                 data: Bytes::from(vec![i as u8; i * 7]),
+                record: None,
             })
             .collect()
     }

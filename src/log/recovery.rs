@@ -26,6 +26,9 @@
 //!   corruption elsewhere, and a valid record *of this segment* (indexes at or above its name)
 //!   after the end is corruption. A torn write in a recycled segment is dropped by zeroing up to
 //!   the next block boundary and one block more, which restores the zero block at the end.
+//! * An intact record (its CRC checks) of a record format version this build does not read
+//!   means the log was written by another version of ringraft: the log refuses to open with a
+//!   message naming both versions, rather than take it for a torn write or corruption.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -33,7 +36,9 @@ use std::path::{Path, PathBuf};
 use crate::core::Index;
 use crate::log::error::StorageError;
 use crate::log::io::{align_up, BLOCK_BYTES};
-use crate::log::record::{check_record, peek_header, RECORD_HEADER_BYTES, RECORD_MAGIC};
+use crate::log::record::{
+    check_record, foreign_version, peek_header, RECORD_HEADER_BYTES, RECORD_MAGIC, RECORD_VERSION,
+};
 use crate::log::segment::{
     is_recycled, parse_segment_name, RecordLoc, SegmentInfo, SEGMENT_SUFFIX, TEMP_SUFFIX,
 };
@@ -201,7 +206,17 @@ fn scan_segment(
                 expected = header.last_index() + 1;
                 pos += header.total_bytes as usize;
             }
-            Err(e) => break End::Bad(e.to_string()),
+            Err(e) => {
+                if let Some(found) = foreign_version(&buf[pos..]) {
+                    return Err(StorageError::FormatVersion {
+                        file: path.to_path_buf(),
+                        offset: pos as u64,
+                        found,
+                        expected: RECORD_VERSION,
+                    });
+                }
+                break End::Bad(e.to_string());
+            }
         }
     };
     let write_offset = align_up(pos as u64);

@@ -12,6 +12,33 @@
 //!   glommio's blocking pool in its place. The leader's own write runs in parallel with its
 //!   AppendEntries (thesis 10.2.1). Snapshots the node takes are saved on a second blocking
 //!   thread, beside the log writes rather than in front of them.
+//!
+//! # The copies of a value
+//!
+//! A client's value is encoded once, by the leader, into the log record (with its CRC) that the
+//! leader's log writes, the followers receive and their logs write as they are. From the client's
+//! socket to a follower's disk it is copied in user space seven times:
+//!
+//! 1. leader: the socket's read buffer into the connection's frame decoder
+//!    ([`crate::wire::fill_decoder`]); the request's key and value stay slices of the frame;
+//! 2. leader: into its log record, once, with the command around it
+//!    ([`crate::log::record::encode_single_with`] from `node`); that record is the entry's
+//!    [`crate::core::Entry::record`] from then on;
+//! 3. leader, per follower: the records of an AppendEntries into one scratch buffer
+//!    ([`crate::log::record::encode_records_into`]),
+//! 4. then into the flatbuffers builder's `[ubyte]` vector ([`crate::wire::encode_peer`]),
+//! 5. then into the frame ([`crate::wire::write_frame`]); a frame of 16 KiB or more goes to the
+//!    socket as it is (no coalescing copy, `transport`);
+//! 6. follower: the socket's read buffer into the frame decoder; each record is then checked
+//!    (CRC) in place and the entries keep slices of the frame ([`crate::wire::decode_peer_message_shared`]);
+//! 7. follower: into the aligned DMA buffer of its group write
+//!    ([`crate::log::PreparedAppend::fill`]), the one copy on the way to any disk (the leader's
+//!    own write is the same one copy from its record).
+//!
+//! `tests/record_path.rs` checks by buffer identity that 2, 6 and the disk path copy no more
+//! than this (no re-encoding, no copy out of the frame). Copies 3 to 5 would go with a frame
+//! built around the records and written with vectored writes, 1 and 6 with reads straight into
+//! the decoder's buffer.
 
 pub mod config;
 pub mod disk;

@@ -24,6 +24,7 @@ use crate::core::{
     Snapshot, SnapshotMeta, Term,
 };
 use crate::kv::{ApplyResult, CommandRef, KvStore, OpRef, Response};
+use crate::log::record;
 use crate::wire::{self, ClientError, ClientRequest, ClientResponse, NodeStats, Reply, Request};
 
 /// Events the Raft loop handles.
@@ -252,10 +253,16 @@ impl Driver {
             Request::Put { ref key, ref value } => OpRef::Put { key, value },
             Request::Delete { ref key } => OpRef::Delete { key },
             Request::Propose { payload } => {
-                let mut data = Vec::with_capacity(payload.len() + 1);
-                data.push(RAW_PROPOSAL_TAG);
-                data.extend_from_slice(&payload);
-                return self.propose(Bytes::from(data), request_id, reply);
+                return self.propose_with_session(
+                    payload.len() + 1,
+                    |out| {
+                        out.push(RAW_PROPOSAL_TAG);
+                        out.extend_from_slice(&payload);
+                    },
+                    request_id,
+                    reply,
+                    None,
+                );
             }
         };
         let session = (request.sequence > 0).then_some((request.client_id, request.sequence));
@@ -280,22 +287,42 @@ impl Driver {
             sequence: request.sequence,
             op,
         };
-        let data = Bytes::from(command.encode());
-        self.propose_with_session(data, request_id, reply, session);
+        self.propose_with_session(
+            command.encoded_len_bytes(),
+            |out| command.encode_into(out),
+            request_id,
+            reply,
+            session,
+        );
     }
 
-    fn propose(&mut self, data: Bytes, request_id: u64, reply: ReplyTo) {
-        self.propose_with_session(data, request_id, reply, None);
-    }
-
+    /// Proposes the command that `write_command` writes. The command is written once, straight
+    /// into the log record of the entry it becomes (index and term known in advance), and that
+    /// record is what the log writes and the followers receive, unchanged.
     fn propose_with_session(
         &mut self,
-        data: Bytes,
+        command_bytes: usize,
+        write_command: impl FnOnce(&mut Vec<u8>),
         request_id: u64,
         reply: ReplyTo,
         session: Option<(u64, u64)>,
     ) {
-        match self.node.propose(data) {
+        let (index, term) = self.node.next_proposal();
+        let encoded = record::encode_single_with(
+            term,
+            index,
+            EntryKind::Normal,
+            command_bytes,
+            write_command,
+        );
+        let proposed = match encoded {
+            Ok((record, data)) => self.node.propose_encoded(data, Some(record)),
+            Err(_) => Err(ProposeError::TooLarge {
+                size_bytes: command_bytes,
+                limit_bytes: crate::limits::ENTRY_BYTES_MAX,
+            }),
+        };
+        match proposed {
             Ok(index) => {
                 super::trace::event("propose", index);
                 Counters::add(&self.counters.proposals, 1);

@@ -97,12 +97,12 @@ async fn read_requests(
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
     loop {
         loop {
-            let request = {
-                let Some(frame) = decoder.next_frame()? else {
-                    break;
-                };
-                wire::decode_client_request(frame.body_of(FrameType::ClientRequest)?)?
+            // Shared: the request's key and value are slices of the frame, so the only copy
+            // of a value on the leader is into its log record.
+            let Some(body) = decoder.next_frame_shared(FrameType::ClientRequest)? else {
+                break;
             };
+            let request = wire::decode_client_request_shared(&body)?;
             super::trace::event("cli_in", 0);
             if permits.acquire(1).await.is_err() {
                 return Ok(());

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 
 use crate::core::{Entry, HardState, Index, Restored, Snapshot, SnapshotMeta};
-use crate::log::record::encode_records;
+use crate::log::record::records_for;
 use crate::log::{
     EncodedRecord, HardStateStore, Log, LogOptions, OpenReport, PreparedAppend, StorageError,
 };
@@ -159,7 +159,9 @@ impl Storage {
         entries: &[Entry],
         out: &mut Vec<EncodedRecord>,
     ) -> Result<(), StorageError> {
-        out.extend(encode_records(entries, self.log.options().record_bytes_max())?);
+        // Entries that carry their record (a leader's proposals, what a follower received) are
+        // written as they are; only the others are encoded here.
+        records_for(entries, self.log.options().record_bytes_max(), out)?;
         Ok(())
     }
 

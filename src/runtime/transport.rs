@@ -27,6 +27,8 @@ use crate::wire::{self, FrameDecoder, FrameType, PeerHandshake};
 pub const PEER_QUEUE_MSGS_MAX: usize = 4096;
 /// Bytes coalesced into one socket write.
 const WRITE_COALESCE_BYTES: usize = 1 << 20;
+/// A frame at least this large is written on its own, without coalescing (and copying) it.
+const WRITE_ALONE_BYTES: usize = 16 << 10;
 /// Inbound peer connections served at once; more are closed at accept.
 const INBOUND_CONNECTIONS_MAX: usize = 64;
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -129,6 +131,13 @@ async fn send_loop(
         let Some(frame) = rx.next().await else {
             return Ok(());
         };
+        if frame.len() >= WRITE_ALONE_BYTES {
+            // An AppendEntries of many records: one system call already, and copying it into
+            // the coalescing buffer would be one more user-space copy of every value.
+            stream.write_all(&frame).await?;
+            Counters::add(&counters.bytes_out, frame.len() as u64);
+            continue;
+        }
         batch.clear();
         batch.extend_from_slice(&frame);
         while batch.len() < WRITE_COALESCE_BYTES {

@@ -248,6 +248,7 @@ mod tests {
             index,
             kind: EntryKind::Normal,
             data: Bytes::new(),
+            record: None,
         }
     }
 

@@ -10,7 +10,6 @@
 pub mod generated;
 
 mod client;
-mod entries;
 mod error;
 mod frame;
 mod peer;
@@ -21,7 +20,6 @@ pub use client::{
     encode_client_request, encode_client_response, ClientError, ClientRequest, ClientResponse,
     NodeStats, Reply, Request,
 };
-pub use entries::{decode_entries, encode_entries, BATCH_ENCODED_BYTES_MAX, ENTRY_HEADER_BYTES};
 pub use error::{DecodeError, EncodeError};
 pub use frame::{
     decode_frame, frame_header, write_frame, Frame, FrameDecoder, FrameType, FRAME_HEADER_BYTES,

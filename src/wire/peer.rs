@@ -3,23 +3,46 @@
 //!
 //! Decoding verifies the flatbuffer, then checks what the verifier cannot: non-zero node ids,
 //! snapshot chunk bounds, and that AppendEntries entries follow `prev_log_index` contiguously with
-//! terms between `prev_log_term` and the message's term. The entries' batch encoding itself lives
-//! in `entries.rs`, alone, because it will be replaced by the on-disk record batch.
+//! terms between `prev_log_term` and the message's term.
+//!
+//! The entries of an AppendEntries travel as the log's record batches (`crate::log::record`),
+//! one after the other in the `batch: [ubyte]` vector: the same bytes as on disk, CRC included.
+//! The sender copies each entry's record as it is (a leader's proposals carry the record they
+//! were encoded into, see [`crate::core::Entry::record`]); the receiver checks each record's CRC
+//! once, here, and its entries keep their records, so that its log writes the received bytes.
 
 use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 
-use super::entries::{decode_entries_with, encode_entries};
 use super::error::{DecodeError, EncodeError};
 use super::frame::{write_frame, FrameType};
 use super::generated::raft as fb;
 use super::verified_root;
 use crate::core::{Entry, Envelope, Message, NodeId};
-use crate::limits::{SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
+use crate::limits::{BATCH_ENTRIES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
+use crate::log::record::{decode_records, encode_records_into};
 
 /// Version of the peer protocol this build speaks, exchanged in [`PeerHandshake`]. Bump it on any
-/// change to `raft.fbs` or to the batch encoding that an older node could misread.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// change to `raft.fbs` or to the batch encoding that an older node could misread. Version 2:
+/// the batch is the log's record batches with their CRCs (version 1 sent an interim encoding
+/// without CRC).
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// Generous bound on what a `PeerMessage` with an AppendEntries body adds around its batch: root
+/// offset, file identifier, two tables with their vtables, the vector length, alignment.
+const APPEND_ENTRIES_ENVELOPE_BYTES_MAX: usize = 1024;
+
+// A full batch (every entry in a record of its own), wrapped in its flatbuffer and frame
+// header, must fit in a frame, or a leader following the limits would send frames every
+// receiver refuses.
+const _: () = assert!(
+    crate::limits::BATCH_BYTES_MAX
+        + BATCH_ENTRIES_MAX
+            * (crate::log::record::RECORD_HEADER_BYTES + crate::log::record::ENTRY_HEADER_BYTES)
+        + APPEND_ENTRIES_ENVELOPE_BYTES_MAX
+        + super::FRAME_HEADER_BYTES
+        <= crate::limits::FRAME_BYTES_MAX
+);
 
 /// File identifier of `PeerMessage` buffers (`raft.fbs`).
 const PEER_MESSAGE_IDENTIFIER: &str = "RRPM";
@@ -69,7 +92,9 @@ pub struct PeerHandshake {
 ///
 /// # Panics
 ///
-/// If an AppendEntries breaks the core's own limits (see [`encode_entries`]).
+/// If an AppendEntries breaks the core's own limits (more than
+/// [`crate::limits::BATCH_ENTRIES_MAX`] entries, or one larger than
+/// [`crate::limits::ENTRY_BYTES_MAX`]): a bug in the sender, which every receiver would refuse.
 pub fn encode_peer<'b>(
     envelope: &Envelope,
     cluster_id: Option<u64>,
@@ -338,10 +363,17 @@ fn encode_append_entries(
     leader_commit: u64,
     entries: &[Entry],
 ) -> WIPOffset<UnionWIPOffset> {
-    // One copy into a scratch buffer, then one into the builder. Once the batch is the on-disk
-    // record batch, it is already encoded and only the second copy remains.
+    assert!(
+        entries.len() <= BATCH_ENTRIES_MAX,
+        "batch of {} entries exceeds BATCH_ENTRIES_MAX",
+        entries.len()
+    );
+    // The records are copied into a scratch buffer (the builder takes one slice), then into
+    // the builder: two copies, none of them an encoding.
     let mut batch = Vec::new();
-    encode_entries(entries, &mut batch);
+    if let Err(e) = encode_records_into(entries, &mut batch) {
+        panic!("AppendEntries breaks the core's own limits: {e}");
+    }
     let batch = fbb.create_vector(&batch);
     let args = fb::AppendEntriesArgs {
         term,
@@ -499,7 +531,8 @@ fn decode_append_entries(
     let batch = t.batch().ok_or(DecodeError::MissingField {
         field: "AppendEntries.batch",
     })?;
-    let entries = decode_entries_with(batch.bytes(), to_bytes)?;
+    let entries = decode_records(&to_bytes(batch.bytes()), BATCH_ENTRIES_MAX)
+        .map_err(|e| DecodeError::Batch(format!("record batch refused: {e}")))?;
     check_entries_follow(&entries, t.term(), t.prev_log_index(), t.prev_log_term())?;
     Ok(Message::AppendEntries {
         term: t.term(),
@@ -512,7 +545,7 @@ fn decode_append_entries(
 
 /// The batch must continue the log right after `prev_log_index`, with terms no older than
 /// `prev_log_term` and no newer than the leader's `term` (Log Matching; leaders only create
-/// entries in their own term). `decode_entries_with` has already checked order within the batch.
+/// entries in their own term), each entry right after the one before, terms never decreasing.
 fn check_entries_follow(
     entries: &[Entry],
     term: u64,
@@ -527,6 +560,18 @@ fn check_entries_follow(
             "first entry has index {} but prev_log_index is {prev_log_index}",
             first.index
         )));
+    }
+    for (position, pair) in entries.windows(2).enumerate() {
+        if pair[0].index.checked_add(1) != Some(pair[1].index) || pair[1].term < pair[0].term {
+            return Err(DecodeError::Batch(format!(
+                "entry {} (index {}, term {}) does not follow index {} term {}",
+                position + 1,
+                pair[1].index,
+                pair[1].term,
+                pair[0].index,
+                pair[0].term
+            )));
+        }
     }
     if first.term < prev_log_term || last.term > term {
         return Err(DecodeError::Batch(format!(

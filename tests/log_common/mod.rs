@@ -1,4 +1,6 @@
 //! Fixtures shared by the log's integration tests.
+// Each test binary that includes these fixtures uses only some of them.
+#![allow(dead_code)]
 
 use bytes::Bytes;
 use ringraft::core::{Entry, EntryKind};
@@ -29,6 +31,7 @@ pub fn batch(first: u64, n: usize, term: u64, payload_bytes: usize) -> Vec<Entry
                     EntryKind::Normal
                 },
                 data: Bytes::from(vec![(index % 251) as u8; payload_bytes]),
+                record: None,
             }
         })
         .collect()
