@@ -8,6 +8,7 @@ pub mod disk;
 pub mod drill;
 pub mod etcd;
 pub mod report;
+pub mod scrape;
 pub mod svg;
 pub mod tune;
 pub mod usage;
