@@ -9,6 +9,7 @@ pub mod drill;
 pub mod etcd;
 pub mod report;
 pub mod scrape;
+pub mod sections;
 pub mod svg;
 pub mod tune;
 pub mod usage;
@@ -105,6 +106,7 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
                     report: run.report,
                     cluster: run.cluster,
                     usage: run.usage,
+                    node_view: run.node_view,
                 });
             }
         }
@@ -184,6 +186,8 @@ pub(crate) struct TargetRun {
     pub cluster: Option<drill::ClusterObservation>,
     /// The machine during the measured window.
     pub usage: Option<usage::MachineUsage>,
+    /// What the nodes measured themselves during the window (ringraft only).
+    pub node_view: Option<scrape::NodeView>,
 }
 
 /// Joins a sampler after its window; a sampler that panicked leaves the report without usage.
@@ -212,6 +216,7 @@ pub(crate) fn run_ringraft(
         let window_start = std::time::Instant::now() + workload.warmup;
         let window_end = window_start + workload.duration;
         let sampler = usage::Sampler::new(data_root).during(window_start, window_end);
+        let scraper = scrape::during(cluster.metrics_addrs.clone(), window_start, window_end);
         let (recorder, conducted) = std::thread::scope(|scope| {
             let conductor =
                 scope.spawn(|| drill::conduct(&mut cluster, config, window_start, window_end));
@@ -237,10 +242,15 @@ pub(crate) fn run_ringraft(
                     observation.leader_before.unwrap_or(0)
                 ))
         );
+        let node_view = scraper.join().ok();
+        if let Some(view) = &node_view {
+            eprintln!("{}", view.describe());
+        }
         reports.push(TargetRun {
             report: LoadReport::new("ringraft", &workload, &recorder),
             cluster: Some(observation),
             usage: join_usage(sampler),
+            node_view,
         });
     }
     Ok(reports)
@@ -270,6 +280,7 @@ fn run_etcd(
             report: LoadReport::new("etcd", &workload, &recorder),
             cluster: None,
             usage: join_usage(sampler),
+            node_view: None,
         });
     }
     Ok(reports)

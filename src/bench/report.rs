@@ -115,6 +115,9 @@ pub struct RunResult {
     pub cluster: Option<super::drill::ClusterObservation>,
     /// The machine during the measured window: CPU time by kind, the data disk's work.
     pub usage: Option<super::usage::MachineUsage>,
+    /// What the nodes measured themselves during the window, from `/metrics` (ringraft only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_view: Option<super::scrape::NodeView>,
 }
 
 /// A pass/fail judgement, stated with its evidence.
@@ -337,6 +340,7 @@ impl BenchReport {
                 }
             }
         }
+        md.push_str(&super::sections::node_views(&self.runs, |r| self.label(r)));
         if self.runs.iter().any(|r| r.usage.is_some()) {
             let _ = writeln!(
                 md,

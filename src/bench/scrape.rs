@@ -459,6 +459,23 @@ impl NodeView {
     }
 }
 
+/// Scrapes every node at `start` and at `end` on a thread of its own; the thread's result is
+/// the nodes' view of the window between.
+pub fn during(
+    addrs: Vec<SocketAddr>,
+    start: std::time::Instant,
+    end: std::time::Instant,
+) -> std::thread::JoinHandle<NodeView> {
+    const SCRAPE_TIMEOUT: Duration = Duration::from_secs(2);
+    std::thread::spawn(move || {
+        std::thread::sleep(start.saturating_duration_since(std::time::Instant::now()));
+        let first = scrape_all(&addrs, SCRAPE_TIMEOUT);
+        std::thread::sleep(end.saturating_duration_since(std::time::Instant::now()));
+        let last = scrape_all(&addrs, SCRAPE_TIMEOUT);
+        NodeView::from_scrapes(&first, &last)
+    })
+}
+
 /// Scrapes every address once; a node that does not answer gives `None` (and a warning).
 pub fn scrape_all(addrs: &[SocketAddr], timeout: Duration) -> Vec<Option<Exposition>> {
     addrs

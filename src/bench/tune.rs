@@ -62,6 +62,8 @@ pub struct TunePoint {
     pub cluster: ClusterObservation,
     /// The machine during the measured window (CPU and data disk).
     pub usage: Option<super::usage::MachineUsage>,
+    /// What the nodes measured themselves during the window, from `/metrics`.
+    pub node_view: Option<super::scrape::NodeView>,
 }
 
 impl TunePoint {
@@ -237,6 +239,7 @@ pub fn run(options: &TuneOptions) -> Result<PathBuf, String> {
             report,
             cluster,
             usage,
+            node_view,
         } = super::run_ringraft(config, &data_root.join("ringraft"))?
             .into_iter()
             .next()
@@ -256,6 +259,7 @@ pub fn run(options: &TuneOptions) -> Result<PathBuf, String> {
             within_bound: options.p99_max_ms.is_none_or(|b| p99_ms <= b),
             cluster,
             usage,
+            node_view,
         };
         eprintln!(
             "  {:.0} writes/s, p50 {:.2} ms, p99 {:.2} ms, {} election(s), {} campaign(s), {} error(s)",
