@@ -150,6 +150,9 @@ pub struct BenchReport {
     pub differences: Vec<String>,
     /// Warnings about the configuration (timing unsafe for the network, ...).
     pub warnings: Vec<String>,
+    /// The spread over `--repeat` runs (none for a single run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spread: Option<super::spread::Spread>,
 }
 
 impl BenchReport {
@@ -312,6 +315,9 @@ impl BenchReport {
                 ms(p.max_us),
                 errors
             );
+        }
+        if let Some(spread) = &self.spread {
+            md.push_str(&super::sections::spread(spread));
         }
         let observed: Vec<&RunResult> = self.runs.iter().filter(|r| r.cluster.is_some()).collect();
         if !observed.is_empty() {

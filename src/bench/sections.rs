@@ -48,3 +48,42 @@ pub fn node_views(runs: &[RunResult], label: impl Fn(&RunResult) -> String) -> S
     }
     md
 }
+
+/// "Spread over the runs": per target and point, median, min, max and coefficient of variation
+/// of writes/s and p99, and of the ringraft/etcd ratio.
+pub fn spread(spread: &super::spread::Spread) -> String {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "\n## Spread over the runs\n\nMedian (min to max) and coefficient of variation (standard deviation over mean) of each point's runs; checks judge the medians.\n"
+    );
+    let _ = writeln!(md, "| target | point | runs | writes/s median | min | max | CV | p99 ms median | min | max | CV |");
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    for t in &spread.targets {
+        let (w, p) = (&t.writes_per_s, &t.p99_ms);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {:.0} | {:.0} | {:.0} | {:.1}% | {:.2} | {:.2} | {:.2} | {:.1}% |",
+            t.target,
+            t.point,
+            t.runs,
+            w.median,
+            w.min,
+            w.max,
+            100.0 * w.cv,
+            p.median,
+            p.min,
+            p.max,
+            100.0 * p.cv
+        );
+    }
+    for r in &spread.ratios {
+        let s = &r.ratio;
+        let _ = writeln!(
+            md,
+            "\nringraft/etcd writes/s at point {} over {} pairs: median {:.2}x, {:.2}x to {:.2}x, CV {:.1}%.",
+            r.point, r.runs, s.median, s.min, s.max, 100.0 * s.cv
+        );
+    }
+    md
+}
