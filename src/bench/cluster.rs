@@ -14,11 +14,19 @@ use crate::core::Role;
 use crate::netem::{Emulation, Partition, Topology};
 use crate::wire::{self, ClientRequest, FrameDecoder, FrameType, NodeStats, Reply, Request};
 
+/// Offset from `base_port` of the first node's metrics port.
+pub const METRICS_PORT_OFFSET: u16 = 40;
+const _: () = assert!(METRICS_PORT_OFFSET as usize >= 2 * crate::limits::CLUSTER_NODES_MAX);
+const _: () = assert!(METRICS_PORT_OFFSET as usize + crate::limits::CLUSTER_NODES_MAX <= 100);
+
 /// A running cluster.
 pub struct Cluster {
     children: Vec<Option<Child>>,
     /// Client addresses, by node (node id = position + 1).
     pub client_addrs: Vec<SocketAddr>,
+    /// Where each node serves `/metrics`, by node (`base_port + 40 + position`: above every
+    /// peer and client port of the largest cluster, below etcd's `base_port + 100`).
+    pub metrics_addrs: Vec<SocketAddr>,
     members: String,
     data_root: PathBuf,
     settings: NodeSettings,
@@ -44,7 +52,9 @@ impl Cluster {
             .map_err(|e| format!("cannot create {}: {e}", data_root.display()))?;
         let mut members = Vec::new();
         let mut client_addrs = Vec::new();
+        let mut metrics_addrs = Vec::new();
         for i in 0..nodes {
+            metrics_addrs.push(([127, 0, 0, 1], base_port + METRICS_PORT_OFFSET + i as u16).into());
             let peer: SocketAddr = ([127, 0, 0, 1], base_port + 2 * i as u16).into();
             let client: SocketAddr = ([127, 0, 0, 1], base_port + 2 * i as u16 + 1).into();
             members.push(format!("{}={peer}/{client}", i + 1));
@@ -53,6 +63,7 @@ impl Cluster {
         let mut cluster = Cluster {
             children: (0..nodes).map(|_| None).collect(),
             client_addrs,
+            metrics_addrs,
             members: members.join(","),
             data_root: data_root.to_path_buf(),
             settings: settings.clone(),
@@ -153,7 +164,9 @@ impl Cluster {
             .arg("--members")
             .arg(&self.members)
             .arg("--data-dir")
-            .arg(&dir);
+            .arg(&dir)
+            .arg("--metrics-addr")
+            .arg(self.metrics_addrs[(id - 1) as usize].to_string());
         let s = &self.settings;
         let flags = [
             ("--tick-ms", s.tick_ms.map(|v| v.to_string())),

@@ -8,6 +8,9 @@ pub mod disk;
 pub mod drill;
 pub mod etcd;
 pub mod report;
+pub mod scrape;
+pub mod sections;
+pub mod spread;
 pub mod svg;
 pub mod threads;
 pub mod tune;
@@ -20,7 +23,7 @@ use std::time::Duration;
 pub use config::BenchConfig;
 use report::{BenchReport, Check, Machine, RunResult};
 
-use crate::loadgen::{ringraft_target, LoadReport, LoopMode, Recorder};
+use crate::loadgen::{failure, ringraft_target, LoadReport, LoopMode, Recorder};
 
 /// What `ringraft bench` was asked to do.
 #[derive(Clone, Debug)]
@@ -43,7 +46,9 @@ pub struct BenchOptions {
 
 /// Runs every config; returns the report directories.
 pub fn run(options: &BenchOptions) -> Result<Vec<PathBuf>, String> {
-    let mut dirs = Vec::new();
+    // Every config is read and judged runnable before the first one runs, so that a problem
+    // with the last never costs the time of the others.
+    let mut configs = Vec::new();
     for path in &options.configs {
         let mut config = BenchConfig::from_file(path)?;
         if options.compare_etcd && !config.targets.iter().any(|t| t == "etcd") {
@@ -54,10 +59,41 @@ pub fn run(options: &BenchOptions) -> Result<Vec<PathBuf>, String> {
             config.etcd_route = route;
         }
         config.validate()?;
-        dirs.push(run_config(&config, options)?);
+        check_runnable(&config).map_err(|e| format!("{}: {e}", path.display()))?;
+        configs.push(config);
+    }
+    let mut dirs = Vec::new();
+    for config in &configs {
+        dirs.push(run_config(config, options)?);
     }
     Ok(dirs)
 }
+
+/// Refuses what this build or this harness cannot run as asked: an etcd target without the
+/// `etcd` feature, and an etcd comparison on an emulated network (the emulation lives in
+/// ringraft's own peer transport, so etcd would run on plain loopback and the comparison would
+/// not be like for like).
+pub fn check_runnable(config: &BenchConfig) -> Result<(), String> {
+    if !config.targets.iter().any(|t| t == "etcd") {
+        return Ok(());
+    }
+    if config.network.is_some() {
+        return Err("this config emulates a network ([network]) between ringraft's nodes, which etcd's \
+                    members cannot be given: etcd would run on plain loopback and the comparison would \
+                    not be like for like. Compare with etcd on a config without [network], or run this one \
+                    for ringraft alone (no --compare etcd, no \"etcd\" in targets)"
+            .into());
+    }
+    if !cfg!(feature = "etcd") {
+        return Err(NO_ETCD_FEATURE.into());
+    }
+    Ok(())
+}
+
+/// Why a build without the `etcd` feature cannot compare with etcd, and what to do.
+const NO_ETCD_FEATURE: &str =
+    "this ringraft was built without the `etcd` feature, so it cannot drive etcd: \
+     run scripts/compare-etcd.sh, which installs etcd and protoc and rebuilds with --features etcd";
 
 fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, String> {
     let (started_at, stamp) = report::timestamp();
@@ -109,6 +145,7 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
                     cluster: run.cluster,
                     usage: run.usage,
                     threads: run.threads,
+                    node_view: run.node_view,
                 });
             }
         }
@@ -118,6 +155,10 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
         let _ = std::fs::remove_dir_all(&data_root);
     }
     let checks = checks(config, &runs);
+    let spread = (options.repeat > 1).then(|| spread::spread(&runs));
+    if let Some(spread) = &spread {
+        eprint!("{}", spread::describe(spread));
+    }
     let differences = differences(config);
     let report = BenchReport {
         config: config.clone(),
@@ -128,6 +169,7 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
         checks,
         differences,
         warnings,
+        spread,
     };
     report.write(&out_dir)?;
     for check in &report.checks {
@@ -190,6 +232,8 @@ pub(crate) struct TargetRun {
     pub usage: Option<usage::MachineUsage>,
     /// CPU per thread of the node processes during the window (ringraft only).
     pub threads: Option<threads::ThreadUsage>,
+    /// What the nodes measured themselves during the window (ringraft only).
+    pub node_view: Option<scrape::NodeView>,
 }
 
 /// Joins a sampler after its window; a sampler that panicked leaves the report without usage.
@@ -220,6 +264,7 @@ pub(crate) fn run_ringraft(
         let sampler = usage::Sampler::new(data_root).during(window_start, window_end);
         let thread_sampler =
             threads::ThreadSampler::new(cluster.pids()).during(window_start, window_end);
+        let scraper = scrape::during(cluster.metrics_addrs.clone(), window_start, window_end);
         let (recorder, conducted) = std::thread::scope(|scope| {
             let conductor =
                 scope.spawn(|| drill::conduct(&mut cluster, config, window_start, window_end));
@@ -230,6 +275,7 @@ pub(crate) fn run_ringraft(
             (recorder, conducted)
         });
         let recorder = recorder?;
+        failure::check_any_success("ringraft", &cluster.client_addrs, &recorder)?;
         let observation = conducted?.finish(&recorder);
         if let Some(f) = &observation.failover {
             eprintln!("failover: {}", f.describe());
@@ -250,11 +296,16 @@ pub(crate) fn run_ringraft(
             .join()
             .ok()
             .map(|window| window.usage(report.writes_per_s));
+        let node_view = scraper.join().ok();
+        if let Some(view) = &node_view {
+            eprintln!("{}", view.describe());
+        }
         reports.push(TargetRun {
             report,
             cluster: Some(observation),
             usage: join_usage(sampler),
             threads,
+            node_view,
         });
     }
     Ok(reports)
@@ -278,13 +329,17 @@ fn run_etcd(
         let window_start = std::time::Instant::now() + workload.warmup;
         let sampler =
             usage::Sampler::new(data_root).during(window_start, window_start + workload.duration);
+        let addrs = endpoints.clone();
+        failure::check_reachable("etcd", &addrs)?;
         let recorder: Recorder =
             etcd_target::run(endpoints.clone(), &workload, config.load_threads)?;
+        failure::check_any_success("etcd", &addrs, &recorder)?;
         reports.push(TargetRun {
             report: LoadReport::new("etcd", &workload, &recorder),
             cluster: None,
             usage: join_usage(sampler),
             threads: None,
+            node_view: None,
         });
     }
     Ok(reports)
@@ -297,38 +352,46 @@ fn run_etcd(
     _: &mut BTreeMap<String, String>,
 ) -> Result<Vec<TargetRun>, String> {
     let _: Option<Recorder> = None;
-    Err("this ringraft was built without the `etcd` feature: run scripts/compare-etcd.sh, which installs etcd and \
-         protoc and rebuilds with --features etcd"
-        .into())
+    Err(NO_ETCD_FEATURE.into())
 }
 
+/// Judgements of a config's expectations and of the etcd comparison. With `--repeat` they
+/// judge the median over the runs of each point, and say so in their names.
 fn checks(config: &BenchConfig, runs: &[RunResult]) -> Vec<Check> {
     let mut checks = Vec::new();
     let e = &config.expect;
-    for r in runs.iter().filter(|r| r.target == "ringraft") {
-        let p = &r.report.write_latency;
+    let spread = spread::spread(runs);
+    for t in spread.targets.iter().filter(|t| t.target == "ringraft") {
+        let judged = spread::judged(t.runs);
+        let range = |s: &spread::Stat, digits: usize| {
+            if t.runs > 1 {
+                format!(" (runs {:.d$} to {:.d$})", s.min, s.max, d = digits)
+            } else {
+                String::new()
+            }
+        };
         if let Some(max) = e.p50_ms_max {
-            let v = p.p50_us as f64 / 1000.0;
+            let v = t.p50_ms.median;
             checks.push(Check {
-                name: format!("ringraft p50 <= {max} ms"),
+                name: format!("ringraft p50 <= {max} ms{judged}"),
                 pass: v <= max,
-                detail: format!("p50 {v:.3} ms"),
+                detail: format!("p50 {v:.3} ms{}", range(&t.p50_ms, 3)),
             });
         }
         if let Some(max) = e.p99_ms_max {
-            let v = p.p99_us as f64 / 1000.0;
+            let v = t.p99_ms.median;
             checks.push(Check {
-                name: format!("ringraft p99 <= {max} ms"),
+                name: format!("ringraft p99 <= {max} ms{judged}"),
                 pass: v <= max,
-                detail: format!("p99 {v:.3} ms"),
+                detail: format!("p99 {v:.3} ms{}", range(&t.p99_ms, 3)),
             });
         }
         if let Some(min) = e.writes_per_s_min {
-            let v = r.report.writes_per_s;
+            let v = t.writes_per_s.median;
             checks.push(Check {
-                name: format!("ringraft writes/s >= {min}"),
+                name: format!("ringraft writes/s >= {min}{judged}"),
                 pass: v >= min,
-                detail: format!("{v:.0} writes/s"),
+                detail: format!("{v:.0} writes/s{}", range(&t.writes_per_s, 0)),
             });
         }
     }
@@ -337,28 +400,29 @@ fn checks(config: &BenchConfig, runs: &[RunResult]) -> Vec<Check> {
             checks.push(open_loop_check(&r.target, rate_per_s, &r.report));
         }
     }
-    for r in runs.iter().filter(|r| r.target == "ringraft") {
-        if let Some(etcd) = runs
+    for mine in spread.targets.iter().filter(|t| t.target == "ringraft") {
+        let Some(theirs) = spread
+            .targets
             .iter()
-            .find(|o| o.target == "etcd" && o.repeat == r.repeat && o.point == r.point)
-        {
-            let ratio = r.report.writes_per_s / etcd.report.writes_per_s.max(1e-9);
-            let (mine, theirs) = (
-                r.report.write_latency.p99_us,
-                etcd.report.write_latency.p99_us,
-            );
-            checks.push(Check {
-                name: format!("ringraft vs etcd, point {} run {}", r.point, r.repeat + 1),
-                pass: mine <= theirs,
-                detail: format!(
-                    "throughput ratio {ratio:.2}x ({:.0} vs {:.0} writes/s); p99 {:.2} ms vs {:.2} ms (pass = p99 no higher than etcd's)",
-                    r.report.writes_per_s,
-                    etcd.report.writes_per_s,
-                    mine as f64 / 1000.0,
-                    theirs as f64 / 1000.0
-                ),
-            });
-        }
+            .find(|t| t.target == "etcd" && t.point == mine.point)
+        else {
+            continue;
+        };
+        let Some(ratio) = spread.ratios.iter().find(|r| r.point == mine.point) else {
+            continue;
+        };
+        checks.push(Check {
+            name: format!("ringraft vs etcd, point {}{}", mine.point, spread::judged(mine.runs)),
+            pass: mine.p99_ms.median <= theirs.p99_ms.median,
+            detail: format!(
+                "throughput ratio {:.2}x ({:.0} vs {:.0} writes/s); p99 {:.2} ms vs {:.2} ms (pass = p99 no higher than etcd's)",
+                ratio.ratio.median,
+                mine.writes_per_s.median,
+                theirs.writes_per_s.median,
+                mine.p99_ms.median,
+                theirs.p99_ms.median
+            ),
+        });
     }
     checks
 }

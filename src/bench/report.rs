@@ -118,6 +118,9 @@ pub struct RunResult {
     /// CPU per thread of each node process over the window (ringraft only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub threads: Option<super::threads::ThreadUsage>,
+    /// What the nodes measured themselves during the window, from `/metrics` (ringraft only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node_view: Option<super::scrape::NodeView>,
 }
 
 /// A pass/fail judgement, stated with its evidence.
@@ -150,6 +153,9 @@ pub struct BenchReport {
     pub differences: Vec<String>,
     /// Warnings about the configuration (timing unsafe for the network, ...).
     pub warnings: Vec<String>,
+    /// The spread over `--repeat` runs (none for a single run).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub spread: Option<super::spread::Spread>,
 }
 
 impl BenchReport {
@@ -313,6 +319,9 @@ impl BenchReport {
                 errors
             );
         }
+        if let Some(spread) = &self.spread {
+            md.push_str(&super::sections::spread(spread));
+        }
         let observed: Vec<&RunResult> = self.runs.iter().filter(|r| r.cluster.is_some()).collect();
         if !observed.is_empty() {
             let _ = writeln!(md, "\n## The cluster during the runs\n");
@@ -340,6 +349,7 @@ impl BenchReport {
                 }
             }
         }
+        md.push_str(&super::sections::node_views(&self.runs, |r| self.label(r)));
         if self.runs.iter().any(|r| r.usage.is_some()) {
             let _ = writeln!(
                 md,

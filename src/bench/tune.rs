@@ -64,6 +64,8 @@ pub struct TunePoint {
     pub usage: Option<super::usage::MachineUsage>,
     /// CPU per thread of the nodes during the window.
     pub threads: Option<super::threads::ThreadUsage>,
+    /// What the nodes measured themselves during the window, from `/metrics`.
+    pub node_view: Option<super::scrape::NodeView>,
 }
 
 impl TunePoint {
@@ -249,6 +251,7 @@ pub fn run(options: &TuneOptions) -> Result<PathBuf, String> {
             cluster,
             usage,
             threads,
+            node_view,
         } = super::run_ringraft(config, &data_root.join("ringraft"))?
             .into_iter()
             .next()
@@ -269,6 +272,7 @@ pub fn run(options: &TuneOptions) -> Result<PathBuf, String> {
             cluster,
             usage,
             threads,
+            node_view,
         };
         eprintln!(
             "  {:.0} writes/s, p50 {:.2} ms, p99 {:.2} ms, {} election(s), {} campaign(s), {} error(s)",

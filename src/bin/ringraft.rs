@@ -74,14 +74,15 @@ enum Cli {
 /// `ringraft log ...`
 #[derive(Subcommand)]
 enum LogCmd {
-    /// Check every segment and record; exit 0 when clean, 1 on corruption, 2 on a torn tail.
+    /// Check every segment and record; exit 0 when clean, 1 on corruption or when DIR holds
+    /// no log, 2 on a torn tail.
     Verify {
-        /// The log directory.
+        /// The log directory, or a node's data directory (its `log/` is used).
         dir: PathBuf,
     },
     /// Print entries [from, to) one per line.
     Dump {
-        /// The log directory.
+        /// The log directory, or a node's data directory (its `log/` is used).
         dir: PathBuf,
         /// First index to print.
         #[arg(long, default_value_t = 1)]
@@ -92,9 +93,49 @@ enum LogCmd {
     },
 }
 
+/// The log directory `ringraft log` reads: `dir` itself when it holds segment files, else a
+/// node's data directory's `log/`; an error when neither holds a log.
+fn log_dir(dir: &std::path::Path) -> Result<PathBuf, String> {
+    let has_segments = |d: &std::path::Path| -> Result<bool, String> {
+        let entries =
+            std::fs::read_dir(d).map_err(|e| format!("cannot read {}: {e}", d.display()))?;
+        Ok(entries.flatten().any(|e| {
+            e.file_name()
+                .to_str()
+                .is_some_and(|n| ringraft::log::parse_segment_name(n).is_some())
+        }))
+    };
+    if has_segments(dir)? {
+        return Ok(dir.to_path_buf());
+    }
+    let inner = dir.join("log");
+    if inner.is_dir() && has_segments(&inner)? {
+        return Ok(inner);
+    }
+    Err(format!(
+        "{} holds no log: no segment files (NNNNNNNNNNNNNNNNNNNN.seg) in it{}",
+        dir.display(),
+        if inner.is_dir() {
+            format!(" or in {}", inner.display())
+        } else {
+            " and no log/ directory (give a node's data directory or its log/)".to_string()
+        }
+    ))
+}
+
 fn run_log(cmd: LogCmd) -> ExitCode {
+    let dir = match &cmd {
+        LogCmd::Verify { dir } | LogCmd::Dump { dir, .. } => log_dir(dir),
+    };
+    let dir = match dir {
+        Ok(dir) => dir,
+        Err(e) => {
+            eprintln!("ringraft log: {e}");
+            return ExitCode::from(1);
+        }
+    };
     match cmd {
-        LogCmd::Verify { dir } => {
+        LogCmd::Verify { .. } => {
             let report = ringraft::log::verify(&dir);
             println!("{report}");
             if report.problem.is_some() {
@@ -105,7 +146,7 @@ fn run_log(cmd: LogCmd) -> ExitCode {
                 ExitCode::SUCCESS
             }
         }
-        LogCmd::Dump { dir, from, to } => {
+        LogCmd::Dump { from, to, .. } => {
             match ringraft::log::dump(&dir, from, to, &mut std::io::stdout().lock()) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -500,12 +541,19 @@ fn run_load(args: LoadArgs) -> ExitCode {
         duration: Duration::from_secs_f64(args.duration_s),
         seed: 1,
     };
+    use ringraft::loadgen::failure;
+    if let Err(e) = failure::check_reachable(&args.target, &args.cluster) {
+        eprintln!("ringraft load: {e}");
+        return ExitCode::from(1);
+    }
     let result = match args.target.as_str() {
         "ringraft" => {
-            ringraft::loadgen::ringraft_target::run(args.cluster, &workload, args.threads)
+            ringraft::loadgen::ringraft_target::run(args.cluster.clone(), &workload, args.threads)
         }
         #[cfg(feature = "etcd")]
-        "etcd" => ringraft::loadgen::etcd_target::run(args.cluster, &workload, args.threads),
+        "etcd" => {
+            ringraft::loadgen::etcd_target::run(args.cluster.clone(), &workload, args.threads)
+        }
         #[cfg(not(feature = "etcd"))]
         "etcd" => Err(
             "this build has no etcd target: rebuild with `cargo build --release --features etcd` \
@@ -522,6 +570,7 @@ fn run_load(args: LoadArgs) -> ExitCode {
         }
     };
     let report = LoadReport::new(&args.target, &workload, &recorder);
+    let succeeded = failure::check_any_success(&args.target, &args.cluster, &recorder);
     if args.json {
         println!(
             "{}",
@@ -536,7 +585,13 @@ fn run_load(args: LoadArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     }
-    ExitCode::SUCCESS
+    match succeeded {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ringraft load: {e}");
+            ExitCode::from(1)
+        }
+    }
 }
 
 fn main() -> ExitCode {

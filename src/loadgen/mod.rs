@@ -4,6 +4,7 @@
 
 #[cfg(feature = "etcd")]
 pub mod etcd_target;
+pub mod failure;
 pub mod recorder;
 pub mod report;
 pub mod retry;

@@ -104,6 +104,7 @@ struct NodeProc {
     id: u64,
     peer_addr: SocketAddr,
     client_addr: SocketAddr,
+    metrics_addr: SocketAddr,
     data_dir: PathBuf,
     log_path: PathBuf,
     child: Option<Child>,
@@ -140,6 +141,7 @@ impl Cluster {
                 id,
                 peer_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
                 client_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
+                metrics_addr: SocketAddr::from(([127, 0, 0, 1], free_port())),
                 data_dir: dir.path().join(format!("node{id}")),
                 log_path: dir.path().join(format!("node{id}.log")),
                 child: None,
@@ -176,6 +178,7 @@ impl Cluster {
             .args(["--tick-ms", &TICK_MS.to_string()])
             .args(["--election-ticks", &ELECTION_TICKS.to_string()])
             .args(["--heartbeat-ticks", &HEARTBEAT_TICKS.to_string()])
+            .args(["--metrics-addr", &node.metrics_addr.to_string()])
             .args(&self.extra_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
@@ -239,6 +242,12 @@ impl Cluster {
     /// Client address of node `id`.
     pub fn client_addr(&self, id: u64) -> SocketAddr {
         self.nodes.lock().unwrap_or_else(|p| p.into_inner())[(id - 1) as usize].client_addr
+    }
+
+    /// Where node `id` serves `/metrics`.
+    pub fn metrics_addr(&self, id: u64) -> SocketAddr {
+        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        nodes[(id - 1) as usize].metrics_addr
     }
 
     /// Peer address of node `id`.
