@@ -74,8 +74,15 @@ fn emulated_regions_floor_the_latency_and_an_isolated_leader_is_replaced() {
     assert!(first_commit > 0.0);
     assert!(f["unavailable_ms"].as_f64().unwrap() > 0.0, "{f}");
     assert!(cluster["elections"].as_u64().unwrap() >= 1);
-    // The nodes said they were emulating, and reloaded the schedule on SIGHUP.
     assert!(stderr.contains("failover: isolate leader"), "{stderr}");
+    // The nodes' own counters: the isolated leader's emulation dropped its messages to the
+    // others (the harness's schedule alone would not move them).
+    let drops = cluster["emulated_drops"].as_array().expect("per-node drop counts");
+    let victim_drops = drops[(victim - 1) as usize].as_u64();
+    assert!(
+        victim_drops.is_some_and(|d| d > 0),
+        "node {victim} was isolated but its emulation dropped nothing: {drops:?}"
+    );
     assert!(!results.path().join(".data/tiny-cross-region").exists());
 }
 

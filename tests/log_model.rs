@@ -7,8 +7,8 @@ use bytes::Bytes;
 use ringraft::core::{Entry, EntryKind, SplitMix64};
 use ringraft::log::{Log, LogOptions};
 
-/// Seeds run by default; set `RINGRAFT_LOG_MODEL_SEEDS` to run more (every step fsyncs, so the
-/// default is sized for a loaded 2-core machine).
+/// Seeds run by default; set `RINGRAFT_LOG_MODEL_SEEDS` to run another number, at least 1 (every
+/// step fsyncs, so the default is sized for a loaded 2-core machine).
 const SEEDS: u64 = 50;
 const STEPS: usize = 45;
 
@@ -179,10 +179,14 @@ fn run_seed(seed: u64, dir: &Path) {
 
 #[test]
 fn log_matches_model_over_random_operations() {
-    let seeds = std::env::var("RINGRAFT_LOG_MODEL_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(SEEDS);
+    // More seeds when asked, never fewer: a run of zero seeds would pass having checked nothing.
+    let seeds = match std::env::var("RINGRAFT_LOG_MODEL_SEEDS") {
+        Err(_) => SEEDS,
+        Ok(text) => match text.parse::<u64>() {
+            Ok(n) if n >= 1 => n,
+            _ => panic!("RINGRAFT_LOG_MODEL_SEEDS={text:?}: give a number of seeds, at least 1"),
+        },
+    };
     for seed in 0..seeds {
         let dir = tempfile::tempdir().expect("tempdir");
         run_seed(seed, dir.path());

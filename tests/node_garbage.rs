@@ -158,7 +158,7 @@ fn garbage_on_client_and_peer_ports_is_refused_and_the_node_keeps_serving() {
         "{after_crc:?}"
     );
 
-    // ---- the node is still up, still the leader, and serves with its data intact.
+    // ---- the node is still up, still in the cluster, and serves with its data intact.
     assert!(cluster.is_running(id), "node {id} died");
     let addrs2 = addrs.clone();
     let end = run(move || async move {
@@ -185,10 +185,14 @@ fn garbage_on_client_and_peer_ports_is_refused_and_the_node_keeps_serving() {
         (now, stats(client_addr).await.expect("stats"))
     });
     let (now, last) = end;
-    assert_eq!(
-        now.node_id, id,
-        "leadership moved away from node {id} during the garbage (terms {} -> {})",
-        leader.term, now.term
+    // Node `id` still takes part: it leads or follows the cluster's current leader. (Whether
+    // leadership moved is no verdict on the garbage: with a 200-400 ms election timeout, a loaded
+    // 2-core machine can move it by itself.)
+    assert!(
+        last.node_id == now.node_id || last.leader_id == Some(now.node_id),
+        "node {id} does not follow leader {} of term {} after the garbage: {last:?}",
+        now.node_id,
+        now.term
     );
     // The other counters move too.
     assert!(

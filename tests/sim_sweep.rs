@@ -2,8 +2,12 @@
 //! loss, duplication, reordering, partitions (symmetric, one-way, leader isolated), crashes
 //! with torn writes, snapshots and leadership transfers; then a liveness phase and a
 //! linearizability check. Split into several tests so the harness runs them in parallel.
+//!
+//! A run whose linearizability check cannot decide a key within its budget (even raised; see
+//! `SimConfig::linearizability_steps_max`) fails with `linearizability_unknown`, so a sweep
+//! passes only when every key of every seed was decided linearizable.
 
-use ringraft::sim::{run, SimConfig, SimReport};
+use ringraft::sim::{run, SimConfig, SimReport, LINEARIZABILITY_BUDGET_RAISE};
 
 const STEPS: u64 = 2_000;
 
@@ -33,7 +37,8 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) -> SimReport {
         "{totals:?}"
     );
     println!(
-        "{nodes} nodes: crashes {} torn {} partitions {} drops {} duplicates {} elections {} commits {} snapshots installed {} reads {} writes acked {}",
+        "{nodes} nodes: keys that needed the raised linearizability budget {}, crashes {} torn {} partitions {} drops {} duplicates {} elections {} commits {} snapshots installed {} reads {} writes acked {}",
+        totals.linearizability_unknown,
         totals.crashes,
         totals.torn_writes,
         totals.partitions,
@@ -66,4 +71,26 @@ fn sweep_5_nodes_seeds_0_to_150() {
 #[test]
 fn sweep_5_nodes_seeds_150_to_300() {
     sweep(5, 150..300);
+}
+
+/// The sweeps above would pass a run whose linearizability check gave up, if giving up were a
+/// pass: a budget too small to decide anything must fail the run by that name.
+#[test]
+fn an_undecided_linearizability_check_fails_the_run() {
+    let mut config = SimConfig::new(3, 3, 1_000);
+    config.linearizability_steps_max = 1;
+    let violation = run(config).expect_err("a 1-step budget decides no busy key");
+    assert_eq!(violation.property, "linearizability_unknown", "{violation}");
+    assert!(
+        violation.report.linearizability_unknown > 0,
+        "{:?}",
+        violation.report
+    );
+    assert!(
+        violation
+            .detail
+            .contains(&format!("within {LINEARIZABILITY_BUDGET_RAISE} steps")),
+        "{}",
+        violation.detail
+    );
 }

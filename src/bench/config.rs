@@ -152,7 +152,13 @@ pub struct Expectations {
     pub p99_ms_max: Option<f64>,
     /// Writes per second at least this.
     pub writes_per_s_min: Option<f64>,
+    /// In a comparison with etcd, ringraft's writes per second over etcd's at least this
+    /// (default 1.0: ringraft at least as fast).
+    pub etcd_throughput_ratio_min: Option<f64>,
 }
+
+/// The throughput ratio a comparison must reach when the config sets none.
+pub const ETCD_THROUGHPUT_RATIO_MIN_DEFAULT: f64 = 1.0;
 
 fn default_targets() -> Vec<String> {
     vec!["ringraft".into()]
@@ -196,6 +202,13 @@ impl BenchConfig {
         }
         if self.load_threads == 0 || self.load_threads > 64 {
             return Err("load_threads must be in 1..=64".into());
+        }
+        if let Some(ratio) = self.expect.etcd_throughput_ratio_min {
+            if !(ratio.is_finite() && ratio > 0.0) {
+                return Err(format!(
+                    "expect.etcd_throughput_ratio_min must be a positive number, got {ratio}"
+                ));
+            }
         }
         if let Some(network) = &self.network {
             network.validate(self.nodes)?;

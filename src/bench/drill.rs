@@ -43,6 +43,10 @@ pub struct ClusterObservation {
     pub emulated: Option<String>,
     /// The failover drill, if one ran.
     pub failover: Option<FailoverResult>,
+    /// Each node's own count of peer messages its link emulation dropped (loss, partitions),
+    /// since it started, read when the load ended; node `i + 1` at position `i`, None if it did
+    /// not answer. The nodes' word that they emulated, not the harness's.
+    pub emulated_drops: Vec<Option<u64>>,
 }
 
 /// The timeline of one failover drill, in milliseconds after the fault.
@@ -271,6 +275,7 @@ pub fn conduct(
     sleep_until(window_end);
     let after = cluster.all_stats(STATS_TIMEOUT);
     observation.leader_after = leader_of(&after);
+    observation.emulated_drops = counter(&after, |s| s.emulated_drops);
     let finals = counter(&after, elections);
     let restarted = restarted_victim.or(killed);
     observation.elections = growth(&baseline, &finals, restarted);

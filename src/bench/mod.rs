@@ -42,10 +42,53 @@ pub struct BenchOptions {
     pub warmup: Option<Duration>,
     /// Override the config's `etcd_route`.
     pub etcd_route: Option<config::EtcdRoute>,
+    /// A test hook for the harness's own verdicts: the ringraft load is pointed at closed ports
+    /// instead of the cluster, so every ringraft request fails (through the real client, after
+    /// its retries). A comparison must then FAIL.
+    pub break_ringraft_writes: bool,
 }
 
-/// Runs every config; returns the report directories.
-pub fn run(options: &BenchOptions) -> Result<Vec<PathBuf>, String> {
+/// Why `run` failed: the run could not be made, or it was made and some checks failed.
+#[derive(Debug)]
+pub enum BenchError {
+    /// The run could not be made (bad config, a cluster that would not start, ...).
+    Run(String),
+    /// The run was made and reported, and these checks failed.
+    ChecksFailed {
+        /// The report directories written.
+        dirs: Vec<PathBuf>,
+        /// Names of the failed checks.
+        failed: Vec<String>,
+    },
+}
+
+impl std::fmt::Display for BenchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            BenchError::Run(e) => f.write_str(e),
+            BenchError::ChecksFailed { dirs, failed } => write!(
+                f,
+                "{} check(s) FAILED: {}; reports: {}",
+                failed.len(),
+                failed.join("; "),
+                dirs.iter()
+                    .map(|d| d.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+}
+
+impl From<String> for BenchError {
+    fn from(e: String) -> BenchError {
+        BenchError::Run(e)
+    }
+}
+
+/// Runs every config; returns the report directories, or which checks failed (after every
+/// config has run and reported).
+pub fn run(options: &BenchOptions) -> Result<Vec<PathBuf>, BenchError> {
     // Every config is read and judged runnable before the first one runs, so that a problem
     // with the last never costs the time of the others.
     let mut configs = Vec::new();
@@ -63,10 +106,22 @@ pub fn run(options: &BenchOptions) -> Result<Vec<PathBuf>, String> {
         configs.push(config);
     }
     let mut dirs = Vec::new();
+    let mut failed = Vec::new();
     for config in &configs {
-        dirs.push(run_config(config, options)?);
+        let (dir, checks) = run_config(config, options)?;
+        dirs.push(dir);
+        failed.extend(
+            checks
+                .into_iter()
+                .filter(|c| !c.pass)
+                .map(|c| format!("{}: {}", config.name, c.name)),
+        );
     }
-    Ok(dirs)
+    if failed.is_empty() {
+        Ok(dirs)
+    } else {
+        Err(BenchError::ChecksFailed { dirs, failed })
+    }
 }
 
 /// Refuses what this build or this harness cannot run as asked: an etcd target without the
@@ -95,7 +150,21 @@ const NO_ETCD_FEATURE: &str =
     "this ringraft was built without the `etcd` feature, so it cannot drive etcd: \
      run scripts/compare-etcd.sh, which installs etcd and protoc and rebuilds with --features etcd";
 
-fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, String> {
+/// The order the targets run in, repeat by repeat: as configured in even repeats (0, 2, ...),
+/// reversed in odd ones, so that a machine that drifts (warming up, page cache filling, another
+/// tenant) does not always favour the same side.
+pub fn target_order(targets: &[String], repeat: usize) -> Vec<String> {
+    let mut order = targets.to_vec();
+    if repeat % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
+fn run_config(
+    config: &BenchConfig,
+    options: &BenchOptions,
+) -> Result<(PathBuf, Vec<Check>), String> {
     let (started_at, stamp) = report::timestamp();
     let out_dir = options.results_dir.join(&config.name).join(&stamp);
     let data_root = options.results_dir.join(".data").join(&config.name);
@@ -123,9 +192,13 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
     );
     eprintln!("disk: {}", machine.describe_disk());
     for repeat in 0..options.repeat.max(1) {
-        for target in &config.targets {
+        for target in &target_order(&config.targets, repeat) {
             let results = match target.as_str() {
-                "ringraft" => run_ringraft(config, &data_root.join("ringraft"))?,
+                "ringraft" => run_ringraft_as(
+                    config,
+                    &data_root.join("ringraft"),
+                    options.break_ringraft_writes,
+                )?,
                 "etcd" => run_etcd(config, &data_root.join("etcd"), &mut versions)?,
                 other => return Err(format!("unknown target {other}")),
             };
@@ -159,7 +232,7 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
     if let Some(spread) = &spread {
         eprint!("{}", spread::describe(spread));
     }
-    let differences = differences(config);
+    let differences = differences(config, options.repeat.max(1));
     let report = BenchReport {
         config: config.clone(),
         started_at,
@@ -181,7 +254,8 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
         );
     }
     eprintln!("report: {}", out_dir.join("report.md").display());
-    Ok(out_dir)
+    let checks = report.checks;
+    Ok((out_dir, checks))
 }
 
 /// Node settings as launched: the config's, plus the in-flight window sized to twice the
@@ -245,6 +319,27 @@ pub(crate) fn run_ringraft(
     config: &BenchConfig,
     data_root: &Path,
 ) -> Result<Vec<TargetRun>, String> {
+    run_ringraft_as(config, data_root, false)
+}
+
+/// Addresses where nothing listens (bound, then released): connecting is refused at once.
+fn closed_addrs(count: usize) -> Result<Vec<std::net::SocketAddr>, String> {
+    let listeners = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot reserve a loopback port: {e}"))?;
+    listeners
+        .iter()
+        .map(|l| l.local_addr())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("cannot read a loopback port: {e}"))
+}
+
+fn run_ringraft_as(
+    config: &BenchConfig,
+    data_root: &Path,
+    break_writes: bool,
+) -> Result<Vec<TargetRun>, String> {
     let settings = effective_node_settings(config);
     let emulate = config.network.is_some()
         || matches!(&config.failover, Some(f) if f.action == config::FailoverAction::Isolate);
@@ -258,7 +353,12 @@ pub(crate) fn run_ringraft(
     )?;
     let mut reports = Vec::new();
     for workload in config.workloads() {
-        let addrs = cluster.client_addrs.clone();
+        let addrs = if break_writes {
+            eprintln!("test hook: the ringraft load goes to closed ports; every request fails");
+            closed_addrs(cluster.client_addrs.len())?
+        } else {
+            cluster.client_addrs.clone()
+        };
         let window_start = std::time::Instant::now() + workload.warmup;
         let window_end = window_start + workload.duration;
         let sampler = usage::Sampler::new(data_root).during(window_start, window_end);
@@ -400,31 +500,132 @@ fn checks(config: &BenchConfig, runs: &[RunResult]) -> Vec<Check> {
             checks.push(open_loop_check(&r.target, rate_per_s, &r.report));
         }
     }
-    for mine in spread.targets.iter().filter(|t| t.target == "ringraft") {
-        let Some(theirs) = spread
-            .targets
+    let ratio_min = e
+        .etcd_throughput_ratio_min
+        .unwrap_or(config::ETCD_THROUGHPUT_RATIO_MIN_DEFAULT);
+    let mut points: Vec<usize> = runs.iter().map(|r| r.point).collect();
+    points.sort_unstable();
+    points.dedup();
+    for point in points {
+        let pairs: Vec<(&LoadReport, &LoadReport)> = runs
             .iter()
-            .find(|t| t.target == "etcd" && t.point == mine.point)
-        else {
-            continue;
-        };
-        let Some(ratio) = spread.ratios.iter().find(|r| r.point == mine.point) else {
-            continue;
-        };
-        checks.push(Check {
-            name: format!("ringraft vs etcd, point {}{}", mine.point, spread::judged(mine.runs)),
-            pass: mine.p99_ms.median <= theirs.p99_ms.median,
-            detail: format!(
-                "throughput ratio {:.2}x ({:.0} vs {:.0} writes/s); p99 {:.2} ms vs {:.2} ms (pass = p99 no higher than etcd's)",
-                ratio.ratio.median,
-                mine.writes_per_s.median,
-                theirs.writes_per_s.median,
-                mine.p99_ms.median,
-                theirs.p99_ms.median
-            ),
-        });
+            .filter(|r| r.target == "ringraft" && r.point == point)
+            .filter_map(|r| {
+                let etcd = runs
+                    .iter()
+                    .find(|o| o.target == "etcd" && o.repeat == r.repeat && o.point == point)?;
+                Some((&r.report, &etcd.report))
+            })
+            .collect();
+        if !pairs.is_empty() {
+            checks.push(comparison_check(&pairs, ratio_min, point));
+        }
     }
     checks
+}
+
+/// One side of a comparison at one workload point: the median writes/s and write p99 over the
+/// repeats, with every run's errors added up and the runs that completed no write counted (a
+/// median must not hide a run that failed).
+struct ComparedSide {
+    target: String,
+    writes_per_s: f64,
+    p99_us: f64,
+    errors: std::collections::BTreeMap<String, u64>,
+    runs_without_writes: usize,
+}
+
+impl ComparedSide {
+    fn of(reports: &[&LoadReport]) -> ComparedSide {
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            let n = v.len();
+            if n % 2 == 1 {
+                v[n / 2]
+            } else {
+                (v[n / 2 - 1] + v[n / 2]) / 2.0
+            }
+        };
+        let mut errors = std::collections::BTreeMap::new();
+        for r in reports {
+            for (kind, n) in &r.errors {
+                *errors.entry(kind.clone()).or_insert(0) += n;
+            }
+        }
+        ComparedSide {
+            target: reports.first().map_or(String::new(), |r| r.target.clone()),
+            writes_per_s: median(reports.iter().map(|r| r.writes_per_s).collect()),
+            p99_us: median(
+                reports
+                    .iter()
+                    .map(|r| r.write_latency.p99_us as f64)
+                    .collect(),
+            ),
+            errors,
+            runs_without_writes: reports.iter().filter(|r| r.writes_per_s <= 0.0).count(),
+        }
+    }
+}
+
+/// ringraft against etcd on one workload point, over the (ringraft, etcd) pairs of its repeats.
+/// It passes only when every run of both targets completed writes, no run saw an error,
+/// ringraft's median throughput is at least `ratio_min` times etcd's median, and ringraft's
+/// median write p99 is no higher than etcd's; with one repeat the medians are that run's
+/// figures. The name says what was judged; the detail gives every figure and every reason it
+/// failed.
+pub fn comparison_check(pairs: &[(&LoadReport, &LoadReport)], ratio_min: f64, point: usize) -> Check {
+    let ringraft = ComparedSide::of(&pairs.iter().map(|p| p.0).collect::<Vec<_>>());
+    let etcd = ComparedSide::of(&pairs.iter().map(|p| p.1).collect::<Vec<_>>());
+    let ratio = ringraft.writes_per_s / etcd.writes_per_s.max(1e-9);
+    let mut failures = Vec::new();
+    for side in [&ringraft, &etcd] {
+        if side.runs_without_writes > 0 {
+            failures.push(format!(
+                "{} completed no write in {} of {} run(s)",
+                side.target,
+                side.runs_without_writes,
+                pairs.len()
+            ));
+        }
+        if !side.errors.is_empty() {
+            failures.push(format!(
+                "{} had errors ({})",
+                side.target,
+                side.errors
+                    .iter()
+                    .map(|(kind, n)| format!("{n} x {kind}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    if ratio < ratio_min {
+        failures.push(format!("throughput ratio {ratio:.2}x is below {ratio_min}x"));
+    }
+    if ringraft.p99_us > etcd.p99_us {
+        failures.push("ringraft's p99 is higher".to_string());
+    }
+    let figures = format!(
+        "throughput ratio {ratio:.2}x ({:.0} vs {:.0} writes/s; needs >= {ratio_min}x); p99 {:.2} ms vs {:.2} ms (needs no higher); errors {} vs {} (needs none; failed requests are in the latency at the request deadline)",
+        ringraft.writes_per_s,
+        etcd.writes_per_s,
+        ringraft.p99_us / 1000.0,
+        etcd.p99_us / 1000.0,
+        ringraft.errors.values().sum::<u64>(),
+        etcd.errors.values().sum::<u64>(),
+    );
+    Check {
+        name: format!(
+            "ringraft vs etcd, point {point}{}",
+            spread::judged(pairs.len())
+        ),
+        pass: failures.is_empty(),
+        detail: if failures.is_empty() {
+            figures
+        } else {
+            format!("{}: {figures}", failures.join("; "))
+        },
+    }
 }
 
 /// `etcdctl check perf`'s rules: at least 90% of the target rate achieved, the slowest request
@@ -459,7 +660,7 @@ fn stdev_ms(report: &LoadReport) -> f64 {
     (acc / weight.max(1e-9)).sqrt() / 1000.0
 }
 
-fn differences(config: &BenchConfig) -> Vec<String> {
+fn differences(config: &BenchConfig, repeats: usize) -> Vec<String> {
     let mut d = vec![
         "Both clusters run on this one machine, on loopback, with data on the same disk; the load generator shares the machine's cores with them.".to_string(),
         "Wire protocols differ: ringraft speaks flatbuffers frames over TCP; etcd speaks gRPC (HTTP/2, protobuf). Each is driven by its own client library (ringraft::client; the etcd-client crate).".to_string(),
@@ -470,9 +671,22 @@ fn differences(config: &BenchConfig) -> Vec<String> {
             config::EtcdRoute::Spread => "Routing: each etcd connection talks to one member, spread over all members as etcd's own benchmark tool does, so about two thirds of etcd writes are forwarded by a follower to the leader (one extra hop); ringraft's client finds the leader and sends there. `--etcd-route leader` sends etcd's to its leader too.".to_string(),
             config::EtcdRoute::Leader => "Routing: every etcd connection talks to the member that led when the run started (`etcd_route = \"leader\"`), as ringraft's client talks to ringraft's leader.".to_string(),
         });
-        d.push(
-            "Retries: the ringraft client retries (leader changes, timeouts) with the same session sequence; the etcd target makes one attempt per request with a 5 s timeout. Neither run saw errors unless the error column says so.".to_string(),
-        );
+        d.push(format!(
+            "Retries: {}. The ringraft client resends a write with its session sequence, so a retry is applied once; etcd may apply a retried put twice, which leaves the same value.",
+            crate::loadgen::RetryPolicy::default().describe()
+        ));
+        d.push(if repeats > 1 {
+            format!(
+                "Order: the targets alternate across the {repeats} repeats: {} first in runs 1, 3, ..., {} first in runs 2, 4, ...",
+                config.targets.first().map_or("", String::as_str),
+                config.targets.last().map_or("", String::as_str)
+            )
+        } else {
+            format!(
+                "Order: one repeat, {} first (with --repeat 2 or more the order alternates).",
+                config.targets.first().map_or("", String::as_str)
+            )
+        });
         d.push(format!(
             "Timing: ringraft ticks every {} ms, election {} ticks, heartbeat {} ticks (defaults where unset); etcd runs with its defaults (heartbeat 100 ms, election 1000 ms).",
             config.node.tick_ms.unwrap_or(10),
@@ -486,4 +700,90 @@ fn differences(config: &BenchConfig) -> Vec<String> {
 /// The workload of the README's main command when no config is given: `3node-1kb`, briefly.
 pub fn default_config_path() -> PathBuf {
     PathBuf::from("bench-configs/3node-1kb.toml")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::loadgen::{OpKind, Workload};
+    use std::time::Instant;
+
+    /// A report of `ok` writes at `latency_ms` and `failed` failed ones, over a 1 s window.
+    fn report(target: &str, ok: u32, latency_ms: u64, failed: u32) -> LoadReport {
+        let start = Instant::now();
+        let mut recorder = Recorder::new(start, Duration::from_secs(1));
+        let at = |us: u64| start + Duration::from_micros(us);
+        for i in 0..ok + failed {
+            let begin = u64::from(i) * 10;
+            let result = if i < ok {
+                Ok(())
+            } else {
+                Err("unavailable".to_string())
+            };
+            recorder.record(OpKind::Write, at(begin), at(begin + latency_ms * 1000), result);
+        }
+        LoadReport::new(target, &Workload::default(), &recorder)
+    }
+
+    #[test]
+    fn a_comparison_passes_only_on_every_count() {
+        let check = |r: &LoadReport, e: &LoadReport| comparison_check(&[(r, e)], 1.0, 0);
+        let pass = check(&report("ringraft", 200, 1, 0), &report("etcd", 100, 2, 0));
+        assert!(pass.pass, "{}", pass.detail);
+
+        // No successful write, every write failed: a p99 that would be 0 without the failures.
+        let broken = check(&report("ringraft", 0, 1, 50), &report("etcd", 100, 2, 0));
+        assert!(!broken.pass);
+        assert!(broken.detail.contains("ringraft completed no write"), "{}", broken.detail);
+        assert!(broken.detail.contains("ringraft had errors (50 x unavailable)"), "{}", broken.detail);
+        assert!(broken.detail.contains("p99 is higher"), "{}", broken.detail);
+
+        let slower = check(&report("ringraft", 50, 1, 0), &report("etcd", 100, 2, 0));
+        assert!(!slower.pass);
+        assert!(slower.detail.contains("throughput ratio 0.50x is below 1x"), "{}", slower.detail);
+
+        let tail = check(&report("ringraft", 200, 5, 0), &report("etcd", 100, 2, 0));
+        assert!(!tail.pass);
+        assert!(tail.detail.contains("p99 is higher"), "{}", tail.detail);
+
+        let etcd_errors = check(&report("ringraft", 200, 1, 0), &report("etcd", 100, 2, 1));
+        assert!(!etcd_errors.pass);
+        assert!(etcd_errors.detail.contains("etcd had errors"), "{}", etcd_errors.detail);
+
+        // The config's target ratio is the bar.
+        let lenient = comparison_check(
+            &[(&report("ringraft", 50, 1, 0), &report("etcd", 100, 2, 0))],
+            0.4,
+            0,
+        );
+        assert!(lenient.pass, "{}", lenient.detail);
+    }
+
+    #[test]
+    fn over_repeats_the_medians_are_judged_and_no_failed_run_hides() {
+        let (fast, slow) = (report("ringraft", 300, 1, 0), report("ringraft", 90, 1, 0));
+        let etcd = report("etcd", 100, 2, 0);
+        // Ratios 3.0, 3.0, 0.9: the median pair passes where the worst run alone would not.
+        let check = comparison_check(&[(&fast, &etcd), (&fast, &etcd), (&slow, &etcd)], 1.0, 0);
+        assert!(check.pass, "{}", check.detail);
+        assert!(check.name.contains("median of 3 runs"), "{}", check.name);
+        assert!(check.detail.contains("ratio 3.00x"), "{}", check.detail);
+        // A run with no successful write fails the check even when the medians look good.
+        let broken = report("ringraft", 0, 1, 5);
+        let check = comparison_check(&[(&fast, &etcd), (&fast, &etcd), (&broken, &etcd)], 1.0, 0);
+        assert!(!check.pass, "{}", check.detail);
+        assert!(
+            check.detail.contains("ringraft completed no write in 1 of 3 run(s)"),
+            "{}",
+            check.detail
+        );
+    }
+
+    #[test]
+    fn targets_alternate_order_across_repeats() {
+        let targets = vec!["ringraft".to_string(), "etcd".to_string()];
+        assert_eq!(target_order(&targets, 0), targets);
+        assert_eq!(target_order(&targets, 1), vec!["etcd", "ringraft"]);
+        assert_eq!(target_order(&targets, 2), targets);
+    }
 }

@@ -42,7 +42,9 @@ enum Cli {
     /// .hgrm percentile files and SVG plots. Each report also records the data disk (a 1 s
     /// fdatasync probe before the run) and the machine during every measured window (CPU busy,
     /// iowait, steal; the disk's busy share, MiB/s and flushes). With RINGRAFT_TRACE=1 the node
-    /// logs keep a trace under results/.data (read it with scripts/trace-stages.py).
+    /// logs keep a trace under results/.data (read it with scripts/trace-stages.py). Exits 0 when
+    /// every check passes, 3 when a check FAILED (the report is still written), 1 when the run
+    /// could not be made.
     Bench(BenchArgs),
     /// Sweep settings of a bench config over a grid (`--sweep KEY=V1,V2` per axis): run every
     /// point, print throughput, p50/p99 and elections, and name the best point under
@@ -359,6 +361,10 @@ struct BenchArgs {
     /// config's `etcd_route`; default spread.
     #[arg(long, value_enum)]
     etcd_route: Option<ringraft::bench::config::EtcdRoute>,
+    /// Test hook for the harness's verdicts: send the ringraft load to closed ports, so that
+    /// every ringraft request fails and a comparison must FAIL.
+    #[arg(long, hide = true)]
+    test_break_ringraft_writes: bool,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -446,6 +452,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         compare_etcd: args.compare.is_some(),
         repeat: args.repeat,
         etcd_route: args.etcd_route,
+        break_ringraft_writes: args.test_break_ringraft_writes,
         results_dir: args.run.results_dir,
         duration: args
             .run
@@ -460,6 +467,10 @@ fn run_bench(args: BenchArgs) -> ExitCode {
     };
     match ringraft::bench::run(&options) {
         Ok(_) => ExitCode::SUCCESS,
+        Err(e @ ringraft::bench::BenchError::ChecksFailed { .. }) => {
+            eprintln!("ringraft bench: {e}");
+            ExitCode::from(3)
+        }
         Err(e) => {
             eprintln!("ringraft bench: {e}");
             ExitCode::from(1)

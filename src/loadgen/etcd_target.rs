@@ -17,10 +17,12 @@
 //! * Warm-up is excluded by the recorder's window, not here.
 //!
 //! Writes are KV `Put`; reads are `Range` on one key, linearizable (etcd's default) unless the
-//! workload asks for serializable reads. A request gets one attempt with
-//! [`REQUEST_TIMEOUT`]; a failure is counted by a short, stable kind (see [`error_kind`]).
-//! Unlike ringraft's client, nothing is retried: etcd's Go client retries only requests that
-//! never reached a server, and a retried put would hide the failure the report should show.
+//! workload asks for serializable reads. Requests retry under [`RetryPolicy::default`], exactly
+//! as the ringraft target's do: the same attempts, per-attempt timeout, backoff
+//! ([`crate::client::retry_backoff`]) and deadline, on the same classes of error (no leader,
+//! timeout, overload, lost connection); anything else fails at once. A retried put of the same
+//! key and value leaves the same state, so retrying hides no wrong answer; a request that still
+//! fails is counted by a short, stable kind (see [`error_kind`]) and recorded at the deadline.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -32,14 +34,13 @@ use etcd_client::{Client, ConnectOptions, GetOptions, KvClient};
 use tokio::sync::Semaphore;
 
 use super::recorder::{OpKind, Recorder};
+use super::retry::RetryPolicy;
+use crate::client::retry_backoff;
 use super::workload::{LoopMode, Op, OpGen, Workload};
 
 /// Requests an open-loop connection may have outstanding (same bound as the ringraft target);
 /// beyond it, scheduled requests start late and are still measured from their intended time.
 const OPEN_LOOP_INFLIGHT_MAX: usize = 4096;
-
-/// How long one request may take before it counts as a `timeout` failure.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long opening a client's connection may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -67,7 +68,8 @@ pub fn run(
             .map_err(|e| format!("cannot start a load thread: {e}"))?;
         handles.push(handle);
     }
-    let mut total = Recorder::new(window_start, workload.duration);
+    let mut total = Recorder::new(window_start, workload.duration)
+        .failing_at(RetryPolicy::default().request_timeout);
     let mut first_error = None;
     for handle in handles {
         match handle.join() {
@@ -110,7 +112,10 @@ async fn drive_connections(
     threads: usize,
     window_start: Instant,
 ) -> Result<Recorder, String> {
-    let recorder = Rc::new(RefCell::new(Recorder::new(window_start, workload.duration)));
+    let recorder = Rc::new(RefCell::new(
+        Recorder::new(window_start, workload.duration)
+            .failing_at(RetryPolicy::default().request_timeout),
+    ));
     let end = window_start + workload.duration;
     let mut tasks = Vec::new();
     for connection in (thread..workload.connections()).step_by(threads) {
@@ -163,7 +168,7 @@ async fn drive_connections(
 /// first requests (in the warm-up) pay for it.
 async fn connect(endpoint: SocketAddr) -> Result<KvClient, String> {
     let options = ConnectOptions::new()
-        .with_timeout(REQUEST_TIMEOUT)
+        .with_timeout(RetryPolicy::default().attempt_timeout)
         .with_connect_timeout(CONNECT_TIMEOUT);
     let client = Client::connect([format!("http://{endpoint}")], Some(options))
         .await
@@ -206,26 +211,53 @@ async fn open_loop(
     let _ = inflight.acquire_many(OPEN_LOOP_INFLIGHT_MAX as u32).await;
 }
 
+/// One request under the retry policy: retried on errors that a retry can fix, with the
+/// ringraft client's backoff, within the policy's deadline.
 async fn execute(kv: &mut KvClient, op: Op, workload: &Workload) -> (OpKind, Result<(), String>) {
+    let kind = match op {
+        Op::Write { .. } => OpKind::Write,
+        Op::Read { .. } => OpKind::Read,
+    };
+    let policy = RetryPolicy::default();
+    let retried = async {
+        let mut last = String::from("no attempt made");
+        for attempt in 0..policy.attempts_max {
+            tokio::time::sleep(retry_backoff(attempt)).await;
+            match attempt_once(kv, &op, workload).await {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    last = error_kind(e);
+                    if !retryable(&last) {
+                        return Err(last);
+                    }
+                }
+            }
+        }
+        Err(last)
+    };
+    match tokio::time::timeout(policy.request_timeout, retried).await {
+        Ok(result) => (kind, result),
+        Err(_) => (kind, Err("timeout".into())),
+    }
+}
+
+/// The error kinds the ringraft client retries too: no leader or member down, timeout, overload.
+fn retryable(kind: &str) -> bool {
+    matches!(kind, "unavailable" | "timeout" | "backpressure")
+}
+
+async fn attempt_once(
+    kv: &mut KvClient,
+    op: &Op,
+    workload: &Workload,
+) -> Result<(), etcd_client::Error> {
     match op {
-        Op::Write { key, value } => (
-            OpKind::Write,
-            kv.put(key.to_vec(), value.to_vec(), None)
-                .await
-                .map(|_| ())
-                .map_err(error_kind),
-        ),
+        Op::Write { key, value } => kv.put(key.to_vec(), value.to_vec(), None).await.map(|_| ()),
         Op::Read { key } => {
             // etcd's Range is linearizable unless asked to be serializable.
             let options =
                 (!workload.linearizable_reads).then(|| GetOptions::new().with_serializable());
-            (
-                OpKind::Read,
-                kv.get(key.to_vec(), options)
-                    .await
-                    .map(|_| ())
-                    .map_err(error_kind),
-            )
+            kv.get(key.to_vec(), options).await.map(|_| ())
         }
     }
 }

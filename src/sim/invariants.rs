@@ -214,3 +214,108 @@ impl Checker {
         }
     }
 }
+
+/// Each property is fed a state that breaks it and must fire under its own name; a checker that
+/// never fires proves nothing.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::SnapshotMeta;
+
+    fn entry(index: Index, term: Term, data: &'static [u8]) -> Entry {
+        Entry {
+            term,
+            index,
+            kind: EntryKind::Normal,
+            data: bytes::Bytes::from_static(data),
+            record: None,
+        }
+    }
+
+    /// A log of (term, data) entries from index 1.
+    fn log(entries: &[(Term, &'static [u8])]) -> RaftLog {
+        let entries = entries
+            .iter()
+            .enumerate()
+            .map(|(i, &(term, data))| entry(i as Index + 1, term, data))
+            .collect();
+        RaftLog::restored(SnapshotMeta::default(), entries)
+    }
+
+    #[test]
+    fn election_safety_fires_on_two_leaders_in_one_term() {
+        let mut checker = Checker::default();
+        assert!(checker.election_safety(3, 1).is_ok());
+        assert!(checker.election_safety(3, 1).is_ok(), "the same leader again is fine");
+        assert!(checker.election_safety(4, 2).is_ok(), "another term, another leader");
+        let (property, detail) = checker.election_safety(3, 2).unwrap_err();
+        assert_eq!(property, "election_safety");
+        assert!(detail.contains("term 3 has two leaders: 1 and 2"), "{detail}");
+    }
+
+    #[test]
+    fn log_matching_fires_on_conflicting_entries_at_one_index_and_term() {
+        // Incrementally: node 2 appends a different command at (2, term 1) than node 1 did.
+        let mut checker = Checker::default();
+        let a = log(&[(1, b"x"), (1, b"y")]);
+        checker
+            .log_matching_appended(1, &[a.entry(2).unwrap().clone()], &a)
+            .unwrap();
+        let b = log(&[(1, b"x"), (1, b"z")]);
+        let (property, detail) = checker
+            .log_matching_appended(2, &[b.entry(2).unwrap().clone()], &b)
+            .unwrap_err();
+        assert_eq!(property, "log_matching");
+        assert!(detail.contains("entry (2, term 1) differs"), "{detail}");
+
+        // The same (index, term) after a different previous term.
+        let c = log(&[(2, b"x"), (1, b"y")]);
+        let (property, detail) = checker
+            .log_matching_appended(3, &[c.entry(2).unwrap().clone()], &c)
+            .unwrap_err();
+        assert_eq!(property, "log_matching");
+        assert!(detail.contains("follows term 2, elsewhere term 1"), "{detail}");
+
+        // Directly: two logs agree at (3, term 2) but hold different entries at index 1.
+        let d = log(&[(1, b"x"), (2, b"y"), (2, b"w")]);
+        let e = log(&[(1, b"q"), (2, b"y"), (2, b"w")]);
+        let same = log(&[(1, b"x"), (2, b"y"), (2, b"w")]);
+        assert!(Checker::log_matching(&[(1, &d), (2, &same)]).is_ok());
+        let (property, detail) = Checker::log_matching(&[(1, &d), (2, &e)]).unwrap_err();
+        assert_eq!(property, "log_matching");
+        assert!(detail.contains("agree at index 3 but differ at 1"), "{detail}");
+    }
+
+    #[test]
+    fn leader_completeness_fires_on_a_leader_missing_a_committed_entry() {
+        let mut checker = Checker::default();
+        let committed = log(&[(1, b"x"), (1, b"y")]);
+        checker.note_committed(1, &committed, 1, 2).unwrap();
+        // A leader of term 2 that holds index 2 from another term.
+        let leader = log(&[(1, b"x"), (2, b"other")]);
+        let (property, detail) = checker.leader_completeness(3, 2, &leader).unwrap_err();
+        assert_eq!(property, "leader_completeness");
+        assert!(detail.contains("leader 3 of term 2 holds Some(2) at index 2"), "{detail}");
+        // One that lacks it altogether.
+        let short = log(&[(1, b"x")]);
+        let (property, _) = checker.leader_completeness(3, 2, &short).unwrap_err();
+        assert_eq!(property, "leader_completeness");
+        assert!(checker.leader_completeness(1, 2, &committed).is_ok());
+        // A committed index later committed at another term.
+        let (property, detail) = checker.note_committed(2, &leader, 1, 2).unwrap_err();
+        assert_eq!(property, "leader_completeness");
+        assert!(detail.contains("committed index 2 at term 2"), "{detail}");
+    }
+
+    #[test]
+    fn state_machine_safety_fires_on_different_entries_applied_at_one_index() {
+        let mut checker = Checker::default();
+        checker.state_machine_safety(1, &entry(5, 2, b"x")).unwrap();
+        checker.state_machine_safety(2, &entry(5, 2, b"x")).unwrap();
+        let (property, detail) = checker
+            .state_machine_safety(3, &entry(5, 2, b"y"))
+            .unwrap_err();
+        assert_eq!(property, "state_machine_safety");
+        assert!(detail.contains("node 3 applied a different entry at index 5"), "{detail}");
+    }
+}

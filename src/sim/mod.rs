@@ -36,6 +36,9 @@ use history::History;
 /// Operations of a non-linearizable key's history printed in a violation.
 const HISTORY_LINES_SHOWN: usize = 40;
 
+/// How many times the first budget the linearizability check gives a key it could not decide.
+pub const LINEARIZABILITY_BUDGET_RAISE: u64 = 16;
+
 /// Simulated time of one tick.
 pub const TICK_US: Micros = 10_000;
 
@@ -64,6 +67,10 @@ pub struct SimConfig {
     /// index. Off by default: the core can leave an idle follower behind (see the sim report of
     /// tracker issue 2); turn on to reproduce, and by default once the core is fixed.
     pub strict_liveness: bool,
+    /// Search steps per key the linearizability check takes before it calls a key undecided;
+    /// undecided keys are checked again with [`LINEARIZABILITY_BUDGET_RAISE`] times the budget,
+    /// and a key still undecided then fails the run (`linearizability_unknown`).
+    pub linearizability_steps_max: u64,
 }
 
 /// Fault classes and their rates (per step unless stated).
@@ -161,6 +168,7 @@ impl SimConfig {
             full_trace: false,
             liveness_bound_us: 60_000_000,
             strict_liveness: true,
+            linearizability_steps_max: linearizability::SEARCH_STEPS_MAX,
         }
     }
 }
@@ -244,7 +252,8 @@ impl SimReport {
 pub struct Violation {
     /// The seed that replays it.
     pub seed: u64,
-    /// The property (named after the paper), or `linearizability`, `liveness`, `driver_contract`.
+    /// The property (named after the paper), or `linearizability`, `linearizability_unknown`,
+    /// `liveness`, `driver_contract`.
     pub property: &'static str,
     /// What was seen.
     pub detail: String,
@@ -533,36 +542,69 @@ impl Simulation {
     }
 
     fn check_linearizability(&mut self) -> Result<(), Box<Violation>> {
-        match linearizability::check_history(&self.history) {
+        match linearizability::check_history_within(
+            &self.history,
+            self.config.linearizability_steps_max,
+        ) {
             linearizability::Verdict::Linearizable => Ok(()),
-            linearizability::Verdict::Unknown { .. } => {
-                self.report.linearizability_unknown += 1;
-                Ok(())
-            }
-            linearizability::Verdict::NotLinearizable { key } => {
-                let ops: Vec<String> = self
-                    .history
-                    .ops
-                    .iter()
-                    .filter(|op| op.key == key)
-                    .map(|op| {
-                        format!(
-                            "  client {} {:?} [{}, {:?}]",
-                            op.client, op.kind, op.invoke, op.complete
-                        )
-                    })
-                    .collect();
-                // The whole per-key history can be thousands of lines; the replay has it all.
-                let shown = &ops[ops.len().saturating_sub(HISTORY_LINES_SHOWN)..];
+            // Undecided is not a pass: count the keys, give them a larger budget, and fail the
+            // run if that still does not decide them.
+            linearizability::Verdict::Unknown { keys } => {
+                self.report.linearizability_unknown += keys.len() as u64;
+                let raised = self
+                    .config
+                    .linearizability_steps_max
+                    .saturating_mul(LINEARIZABILITY_BUDGET_RAISE);
+                let mut undecided = Vec::new();
+                for key in &keys {
+                    let mut one = History::default();
+                    one.ops = self.history.ops.iter().filter(|op| &op.key == key).cloned().collect();
+                    match linearizability::check_history_within(&one, raised) {
+                        linearizability::Verdict::Linearizable => {}
+                        linearizability::Verdict::NotLinearizable { key } => {
+                            return Err(self.not_linearizable(key));
+                        }
+                        linearizability::Verdict::Unknown { .. } => {
+                            undecided.push(String::from_utf8_lossy(key).into_owned());
+                        }
+                    }
+                }
+                if undecided.is_empty() {
+                    return Ok(());
+                }
                 let detail = format!(
-                    "history of key {:?} ({} operations) is not linearizable; the last {}:\n{}",
-                    String::from_utf8_lossy(&key),
-                    ops.len(),
-                    shown.len(),
-                    shown.join("\n")
+                    "the linearizability search could not decide key(s) {undecided:?} within {raised} steps each (first budget {} x {LINEARIZABILITY_BUDGET_RAISE}); an undecided history is not a pass",
+                    self.config.linearizability_steps_max
                 );
-                Err(self.violation_report("linearizability", detail))
+                Err(self.violation_report("linearizability_unknown", detail))
             }
+            linearizability::Verdict::NotLinearizable { key } => Err(self.not_linearizable(key)),
         }
+    }
+
+    /// The violation of a key whose history is not linearizable, with its last operations.
+    fn not_linearizable(&mut self, key: Vec<u8>) -> Box<Violation> {
+        let ops: Vec<String> = self
+            .history
+            .ops
+            .iter()
+            .filter(|op| op.key == key)
+            .map(|op| {
+                format!(
+                    "  client {} {:?} [{}, {:?}]",
+                    op.client, op.kind, op.invoke, op.complete
+                )
+            })
+            .collect();
+        // The whole per-key history can be thousands of lines; the replay has it all.
+        let shown = &ops[ops.len().saturating_sub(HISTORY_LINES_SHOWN)..];
+        let detail = format!(
+            "history of key {:?} ({} operations) is not linearizable; the last {}:\n{}",
+            String::from_utf8_lossy(&key),
+            ops.len(),
+            shown.len(),
+            shown.join("\n")
+        );
+        self.violation_report("linearizability", detail)
     }
 }

@@ -197,6 +197,28 @@ impl Cluster {
         }
     }
 
+    /// SIGSTOP: the node freezes (timers, sockets and all) without knowing it; its peers see a
+    /// silent node. Undone by [`Cluster::resume`].
+    pub fn pause(&self, id: u64) {
+        self.signal(id, libc::SIGSTOP);
+    }
+
+    /// SIGCONT: a paused node runs on from where it stopped, as if no time had passed for it.
+    pub fn resume(&self, id: u64) {
+        self.signal(id, libc::SIGCONT);
+    }
+
+    fn signal(&self, id: u64, signal: libc::c_int) {
+        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let child = nodes[(id - 1) as usize]
+            .child
+            .as_ref()
+            .unwrap_or_else(|| panic!("node {id} is not running"));
+        // SAFETY: kill(2) on the pid of a child we have not reaped yet.
+        let rc = unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "signal {signal} to node {id}");
+    }
+
     /// SIGTERM, then wait up to `grace` for a clean exit (SIGKILL after that). Returns whether the
     /// node exited by itself with success.
     pub fn terminate(&self, id: u64, grace: Duration) -> bool {
