@@ -417,6 +417,7 @@ mod tests {
         with_vote.hard_state = Some(HardState {
             current_term: 2,
             voted_for: Some(1),
+            acked_index: 3,
         });
         let with_purge = WriteJob {
             purge_upto: Some(1),
