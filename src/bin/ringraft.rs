@@ -155,6 +155,10 @@ struct NodeArgs {
     /// CPU to pin the Raft executor on.
     #[arg(long)]
     raft_cpu: Option<usize>,
+    /// On a damaged record before the log's tail, refuse to start (naming file and offset)
+    /// instead of keeping the valid prefix and fetching the rest back from the cluster.
+    #[arg(long)]
+    strict_recovery: bool,
     /// Cluster id; peers of other clusters are refused (default 1).
     #[arg(long)]
     cluster_id: Option<u64>,
@@ -231,6 +235,7 @@ fn node_config(
         .unwrap_or(config.snapshot_log_factor);
     config.segment_bytes = args.segment_bytes.unwrap_or(config.segment_bytes);
     config.raft_cpu = args.raft_cpu.or(config.raft_cpu);
+    config.strict_recovery |= args.strict_recovery;
     config.cluster_id = args.cluster_id.unwrap_or(config.cluster_id);
     config.rtt_ms = args.rtt_ms.or(config.rtt_ms);
     config.election_ms = args.election_ms.or(config.election_ms);

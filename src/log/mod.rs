@@ -10,6 +10,7 @@
 //! * `segment`: segment naming, creation (preallocated, zeroed), recycling of purged segments,
 //!   the record map;
 //! * `recovery`: scanning a directory, torn write versus corruption;
+//! * `repair`: cutting the log at mid-log corruption, for the cluster to refill;
 //! * `segmented`: [`Log`], synchronous append / read / truncate / purge, and prepared appends
 //!   whose I/O the caller does;
 //! * `group_commit`: [`LogWriter`], a writer thread batching appends into one write + one sync;
@@ -34,6 +35,7 @@ mod hard_state;
 mod io;
 pub mod record;
 mod recovery;
+mod repair;
 mod segment;
 mod segmented;
 mod tools;
@@ -44,6 +46,7 @@ pub use hard_state::HardStateStore;
 pub use io::{write_back, IoMode, BLOCK_BYTES};
 pub use record::{DecodeError, EncodeError, EncodedRecord, RecordHeader};
 pub use recovery::TornTail;
+pub use repair::{cut_at_corruption, Repair, LOST_DIR};
 pub use segment::{parse_segment_name, segment_file_name};
 pub use segmented::{
     Log, LogOptions, OpenReport, PreparedAppend, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
