@@ -32,7 +32,7 @@ use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use ringraft::core::{Entry, EntryKind};
 use ringraft::runtime::disk::DiskQueue;
-use ringraft::runtime::storage::{Storage, WriteJob};
+use ringraft::runtime::storage::{Recovery, Storage, WriteJob};
 
 const PAYLOAD_BYTES: usize = 1024;
 const SEGMENT_BYTES: u64 = 64 << 20;
@@ -82,8 +82,8 @@ impl Writer {
             .io_memory(4 << 20)
             .name("log-bench")
             .spawn(move || async move {
-                let (storage, _, report) =
-                    Storage::open(&dir, SEGMENT_BYTES).expect("open storage");
+                let (storage, _, report, _) =
+                    Storage::open(&dir, SEGMENT_BYTES, Recovery::Strict).expect("open storage");
                 assert!(
                     report.o_direct,
                     "bench directory does not support O_DIRECT (tmpfs?)"

@@ -511,6 +511,7 @@ fn a_snapshot_ending_inside_the_log_keeps_the_acknowledged_suffix() {
         hard_state: HardState {
             current_term: 1,
             voted_for: Some(1),
+            acked_index: 10,
         },
         snapshot: None,
         entries,

@@ -13,6 +13,7 @@ fn hs(term: u64, vote: Option<u64>) -> HardState {
     HardState {
         current_term: term,
         voted_for: vote,
+        acked_index: term * 10,
     }
 }
 
@@ -42,14 +43,14 @@ fn hard_state_crash_during_a_save_yields_old_or_new_never_a_mix() {
     drop(store);
     let written = fs::read(&path).expect("read");
     // Every prefix of the third save reaching disk, the rest of its slot still holding save 1.
-    for cut in 0..=40 {
+    for cut in 0..=48 {
         let mut bytes = good.clone();
         bytes[4096..4096 + cut].copy_from_slice(&written[4096..4096 + cut]);
         fs::write(&path, &bytes).expect("write");
         let (_, loaded) = HardStateStore::open(dir.path()).expect("open after crash");
         // The new value may only win once its whole slot reached disk (the trailing bytes of
-        // this slot happen to equal the old slot's, so that is before cut 40).
-        let complete = bytes[4096..4136] == written[4096..4136];
+        // this slot happen to equal the old slot's, so that is before cut 48).
+        let complete = bytes[4096..4144] == written[4096..4144];
         assert!(
             loaded == hs(2, None) || (complete && loaded == hs(3, Some(7))),
             "cut {cut}: {loaded:?}"

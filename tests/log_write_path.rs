@@ -12,7 +12,7 @@ use std::rc::Rc;
 use ringraft::core::{Entry, HardState};
 use ringraft::log::{segment_file_name, Log};
 use ringraft::runtime::disk::DiskQueue;
-use ringraft::runtime::storage::{Storage, WriteJob};
+use ringraft::runtime::storage::{Recovery, Storage, WriteJob};
 
 mod log_common;
 use log_common::{batch, options, read_all};
@@ -29,11 +29,11 @@ fn on_executor<T: Send + 'static>(f: impl AsyncFnOnce() -> T + Send + 'static) -
 }
 
 fn open_storage(dir: &Path, segment_bytes: u64) -> Storage {
-    Storage::open(dir, segment_bytes).expect("open storage").0
+    Storage::open(dir, segment_bytes, Recovery::Strict).expect("open storage").0
 }
 
 fn restored(dir: &Path, segment_bytes: u64) -> Vec<Entry> {
-    Storage::open(dir, segment_bytes)
+    Storage::open(dir, segment_bytes, Recovery::Strict)
         .expect("reopen storage")
         .1
         .entries
@@ -105,6 +105,7 @@ fn truncations_votes_and_purges_keep_their_place_among_appends() {
                 hard_state: Some(HardState {
                     current_term: 2,
                     voted_for: Some(3),
+                    acked_index: 5,
                 }),
                 ..WriteJob::default()
             },
@@ -128,7 +129,8 @@ fn truncations_votes_and_purges_keep_their_place_among_appends() {
         hard_state,
         HardState {
             current_term: 2,
-            voted_for: Some(3)
+            voted_for: Some(3),
+            acked_index: 5,
         }
     );
     let (log, _) = Log::open(&dir.path().join("log"), options(16 << 10)).expect("reopen");

@@ -14,7 +14,7 @@ use ringraft::core::{Entry, EntryKind, Envelope, Message};
 use ringraft::log::record::{encode_single_with, records_for, RECORD_BYTES_MAX};
 use ringraft::log::{segment_file_name, Log, StorageError};
 use ringraft::runtime::disk::DiskQueue;
-use ringraft::runtime::storage::{Storage, WriteJob};
+use ringraft::runtime::storage::{Recovery, Storage, WriteJob};
 use ringraft::wire::{decode_peer_message_shared, encode_peer};
 
 mod log_common;
@@ -110,7 +110,7 @@ fn a_leaders_records_reach_a_followers_disk_and_recovery_unchanged() {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(1 << 20)
         .spawn(move || async move {
-            let storage = Storage::open(&path, 1 << 20).expect("open").0;
+            let storage = Storage::open(&path, 1 << 20, Recovery::Strict).expect("open").0;
             let queue = DiskQueue::start(storage);
             let seq = queue
                 .submit(WriteJob {

@@ -1,6 +1,7 @@
 //! Seed sweeps of the deterministic simulator with every fault class on: delay and jitter,
 //! loss, duplication, reordering, partitions (symmetric, one-way, leader isolated), crashes
-//! with torn writes, snapshots and leadership transfers; then a liveness phase and a
+//! with torn writes, disks that lose acknowledged entries (damaged tails and middles, lost
+//! writes) on up to a minority at once, snapshots and leadership transfers; then a liveness phase and a
 //! linearizability check. Split into several tests so the harness runs them in parallel.
 //!
 //! A run whose linearizability check cannot decide a key within its budget (even raised; see
@@ -36,11 +37,27 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) -> SimReport {
         totals.writes_acknowledged > 0 && totals.reads > 0,
         "{totals:?}"
     );
+    // Disks that lose what they acknowledged: at the tail, in the middle, lost writes; on two
+    // nodes at once where the cluster is large enough for that to be a minority.
+    assert!(
+        totals.damaged_tails > 0 && totals.damaged_middles > 0 && totals.lost_writes > 0,
+        "{totals:?}"
+    );
+    assert!(totals.votes_withheld > 0, "{totals:?}");
+    assert_eq!(
+        totals.disk_faulty_nodes_max,
+        (nodes as u64 - 1) / 2,
+        "{totals:?}"
+    );
     println!(
-        "{nodes} nodes: keys that needed the raised linearizability budget {}, crashes {} torn {} partitions {} drops {} duplicates {} elections {} commits {} snapshots installed {} reads {} writes acked {}",
+        "{nodes} nodes: keys that needed the raised linearizability budget {}, crashes {} torn {} damaged tails {} middles {} lost writes {} votes withheld {} partitions {} drops {} duplicates {} elections {} commits {} snapshots installed {} reads {} writes acked {}",
         totals.linearizability_unknown,
         totals.crashes,
         totals.torn_writes,
+        totals.damaged_tails,
+        totals.damaged_middles,
+        totals.lost_writes,
+        totals.votes_withheld,
         totals.partitions,
         totals.drops,
         totals.duplicates,

@@ -426,6 +426,8 @@ fn all_results() -> Vec<Result<Reply, ClientError>> {
             disk_jobs: 8,
             campaigns: 9,
             emulated_drops: 10,
+            votes_withheld: 11,
+            recovering_to: Some(12),
         })),
         Ok(Reply::Stats(NodeStats {
             node_id: 2,
@@ -448,6 +450,8 @@ fn all_results() -> Vec<Result<Reply, ClientError>> {
             disk_jobs: 0,
             campaigns: 0,
             emulated_drops: 0,
+            votes_withheld: 0,
+            recovering_to: None,
         })),
         Err(ClientError::NotLeader {
             leader_hint: Some(3),

@@ -198,6 +198,10 @@ struct NodeArgs {
     /// CPU to pin the Raft executor on.
     #[arg(long)]
     raft_cpu: Option<usize>,
+    /// On a damaged record before the log's tail, refuse to start (naming file and offset)
+    /// instead of keeping the valid prefix and fetching the rest back from the cluster.
+    #[arg(long)]
+    strict_recovery: bool,
     /// Cluster id; peers of other clusters are refused (default 1).
     #[arg(long)]
     cluster_id: Option<u64>,
@@ -278,6 +282,7 @@ fn node_config(
         .unwrap_or(config.snapshot_log_factor);
     config.segment_bytes = args.segment_bytes.unwrap_or(config.segment_bytes);
     config.raft_cpu = args.raft_cpu.or(config.raft_cpu);
+    config.strict_recovery |= args.strict_recovery;
     config.cluster_id = args.cluster_id.unwrap_or(config.cluster_id);
     config.rtt_ms = args.rtt_ms.or(config.rtt_ms);
     config.election_ms = args.election_ms.or(config.election_ms);
@@ -678,10 +683,11 @@ fn main() -> ExitCode {
             Ok(format!(
                 "node {} role {:?} term {} leader {:?}\ncommit_index {} applied_index {} last_log_index {}\nelections {} proposals {} snapshots {}\n\
                  invalid_peer_frames {} invalid_client_frames {} refused_handshakes {} dropped_peer_messages {}\n\
-                 bytes_in {} bytes_out {} disk_syncs {} disk_jobs {}\ncampaigns {} emulated_drops {}",
+                 bytes_in {} bytes_out {} disk_syncs {} disk_jobs {}\ncampaigns {} emulated_drops {}\nvotes_withheld {} recovering_to {}",
                 s.node_id, s.role, s.term, s.leader_id, s.commit_index, s.applied_index, s.last_log_index, s.elections, s.proposals, s.snapshots,
                 s.invalid_peer_frames, s.invalid_client_frames, s.refused_handshakes, s.dropped_peer_messages,
-                s.bytes_in, s.bytes_out, s.disk_syncs, s.disk_jobs, s.campaigns, s.emulated_drops
+                s.bytes_in, s.bytes_out, s.disk_syncs, s.disk_jobs, s.campaigns, s.emulated_drops,
+                s.votes_withheld, s.recovering_to.unwrap_or(0)
             ))
         }),
         Cli::Sim(args) => ExitCode::from(ringraft::sim::cli::main(args).clamp(0, 255) as u8),

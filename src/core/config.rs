@@ -50,6 +50,11 @@ pub struct Config {
     /// of an earlier term once a majority holds it, which the paper's Figure 8 shows is unsafe.
     #[doc(hidden)]
     pub bug_commit_previous_term: bool,
+    /// **A planted bug, for testing the simulator only.** When true, a node that restarts with
+    /// a log shorter than the `acked_index` it had made durable votes and campaigns at once,
+    /// as if nothing were lost (the rule of the FAST'18 protocol-aware recovery work, off).
+    #[doc(hidden)]
+    pub bug_no_abstain: bool,
 }
 
 impl Config {
@@ -73,6 +78,7 @@ impl Config {
             uncommitted_entries_max: 256 << 10,
             seed: 0,
             bug_commit_previous_term: false,
+            bug_no_abstain: false,
         }
     }
 

@@ -131,6 +131,16 @@ impl Progress {
         }
     }
 
+    /// The follower reported a log ending at `last_index`, below `match_index`: it lost entries
+    /// it had acknowledged. Nothing it acknowledged can be counted any more; probe from its end.
+    pub fn on_lost_entries(&mut self, last_index: Index) {
+        debug_assert!(last_index < self.match_index);
+        self.become_probe();
+        self.match_index = 0;
+        self.match_index_at_heartbeat = 0;
+        self.next_index = last_index + 1;
+    }
+
     /// Starts replicating optimistically from just past the match point.
     pub fn become_replicate(&mut self) {
         self.state = ProgressState::Replicate;

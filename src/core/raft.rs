@@ -2,6 +2,42 @@
 //! (batched and pipelined, with fast backtracking), commitment, ReadIndex, leader transfer and
 //! snapshots. Everything here is a function of (state, input); all effects leave through
 //! [`Output`].
+//!
+//! # Lost entries
+//!
+//! Raft assumes that what a node acknowledged stays on its disk. A damaged tail, a flipped byte
+//! repaired by dropping the log after it, or a write the disk acknowledged and never kept break
+//! that, and a node that forgot an entry it acknowledged can then help elect a leader without
+//! it: if it was part of that entry's commit majority, the entry is lost (Alagappan et al.,
+//! "Protocol-Aware Recovery for Consensus-Based Storage", FAST 2018). The rule here:
+//!
+//! * Every write of entries carries [`HardState::acked_index`], the log's last index after the
+//!   write, durable with it and before any acknowledgement of it (and before the leader counts
+//!   its own copy, which `persisted` reports only once the whole write is durable).
+//! * A node that restarts with a log ending below `acked_index` is *recovering*: it grants no
+//!   vote and no pre-vote, does not campaign and ignores `TimeoutNow`, until its log matches a
+//!   leader's through `acked_index` (entries or a snapshot from a leader of its term reaching
+//!   that index). While recovering, `acked_index` only rises, so a second crash mid-way does
+//!   not forget the loss.
+//!
+//! Why this keeps Leader Completeness, with faulty disks on at most a minority at once: let `e`
+//! be committed, so durable on a majority M that acknowledged it. A later leader was elected by
+//! a majority V, which meets M in some node n. n granted a vote, so it was not recovering: its
+//! log reached at least its `acked_index`, which is at or above `e`'s index. n's copy of `e`
+//! either survived, or was lost and refetched from a leader whose log already held `e` (by
+//! induction over terms). So n held `e` when it voted, and the usual up-to-date check made the
+//! candidate's log hold `e` too. A recovering node's own acknowledgements still count toward
+//! commitment: it sends them only for entries it holds durably again and that match the leader,
+//! so they are as true as anyone's; what it must not do is decide an election with the log it
+//! lost. With `acked_index` lowered on a legitimate truncation (entries that conflict with the
+//! leader's, hence not committed) a clean restart is never mistaken for a loss; the one false
+//! alarm is a crash between a truncating write and its hard state, which costs that node a
+//! catch-up, never safety.
+//!
+//! A leader learns that a follower lost entries when the follower reports a last index below
+//! the leader's recorded match (a rejection whose `conflict_index` is at or below it, or the
+//! report a follower sends on a heartbeat whose commit index it does not hold): the leader then
+//! forgets the match and probes from the follower's real end.
 
 use std::collections::BTreeMap;
 
@@ -64,6 +100,13 @@ pub struct RawNode {
 
     reads: ReadIndexState,
     out: Output,
+
+    /// Set while this node's log ends below the `acked_index` it had made durable: it lost
+    /// entries it had acknowledged, and does not decide elections until its log matches a
+    /// leader's through this index (see "Lost entries" above).
+    recovering_to: Option<Index>,
+    /// Votes and pre-votes refused because this node was recovering.
+    votes_withheld: u64,
 }
 
 /// Pending ReadIndex requests (thesis 6.4).
@@ -108,6 +151,12 @@ impl RawNode {
             .map(|s| s.meta)
             .unwrap_or_default();
         let log = RaftLog::restored(snapshot_meta, restored.entries);
+        // A single voter is the whole majority: nobody can give back what it lost, so it goes on
+        // with what remains (the driver reports the loss as unrecoverable).
+        let recovering_to = (log.last_index() < restored.hard_state.acked_index
+            && config.voters.len() > 1
+            && !config.bug_no_abstain)
+            .then_some(restored.hard_state.acked_index);
         let mut node = RawNode {
             rng: SplitMix64::new(config.seed ^ config.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
             peers,
@@ -132,6 +181,8 @@ impl RawNode {
             commit_index_sent: 0,
             reads: ReadIndexState::default(),
             out: Output::default(),
+            recovering_to,
+            votes_withheld: 0,
             config,
         };
         node.reset_election_timer();
@@ -172,6 +223,15 @@ impl RawNode {
     pub fn transfer_in_progress(&self) -> bool {
         self.lead_transferee.is_some()
     }
+    /// While this node lost acknowledged entries and is being caught up: the index its log must
+    /// reach, matching a leader's, before it votes or campaigns again.
+    pub fn recovering_to(&self) -> Option<Index> {
+        self.recovering_to
+    }
+    /// Votes and pre-votes refused because this node was recovering lost entries.
+    pub fn votes_withheld(&self) -> u64 {
+        self.votes_withheld
+    }
 
     fn term(&self) -> Term {
         self.hard_state.current_term
@@ -190,7 +250,12 @@ impl RawNode {
         } else {
             self.election_elapsed_ticks += 1;
             if self.election_elapsed_ticks >= self.randomized_election_timeout_ticks {
-                self.campaign(false);
+                if self.recovering_to.is_some() {
+                    // It might win with a log that lacks what it lost: wait for a leader.
+                    self.reset_election_timer();
+                } else {
+                    self.campaign(false);
+                }
             }
         }
     }
@@ -337,12 +402,15 @@ impl RawNode {
             self.last_soft_state = Some(soft);
             self.out.soft_state = Some(soft);
         }
+        self.out.snapshot = self.installed_snapshot.take();
+        self.out.entries = self.log.take_unwritten();
+        if self.out.snapshot.is_some() || !self.out.entries.is_empty() {
+            self.note_written_end();
+        }
         if self.hard_state != self.written_hard_state {
             self.written_hard_state = self.hard_state;
             self.out.hard_state = Some(self.hard_state);
         }
-        self.out.snapshot = self.installed_snapshot.take();
-        self.out.entries = self.log.take_unwritten();
         self.out.committed_entries = self.log.take_committed(APPLY_ENTRIES_MAX);
         self.applied_bytes_since_snapshot += self
             .out
@@ -383,6 +451,19 @@ impl RawNode {
             && self.applied_bytes_since_snapshot >= bytes_due
     }
 
+    /// Records in the hard state where the log ends once this output's write is durable (see
+    /// "Lost entries"): the write's own last index, which may be lower than before after a
+    /// conflict truncated the log, but never lower while recovering.
+    fn note_written_end(&mut self) {
+        let end = self.log.last_index();
+        let acked_index = match self.recovering_to {
+            Some(_) => self.hard_state.acked_index.max(end),
+            None => end,
+        };
+        self.hard_state.acked_index = acked_index;
+        debug_assert!(self.hard_state.acked_index >= self.log.persisted_index());
+    }
+
     /// Sends a message: at once, or after the pending write when it depends on durable state.
     fn send(&mut self, to: NodeId, message: Message) {
         let envelope = Envelope {
@@ -391,8 +472,13 @@ impl RawNode {
             message,
         };
         // Anything said after a term or vote change must wait until that change is durable;
-        // so must acknowledgements of appended entries and installed snapshots.
-        let after_persist = self.hard_state != self.written_hard_state
+        // so must acknowledgements of appended entries and installed snapshots. A change of
+        // `acked_index` alone holds nothing back: it rides with the entries it describes, and
+        // the leader's AppendEntries must leave in parallel with its own write.
+        let written = self.written_hard_state;
+        let term_or_vote_unwritten = self.hard_state.current_term != written.current_term
+            || self.hard_state.voted_for != written.voted_for;
+        let after_persist = term_or_vote_unwritten
             || matches!(
                 envelope.message,
                 Message::RequestVote { .. }
@@ -417,10 +503,8 @@ impl RawNode {
 
     fn become_follower(&mut self, term: Term, leader: Option<NodeId>) {
         if term > self.term() {
-            self.hard_state = HardState {
-                current_term: term,
-                voted_for: None,
-            };
+            self.hard_state.current_term = term;
+            self.hard_state.voted_for = None;
         }
         if self.role == Role::Leader || self.leader != leader {
             self.fail_pending_reads();
@@ -467,10 +551,12 @@ impl RawNode {
 
     fn become_candidate(&mut self, leader_transfer: bool) {
         self.fail_pending_reads();
-        self.hard_state = HardState {
-            current_term: self.term() + 1,
-            voted_for: Some(self.config.id),
-        };
+        assert!(
+            self.recovering_to.is_none(),
+            "a node that lost acknowledged entries must not campaign"
+        );
+        self.hard_state.current_term = self.term() + 1;
+        self.hard_state.voted_for = Some(self.config.id);
         self.role = Role::Candidate;
         self.leader = None;
         self.votes.clear();
@@ -599,8 +685,9 @@ impl RawNode {
                 last_log_index,
                 last_log_term,
             } => {
-                let granted =
-                    term > self.term() && self.log.is_up_to_date(last_log_index, last_log_term);
+                let granted = term > self.term()
+                    && self.may_vote()
+                    && self.log.is_up_to_date(last_log_index, last_log_term);
                 let term = if granted { term } else { self.term() };
                 self.send(from, Message::PreVoteResponse { term, granted });
             }
@@ -644,6 +731,9 @@ impl RawNode {
             } => {
                 self.accept_leader(from);
                 self.log.commit_to(leader_commit.min(self.log.last_index()));
+                if self.recovering_to.is_some() || leader_commit > self.log.last_index() {
+                    self.report_log_end(from);
+                }
                 let term = self.term();
                 self.send(from, Message::HeartbeatResponse { term, read_round });
             }
@@ -663,7 +753,7 @@ impl RawNode {
                 self.handle_install_snapshot(from, meta, offset, data, done);
             }
             Message::TimeoutNow { .. } => {
-                if self.role != Role::Leader {
+                if self.role != Role::Leader && self.recovering_to.is_none() {
                     self.become_candidate(true);
                 }
             }
@@ -712,11 +802,26 @@ impl RawNode {
 
     // ---------------------------------------------------------------- elections
 
+    /// Whether this node may grant a vote or a pre-vote at all: not while it is recovering lost
+    /// entries (see "Lost entries"). Counts each refusal for that reason.
+    fn may_vote(&mut self) -> bool {
+        if self.recovering_to.is_some() {
+            self.votes_withheld += 1;
+            return false;
+        }
+        true
+    }
+
     fn handle_request_vote(&mut self, from: NodeId, last_log_index: Index, last_log_term: Term) {
         let can_vote = self.hard_state.voted_for == Some(from)
             || (self.hard_state.voted_for.is_none() && self.leader.is_none());
-        let granted = can_vote && self.log.is_up_to_date(last_log_index, last_log_term);
+        let granted =
+            can_vote && self.may_vote() && self.log.is_up_to_date(last_log_index, last_log_term);
         if granted {
+            assert!(
+                self.recovering_to.is_none(),
+                "a vote granted by a node that lost acknowledged entries"
+            );
             self.hard_state.voted_for = Some(from);
             self.reset_election_timer();
         }
@@ -764,6 +869,7 @@ impl RawNode {
         match self.log.try_append(prev_log_index, prev_log_term, entries) {
             Some(last_new_index) => {
                 self.log.commit_to(leader_commit.min(last_new_index));
+                self.maybe_end_recovery(last_new_index);
                 self.send_append_success(from, last_new_index);
             }
             None => {
@@ -781,6 +887,30 @@ impl RawNode {
                 self.send(from, message);
             }
         }
+    }
+
+    /// Our log now matches the current leader's through `matched`: if that reaches the index we
+    /// had acknowledged before losing entries, we hold again everything we acknowledged (or
+    /// its committed successor) and may decide elections again.
+    fn maybe_end_recovery(&mut self, matched: Index) {
+        if self.recovering_to.is_some_and(|to| matched >= to) {
+            self.recovering_to = None;
+        }
+    }
+
+    /// Tells the leader where our log really ends, when it may believe it longer: after we lost
+    /// entries, or when its heartbeat's commit index (capped at what it thinks we hold) lies
+    /// beyond our log. `match_index` 0 marks it as a report, not the rejection of an
+    /// AppendEntries (index 0 always matches, so no AppendEntries is ever rejected there).
+    fn report_log_end(&mut self, to: NodeId) {
+        let message = Message::AppendEntriesResponse {
+            term: self.term(),
+            success: false,
+            match_index: 0,
+            conflict_index: self.log.last_index() + 1,
+            conflict_term: None,
+        };
+        self.send(to, message);
     }
 
     /// Acknowledges that our log matches the leader's through `match_index` (sent only once
@@ -873,6 +1003,7 @@ impl RawNode {
     fn install_snapshot(&mut self, snapshot: Snapshot) {
         let meta = snapshot.meta;
         self.log.restore(meta);
+        self.maybe_end_recovery(meta.last_included_index);
         self.applied_bytes_since_snapshot = 0;
         self.snapshot = Some(snapshot.clone());
         self.installed_snapshot = Some(snapshot);
@@ -1133,6 +1264,14 @@ impl RawNode {
             {
                 self.send_timeout_now(from);
             }
+        } else if conflict_term.is_none() && conflict_index <= progress.match_index {
+            // The follower's log ends below what it acknowledged: it lost entries (a damaged
+            // disk, see "Lost entries"). Its old match is void; probe from its real end. A
+            // reordered rejection from before it caught up looks the same and costs one probe.
+            progress.on_lost_entries(conflict_index - 1);
+            self.send_append(from);
+        } else if match_index == 0 {
+            // A report of the follower's log end that tells nothing new.
         } else {
             // Fast backtracking (paper section 5.3, the optimization at its end).
             let next = match conflict_term {

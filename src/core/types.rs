@@ -64,6 +64,13 @@ pub struct HardState {
     pub current_term: Term,
     /// Candidate that received this node's vote in `current_term`, if any.
     pub voted_for: Option<NodeId>,
+    /// The last index of this node's log as of its latest completed write, raised (never
+    /// lowered) while the node is catching up after a loss. Written in the same `Output` as the
+    /// entries it covers, so it is durable before any acknowledgement of them leaves and before
+    /// the leader counts its own copy: every entry this node has ever acknowledged and still
+    /// holds lies at or below it. A restart with a log that ends below it means the disk lost
+    /// acknowledged entries (see `RawNode`'s "Lost entries" section).
+    pub acked_index: Index,
 }
 
 /// Which point in the log a snapshot replaces.

@@ -6,8 +6,10 @@
 //! valid slot with the highest sequence number wins, and a reader sees the old value or the new
 //! one, never a mix (each slot is checked by its CRC).
 //!
-//! Slot layout (little-endian): magic u32, crc u32 (of bytes 8..40), version u16, reserved u16,
-//! reserved u32, sequence u64, current_term u64, voted_for u64 (0 = none).
+//! Slot layout (little-endian): magic u32, crc u32 (of bytes 8..48), version u16, reserved u16,
+//! reserved u32, sequence u64, current_term u64, voted_for u64 (0 = none), acked_index u64.
+//! Version 1 slots (40 bytes, no `acked_index`) still load, with `acked_index` 0: a node written
+//! by an older build claims no acknowledgement, as before.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
@@ -20,8 +22,10 @@ use crate::log::io::{sync_data, sync_dir, BLOCK_BYTES};
 /// File name of the hard state inside a log directory.
 pub const HARD_STATE_FILE: &str = "hard_state";
 const SLOT_MAGIC: u32 = 0x5252_4853; // "SHRR" little-endian
-const SLOT_VERSION: u16 = 1;
-const SLOT_BYTES: usize = 40;
+const SLOT_VERSION: u16 = 2;
+const SLOT_VERSION_WITHOUT_ACKED: u16 = 1;
+const SLOT_BYTES: usize = 48;
+const SLOT_BYTES_WITHOUT_ACKED: usize = 40;
 
 /// The durable term and vote of one node.
 pub struct HardStateStore {
@@ -94,6 +98,7 @@ fn encode_slot(sequence: u64, state: &HardState) -> [u8; SLOT_BYTES] {
     slot[16..24].copy_from_slice(&sequence.to_le_bytes());
     slot[24..32].copy_from_slice(&state.current_term.to_le_bytes());
     slot[32..40].copy_from_slice(&state.voted_for.unwrap_or(0).to_le_bytes());
+    slot[40..48].copy_from_slice(&state.acked_index.to_le_bytes());
     let crc = crc32fast::hash(&slot[8..]);
     slot[4..8].copy_from_slice(&crc.to_le_bytes());
     slot
@@ -128,11 +133,14 @@ fn decode_slot(buf: &[u8; SLOT_BYTES]) -> Slot {
     if u32_at(0) != SLOT_MAGIC {
         return Slot::Invalid("bad magic".into());
     }
-    if crc32fast::hash(&buf[8..]) != u32_at(4) {
+    let version = u16::from_le_bytes([buf[8], buf[9]]);
+    let (covered, acked_index) = match version {
+        SLOT_VERSION => (SLOT_BYTES, u64_at(40)),
+        SLOT_VERSION_WITHOUT_ACKED => (SLOT_BYTES_WITHOUT_ACKED, 0),
+        _ => return Slot::Invalid(format!("unknown version {version}")),
+    };
+    if crc32fast::hash(&buf[8..covered]) != u32_at(4) {
         return Slot::Invalid("CRC mismatch".into());
-    }
-    if u16::from_le_bytes([buf[8], buf[9]]) != SLOT_VERSION {
-        return Slot::Invalid("unknown version".into());
     }
     let voted_for = u64_at(32);
     Slot::Valid {
@@ -140,6 +148,7 @@ fn decode_slot(buf: &[u8; SLOT_BYTES]) -> Slot {
         state: HardState {
             current_term: u64_at(24),
             voted_for: (voted_for != 0).then_some(voted_for),
+            acked_index,
         },
     }
 }

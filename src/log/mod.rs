@@ -10,6 +10,7 @@
 //! * `segment`: segment naming, creation (preallocated, zeroed), recycling of purged segments,
 //!   the record map;
 //! * `recovery`: scanning a directory, torn write versus corruption;
+//! * `repair`: cutting the log at mid-log corruption, for the cluster to refill;
 //! * `segmented`: [`Log`]: the one write path (a group of records laid out as one aligned write
 //!   by [`Log::prepare_append`], written by the caller, recorded by [`Log::complete_append`];
 //!   the node writes it on its executor's io_uring, see `runtime::disk`), read / truncate / purge;
@@ -32,6 +33,7 @@ mod hard_state;
 mod io;
 pub mod record;
 mod recovery;
+mod repair;
 mod segment;
 mod segmented;
 mod tools;
@@ -41,6 +43,7 @@ pub use hard_state::HardStateStore;
 pub use io::{write_back, AlignedBuf, BLOCK_BYTES};
 pub use record::{DecodeError, EncodeError, EncodedRecord, RecordHeader};
 pub use recovery::TornTail;
+pub use repair::{cut_at_corruption, Repair, LOST_DIR};
 pub use segment::{parse_segment_name, segment_file_name};
 pub use segmented::{
     Log, LogOptions, OpenReport, PreparedAppend, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,

@@ -88,6 +88,10 @@ pub struct NodeConfig {
     /// Log segment size in bytes.
     #[serde(default = "default_segment_bytes")]
     pub segment_bytes: u64,
+    /// Refuse to start on a damaged record before the log's tail (naming file and offset)
+    /// instead of keeping the valid prefix and fetching the rest back from the cluster.
+    #[serde(default)]
+    pub strict_recovery: bool,
     /// CPU to pin the Raft executor on (none: not pinned).
     #[serde(default)]
     pub raft_cpu: Option<usize>,

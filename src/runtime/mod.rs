@@ -66,7 +66,7 @@ use crate::core::RawNode;
 use crate::kv::KvStore;
 use crate::log::StorageError;
 use node::{Driver, Event};
-use storage::Storage;
+use storage::{Recovery, Storage};
 
 /// Events queued for the Raft loop before producers wait (bounded backpressure).
 const INBOX_EVENTS_MAX: usize = 8192;
@@ -157,13 +157,34 @@ fn blocking_threads(raft_cpu: Option<usize>) -> PoolPlacement {
 
 async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
     let config = Rc::new(config);
-    let (storage, restored, report) = Storage::open(&config.data_dir, config.segment_bytes)?;
+    let recovery = if config.strict_recovery {
+        Recovery::Strict
+    } else {
+        Recovery::Repair
+    };
+    let (storage, restored, report, repairs) =
+        Storage::open(&config.data_dir, config.segment_bytes, recovery)?;
     if let Some(torn) = &report.torn_tail {
         eprintln!(
-            "ringraft: node {}: dropped a torn write at the log tail: {torn:?}",
+            "ringraft: node {}: dropped a damaged record at the log tail (a torn write, or \
+             acknowledged entries lost if the hard state says so): {torn:?}",
             config.id
         );
     }
+    for repair in &repairs {
+        eprintln!(
+            "ringraft: node {}: corrupt log {} at byte offset {}: {}; kept the records before \
+             it, set the rest aside in {} ({} later segments), will fetch them from the cluster \
+             (--strict-recovery refuses instead)",
+            config.id,
+            repair.file.display(),
+            repair.offset,
+            repair.reason,
+            config.data_dir.join("log").join(crate::log::LOST_DIR).display(),
+            repair.moved.len()
+        );
+    }
+    report_lost_entries(&config, &restored);
     let kv = match &restored.snapshot {
         Some(s) => {
             KvStore::decode_snapshot(&s.data).map_err(|e| RuntimeError::Snapshot(e.to_string()))?
@@ -312,5 +333,27 @@ async fn ticker(
         if inbox.send(event).await.is_err() {
             return;
         }
+    }
+}
+
+/// Says at start whether the log ends below what this node had acknowledged: it will not vote
+/// until a leader has given the entries back. If a majority of nodes say this at once, no
+/// leader can be elected and the entries are unrecoverable from the cluster; the nodes keep
+/// what remains and wait for an operator.
+fn report_lost_entries(config: &NodeConfig, restored: &crate::core::Restored) {
+    let snapshot_index = restored
+        .snapshot
+        .as_ref()
+        .map_or(0, |s| s.meta.last_included_index);
+    let last_index = restored.entries.last().map_or(snapshot_index, |e| e.index);
+    let acked_index = restored.hard_state.acked_index;
+    if last_index < acked_index {
+        eprintln!(
+            "ringraft: node {}: the log ends at index {last_index} but this node had \
+             acknowledged up to {acked_index}: entries were lost on disk. Withholding votes \
+             until a leader has sent them back; if a majority of the nodes report this, the \
+             lost entries cannot be recovered from the cluster",
+            config.id
+        );
     }
 }

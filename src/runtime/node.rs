@@ -463,6 +463,8 @@ impl Driver {
             disk_jobs: self.counters.disk_jobs.get(),
             campaigns: self.counters.campaigns.get(),
             emulated_drops: self.counters.emulated_drops.get(),
+            votes_withheld: self.node.votes_withheld(),
+            recovering_to: self.node.recovering_to(),
         }
     }
 

@@ -18,7 +18,8 @@ use bytes::Bytes;
 use crate::core::{Entry, HardState, Index, Restored, Snapshot, SnapshotMeta};
 use crate::log::record::records_for;
 use crate::log::{
-    EncodedRecord, HardStateStore, Log, LogOptions, OpenReport, PreparedAppend, StorageError,
+    cut_at_corruption, EncodedRecord, HardStateStore, Log, LogOptions, OpenReport, PreparedAppend,
+    Repair, StorageError,
 };
 
 const SNAPSHOT_MAGIC: u32 = 0x5352_4e50; // "SRNP"
@@ -30,6 +31,19 @@ const SNAPSHOT_WRITEBACK_BYTES: usize = 1 << 20;
 /// 100 MiB snapshot takes under a second; with `snapshot_log_factor` 4 the next one is due
 /// after 400 MiB of log.
 const SNAPSHOT_WRITE_BYTES_PER_S: f64 = 128.0 * 1024.0 * 1024.0;
+/// Most corruptions cut from the log at one start: each cut moves at least one segment's tail
+/// aside, so a log that needs more is damaged beyond what repairing from peers is meant for.
+const REPAIRS_AT_OPEN_MAX: usize = 64;
+
+/// How `Storage::open` treats a damaged record before the tail of the log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Recovery {
+    /// Keep the valid prefix before the damage, set the rest aside in `log/lost/`, and let the
+    /// core fetch it back from the cluster (it abstains from elections meanwhile).
+    Repair,
+    /// Refuse to start, naming the file and offset: an operator decides.
+    Strict,
+}
 
 /// One output's worth of durable work, in the order the core's `Output` contract requires.
 #[derive(Debug, Default)]
@@ -91,12 +105,14 @@ pub struct Storage {
 }
 
 impl Storage {
-    /// Opens (creating) `dir` and returns what the core needs to restart, plus the log's
-    /// recovery report. Refuses to start on corruption, naming the file.
+    /// Opens (creating) `dir` and returns what the core needs to restart, the log's recovery
+    /// report and the repairs made. A damaged record before the tail is cut off with what
+    /// follows ([`Recovery::Repair`]) or refused, naming the file ([`Recovery::Strict`]).
     pub fn open(
         dir: &Path,
         segment_bytes: u64,
-    ) -> Result<(Storage, Restored, OpenReport), StorageError> {
+        recovery: Recovery,
+    ) -> Result<(Storage, Restored, OpenReport, Vec<Repair>), StorageError> {
         fs::create_dir_all(dir).map_err(|e| StorageError::io("creating data directory", dir, e))?;
         let snapshot = read_snapshot(&dir.join("snapshot"))?;
         let (hard_state_store, hard_state) = HardStateStore::open(dir)?;
@@ -104,7 +120,20 @@ impl Storage {
             segment_bytes,
             ..LogOptions::default()
         };
-        let (mut log, report) = Log::open(&dir.join("log"), options)?;
+        let log_dir = dir.join("log");
+        let mut repairs = Vec::new();
+        let (mut log, report) = loop {
+            match Log::open(&log_dir, options.clone()) {
+                Err(StorageError::Corrupt {
+                    file,
+                    offset,
+                    reason,
+                }) if recovery == Recovery::Repair && repairs.len() < REPAIRS_AT_OPEN_MAX => {
+                    repairs.push(cut_at_corruption(&log_dir, &file, offset, reason)?);
+                }
+                result => break result?,
+            }
+        };
         let snapshot_index = snapshot.as_ref().map_or(0, |s| s.meta.last_included_index);
         // A crash during a purge can leave segments below the snapshot; the snapshot rules.
         log.purge_prefix(snapshot_index)?;
@@ -139,6 +168,7 @@ impl Storage {
                 entries,
             },
             report,
+            repairs,
         ))
     }
 
@@ -289,3 +319,79 @@ fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, StorageError> {
     }))
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::EntryKind;
+
+    fn entries(first: Index, n: u64, term: u64) -> Vec<Entry> {
+        (first..first + n)
+            .map(|index| Entry {
+                term,
+                index,
+                kind: EntryKind::Normal,
+                data: Bytes::from(vec![index as u8; 100]),
+                record: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn mid_log_corruption_is_cut_off_or_refused_when_strict() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let segment_bytes = 1 << 20;
+        let log_options = || LogOptions {
+            segment_bytes,
+            ..LogOptions::default()
+        };
+        let (mut log, _) = Log::open(&dir.path().join("log"), log_options()).expect("open");
+        for k in 0..30 {
+            // ~100 KiB per append: several segments of 1 MiB.
+            log.append(&entries(1 + k * 1000, 1000, 1)).expect("append");
+        }
+        drop(log);
+        let mut segments: Vec<_> = fs::read_dir(dir.path().join("log"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "seg"))
+            .collect();
+        segments.sort();
+        assert!(segments.len() >= 3, "{segments:?}");
+        // Flip a byte in the oldest segment, past its first records (about 130 KiB each).
+        let oldest = &segments[0];
+        let mut bytes = fs::read(oldest).unwrap();
+        let middle = bytes.len() / 2;
+        bytes[middle] ^= 0x40;
+        fs::write(oldest, &bytes).unwrap();
+        let refused = Storage::open(dir.path(), segment_bytes, Recovery::Strict);
+        assert!(
+            matches!(refused, Err(StorageError::Corrupt { ref file, .. }) if file == oldest),
+            "strict recovery refuses, naming the file"
+        );
+        let verified = crate::log::verify(&dir.path().join("log"));
+        assert!(verified.problem.is_some(), "verify reports what it found");
+        let (_, restored, _, repairs) =
+            Storage::open(dir.path(), segment_bytes, Recovery::Repair).expect("repaired");
+        assert_eq!(repairs.len(), 1);
+        assert_eq!(&repairs[0].file, oldest);
+        assert_eq!(repairs[0].moved.len(), segments.len() - 1);
+        let kept = restored.entries.len() as u64;
+        assert!(kept >= 1 && kept < 30_000, "kept the valid prefix only: {kept}");
+        assert_eq!(restored.entries, entries(1, kept, 1));
+        // Nothing was deleted: the damaged segment's copy and the later ones are in lost/.
+        let lost = fs::read_dir(dir.path().join("log").join(crate::log::LOST_DIR))
+            .unwrap()
+            .count();
+        assert_eq!(lost, segments.len());
+        // The repaired log opens cleanly and strictly, and goes on from its end.
+        let (storage, again, _, repairs) =
+            Storage::open(dir.path(), segment_bytes, Recovery::Strict).expect("clean now");
+        assert!(repairs.is_empty());
+        assert_eq!(again.entries.len() as u64, kept);
+        drop(storage);
+        let (mut log, _) = Log::open(&dir.path().join("log"), log_options()).expect("reopen");
+        log.append(&entries(kept + 1, 5, 2))
+            .expect("append after repair");
+        assert_eq!(log.last_index(), kept + 5);
+    }
+}

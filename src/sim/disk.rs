@@ -2,6 +2,12 @@
 //! pending writes that complete in order after a simulated latency. A crash loses every write
 //! not yet complete and may tear the one in flight: a prefix of its entries survives, which is
 //! safe because nothing in it was acknowledged.
+//!
+//! The disk can also break its promise, which Raft alone does not survive (see the core's "Lost
+//! entries" rule): [`Disk::lose_from`] damages durable entries, and [`Disk::lose_write`] marks a
+//! completed write as never persisted, lost (with everything after it) at the next crash.
+//! Term, vote and `acked_index` are never damaged: they live in two CRC-checked slots apart
+//! from the log.
 
 use std::collections::VecDeque;
 
@@ -49,6 +55,8 @@ pub struct Disk {
     pub durable: Durable,
     pending: VecDeque<(Micros, DiskOp)>,
     last_completion_us: Micros,
+    /// First index of a completed write the disk never persisted: lost at the next crash.
+    lost_from: Option<Index>,
 }
 
 impl Disk {
@@ -85,6 +93,9 @@ impl Disk {
             } => {
                 if let Some(snapshot) = snapshot {
                     self.install_snapshot(snapshot.clone());
+                    if self.last_index() <= snapshot.meta.last_included_index {
+                        self.lost_from = None; // The log it was part of is gone anyway.
+                    }
                 }
                 match torn_entries {
                     None => {
@@ -194,6 +205,41 @@ impl Disk {
         }
     }
 
+    /// Damage: every durable entry from `from` on is gone (a damaged record, and the records
+    /// after it that recovery cannot trust). Returns how many entries were lost.
+    pub fn lose_from(&mut self, from: Index) -> usize {
+        let before = self.durable.entries.len();
+        self.durable.entries.retain(|e| e.index < from);
+        before - self.durable.entries.len()
+    }
+
+    /// The entries of the write that just completed (from `first`) were never persisted,
+    /// although the node was told they were.
+    pub fn lose_write(&mut self, first: Index) {
+        self.lost_from = Some(self.lost_from.map_or(first, |f| f.min(first)));
+    }
+
+    /// The durable `acked_index` (how far the node claimed its log durable).
+    pub fn acked_index(&self) -> Index {
+        self.durable.hard_state.acked_index
+    }
+
+    /// Whether the durable log ends below the durable `acked_index`: acknowledged entries lost.
+    pub fn lost_acknowledged(&self) -> bool {
+        self.last_index() < self.durable.hard_state.acked_index
+    }
+
+    /// Whether a lost write waits for the next crash to show.
+    pub fn has_lost_write(&self) -> bool {
+        self.lost_from.is_some()
+    }
+
+    /// Durable entries, as (first, last) indexes above the snapshot, if any.
+    pub fn entry_range(&self) -> Option<(Index, Index)> {
+        let first = self.durable.entries.first()?.index;
+        Some((first, self.last_index()))
+    }
+
     /// Drops durable entries through `upto`, when a durable snapshot covers them.
     pub fn compact(&mut self, upto: Index) {
         let upto = upto.min(self.snapshot_index());
@@ -206,6 +252,11 @@ impl Disk {
         let first = self.pending.pop_front();
         self.pending.clear();
         self.last_completion_us = 0;
+        if let Some(from) = self.lost_from.take() {
+            // The lost write and everything after it: what follows a hole is not trusted.
+            self.lose_from(from);
+            return None;
+        }
         let (_, op) = first?;
         let DiskOp::Write { entries, .. } = &op else {
             return None;

@@ -64,9 +64,12 @@ impl Simulation {
         if slot.raft.is_none() {
             return;
         }
-        slot.raft = None;
+        if let Some(raft) = slot.raft.take() {
+            slot.votes_withheld_before += raft.votes_withheld();
+        }
         slot.epoch += 1;
         slot.pending_reads.clear();
+        let had_lost_write = slot.disk.has_lost_write();
         let torn = slot.disk.crash(&mut self.rng, tear);
         let id = slot.id;
         self.report.crashes += 1;
@@ -77,9 +80,50 @@ impl Simulation {
             "n{id} CRASH torn={torn:?} restart in {}ms",
             downtime_us / 1000
         ));
+        if had_lost_write {
+            let slot = &mut self.nodes[node];
+            slot.lost_upto = Some(slot.disk.acked_index());
+            let last = slot.disk.entry_range().map_or(0, |(_, last)| last);
+            self.trace_line(format_args!(
+                "n{id} DISK lost write shows: durable log ends at {last}"
+            ));
+        } else if self.rng.chance(self.config.faults.disk_damage_probability)
+            && self.disk_fault_allowed(node)
+        {
+            self.damage_disk(node);
+        }
         self.queue
             .schedule(self.queue.now_us() + downtime_us, Event::Restart { node });
         self.clients_on_crash(node);
+    }
+
+    /// Damages durable entries of a crashed node: its last records, or from a record in the
+    /// middle on.
+    fn damage_disk(&mut self, node: usize) {
+        let Some((first, last)) = self.nodes[node].disk.entry_range() else {
+            return;
+        };
+        let len = last - first + 1;
+        let tail = self.rng.chance(0.5);
+        let from = if tail {
+            last + 1 - (1 + self.rng.below(len.min(8)))
+        } else {
+            first + self.rng.below(len)
+        };
+        let slot = &mut self.nodes[node];
+        let lost = slot.disk.lose_from(from);
+        slot.lost_upto = Some(slot.disk.acked_index());
+        let (id, acked) = (slot.id, slot.disk.acked_index());
+        if tail {
+            self.report.damaged_tails += 1;
+        } else {
+            self.report.damaged_middles += 1;
+        }
+        self.note_disk_fault();
+        let place = if tail { "tail" } else { "middle" };
+        self.trace_line(format_args!(
+            "n{id} DISK damaged {place}: {lost} entries from {from} lost (acked {acked})"
+        ));
     }
 
     pub(super) fn restart_node(&mut self, node: usize) {
@@ -254,8 +298,23 @@ impl Simulation {
             Ok(DiskOp::Write {
                 after_persist,
                 last_written,
+                entries,
                 ..
             }) => {
+                if let Some(first) = entries.first() {
+                    if self.rng.chance(self.config.faults.lost_write_probability)
+                        && self.disk_fault_allowed(node)
+                    {
+                        let first = first.index;
+                        self.nodes[node].disk.lose_write(first);
+                        self.report.lost_writes += 1;
+                        self.note_disk_fault();
+                        self.trace_line(format_args!(
+                            "n{id} DISK write of {first}..={} acknowledged, never persisted",
+                            entries.last().map_or(first, |e| e.index)
+                        ));
+                    }
+                }
                 for envelope in after_persist {
                     self.send(envelope);
                 }

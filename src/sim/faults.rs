@@ -15,6 +15,38 @@ impl Simulation {
             .map(|(i, _)| i)
     }
 
+    /// Whether `node` may suffer a disk fault that loses acknowledged entries now. Raft with
+    /// the abstain rule survives such faults on a minority at once (a majority of intact disks
+    /// holds every committed entry); on a majority nothing can give the entries back, so the
+    /// simulator never goes there. A node counts as faulty from the fault until its log is
+    /// back past what it had acknowledged and it has stopped abstaining.
+    pub(super) fn disk_fault_allowed(&self, node: usize) -> bool {
+        let n = self.nodes.len();
+        !self.disk_faulty(node) && self.disk_faulty_count() < (n - 1) / 2
+    }
+
+    /// Nodes with a disk fault not yet repaired.
+    pub(super) fn disk_faulty_count(&self) -> usize {
+        (0..self.nodes.len())
+            .filter(|&i| self.disk_faulty(i))
+            .count()
+    }
+
+    fn disk_faulty(&self, i: usize) -> bool {
+        let slot = &self.nodes[i];
+        let damaged = slot.lost_upto.is_some_and(|upto| match &slot.raft {
+            None => slot.disk.lost_acknowledged(),
+            Some(raft) => raft.recovering_to().is_some() || raft.log().last_index() < upto,
+        });
+        damaged || slot.disk.has_lost_write()
+    }
+
+    /// Records how many nodes are disk-faulty right after a new fault.
+    pub(super) fn note_disk_fault(&mut self) {
+        let faulty = self.disk_faulty_count() as u64;
+        self.report.disk_faulty_nodes_max = self.report.disk_faulty_nodes_max.max(faulty);
+    }
+
     fn random_downtime_us(&mut self) -> Micros {
         10 * TICK_US + self.rng.below(290 * TICK_US)
     }

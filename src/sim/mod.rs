@@ -59,6 +59,8 @@ pub struct SimConfig {
     pub faults: Faults,
     /// Turn on the core's planted bug (commit entries of earlier terms by counting replicas).
     pub bug_commit_previous_term: bool,
+    /// Turn on the core's planted bug that lets a node that lost acknowledged entries vote.
+    pub bug_no_abstain: bool,
     /// Keep the whole trace text in the report (determinism tests).
     pub full_trace: bool,
     /// How long the liveness phase may take to elect a leader and answer every client.
@@ -92,6 +94,15 @@ pub struct Faults {
     pub slow_disk_probability: f64,
     /// Snapshot threshold in applied entries (0: no snapshots).
     pub snapshot_threshold_entries: u64,
+    /// Probability that a crash also damages entries the node had made durable (and so may
+    /// have acknowledged): its last records, or everything from a record in the middle (what
+    /// the runtime keeps when it repairs mid-log corruption). Only ever on a minority of nodes
+    /// at once (see `Simulation::disk_fault_allowed`).
+    pub disk_damage_probability: f64,
+    /// Probability that a completed log write was acknowledged by the disk and never
+    /// persisted: the node goes on as if it were durable, and its next crash loses it and
+    /// everything written after it. Same minority bound.
+    pub lost_write_probability: f64,
 }
 
 impl Faults {
@@ -111,6 +122,8 @@ impl Faults {
             transfer_probability: 0.002,
             slow_disk_probability: 0.1,
             snapshot_threshold_entries: 64,
+            disk_damage_probability: 0.25,
+            lost_write_probability: 0.0005,
         }
     }
 
@@ -131,6 +144,8 @@ impl Faults {
             transfer_probability: 0.005,
             slow_disk_probability: 0.25,
             snapshot_threshold_entries: 8,
+            disk_damage_probability: 0.5,
+            lost_write_probability: 0.002,
         }
     }
 
@@ -150,6 +165,8 @@ impl Faults {
             transfer_probability: 0.0,
             slow_disk_probability: 0.0,
             snapshot_threshold_entries: 64,
+            disk_damage_probability: 0.0,
+            lost_write_probability: 0.0,
         }
     }
 }
@@ -165,6 +182,7 @@ impl SimConfig {
             keys: 5,
             faults: Faults::all(),
             bug_commit_previous_term: false,
+            bug_no_abstain: false,
             full_trace: false,
             liveness_bound_us: 60_000_000,
             strict_liveness: true,
@@ -184,6 +202,16 @@ pub struct SimReport {
     pub restarts: u64,
     /// Crashes that tore a write.
     pub torn_writes: u64,
+    /// Crashes that damaged the last durable records (acknowledged entries lost at the tail).
+    pub damaged_tails: u64,
+    /// Crashes that damaged a durable record in the middle (the log from there lost).
+    pub damaged_middles: u64,
+    /// Log writes the disk acknowledged and never persisted.
+    pub lost_writes: u64,
+    /// Most nodes at once with a disk fault not yet repaired (for sweeps: the largest).
+    pub disk_faulty_nodes_max: u64,
+    /// Votes and pre-votes refused by nodes recovering lost entries (summed at the end).
+    pub votes_withheld: u64,
     /// Partitions started.
     pub partitions: u64,
     /// Messages sent.
@@ -228,6 +256,11 @@ impl SimReport {
         self.crashes += other.crashes;
         self.restarts += other.restarts;
         self.torn_writes += other.torn_writes;
+        self.damaged_tails += other.damaged_tails;
+        self.damaged_middles += other.damaged_middles;
+        self.lost_writes += other.lost_writes;
+        self.disk_faulty_nodes_max = self.disk_faulty_nodes_max.max(other.disk_faulty_nodes_max);
+        self.votes_withheld += other.votes_withheld;
         self.partitions += other.partitions;
         self.messages += other.messages;
         self.drops += other.drops;
@@ -308,6 +341,11 @@ struct SimNode {
     pending_reads: Vec<(u64, u64)>,
     /// Highest commit index recorded by the checker for this life.
     commit_seen: u64,
+    /// Votes withheld in earlier lives (the core's counter restarts with it).
+    votes_withheld_before: u64,
+    /// The `acked_index` of the latest disk fault that lost acknowledged entries here: the
+    /// node counts as faulty until its log is back past it (see `disk_fault_allowed`).
+    lost_upto: Option<u64>,
     /// Term of the last entry applied (or of the restored snapshot).
     applied_term: Term,
 }
@@ -365,6 +403,8 @@ impl Simulation {
                 disk: Disk::default(),
                 pending_reads: Vec::new(),
                 commit_seen: 0,
+                votes_withheld_before: 0,
+                lost_upto: None,
                 applied_term: 0,
             })
             .collect();
@@ -420,6 +460,7 @@ impl Simulation {
         config.snapshot_chunk_bytes = 64;
         config.uncommitted_entries_max = 256;
         config.bug_commit_previous_term = self.config.bug_commit_previous_term;
+        config.bug_no_abstain = self.config.bug_no_abstain;
         config
     }
 
@@ -536,6 +577,11 @@ impl Simulation {
         report.writes_acknowledged = self.history.writes_acknowledged() as u64;
         report.writes_indeterminate = self.history.writes_indeterminate() as u64;
         report.reads = self.history.reads_completed() as u64;
+        report.votes_withheld = self
+            .nodes
+            .iter()
+            .map(|n| n.votes_withheld_before + n.raft.as_ref().map_or(0, |r| r.votes_withheld()))
+            .sum();
         report.trace_digest = self.trace.digest();
         report.full_trace = self.trace.take_full();
         report

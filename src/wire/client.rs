@@ -176,6 +176,10 @@ pub struct NodeStats {
     pub campaigns: u64,
     /// Outgoing peer messages dropped by link emulation.
     pub emulated_drops: u64,
+    /// Votes and pre-votes refused while recovering entries its disk lost.
+    pub votes_withheld: u64,
+    /// While recovering lost entries: the index its log must reach before it votes again.
+    pub recovering_to: Option<Index>,
 }
 
 /// Encodes `request` into `fbb` (reset first) and returns the finished body, to be sent as a
@@ -494,6 +498,8 @@ fn encode_stats(stats: &NodeStats, fbb: &mut FlatBufferBuilder<'_>) -> WIPOffset
         disk_jobs: stats.disk_jobs,
         campaigns: stats.campaigns,
         emulated_drops: stats.emulated_drops,
+        votes_withheld: stats.votes_withheld,
+        recovering_to: stats.recovering_to.unwrap_or(0),
     };
     fb::StatsReply::create(fbb, &args).as_union_value()
 }
@@ -520,6 +526,8 @@ fn decode_stats(t: fb::StatsReply<'_>) -> Result<NodeStats, DecodeError> {
         disk_jobs: t.disk_jobs(),
         campaigns: t.campaigns(),
         emulated_drops: t.emulated_drops(),
+        votes_withheld: t.votes_withheld(),
+        recovering_to: non_zero(t.recovering_to()),
     })
 }
 

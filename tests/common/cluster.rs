@@ -91,6 +91,18 @@ impl Cluster {
         self.down.insert(id);
     }
 
+    /// The disk of a crashed node loses every durable entry from `from` on (a damaged tail, a
+    /// repaired mid-log corruption, or writes it acknowledged and never kept).
+    #[allow(dead_code)]
+    pub fn lose_entries_from(&mut self, id: NodeId, from: Index) {
+        assert!(self.down.contains(&id), "crash node {id} first");
+        self.durable
+            .get_mut(&id)
+            .unwrap()
+            .entries
+            .retain(|e| e.index < from);
+    }
+
     pub fn node(&self, id: NodeId) -> &RawNode {
         &self.nodes[&id]
     }

@@ -1426,6 +1426,8 @@ impl<'a> StatsReply<'a> {
   pub const VT_DISK_JOBS: ::flatbuffers::VOffsetT = 38;
   pub const VT_CAMPAIGNS: ::flatbuffers::VOffsetT = 40;
   pub const VT_EMULATED_DROPS: ::flatbuffers::VOffsetT = 42;
+  pub const VT_VOTES_WITHHELD: ::flatbuffers::VOffsetT = 44;
+  pub const VT_RECOVERING_TO: ::flatbuffers::VOffsetT = 46;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1437,6 +1439,8 @@ impl<'a> StatsReply<'a> {
     args: &'args StatsReplyArgs
   ) -> ::flatbuffers::WIPOffset<StatsReply<'bldr>> {
     let mut builder = StatsReplyBuilder::new(_fbb);
+    builder.add_recovering_to(args.recovering_to);
+    builder.add_votes_withheld(args.votes_withheld);
     builder.add_emulated_drops(args.emulated_drops);
     builder.add_campaigns(args.campaigns);
     builder.add_disk_jobs(args.disk_jobs);
@@ -1612,6 +1616,23 @@ impl<'a> StatsReply<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(StatsReply::VT_EMULATED_DROPS, Some(0)).unwrap()}
   }
+  /// Votes and pre-votes this node refused while recovering entries its disk lost.
+  #[inline]
+  pub fn votes_withheld(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatsReply::VT_VOTES_WITHHELD, Some(0)).unwrap()}
+  }
+  /// While recovering lost entries: the index its log must reach before it votes again (0: not
+  /// recovering).
+  #[inline]
+  pub fn recovering_to(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatsReply::VT_RECOVERING_TO, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StatsReply<'_> {
@@ -1640,6 +1661,8 @@ impl ::flatbuffers::Verifiable for StatsReply<'_> {
      .visit_field::<u64>("disk_jobs", Self::VT_DISK_JOBS, false)?
      .visit_field::<u64>("campaigns", Self::VT_CAMPAIGNS, false)?
      .visit_field::<u64>("emulated_drops", Self::VT_EMULATED_DROPS, false)?
+     .visit_field::<u64>("votes_withheld", Self::VT_VOTES_WITHHELD, false)?
+     .visit_field::<u64>("recovering_to", Self::VT_RECOVERING_TO, false)?
      .finish();
     Ok(())
   }
@@ -1665,6 +1688,8 @@ pub struct StatsReplyArgs {
     pub disk_jobs: u64,
     pub campaigns: u64,
     pub emulated_drops: u64,
+    pub votes_withheld: u64,
+    pub recovering_to: u64,
 }
 impl<'a> Default for StatsReplyArgs {
   #[inline]
@@ -1690,6 +1715,8 @@ impl<'a> Default for StatsReplyArgs {
       disk_jobs: 0,
       campaigns: 0,
       emulated_drops: 0,
+      votes_withheld: 0,
+      recovering_to: 0,
     }
   }
 }
@@ -1780,6 +1807,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatsReplyBuilder<'a, 'b, A> 
     self.fbb_.push_slot::<u64>(StatsReply::VT_EMULATED_DROPS, emulated_drops, 0);
   }
   #[inline]
+  pub fn add_votes_withheld(&mut self, votes_withheld: u64) {
+    self.fbb_.push_slot::<u64>(StatsReply::VT_VOTES_WITHHELD, votes_withheld, 0);
+  }
+  #[inline]
+  pub fn add_recovering_to(&mut self, recovering_to: u64) {
+    self.fbb_.push_slot::<u64>(StatsReply::VT_RECOVERING_TO, recovering_to, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatsReplyBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     StatsReplyBuilder {
@@ -1817,6 +1852,8 @@ impl ::core::fmt::Debug for StatsReply<'_> {
       ds.field("disk_jobs", &self.disk_jobs());
       ds.field("campaigns", &self.campaigns());
       ds.field("emulated_drops", &self.emulated_drops());
+      ds.field("votes_withheld", &self.votes_withheld());
+      ds.field("recovering_to", &self.recovering_to());
       ds.finish()
   }
 }
