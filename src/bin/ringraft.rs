@@ -558,6 +558,15 @@ fn run_load(args: LoadArgs) -> ExitCode {
         seed: 1,
     };
     use ringraft::loadgen::failure;
+    // What was asked is judged before anything is dialled: a misspelt target is the user's
+    // error to hear about, not an unreachable cluster.
+    if !matches!(args.target.as_str(), "ringraft" | "etcd") {
+        eprintln!(
+            "ringraft load: unknown target `{}` (ringraft or etcd)",
+            args.target
+        );
+        return ExitCode::from(1);
+    }
     if let Err(e) = failure::check_reachable(&args.target, &args.cluster) {
         eprintln!("ringraft load: {e}");
         return ExitCode::from(1);
@@ -576,7 +585,7 @@ fn run_load(args: LoadArgs) -> ExitCode {
                        (needs protoc: scripts/install-etcd.sh)"
                 .to_string(),
         ),
-        other => Err(format!("unknown target `{other}` (ringraft or etcd)")),
+        other => unreachable!("target `{other}` was refused above"),
     };
     let recorder = match result {
         Ok(r) => r,
