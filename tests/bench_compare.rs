@@ -36,7 +36,11 @@ fn compare_etcd_fails_when_every_ringraft_write_fails() {
         .expect("ringraft bench runs");
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stderr}");
-    assert_eq!(out.status.code(), Some(3), "exit status 3 (a check failed):\n{stderr}");
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exit status 3 (a check failed):\n{stderr}"
+    );
     let verdict = stderr
         .lines()
         .find(|l| l.contains("ringraft vs etcd, point 0"))

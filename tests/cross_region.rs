@@ -77,7 +77,9 @@ fn emulated_regions_floor_the_latency_and_an_isolated_leader_is_replaced() {
     assert!(stderr.contains("failover: isolate leader"), "{stderr}");
     // The nodes' own counters: the isolated leader's emulation dropped its messages to the
     // others (the harness's schedule alone would not move them).
-    let drops = cluster["emulated_drops"].as_array().expect("per-node drop counts");
+    let drops = cluster["emulated_drops"]
+        .as_array()
+        .expect("per-node drop counts");
     let victim_drops = drops[(victim - 1) as usize].as_u64();
     assert!(
         victim_drops.is_some_and(|d| d > 0),

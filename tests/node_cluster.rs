@@ -122,7 +122,10 @@ fn a_deposed_leader_never_serves_a_stale_linearizable_read() {
         for round in 0..DEPOSE_ROUNDS {
             let old = wait_for_leader(&addrs, Duration::from_secs(30)).await;
             let before = Bytes::from(format!("before-{round}"));
-            writer.put(key.clone(), before.clone()).await.expect("put before");
+            writer
+                .put(key.clone(), before.clone())
+                .await
+                .expect("put before");
             // Make sure the old leader has applied `before`: its stale state is that value.
             let old_addr = addrs[(old.node_id - 1) as usize];
             let only_old = |attempts_max| {
@@ -171,7 +174,9 @@ fn a_deposed_leader_never_serves_a_stale_linearizable_read() {
             }
             busy.await;
         }
-        eprintln!("{served} of {DEPOSE_ROUNDS} reads served (with the new value), the rest refused");
+        eprintln!(
+            "{served} of {DEPOSE_ROUNDS} reads served (with the new value), the rest refused"
+        );
     });
 }
 
@@ -220,10 +225,14 @@ fn a_retried_sequence_applies_once() {
             .await;
             let (a, b) = (a.expect("first attempt"), b.expect("concurrent retry"));
             assert!(matches!(a, Reply::Done { .. }), "{a:?}");
-            assert_eq!(a, b, "both attempts are answered with the one entry's result");
+            assert_eq!(
+                a, b,
+                "both attempts are answered with the one entry's result"
+            );
             let after = session.stats().await.expect("stats");
             let same_leader = before.role == Role::Leader
-                && (after.node_id, after.term, after.role) == (before.node_id, before.term, before.role);
+                && (after.node_id, after.term, after.role)
+                    == (before.node_id, before.term, before.role);
             if same_leader {
                 assert_eq!(
                     after.proposals - before.proposals,

@@ -12,9 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use node_common::{
-    client, leader_among, run, stats, wait_for_leader, wait_until, Cluster,
-};
+use node_common::{client, leader_among, run, stats, wait_for_leader, wait_until, Cluster};
 use ringraft::client::Client;
 use ringraft::core::Role;
 use ringraft::wire::{Reply, Request};

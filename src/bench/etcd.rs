@@ -226,8 +226,8 @@ impl EtcdCluster {
         for member in &self.members {
             let text = std::fs::read_to_string(&member.log_path)
                 .map_err(|e| format!("cannot read {}: {e}", member.log_path.display()))?;
-            let fsync = fsync_from_log(&text)
-                .map_err(|e| format!("etcd member {}: {e}", member.name))?;
+            let fsync =
+                fsync_from_log(&text).map_err(|e| format!("etcd member {}: {e}", member.name))?;
             if !fsync.on {
                 return Err(format!(
                     "etcd member {} runs without fsync ({}); a comparison needs it durable",
@@ -485,7 +485,11 @@ pub fn fsync_from_log(text: &str) -> Result<LoggedFsync, String> {
             Some("Running: ") => {
                 let args: Vec<String> = json["args"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str().map(str::to_string))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 command_line = Some(args);
             }
@@ -522,7 +526,9 @@ pub fn fsync_from_log(text: &str) -> Result<LoggedFsync, String> {
     if major_minor.len() == 2 && (major_minor[0], major_minor[1]) <= (3, 4) {
         return Ok(LoggedFsync {
             on: true,
-            evidence: format!("etcd {version} logged its start; 3.4 has no switch to turn fsync off"),
+            evidence: format!(
+                "etcd {version} logged its start; 3.4 has no switch to turn fsync off"
+            ),
         });
     }
     Err(format!(
@@ -673,7 +679,9 @@ mod tests {
     #[test]
     fn fsync_is_read_from_etcds_own_log() {
         let start = |v: &str| {
-            format!(r#"{{"level":"info","msg":"starting an etcd server","etcd-version":"{v}","name":"x"}}"#)
+            format!(
+                r#"{{"level":"info","msg":"starting an etcd server","etcd-version":"{v}","name":"x"}}"#
+            )
         };
         let running = |args: &str| {
             format!(r#"{{"level":"info","msg":"Running: ","args":["etcd","--name","x"{args}]}}"#)
@@ -684,9 +692,16 @@ mod tests {
         assert!(fsync_from_log(&text).unwrap().on);
         let text = format!("{}\n{}", running(r#","--unsafe-no-fsync""#), start("3.5.1"));
         let off = fsync_from_log(&text).unwrap();
-        assert!(!off.on && off.evidence.contains("--unsafe-no-fsync"), "{off:?}");
+        assert!(
+            !off.on && off.evidence.contains("--unsafe-no-fsync"),
+            "{off:?}"
+        );
         let env = r#"{"level":"info","msg":"recognized and used environment variable","variable-name":"ETCD_UNSAFE_NO_FSYNC","variable-value":"true"}"#;
-        assert!(!fsync_from_log(&format!("{env}\n{}", start("3.5.1"))).unwrap().on);
+        assert!(
+            !fsync_from_log(&format!("{env}\n{}", start("3.5.1")))
+                .unwrap()
+                .on
+        );
         // A 3.5 log without its command line, or no start line at all: no guess.
         assert!(fsync_from_log(&start("3.5.1")).is_err());
         assert!(fsync_from_log("not json\n").is_err());

@@ -600,7 +600,9 @@ pub fn comparison_check(pairs: &[(&LoadReport, &LoadReport)], ratio_min: f64, po
         }
     }
     if ratio < ratio_min {
-        failures.push(format!("throughput ratio {ratio:.2}x is below {ratio_min}x"));
+        failures.push(format!(
+            "throughput ratio {ratio:.2}x is below {ratio_min}x"
+        ));
     }
     if ringraft.p99_us > etcd.p99_us {
         failures.push("ringraft's p99 is higher".to_string());
@@ -720,7 +722,12 @@ mod tests {
             } else {
                 Err("unavailable".to_string())
             };
-            recorder.record(OpKind::Write, at(begin), at(begin + latency_ms * 1000), result);
+            recorder.record(
+                OpKind::Write,
+                at(begin),
+                at(begin + latency_ms * 1000),
+                result,
+            );
         }
         LoadReport::new(target, &Workload::default(), &recorder)
     }
@@ -734,13 +741,27 @@ mod tests {
         // No successful write, every write failed: a p99 that would be 0 without the failures.
         let broken = check(&report("ringraft", 0, 1, 50), &report("etcd", 100, 2, 0));
         assert!(!broken.pass);
-        assert!(broken.detail.contains("ringraft completed no write"), "{}", broken.detail);
-        assert!(broken.detail.contains("ringraft had errors (50 x unavailable)"), "{}", broken.detail);
+        assert!(
+            broken.detail.contains("ringraft completed no write"),
+            "{}",
+            broken.detail
+        );
+        assert!(
+            broken
+                .detail
+                .contains("ringraft had errors (50 x unavailable)"),
+            "{}",
+            broken.detail
+        );
         assert!(broken.detail.contains("p99 is higher"), "{}", broken.detail);
 
         let slower = check(&report("ringraft", 50, 1, 0), &report("etcd", 100, 2, 0));
         assert!(!slower.pass);
-        assert!(slower.detail.contains("throughput ratio 0.50x is below 1x"), "{}", slower.detail);
+        assert!(
+            slower.detail.contains("throughput ratio 0.50x is below 1x"),
+            "{}",
+            slower.detail
+        );
 
         let tail = check(&report("ringraft", 200, 5, 0), &report("etcd", 100, 2, 0));
         assert!(!tail.pass);
@@ -748,7 +769,11 @@ mod tests {
 
         let etcd_errors = check(&report("ringraft", 200, 1, 0), &report("etcd", 100, 2, 1));
         assert!(!etcd_errors.pass);
-        assert!(etcd_errors.detail.contains("etcd had errors"), "{}", etcd_errors.detail);
+        assert!(
+            etcd_errors.detail.contains("etcd had errors"),
+            "{}",
+            etcd_errors.detail
+        );
 
         // The config's target ratio is the bar.
         let lenient = comparison_check(

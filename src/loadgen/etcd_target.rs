@@ -35,8 +35,8 @@ use tokio::sync::Semaphore;
 
 use super::recorder::{OpKind, Recorder};
 use super::retry::RetryPolicy;
-use crate::client::retry_backoff;
 use super::workload::{LoopMode, Op, OpGen, Workload};
+use crate::client::retry_backoff;
 
 /// Requests an open-loop connection may have outstanding (same bound as the ringraft target);
 /// beyond it, scheduled requests start late and are still measured from their intended time.

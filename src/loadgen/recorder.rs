@@ -202,19 +202,37 @@ mod tests {
     #[test]
     fn a_failure_enters_the_latency_histogram_at_the_deadline_and_not_the_throughput() {
         let start = Instant::now();
-        let mut r = Recorder::new(start, Duration::from_secs(10)).failing_at(Duration::from_secs(30));
+        let mut r =
+            Recorder::new(start, Duration::from_secs(10)).failing_at(Duration::from_secs(30));
         let at = |ms: u64| start + Duration::from_millis(ms);
         r.record(OpKind::Write, at(1), at(2), Ok(()));
         r.record(OpKind::Write, at(3), at(4), Err("unavailable".into()));
         r.record(OpKind::Read, at(5), at(6), Err("timeout".into()));
-        assert_eq!((r.writes_ok, r.writes_failed, r.reads_ok, r.reads_failed), (1, 1, 0, 1));
+        assert_eq!(
+            (r.writes_ok, r.writes_failed, r.reads_ok, r.reads_failed),
+            (1, 1, 0, 1)
+        );
         assert_eq!(r.writes.len(), 2, "the failed write is in the histogram");
-        assert!(r.writes.max() >= 29_000_000, "recorded at the deadline: {}", r.writes.max());
+        assert!(
+            r.writes.max() >= 29_000_000,
+            "recorded at the deadline: {}",
+            r.writes.max()
+        );
         assert!(r.reads.min() >= 29_000_000);
         assert_eq!(r.errors.values().sum::<u64>(), 2);
-        assert_eq!(r.per_second[0], SecondBucket { writes: 1, reads: 0, errors: 2 });
+        assert_eq!(
+            r.per_second[0],
+            SecondBucket {
+                writes: 1,
+                reads: 0,
+                errors: 2
+            }
+        );
         let mut total = Recorder::new(start, Duration::from_secs(10));
         total.merge(&r);
-        assert_eq!((total.writes_ok, total.writes_failed, total.reads_failed), (1, 1, 1));
+        assert_eq!(
+            (total.writes_ok, total.writes_failed, total.reads_failed),
+            (1, 1, 1)
+        );
     }
 }

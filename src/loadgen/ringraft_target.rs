@@ -66,7 +66,8 @@ async fn run_thread(
     let mut tasks = Vec::new();
     let salt = std::process::id() as u64;
     for connection in (thread..workload.connections()).step_by(threads) {
-        let mut options = policy.client_options(members.clone(), (salt << 20) | (connection as u64 + 1));
+        let mut options =
+            policy.client_options(members.clone(), (salt << 20) | (connection as u64 + 1));
         options.members.rotate_left(connection % members.len());
         let client = Client::new(options);
         let gen = Rc::new(RefCell::new(OpGen::new(&workload, connection)));

@@ -246,11 +246,20 @@ mod tests {
     fn election_safety_fires_on_two_leaders_in_one_term() {
         let mut checker = Checker::default();
         assert!(checker.election_safety(3, 1).is_ok());
-        assert!(checker.election_safety(3, 1).is_ok(), "the same leader again is fine");
-        assert!(checker.election_safety(4, 2).is_ok(), "another term, another leader");
+        assert!(
+            checker.election_safety(3, 1).is_ok(),
+            "the same leader again is fine"
+        );
+        assert!(
+            checker.election_safety(4, 2).is_ok(),
+            "another term, another leader"
+        );
         let (property, detail) = checker.election_safety(3, 2).unwrap_err();
         assert_eq!(property, "election_safety");
-        assert!(detail.contains("term 3 has two leaders: 1 and 2"), "{detail}");
+        assert!(
+            detail.contains("term 3 has two leaders: 1 and 2"),
+            "{detail}"
+        );
     }
 
     #[test]
@@ -274,7 +283,10 @@ mod tests {
             .log_matching_appended(3, &[c.entry(2).unwrap().clone()], &c)
             .unwrap_err();
         assert_eq!(property, "log_matching");
-        assert!(detail.contains("follows term 2, elsewhere term 1"), "{detail}");
+        assert!(
+            detail.contains("follows term 2, elsewhere term 1"),
+            "{detail}"
+        );
 
         // Directly: two logs agree at (3, term 2) but hold different entries at index 1.
         let d = log(&[(1, b"x"), (2, b"y"), (2, b"w")]);
@@ -283,7 +295,10 @@ mod tests {
         assert!(Checker::log_matching(&[(1, &d), (2, &same)]).is_ok());
         let (property, detail) = Checker::log_matching(&[(1, &d), (2, &e)]).unwrap_err();
         assert_eq!(property, "log_matching");
-        assert!(detail.contains("agree at index 3 but differ at 1"), "{detail}");
+        assert!(
+            detail.contains("agree at index 3 but differ at 1"),
+            "{detail}"
+        );
     }
 
     #[test]
@@ -295,7 +310,10 @@ mod tests {
         let leader = log(&[(1, b"x"), (2, b"other")]);
         let (property, detail) = checker.leader_completeness(3, 2, &leader).unwrap_err();
         assert_eq!(property, "leader_completeness");
-        assert!(detail.contains("leader 3 of term 2 holds Some(2) at index 2"), "{detail}");
+        assert!(
+            detail.contains("leader 3 of term 2 holds Some(2) at index 2"),
+            "{detail}"
+        );
         // One that lacks it altogether.
         let short = log(&[(1, b"x")]);
         let (property, _) = checker.leader_completeness(3, 2, &short).unwrap_err();
@@ -316,6 +334,9 @@ mod tests {
             .state_machine_safety(3, &entry(5, 2, b"y"))
             .unwrap_err();
         assert_eq!(property, "state_machine_safety");
-        assert!(detail.contains("node 3 applied a different entry at index 5"), "{detail}");
+        assert!(
+            detail.contains("node 3 applied a different entry at index 5"),
+            "{detail}"
+        );
     }
 }

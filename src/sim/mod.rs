@@ -604,7 +604,13 @@ impl Simulation {
                 let mut undecided = Vec::new();
                 for key in &keys {
                     let mut one = History::default();
-                    one.ops = self.history.ops.iter().filter(|op| &op.key == key).cloned().collect();
+                    one.ops = self
+                        .history
+                        .ops
+                        .iter()
+                        .filter(|op| &op.key == key)
+                        .cloned()
+                        .collect();
                     match linearizability::check_history_within(&one, raised) {
                         linearizability::Verdict::Linearizable => {}
                         linearizability::Verdict::NotLinearizable { key } => {

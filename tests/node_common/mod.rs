@@ -81,7 +81,10 @@ pub fn free_port_block(count: u16) -> u16 {
             return base;
         }
     }
-    panic!("no {count} consecutive free loopback ports in {PORT_BASE}..{}", PORT_BASE + PORT_SPAN);
+    panic!(
+        "no {count} consecutive free loopback ports in {PORT_BASE}..{}",
+        PORT_BASE + PORT_SPAN
+    );
 }
 
 /// Whether a test that needs a real etcd may run. Without etcd it reports itself skipped, except
