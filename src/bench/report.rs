@@ -290,8 +290,8 @@ impl BenchReport {
         for (what, version) in &self.versions {
             let _ = writeln!(md, "- {what}: {version}");
         }
-        let _ = writeln!(md, "\n## Results\n\n| target | point | run | writes/s | reads/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors |");
-        let _ = writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(md, "\n## Results\n\nCPU us/write: machine CPU time per write (busy share x cores / writes per second; nodes, load generator and kernel together).\n\n| target | point | run | writes/s | reads/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | CPU us/write |");
+        let _ = writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
         for r in &self.runs {
             let p = &r.report.write_latency;
             let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);
@@ -303,9 +303,14 @@ impl BenchReport {
                 } => format!("{connections}x{inflight_per_connection}"),
             };
             let errors: u64 = r.report.errors.values().sum();
+            let per_write = r
+                .usage
+                .as_ref()
+                .and_then(|u| u.cpu_us_per_op(r.report.writes_per_s))
+                .map_or("-".to_string(), |v| format!("{v:.1}"));
             let _ = writeln!(
                 md,
-                "| {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} |",
+                "| {} | {} | {} | {:.0} | {:.0} | {} | {} | {} | {} | {} | {} | {} |",
                 r.target,
                 point,
                 r.repeat + 1,
@@ -316,7 +321,8 @@ impl BenchReport {
                 ms(p.p99_us),
                 ms(p.p999_us),
                 ms(p.max_us),
-                errors
+                errors,
+                per_write
             );
         }
         if let Some(spread) = &self.spread {

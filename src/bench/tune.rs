@@ -69,16 +69,22 @@ pub struct TunePoint {
 }
 
 impl TunePoint {
-    /// CPU busy, iowait and data disk busy shares for the table ("-" when not sampled): whether
-    /// a point ran out of CPU or waited on the disk.
-    fn usage_cells(&self) -> [String; 3] {
+    /// CPU busy, iowait and data disk busy shares, and machine CPU microseconds per write, for
+    /// the table ("-" when not sampled): whether a point ran out of CPU or waited on the disk,
+    /// and what a write costs the machine.
+    fn usage_cells(&self) -> [String; 4] {
         let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
         let cpu = self.usage.as_ref().and_then(|u| u.cpu.as_ref());
         let disk = self.usage.as_ref().and_then(|u| u.disk.as_ref());
+        let per_write = self
+            .usage
+            .as_ref()
+            .and_then(|u| u.cpu_us_per_op(self.writes_per_s));
         [
             pct(cpu.map(|c| c.busy_pct)),
             pct(cpu.map(|c| c.iowait_pct)),
             pct(disk.map(|d| d.busy_pct)),
+            per_write.map_or("-".to_string(), |v| format!("{v:.1}")),
         ]
     }
 
@@ -330,7 +336,7 @@ impl TuneReport {
         }
         let _ = writeln!(
             t,
-            "{:>10}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>6}  {:>5}  {:>8}  {:>6}  {:>12}  best",
+            "{:>10}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>6}  {:>5}  {:>8}  {:>6}  {:>12}  {:>12}  best",
             "writes/s",
             "p50 ms",
             "p99 ms",
@@ -341,6 +347,7 @@ impl TuneReport {
             "cpu %",
             "iowait %",
             "disk %",
+            "cpu us/write",
             "top us/write"
         );
         for (i, p) in self.points.iter().enumerate() {
@@ -354,11 +361,11 @@ impl TuneReport {
             } else {
                 ""
             };
-            let [cpu, iowait, disk] = p.usage_cells();
+            let [cpu, iowait, disk, per_write] = p.usage_cells();
             let top = p.busiest_thread_cell();
             let _ = writeln!(
                 t,
-                "{:>10.0}  {:>9.2}  {:>9.2}  {:>9.2}  {:>9}  {:>9}  {:>6}  {cpu:>5}  {iowait:>8}  {disk:>6}  {top:>12}  {mark}",
+                "{:>10.0}  {:>9.2}  {:>9.2}  {:>9.2}  {:>9}  {:>9}  {:>6}  {cpu:>5}  {iowait:>8}  {disk:>6}  {per_write:>12}  {top:>12}  {mark}",
                 p.writes_per_s, p.p50_ms, p.p99_ms, p.p999_ms, p.elections, p.campaigns, p.errors
             );
         }

@@ -24,6 +24,16 @@ pub struct MachineUsage {
     pub disk: Option<DiskUsage>,
 }
 
+impl MachineUsage {
+    /// Machine CPU time per operation, microseconds: the busy share times the cores, divided by
+    /// operations per second (everything on the machine counts: nodes, load generator, kernel).
+    /// `None` when the CPU was not sampled or nothing was done.
+    pub fn cpu_us_per_op(&self, ops_per_s: f64) -> Option<f64> {
+        let cpu = self.cpu.as_ref()?;
+        (ops_per_s > 0.0).then(|| cpu.busy_pct / 100.0 * cpu.cores as f64 * 1e6 / ops_per_s)
+    }
+}
+
 /// Shares of all cores' time, percent (they add up to ~100).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct CpuUsage {
@@ -352,5 +362,24 @@ cpu0 1 0 1 1 1 0 1 1 0 0\ncpu1 1 0 1 1 1 0 1 1 0 0\n";
             assert!((sum - 100.0).abs() < 0.5, "shares add up: {sum}");
         }
         assert!(usage.describe().contains("CPU"));
+    }
+
+    #[test]
+    fn cpu_per_operation_is_busy_share_times_cores_over_rate() {
+        let (before, cores) = parse_proc_stat(STAT_BEFORE).unwrap();
+        let (after, _) = parse_proc_stat(STAT_AFTER).unwrap();
+        let usage = MachineUsage {
+            seconds: 1.0,
+            cpu: cpu_usage(&before, &after, cores),
+            disk: None,
+        };
+        let busy = usage.cpu.as_ref().unwrap().busy_pct;
+        let per_op = usage.cpu_us_per_op(50_000.0).unwrap();
+        assert!((per_op - busy / 100.0 * 2.0 * 1e6 / 50_000.0).abs() < 1e-9);
+        assert_eq!(usage.cpu_us_per_op(0.0), None);
+        assert_eq!(
+            MachineUsage { cpu: None, ..usage }.cpu_us_per_op(1.0),
+            None
+        );
     }
 }

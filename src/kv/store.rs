@@ -1,6 +1,6 @@
 //! The key-value map, the client session table and the snapshot format.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::command::{CommandRef, DecodeError, OpRef, Reader};
 use super::map::KvMap;
@@ -56,8 +56,63 @@ struct Session {
     floor: u64,
     /// Applied sequences above `floor`: the response and the index of the entry that applied it.
     /// Never empty; at most [`SESSION_RESPONSES_MAX`].
-    recent: BTreeMap<u64, (Response, u64)>,
+    recent: Recent,
     last_used_index: u64,
+}
+
+/// A session's remembered responses, in sequence order: a ring sized once for
+/// [`SESSION_RESPONSES_MAX`] (plus the one being added), so that remembering a response on
+/// every write allocates nothing once a session exists (a B-tree insert and pop per write did).
+/// Sequences mostly arrive in order; a retry that lands out of order is placed by binary search.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Recent(VecDeque<(u64, (Response, u64))>);
+
+impl Recent {
+    fn new() -> Recent {
+        Recent(VecDeque::with_capacity(SESSION_RESPONSES_MAX + 1))
+    }
+
+    fn position(&self, sequence: u64) -> Result<usize, usize> {
+        self.0.binary_search_by_key(&sequence, |(s, _)| *s)
+    }
+
+    fn get(&self, sequence: &u64) -> Option<&(Response, u64)> {
+        let at = self.position(*sequence).ok()?;
+        self.0.get(at).map(|(_, v)| v)
+    }
+
+    /// Remembers `value` for `sequence`, replacing an earlier one for it.
+    fn insert(&mut self, sequence: u64, value: (Response, u64)) {
+        match self.position(sequence) {
+            Ok(at) => self.0[at].1 = value,
+            Err(at) if at == self.0.len() => self.0.push_back((sequence, value)),
+            Err(at) => self.0.insert(at, (sequence, value)),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn pop_first(&mut self) -> Option<(u64, (Response, u64))> {
+        self.0.pop_front()
+    }
+
+    fn last_key_value(&self) -> Option<(&u64, &(Response, u64))> {
+        self.0.back().map(|(s, v)| (s, v))
+    }
+}
+
+impl<'a> IntoIterator for &'a Recent {
+    type Item = (&'a u64, &'a (Response, u64));
+    type IntoIter = std::iter::Map<
+        std::collections::vec_deque::Iter<'a, (u64, (Response, u64))>,
+        fn(&'a (u64, (Response, u64))) -> (&'a u64, &'a (Response, u64)),
+    >;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter().map(|(s, v)| (s, v))
+    }
 }
 
 /// Why a snapshot could not be restored.
@@ -204,7 +259,7 @@ impl KvStore {
     fn remember(&mut self, client_id: u64, sequence: u64, response: Response, index: u64) {
         let session = self.sessions.entry(client_id).or_insert_with(|| Session {
             floor: 0,
-            recent: BTreeMap::new(),
+            recent: Recent::new(),
             last_used_index: 0,
         });
         self.session_lru
@@ -324,7 +379,7 @@ impl KvStore {
                     "session response count out of range",
                 ));
             }
-            let mut recent = BTreeMap::new();
+            let mut recent = Recent::new();
             for _ in 0..responses {
                 let sequence = reader.u64()?;
                 let applied_index = reader.u64()?;
@@ -606,5 +661,20 @@ mod tests {
         }
         assert_eq!(target.restore(&good[..10]), Err(RestoreError::TooShort(10)));
         assert_eq!(target, before);
+    }
+
+    #[test]
+    fn remembered_responses_stay_in_sequence_order_whatever_the_arrival_order() {
+        let mut recent = Recent::new();
+        for sequence in [5u64, 2, 9, 7, 2] {
+            recent.insert(sequence, (Response::Ok, sequence * 10));
+        }
+        let order: Vec<u64> = (&recent).into_iter().map(|(s, _)| *s).collect();
+        assert_eq!(order, vec![2, 5, 7, 9]);
+        assert_eq!(recent.get(&7), Some(&(Response::Ok, 70)));
+        assert_eq!(recent.get(&3), None);
+        assert_eq!(recent.pop_first().map(|(s, _)| s), Some(2));
+        assert_eq!(recent.last_key_value().map(|(s, _)| *s), Some(9));
+        assert_eq!(recent.len(), 3);
     }
 }
