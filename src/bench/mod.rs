@@ -22,7 +22,7 @@ use std::time::Duration;
 pub use config::BenchConfig;
 use report::{BenchReport, Check, Machine, RunResult};
 
-use crate::loadgen::{failure, ringraft_target, LoadReport, LoopMode, Recorder};
+use crate::loadgen::{failure, progress, ringraft_target, LoadReport, LoopMode, Recorder};
 
 /// What `ringraft bench` was asked to do.
 #[derive(Clone, Debug)]
@@ -41,6 +41,8 @@ pub struct BenchOptions {
     pub warmup: Option<Duration>,
     /// Override the config's `etcd_route`.
     pub etcd_route: Option<config::EtcdRoute>,
+    /// How progress is shown while each run runs.
+    pub progress: progress::Mode,
 }
 
 /// Runs every config; returns the report directories.
@@ -124,8 +126,13 @@ fn run_config(config: &BenchConfig, options: &BenchOptions) -> Result<PathBuf, S
     for repeat in 0..options.repeat.max(1) {
         for target in &config.targets {
             let results = match target.as_str() {
-                "ringraft" => run_ringraft(config, &data_root.join("ringraft"))?,
-                "etcd" => run_etcd(config, &data_root.join("etcd"), &mut versions)?,
+                "ringraft" => run_ringraft(config, &data_root.join("ringraft"), options.progress)?,
+                "etcd" => run_etcd(
+                    config,
+                    &data_root.join("etcd"),
+                    &mut versions,
+                    options.progress,
+                )?,
                 other => return Err(format!("unknown target {other}")),
             };
             for (point, run) in results.into_iter().enumerate() {
@@ -229,6 +236,19 @@ pub(crate) struct TargetRun {
     pub node_view: Option<scrape::NodeView>,
 }
 
+/// Elections counted by the nodes at `addrs` (summed over those that answer), for progress lines.
+pub fn elections_of(addrs: Vec<std::net::SocketAddr>) -> progress::Elections {
+    Box::new(move || {
+        let timeout = std::time::Duration::from_millis(300);
+        let counts: Vec<u64> = addrs
+            .iter()
+            .filter_map(|&a| cluster::stats(a, timeout).ok())
+            .map(|s| s.elections)
+            .collect();
+        (!counts.is_empty()).then(|| counts.iter().sum())
+    })
+}
+
 /// Joins a sampler after its window; a sampler that panicked leaves the report without usage.
 fn join_usage(handle: std::thread::JoinHandle<usage::MachineUsage>) -> Option<usage::MachineUsage> {
     handle.join().ok()
@@ -237,6 +257,7 @@ fn join_usage(handle: std::thread::JoinHandle<usage::MachineUsage>) -> Option<us
 pub(crate) fn run_ringraft(
     config: &BenchConfig,
     data_root: &Path,
+    progress: progress::Mode,
 ) -> Result<Vec<TargetRun>, String> {
     let settings = effective_node_settings(config);
     let emulate = config.network.is_some()
@@ -259,7 +280,17 @@ pub(crate) fn run_ringraft(
         let (recorder, conducted) = std::thread::scope(|scope| {
             let conductor =
                 scope.spawn(|| drill::conduct(&mut cluster, config, window_start, window_end));
-            let recorder = ringraft_target::run(addrs, &workload, config.load_threads);
+            let live = std::sync::Arc::new(progress::Live::default());
+            let printer = progress::Printer::start(
+                progress,
+                "ringraft".into(),
+                Some(live.clone()),
+                window_start,
+                window_end,
+                Some(elections_of(addrs.clone())),
+            );
+            let recorder = ringraft_target::run(addrs, &workload, config.load_threads, Some(live));
+            printer.stop();
             let conducted = conductor
                 .join()
                 .unwrap_or_else(|_| Err("the conductor thread panicked".into()));
@@ -301,6 +332,7 @@ fn run_etcd(
     config: &BenchConfig,
     data_root: &Path,
     versions: &mut BTreeMap<String, String>,
+    progress: progress::Mode,
 ) -> Result<Vec<TargetRun>, String> {
     use crate::loadgen::etcd_target;
     let etcd = etcd::EtcdCluster::start(config.nodes, data_root, config.base_port + 100)?;
@@ -316,8 +348,17 @@ fn run_etcd(
             usage::Sampler::new(data_root).during(window_start, window_start + workload.duration);
         let addrs = endpoints.clone();
         failure::check_reachable("etcd", &addrs)?;
-        let recorder: Recorder =
-            etcd_target::run(endpoints.clone(), &workload, config.load_threads)?;
+        let printer = progress::Printer::start(
+            progress,
+            "etcd".into(),
+            None,
+            window_start,
+            window_start + workload.duration,
+            None,
+        );
+        let recorder = etcd_target::run(endpoints.clone(), &workload, config.load_threads);
+        printer.stop();
+        let recorder: Recorder = recorder?;
         failure::check_any_success("etcd", &addrs, &recorder)?;
         reports.push(TargetRun {
             report: LoadReport::new("etcd", &workload, &recorder),
@@ -334,6 +375,7 @@ fn run_etcd(
     _: &BenchConfig,
     _: &Path,
     _: &mut BTreeMap<String, String>,
+    _: progress::Mode,
 ) -> Result<Vec<TargetRun>, String> {
     let _: Option<Recorder> = None;
     Err(NO_ETCD_FEATURE.into())

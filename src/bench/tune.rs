@@ -35,6 +35,8 @@ pub struct TuneOptions {
     pub duration: Option<Duration>,
     /// Override the warm-up of each point.
     pub warmup: Option<Duration>,
+    /// How progress is shown while each point runs.
+    pub progress: crate::loadgen::progress::Mode,
 }
 
 /// One measured point of the grid.
@@ -240,7 +242,7 @@ pub fn run(options: &TuneOptions) -> Result<PathBuf, String> {
             cluster,
             usage,
             node_view,
-        } = super::run_ringraft(config, &data_root.join("ringraft"))?
+        } = super::run_ringraft(config, &data_root.join("ringraft"), options.progress)?
             .into_iter()
             .next()
             .ok_or("the config produced no workload")?;
