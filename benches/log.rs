@@ -286,8 +286,8 @@ fn primitive_256(c: &mut Criterion) {
                 .expect("glommio executor");
             let path = path.clone();
             executor.run(async move {
-                // The file is non-empty, so glommio's polled-I/O probe is right (the quirk in
-                // DESIGN.md only bites on empty files, and we never read).
+                // The file is non-empty, so glommio's polled-I/O probe is right (its probe reads
+                // at offset 0 and only misjudges empty files; and we never read).
                 let file = glommio::io::OpenOptions::new()
                     .read(true)
                     .write(true)

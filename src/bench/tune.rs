@@ -483,6 +483,7 @@ mod tests {
             results_dir: "r".into(),
             duration: None,
             warmup: None,
+            progress: crate::loadgen::progress::Mode::Quiet,
         };
         let c = point_config(
             &text,

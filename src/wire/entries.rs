@@ -1,7 +1,7 @@
 //! INTERIM encoding of the entries of one AppendEntries as the `batch: [ubyte]` of the schema.
 //!
-//! The schema treats the batch as opaque bytes because the plan (DESIGN.md, "One write, end to
-//! end") is that they are the on-disk record-batch bytes, CRC included, sent and appended as they
+//! The schema treats the batch as opaque bytes because the plan (docs/architecture.md, "One
+//! write, end to end") is that they are the on-disk record-batch bytes, CRC included, sent and appended as they
 //! are. That codec belongs to `log` and is being written separately; until it lands, this file is
 //! the one place that turns `Vec<Entry>` into batch bytes and back, so that replacing it touches
 //! nothing else. It has no CRC: TCP's checksum is all that protects it for now.
