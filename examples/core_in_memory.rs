@@ -49,7 +49,11 @@ fn main() {
             let mut config = Config::new(id, VOTERS.to_vec());
             config.seed = id; // The core's only randomness (election timeouts) comes from here.
             let raft = RawNode::new(config, Restored::default()).expect("valid config");
-            let node = Node { raft, disk: MemoryDisk::default(), applied: Vec::new() };
+            let node = Node {
+                raft,
+                disk: MemoryDisk::default(),
+                applied: Vec::new(),
+            };
             (id, node)
         })
         .collect();
@@ -72,8 +76,14 @@ fn main() {
         let leader = nodes.values_mut().find(|n| n.raft.role() == Role::Leader);
         if let (Some(leader), true) = (leader, proposed < COMMANDS) {
             let command = format!("set x = {proposed}");
-            let index = leader.raft.propose(Bytes::from(command.clone())).expect("leader");
-            println!("round {round}: node {} proposed {command:?} at index {index}", leader.raft.id());
+            let index = leader
+                .raft
+                .propose(Bytes::from(command.clone()))
+                .expect("leader");
+            println!(
+                "round {round}: node {} proposed {command:?} at index {index}",
+                leader.raft.id()
+            );
             proposed += 1;
         }
         drive(&mut nodes, &mut network);
@@ -105,7 +115,12 @@ fn drive(nodes: &mut BTreeMap<NodeId, Node>, network: &mut VecDeque<Envelope>) {
 /// The driver contract of `ringraft::core::Output`, in the order it requires.
 fn handle(node: &mut Node, mut output: Output, network: &mut VecDeque<Envelope>) {
     if let Some(soft) = &output.soft_state {
-        println!("node {} is now {:?} (leader {:?})", node.raft.id(), soft.role, soft.leader);
+        println!(
+            "node {} is now {:?} (leader {:?})",
+            node.raft.id(),
+            soft.role,
+            soft.leader
+        );
     }
     // 1. Persist: entries, then term and vote. (Snapshots are not taken in this short run.)
     let last_written = output.last_written();
@@ -124,7 +139,8 @@ fn handle(node: &mut Node, mut output: Output, network: &mut VecDeque<Envelope>)
     // 4. Apply what is committed, in order. Empty entries are the leader's no-op of its term.
     for entry in output.committed_entries {
         if !entry.data.is_empty() {
-            node.applied.push(String::from_utf8_lossy(&entry.data).into_owned());
+            node.applied
+                .push(String::from_utf8_lossy(&entry.data).into_owned());
         }
     }
     // 5. `snapshot_wanted` would ask for a snapshot here; this run stays below the threshold.

@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::config::BenchConfig;
-use super::svg::{line_chart, Series, XAxis};
+use super::svg::{line_chart, line_chart_with_band, Band, Series, XAxis};
 use crate::loadgen::{LoadReport, LoopMode};
 
 /// The machine a run happened on.
@@ -189,14 +189,21 @@ impl BenchReport {
                     .collect(),
             })
             .collect();
+        let warmup_s = self.config.workload.warmup.as_secs_f64();
+        let warmup = Band {
+            from: -warmup_s,
+            to: 0.0,
+            label: "warm-up (not measured)".into(),
+        };
         put(
             "throughput.svg",
-            &line_chart(
+            &line_chart_with_band(
                 &format!("{}: operations per second", self.config.name),
                 "seconds into the measured window",
                 "ops/s",
                 XAxis::Linear,
                 &throughput,
+                (warmup_s > 0.0).then_some(&warmup),
             ),
         )?;
         let spectrum: Vec<Series> = self
