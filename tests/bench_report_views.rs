@@ -64,4 +64,14 @@ fn repeat_reports_the_spread_and_the_nodes_view() {
         assert!(view["log_write_p99_ms"].as_f64().unwrap() > 0.0, "{view}");
     }
     assert!(md.contains("## Inside the nodes"), "{md}");
+    // Latency over time: one p50 and one p99 line per run, from per-second figures.
+    let svg =
+        std::fs::read_to_string(dir.join("latency-over-time.svg")).expect("latency-over-time.svg");
+    assert_eq!(svg.matches("<polyline").count(), 6, "{svg}");
+    let per_second = &report["runs"][0]["report"]["write_latency_per_second"];
+    let first = &per_second[0];
+    assert!(
+        first[0].as_u64().unwrap() <= first[1].as_u64().unwrap(),
+        "p50 above p99: {per_second}"
+    );
 }

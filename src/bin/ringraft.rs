@@ -552,10 +552,6 @@ fn run_load(args: LoadArgs) -> ExitCode {
         seed: 1,
     };
     use ringraft::loadgen::failure;
-    if let Err(e) = failure::check_reachable(&args.target, &args.cluster) {
-        eprintln!("ringraft load: {e}");
-        return ExitCode::from(1);
-    }
     let live = std::sync::Arc::new(ringraft::loadgen::progress::Live::default());
     let window_start = std::time::Instant::now() + workload.warmup;
     let ringraft = args.target == "ringraft";
@@ -568,16 +564,18 @@ fn run_load(args: LoadArgs) -> ExitCode {
         ringraft.then(|| ringraft::bench::elections_of(args.cluster.clone())),
     );
     let result = match args.target.as_str() {
-        "ringraft" => ringraft::loadgen::ringraft_target::run(
-            args.cluster.clone(),
-            &workload,
-            args.threads,
-            Some(live),
-        ),
+        "ringraft" => failure::check_reachable("ringraft", &args.cluster).and_then(|()| {
+            ringraft::loadgen::ringraft_target::run(
+                args.cluster.clone(),
+                &workload,
+                args.threads,
+                Some(live),
+            )
+        }),
         #[cfg(feature = "etcd")]
-        "etcd" => {
+        "etcd" => failure::check_reachable("etcd", &args.cluster).and_then(|()| {
             ringraft::loadgen::etcd_target::run(args.cluster.clone(), &workload, args.threads)
-        }
+        }),
         #[cfg(not(feature = "etcd"))]
         "etcd" => Err(
             "this build has no etcd target: rebuild with `cargo build --release --features etcd` \
