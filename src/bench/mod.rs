@@ -23,7 +23,7 @@ use std::time::Duration;
 pub use config::BenchConfig;
 use report::{BenchReport, Check, Machine, RunResult};
 
-use crate::loadgen::{failure, ringraft_target, LoadReport, LoopMode, Recorder};
+use crate::loadgen::{failure, progress, ringraft_target, LoadReport, LoopMode, Recorder};
 
 /// What `ringraft bench` was asked to do.
 #[derive(Clone, Debug)]
@@ -46,6 +46,8 @@ pub struct BenchOptions {
     /// instead of the cluster, so every ringraft request fails (through the real client, after
     /// its retries). A comparison must then FAIL.
     pub break_ringraft_writes: bool,
+    /// How progress is shown while each run runs.
+    pub progress: progress::Mode,
 }
 
 /// Why `run` failed: the run could not be made, or it was made and some checks failed.
@@ -198,8 +200,14 @@ fn run_config(
                     config,
                     &data_root.join("ringraft"),
                     options.break_ringraft_writes,
+                    options.progress,
                 )?,
-                "etcd" => run_etcd(config, &data_root.join("etcd"), &mut versions)?,
+                "etcd" => run_etcd(
+                    config,
+                    &data_root.join("etcd"),
+                    &mut versions,
+                    options.progress,
+                )?,
                 other => return Err(format!("unknown target {other}")),
             };
             for (point, run) in results.into_iter().enumerate() {
@@ -310,6 +318,19 @@ pub(crate) struct TargetRun {
     pub node_view: Option<scrape::NodeView>,
 }
 
+/// Elections counted by the nodes at `addrs` (summed over those that answer), for progress lines.
+pub fn elections_of(addrs: Vec<std::net::SocketAddr>) -> progress::Elections {
+    Box::new(move || {
+        let timeout = std::time::Duration::from_millis(300);
+        let counts: Vec<u64> = addrs
+            .iter()
+            .filter_map(|&a| cluster::stats(a, timeout).ok())
+            .map(|s| s.elections)
+            .collect();
+        (!counts.is_empty()).then(|| counts.iter().sum())
+    })
+}
+
 /// Joins a sampler after its window; a sampler that panicked leaves the report without usage.
 fn join_usage(handle: std::thread::JoinHandle<usage::MachineUsage>) -> Option<usage::MachineUsage> {
     handle.join().ok()
@@ -318,8 +339,9 @@ fn join_usage(handle: std::thread::JoinHandle<usage::MachineUsage>) -> Option<us
 pub(crate) fn run_ringraft(
     config: &BenchConfig,
     data_root: &Path,
+    progress: progress::Mode,
 ) -> Result<Vec<TargetRun>, String> {
-    run_ringraft_as(config, data_root, false)
+    run_ringraft_as(config, data_root, false, progress)
 }
 
 /// Addresses where nothing listens (bound, then released): connecting is refused at once.
@@ -339,6 +361,7 @@ fn run_ringraft_as(
     config: &BenchConfig,
     data_root: &Path,
     break_writes: bool,
+    progress: progress::Mode,
 ) -> Result<Vec<TargetRun>, String> {
     let settings = effective_node_settings(config);
     let emulate = config.network.is_some()
@@ -368,7 +391,17 @@ fn run_ringraft_as(
         let (recorder, conducted) = std::thread::scope(|scope| {
             let conductor =
                 scope.spawn(|| drill::conduct(&mut cluster, config, window_start, window_end));
-            let recorder = ringraft_target::run(addrs, &workload, config.load_threads);
+            let live = std::sync::Arc::new(progress::Live::default());
+            let printer = progress::Printer::start(
+                progress,
+                "ringraft".into(),
+                Some(live.clone()),
+                window_start,
+                window_end,
+                Some(elections_of(addrs.clone())),
+            );
+            let recorder = ringraft_target::run(addrs, &workload, config.load_threads, Some(live));
+            printer.stop();
             let conducted = conductor
                 .join()
                 .unwrap_or_else(|_| Err("the conductor thread panicked".into()));
@@ -416,6 +449,7 @@ fn run_etcd(
     config: &BenchConfig,
     data_root: &Path,
     versions: &mut BTreeMap<String, String>,
+    progress: progress::Mode,
 ) -> Result<Vec<TargetRun>, String> {
     use crate::loadgen::etcd_target;
     let etcd = etcd::EtcdCluster::start(config.nodes, data_root, config.base_port + 100)?;
@@ -431,8 +465,17 @@ fn run_etcd(
             usage::Sampler::new(data_root).during(window_start, window_start + workload.duration);
         let addrs = endpoints.clone();
         failure::check_reachable("etcd", &addrs)?;
-        let recorder: Recorder =
-            etcd_target::run(endpoints.clone(), &workload, config.load_threads)?;
+        let printer = progress::Printer::start(
+            progress,
+            "etcd".into(),
+            None,
+            window_start,
+            window_start + workload.duration,
+            None,
+        );
+        let recorder = etcd_target::run(endpoints.clone(), &workload, config.load_threads);
+        printer.stop();
+        let recorder: Recorder = recorder?;
         failure::check_any_success("etcd", &addrs, &recorder)?;
         reports.push(TargetRun {
             report: LoadReport::new("etcd", &workload, &recorder),
@@ -450,6 +493,7 @@ fn run_etcd(
     _: &BenchConfig,
     _: &Path,
     _: &mut BTreeMap<String, String>,
+    _: progress::Mode,
 ) -> Result<Vec<TargetRun>, String> {
     let _: Option<Recorder> = None;
     Err(NO_ETCD_FEATURE.into())

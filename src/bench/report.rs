@@ -8,7 +8,7 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::config::BenchConfig;
-use super::svg::{line_chart, Series, XAxis};
+use super::svg::{line_chart, line_chart_with_band, Band, Series, XAxis};
 use crate::loadgen::{LoadReport, LoopMode};
 
 /// The machine a run happened on.
@@ -192,14 +192,50 @@ impl BenchReport {
                     .collect(),
             })
             .collect();
+        let warmup_s = self.config.workload.warmup.as_secs_f64();
+        let warmup = Band {
+            from: -warmup_s,
+            to: 0.0,
+            label: "warm-up (not measured)".into(),
+        };
         put(
             "throughput.svg",
-            &line_chart(
+            &line_chart_with_band(
                 &format!("{}: operations per second", self.config.name),
                 "seconds into the measured window",
                 "ops/s",
                 XAxis::Linear,
                 &throughput,
+                (warmup_s > 0.0).then_some(&warmup),
+            ),
+        )?;
+        let over_time: Vec<Series> = self
+            .runs
+            .iter()
+            .flat_map(|r| {
+                let per_second = &r.report.write_latency_per_second;
+                let line = |name: &str, pick: fn(&(u64, u64)) -> u64| Series {
+                    label: format!("{} {name}", self.label(r)),
+                    points: per_second
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(s, v)| {
+                            v.as_ref()
+                                .map(|v| (s as f64 + 1.0, pick(v) as f64 / 1000.0))
+                        })
+                        .collect(),
+                };
+                [line("p50", |v| v.0), line("p99", |v| v.1)]
+            })
+            .collect();
+        put(
+            "latency-over-time.svg",
+            &line_chart(
+                &format!("{}: write latency per second (p50, p99)", self.config.name),
+                "seconds into the measured window",
+                "latency (ms)",
+                XAxis::Linear,
+                &over_time,
             ),
         )?;
         let spectrum: Vec<Series> = self
@@ -397,7 +433,7 @@ impl BenchReport {
                 let _ = writeln!(md, "- {d}");
             }
         }
-        let _ = writeln!(md, "\nPlots: `throughput.svg`, `latency.svg`; percentile files: `*.hgrm`; all numbers: `report.json`.");
+        let _ = writeln!(md, "\nPlots: `throughput.svg`, `latency.svg`, `latency-over-time.svg`; percentile files: `*.hgrm`; all numbers: `report.json`.");
         md
     }
 }

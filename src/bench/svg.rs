@@ -37,6 +37,16 @@ fn x_of(x: f64, axis: XAxis) -> f64 {
     }
 }
 
+/// A shaded stretch of the x axis with a label (the warm-up before a measured window).
+pub struct Band {
+    /// Where it starts and ends, in data units.
+    pub from: f64,
+    /// See `from`.
+    pub to: f64,
+    /// Written inside it.
+    pub label: String,
+}
+
 /// Renders a chart.
 pub fn line_chart(
     title: &str,
@@ -45,15 +55,43 @@ pub fn line_chart(
     axis: XAxis,
     series: &[Series],
 ) -> String {
-    let frame = Frame::fit(
-        axis,
-        series
-            .iter()
-            .flat_map(|s| s.points.iter().copied())
-            .collect::<Vec<_>>()
-            .as_slice(),
-    );
+    line_chart_with_band(title, x_label, y_label, axis, series, None)
+}
+
+/// Renders a chart with an optional shaded band on the x axis.
+pub fn line_chart_with_band(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    axis: XAxis,
+    series: &[Series],
+    band: Option<&Band>,
+) -> String {
+    let mut points: Vec<(f64, f64)> = series
+        .iter()
+        .flat_map(|s| s.points.iter().copied())
+        .collect();
+    if let Some(b) = band {
+        points.extend([(b.from, 0.0), (b.to, 0.0)]);
+    }
+    let frame = Frame::fit(axis, &points);
     let mut svg = frame.axes(title, x_label, y_label);
+    if let Some(b) = band {
+        let (x0, x1) = (frame.px(b.from), frame.px(b.to));
+        let _ = writeln!(
+            svg,
+            "<rect x=\"{x0:.1}\" y=\"{TOP}\" width=\"{:.1}\" height=\"{}\" fill=\"#eee\"/>",
+            (x1 - x0).max(0.0),
+            H - TOP - BOTTOM
+        );
+        let _ = writeln!(
+            svg,
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\" fill=\"#666\">{}</text>",
+            (x0 + x1) / 2.0,
+            H - BOTTOM - 8.0,
+            escape(&b.label)
+        );
+    }
     for (i, s) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let points: Vec<String> = s
@@ -149,8 +187,11 @@ impl Frame {
         } else {
             (x_min, x_max)
         };
-        let y_max = points.iter().map(|p| p.1).fold(0.0f64, f64::max) * 1.1;
+        let y_max = points.iter().map(|p| p.1).fold(0.0f64, f64::max) * 1.05;
         let y_max = if y_max <= 0.0 { 1.0 } else { y_max };
+        // The top of the y axis is the first round tick at or above the data.
+        let step = nice_step(y_max);
+        let y_max = (y_max / step).ceil() * step;
         Frame {
             axis,
             x_min,
@@ -188,8 +229,10 @@ impl Frame {
             "<line x1=\"{LEFT}\" y1=\"{TOP}\" x2=\"{LEFT}\" y2=\"{}\" stroke=\"black\"/>",
             H - BOTTOM
         );
-        for i in 0..=5 {
-            let y = self.y_max * i as f64 / 5.0;
+        let y_step = nice_step(self.y_max);
+        let y_ticks = (self.y_max / y_step).round() as usize;
+        for i in 0..=y_ticks {
+            let y = y_step * i as f64;
             let _ = writeln!(
                 svg,
                 "<line x1=\"{LEFT}\" y1=\"{0}\" x2=\"{1}\" y2=\"{0}\" stroke=\"#ddd\"/>",
@@ -205,16 +248,12 @@ impl Frame {
             );
         }
         let x_ticks: Vec<f64> = match self.axis {
-            XAxis::Linear => (0..=5)
-                .map(|i| self.x_min + (self.x_max - self.x_min) * i as f64 / 5.0)
-                .map(|x| {
-                    if self.x_max - self.x_min >= 10.0 {
-                        x.round()
-                    } else {
-                        x
-                    }
-                })
-                .collect(),
+            XAxis::Linear => {
+                let step = nice_step(self.x_max - self.x_min);
+                let first = (self.x_min / step).ceil() as i64;
+                let last = (self.x_max / step + 1e-9).floor() as i64;
+                (first..=last).map(|i| i as f64 * step).collect()
+            }
             XAxis::Percentile => [0.0, 90.0, 99.0, 99.9, 99.99, 99.999]
                 .into_iter()
                 .filter(|&p| x_of(p, self.axis) <= self.x_max + 1e-9)
@@ -266,15 +305,36 @@ fn legend(svg: &mut String, i: usize, color: &str, label: &str) {
     );
 }
 
+/// A round step (1, 2 or 5 times a power of ten) that cuts `range` into about five parts.
+fn nice_step(range: f64) -> f64 {
+    if range <= 0.0 || !range.is_finite() {
+        return 1.0;
+    }
+    let raw = range / 5.0;
+    let power = 10f64.powf(raw.log10().floor());
+    let step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * power)
+        .find(|&s| s >= raw)
+        .unwrap_or(10.0 * power);
+    step
+}
+
+/// A tick label: round values written without needless decimals (70k, 2.5k, 0.2).
 fn short(v: f64) -> String {
-    if v >= 1e6 {
-        format!("{:.1}M", v / 1e6)
-    } else if v >= 1e3 {
-        format!("{:.1}k", v / 1e3)
-    } else if v >= 10.0 {
-        format!("{v:.0}")
+    let trim = |s: String| {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    };
+    if v.abs() >= 1e6 {
+        format!("{}M", trim(format!("{:.2}", v / 1e6)))
+    } else if v.abs() >= 1e3 {
+        format!("{}k", trim(format!("{:.2}", v / 1e3)))
     } else {
-        format!("{v:.2}")
+        trim(format!("{v:.3}"))
     }
 }
 
@@ -282,4 +342,45 @@ fn escape(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_and_labels_are_round() {
+        assert_eq!(nice_step(67_300.0), 20_000.0);
+        assert_eq!(nice_step(2.8), 1.0);
+        assert_eq!(nice_step(2.4), 0.5);
+        assert_eq!(nice_step(10.0), 2.0);
+        assert_eq!(short(70_000.0), "70k");
+        assert_eq!(short(2_500.0), "2.5k");
+        assert_eq!(short(0.5), "0.5");
+        assert_eq!(short(12.0), "12");
+        assert_eq!(short(1_200_000.0), "1.2M");
+    }
+
+    #[test]
+    fn the_band_is_drawn_and_ticks_are_round() {
+        let series = [Series {
+            label: "a".into(),
+            points: vec![(1.0, 67_300.0), (5.0, 60_000.0)],
+        }];
+        let band = Band {
+            from: -2.0,
+            to: 0.0,
+            label: "warm-up".into(),
+        };
+        let svg = line_chart_with_band("t", "x", "y", XAxis::Linear, &series, Some(&band));
+        assert!(svg.contains(">warm-up</text>"), "{svg}");
+        assert!(
+            svg.contains(">80k</text>") && !svg.contains("67.3k"),
+            "{svg}"
+        );
+        assert!(
+            svg.contains(">-2</text>") && svg.contains(">0</text>"),
+            "{svg}"
+        );
+    }
 }

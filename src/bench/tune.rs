@@ -35,6 +35,8 @@ pub struct TuneOptions {
     pub duration: Option<Duration>,
     /// Override the warm-up of each point.
     pub warmup: Option<Duration>,
+    /// How progress is shown while each point runs.
+    pub progress: crate::loadgen::progress::Mode,
 }
 
 /// One measured point of the grid.
@@ -258,7 +260,7 @@ pub fn run(options: &TuneOptions) -> Result<PathBuf, String> {
             usage,
             threads,
             node_view,
-        } = super::run_ringraft(config, &data_root.join("ringraft"))?
+        } = super::run_ringraft(config, &data_root.join("ringraft"), options.progress)?
             .into_iter()
             .next()
             .ok_or("the config produced no workload")?;
@@ -518,6 +520,7 @@ mod tests {
             results_dir: "r".into(),
             duration: None,
             warmup: None,
+            progress: crate::loadgen::progress::Mode::Quiet,
         };
         let c = point_config(
             &text,

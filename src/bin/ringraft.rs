@@ -386,6 +386,10 @@ struct RunArgs {
     /// Where results go.
     #[arg(long, default_value = "results")]
     results_dir: PathBuf,
+    /// No progress lines while runs run (by default: one line updated every second on a
+    /// terminal, a line every 5 s otherwise).
+    #[arg(long)]
+    quiet: bool,
 }
 
 /// `ringraft tune`.
@@ -427,6 +431,7 @@ fn run_tune(args: TuneArgs) -> ExitCode {
         results_dir: args.run.results_dir,
         duration: args.run.duration_s.map(Duration::from_secs_f64),
         warmup: args.run.warmup_s.map(Duration::from_secs_f64),
+        progress: ringraft::loadgen::progress::Mode::detect(args.run.quiet),
     };
     match ringraft::bench::tune::run(&options) {
         Ok(_) => ExitCode::SUCCESS,
@@ -458,6 +463,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         repeat: args.repeat,
         etcd_route: args.etcd_route,
         break_ringraft_writes: args.test_break_ringraft_writes,
+        progress: ringraft::loadgen::progress::Mode::detect(args.run.quiet),
         results_dir: args.run.results_dir,
         duration: args
             .run
@@ -531,6 +537,10 @@ struct LoadArgs {
     /// Write the write-latency percentile distribution (.hgrm) here.
     #[arg(long)]
     hgrm: Option<PathBuf>,
+    /// No progress lines while the load runs (by default: one line updated every second on a
+    /// terminal, a line every 5 s otherwise).
+    #[arg(long)]
+    quiet: bool,
 }
 
 fn run_load(args: LoadArgs) -> ExitCode {
@@ -567,18 +577,30 @@ fn run_load(args: LoadArgs) -> ExitCode {
         );
         return ExitCode::from(1);
     }
-    if let Err(e) = failure::check_reachable(&args.target, &args.cluster) {
-        eprintln!("ringraft load: {e}");
-        return ExitCode::from(1);
-    }
+    let live = std::sync::Arc::new(ringraft::loadgen::progress::Live::default());
+    let window_start = std::time::Instant::now() + workload.warmup;
+    let ringraft = args.target == "ringraft";
+    let printer = ringraft::loadgen::progress::Printer::start(
+        ringraft::loadgen::progress::Mode::detect(args.quiet),
+        args.target.clone(),
+        ringraft.then(|| live.clone()),
+        window_start,
+        window_start + workload.duration,
+        ringraft.then(|| ringraft::bench::elections_of(args.cluster.clone())),
+    );
     let result = match args.target.as_str() {
-        "ringraft" => {
-            ringraft::loadgen::ringraft_target::run(args.cluster.clone(), &workload, args.threads)
-        }
+        "ringraft" => failure::check_reachable("ringraft", &args.cluster).and_then(|()| {
+            ringraft::loadgen::ringraft_target::run(
+                args.cluster.clone(),
+                &workload,
+                args.threads,
+                Some(live),
+            )
+        }),
         #[cfg(feature = "etcd")]
-        "etcd" => {
+        "etcd" => failure::check_reachable("etcd", &args.cluster).and_then(|()| {
             ringraft::loadgen::etcd_target::run(args.cluster.clone(), &workload, args.threads)
-        }
+        }),
         #[cfg(not(feature = "etcd"))]
         "etcd" => Err(
             "this build has no etcd target: rebuild with `cargo build --release --features etcd` \
@@ -587,6 +609,7 @@ fn run_load(args: LoadArgs) -> ExitCode {
         ),
         other => unreachable!("target `{other}` was refused above"),
     };
+    printer.stop();
     let recorder = match result {
         Ok(r) => r,
         Err(e) => {

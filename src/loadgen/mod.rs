@@ -5,6 +5,7 @@
 #[cfg(feature = "etcd")]
 pub mod etcd_target;
 pub mod failure;
+pub mod progress;
 pub mod recorder;
 pub mod report;
 pub mod retry;

@@ -56,6 +56,9 @@ pub struct Recorder {
     pub per_second: Vec<SecondBucket>,
     /// Failures by kind.
     pub errors: BTreeMap<String, u64>,
+    /// Write latencies in microseconds, per second of the window (by completion time), at two
+    /// significant digits: the latency-over-time plot, where stalls show.
+    pub per_second_writes: Vec<Histogram<u64>>,
     /// Successful completions per millisecond of the window (by completion time): the timeline
     /// a failover drill reads its unavailability window from.
     pub acks_per_ms: Vec<u32>,
@@ -82,6 +85,12 @@ impl Recorder {
             reads_failed: 0,
             failure_latency: crate::loadgen::RetryPolicy::default().request_timeout,
             per_second: vec![SecondBucket::default(); seconds],
+            per_second_writes: (0..seconds)
+                .map(|_| {
+                    Histogram::new_with_bounds(1, LATENCY_US_MAX, 2)
+                        .expect("valid histogram bounds")
+                })
+                .collect(),
             errors: BTreeMap::new(),
             acks_per_ms: vec![0; (window.as_millis() as usize + 1).min(TIMELINE_MS_MAX)],
         }
@@ -152,6 +161,9 @@ impl Recorder {
             (Ok(()), OpKind::Write) => {
                 self.writes_ok += 1;
                 self.per_second[second].writes += 1;
+                self.per_second_writes[second]
+                    .record(us)
+                    .expect("clamped into bounds");
             }
             (Ok(()), OpKind::Read) => {
                 self.reads_ok += 1;
@@ -180,6 +192,13 @@ impl Recorder {
             mine.writes += theirs.writes;
             mine.reads += theirs.reads;
             mine.errors += theirs.errors;
+        }
+        for (mine, theirs) in self
+            .per_second_writes
+            .iter_mut()
+            .zip(&other.per_second_writes)
+        {
+            mine.add(theirs).expect("same bounds");
         }
         for (mine, theirs) in self.acks_per_ms.iter_mut().zip(&other.acks_per_ms) {
             *mine = mine.saturating_add(*theirs);

@@ -63,6 +63,8 @@ pub struct LoadReport {
     pub errors: BTreeMap<String, u64>,
     /// Per-second counts.
     pub per_second: Vec<SecondBucket>,
+    /// Per second of the window: write p50 and p99 in microseconds (None: no write completed).
+    pub write_latency_per_second: Vec<Option<(u64, u64)>>,
     /// `.hgrm` text of the write latency histogram.
     #[serde(skip)]
     pub write_hgrm: String,
@@ -89,6 +91,14 @@ impl LoadReport {
             read_latency: (!recorder.reads.is_empty()).then(|| Percentiles::of(&recorder.reads)),
             errors: recorder.errors.clone(),
             per_second,
+            write_latency_per_second: recorder
+                .per_second_writes
+                .iter()
+                .take(recorder.window().as_secs().max(1) as usize)
+                .map(|h| {
+                    (!h.is_empty()).then(|| (h.value_at_quantile(0.5), h.value_at_quantile(0.99)))
+                })
+                .collect(),
             write_hgrm: hgrm(&recorder.writes),
             read_hgrm: hgrm(&recorder.reads),
             write_spectrum: spectrum(&recorder.writes),

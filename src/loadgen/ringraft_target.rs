@@ -5,10 +5,12 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use glommio::{LocalExecutorBuilder, Placement};
 
+use super::progress::{Live, PUBLISH_INTERVAL};
 use super::recorder::{OpKind, Recorder};
 use super::retry::RetryPolicy;
 use super::workload::{LoopMode, Op, OpGen, Workload};
@@ -20,22 +22,32 @@ use crate::wire::{ClientError, Request};
 const OPEN_LOOP_INFLIGHT_MAX: usize = 4096;
 
 /// Runs `workload` against the cluster at `members` with `threads` load threads.
+/// With `live`, each thread publishes its recording there as it goes (see `progress`).
 pub fn run(
     members: Vec<SocketAddr>,
     workload: &Workload,
     threads: usize,
+    live: Option<Arc<Live>>,
 ) -> Result<Recorder, String> {
     workload.validate()?;
     let start = Instant::now();
     let window_start = start + workload.warmup;
     let mut handles = Vec::new();
     for thread in 0..threads.max(1) {
-        let (members, workload) = (members.clone(), workload.clone());
+        let (members, workload, live) = (members.clone(), workload.clone(), live.clone());
         let handle = LocalExecutorBuilder::new(Placement::Unbound)
             .name("load")
             .io_memory(1 << 20)
             .spawn(move || async move {
-                run_thread(members, workload, thread, threads.max(1), window_start).await
+                run_thread(
+                    members,
+                    workload,
+                    thread,
+                    threads.max(1),
+                    window_start,
+                    live,
+                )
+                .await
             })
             .map_err(|e| format!("cannot start a load thread: {e}"))?;
         handles.push(handle);
@@ -57,12 +69,23 @@ async fn run_thread(
     thread: usize,
     threads: usize,
     window_start: Instant,
+    live: Option<Arc<Live>>,
 ) -> Recorder {
     let policy = RetryPolicy::default();
     let recorder = Rc::new(RefCell::new(
         Recorder::new(window_start, workload.duration).failing_at(policy.request_timeout),
     ));
     let end = window_start + workload.duration;
+    let done = Rc::new(std::cell::Cell::new(false));
+    let publisher = live.map(|live| {
+        let (recorder, done) = (recorder.clone(), done.clone());
+        glommio::spawn_local(async move {
+            while !done.get() {
+                glommio::timer::sleep(PUBLISH_INTERVAL).await;
+                live.publish(thread, &recorder.borrow());
+            }
+        })
+    });
     let mut tasks = Vec::new();
     let salt = std::process::id() as u64;
     for connection in (thread..workload.connections()).step_by(threads) {
@@ -108,6 +131,10 @@ async fn run_thread(
     }
     for task in tasks {
         task.await;
+    }
+    done.set(true);
+    if let Some(publisher) = publisher {
+        publisher.await;
     }
     Rc::try_unwrap(recorder)
         .ok()
