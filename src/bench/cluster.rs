@@ -126,6 +126,18 @@ impl Cluster {
         Ok(())
     }
 
+    /// Client addresses with their node ids, for a client that follows leader hints.
+    pub fn client_members(&self) -> Vec<crate::client::MemberAddr> {
+        self.client_addrs
+            .iter()
+            .enumerate()
+            .map(|(i, &addr)| crate::client::MemberAddr {
+                id: Some(i as u64 + 1),
+                addr,
+            })
+            .collect()
+    }
+
     /// Stats of every node that answers, by node id (node id = position + 1).
     pub fn all_stats(&self, timeout: Duration) -> Vec<Option<NodeStats>> {
         self.client_addrs

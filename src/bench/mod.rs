@@ -207,7 +207,7 @@ pub(crate) fn run_ringraft(
     )?;
     let mut reports = Vec::new();
     for workload in config.workloads() {
-        let addrs = cluster.client_addrs.clone();
+        let addrs = cluster.client_members();
         let window_start = std::time::Instant::now() + workload.warmup;
         let window_end = window_start + workload.duration;
         let sampler = usage::Sampler::new(data_root).during(window_start, window_end);

@@ -15,7 +15,7 @@ enum Cli {
     Put {
         /// Client addresses of the nodes, comma separated.
         #[arg(long, value_delimiter = ',', required = true)]
-        cluster: Vec<std::net::SocketAddr>,
+        cluster: Vec<ringraft::client::MemberAddr>,
         /// The key.
         key: String,
         /// The value.
@@ -25,7 +25,7 @@ enum Cli {
     Get {
         /// Client addresses of the nodes, comma separated.
         #[arg(long, value_delimiter = ',', required = true)]
-        cluster: Vec<std::net::SocketAddr>,
+        cluster: Vec<ringraft::client::MemberAddr>,
         /// The key.
         key: String,
         /// Read the local state machine of whichever node answers, possibly stale.
@@ -127,9 +127,16 @@ struct NodeArgs {
     #[arg(long)]
     id: Option<u64>,
     /// Every member as id=peer_addr/client_addr, comma separated, e.g.
-    /// 1=127.0.0.1:7001/127.0.0.1:8001,2=127.0.0.1:7002/127.0.0.1:8002,...
+    /// 1=127.0.0.1:7001/127.0.0.1:8001,2=127.0.0.1:7002/127.0.0.1:8002,... These are the
+    /// advertised addresses (hosts may be DNS names, resolved at start and on each reconnect).
     #[arg(long)]
     members: Option<String>,
+    /// Where this node listens for peers, e.g. 0.0.0.0:7001 (default: its advertised peer address).
+    #[arg(long)]
+    peer_listen: Option<std::net::SocketAddr>,
+    /// Where this node listens for clients (default: its advertised client address).
+    #[arg(long)]
+    client_listen: Option<std::net::SocketAddr>,
     /// Where the log, hard state and snapshots live.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -220,6 +227,8 @@ fn node_config(
     if let (Some(dir), Some(_)) = (args.data_dir, &args.config) {
         config.data_dir = dir;
     }
+    config.peer_listen_addr = args.peer_listen.or(config.peer_listen_addr);
+    config.client_listen_addr = args.client_listen.or(config.client_listen_addr);
     config.tick_ms = args.tick_ms.unwrap_or(config.tick_ms);
     config.election_ticks = args.election_ticks.unwrap_or(config.election_ticks);
     config.heartbeat_ticks = args.heartbeat_ticks.unwrap_or(config.heartbeat_ticks);
@@ -265,12 +274,12 @@ fn run_node(args: NodeArgs) -> ExitCode {
 }
 
 /// Runs one client future on a small executor and prints its result.
-fn run_client<F, Fut>(members: Vec<std::net::SocketAddr>, f: F) -> ExitCode
+fn run_client<F, Fut>(members: Vec<ringraft::client::MemberAddr>, f: F) -> ExitCode
 where
     F: FnOnce(ringraft::client::Client) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<String, ringraft::client::Error>>,
 {
-    let client_id = std::process::id() as u64 | (1 << 40);
+    let client_id = ringraft::loadgen::process::random_session_id();
     let result = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(1 << 20)
         .spawn(move || async move {
@@ -424,9 +433,10 @@ fn run_bench(args: BenchArgs) -> ExitCode {
 /// `ringraft load`.
 #[derive(clap::Args)]
 struct LoadArgs {
-    /// Client addresses of the cluster's nodes, comma separated.
+    /// Client addresses of the cluster's nodes, comma separated, each as ID=ADDR (leader hints
+    /// name node ids, so a client given ids goes straight to the leader) or a bare ADDR.
     #[arg(long, value_delimiter = ',', required = true)]
-    cluster: Vec<std::net::SocketAddr>,
+    cluster: Vec<ringraft::client::MemberAddr>,
     /// What the cluster is: `ringraft`, or `etcd` (v3 gRPC API; needs a build with --features etcd).
     #[arg(long, default_value = "ringraft")]
     target: String,
@@ -469,6 +479,17 @@ struct LoadArgs {
     /// Write the write-latency percentile distribution (.hgrm) here.
     #[arg(long)]
     hgrm: Option<PathBuf>,
+    /// Write the measured window's latency histograms here as an HdrHistogram interval log (V2,
+    /// compressed), which `ringraft bench --hosts` adds up across load processes.
+    #[arg(long)]
+    hlog: Option<PathBuf>,
+    /// Seed of the key streams; give each load process of one run its own.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Start the load (its warm-up) at this wall-clock time, Unix milliseconds, so that load
+    /// processes on several hosts start together.
+    #[arg(long)]
+    start_at_unix_ms: Option<u64>,
 }
 
 fn run_load(args: LoadArgs) -> ExitCode {
@@ -493,14 +514,26 @@ fn run_load(args: LoadArgs) -> ExitCode {
         linearizable_reads: !args.stale_reads,
         warmup: Duration::from_secs_f64(args.warmup_s),
         duration: Duration::from_secs_f64(args.duration_s),
-        seed: 1,
+        seed: args.seed,
     };
+    if let Some(at) = args.start_at_unix_ms {
+        // A start further ahead than this is a clock problem, not a plan.
+        if let Err(e) = ringraft::loadgen::process::wait_until(at, Duration::from_secs(300)) {
+            eprintln!("ringraft load: --start-at-unix-ms: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let started_unix_ms = ringraft::loadgen::process::unix_ms_now();
     let result = match args.target.as_str() {
         "ringraft" => {
             ringraft::loadgen::ringraft_target::run(args.cluster, &workload, args.threads)
         }
         #[cfg(feature = "etcd")]
-        "etcd" => ringraft::loadgen::etcd_target::run(args.cluster, &workload, args.threads),
+        "etcd" => ringraft::loadgen::etcd_target::run(
+            args.cluster.iter().map(|m| m.addr).collect(),
+            &workload,
+            args.threads,
+        ),
         #[cfg(not(feature = "etcd"))]
         "etcd" => Err(
             "this build has no etcd target: rebuild with `cargo build --release --features etcd` \
@@ -516,7 +549,34 @@ fn run_load(args: LoadArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let report = LoadReport::new(&args.target, &workload, &recorder);
+    let mut report = LoadReport::new(&args.target, &workload, &recorder);
+    report.process = Some(ringraft::loadgen::process::LoadProcess {
+        pid: std::process::id(),
+        hostname: ringraft::loadgen::process::hostname(),
+        seed: args.seed,
+        started_unix_ms,
+        sessions: recorder.sessions.clone(),
+    });
+    if let Some(path) = &args.hlog {
+        let window_start_unix = Duration::from_millis(started_unix_ms) + workload.warmup;
+        let histograms = ringraft::loadgen::hlog::WindowHistograms {
+            writes: recorder.writes.clone(),
+            reads: recorder.reads.clone(),
+            window_start_unix,
+            window: workload.duration,
+        };
+        let comments = [format!(
+            "ringraft load: pid {} on {}, seed {}, {}; latency in microseconds",
+            std::process::id(),
+            ringraft::loadgen::process::hostname(),
+            args.seed,
+            workload.describe()
+        )];
+        if let Err(e) = ringraft::loadgen::hlog::write(path, &histograms, &comments) {
+            eprintln!("ringraft load: {e}");
+            return ExitCode::from(1);
+        }
+    }
     if args.json {
         println!(
             "{}",
@@ -602,7 +662,7 @@ fn main() -> ExitCode {
                 |v| String::from_utf8_lossy(&v).into_owned(),
             ))
         }),
-        Cli::Stats { addr } => run_client(vec![addr], |c| async move {
+        Cli::Stats { addr } => run_client(vec![addr.into()], |c| async move {
             let s = c.stats().await?;
             Ok(format!(
                 "node {} role {:?} term {} leader {:?}\ncommit_index {} applied_index {} last_log_index {}\nelections {} proposals {} snapshots {}\n\

@@ -4,6 +4,8 @@
 
 #[cfg(feature = "etcd")]
 pub mod etcd_target;
+pub mod hlog;
+pub mod process;
 pub mod recorder;
 pub mod report;
 pub mod ringraft_target;

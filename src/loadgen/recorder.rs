@@ -20,7 +20,7 @@ pub enum OpKind {
 }
 
 /// Counts of one second of the measured window.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct SecondBucket {
     /// Writes completed successfully in this second.
     pub writes: u64,
@@ -45,6 +45,8 @@ pub struct Recorder {
     /// Successful completions per millisecond of the window (by completion time): the timeline
     /// a failover drill reads its unavailability window from.
     pub acks_per_ms: Vec<u32>,
+    /// The client session ids this recording's connections used (ringraft target).
+    pub sessions: Vec<u64>,
 }
 
 /// Longest window, in milliseconds, the per-millisecond timeline covers (later completions land
@@ -65,6 +67,7 @@ impl Recorder {
             per_second: vec![SecondBucket::default(); seconds],
             errors: BTreeMap::new(),
             acks_per_ms: vec![0; (window.as_millis() as usize + 1).min(TIMELINE_MS_MAX)],
+            sessions: Vec::new(),
         }
     }
 
@@ -149,6 +152,7 @@ impl Recorder {
         for (kind, n) in &other.errors {
             *self.errors.entry(kind.clone()).or_default() += n;
         }
+        self.sessions.extend_from_slice(&other.sessions);
     }
 
     /// The measured window's length.

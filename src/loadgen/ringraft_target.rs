@@ -2,7 +2,6 @@
 //! thread; connections are spread over them).
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -10,7 +9,7 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use super::recorder::{OpKind, Recorder};
 use super::workload::{LoopMode, Op, OpGen, Workload};
-use crate::client::{Client, ClientOptions, Error};
+use crate::client::{Client, ClientOptions, Error, MemberAddr};
 use crate::wire::{ClientError, Request};
 
 /// Requests an open-loop connection may have outstanding; beyond it, the schedule's requests
@@ -19,7 +18,7 @@ const OPEN_LOOP_INFLIGHT_MAX: usize = 4096;
 
 /// Runs `workload` against the cluster at `members` with `threads` load threads.
 pub fn run(
-    members: Vec<SocketAddr>,
+    members: Vec<MemberAddr>,
     workload: &Workload,
     threads: usize,
 ) -> Result<Recorder, String> {
@@ -49,7 +48,7 @@ pub fn run(
 }
 
 async fn run_thread(
-    members: Vec<SocketAddr>,
+    members: Vec<MemberAddr>,
     workload: Workload,
     thread: usize,
     threads: usize,
@@ -58,10 +57,13 @@ async fn run_thread(
     let recorder = Rc::new(RefCell::new(Recorder::new(window_start, workload.duration)));
     let end = window_start + workload.duration;
     let mut tasks = Vec::new();
-    let salt = std::process::id() as u64;
     for connection in (thread..workload.connections()).step_by(threads) {
-        let mut options =
-            ClientOptions::new(members.clone(), (salt << 20) | (connection as u64 + 1));
+        // Random, not derived from the pid: load processes on several hosts (or in containers)
+        // share pids, and two sessions with one id would have their writes deduplicated as
+        // retries of each other.
+        let client_id = super::process::random_session_id();
+        recorder.borrow_mut().sessions.push(client_id);
+        let mut options = ClientOptions::new(members.clone(), client_id);
         options.members.rotate_left(connection % members.len());
         let client = Client::new(options);
         let gen = Rc::new(RefCell::new(OpGen::new(&workload, connection)));
