@@ -7,6 +7,7 @@ pub mod config;
 pub mod disk;
 pub mod drill;
 pub mod etcd;
+pub mod hosts;
 pub mod report;
 pub mod svg;
 pub mod tune;
