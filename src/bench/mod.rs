@@ -7,8 +7,11 @@ pub mod config;
 pub mod disk;
 pub mod drill;
 pub mod etcd;
+pub mod hostinfo;
 pub mod hosts;
+pub mod remote;
 pub mod report;
+pub mod ssh;
 pub mod svg;
 pub mod tune;
 pub mod usage;
@@ -39,6 +42,8 @@ pub struct BenchOptions {
     pub warmup: Option<Duration>,
     /// Override the config's `etcd_route`.
     pub etcd_route: Option<config::EtcdRoute>,
+    /// Run on the hosts of this inventory over SSH instead of on this machine's loopback.
+    pub hosts: Option<PathBuf>,
 }
 
 /// Runs every config; returns the report directories.
@@ -54,7 +59,10 @@ pub fn run(options: &BenchOptions) -> Result<Vec<PathBuf>, String> {
             config.etcd_route = route;
         }
         config.validate()?;
-        dirs.push(run_config(&config, options)?);
+        dirs.push(match &options.hosts {
+            Some(inventory) => remote::run_config_on_hosts(&config, options, inventory)?,
+            None => run_config(&config, options)?,
+        });
     }
     Ok(dirs)
 }

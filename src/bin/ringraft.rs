@@ -69,6 +69,20 @@ enum Cli {
         #[arg(long, default_value_t = 4.0)]
         seconds: f64,
     },
+    /// This host's facts as JSON (CPU, cores, kernel, memory; with --data-dir its disk), and
+    /// with a window what it did during it (CPU, data disk, network): what `bench --hosts` runs
+    /// on each host for its report.
+    HostProbe {
+        /// The data directory whose disk to probe and sample.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Start of the window to sample, Unix milliseconds.
+        #[arg(long, requires = "window_ms")]
+        window_start_unix_ms: Option<u64>,
+        /// Length of the window, milliseconds.
+        #[arg(long, requires = "window_start_unix_ms")]
+        window_ms: Option<u64>,
+    },
 }
 
 /// `ringraft log ...`
@@ -322,6 +336,10 @@ struct BenchArgs {
     /// config's `etcd_route`; default spread.
     #[arg(long, value_enum)]
     etcd_route: Option<ringraft::bench::config::EtcdRoute>,
+    /// Run on real hosts over SSH, as listed in this inventory (see
+    /// bench-configs/hosts.example.toml); without it everything runs on this machine.
+    #[arg(long, value_name = "HOSTS.toml")]
+    hosts: Option<PathBuf>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -409,6 +427,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         compare_etcd: args.compare.is_some(),
         repeat: args.repeat,
         etcd_route: args.etcd_route,
+        hosts: args.hosts,
         results_dir: args.run.results_dir,
         duration: args
             .run
@@ -425,6 +444,41 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("ringraft bench: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run_host_probe(data_dir: Option<PathBuf>, window: Option<(u64, u64)>) -> ExitCode {
+    use ringraft::bench::hostinfo::{sample_window, HostFacts, HostProbe};
+    if let Some(dir) = &data_dir {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("ringraft host-probe: cannot create {}: {e}", dir.display());
+            return ExitCode::from(1);
+        }
+    }
+    let probe = match window {
+        // A sampling run does not probe the disk: it would compete with the benchmark's writes.
+        Some((start, ms)) => HostProbe {
+            facts: HostFacts::detect(None),
+            window: Some(sample_window(
+                data_dir.as_deref().unwrap_or(std::path::Path::new("/")),
+                start,
+                std::time::Duration::from_millis(ms),
+            )),
+        },
+        None => HostProbe {
+            facts: HostFacts::detect(data_dir.as_deref()),
+            window: None,
+        },
+    };
+    match serde_json::to_string(&probe) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringraft host-probe: {e}");
             ExitCode::from(1)
         }
     }
@@ -597,6 +651,11 @@ fn run_load(args: LoadArgs) -> ExitCode {
 fn main() -> ExitCode {
     match Cli::parse() {
         Cli::Log(cmd) => run_log(cmd),
+        Cli::HostProbe {
+            data_dir,
+            window_start_unix_ms,
+            window_ms,
+        } => run_host_probe(data_dir, window_start_unix_ms.zip(window_ms)),
         Cli::DiskProbe {
             dir,
             bytes,
