@@ -329,3 +329,21 @@ load_processes = 2
         );
     }
 }
+
+#[cfg(test)]
+mod shipped {
+    #[test]
+    fn the_shipped_example_inventory_and_config_parse() {
+        let inv = super::Inventory::from_file(std::path::Path::new(
+            "bench-configs/hosts.example.toml",
+        ))
+        .unwrap();
+        assert_eq!(inv.with(super::Role::Node).len(), 3);
+        let config = crate::bench::BenchConfig::from_file(std::path::Path::new(
+            "bench-configs/c7g-3node-1kb.toml",
+        ))
+        .unwrap();
+        config.validate().unwrap();
+        assert_eq!(config.nodes, inv.with(super::Role::Node).len());
+    }
+}
