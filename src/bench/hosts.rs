@@ -334,10 +334,9 @@ load_processes = 2
 mod shipped {
     #[test]
     fn the_shipped_example_inventory_and_config_parse() {
-        let inv = super::Inventory::from_file(std::path::Path::new(
-            "bench-configs/hosts.example.toml",
-        ))
-        .unwrap();
+        let inv =
+            super::Inventory::from_file(std::path::Path::new("bench-configs/hosts.example.toml"))
+                .unwrap();
         assert_eq!(inv.with(super::Role::Node).len(), 3);
         let config = crate::bench::BenchConfig::from_file(std::path::Path::new(
             "bench-configs/c7g-3node-1kb.toml",

@@ -284,6 +284,8 @@ impl HostsReport {
 /// What a multi-host target run returns.
 pub(crate) struct HostsRun {
     pub report: LoadReport,
+    /// Leaders and elections seen from the nodes' counters (ringraft only).
+    pub cluster: Option<super::drill::ClusterObservation>,
     pub usage_by_host: Vec<(String, HostWindow)>,
     pub processes: Vec<ProcessSummary>,
     pub peer_lines: Vec<(String, Vec<String>)>,
@@ -517,6 +519,7 @@ pub(crate) fn run_ringraft(
         return Err(format!("{e}\n{}", logs.join("\n")));
     }
     let cluster_arg: Vec<String> = client_members.iter().map(|m| m.to_string()).collect();
+    let before = all_stats(&client_members);
     let run = run_load(
         config,
         hosts,
@@ -525,6 +528,7 @@ pub(crate) fn run_ringraft(
         "ringraft",
         &cluster_arg.join(","),
     );
+    let after = all_stats(&client_members);
     let peer_lines = nodes
         .iter()
         .enumerate()
@@ -541,7 +545,46 @@ pub(crate) fn run_ringraft(
     launched.stop("node")?;
     let mut run = run?;
     run.peer_lines = peer_lines;
+    run.cluster = Some(observe(&before, &after));
     Ok(run)
+}
+
+fn all_stats(members: &[crate::client::MemberAddr]) -> Vec<Option<crate::wire::NodeStats>> {
+    members
+        .iter()
+        .map(|m| super::cluster::stats(m.addr, Duration::from_secs(1)).ok())
+        .collect()
+}
+
+/// Elections and campaigns over the load, summed over the nodes, and the leader at each end.
+fn observe(
+    before: &[Option<crate::wire::NodeStats>],
+    after: &[Option<crate::wire::NodeStats>],
+) -> super::drill::ClusterObservation {
+    let leader = |stats: &[Option<crate::wire::NodeStats>]| {
+        stats
+            .iter()
+            .flatten()
+            .find(|s| s.role == RaftRole::Leader)
+            .map(|s| s.node_id)
+    };
+    let growth = |of: fn(&crate::wire::NodeStats) -> u64| -> u64 {
+        before
+            .iter()
+            .zip(after)
+            .map(|(b, a)| match (b, a) {
+                (Some(b), Some(a)) => of(a).saturating_sub(of(b)),
+                _ => 0,
+            })
+            .sum()
+    };
+    super::drill::ClusterObservation {
+        leader_before: leader(before),
+        leader_after: leader(after),
+        elections: growth(|s| s.elections),
+        campaigns: growth(|s| s.campaigns),
+        ..Default::default()
+    }
 }
 
 fn bind_addr(host: &str, port: u16) -> String {
@@ -787,6 +830,7 @@ fn run_load(
         processes,
         peer_lines: Vec::new(),
         hlogs,
+        cluster: None,
     })
 }
 
@@ -907,13 +951,13 @@ mod tests {
     }
 }
 
-/// `ringraft bench CONFIG --hosts HOSTS.toml`: one config across the inventory's hosts. The
-/// report is written only when every step succeeded.
-pub fn run_config_on_hosts(
+/// Reads the inventory, checks it fits `config` (one node host per node, no emulated network
+/// or failover drill), and prepares its hosts.
+pub fn prepare_for(
     config: &BenchConfig,
-    options: &super::BenchOptions,
     inventory_path: &Path,
-) -> Result<PathBuf, String> {
+    stamp: &str,
+) -> Result<Hosts, String> {
     if config.network.is_some() || config.failover.is_some() {
         return Err(format!(
             "config {}: link emulation and failover drills run on one machine only; on real hosts the network is real (drop [network] / [failover] or run without --hosts)",
@@ -931,16 +975,25 @@ pub fn run_config_on_hosts(
         ));
     }
     super::ssh::catch_interrupts();
+    Hosts::prepare(inventory, stamp)
+}
+
+/// `ringraft bench CONFIG --hosts HOSTS.toml`: one config across the inventory's hosts. The
+/// report is written only when every step succeeded.
+pub fn run_config_on_hosts(
+    config: &BenchConfig,
+    options: &super::BenchOptions,
+    inventory_path: &Path,
+) -> Result<PathBuf, String> {
     let (started_at, stamp) = super::report::timestamp();
     let out_dir = options.results_dir.join(&config.name).join(&stamp);
     eprintln!(
-        "bench {} on {} hosts from {}: {}",
+        "bench {} on the hosts of {}: {}",
         config.name,
-        inventory.hosts.len(),
         inventory_path.display(),
         config.workload.describe()
     );
-    let hosts = Hosts::prepare(inventory, &stamp)?;
+    let hosts = prepare_for(config, inventory_path, &stamp)?;
     let mut launched = Launched::default();
     let mut runs = Vec::new();
     let mut hosts_runs = Vec::new();
@@ -969,7 +1022,7 @@ pub fn run_config_on_hosts(
                     repeat,
                     point,
                     report: run.report.clone(),
-                    cluster: None,
+                    cluster: run.cluster.clone(),
                     usage: None,
                 });
                 hosts_runs.push((target.clone(), run));
