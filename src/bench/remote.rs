@@ -951,6 +951,26 @@ mod tests {
     }
 }
 
+/// One point of `ringraft tune --hosts`: the config's first workload against ringraft on the
+/// hosts.
+pub(crate) fn tune_point(
+    config: &BenchConfig,
+    hosts: &Hosts,
+    launched: &mut Launched,
+) -> Result<super::TargetRun, String> {
+    let workload = config
+        .workloads()
+        .into_iter()
+        .next()
+        .ok_or("the config produced no workload")?;
+    let run = run_ringraft(config, hosts, launched, &workload)?;
+    Ok(super::TargetRun {
+        report: run.report,
+        cluster: run.cluster,
+        usage: None,
+    })
+}
+
 /// Reads the inventory, checks it fits `config` (one node host per node, no emulated network
 /// or failover drill), and prepares its hosts.
 pub fn prepare_for(

@@ -372,6 +372,9 @@ struct TuneArgs {
     /// The best point is the fastest with p99 at or below this bound (and no errors).
     #[arg(long)]
     p99_max_ms: Option<f64>,
+    /// Run every point on real hosts over SSH, as listed in this inventory.
+    #[arg(long, value_name = "HOSTS.toml")]
+    hosts: Option<PathBuf>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -397,6 +400,7 @@ fn run_tune(args: TuneArgs) -> ExitCode {
         results_dir: args.run.results_dir,
         duration: args.run.duration_s.map(Duration::from_secs_f64),
         warmup: args.run.warmup_s.map(Duration::from_secs_f64),
+        hosts: args.hosts,
     };
     match ringraft::bench::tune::run(&options) {
         Ok(_) => ExitCode::SUCCESS,
