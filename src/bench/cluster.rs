@@ -137,6 +137,18 @@ impl Cluster {
         Ok(())
     }
 
+    /// Client addresses with their node ids, for a client that follows leader hints.
+    pub fn client_members(&self) -> Vec<crate::client::MemberAddr> {
+        self.client_addrs
+            .iter()
+            .enumerate()
+            .map(|(i, &addr)| crate::client::MemberAddr {
+                id: Some(i as u64 + 1),
+                addr,
+            })
+            .collect()
+    }
+
     /// Stats of every node that answers, by node id (node id = position + 1).
     pub fn all_stats(&self, timeout: Duration) -> Vec<Option<NodeStats>> {
         self.client_addrs
@@ -147,13 +159,7 @@ impl Cluster {
 
     /// (Re)starts node `id`.
     pub fn start_node(&mut self, id: u64) -> Result<(), String> {
-        let exe =
-            std::env::current_exe().map_err(|e| format!("cannot find the ringraft binary: {e}"))?;
-        let exe = if exe.file_name().is_some_and(|n| n == "ringraft") {
-            exe
-        } else {
-            ringraft_binary()?
-        };
+        let exe = local_binary()?;
         let dir = self.data_root.join(format!("node{id}"));
         let log = std::fs::File::create(self.data_root.join(format!("node{id}.log")))
             .map_err(|e| e.to_string())?;
@@ -167,55 +173,9 @@ impl Cluster {
             .arg(&dir)
             .arg("--metrics-addr")
             .arg(self.metrics_addrs[(id - 1) as usize].to_string());
-        let s = &self.settings;
-        let flags = [
-            ("--tick-ms", s.tick_ms.map(|v| v.to_string())),
-            ("--election-ticks", s.election_ticks.map(|v| v.to_string())),
-            (
-                "--heartbeat-ticks",
-                s.heartbeat_ticks.map(|v| v.to_string()),
-            ),
-            (
-                "--snapshot-threshold",
-                s.snapshot_threshold.map(|v| v.to_string()),
-            ),
-            (
-                "--snapshot-log-factor",
-                s.snapshot_log_factor.map(|v| v.to_string()),
-            ),
-            ("--segment-bytes", s.segment_bytes.map(|v| v.to_string())),
-            ("--rtt-ms", s.rtt_ms.map(|v| v.to_string())),
-            ("--election-ms", s.election_ms.map(|v| v.to_string())),
-            ("--heartbeat-ms", s.heartbeat_ms.map(|v| v.to_string())),
-            (
-                "--batch-entries-max",
-                s.batch_entries_max.map(|v| v.to_string()),
-            ),
-            (
-                "--batch-bytes-max",
-                s.batch_bytes_max.map(|v| v.to_string()),
-            ),
-            (
-                "--inflight-msgs-max",
-                s.inflight_msgs_max.map(|v| v.to_string()),
-            ),
-            (
-                "--inflight-bytes-max",
-                s.inflight_bytes_max.map(|v| v.to_string()),
-            ),
-            ("--pre-vote", s.pre_vote.map(|v| v.to_string())),
-            ("--check-quorum", s.check_quorum.map(|v| v.to_string())),
-            (
-                "--emulation",
-                self.emulations
-                    .as_ref()
-                    .map(|_| self.emulation_path(id).display().to_string()),
-            ),
-        ];
-        for (flag, value) in flags {
-            if let Some(value) = value {
-                cmd.arg(flag).arg(value);
-            }
+        cmd.args(node_flags(&self.settings));
+        if self.emulations.is_some() {
+            cmd.arg("--emulation").arg(self.emulation_path(id));
         }
         cmd.stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
@@ -299,6 +259,65 @@ impl Drop for Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+}
+
+/// The `ringraft node` flags that carry a bench config's node settings (unset ones are left to
+/// the node's defaults).
+pub fn node_flags(s: &NodeSettings) -> Vec<String> {
+    let flags = [
+        ("--tick-ms", s.tick_ms.map(|v| v.to_string())),
+        ("--election-ticks", s.election_ticks.map(|v| v.to_string())),
+        (
+            "--heartbeat-ticks",
+            s.heartbeat_ticks.map(|v| v.to_string()),
+        ),
+        (
+            "--snapshot-threshold",
+            s.snapshot_threshold.map(|v| v.to_string()),
+        ),
+        (
+            "--snapshot-log-factor",
+            s.snapshot_log_factor.map(|v| v.to_string()),
+        ),
+        ("--segment-bytes", s.segment_bytes.map(|v| v.to_string())),
+        ("--rtt-ms", s.rtt_ms.map(|v| v.to_string())),
+        ("--election-ms", s.election_ms.map(|v| v.to_string())),
+        ("--heartbeat-ms", s.heartbeat_ms.map(|v| v.to_string())),
+        (
+            "--batch-entries-max",
+            s.batch_entries_max.map(|v| v.to_string()),
+        ),
+        (
+            "--batch-bytes-max",
+            s.batch_bytes_max.map(|v| v.to_string()),
+        ),
+        (
+            "--inflight-msgs-max",
+            s.inflight_msgs_max.map(|v| v.to_string()),
+        ),
+        (
+            "--inflight-bytes-max",
+            s.inflight_bytes_max.map(|v| v.to_string()),
+        ),
+        ("--pre-vote", s.pre_vote.map(|v| v.to_string())),
+        ("--check-quorum", s.check_quorum.map(|v| v.to_string())),
+    ];
+    flags
+        .into_iter()
+        .filter_map(|(flag, value)| Some([flag.to_string(), value?]))
+        .flatten()
+        .collect()
+}
+
+/// This `ringraft` binary: the running executable, or (in tests) the one built next to it.
+pub fn local_binary() -> Result<PathBuf, String> {
+    let exe =
+        std::env::current_exe().map_err(|e| format!("cannot find the ringraft binary: {e}"))?;
+    if exe.file_name().is_some_and(|n| n == "ringraft") {
+        Ok(exe)
+    } else {
+        ringraft_binary()
     }
 }
 

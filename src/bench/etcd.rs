@@ -571,7 +571,12 @@ fn version_field(text: &str, label: &str) -> Option<String> {
 
 /// One HTTP/1.1 request with `Connection: close`; returns the status code and the body. etcd's
 /// client port serves both gRPC and HTTP/1.1 (`/health`, the `/v3/...` JSON gateway).
-fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> Result<(u16, String), String> {
+pub(crate) fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> Result<(u16, String), String> {
     let mut stream = TcpStream::connect_timeout(&addr, PROBE_TIMEOUT)
         .map_err(|e| format!("connect {addr}: {e}"))?;
     stream

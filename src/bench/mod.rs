@@ -7,10 +7,14 @@ pub mod config;
 pub mod disk;
 pub mod drill;
 pub mod etcd;
+pub mod hostinfo;
+pub mod hosts;
+pub mod remote;
 pub mod report;
 pub mod scrape;
 pub mod sections;
 pub mod spread;
+pub mod ssh;
 pub mod svg;
 pub mod threads;
 pub mod tune;
@@ -48,6 +52,8 @@ pub struct BenchOptions {
     pub break_ringraft_writes: bool,
     /// How progress is shown while each run runs.
     pub progress: progress::Mode,
+    /// Run on the hosts of this inventory over SSH instead of on this machine's loopback.
+    pub hosts: Option<PathBuf>,
 }
 
 /// Why `run` failed: the run could not be made, or it was made and some checks failed.
@@ -110,7 +116,10 @@ pub fn run(options: &BenchOptions) -> Result<Vec<PathBuf>, BenchError> {
     let mut dirs = Vec::new();
     let mut failed = Vec::new();
     for config in &configs {
-        let (dir, checks) = run_config(config, options)?;
+        let (dir, checks) = match &options.hosts {
+            Some(inventory) => remote::run_config_on_hosts(config, options, inventory)?,
+            None => run_config(config, options)?,
+        };
         dirs.push(dir);
         failed.extend(
             checks
@@ -379,8 +388,11 @@ fn run_ringraft_as(
         let addrs = if break_writes {
             eprintln!("test hook: the ringraft load goes to closed ports; every request fails");
             closed_addrs(cluster.client_addrs.len())?
+                .into_iter()
+                .map(crate::client::MemberAddr::from)
+                .collect()
         } else {
-            cluster.client_addrs.clone()
+            cluster.client_members()
         };
         let window_start = std::time::Instant::now() + workload.warmup;
         let window_end = window_start + workload.duration;
@@ -398,7 +410,7 @@ fn run_ringraft_as(
                 Some(live.clone()),
                 window_start,
                 window_end,
-                Some(elections_of(addrs.clone())),
+                Some(elections_of(addrs.iter().map(|m| m.addr).collect())),
             );
             let recorder = ringraft_target::run(addrs, &workload, config.load_threads, Some(live));
             printer.stop();

@@ -36,12 +36,7 @@ impl Machine {
     /// Reads the machine's facts; `data_dir` is where the nodes write.
     pub fn detect(data_dir: &Path) -> Machine {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu_model = cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .map_or("unknown".into(), |l| {
-                l.trim_start_matches([' ', '\t', ':']).to_string()
-            });
+        let cpu_model = super::hostinfo::cpu_model(&cpuinfo);
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .unwrap_or_default()
@@ -83,7 +78,7 @@ impl Machine {
 }
 
 /// The type of the filesystem holding `path` (longest matching mount point in /proc/mounts).
-fn filesystem_of(path: &Path) -> String {
+pub(crate) fn filesystem_of(path: &Path) -> String {
     let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
     mounts

@@ -37,6 +37,8 @@ pub struct TuneOptions {
     pub warmup: Option<Duration>,
     /// How progress is shown while each point runs.
     pub progress: crate::loadgen::progress::Mode,
+    /// Run every point on the hosts of this inventory over SSH (`bench --hosts`).
+    pub hosts: Option<PathBuf>,
 }
 
 /// One measured point of the grid.
@@ -242,6 +244,11 @@ pub fn run(options: &TuneOptions) -> Result<PathBuf, String> {
     std::fs::create_dir_all(&data_root)
         .map_err(|e| format!("cannot create {}: {e}", data_root.display()))?;
     let machine = Machine::detect(&data_root);
+    let remote = match &options.hosts {
+        Some(inventory) => Some(super::remote::prepare_for(&base, inventory, &stamp)?),
+        None => None,
+    };
+    let mut launched = super::remote::Launched::default();
     let mut measured = Vec::new();
     for (i, (point, config)) in points.iter().zip(&configs).enumerate() {
         let label = describe(point);
@@ -260,10 +267,13 @@ pub fn run(options: &TuneOptions) -> Result<PathBuf, String> {
             usage,
             threads,
             node_view,
-        } = super::run_ringraft(config, &data_root.join("ringraft"), options.progress)?
-            .into_iter()
-            .next()
-            .ok_or("the config produced no workload")?;
+        } = match &remote {
+            Some(hosts) => super::remote::tune_point(config, hosts, &mut launched)?,
+            None => super::run_ringraft(config, &data_root.join("ringraft"), options.progress)?
+                .into_iter()
+                .next()
+                .ok_or("the config produced no workload")?,
+        };
         let cluster = cluster.expect("a ringraft run observes its cluster");
         let l = &report.write_latency;
         let p99_ms = l.p99_us as f64 / 1000.0;
@@ -521,6 +531,7 @@ mod tests {
             duration: None,
             warmup: None,
             progress: crate::loadgen::progress::Mode::Quiet,
+            hosts: None,
         };
         let c = point_config(
             &text,

@@ -15,7 +15,7 @@ enum Cli {
     Put {
         /// Client addresses of the nodes, comma separated.
         #[arg(long, value_delimiter = ',', required = true)]
-        cluster: Vec<std::net::SocketAddr>,
+        cluster: Vec<ringraft::client::MemberAddr>,
         /// The key.
         key: String,
         /// The value.
@@ -25,7 +25,7 @@ enum Cli {
     Get {
         /// Client addresses of the nodes, comma separated.
         #[arg(long, value_delimiter = ',', required = true)]
-        cluster: Vec<std::net::SocketAddr>,
+        cluster: Vec<ringraft::client::MemberAddr>,
         /// The key.
         key: String,
         /// Read the local state machine of whichever node answers, possibly stale.
@@ -70,6 +70,20 @@ enum Cli {
         /// How long to probe, in seconds.
         #[arg(long, default_value_t = 4.0)]
         seconds: f64,
+    },
+    /// This host's facts as JSON (CPU, cores, kernel, memory; with --data-dir its disk), and
+    /// with a window what it did during it (CPU, data disk, network): what `bench --hosts` runs
+    /// on each host for its report.
+    HostProbe {
+        /// The data directory whose disk to probe and sample.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Start of the window to sample, Unix milliseconds.
+        #[arg(long, requires = "window_ms")]
+        window_start_unix_ms: Option<u64>,
+        /// Length of the window, milliseconds.
+        #[arg(long, requires = "window_start_unix_ms")]
+        window_ms: Option<u64>,
     },
 }
 
@@ -170,9 +184,16 @@ struct NodeArgs {
     #[arg(long)]
     id: Option<u64>,
     /// Every member as id=peer_addr/client_addr, comma separated, e.g.
-    /// 1=127.0.0.1:7001/127.0.0.1:8001,2=127.0.0.1:7002/127.0.0.1:8002,...
+    /// 1=127.0.0.1:7001/127.0.0.1:8001,2=127.0.0.1:7002/127.0.0.1:8002,... These are the
+    /// advertised addresses (hosts may be DNS names, resolved at start and on each reconnect).
     #[arg(long)]
     members: Option<String>,
+    /// Where this node listens for peers, e.g. 0.0.0.0:7001 (default: its advertised peer address).
+    #[arg(long)]
+    peer_listen: Option<std::net::SocketAddr>,
+    /// Where this node listens for clients (default: its advertised client address).
+    #[arg(long)]
+    client_listen: Option<std::net::SocketAddr>,
     /// Where the log, hard state and snapshots live.
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -271,6 +292,8 @@ fn node_config(
     if let (Some(dir), Some(_)) = (args.data_dir, &args.config) {
         config.data_dir = dir;
     }
+    config.peer_listen_addr = args.peer_listen.or(config.peer_listen_addr);
+    config.client_listen_addr = args.client_listen.or(config.client_listen_addr);
     config.tick_ms = args.tick_ms.unwrap_or(config.tick_ms);
     config.election_ticks = args.election_ticks.unwrap_or(config.election_ticks);
     config.heartbeat_ticks = args.heartbeat_ticks.unwrap_or(config.heartbeat_ticks);
@@ -318,12 +341,12 @@ fn run_node(args: NodeArgs) -> ExitCode {
 }
 
 /// Runs one client future on a small executor and prints its result.
-fn run_client<F, Fut>(members: Vec<std::net::SocketAddr>, f: F) -> ExitCode
+fn run_client<F, Fut>(members: Vec<ringraft::client::MemberAddr>, f: F) -> ExitCode
 where
     F: FnOnce(ringraft::client::Client) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<String, ringraft::client::Error>>,
 {
-    let client_id = std::process::id() as u64 | (1 << 40);
+    let client_id = ringraft::loadgen::process::random_session_id();
     let result = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(1 << 20)
         .spawn(move || async move {
@@ -370,6 +393,10 @@ struct BenchArgs {
     /// every ringraft request fails and a comparison must FAIL.
     #[arg(long, hide = true)]
     test_break_ringraft_writes: bool,
+    /// Run on real hosts over SSH, as listed in this inventory (see
+    /// bench-configs/hosts.example.toml); without it everything runs on this machine.
+    #[arg(long, value_name = "HOSTS.toml")]
+    hosts: Option<PathBuf>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -406,6 +433,9 @@ struct TuneArgs {
     /// The best point is the fastest with p99 at or below this bound (and no errors).
     #[arg(long)]
     p99_max_ms: Option<f64>,
+    /// Run every point on real hosts over SSH, as listed in this inventory.
+    #[arg(long, value_name = "HOSTS.toml")]
+    hosts: Option<PathBuf>,
     #[command(flatten)]
     run: RunArgs,
 }
@@ -432,6 +462,7 @@ fn run_tune(args: TuneArgs) -> ExitCode {
         duration: args.run.duration_s.map(Duration::from_secs_f64),
         warmup: args.run.warmup_s.map(Duration::from_secs_f64),
         progress: ringraft::loadgen::progress::Mode::detect(args.run.quiet),
+        hosts: args.hosts,
     };
     match ringraft::bench::tune::run(&options) {
         Ok(_) => ExitCode::SUCCESS,
@@ -464,6 +495,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         etcd_route: args.etcd_route,
         break_ringraft_writes: args.test_break_ringraft_writes,
         progress: ringraft::loadgen::progress::Mode::detect(args.run.quiet),
+        hosts: args.hosts,
         results_dir: args.run.results_dir,
         duration: args
             .run
@@ -489,12 +521,48 @@ fn run_bench(args: BenchArgs) -> ExitCode {
     }
 }
 
+fn run_host_probe(data_dir: Option<PathBuf>, window: Option<(u64, u64)>) -> ExitCode {
+    use ringraft::bench::hostinfo::{sample_window, HostFacts, HostProbe};
+    if let Some(dir) = &data_dir {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("ringraft host-probe: cannot create {}: {e}", dir.display());
+            return ExitCode::from(1);
+        }
+    }
+    let probe = match window {
+        // A sampling run does not probe the disk: it would compete with the benchmark's writes.
+        Some((start, ms)) => HostProbe {
+            facts: HostFacts::detect(None),
+            window: Some(sample_window(
+                data_dir.as_deref().unwrap_or(std::path::Path::new("/")),
+                start,
+                std::time::Duration::from_millis(ms),
+            )),
+        },
+        None => HostProbe {
+            facts: HostFacts::detect(data_dir.as_deref()),
+            window: None,
+        },
+    };
+    match serde_json::to_string(&probe) {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("ringraft host-probe: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
 /// `ringraft load`.
 #[derive(clap::Args)]
 struct LoadArgs {
-    /// Client addresses of the cluster's nodes, comma separated.
+    /// Client addresses of the cluster's nodes, comma separated, each as ID=ADDR (leader hints
+    /// name node ids, so a client given ids goes straight to the leader) or a bare ADDR.
     #[arg(long, value_delimiter = ',', required = true)]
-    cluster: Vec<std::net::SocketAddr>,
+    cluster: Vec<ringraft::client::MemberAddr>,
     /// What the cluster is: `ringraft`, or `etcd` (v3 gRPC API; needs a build with --features etcd).
     #[arg(long, default_value = "ringraft")]
     target: String,
@@ -541,6 +609,17 @@ struct LoadArgs {
     /// terminal, a line every 5 s otherwise).
     #[arg(long)]
     quiet: bool,
+    /// Write the measured window's latency histograms here as an HdrHistogram interval log (V2,
+    /// compressed), which `ringraft bench --hosts` adds up across load processes.
+    #[arg(long)]
+    hlog: Option<PathBuf>,
+    /// Seed of the key streams; give each load process of one run its own.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Start the load (its warm-up) at this wall-clock time, Unix milliseconds, so that load
+    /// processes on several hosts start together.
+    #[arg(long)]
+    start_at_unix_ms: Option<u64>,
 }
 
 fn run_load(args: LoadArgs) -> ExitCode {
@@ -565,9 +644,18 @@ fn run_load(args: LoadArgs) -> ExitCode {
         linearizable_reads: !args.stale_reads,
         warmup: Duration::from_secs_f64(args.warmup_s),
         duration: Duration::from_secs_f64(args.duration_s),
-        seed: 1,
+        seed: args.seed,
     };
+    if let Some(at) = args.start_at_unix_ms {
+        // A start further ahead than this is a clock problem, not a plan.
+        if let Err(e) = ringraft::loadgen::process::wait_until(at, Duration::from_secs(300)) {
+            eprintln!("ringraft load: --start-at-unix-ms: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let started_unix_ms = ringraft::loadgen::process::unix_ms_now();
     use ringraft::loadgen::failure;
+    let cluster_addrs: Vec<std::net::SocketAddr> = args.cluster.iter().map(|m| m.addr).collect();
     // What was asked is judged before anything is dialled: a misspelt target is the user's
     // error to hear about, not an unreachable cluster.
     if !matches!(args.target.as_str(), "ringraft" | "etcd") {
@@ -586,10 +674,10 @@ fn run_load(args: LoadArgs) -> ExitCode {
         ringraft.then(|| live.clone()),
         window_start,
         window_start + workload.duration,
-        ringraft.then(|| ringraft::bench::elections_of(args.cluster.clone())),
+        ringraft.then(|| ringraft::bench::elections_of(cluster_addrs.clone())),
     );
     let result = match args.target.as_str() {
-        "ringraft" => failure::check_reachable("ringraft", &args.cluster).and_then(|()| {
+        "ringraft" => failure::check_reachable("ringraft", &cluster_addrs).and_then(|()| {
             ringraft::loadgen::ringraft_target::run(
                 args.cluster.clone(),
                 &workload,
@@ -598,8 +686,12 @@ fn run_load(args: LoadArgs) -> ExitCode {
             )
         }),
         #[cfg(feature = "etcd")]
-        "etcd" => failure::check_reachable("etcd", &args.cluster).and_then(|()| {
-            ringraft::loadgen::etcd_target::run(args.cluster.clone(), &workload, args.threads)
+        "etcd" => failure::check_reachable("etcd", &cluster_addrs).and_then(|()| {
+            ringraft::loadgen::etcd_target::run(
+                cluster_addrs.clone(),
+                &workload,
+                args.threads,
+            )
         }),
         #[cfg(not(feature = "etcd"))]
         "etcd" => Err(
@@ -617,8 +709,35 @@ fn run_load(args: LoadArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let report = LoadReport::new(&args.target, &workload, &recorder);
-    let succeeded = failure::check_any_success(&args.target, &args.cluster, &recorder);
+    let mut report = LoadReport::new(&args.target, &workload, &recorder);
+    report.process = Some(ringraft::loadgen::process::LoadProcess {
+        pid: std::process::id(),
+        hostname: ringraft::loadgen::process::hostname(),
+        seed: args.seed,
+        started_unix_ms,
+        sessions: recorder.sessions.clone(),
+    });
+    if let Some(path) = &args.hlog {
+        let window_start_unix = Duration::from_millis(started_unix_ms) + workload.warmup;
+        let histograms = ringraft::loadgen::hlog::WindowHistograms {
+            writes: recorder.writes.clone(),
+            reads: recorder.reads.clone(),
+            window_start_unix,
+            window: workload.duration,
+        };
+        let comments = [format!(
+            "ringraft load: pid {} on {}, seed {}, {}; latency in microseconds",
+            std::process::id(),
+            ringraft::loadgen::process::hostname(),
+            args.seed,
+            workload.describe()
+        )];
+        if let Err(e) = ringraft::loadgen::hlog::write(path, &histograms, &comments) {
+            eprintln!("ringraft load: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    let succeeded = failure::check_any_success(&args.target, &cluster_addrs, &recorder);
     if args.json {
         println!(
             "{}",
@@ -645,6 +764,11 @@ fn run_load(args: LoadArgs) -> ExitCode {
 fn main() -> ExitCode {
     match Cli::parse() {
         Cli::Log(cmd) => run_log(cmd),
+        Cli::HostProbe {
+            data_dir,
+            window_start_unix_ms,
+            window_ms,
+        } => run_host_probe(data_dir, window_start_unix_ms.zip(window_ms)),
         Cli::DiskProbe {
             dir,
             bytes,
@@ -710,7 +834,7 @@ fn main() -> ExitCode {
                 |v| String::from_utf8_lossy(&v).into_owned(),
             ))
         }),
-        Cli::Stats { addr } => run_client(vec![addr], |c| async move {
+        Cli::Stats { addr } => run_client(vec![addr.into()], |c| async move {
             let s = c.stats().await?;
             Ok(format!(
                 "node {} role {:?} term {} leader {:?}\ncommit_index {} applied_index {} last_log_index {}\nelections {} proposals {} snapshots {}\n\

@@ -20,16 +20,66 @@ use std::time::Duration;
 use bytes::Bytes;
 use glommio::channels::local_channel;
 
-use crate::core::Index;
+use crate::core::{Index, NodeId};
 use crate::limits::SESSION_RESPONSES_MAX;
 use crate::wire::{ClientError, ClientRequest, ClientResponse, NodeStats, Reply, Request};
 use connection::Connection;
+
+/// One node's client address, with its node id when known. Leader hints name the leader by
+/// id (its advertised address may be a name, or an address this client does not reach it by),
+/// so only members with ids can be followed to directly; the others are found by rotation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberAddr {
+    /// The node's id, when the caller knows it.
+    pub id: Option<NodeId>,
+    /// Where this client reaches the node.
+    pub addr: SocketAddr,
+}
+
+impl From<SocketAddr> for MemberAddr {
+    fn from(addr: SocketAddr) -> MemberAddr {
+        MemberAddr { id: None, addr }
+    }
+}
+
+impl std::str::FromStr for MemberAddr {
+    type Err = String;
+    /// `ID=ADDR` (e.g. `2=10.0.0.12:8001`) or a bare `ADDR`.
+    fn from_str(text: &str) -> Result<MemberAddr, String> {
+        let (id, addr) = match text.split_once('=') {
+            Some((id, addr)) => {
+                let id: NodeId = id
+                    .trim()
+                    .parse()
+                    .ok()
+                    .filter(|&id| id != 0)
+                    .ok_or_else(|| format!("`{text}`: `{id}` is not a node id"))?;
+                (Some(id), addr)
+            }
+            None => (None, text),
+        };
+        let addr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("`{text}`: `{addr}` is not an IP address with port"))?;
+        Ok(MemberAddr { id, addr })
+    }
+}
+
+impl std::fmt::Display for MemberAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.id {
+            Some(id) => write!(f, "{id}={}", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
+    }
+}
 
 /// How a client behaves.
 #[derive(Clone, Debug)]
 pub struct ClientOptions {
     /// Client addresses of the cluster's nodes.
-    pub members: Vec<SocketAddr>,
+    pub members: Vec<MemberAddr>,
     /// This client's session id (non-zero, unique among clients of the cluster).
     pub client_id: u64,
     /// How long to wait for one attempt's answer.
@@ -40,7 +90,7 @@ pub struct ClientOptions {
 
 impl ClientOptions {
     /// Defaults: 2 s per attempt, 20 attempts.
-    pub fn new(members: Vec<SocketAddr>, client_id: u64) -> ClientOptions {
+    pub fn new(members: Vec<MemberAddr>, client_id: u64) -> ClientOptions {
         ClientOptions {
             members,
             client_id,
@@ -182,9 +232,9 @@ impl Client {
             }
             match self.attempt(&request, sequence).await {
                 Ok(Ok(reply)) => return Ok(reply),
-                Ok(Err(ClientError::NotLeader { leader_addr, .. })) => {
+                Ok(Err(ClientError::NotLeader { leader_hint, .. })) => {
                     last = "not the leader".into();
-                    self.follow_hint(leader_addr.as_deref());
+                    self.follow_hint(leader_hint);
                 }
                 Ok(Err(e @ (ClientError::Timeout | ClientError::Backpressure))) => {
                     last = e.to_string()
@@ -254,7 +304,7 @@ impl Client {
             if let Some(c) = inner.connection.as_ref().filter(|c| c.is_alive()) {
                 return Ok(c.clone());
             }
-            inner.options.members[inner.leader]
+            inner.options.members[inner.leader].addr
         };
         let connection = Rc::new(
             Connection::open(addr)
@@ -276,14 +326,14 @@ impl Client {
         }
     }
 
-    fn follow_hint(&self, leader_addr: Option<&str>) {
+    fn follow_hint(&self, leader_hint: Option<NodeId>) {
         let mut inner = self.inner.borrow_mut();
-        let hinted = leader_addr.and_then(|a| {
+        let hinted = leader_hint.and_then(|hint| {
             inner
                 .options
                 .members
                 .iter()
-                .position(|m| m.to_string() == a)
+                .position(|m| m.id == Some(hint))
         });
         let next = hinted.unwrap_or((inner.leader + 1) % inner.options.members.len());
         if next != inner.leader || hinted.is_none() {

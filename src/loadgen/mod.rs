@@ -5,6 +5,8 @@
 #[cfg(feature = "etcd")]
 pub mod etcd_target;
 pub mod failure;
+pub mod hlog;
+pub mod process;
 pub mod progress;
 pub mod recorder;
 pub mod report;

@@ -24,7 +24,7 @@ pub enum OpKind {
 }
 
 /// Counts of one second of the measured window.
-#[derive(Clone, Copy, Debug, Default, Serialize, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, Serialize, serde::Deserialize, PartialEq, Eq)]
 pub struct SecondBucket {
     /// Writes completed successfully in this second.
     pub writes: u64,
@@ -62,6 +62,8 @@ pub struct Recorder {
     /// Successful completions per millisecond of the window (by completion time): the timeline
     /// a failover drill reads its unavailability window from.
     pub acks_per_ms: Vec<u32>,
+    /// The client session ids this recording's connections used (ringraft target).
+    pub sessions: Vec<u64>,
 }
 
 /// Longest window, in milliseconds, the per-millisecond timeline covers (later completions land
@@ -93,6 +95,7 @@ impl Recorder {
                 .collect(),
             errors: BTreeMap::new(),
             acks_per_ms: vec![0; (window.as_millis() as usize + 1).min(TIMELINE_MS_MAX)],
+            sessions: Vec::new(),
         }
     }
 
@@ -206,6 +209,7 @@ impl Recorder {
         for (kind, n) in &other.errors {
             *self.errors.entry(kind.clone()).or_default() += n;
         }
+        self.sessions.extend_from_slice(&other.sessions);
     }
 
     /// The measured window's length.

@@ -74,6 +74,9 @@ pub struct LoadReport {
     /// Write latency spectrum: (percentile 0..=100, latency in microseconds), for plots.
     #[serde(skip)]
     pub write_spectrum: Vec<(f64, u64)>,
+    /// The load process that measured this, when it is one of several (`ringraft load`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub process: Option<super::process::LoadProcess>,
 }
 
 impl LoadReport {
@@ -102,6 +105,7 @@ impl LoadReport {
             write_hgrm: hgrm(&recorder.writes),
             read_hgrm: hgrm(&recorder.reads),
             write_spectrum: spectrum(&recorder.writes),
+            process: None,
         }
     }
 

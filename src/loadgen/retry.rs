@@ -36,7 +36,7 @@ impl RetryPolicy {
     /// The ringraft client's options under this policy.
     pub fn client_options(
         &self,
-        members: Vec<std::net::SocketAddr>,
+        members: Vec<crate::client::MemberAddr>,
         client_id: u64,
     ) -> ClientOptions {
         let mut options = ClientOptions::new(members, client_id);

@@ -3,7 +3,6 @@
 //! policy the etcd target uses too.
 
 use std::cell::RefCell;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,7 +13,7 @@ use super::progress::{Live, PUBLISH_INTERVAL};
 use super::recorder::{OpKind, Recorder};
 use super::retry::RetryPolicy;
 use super::workload::{LoopMode, Op, OpGen, Workload};
-use crate::client::{Client, Error};
+use crate::client::{Client, Error, MemberAddr};
 use crate::wire::{ClientError, Request};
 
 /// Requests an open-loop connection may have outstanding; beyond it, the schedule's requests
@@ -24,7 +23,7 @@ const OPEN_LOOP_INFLIGHT_MAX: usize = 4096;
 /// Runs `workload` against the cluster at `members` with `threads` load threads.
 /// With `live`, each thread publishes its recording there as it goes (see `progress`).
 pub fn run(
-    members: Vec<SocketAddr>,
+    members: Vec<MemberAddr>,
     workload: &Workload,
     threads: usize,
     live: Option<Arc<Live>>,
@@ -64,7 +63,7 @@ pub fn run(
 }
 
 async fn run_thread(
-    members: Vec<SocketAddr>,
+    members: Vec<MemberAddr>,
     workload: Workload,
     thread: usize,
     threads: usize,
@@ -87,10 +86,13 @@ async fn run_thread(
         })
     });
     let mut tasks = Vec::new();
-    let salt = std::process::id() as u64;
     for connection in (thread..workload.connections()).step_by(threads) {
-        let mut options =
-            policy.client_options(members.clone(), (salt << 20) | (connection as u64 + 1));
+        // Random, not derived from the pid: load processes on several hosts (or in containers)
+        // share pids, and two sessions with one id would have their writes deduplicated as
+        // retries of each other.
+        let client_id = super::process::random_session_id();
+        recorder.borrow_mut().sessions.push(client_id);
+        let mut options = policy.client_options(members.clone(), client_id);
         options.members.rotate_left(connection % members.len());
         let client = Client::new(options);
         let gen = Rc::new(RefCell::new(OpGen::new(&workload, connection)));

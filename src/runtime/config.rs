@@ -8,16 +8,91 @@ use serde::Deserialize;
 
 use crate::core::{self, NodeId};
 
-/// One cluster member's addresses.
+/// A host and port as others reach it: an IP address or a DNS name, kept as written and resolved
+/// each time it is used, so that a name that moves to another address is followed on reconnect.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
+pub struct Address {
+    text: String,
+}
+
+impl Address {
+    /// Checks the `host:port` shape (an IPv6 host in brackets); does not resolve.
+    pub fn parse(text: &str) -> Result<Address, String> {
+        let text = text.trim();
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("`{text}` is not host:port"))?;
+        if host.is_empty() {
+            return Err(format!("`{text}` has no host"));
+        }
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("`{text}`: `{port}` is not a port (1-65535)"));
+        }
+        if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+            return Err(format!(
+                "`{text}`: write an IPv6 host in brackets, [::1]:7001"
+            ));
+        }
+        Ok(Address {
+            text: text.to_string(),
+        })
+    }
+
+    /// The host part (a name or an IP, brackets removed).
+    pub fn host(&self) -> &str {
+        let host = self.text.rsplit_once(':').map_or("", |(h, _)| h);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+
+    /// Resolves the address now (a DNS lookup for a name: this blocks).
+    pub fn resolve(&self) -> std::io::Result<SocketAddr> {
+        use std::net::ToSocketAddrs;
+        let mut addrs: Vec<SocketAddr> = self.text.to_socket_addrs()?.collect();
+        // Prefer IPv4 when a name has both: listeners given as IPs are usually IPv4.
+        addrs.sort_by_key(|a| a.is_ipv6());
+        addrs.into_iter().next().ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("{} resolves to no address", self.text),
+            )
+        })
+    }
+}
+
+impl TryFrom<String> for Address {
+    type Error = String;
+    fn try_from(text: String) -> Result<Address, String> {
+        Address::parse(&text)
+    }
+}
+
+impl From<SocketAddr> for Address {
+    fn from(addr: SocketAddr) -> Address {
+        Address {
+            text: addr.to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Address {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// One cluster member's advertised addresses: where the other members and clients reach it.
+/// Where it listens may differ (`peer_listen_addr`, `client_listen_addr` of its own config):
+/// behind NAT, on a multi-homed host, or listening on 0.0.0.0.
 #[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
 pub struct Member {
     /// Its node id (non-zero, unique).
     pub id: NodeId,
-    /// Where it listens for peers.
-    pub peer_addr: SocketAddr,
-    /// Where it listens for clients.
-    pub client_addr: SocketAddr,
+    /// Where peers reach it (IP or DNS name, with port).
+    pub peer_addr: Address,
+    /// Where clients reach it (IP or DNS name, with port); leader hints carry it.
+    pub client_addr: Address,
 }
 
 /// Everything `ringraft node` needs. Field names are those of the TOML file.
@@ -33,6 +108,15 @@ pub struct NodeConfig {
     pub members: Vec<Member>,
     /// Where the log, hard state and snapshots live.
     pub data_dir: PathBuf,
+    /// Where this node listens for peers (e.g. 0.0.0.0:7001); default: its member entry's
+    /// `peer_addr`, resolved at start. When it names one IP, outgoing peer connections leave
+    /// from that IP too, so that peers see the address this node was given.
+    #[serde(default)]
+    pub peer_listen_addr: Option<SocketAddr>,
+    /// Where this node listens for clients; default: its member entry's `client_addr`,
+    /// resolved at start.
+    #[serde(default)]
+    pub client_listen_addr: Option<SocketAddr>,
     /// Wall time of one core tick.
     #[serde(default = "default_tick_ms")]
     pub tick_ms: u64,
@@ -299,14 +383,22 @@ impl NodeConfig {
         if self.request_timeout_ms == 0 {
             return field("request_timeout_ms", "must be positive");
         }
-        let mut addrs: Vec<SocketAddr> = self
+        let mut addrs: Vec<&Address> = self
             .members
             .iter()
-            .flat_map(|m| [m.peer_addr, m.client_addr])
+            .flat_map(|m| [&m.peer_addr, &m.client_addr])
             .collect();
         addrs.sort();
         if addrs.windows(2).any(|w| w[0] == w[1]) {
             return field("members", "two listeners share an address");
+        }
+        if let (Some(peer), Some(client)) = (self.peer_listen_addr, self.client_listen_addr) {
+            if peer == client {
+                return field(
+                    "client_listen_addr",
+                    "the same as peer_listen_addr; give each its own port",
+                );
+            }
         }
         self.core_config().validate()?;
         Ok(())
@@ -334,13 +426,41 @@ impl NodeConfig {
         c
     }
 
+    /// Where this node listens for peers: `peer_listen_addr`, else its advertised address
+    /// resolved now.
+    pub fn peer_listen(&self) -> std::io::Result<SocketAddr> {
+        match self.peer_listen_addr {
+            Some(addr) => Ok(addr),
+            None => self.own_member()?.peer_addr.resolve(),
+        }
+    }
+
+    /// Where this node listens for clients: `client_listen_addr`, else its advertised address
+    /// resolved now.
+    pub fn client_listen(&self) -> std::io::Result<SocketAddr> {
+        match self.client_listen_addr {
+            Some(addr) => Ok(addr),
+            None => self.own_member()?.client_addr.resolve(),
+        }
+    }
+
+    fn own_member(&self) -> std::io::Result<&Member> {
+        self.member(self.id).ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                format!("node {} is not among the members", self.id),
+            )
+        })
+    }
+
     /// The member entry of node `id`.
     pub fn member(&self, id: NodeId) -> Option<&Member> {
         self.members.iter().find(|m| m.id == id)
     }
 }
 
-/// Parses `--members 1=127.0.0.1:7001/127.0.0.1:8001,2=...` (id=peer_addr/client_addr).
+/// Parses `--members 1=127.0.0.1:7001/127.0.0.1:8001,2=...` (id=peer_addr/client_addr; a host
+/// may be a DNS name).
 pub fn parse_members(text: &str) -> Result<Vec<Member>, NodeConfigError> {
     let bad = |reason: String| NodeConfigError::Field {
         field: "members",
@@ -359,14 +479,9 @@ pub fn parse_members(text: &str) -> Result<Vec<Member>, NodeConfigError> {
                 .trim()
                 .parse()
                 .map_err(|_| bad(format!("`{id}` is not a node id")))?;
-            let peer_addr = peer
-                .trim()
-                .parse()
-                .map_err(|_| bad(format!("`{peer}` is not an address")))?;
-            let client_addr = client
-                .trim()
-                .parse()
-                .map_err(|_| bad(format!("`{client}` is not an address")))?;
+            let peer_addr = Address::parse(peer).map_err(|e| bad(format!("member {id}: {e}")))?;
+            let client_addr =
+                Address::parse(client).map_err(|e| bad(format!("member {id}: {e}")))?;
             Ok(Member {
                 id,
                 peer_addr,
@@ -374,4 +489,55 @@ pub fn parse_members(text: &str) -> Result<Vec<Member>, NodeConfigError> {
             })
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_keep_names_and_check_their_shape() {
+        let a = Address::parse("node-1.example:7001").unwrap();
+        assert_eq!(a.host(), "node-1.example");
+        assert_eq!(Address::parse("[::1]:7001").unwrap().host(), "::1");
+        assert!(Address::parse("7001").is_err());
+        assert!(Address::parse("host:0").is_err());
+        assert!(Address::parse(":7001").is_err());
+        assert!(Address::parse("::1:7001").is_err());
+        assert_eq!(
+            Address::parse("localhost:7001")
+                .unwrap()
+                .resolve()
+                .unwrap()
+                .port(),
+            7001
+        );
+    }
+
+    #[test]
+    fn listen_addresses_default_to_the_advertised_ones() {
+        let members =
+            parse_members("1=127.0.0.1:7001/127.0.0.1:8001,2=localhost:7002/localhost:8002")
+                .unwrap();
+        let mut config = NodeConfig::new(1, members, PathBuf::from("d"));
+        config.validate().unwrap();
+        assert_eq!(
+            config.peer_listen().unwrap(),
+            "127.0.0.1:7001".parse().unwrap()
+        );
+        config.peer_listen_addr = Some("0.0.0.0:7001".parse().unwrap());
+        config.client_listen_addr = Some("0.0.0.0:7001".parse().unwrap());
+        let e = config.validate().unwrap_err().to_string();
+        assert!(e.contains("client_listen_addr"), "{e}");
+        config.client_listen_addr = Some("0.0.0.0:8001".parse().unwrap());
+        config.validate().unwrap();
+        assert_eq!(
+            config.client_listen().unwrap(),
+            "0.0.0.0:8001".parse().unwrap()
+        );
+        let e = parse_members("1=127.0.0.1:7001/127.0.0.1:x")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("member 1") && e.contains("not a port"), "{e}");
+    }
 }

@@ -59,7 +59,7 @@ use std::time::Duration;
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 
-pub use config::{parse_members, Member, NodeConfig, NodeConfigError};
+pub use config::{parse_members, Address, Member, NodeConfig, NodeConfigError};
 pub use stats::Counters;
 
 use crate::core::RawNode;
@@ -86,6 +86,16 @@ pub enum RuntimeError {
         addr: std::net::SocketAddr,
         /// Why.
         source: glommio::GlommioError<()>,
+    },
+    /// A listen address did not resolve.
+    #[error("cannot resolve the {what} listen address of node {id}: {source}")]
+    Resolve {
+        /// Which listener (peer or client).
+        what: &'static str,
+        /// This node.
+        id: u64,
+        /// Why.
+        source: std::io::Error,
     },
     /// The executor could not start.
     #[error("executor: {0}")]
@@ -193,14 +203,18 @@ async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
     };
     let node = RawNode::new(config.core_config(), restored).map_err(NodeConfigError::from)?;
     let me = config.member(config.id).expect("validated").clone();
+    let id = config.id;
+    let resolve_error = |what| move |source| RuntimeError::Resolve { what, id, source };
+    let peer_listen = config.peer_listen().map_err(resolve_error("peer"))?;
+    let client_listen = config.client_listen().map_err(resolve_error("client"))?;
     let peer_listener =
-        glommio::net::TcpListener::bind(me.peer_addr).map_err(|source| RuntimeError::Bind {
-            addr: me.peer_addr,
+        glommio::net::TcpListener::bind(peer_listen).map_err(|source| RuntimeError::Bind {
+            addr: peer_listen,
             source,
         })?;
     let client_listener =
-        glommio::net::TcpListener::bind(me.client_addr).map_err(|source| RuntimeError::Bind {
-            addr: me.client_addr,
+        glommio::net::TcpListener::bind(client_listen).map_err(|source| RuntimeError::Bind {
+            addr: client_listen,
             source,
         })?;
 
@@ -263,7 +277,7 @@ async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
     ))
     .detach();
     eprintln!(
-        "ringraft: node {} serving peers on {} and clients on {}",
+        "ringraft: node {} serving peers on {peer_listen} (advertised {}) and clients on {client_listen} (advertised {})",
         config.id, me.peer_addr, me.client_addr
     );
     Driver::new(

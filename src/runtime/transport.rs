@@ -15,7 +15,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::config::NodeConfig;
-use super::net::{fill, ConnError};
+use super::net::{connect_from, fill, ConnError};
 use super::node::Event;
 use super::stats::Counters;
 use crate::core::NodeId;
@@ -33,6 +33,8 @@ const WRITE_ALONE_BYTES: usize = 16 << 10;
 const INBOUND_CONNECTIONS_MAX: usize = 64;
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// How long one connection attempt to a peer may take before it counts as failed.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Starts one sender task per peer; returns the queues to them (encoded frames).
 pub fn start_outbound(
@@ -54,6 +56,14 @@ pub fn start_outbound(
     )
     .expect("a handshake is far below the frame limit");
     let frame = Bytes::from(frame);
+    // Leave from the listen IP when it names one, so that peers see this node's own address.
+    let source = match config.peer_listen_addr {
+        Some(listen) => Some(listen.ip()).filter(|ip| !ip.is_unspecified()),
+        // Listening on the advertised address itself: an IP literal there is a local one.
+        None => config
+            .member(config.id)
+            .and_then(|me| me.peer_addr.host().parse().ok()),
+    };
     let mut queues = BTreeMap::new();
     for member in config.members.iter().filter(|m| m.id != config.id) {
         let (tx, rx) = local_channel::new_bounded(PEER_QUEUE_MSGS_MAX);
@@ -83,7 +93,8 @@ pub fn start_outbound(
         };
         let task = outbound(
             member.id,
-            member.peer_addr,
+            member.peer_addr.clone(),
+            source,
             feed,
             frame.clone(),
             counters.clone(),
@@ -96,7 +107,8 @@ pub fn start_outbound(
 
 async fn outbound(
     peer: NodeId,
-    addr: std::net::SocketAddr,
+    addr: super::config::Address,
+    source: Option<std::net::IpAddr>,
     rx: Feed,
     handshake: Bytes,
     counters: Rc<Counters>,
@@ -104,7 +116,7 @@ async fn outbound(
     let mut backoff = BACKOFF_MIN;
     let mut batch = Vec::with_capacity(WRITE_COALESCE_BYTES);
     loop {
-        if let Ok(mut stream) = TcpStream::connect(addr).await {
+        if let Ok(mut stream) = connect_from(addr.clone(), source, CONNECT_TIMEOUT).await {
             let _ = stream.set_nodelay(true);
             if stream.write_all(&handshake).await.is_ok() {
                 backoff = BACKOFF_MIN;
@@ -207,6 +219,14 @@ async fn inbound(
         eprintln!("ringraft: refused peer connection: {reason}");
         return Ok(());
     }
+    // The multi-host bench checks from these lines which address each peer came from.
+    let from = stream
+        .peer_addr()
+        .map_or_else(|e| format!("? ({e})"), |a| a.to_string());
+    eprintln!(
+        "ringraft: node {}: peer {} connected from {from}",
+        config.id, handshake.node_id
+    );
     loop {
         while let Some(envelope) = next_envelope(&mut decoder, config, handshake.node_id)? {
             super::trace::event("peer_in", 0);

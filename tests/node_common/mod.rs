@@ -381,7 +381,8 @@ static NEXT_CLIENT_ID: AtomicU32 = AtomicU32::new(1);
 pub fn client(members: Vec<SocketAddr>) -> Client {
     let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::SeqCst) as u64
         | (u64::from(std::process::id()) << 20);
-    let mut options = ClientOptions::new(members, id);
+    // Bare addresses: without node ids the client finds the leader by rotation.
+    let mut options = ClientOptions::new(members.into_iter().map(Into::into).collect(), id);
     options.attempt_timeout = Duration::from_secs(2);
     options.attempts_max = 40;
     Client::new(options)
@@ -389,7 +390,7 @@ pub fn client(members: Vec<SocketAddr>) -> Client {
 
 /// The stats of the node at `addr`, or None if it does not answer within a second.
 pub async fn stats(addr: SocketAddr) -> Option<NodeStats> {
-    let mut options = ClientOptions::new(vec![addr], u64::MAX);
+    let mut options = ClientOptions::new(vec![addr.into()], u64::MAX);
     options.attempt_timeout = Duration::from_secs(1);
     options.attempts_max = 1;
     Client::new(options).stats().await.ok()
