@@ -794,8 +794,9 @@ fn run_load(
             pid: process.pid,
             seed: process.seed,
             sessions: process.sessions.len(),
-            writes: h.writes.len(),
-            reads: h.reads.len(),
+            // Successes: the histograms also hold failed requests, at their deadline.
+            writes: result.per_second.iter().map(|b| b.writes).sum(),
+            reads: result.per_second.iter().map(|b| b.reads).sum(),
             errors: result.errors.values().sum(),
             p50_us: h.writes.value_at_quantile(0.5),
             p99_us: h.writes.value_at_quantile(0.99),
@@ -822,6 +823,8 @@ fn run_load(
     let mut recorder = Recorder::new(Instant::now(), workload.duration);
     recorder.writes = merged.writes;
     recorder.reads = merged.reads;
+    recorder.writes_ok = per_second.iter().map(|b| b.writes).sum();
+    recorder.reads_ok = per_second.iter().map(|b| b.reads).sum();
     recorder.per_second = per_second;
     recorder.errors = errors;
     Ok(HostsRun {
