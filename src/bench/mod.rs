@@ -420,7 +420,11 @@ fn run_ringraft_as(
             (recorder, conducted)
         });
         let recorder = recorder?;
-        failure::check_any_success("ringraft", &cluster.client_addrs, &recorder)?;
+        // A run with no success is reported, not aborted: the other target still runs, the
+        // report is written, and the "completed operations" check fails the bench (exit 3).
+        if let Err(e) = failure::check_any_success("ringraft", &cluster.client_addrs, &recorder) {
+            eprintln!("ringraft bench: {e}");
+        }
         let observation = conducted?.finish(&recorder);
         if let Some(f) = &observation.failover {
             eprintln!("failover: {}", f.describe());
@@ -488,7 +492,11 @@ fn run_etcd(
         let recorder = etcd_target::run(endpoints.clone(), &workload, config.load_threads);
         printer.stop();
         let recorder: Recorder = recorder?;
-        failure::check_any_success("etcd", &addrs, &recorder)?;
+        // A run with no success is reported, not aborted: the other target still runs, the
+        // report is written, and the "completed operations" check fails the bench (exit 3).
+        if let Err(e) = failure::check_any_success("etcd", &addrs, &recorder) {
+            eprintln!("ringraft bench: {e}");
+        }
         reports.push(TargetRun {
             report: LoadReport::new("etcd", &workload, &recorder),
             cluster: None,
@@ -548,6 +556,18 @@ fn checks(config: &BenchConfig, runs: &[RunResult]) -> Vec<Check> {
                 name: format!("ringraft writes/s >= {min}{judged}"),
                 pass: v >= min,
                 detail: format!("{v:.0} writes/s{}", range(&t.writes_per_s, 0)),
+            });
+        }
+    }
+    for r in runs {
+        if r.report.writes_per_s + r.report.reads_per_s <= 0.0 {
+            checks.push(Check {
+                name: format!("{} completed operations, point {} run {}", r.target, r.point, r.repeat + 1),
+                pass: false,
+                detail: format!(
+                    "no operation succeeded during the measured window (errors: {})",
+                    r.report.errors.values().sum::<u64>()
+                ),
             });
         }
     }
