@@ -158,7 +158,11 @@ fn a_node_that_lost_a_committed_entry_withholds_its_vote() {
 fn without_the_abstain_rule_the_committed_entry_is_lost() {
     let mut c = Cluster::new(3, config_without_abstain);
     let r = lose_a_committed_entry_then_elect(&mut c);
-    assert_eq!(c.leaders(), vec![r.lagger], "the keeper's vote elected the lagger");
+    assert_eq!(
+        c.leaders(),
+        vec![r.lagger],
+        "the keeper's vote elected the lagger"
+    );
     c.settle();
     // The lagger's no-op now sits at index x on the keeper too: with the old leader's copy,
     // "x" survives on one node of three, and the majority has overwritten it.

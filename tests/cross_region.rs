@@ -106,7 +106,10 @@ fn tune_sweeps_a_grid_names_the_best_point_and_counts_no_spurious_elections() {
         .replace("name = \"tiny-cross-region\"", "name = \"quiet\"")
         .replace("jitter = \"normal\"", "jitter = \"uniform\"")
         .replace("duration = 6000", "duration = 1500");
-    assert!(text.contains("duration = 1500"), "the quiet config kept the long window: {text}");
+    assert!(
+        text.contains("duration = 1500"),
+        "the quiet config kept the long window: {text}"
+    );
     std::fs::write(&config, text).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_ringraft"))
         .arg("tune")

@@ -29,7 +29,9 @@ fn on_executor<T: Send + 'static>(f: impl AsyncFnOnce() -> T + Send + 'static) -
 }
 
 fn open_storage(dir: &Path, segment_bytes: u64) -> Storage {
-    Storage::open(dir, segment_bytes, Recovery::Strict).expect("open storage").0
+    Storage::open(dir, segment_bytes, Recovery::Strict)
+        .expect("open storage")
+        .0
 }
 
 fn restored(dir: &Path, segment_bytes: u64) -> Vec<Entry> {
@@ -136,7 +138,10 @@ fn truncations_votes_and_purges_keep_their_place_among_appends() {
     let (log, _) = Log::open(&dir.path().join("log"), options(16 << 10)).expect("reopen");
     let terms: Vec<(u64, u64)> = read_all(&log).iter().map(|e| (e.index, e.term)).collect();
     let first = terms.first().expect("entries").0;
-    assert!(first > 1 && first <= 11, "purged up to 10: starts at {first}");
+    assert!(
+        first > 1 && first <= 11,
+        "purged up to 10: starts at {first}"
+    );
     let mut expected: Vec<(u64, u64)> = (1..=3).map(|i| (i, 1)).collect();
     expected.extend((4..=25).map(|i| (i, 2)));
     assert_eq!(terms, expected[(first - 1) as usize..]);
@@ -181,7 +186,11 @@ fn a_log_torn_at_every_offset_of_its_last_group_reopens_as_a_prefix() {
             .rposition(|&b| b != 0)
             .expect("the group wrote something")
         + 1;
-    let all: Vec<Entry> = early.iter().chain(last_group.iter().flatten()).cloned().collect();
+    let all: Vec<Entry> = early
+        .iter()
+        .chain(last_group.iter().flatten())
+        .cloned()
+        .collect();
     let mut kept_before = early.len();
     for tear in group_start..=data_end {
         let mut torn = image.clone();

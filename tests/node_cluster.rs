@@ -129,7 +129,8 @@ fn a_deposed_leader_never_serves_a_stale_linearizable_read() {
             // Make sure the old leader has applied `before`: its stale state is that value.
             let old_addr = addrs[(old.node_id - 1) as usize];
             let only_old = |attempts_max| {
-                let mut options = ClientOptions::new(vec![old_addr.into()], 1_000_000 + u64::from(round));
+                let mut options =
+                    ClientOptions::new(vec![old_addr.into()], 1_000_000 + u64::from(round));
                 options.attempts_max = attempts_max;
                 options.attempt_timeout = Duration::from_secs(2);
                 Client::new(options)

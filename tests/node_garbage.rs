@@ -233,7 +233,9 @@ fn garbage_on_client_and_peer_ports_is_refused_and_the_node_keeps_serving() {
     for entry in std::fs::read_dir(cluster.data_dir(follower).join("log")).expect("log dir") {
         let bytes = std::fs::read(entry.expect("entry").path()).expect("read segment");
         assert!(
-            !bytes.windows(BAD_CRC_MARKER.len()).any(|w| w == BAD_CRC_MARKER || w == corrupted_marker()),
+            !bytes
+                .windows(BAD_CRC_MARKER.len())
+                .any(|w| w == BAD_CRC_MARKER || w == corrupted_marker()),
             "the refused record reached the follower's log"
         );
     }

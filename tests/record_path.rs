@@ -53,7 +53,10 @@ fn a_leaders_records_reach_a_followers_disk_and_recovery_unchanged() {
     let leader = proposals(1, 40, 3);
     // Leader: the command is the record's payload, not a second buffer.
     for entry in &leader {
-        let record = entry.record.as_ref().expect("a proposal carries its record");
+        let record = entry
+            .record
+            .as_ref()
+            .expect("a proposal carries its record");
         assert!(
             within(record, &entry.data).is_some(),
             "entry {}: the command is a copy, not the record's payload",
@@ -82,7 +85,10 @@ fn a_leaders_records_reach_a_followers_disk_and_recovery_unchanged() {
     // Follower: each record is checked in place, a slice of the received frame, byte for byte
     // the leader's record; the entry's data is a slice of it.
     for (got, sent) in entries.iter().zip(&leader) {
-        let record = got.record.as_ref().expect("a received entry keeps its record");
+        let record = got
+            .record
+            .as_ref()
+            .expect("a received entry keeps its record");
         assert!(
             within(&body, record).is_some(),
             "entry {}: the received record was copied out of the frame",
@@ -110,7 +116,9 @@ fn a_leaders_records_reach_a_followers_disk_and_recovery_unchanged() {
     glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(1 << 20)
         .spawn(move || async move {
-            let storage = Storage::open(&path, 1 << 20, Recovery::Strict).expect("open").0;
+            let storage = Storage::open(&path, 1 << 20, Recovery::Strict)
+                .expect("open")
+                .0;
             let queue = DiskQueue::start(storage);
             let seq = queue
                 .submit(WriteJob {
@@ -128,7 +136,11 @@ fn a_leaders_records_reach_a_followers_disk_and_recovery_unchanged() {
         .iter()
         .flat_map(|e| e.record.as_ref().expect("record").to_vec())
         .collect();
-    assert_eq!(&segment[..sent.len()], &sent[..], "the disk holds other bytes than the wire");
+    assert_eq!(
+        &segment[..sent.len()],
+        &sent[..],
+        "the disk holds other bytes than the wire"
+    );
     // Recovery: the same entries, each again carrying its record.
     let (log, report) = Log::open(&dir.path().join("log"), options(1 << 20)).expect("reopen");
     assert!(report.torn_tail.is_none());
@@ -160,7 +172,14 @@ fn a_log_of_another_record_format_version_is_refused_naming_it() {
         Err(e) => e,
     };
     assert!(
-        matches!(err, StorageError::FormatVersion { found: 9, offset: 0, .. }),
+        matches!(
+            err,
+            StorageError::FormatVersion {
+                found: 9,
+                offset: 0,
+                ..
+            }
+        ),
         "{err:?}"
     );
     let message = err.to_string();

@@ -6,10 +6,10 @@ use ringraft::core::{Entry, EntryKind, Envelope, Message, SplitMix64};
 use ringraft::limits::{BATCH_ENTRIES_MAX, FRAME_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
 use ringraft::log::record::{decode_records, encode_records_into, encode_single_with};
 use ringraft::wire::{
-    decode_client_request, decode_client_response, decode_frame, decode_handshake,
-    decode_peer, encode_client_request, encode_client_response, encode_handshake,
-    encode_peer, ClientRequest, ClientResponse, DecodeError, FrameDecoder, FrameType,
-    PeerHandshake, Reply, Request, PROTOCOL_VERSION,
+    decode_client_request, decode_client_response, decode_frame, decode_handshake, decode_peer,
+    encode_client_request, encode_client_response, encode_handshake, encode_peer, ClientRequest,
+    ClientResponse, DecodeError, FrameDecoder, FrameType, PeerHandshake, Reply, Request,
+    PROTOCOL_VERSION,
 };
 
 /// Runs every body decoder over `body`; they may fail, they must not panic.
@@ -336,8 +336,9 @@ fn append(prev_log_index: u64, prev_log_term: u64, term: u64, entries: Vec<Entry
 /// An entry as a leader proposes it: encoded once into a record of its own, which the wire
 /// copies as it is (so a test can send batches no correct leader would).
 fn entry(index: u64, term: u64) -> Entry {
-    let (record, data) = encode_single_with(term, index, EntryKind::Normal, 1, |out| out.push(b'x'))
-        .expect("encode");
+    let (record, data) =
+        encode_single_with(term, index, EntryKind::Normal, 1, |out| out.push(b'x'))
+            .expect("encode");
     Entry {
         term,
         index,

@@ -262,7 +262,15 @@ fn run_config(
         spread,
     };
     report.write(&out_dir)?;
-    for check in &report.checks {
+    print_checks(&report.checks);
+    eprintln!("report: {}", out_dir.join("report.md").display());
+    let checks = report.checks;
+    Ok((out_dir, checks))
+}
+
+/// Prints each check's verdict, one line each, as the end of a run shows them.
+pub(crate) fn print_checks(checks: &[Check]) {
+    for check in checks {
         eprintln!(
             "{} {}: {}",
             if check.pass { "PASS" } else { "FAIL" },
@@ -270,9 +278,6 @@ fn run_config(
             check.detail
         );
     }
-    eprintln!("report: {}", out_dir.join("report.md").display());
-    let checks = report.checks;
-    Ok((out_dir, checks))
 }
 
 /// Node settings as launched: the config's, plus the in-flight window sized to twice the
@@ -562,7 +567,12 @@ fn checks(config: &BenchConfig, runs: &[RunResult]) -> Vec<Check> {
     for r in runs {
         if r.report.writes_per_s + r.report.reads_per_s <= 0.0 {
             checks.push(Check {
-                name: format!("{} completed operations, point {} run {}", r.target, r.point, r.repeat + 1),
+                name: format!(
+                    "{} completed operations, point {} run {}",
+                    r.target,
+                    r.point,
+                    r.repeat + 1
+                ),
                 pass: false,
                 detail: format!(
                     "no operation succeeded during the measured window (errors: {})",
@@ -649,7 +659,11 @@ impl ComparedSide {
 /// median write p99 is no higher than etcd's; with one repeat the medians are that run's
 /// figures. The name says what was judged; the detail gives every figure and every reason it
 /// failed.
-pub fn comparison_check(pairs: &[(&LoadReport, &LoadReport)], ratio_min: f64, point: usize) -> Check {
+pub fn comparison_check(
+    pairs: &[(&LoadReport, &LoadReport)],
+    ratio_min: f64,
+    point: usize,
+) -> Check {
     let ringraft = ComparedSide::of(&pairs.iter().map(|p| p.0).collect::<Vec<_>>());
     let etcd = ComparedSide::of(&pairs.iter().map(|p| p.1).collect::<Vec<_>>());
     let ratio = ringraft.writes_per_s / etcd.writes_per_s.max(1e-9);
@@ -874,7 +888,9 @@ mod tests {
         let check = comparison_check(&[(&fast, &etcd), (&fast, &etcd), (&broken, &etcd)], 1.0, 0);
         assert!(!check.pass, "{}", check.detail);
         assert!(
-            check.detail.contains("ringraft completed no write in 1 of 3 run(s)"),
+            check
+                .detail
+                .contains("ringraft completed no write in 1 of 3 run(s)"),
             "{}",
             check.detail
         );

@@ -1134,14 +1134,7 @@ pub fn run_config_on_hosts(
         .map_err(|e| format!("cannot write hosts.json: {e}"))?;
     let runs_only: Vec<HostsRun> = hosts_runs.into_iter().map(|(_, r)| r).collect();
     save_hlogs(&out_dir.join("hlog"), &runs_only)?;
-    for check in &report.checks {
-        eprintln!(
-            "{} {}: {}",
-            if check.pass { "PASS" } else { "FAIL" },
-            check.name,
-            check.detail
-        );
-    }
+    super::print_checks(&report.checks);
     eprintln!("report: {}", md_path.display());
     Ok((out_dir, report.checks))
 }

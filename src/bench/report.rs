@@ -322,7 +322,10 @@ impl BenchReport {
             let _ = writeln!(md, "- {what}: {version}");
         }
         let _ = writeln!(md, "\n## Results\n\nCPU us/write: machine CPU time per write (busy share x cores / writes per second; nodes, load generator and kernel together).\n\n| target | point | run | writes/s | reads/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | CPU us/write |");
-        let _ = writeln!(md, "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+        let _ = writeln!(
+            md,
+            "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+        );
         for r in &self.runs {
             let p = &r.report.write_latency;
             let ms = |us: u64| format!("{:.2}", us as f64 / 1000.0);

@@ -89,7 +89,10 @@ impl ThreadUsage {
     pub fn markdown(&self) -> String {
         use std::fmt::Write;
         let mut md = String::new();
-        let _ = writeln!(md, "| node | thread | tid | CPU % of a core | us per write |");
+        let _ = writeln!(
+            md,
+            "| node | thread | tid | CPU % of a core | us per write |"
+        );
         let _ = writeln!(md, "|---:|---|---:|---:|---:|");
         for (node, _) in self.per_node_pct() {
             let mine: Vec<&ThreadCpu> = self.threads.iter().filter(|t| t.node == node).collect();
@@ -250,7 +253,8 @@ mod tests {
 
     #[test]
     fn stat_fields_are_counted_after_the_last_parenthesis() {
-        let line = "4242 (raft (loop) 1) S 1 4242 4242 0 -1 4194560 100 0 0 0 731 129 0 0 20 0 5 0 99 0 0";
+        let line =
+            "4242 (raft (loop) 1) S 1 4242 4242 0 -1 4194560 100 0 0 0 731 129 0 0 20 0 5 0 99 0 0";
         assert_eq!(
             parse_task_stat(line),
             Some(("raft (loop) 1".to_string(), 860))
@@ -262,14 +266,20 @@ mod tests {
     fn spinning_shows_up_as_this_threads_cpu() {
         let pid = std::process::id();
         let total = || -> u64 { read_process_threads(pid).iter().map(|t| t.2).sum() };
-        assert!(!read_process_threads(pid).is_empty(), "/proc/{pid}/task listed no threads");
+        assert!(
+            !read_process_threads(pid).is_empty(),
+            "/proc/{pid}/task listed no threads"
+        );
         let had = total();
         // Spin until the kernel has charged at least one more tick, with a generous deadline for
         // a loaded machine: the reading must move when a thread of the process burns CPU.
         let deadline = Instant::now() + std::time::Duration::from_secs(30);
         let mut x = 0u64;
         while total() <= had {
-            assert!(Instant::now() < deadline, "30 s of spinning never showed up in /proc");
+            assert!(
+                Instant::now() < deadline,
+                "30 s of spinning never showed up in /proc"
+            );
             for _ in 0..100_000 {
                 x = x.wrapping_mul(6364136223846793005).wrapping_add(1);
             }
@@ -277,7 +287,10 @@ mod tests {
         }
     }
 
-    fn window(before: &[((u64, u32), &str, u64)], after: &[((u64, u32), &str, u64)]) -> ThreadWindow {
+    fn window(
+        before: &[((u64, u32), &str, u64)],
+        after: &[((u64, u32), &str, u64)],
+    ) -> ThreadWindow {
         let at = Instant::now();
         let sample = |list: &[((u64, u32), &str, u64)], at| Sample {
             at,
@@ -296,7 +309,11 @@ mod tests {
     fn busiest_thread_gives_the_ceiling_and_vanished_threads_are_left_out() {
         let tick_s = 1.0 / clock_ticks_per_s();
         let w = window(
-            &[((1, 10), "raft", 0), ((1, 11), "pool", 0), ((2, 20), "raft", 0)],
+            &[
+                ((1, 10), "raft", 0),
+                ((1, 11), "pool", 0),
+                ((2, 20), "raft", 0),
+            ],
             &[
                 ((1, 10), "raft", (6.0 / tick_s) as u64),
                 ((1, 11), "pool", (1.0 / tick_s) as u64),
@@ -306,16 +323,27 @@ mod tests {
         );
         // 10 s at 100k writes/s: 1M writes; 6 s of CPU on the busiest thread = 6 us per write.
         let usage = w.usage(100_000.0);
-        assert_eq!(usage.threads.len(), 3, "the thread born inside the window is left out: {usage:?}");
+        assert_eq!(
+            usage.threads.len(),
+            3,
+            "the thread born inside the window is left out: {usage:?}"
+        );
         let busiest = usage.busiest().unwrap();
         assert_eq!((busiest.node, busiest.tid), (1, 10));
         assert!((busiest.cpu_pct - 60.0).abs() < 0.5, "{busiest:?}");
-        assert!((busiest.us_per_write.unwrap() - 6.0).abs() < 0.05, "{busiest:?}");
+        assert!(
+            (busiest.us_per_write.unwrap() - 6.0).abs() < 0.05,
+            "{busiest:?}"
+        );
         let ceiling = usage.ceiling_writes_per_s().unwrap();
         assert!((ceiling - 166_667.0).abs() < 2_000.0, "ceiling {ceiling}");
         let per_node = usage.per_node_pct();
         assert!((per_node[&1] - 70.0).abs() < 0.5 && (per_node[&2] - 30.0).abs() < 0.5);
-        assert!(usage.markdown().contains("| 1 | raft | 10 | 60.0 | 6.00 |"), "{}", usage.markdown());
+        assert!(
+            usage.markdown().contains("| 1 | raft | 10 | 60.0 | 6.00 |"),
+            "{}",
+            usage.markdown()
+        );
         assert_eq!(w.usage(0.0).ceiling_writes_per_s(), None);
     }
 }

@@ -377,9 +377,6 @@ cpu0 1 0 1 1 1 0 1 1 0 0\ncpu1 1 0 1 1 1 0 1 1 0 0\n";
         let per_op = usage.cpu_us_per_op(50_000.0).unwrap();
         assert!((per_op - busy / 100.0 * 2.0 * 1e6 / 50_000.0).abs() < 1e-9);
         assert_eq!(usage.cpu_us_per_op(0.0), None);
-        assert_eq!(
-            MachineUsage { cpu: None, ..usage }.cpu_us_per_op(1.0),
-            None
-        );
+        assert_eq!(MachineUsage { cpu: None, ..usage }.cpu_us_per_op(1.0), None);
     }
 }

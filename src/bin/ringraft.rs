@@ -687,11 +687,7 @@ fn run_load(args: LoadArgs) -> ExitCode {
         }),
         #[cfg(feature = "etcd")]
         "etcd" => failure::check_reachable("etcd", &cluster_addrs).and_then(|()| {
-            ringraft::loadgen::etcd_target::run(
-                cluster_addrs.clone(),
-                &workload,
-                args.threads,
-            )
+            ringraft::loadgen::etcd_target::run(cluster_addrs.clone(), &workload, args.threads)
         }),
         #[cfg(not(feature = "etcd"))]
         "etcd" => Err(

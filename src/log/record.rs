@@ -586,7 +586,11 @@ impl EncodedRecord {
             && header.count == 1
             && header.first_index == entry.index
             && header.term == entry.term;
-        debug_assert!(own, "entry {} carries a record that is not its own", entry.index);
+        debug_assert!(
+            own,
+            "entry {} carries a record that is not its own",
+            entry.index
+        );
         own.then(|| EncodedRecord {
             header,
             bytes: bytes.clone(),

@@ -190,7 +190,11 @@ async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
             repair.file.display(),
             repair.offset,
             repair.reason,
-            config.data_dir.join("log").join(crate::log::LOST_DIR).display(),
+            config
+                .data_dir
+                .join("log")
+                .join(crate::log::LOST_DIR)
+                .display(),
             repair.moved.len()
         );
     }

@@ -376,7 +376,10 @@ mod tests {
         assert_eq!(&repairs[0].file, oldest);
         assert_eq!(repairs[0].moved.len(), segments.len() - 1);
         let kept = restored.entries.len() as u64;
-        assert!(kept >= 1 && kept < 30_000, "kept the valid prefix only: {kept}");
+        assert!(
+            kept >= 1 && kept < 30_000,
+            "kept the valid prefix only: {kept}"
+        );
         assert_eq!(restored.entries, entries(1, kept, 1));
         // Nothing was deleted: the damaged segment's copy and the later ones are in lost/.
         let lost = fs::read_dir(dir.path().join("log").join(crate::log::LOST_DIR))
