@@ -48,4 +48,4 @@ pub use segment::{parse_segment_name, segment_file_name};
 pub use segmented::{
     Log, LogOptions, OpenReport, PreparedAppend, SEGMENT_BYTES_MAX, SEGMENT_BYTES_MIN,
 };
-pub use tools::{dump, verify, VerifyReport};
+pub use tools::{dump, records, verify, RecordSpan, VerifyReport};

@@ -152,3 +152,38 @@ pub fn dump(dir: &Path, from: Index, to: Index, out: &mut dyn Write) -> Result<(
     }
     Ok(())
 }
+
+/// Where one valid record of a log directory lies, as [`records`] finds it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordSpan {
+    /// The segment file.
+    pub file: std::path::PathBuf,
+    /// Byte offset of the record in it.
+    pub offset: u64,
+    /// Encoded length of the record.
+    pub bytes: u32,
+    /// Index of its first entry.
+    pub first_index: Index,
+    /// Index of its last entry.
+    pub last_index: Index,
+}
+
+/// Every valid record of the log in `dir`, in index order, found by the same scan that opening
+/// the log does (a torn tail ends the list). Only reads; for tools and tests that need to point
+/// at a record on disk (for example to damage it on purpose).
+pub fn records(dir: &Path) -> Result<Vec<RecordSpan>, StorageError> {
+    let scan = scan_dir(dir)?;
+    Ok(scan
+        .segments
+        .iter()
+        .flat_map(|segment| {
+            segment.records.iter().map(|r| RecordSpan {
+                file: segment.path.clone(),
+                offset: r.offset,
+                bytes: r.bytes,
+                first_index: r.first_index,
+                last_index: r.last_index(),
+            })
+        })
+        .collect())
+}

@@ -165,6 +165,11 @@ impl Cluster {
 
     /// Starts (or restarts) node `id` on its data directory. Its output is appended to its log.
     pub fn start_node(&self, id: u64) {
+        self.start_node_with(id, &[]);
+    }
+
+    /// Starts (or restarts) node `id` with `more_args` after the cluster's own.
+    pub fn start_node_with(&self, id: u64, more_args: &[&str]) {
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         let node = &mut nodes[(id - 1) as usize];
         assert!(node.child.is_none(), "node {id} is already running");
@@ -183,6 +188,7 @@ impl Cluster {
             .args(["--heartbeat-ticks", &HEARTBEAT_TICKS.to_string()])
             .args(["--metrics-addr", &node.metrics_addr.to_string()])
             .args(&self.extra_args)
+            .args(more_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
@@ -243,6 +249,24 @@ impl Cluster {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Node `id`'s exit status if it has exited by itself (it is then marked stopped); None
+    /// while it runs or when it was not started. Poll it with [`wait_until`].
+    pub fn exit_status(&self, id: u64) -> Option<std::process::ExitStatus> {
+        let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        let node = &mut nodes[(id - 1) as usize];
+        let status = node.child.as_mut()?.try_wait().ok().flatten()?;
+        node.child = None;
+        Some(status)
+    }
+
+    /// Everything node `id` has written to its log file so far (all its runs).
+    pub fn log_text(&self, id: u64) -> String {
+        let path = self.nodes.lock().unwrap_or_else(|p| p.into_inner())[(id - 1) as usize]
+            .log_path
+            .clone();
+        std::fs::read_to_string(&path).unwrap_or_default()
     }
 
     /// Whether node `id`'s process is alive (it has not exited).
