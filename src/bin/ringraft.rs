@@ -37,6 +37,16 @@ enum Cli {
         /// The node's client address.
         addr: std::net::SocketAddr,
     },
+    /// Ask the leader at ADDR to hand leadership to node `--to` (Raft thesis 3.10); returns once
+    /// it has stepped down. Exits 1 with the reason otherwise (not the leader: which node is;
+    /// unknown id; a transfer already under way; timed out).
+    TransferLeader {
+        /// The leader's client address.
+        addr: std::net::SocketAddr,
+        /// The id of the node that should lead.
+        #[arg(long)]
+        to: u64,
+    },
     /// Run a benchmark from bench-configs/*.toml (default: bench-configs/3node-1kb.toml, briefly):
     /// start the cluster(s), drive the load, write results/<config>/<timestamp>/report.{md,json},
     /// .hgrm percentile files and SVG plots. Each report also records the data disk (a 1 s
@@ -829,6 +839,32 @@ fn main() -> ExitCode {
                 || "(not found)".to_string(),
                 |v| String::from_utf8_lossy(&v).into_owned(),
             ))
+        }),
+        Cli::TransferLeader { addr, to } => run_client(vec![addr.into()], move |c| async move {
+            match c.transfer_leader(to).await {
+                Ok(()) => Ok(format!("node at {addr} handed leadership to node {to}")),
+                Err(ringraft::client::Error::Server(ringraft::wire::ClientError::NotLeader {
+                    leader_hint,
+                    leader_addr,
+                })) => {
+                    Err(ringraft::client::Error::Server(
+                        ringraft::wire::ClientError::Refused {
+                            message: match (leader_hint, leader_addr) {
+                                (Some(id), Some(at)) => format!(
+                            "the node at {addr} is not the leader; node {id} is, at {at}: ask it"
+                        ),
+                                (Some(id), None) => {
+                                    format!("the node at {addr} is not the leader; node {id} is: ask it")
+                                }
+                                _ => format!(
+                                    "the node at {addr} is not the leader and knows no leader"
+                                ),
+                            },
+                        },
+                    ))
+                }
+                Err(e) => Err(e),
+            }
         }),
         Cli::Stats { addr } => run_client(vec![addr.into()], |c| async move {
             let s = c.stats().await?;

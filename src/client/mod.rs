@@ -205,6 +205,19 @@ impl Client {
         }
     }
 
+    /// Asks the node this client is connected to, which must be the leader, to hand leadership
+    /// to node `to` (thesis 3.10); returns once it has stepped down. One attempt, no hint
+    /// following: a `NotLeader` error names the leader to ask instead.
+    pub async fn transfer_leader(&self, to: NodeId) -> Result<(), Error> {
+        match self
+            .call_once_anywhere(Request::TransferLeader { to })
+            .await?
+        {
+            Reply::Done { .. } => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Sends `request`, following leader hints and retrying; writes get the next session
     /// sequence number, kept across retries.
     pub async fn call(&self, request: Request) -> Result<Reply, Error> {

@@ -107,6 +107,8 @@ pub struct RawNode {
     recovering_to: Option<Index>,
     /// Votes and pre-votes refused because this node was recovering.
     votes_withheld: u64,
+    /// Elections started on a leader's `TimeoutNow` rather than by an election timeout.
+    transfer_elections: u64,
 }
 
 /// Pending ReadIndex requests (thesis 6.4).
@@ -183,6 +185,7 @@ impl RawNode {
             out: Output::default(),
             recovering_to,
             votes_withheld: 0,
+            transfer_elections: 0,
             config,
         };
         node.reset_election_timer();
@@ -231,6 +234,11 @@ impl RawNode {
     /// Votes and pre-votes refused because this node was recovering lost entries.
     pub fn votes_withheld(&self) -> u64 {
         self.votes_withheld
+    }
+    /// Elections this node started because a leader handed leadership to it (`TimeoutNow`),
+    /// without waiting for an election timeout.
+    pub fn transfer_elections(&self) -> u64 {
+        self.transfer_elections
     }
 
     fn term(&self) -> Term {
@@ -754,6 +762,7 @@ impl RawNode {
             }
             Message::TimeoutNow { .. } => {
                 if self.role != Role::Leader && self.recovering_to.is_none() {
+                    self.transfer_elections += 1;
                     self.become_candidate(true);
                 }
             }
@@ -1022,8 +1031,14 @@ impl RawNode {
                 // waiting on it and its stale reads cannot be served.
                 return self.become_follower(self.term(), None);
             }
-            if self.lead_transferee.is_some() {
-                self.lead_transferee = None; // The transfer timed out; take proposals again.
+        }
+        if self.lead_transferee.is_some() {
+            // Thesis 3.10: abort a transfer that has not completed within an election timeout
+            // of its start (not of the leader's election timer, which may be about to expire),
+            // and take proposals again.
+            self.transfer_elapsed_ticks += 1;
+            if self.transfer_elapsed_ticks >= self.config.election_timeout_ticks {
+                self.lead_transferee = None;
             }
         }
         if self.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks {

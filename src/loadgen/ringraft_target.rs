@@ -228,5 +228,8 @@ pub fn error_kind(e: Error) -> String {
         Error::Server(ClientError::Internal { message }) => {
             format!("internal: {}", message.chars().take(60).collect::<String>())
         }
+        Error::Server(ClientError::Refused { message }) => {
+            format!("refused: {}", message.chars().take(60).collect::<String>())
+        }
     }
 }

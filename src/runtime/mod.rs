@@ -335,6 +335,7 @@ async fn ticker(
     inbox: Rc<LocalSender<Event>>,
     emulated: Option<Rc<transport::Emulated>>,
 ) {
+    let mut stop_sent = false;
     loop {
         glommio::timer::sleep(tick).await;
         if RELOAD.swap(false, Ordering::SeqCst) {
@@ -343,12 +344,14 @@ async fn ticker(
                 None => eprintln!("ringraft: SIGHUP ignored: this node has no --emulation file"),
             }
         }
-        let event = if STOP.load(Ordering::SeqCst) {
-            Event::Shutdown
-        } else {
-            Event::Tick
-        };
-        if inbox.send(event).await.is_err() {
+        if !stop_sent && STOP.load(Ordering::SeqCst) {
+            stop_sent = true;
+            if inbox.send(Event::Shutdown).await.is_err() {
+                return;
+            }
+        }
+        // Ticks go on after SIGTERM: a leader handing over its leadership still needs them.
+        if inbox.send(Event::Tick).await.is_err() {
             return;
         }
     }

@@ -39,7 +39,8 @@ pub enum Event {
     Persisted(u64),
     /// A snapshot this node took is durable (or a newer one already was).
     SnapshotSaved(Snapshot),
-    /// SIGTERM: stop taking work, finish what is durable, exit.
+    /// SIGTERM: a leader hands leadership to its most caught-up follower first (bounded);
+    /// then stop taking work, finish what is durable, exit. Ticks go on arriving meanwhile.
     Shutdown,
 }
 
@@ -79,6 +80,21 @@ impl PendingWrite {
             result,
         });
     }
+}
+
+/// A leadership transfer this node started as leader (thesis 3.10), and who waits on it.
+struct PendingTransfer {
+    to: NodeId,
+    /// The client that asked for it, if one did (SIGTERM starts one without a client).
+    reply: Option<(u64, ReplyTo)>,
+    started_at: Instant,
+}
+
+/// SIGTERM on a leader: it exits once it has heard, as a follower, a commit index in a term
+/// above the one it led (the new leader's first commit), or at `deadline`.
+struct SteppingDown {
+    led_term: Term,
+    deadline: Instant,
 }
 
 struct PendingRead {
@@ -129,6 +145,10 @@ pub struct Driver {
     role: Role,
     leader: Option<NodeId>,
     shutting_down: bool,
+    transfer: Option<PendingTransfer>,
+    stepping_down: Option<SteppingDown>,
+    /// The core's `transfer_elections` when the last campaign was counted.
+    transfer_elections_seen: u64,
     /// When the entries being applied were found committed (for the commit latency histogram).
     committed_at: Instant,
 }
@@ -168,6 +188,9 @@ impl Driver {
             role: Role::Follower,
             leader: None,
             shutting_down: false,
+            transfer: None,
+            stepping_down: None,
+            transfer_elections_seen: 0,
             committed_at: Instant::now(),
         }
     }
@@ -189,6 +212,8 @@ impl Driver {
             let output = self.node.take_output();
             let committed = output.committed_entries.len() as u64;
             self.process(output).await;
+            self.check_transfer();
+            self.check_stepping_down();
             self.publish_metrics();
             super::trace::event("loop_processed", committed);
             if self.shutting_down && self.disk_in_flight.is_empty() {
@@ -219,8 +244,169 @@ impl Driver {
                 self.node.snapshot_taken(snapshot);
                 Counters::add(&self.counters.snapshots, 1);
             }
-            Event::Shutdown => self.shutting_down = true,
+            Event::Shutdown => self.begin_shutdown(),
         }
+    }
+
+    // ------------------------------------------------------------ leadership transfer
+
+    /// The longest a leader waits for a transfer, and for the new leader's first commit after
+    /// SIGTERM: two election timeouts (the core itself aborts a transfer after one).
+    fn transfer_window(&self) -> Duration {
+        let ticks = u64::from(self.node.config().election_timeout_ticks);
+        Duration::from_millis(2 * ticks * self.config.tick_ms)
+    }
+
+    /// Starts a transfer to `to`, or says why not.
+    fn start_transfer(&mut self, to: NodeId) -> Result<(), ClientError> {
+        if self.node.role() != Role::Leader {
+            return Err(self.not_leader(self.node.leader()));
+        }
+        if self.config.member(to).is_none() {
+            let members: Vec<String> = self
+                .config
+                .members
+                .iter()
+                .map(|m| m.id.to_string())
+                .collect();
+            return Err(ClientError::Refused {
+                message: format!(
+                    "unknown node id {to}: the members are {}",
+                    members.join(", ")
+                ),
+            });
+        }
+        if let Some(pending) = &self.transfer {
+            return Err(ClientError::Refused {
+                message: format!(
+                    "a leadership transfer to node {} is already in progress; wait for it to \
+                     finish, then ask again",
+                    pending.to
+                ),
+            });
+        }
+        self.node.transfer_leader(to);
+        self.transfer = Some(PendingTransfer {
+            to,
+            reply: None,
+            started_at: Instant::now(),
+        });
+        Ok(())
+    }
+
+    fn handle_transfer_request(&mut self, request_id: u64, to: NodeId, reply: ReplyTo) {
+        if to == self.config.id && self.node.role() == Role::Leader && self.transfer.is_none() {
+            return reply.send(ClientResponse {
+                request_id,
+                result: Ok(Reply::Done { log_index: 0 }),
+            });
+        }
+        match self.start_transfer(to) {
+            Ok(()) => {
+                if let Some(pending) = &mut self.transfer {
+                    pending.reply = Some((request_id, reply));
+                }
+            }
+            Err(e) => reply.send(error(request_id, e)),
+        }
+    }
+
+    /// Answers a finished transfer: done once this node no longer leads; failed once the core
+    /// gave up (it aborts after an election timeout) or the window passed.
+    fn check_transfer(&mut self) {
+        let Some(pending) = &self.transfer else {
+            return;
+        };
+        let result = if self.node.role() != Role::Leader {
+            Ok(Reply::Done { log_index: 0 })
+        } else if !self.node.transfer_in_progress()
+            || pending.started_at.elapsed() > self.transfer_window()
+        {
+            Err(ClientError::Refused {
+                message: format!(
+                    "leadership transfer to node {} timed out after {} ms: node {} still leads \
+                     term {} (is node {} running and caught up?)",
+                    pending.to,
+                    pending.started_at.elapsed().as_millis(),
+                    self.config.id,
+                    self.node.hard_state().current_term,
+                    pending.to
+                ),
+            })
+        } else {
+            return;
+        };
+        let pending = self.transfer.take().expect("checked");
+        if let Err(e) = &result {
+            eprintln!("ringraft: node {}: {e}", self.config.id);
+        }
+        if let Some((request_id, reply)) = pending.reply {
+            reply.send(ClientResponse { request_id, result });
+        }
+    }
+
+    /// SIGTERM. A leader of several nodes hands leadership to the follower with the highest
+    /// match index (the one that needs the least to be sent, so it can campaign soonest) and
+    /// exits once the new leader's first commit is known here: clients then wait about one
+    /// round of messages instead of an election timeout. Anything else stops at once.
+    fn begin_shutdown(&mut self) {
+        if self.shutting_down || self.stepping_down.is_some() {
+            return;
+        }
+        let most_caught_up = self
+            .peers
+            .keys()
+            .filter_map(|&peer| self.node.match_index(peer).map(|m| (m, peer)))
+            .max_by_key(|&(match_index, peer)| (match_index, std::cmp::Reverse(peer)));
+        let Some((_, to)) = most_caught_up.filter(|_| self.node.role() == Role::Leader) else {
+            self.shutting_down = true;
+            return;
+        };
+        let started = match &self.transfer {
+            Some(_) => Ok(()), // A transfer asked for by a client is under way: wait for it.
+            None => self.start_transfer(to),
+        };
+        if started.is_err() {
+            self.shutting_down = true;
+            return;
+        }
+        eprintln!(
+            "ringraft: node {}: stopping; handing leadership to node {}",
+            self.config.id,
+            self.transfer.as_ref().map_or(to, |t| t.to)
+        );
+        self.stepping_down = Some(SteppingDown {
+            led_term: self.node.hard_state().current_term,
+            deadline: Instant::now() + self.transfer_window(),
+        });
+    }
+
+    fn check_stepping_down(&mut self) {
+        let Some(stepping) = &self.stepping_down else {
+            return;
+        };
+        let log = self.node.log();
+        let term = self.node.hard_state().current_term;
+        let new_leader_committed = self.node.role() == Role::Follower
+            && term > stepping.led_term
+            && log.term_at(log.commit_index()) == Some(term);
+        let gave_up = self.node.role() == Role::Leader && self.transfer.is_none();
+        if new_leader_committed {
+            eprintln!(
+                "ringraft: node {}: node {:?} leads term {term} and has committed; exiting",
+                self.config.id,
+                self.node.leader()
+            );
+        } else if gave_up || Instant::now() > stepping.deadline {
+            eprintln!(
+                "ringraft: node {}: no new leader's commit seen in time; exiting anyway",
+                self.config.id
+            );
+        } else {
+            return;
+        }
+        self.stepping_down = None;
+        self.shutting_down = true;
     }
 
     // ------------------------------------------------------------ clients
@@ -241,6 +427,9 @@ impl Driver {
                     request_id,
                     result: Ok(Reply::Stats(self.stats())),
                 })
+            }
+            Request::TransferLeader { to } => {
+                return self.handle_transfer_request(request_id, to, reply)
             }
             Request::Get {
                 key,
@@ -359,7 +548,10 @@ impl Driver {
     fn propose_error(&self, e: ProposeError) -> ClientError {
         match e {
             ProposeError::NotLeader { leader } => self.not_leader(leader),
-            ProposeError::TransferInProgress => self.not_leader(None),
+            // Point clients at the node taking over, so they retry there at once.
+            ProposeError::TransferInProgress => {
+                self.not_leader(self.transfer.as_ref().map(|t| t.to))
+            }
             ProposeError::Backpressure => ClientError::Backpressure,
             ProposeError::TooLarge {
                 size_bytes,
@@ -465,6 +657,7 @@ impl Driver {
             emulated_drops: self.counters.emulated_drops.get(),
             votes_withheld: self.node.votes_withheld(),
             recovering_to: self.node.recovering_to(),
+            transfer_elections: self.node.transfer_elections(),
         }
     }
 
@@ -547,7 +740,13 @@ impl Driver {
         }
         let campaigning = |r: Role| matches!(r, Role::PreCandidate | Role::Candidate);
         if campaigning(role) && !campaigning(self.role) {
-            Counters::add(&self.counters.campaigns, 1);
+            // A campaign on a leader's TimeoutNow is a transfer, not an election timeout.
+            let by_transfer = self.node.transfer_elections();
+            if by_transfer > self.transfer_elections_seen {
+                self.transfer_elections_seen = by_transfer;
+            } else {
+                Counters::add(&self.counters.campaigns, 1);
+            }
         }
         if self.role == Role::Leader && role != Role::Leader {
             // Entries proposed here may still commit under the next leader; the client retries

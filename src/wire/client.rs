@@ -63,6 +63,12 @@ pub enum Request {
     },
     /// The node's counters.
     Stats,
+    /// Leader only: hand leadership to node `to` (thesis 3.10); answered with `Done` once this
+    /// node has stepped down (or at once if `to` is this node and it leads).
+    TransferLeader {
+        /// The node that should lead.
+        to: NodeId,
+    },
 }
 
 impl Request {
@@ -131,6 +137,13 @@ pub enum ClientError {
         /// What went wrong.
         message: String,
     },
+    /// The request is well formed but the node will not do it (an unknown node id, a transfer
+    /// already under way, one that timed out): do not retry as is.
+    #[error("{message}")]
+    Refused {
+        /// Why, and what to do instead.
+        message: String,
+    },
 }
 
 /// A node's counters, as the `Stats` request returns them.
@@ -180,6 +193,9 @@ pub struct NodeStats {
     pub votes_withheld: u64,
     /// While recovering lost entries: the index its log must reach before it votes again.
     pub recovering_to: Option<Index>,
+    /// Elections it started because a leader handed leadership to it (not counted in
+    /// `campaigns`, which are election timeouts).
+    pub transfer_elections: u64,
 }
 
 /// Encodes `request` into `fbb` (reset first) and returns the finished body, to be sent as a
@@ -275,6 +291,12 @@ pub fn decode_client_response(body: &[u8]) -> Result<ClientResponse, DecodeError
                 message: t.message().unwrap_or_default().to_string(),
             })
         }
+        fb::Reply::Refused => {
+            let t = root.body_as_refused().ok_or_else(unknown)?;
+            Err(ClientError::Refused {
+                message: t.message().unwrap_or_default().to_string(),
+            })
+        }
         _ => return Err(unknown()),
     };
     Ok(ClientResponse {
@@ -332,6 +354,10 @@ fn encode_request_body(
             fb::Request::Stats,
             fb::Stats::create(fbb, &fb::StatsArgs {}).as_union_value(),
         ),
+        Request::TransferLeader { to } => (
+            fb::Request::TransferLeader,
+            fb::TransferLeader::create(fbb, &fb::TransferLeaderArgs { to: *to }).as_union_value(),
+        ),
     }
 }
 
@@ -373,6 +399,9 @@ fn decode_request_with(
             ),
         },
         fb::Request::Stats => Request::Stats,
+        fb::Request::TransferLeader => Request::TransferLeader {
+            to: root.body_as_transfer_leader().ok_or_else(unknown)?.to(),
+        },
         _ => return Err(unknown()),
     };
     if root.client_id() == 0 {
@@ -473,6 +502,16 @@ fn encode_error(
                 fb::Internal::create(fbb, &args).as_union_value(),
             )
         }
+        ClientError::Refused { message } => {
+            let message = fbb.create_string(message);
+            let args = fb::RefusedArgs {
+                message: Some(message),
+            };
+            (
+                fb::Reply::Refused,
+                fb::Refused::create(fbb, &args).as_union_value(),
+            )
+        }
     }
 }
 
@@ -500,6 +539,7 @@ fn encode_stats(stats: &NodeStats, fbb: &mut FlatBufferBuilder<'_>) -> WIPOffset
         emulated_drops: stats.emulated_drops,
         votes_withheld: stats.votes_withheld,
         recovering_to: stats.recovering_to.unwrap_or(0),
+        transfer_elections: stats.transfer_elections,
     };
     fb::StatsReply::create(fbb, &args).as_union_value()
 }
@@ -528,6 +568,7 @@ fn decode_stats(t: fb::StatsReply<'_>) -> Result<NodeStats, DecodeError> {
         emulated_drops: t.emulated_drops(),
         votes_withheld: t.votes_withheld(),
         recovering_to: non_zero(t.recovering_to()),
+        transfer_elections: t.transfer_elections(),
     })
 }
 

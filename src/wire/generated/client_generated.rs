@@ -16,16 +16,17 @@ pub mod client {
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REQUEST: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 5;
+pub const ENUM_MAX_REQUEST: u8 = 6;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 6] = [
+pub const ENUM_VALUES_REQUEST: [Request; 7] = [
   Request::NONE,
   Request::Put,
   Request::Delete,
   Request::Get,
   Request::Propose,
   Request::Stats,
+  Request::TransferLeader,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -39,9 +40,10 @@ impl Request {
   pub const Get: Self = Self(3);
   pub const Propose: Self = Self(4);
   pub const Stats: Self = Self(5);
+  pub const TransferLeader: Self = Self(6);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 5;
+  pub const ENUM_MAX: u8 = 6;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Put,
@@ -49,6 +51,7 @@ impl Request {
     Self::Get,
     Self::Propose,
     Self::Stats,
+    Self::TransferLeader,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -59,6 +62,7 @@ impl Request {
       Self::Get => Some("Get"),
       Self::Propose => Some("Propose"),
       Self::Stats => Some("Stats"),
+      Self::TransferLeader => Some("TransferLeader"),
       _ => None,
     }
   }
@@ -210,10 +214,10 @@ impl ::flatbuffers::SimpleToVerifyInSlice for Role {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 pub const ENUM_MIN_REPLY: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REPLY: u8 = 9;
+pub const ENUM_MAX_REPLY: u8 = 10;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REPLY: [Reply; 10] = [
+pub const ENUM_VALUES_REPLY: [Reply; 11] = [
   Reply::NONE,
   Reply::Done,
   Reply::Value,
@@ -224,6 +228,7 @@ pub const ENUM_VALUES_REPLY: [Reply; 10] = [
   Reply::TooLarge,
   Reply::Backpressure,
   Reply::Internal,
+  Reply::Refused,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -241,9 +246,10 @@ impl Reply {
   pub const TooLarge: Self = Self(7);
   pub const Backpressure: Self = Self(8);
   pub const Internal: Self = Self(9);
+  pub const Refused: Self = Self(10);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 9;
+  pub const ENUM_MAX: u8 = 10;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Done,
@@ -255,6 +261,7 @@ impl Reply {
     Self::TooLarge,
     Self::Backpressure,
     Self::Internal,
+    Self::Refused,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -269,6 +276,7 @@ impl Reply {
       Self::TooLarge => Some("TooLarge"),
       Self::Backpressure => Some("Backpressure"),
       Self::Internal => Some("Internal"),
+      Self::Refused => Some("Refused"),
       _ => None,
     }
   }
@@ -828,6 +836,103 @@ impl ::core::fmt::Debug for Stats<'_> {
       ds.finish()
   }
 }
+pub enum TransferLeaderOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Ask the leader to hand leadership to node `to` (Raft thesis 3.10) and answer once it has.
+pub struct TransferLeader<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for TransferLeader<'a> {
+  type Inner = TransferLeader<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> TransferLeader<'a> {
+  pub const VT_TO: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    TransferLeader { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args TransferLeaderArgs
+  ) -> ::flatbuffers::WIPOffset<TransferLeader<'bldr>> {
+    let mut builder = TransferLeaderBuilder::new(_fbb);
+    builder.add_to(args.to);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn to(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TransferLeader::VT_TO, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for TransferLeader<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("to", Self::VT_TO, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct TransferLeaderArgs {
+    pub to: u64,
+}
+impl<'a> Default for TransferLeaderArgs {
+  #[inline]
+  fn default() -> Self {
+    TransferLeaderArgs {
+      to: 0,
+    }
+  }
+}
+
+pub struct TransferLeaderBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TransferLeaderBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_to(&mut self, to: u64) {
+    self.fbb_.push_slot::<u64>(TransferLeader::VT_TO, to, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TransferLeaderBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    TransferLeaderBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<TransferLeader<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for TransferLeader<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("TransferLeader");
+      ds.field("to", &self.to());
+      ds.finish()
+  }
+}
 pub enum ClientRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -981,6 +1086,21 @@ impl<'a> ClientRequest<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_transfer_leader(&self) -> Option<TransferLeader<'a>> {
+    if self.body_type() == Request::TransferLeader {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { TransferLeader::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientRequest<'_> {
@@ -999,6 +1119,7 @@ impl ::flatbuffers::Verifiable for ClientRequest<'_> {
           Request::Get => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Get>>("Request::Get", pos),
           Request::Propose => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Propose>>("Request::Propose", pos),
           Request::Stats => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Stats>>("Request::Stats", pos),
+          Request::TransferLeader => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TransferLeader>>("Request::TransferLeader", pos),
           _ => Ok(()),
         }
      })?
@@ -1104,6 +1225,13 @@ impl ::core::fmt::Debug for ClientRequest<'_> {
         },
         Request::Stats => {
           if let Some(x) = self.body_as_stats() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::TransferLeader => {
+          if let Some(x) = self.body_as_transfer_leader() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -1428,6 +1556,7 @@ impl<'a> StatsReply<'a> {
   pub const VT_EMULATED_DROPS: ::flatbuffers::VOffsetT = 42;
   pub const VT_VOTES_WITHHELD: ::flatbuffers::VOffsetT = 44;
   pub const VT_RECOVERING_TO: ::flatbuffers::VOffsetT = 46;
+  pub const VT_TRANSFER_ELECTIONS: ::flatbuffers::VOffsetT = 48;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1439,6 +1568,7 @@ impl<'a> StatsReply<'a> {
     args: &'args StatsReplyArgs
   ) -> ::flatbuffers::WIPOffset<StatsReply<'bldr>> {
     let mut builder = StatsReplyBuilder::new(_fbb);
+    builder.add_transfer_elections(args.transfer_elections);
     builder.add_recovering_to(args.recovering_to);
     builder.add_votes_withheld(args.votes_withheld);
     builder.add_emulated_drops(args.emulated_drops);
@@ -1633,6 +1763,15 @@ impl<'a> StatsReply<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(StatsReply::VT_RECOVERING_TO, Some(0)).unwrap()}
   }
+  /// Elections this node started because a leader handed leadership to it (TimeoutNow), not by
+  /// an election timeout; those are not counted in campaigns.
+  #[inline]
+  pub fn transfer_elections(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatsReply::VT_TRANSFER_ELECTIONS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StatsReply<'_> {
@@ -1663,6 +1802,7 @@ impl ::flatbuffers::Verifiable for StatsReply<'_> {
      .visit_field::<u64>("emulated_drops", Self::VT_EMULATED_DROPS, false)?
      .visit_field::<u64>("votes_withheld", Self::VT_VOTES_WITHHELD, false)?
      .visit_field::<u64>("recovering_to", Self::VT_RECOVERING_TO, false)?
+     .visit_field::<u64>("transfer_elections", Self::VT_TRANSFER_ELECTIONS, false)?
      .finish();
     Ok(())
   }
@@ -1690,6 +1830,7 @@ pub struct StatsReplyArgs {
     pub emulated_drops: u64,
     pub votes_withheld: u64,
     pub recovering_to: u64,
+    pub transfer_elections: u64,
 }
 impl<'a> Default for StatsReplyArgs {
   #[inline]
@@ -1717,6 +1858,7 @@ impl<'a> Default for StatsReplyArgs {
       emulated_drops: 0,
       votes_withheld: 0,
       recovering_to: 0,
+      transfer_elections: 0,
     }
   }
 }
@@ -1815,6 +1957,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatsReplyBuilder<'a, 'b, A> 
     self.fbb_.push_slot::<u64>(StatsReply::VT_RECOVERING_TO, recovering_to, 0);
   }
   #[inline]
+  pub fn add_transfer_elections(&mut self, transfer_elections: u64) {
+    self.fbb_.push_slot::<u64>(StatsReply::VT_TRANSFER_ELECTIONS, transfer_elections, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatsReplyBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     StatsReplyBuilder {
@@ -1854,6 +2000,7 @@ impl ::core::fmt::Debug for StatsReply<'_> {
       ds.field("emulated_drops", &self.emulated_drops());
       ds.field("votes_withheld", &self.votes_withheld());
       ds.field("recovering_to", &self.recovering_to());
+      ds.field("transfer_elections", &self.transfer_elections());
       ds.finish()
   }
 }
@@ -2337,6 +2484,104 @@ impl ::core::fmt::Debug for Internal<'_> {
       ds.finish()
   }
 }
+pub enum RefusedOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// The request is well formed but the node will not do it; the message says why. Do not retry
+/// as is.
+pub struct Refused<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for Refused<'a> {
+  type Inner = Refused<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> Refused<'a> {
+  pub const VT_MESSAGE: ::flatbuffers::VOffsetT = 4;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    Refused { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args RefusedArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<Refused<'bldr>> {
+    let mut builder = RefusedBuilder::new(_fbb);
+    if let Some(x) = args.message { builder.add_message(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn message(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(Refused::VT_MESSAGE, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for Refused<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("message", Self::VT_MESSAGE, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct RefusedArgs<'a> {
+    pub message: Option<::flatbuffers::WIPOffset<&'a str>>,
+}
+impl<'a> Default for RefusedArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    RefusedArgs {
+      message: None,
+    }
+  }
+}
+
+pub struct RefusedBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> RefusedBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_message(&mut self, message: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(Refused::VT_MESSAGE, message);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> RefusedBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    RefusedBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<Refused<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for Refused<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("Refused");
+      ds.field("message", &self.message());
+      ds.finish()
+  }
+}
 pub enum ClientResponseOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -2530,6 +2775,21 @@ impl<'a> ClientResponse<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_refused(&self) -> Option<Refused<'a>> {
+    if self.body_type() == Reply::Refused {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { Refused::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientResponse<'_> {
@@ -2550,6 +2810,7 @@ impl ::flatbuffers::Verifiable for ClientResponse<'_> {
           Reply::TooLarge => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TooLarge>>("Reply::TooLarge", pos),
           Reply::Backpressure => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Backpressure>>("Reply::Backpressure", pos),
           Reply::Internal => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Internal>>("Reply::Internal", pos),
+          Reply::Refused => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Refused>>("Reply::Refused", pos),
           _ => Ok(()),
         }
      })?
@@ -2669,6 +2930,13 @@ impl ::core::fmt::Debug for ClientResponse<'_> {
         },
         Reply::Internal => {
           if let Some(x) = self.body_as_internal() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Reply::Refused => {
+          if let Some(x) = self.body_as_refused() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
