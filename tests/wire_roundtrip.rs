@@ -198,9 +198,10 @@ fn request_variant(request: &Request) -> usize {
         Request::Get { .. } => 2,
         Request::Propose { .. } => 3,
         Request::Stats => 4,
+        Request::TransferLeader { .. } => 5,
     }
 }
-const REQUEST_VARIANTS: usize = 5;
+const REQUEST_VARIANTS: usize = 6;
 
 /// Replies and errors in one numbering: a response carries one or the other.
 fn result_variant(result: &Result<Reply, ClientError>) -> usize {
@@ -214,9 +215,10 @@ fn result_variant(result: &Result<Reply, ClientError>) -> usize {
         Err(ClientError::TooLarge { .. }) => 6,
         Err(ClientError::Backpressure) => 7,
         Err(ClientError::Internal { .. }) => 8,
+        Err(ClientError::Refused { .. }) => 9,
     }
 }
-const RESULT_VARIANTS: usize = 9;
+const RESULT_VARIANTS: usize = 10;
 
 /// Which of `count` variants the list misses.
 fn missing(seen: impl Iterator<Item = usize>, count: usize) -> Vec<usize> {
@@ -354,6 +356,7 @@ fn all_requests() -> Vec<Request> {
             payload: Bytes::new(),
         },
         Request::Stats,
+        Request::TransferLeader { to: 3 },
     ]
 }
 
@@ -385,6 +388,7 @@ fn reads_do_not_need_a_sequence_number() {
             linearizable: true,
         },
         Request::Stats,
+        Request::TransferLeader { to: 2 },
     ] {
         let request = ClientRequest {
             client_id: 1,
@@ -428,6 +432,7 @@ fn all_results() -> Vec<Result<Reply, ClientError>> {
             emulated_drops: 10,
             votes_withheld: 11,
             recovering_to: Some(12),
+            transfer_elections: 13,
         })),
         Ok(Reply::Stats(NodeStats {
             node_id: 2,
@@ -452,6 +457,7 @@ fn all_results() -> Vec<Result<Reply, ClientError>> {
             emulated_drops: 0,
             votes_withheld: 0,
             recovering_to: None,
+            transfer_elections: 0,
         })),
         Err(ClientError::NotLeader {
             leader_hint: Some(3),
@@ -469,6 +475,9 @@ fn all_results() -> Vec<Result<Reply, ClientError>> {
         Err(ClientError::Backpressure),
         Err(ClientError::Internal {
             message: "disk full".to_string(),
+        }),
+        Err(ClientError::Refused {
+            message: "unknown node id 9: the members are 1, 2, 3".to_string(),
         }),
     ]
 }

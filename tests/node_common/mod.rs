@@ -217,6 +217,11 @@ impl Cluster {
         self.signal(id, libc::SIGCONT);
     }
 
+    /// SIGTERM without waiting: poll [`Cluster::exit_status`] for the outcome.
+    pub fn sigterm(&self, id: u64) {
+        self.signal(id, libc::SIGTERM);
+    }
+
     fn signal(&self, id: u64, signal: libc::c_int) {
         let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         let child = nodes[(id - 1) as usize]
