@@ -29,6 +29,8 @@ fn sweep(nodes: usize, seeds: std::ops::Range<u64>) -> SimReport {
         totals.drops > 0 && totals.duplicates > 0 && totals.transfers > 0,
         "{totals:?}"
     );
+    // Transfers must complete, not only be asked for: their target campaigns on TimeoutNow.
+    assert!(totals.transfer_elections > 0, "{totals:?}");
     assert!(
         totals.snapshots_taken > 0 && totals.snapshots_installed > 0,
         "{totals:?}"

@@ -150,7 +150,7 @@ pub fn main(args: SimArgs) -> i32 {
     }
     println!(
         "seeds {first}..{end} nodes {} steps {}: crashes {} (torn writes {}, damaged tails {}, damaged middles {}), lost writes {}, most disk-faulty nodes at once {}, votes withheld {}, restarts {}, partitions {}, messages {}, drops {}, duplicates {}, \
-         elections {} (terms with a leader {}), commits {}, snapshots taken {} installed {}, transfers {}, \
+         elections {} (terms with a leader {}), commits {}, snapshots taken {} installed {}, transfers {} (completed to a campaign {}), \
          writes acked {} indeterminate {}, retries deduplicated {}, reads {}, linearizability unknown {}, \
          longest liveness phase {} ms, violations {}",
         if args.scenario == ScenarioKind::Figure8 { 5 } else { args.nodes },
@@ -173,6 +173,7 @@ pub fn main(args: SimArgs) -> i32 {
         totals.snapshots_taken,
         totals.snapshots_installed,
         totals.transfers,
+        totals.transfer_elections,
         totals.writes_acknowledged,
         totals.writes_indeterminate,
         totals.session_duplicates,

@@ -66,6 +66,7 @@ impl Simulation {
         }
         if let Some(raft) = slot.raft.take() {
             slot.votes_withheld_before += raft.votes_withheld();
+            slot.transfer_elections_before += raft.transfer_elections();
         }
         slot.epoch += 1;
         slot.pending_reads.clear();

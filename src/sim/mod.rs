@@ -232,6 +232,8 @@ pub struct SimReport {
     pub snapshots_installed: u64,
     /// Leadership transfers requested.
     pub transfers: u64,
+    /// Elections started on a leader's TimeoutNow: transfers that got as far as a campaign.
+    pub transfer_elections: u64,
     /// Writes acknowledged to clients.
     pub writes_acknowledged: u64,
     /// Writes whose fate stayed unknown.
@@ -271,6 +273,7 @@ impl SimReport {
         self.snapshots_taken += other.snapshots_taken;
         self.snapshots_installed += other.snapshots_installed;
         self.transfers += other.transfers;
+        self.transfer_elections += other.transfer_elections;
         self.writes_acknowledged += other.writes_acknowledged;
         self.writes_indeterminate += other.writes_indeterminate;
         self.reads += other.reads;
@@ -343,6 +346,8 @@ struct SimNode {
     commit_seen: u64,
     /// Votes withheld in earlier lives (the core's counter restarts with it).
     votes_withheld_before: u64,
+    /// `transfer_elections` of this node's earlier incarnations (before crashes).
+    transfer_elections_before: u64,
     /// The `acked_index` of the latest disk fault that lost acknowledged entries here: the
     /// node counts as faulty until its log is back past it (see `disk_fault_allowed`).
     lost_upto: Option<u64>,
@@ -404,6 +409,7 @@ impl Simulation {
                 pending_reads: Vec::new(),
                 commit_seen: 0,
                 votes_withheld_before: 0,
+                transfer_elections_before: 0,
                 lost_upto: None,
                 applied_term: 0,
             })
@@ -581,6 +587,13 @@ impl Simulation {
             .nodes
             .iter()
             .map(|n| n.votes_withheld_before + n.raft.as_ref().map_or(0, |r| r.votes_withheld()))
+            .sum();
+        report.transfer_elections = self
+            .nodes
+            .iter()
+            .map(|n| {
+                n.transfer_elections_before + n.raft.as_ref().map_or(0, |r| r.transfer_elections())
+            })
             .sum();
         report.trace_digest = self.trace.digest();
         report.full_trace = self.trace.take_full();
