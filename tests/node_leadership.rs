@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use node_common::{client, run, stats, wait_for_leader, wait_until, Cluster};
-use ringraft::client::{Client, ClientOptions, Error};
+use ringraft::client::{Client, ClientOptions, Error, MemberAddr};
 use ringraft::core::Role;
 use ringraft::wire::ClientError;
 
@@ -147,8 +147,16 @@ fn sigterm_on_the_leader_under_load_hands_over_without_an_election_timeout() {
         let failed = Rc::new(RefCell::new(Vec::new()));
         let stop = Rc::new(Cell::new(false));
         let mut writers = Vec::new();
+        // Sessions that know the node ids, so that they follow leader hints straight to the
+        // node taking over (as `ringraft load` does), instead of finding it by rotation.
+        let members: Vec<MemberAddr> = (1..=3)
+            .map(|id| MemberAddr {
+                id: Some(id),
+                addr: cluster.client_addr(id),
+            })
+            .collect();
         for task in 0..12u64 {
-            let session = Rc::new(client(addrs.clone()));
+            let session = Rc::new(session_with_ids(members.clone(), task));
             let (acked, successes, failed, stop) = (
                 acked.clone(),
                 successes.clone(),
@@ -249,6 +257,16 @@ fn sigterm_on_the_leader_under_load_hands_over_without_an_election_timeout() {
             );
         }
     });
+}
+
+/// A client session over `members` (with their ids), test retry settings as
+/// `node_common::client`.
+fn session_with_ids(members: Vec<MemberAddr>, task: u64) -> Client {
+    let id = (u64::from(std::process::id()) << 20) | (0x8_0000 + task);
+    let mut options = ClientOptions::new(members, id);
+    options.attempt_timeout = Duration::from_secs(2);
+    options.attempts_max = 40;
+    Client::new(options)
 }
 
 /// Writes unique keys until `stop`; records acknowledged ones in `acked` (and when), and ones
