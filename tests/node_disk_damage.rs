@@ -79,7 +79,8 @@ fn a_follower_whose_last_acknowledged_record_is_damaged_catches_up_without_votin
         let recovering = wait_until(
             "the restarted node to report recovery",
             DEADLINE,
-            || async move { stats(damaged_addr).await.filter(|s| s.votes_withheld > 0) },
+            // Two refusals: the other follower's campaign failed, and it tried again.
+            || async move { stats(damaged_addr).await.filter(|s| s.votes_withheld >= 2) },
         )
         .await;
         assert_eq!(
@@ -100,6 +101,10 @@ fn a_follower_whose_last_acknowledged_record_is_damaged_catches_up_without_votin
             Role::Leader,
             "no leader can be elected without the damaged node's vote"
         );
+        assert_eq!(
+            other_stats.term, leader.term,
+            "no election got past pre-vote without the damaged node's vote"
+        );
 
         cluster.resume(leader.node_id);
         let resumed_at = Instant::now();
@@ -117,11 +122,16 @@ fn a_follower_whose_last_acknowledged_record_is_damaged_catches_up_without_votin
             restarted_at.elapsed(),
             caught_up.votes_withheld
         );
-        // No vote was granted: the old leader still leads its term, so no election succeeded.
-        assert_eq!(caught_up.term, leader.term, "no new term was started");
-        assert_eq!(caught_up.leader_id, Some(leader.node_id));
+        // Once the frozen leader is back, the other follower's pending pre-vote may still win
+        // it a term with the old leader's vote; the damaged node's refusals are what the
+        // assertions above check.
+        eprintln!(
+            "term {} after catching up (the leader's was {})",
+            caught_up.term, leader.term
+        );
         assert!(caught_up.votes_withheld >= recovering.votes_withheld);
-        assert_local_state(damaged_addr, &acked.borrow()).await;
+        let acked = acked.borrow().clone();
+        assert_local_state(damaged_addr, &acked).await;
     });
 }
 
@@ -273,7 +283,7 @@ fn a_flipped_byte_in_the_oldest_segment_is_repaired_from_the_cluster_or_refused_
             "writes failed for good: {:?}",
             failed.borrow().iter().take(5).collect::<Vec<_>>()
         );
-        let successes = successes.borrow();
+        let successes = successes.borrow().clone();
         assert!(
             successes
                 .iter()
@@ -303,7 +313,8 @@ fn a_flipped_byte_in_the_oldest_segment_is_repaired_from_the_cluster_or_refused_
             },
         )
         .await;
-        assert_local_state(damaged_addr, &acked.borrow()).await;
+        let acked = acked.borrow().clone();
+        assert_local_state(damaged_addr, &acked).await;
     });
 }
 

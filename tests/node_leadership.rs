@@ -249,7 +249,8 @@ fn sigterm_on_the_leader_under_load_hands_over_without_an_election_timeout() {
 
         // No acknowledged write lost: each reads back, linearizably, with its value.
         let reader = client(survivor_addrs);
-        for (key, value) in acked.borrow().iter() {
+        let acked = acked.borrow().clone();
+        for (key, value) in &acked {
             assert_eq!(
                 reader.get(key.clone()).await.expect("get").as_ref(),
                 Some(value),
