@@ -153,11 +153,16 @@ pub struct HostWindow {
     pub net: NetBytes,
     /// Window length as sampled, seconds.
     pub seconds: f64,
+    /// How long after the planned start the sampling began (the probe itself started late),
+    /// milliseconds; the window then covers a later interval than the load's.
+    #[serde(default)]
+    pub late_ms: u64,
 }
 
 /// Samples this host from `start_unix_ms` for `window` (waiting for the start first).
 pub fn sample_window(data_dir: &Path, start_unix_ms: u64, window: Duration) -> HostWindow {
     let now_ms = crate::loadgen::process::unix_ms_now();
+    let late_ms = now_ms.saturating_sub(start_unix_ms);
     let start = Instant::now() + Duration::from_millis(start_unix_ms.saturating_sub(now_ms));
     let end = start + window;
     let usage = super::usage::Sampler::new(data_dir).during(start, end);
@@ -185,6 +190,7 @@ pub fn sample_window(data_dir: &Path, start_unix_ms: u64, window: Duration) -> H
         disk_flushes_per_s: disk.as_ref().map(|d| d.flushes_per_s),
         net,
         seconds: usage.as_ref().map_or(0.0, |u| u.seconds),
+        late_ms,
     }
 }
 

@@ -49,6 +49,9 @@ struct RemoteProcess {
 #[derive(Default)]
 pub struct Launched {
     processes: Vec<RemoteProcess>,
+    /// The slowest `start` so far: how long one ssh launch takes on these hosts now, from which
+    /// the load processes' common start is set far enough ahead.
+    slowest_start: Duration,
 }
 
 impl Launched {
@@ -70,7 +73,9 @@ impl Launched {
             out = quote(stdout),
             log = quote(&log),
         );
+        let began = Instant::now();
         let out = ssh.run(&format!("start {name}"), &script)?;
+        self.slowest_start = self.slowest_start.max(began.elapsed());
         let pid: u32 = out.trim().parse().map_err(|_| {
             format!(
                 "host `{}`, step `start {name}`: no pid in {out:?}",
@@ -173,6 +178,9 @@ pub struct ProcessSummary {
     pub seed: u64,
     /// Sessions it used.
     pub sessions: usize,
+    /// How long after the planned start its measured window began, milliseconds.
+    #[serde(default)]
+    pub late_ms: u64,
     /// Writes it completed in the window.
     pub writes: u64,
     /// Reads it completed.
@@ -246,6 +254,14 @@ impl HostsReport {
                     w.net.lo_rx_bytes as f64 / (1 << 20) as f64,
                     w.net.lo_tx_bytes as f64 / (1 << 20) as f64,
                 );
+                if w.late_ms > 0 {
+                    let _ = writeln!(
+                        md,
+                        "  - sampled from {} ms after the planned start (the probe started late): \
+                         this line covers a later interval than the load's window",
+                        w.late_ms
+                    );
+                }
             }
             for line in &h.peer_connections {
                 let _ = writeln!(md, "- {line}");
@@ -665,8 +681,11 @@ fn run_load(
     }
     let connection_shares = shares(connections as u64, slots.len());
     let rate_shares = rate.map(|r| shares(r, slots.len()));
-    let lead = (START_LEAD_PER_PROCESS * (slots.len() + hosts.inventory.hosts.len()) as u32)
-        .max(START_LEAD_MIN);
+    // Every launch below must be done before the common start: twice the slowest launch seen
+    // so far (the nodes' own) per launch, at least START_LEAD_PER_PROCESS each.
+    let per_launch = START_LEAD_PER_PROCESS.max(2 * launched.slowest_start);
+    let lead =
+        (per_launch * (slots.len() + hosts.inventory.hosts.len()) as u32).max(START_LEAD_MIN);
     let start_unix_ms = crate::loadgen::process::unix_ms_now() + lead.as_millis() as u64;
     let window_start_unix_ms = start_unix_ms + workload.warmup.as_millis() as u64;
     let run_dir = &hosts.run_dir;
@@ -787,7 +806,23 @@ fn run_load(
         let process = result
             .process
             .ok_or_else(|| format!("host `{}`, step `{step}`: no process section", host.name))?;
+        // A process that started after the common start shortened its warm-up to keep the
+        // planned window; one that started after the window began measured another interval,
+        // and adding its histograms to the others' would describe a load that never ran.
+        let late_ms = process
+            .window_start_unix_ms
+            .saturating_sub(window_start_unix_ms);
+        if late_ms > (workload.duration.as_millis() as u64 / 10).max(100) {
+            return Err(format!(
+                "host `{}`, step `{step}`: its measured window began {late_ms} ms after the planned \
+                 start (launching took longer than the {} ms lead: the controller or the hosts \
+                 are too busy); the processes' windows would not overlap, so nothing is reported",
+                host.name,
+                lead.as_millis()
+            ));
+        }
         processes.push(ProcessSummary {
+            late_ms,
             target: target.to_string(),
             host: host.name.clone(),
             name: name.clone(),

@@ -635,7 +635,7 @@ fn run_load(args: LoadArgs) -> ExitCode {
             inflight_per_connection: args.inflight,
         },
     };
-    let workload = Workload {
+    let mut workload = Workload {
         mode,
         key_bytes: args.key_bytes,
         value_bytes: args.value_bytes,
@@ -654,6 +654,12 @@ fn run_load(args: LoadArgs) -> ExitCode {
         }
     }
     let started_unix_ms = ringraft::loadgen::process::unix_ms_now();
+    if let Some(at) = args.start_at_unix_ms {
+        // Started late: a shorter warm-up keeps the measured window where the others have it.
+        let late = Duration::from_millis(started_unix_ms.saturating_sub(at));
+        workload.warmup = workload.warmup.saturating_sub(late);
+    }
+    let window_start_unix_ms = started_unix_ms + workload.warmup.as_millis() as u64;
     use ringraft::loadgen::failure;
     let cluster_addrs: Vec<std::net::SocketAddr> = args.cluster.iter().map(|m| m.addr).collect();
     // What was asked is judged before anything is dialled: a misspelt target is the user's
@@ -711,10 +717,11 @@ fn run_load(args: LoadArgs) -> ExitCode {
         hostname: ringraft::loadgen::process::hostname(),
         seed: args.seed,
         started_unix_ms,
+        window_start_unix_ms,
         sessions: recorder.sessions.clone(),
     });
     if let Some(path) = &args.hlog {
-        let window_start_unix = Duration::from_millis(started_unix_ms) + workload.warmup;
+        let window_start_unix = Duration::from_millis(window_start_unix_ms);
         let histograms = ringraft::loadgen::hlog::WindowHistograms {
             writes: recorder.writes.clone(),
             reads: recorder.reads.clone(),
