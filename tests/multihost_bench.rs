@@ -253,7 +253,14 @@ fn a_tiny_bench_across_four_loopback_hosts_merges_two_load_processes() {
     }
     let out = bench.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "bench failed:\n{stderr}");
+    // The comparison's verdict is a benchmark's, not this test's (on a loaded 2-core machine
+    // either side can be ahead in a 2 s run): a failed verdict (exit 3) is accepted, and
+    // checked below to be the only failed check.
+    let verdict_only = with_etcd && out.status.code() == Some(3);
+    assert!(
+        out.status.success() || verdict_only,
+        "bench failed:\n{stderr}"
+    );
     let run_dir = std::fs::read_dir(results.join("multihost-tiny"))
         .unwrap()
         .flatten()
@@ -267,6 +274,23 @@ fn a_tiny_bench_across_four_loopback_hosts_merges_two_load_processes() {
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("report.json")).unwrap())
             .unwrap();
     let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    for check in report["checks"].as_array().unwrap() {
+        let name = check["name"].as_str().unwrap();
+        assert!(
+            check["pass"] == true || name.starts_with("ringraft vs etcd"),
+            "a check other than the comparison failed: {check}"
+        );
+    }
+    if verdict_only {
+        assert!(
+            report["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["pass"] == false),
+            "exit 3 without a failed check"
+        );
+    }
 
     // A section per host, with its facts and the measured window.
     for n in 1..=4 {
