@@ -375,6 +375,24 @@ fn a_tiny_bench_across_four_loopback_hosts_merges_two_load_processes() {
         run_dir.join("hlog").read_dir().unwrap().count(),
         2 * targets.len()
     );
+
+    // Per-thread CPU of every node, sampled by the probes on the node hosts.
+    let ringraft_run = report["runs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["target"] == "ringraft")
+        .unwrap();
+    let threads = ringraft_run["threads"]["threads"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no per-thread CPU in {ringraft_run}"));
+    for node in 1..=3u64 {
+        assert!(
+            threads.iter().any(|t| t["node"] == node),
+            "no thread of node {node} in {threads:?}"
+        );
+    }
+    assert!(md.contains("CPU per thread"), "{md}");
     assert_nothing_left(dir_path);
 }
 

@@ -306,6 +306,8 @@ pub(crate) struct HostsRun {
     pub processes: Vec<ProcessSummary>,
     pub peer_lines: Vec<(String, Vec<String>)>,
     pub hlogs: Vec<(String, String)>,
+    /// CPU per thread of the node processes over the window, from each node host's probe.
+    pub threads: Option<super::threads::ThreadUsage>,
 }
 
 /// The prepared hosts of a run: reached, binary in place, facts read.
@@ -495,6 +497,7 @@ pub(crate) fn run_ringraft(
         .iter()
         .map(|f| quote(f))
         .collect();
+    let mut node_pids: BTreeMap<String, Vec<(u64, u32)>> = BTreeMap::new();
     for (i, host) in nodes.iter().enumerate() {
         let id = i + 1;
         let data = format!("{}/ringraft/node{id}", host.data_dir());
@@ -511,13 +514,18 @@ pub(crate) fn run_ringraft(
                 flags = flags.join(" "),
             ))
         );
-        launched.start(
+        // `setsid` and `exec` keep the pid the launch reports: the node's own.
+        let pid = launched.start(
             hosts.ssh(host),
             &host.workdir,
             &format!("node{id}"),
             &command,
             None,
         )?;
+        node_pids
+            .entry(host.name.clone())
+            .or_default()
+            .push((id as u64, pid));
     }
     if let Err(e) = wait_for_leader(&client_members, launched) {
         let logs: Vec<String> = nodes
@@ -543,6 +551,7 @@ pub(crate) fn run_ringraft(
         workload,
         "ringraft",
         &cluster_arg.join(","),
+        &node_pids,
     );
     let after = all_stats(&client_members);
     let peer_lines = nodes
@@ -660,6 +669,7 @@ fn run_load(
     workload: &Workload,
     target: &str,
     cluster: &str,
+    node_pids: &BTreeMap<String, Vec<(u64, u32)>>,
 ) -> Result<HostsRun, String> {
     let load_hosts = hosts.inventory.with(Role::Load);
     let slots: Vec<(&Host, usize)> = load_hosts
@@ -695,9 +705,20 @@ fn run_load(
         } else {
             host.workdir.clone()
         };
+        let pids: Vec<String> = node_pids
+            .get(&host.name)
+            .into_iter()
+            .flatten()
+            .map(|(id, pid)| format!("{id}={pid}"))
+            .collect();
         let command = format!(
-            "{bin} host-probe --data-dir {data} --window-start-unix-ms {window_start_unix_ms} --window-ms {}",
+            "{bin} host-probe --data-dir {data} --window-start-unix-ms {window_start_unix_ms} --window-ms {}{}",
             workload.duration.as_millis(),
+            if pids.is_empty() {
+                String::new()
+            } else {
+                format!(" --node-pids {}", pids.join(","))
+            },
             bin = Hosts::bin(host),
             data = quote(&data),
         );
@@ -862,7 +883,15 @@ fn run_load(
     recorder.reads_ok = per_second.iter().map(|b| b.reads).sum();
     recorder.per_second = per_second;
     recorder.errors = errors;
+    let writes_per_s = recorder.writes_ok as f64 / workload.duration.as_secs_f64().max(1e-3);
+    let thread_parts: Vec<_> = usage_by_host
+        .iter()
+        .filter_map(|(_, w)| w.node_threads.clone())
+        .collect();
+    let threads = (!thread_parts.is_empty())
+        .then(|| super::threads::ThreadSeconds::merge(thread_parts).usage(writes_per_s));
     Ok(HostsRun {
+        threads,
         report: LoadReport::new(target, workload, &recorder),
         usage_by_host,
         processes,
@@ -958,6 +987,7 @@ pub(crate) fn run_etcd(
         workload,
         "etcd",
         &cluster.join(","),
+        &BTreeMap::new(),
     );
     launched.stop("etcd")?;
     run
@@ -1005,10 +1035,10 @@ pub(crate) fn tune_point(
     Ok(super::TargetRun {
         report: run.report,
         cluster: run.cluster,
-        // Per-thread CPU and the nodes' own metrics are read on the node hosts' /proc and
-        // metrics ports, which the SSH path does not sample yet.
+        // The nodes' own metrics are read from their metrics ports, which the SSH path does
+        // not scrape yet; per-thread CPU comes from the node hosts' probes.
         usage: None,
-        threads: None,
+        threads: run.threads,
         node_view: None,
     })
 }
@@ -1086,7 +1116,7 @@ pub fn run_config_on_hosts(
                     report: run.report.clone(),
                     cluster: run.cluster.clone(),
                     usage: None,
-                    threads: None,
+                    threads: run.threads.clone(),
                     node_view: None,
                 });
                 hosts_runs.push((target.clone(), run));

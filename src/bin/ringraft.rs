@@ -84,6 +84,10 @@ enum Cli {
         /// Length of the window, milliseconds.
         #[arg(long, requires = "window_start_unix_ms")]
         window_ms: Option<u64>,
+        /// Node processes on this host whose threads' CPU to sample over the window, each as
+        /// NODE_ID=PID, comma separated.
+        #[arg(long, value_delimiter = ',', requires = "window_ms", value_parser = parse_node_pid)]
+        node_pids: Vec<(u64, u32)>,
     },
 }
 
@@ -521,7 +525,21 @@ fn run_bench(args: BenchArgs) -> ExitCode {
     }
 }
 
-fn run_host_probe(data_dir: Option<PathBuf>, window: Option<(u64, u64)>) -> ExitCode {
+/// NODE_ID=PID.
+fn parse_node_pid(s: &str) -> Result<(u64, u32), String> {
+    let (id, pid) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NODE_ID=PID"))?;
+    let id = id.parse().map_err(|e| format!("node id in `{s}`: {e}"))?;
+    let pid = pid.parse().map_err(|e| format!("pid in `{s}`: {e}"))?;
+    Ok((id, pid))
+}
+
+fn run_host_probe(
+    data_dir: Option<PathBuf>,
+    window: Option<(u64, u64)>,
+    node_pids: Vec<(u64, u32)>,
+) -> ExitCode {
     use ringraft::bench::hostinfo::{sample_window, HostFacts, HostProbe};
     if let Some(dir) = &data_dir {
         if let Err(e) = std::fs::create_dir_all(dir) {
@@ -537,6 +555,7 @@ fn run_host_probe(data_dir: Option<PathBuf>, window: Option<(u64, u64)>) -> Exit
                 data_dir.as_deref().unwrap_or(std::path::Path::new("/")),
                 start,
                 std::time::Duration::from_millis(ms),
+                node_pids,
             )),
         },
         None => HostProbe {
@@ -771,7 +790,8 @@ fn main() -> ExitCode {
             data_dir,
             window_start_unix_ms,
             window_ms,
-        } => run_host_probe(data_dir, window_start_unix_ms.zip(window_ms)),
+            node_pids,
+        } => run_host_probe(data_dir, window_start_unix_ms.zip(window_ms), node_pids),
         Cli::DiskProbe {
             dir,
             bytes,
