@@ -308,6 +308,8 @@ pub(crate) struct HostsRun {
     pub hlogs: Vec<(String, String)>,
     /// CPU per thread of the node processes over the window, from each node host's probe.
     pub threads: Option<super::threads::ThreadUsage>,
+    /// The nodes' own metrics over the window, scraped by the controller (ringraft only).
+    pub node_view: Option<super::scrape::NodeView>,
 }
 
 /// The prepared hosts of a run: reached, binary in place, facts read.
@@ -473,8 +475,10 @@ pub(crate) fn run_ringraft(
     workload: &Workload,
 ) -> Result<HostsRun, String> {
     let nodes = hosts.inventory.with(Role::Node);
+    let metrics_port = |i: usize| config.base_port + super::cluster::METRICS_PORT_OFFSET + i as u16;
     let mut members = Vec::new();
     let mut client_members = Vec::new();
+    let mut metrics_addrs = Vec::new();
     for (i, host) in nodes.iter().enumerate() {
         let (peer_port, client_port) = (
             config.base_port + 2 * i as u16,
@@ -490,6 +494,7 @@ pub(crate) fn run_ringraft(
             id: Some(i as u64 + 1),
             addr: resolve(&host.address, client_port)?,
         });
+        metrics_addrs.push(resolve(&host.address, metrics_port(i))?);
     }
     let members = members.join(",");
     let settings = super::effective_node_settings(config);
@@ -505,12 +510,13 @@ pub(crate) fn run_ringraft(
         let command = format!(
             "sh -c {}",
             quote(&format!(
-                "rm -rf {data} && exec {bin} node --id {id} --members {m} --data-dir {data} --peer-listen {peer} --client-listen {client} {flags}",
+                "rm -rf {data} && exec {bin} node --id {id} --members {m} --data-dir {data} --peer-listen {peer} --client-listen {client} --metrics-addr {metrics} {flags}",
                 data = quote(&data),
                 bin = Hosts::bin(host),
                 m = quote(&members),
                 peer = quote(&bind_addr(bind, config.base_port + 2 * i as u16)),
                 client = quote(&bind_addr(bind, config.base_port + 2 * i as u16 + 1)),
+                metrics = quote(&bind_addr(bind, metrics_port(i))),
                 flags = flags.join(" "),
             ))
         );
@@ -552,6 +558,7 @@ pub(crate) fn run_ringraft(
         "ringraft",
         &cluster_arg.join(","),
         &node_pids,
+        metrics_addrs,
     );
     let after = all_stats(&client_members);
     let peer_lines = nodes
@@ -670,6 +677,7 @@ fn run_load(
     target: &str,
     cluster: &str,
     node_pids: &BTreeMap<String, Vec<(u64, u32)>>,
+    metrics_addrs: Vec<SocketAddr>,
 ) -> Result<HostsRun, String> {
     let load_hosts = hosts.inventory.with(Role::Load);
     let slots: Vec<(&Host, usize)> = load_hosts
@@ -698,6 +706,11 @@ fn run_load(
         (per_launch * (slots.len() + hosts.inventory.hosts.len()) as u32).max(START_LEAD_MIN);
     let start_unix_ms = crate::loadgen::process::unix_ms_now() + lead.as_millis() as u64;
     let window_start_unix_ms = start_unix_ms + workload.warmup.as_millis() as u64;
+    let scraper = (!metrics_addrs.is_empty()).then(|| {
+        let now_ms = crate::loadgen::process::unix_ms_now();
+        let start = Instant::now() + Duration::from_millis(window_start_unix_ms - now_ms);
+        super::scrape::during(metrics_addrs, start, start + workload.duration)
+    });
     let run_dir = &hosts.run_dir;
     for host in &hosts.inventory.hosts {
         let data = if host.has(Role::Node) || host.has(Role::Etcd) {
@@ -890,8 +903,10 @@ fn run_load(
         .collect();
     let threads = (!thread_parts.is_empty())
         .then(|| super::threads::ThreadSeconds::merge(thread_parts).usage(writes_per_s));
+    let node_view = scraper.and_then(|s| s.join().ok());
     Ok(HostsRun {
         threads,
+        node_view,
         report: LoadReport::new(target, workload, &recorder),
         usage_by_host,
         processes,
@@ -988,6 +1003,7 @@ pub(crate) fn run_etcd(
         "etcd",
         &cluster.join(","),
         &BTreeMap::new(),
+        Vec::new(),
     );
     launched.stop("etcd")?;
     run
@@ -1035,11 +1051,10 @@ pub(crate) fn tune_point(
     Ok(super::TargetRun {
         report: run.report,
         cluster: run.cluster,
-        // The nodes' own metrics are read from their metrics ports, which the SSH path does
-        // not scrape yet; per-thread CPU comes from the node hosts' probes.
+        // Per-thread CPU comes from the node hosts' probes, metrics from the nodes' ports.
         usage: None,
         threads: run.threads,
-        node_view: None,
+        node_view: run.node_view,
     })
 }
 
@@ -1117,7 +1132,7 @@ pub fn run_config_on_hosts(
                     cluster: run.cluster.clone(),
                     usage: None,
                     threads: run.threads.clone(),
-                    node_view: None,
+                    node_view: run.node_view.clone(),
                 });
                 hosts_runs.push((target.clone(), run));
             }
