@@ -45,5 +45,6 @@ pub mod loadgen;
 pub mod log;
 pub mod netem;
 pub mod runtime;
+pub mod settings;
 pub mod sim;
 pub mod wire;

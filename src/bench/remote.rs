@@ -475,10 +475,7 @@ pub(crate) fn run_ringraft(
     }
     let members = members.join(",");
     let settings = super::effective_node_settings(config);
-    let flags: Vec<String> = super::cluster::node_flags(&settings)
-        .iter()
-        .map(|f| quote(f))
-        .collect();
+    let flags: Vec<String> = settings.flags().iter().map(|f| quote(f)).collect();
     for (i, host) in nodes.iter().enumerate() {
         let id = i + 1;
         let data = format!("{}/ringraft/node{id}", host.data_dir());
