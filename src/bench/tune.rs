@@ -541,13 +541,13 @@ mod tests {
         let c = point_config(
             &text,
             &[
-                ("election_ms".into(), "100".into()),
+                ("election_ms".into(), "2000".into()),
                 ("network.jitter_ms".into(), "20".into()),
             ],
             &options,
         )
         .unwrap();
-        assert_eq!(c.node.election_ms, Some(100));
+        assert_eq!(c.node.election_ms, Some(2000));
         assert_eq!(c.network.unwrap().jitter_ms, 20.0);
         let err = point_config(
             &text,
@@ -556,5 +556,9 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("election_ms"), "{err}");
+        // A point the nodes would refuse at start is refused before any process starts.
+        let err =
+            point_config(&text, &[("election_ms".into(), "100".into())], &options).unwrap_err();
+        assert!(err.contains("election_timeout_ticks"), "{err}");
     }
 }

@@ -208,6 +208,10 @@ struct NodeArgs {
     /// term, indexes, per-follower lag).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Check the configuration, print the settings the node would run with (as TOML, after
+    /// timing is derived from rtt_ms / election_ms / heartbeat_ms) and exit without starting.
+    #[arg(long)]
+    check_config: bool,
     /// The tunable settings (see README, "Reference"): one flag per setting, named as in the
     /// TOML file.
     #[command(flatten)]
@@ -252,6 +256,7 @@ fn node_config(
 }
 
 fn run_node(args: NodeArgs) -> ExitCode {
+    let check_only = args.check_config;
     let config = match node_config(args) {
         Ok(config) => config,
         Err(e) => {
@@ -259,6 +264,10 @@ fn run_node(args: NodeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if check_only {
+        print!("{}", config.settings.to_toml());
+        return ExitCode::SUCCESS;
+    }
     match ringraft::runtime::run_node(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

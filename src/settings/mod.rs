@@ -406,6 +406,20 @@ settings! {
     request_timeout_ms: u64 = 5000, range(1, 3_600_000);
 }
 
+impl Settings {
+    /// Every setting as a TOML line in declaration order; an unset optional one as a comment.
+    pub fn to_toml(&self) -> String {
+        let mut out = String::new();
+        for row in SETTINGS {
+            match self.text(row.name).as_deref() {
+                Some("none") | None => out.push_str(&format!("# {} unset\n", row.name)),
+                Some(value) => out.push_str(&format!("{} = {value}\n", row.name)),
+            }
+        }
+        out
+    }
+}
+
 /// The README's table of settings (name, default, allowed values, what it does); a test keeps
 /// the README's copy equal to it.
 pub fn reference_markdown() -> String {
