@@ -51,15 +51,15 @@ impl Bound {
     /// Checks `value` (`None`: not a number, or unset) against the bound.
     pub fn check(&self, value: Option<u64>) -> Result<(), String> {
         let Some(v) = value else { return Ok(()) };
-        match *self {
-            Bound::Any => Ok(()),
-            Bound::Range { min, max } if !(min..=max).contains(&v) => {
-                Err(format!("{v} is outside {min}..={max}"))
-            }
-            Bound::Aligned { min, max, align } if !(min..=max).contains(&v) || v % align != 0 => {
-                Err(format!("{v} is not a multiple of {align} in {min}..={max}"))
-            }
-            _ => Ok(()),
+        let within = match *self {
+            Bound::Any => true,
+            Bound::Range { min, max } => (min..=max).contains(&v),
+            Bound::Aligned { min, max, align } => (min..=max).contains(&v) && v % align == 0,
+        };
+        if within {
+            Ok(())
+        } else {
+            Err(format!("{v} is outside {self}"))
         }
     }
 }
