@@ -197,12 +197,4 @@ pub enum ConfigError {
     /// A setting outside the bound the settings table gives it.
     #[error(transparent)]
     Setting(#[from] settings::SettingError),
-    /// Some other bound is violated.
-    #[error("{field}: {reason}")]
-    Bound {
-        /// The setting.
-        field: &'static str,
-        /// What is wrong.
-        reason: &'static str,
-    },
 }
