@@ -144,7 +144,7 @@ fn bench_config(dir: &Path, base_port: u16) -> PathBuf {
     let text = format!(
         "name = \"multihost-tiny\"\ndescription = \"3 nodes on 3 loopback hosts, 2 load processes\"\n\
          nodes = 3\ntargets = [\"ringraft\"]\nload_threads = 1\nbase_port = {base_port}\n\n\
-         [node]\ntick_ms = 10\nelection_ticks = 100\nheartbeat_ticks = 5\n\n\
+         [node]\ntick_ms = 10\nelection_timeout_ticks = 100\nheartbeat_interval_ticks = 5\n\n\
          [workload]\nkey_bytes = 16\nvalue_bytes = 256\nkey_space = 1000\nread_ratio = 0.0\n\
          linearizable_reads = true\nwarmup = 1000\nduration = 2000\nseed = 1\n\
          mode = {{ kind = \"closed\", connections = 4, inflight_per_connection = 4 }}\n"

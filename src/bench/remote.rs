@@ -498,10 +498,7 @@ pub(crate) fn run_ringraft(
     }
     let members = members.join(",");
     let settings = super::effective_node_settings(config);
-    let flags: Vec<String> = super::cluster::node_flags(&settings)
-        .iter()
-        .map(|f| quote(f))
-        .collect();
+    let flags: Vec<String> = settings.flags().iter().map(|f| quote(f)).collect();
     let mut node_pids: BTreeMap<String, Vec<(u64, u32)>> = BTreeMap::new();
     for (i, host) in nodes.iter().enumerate() {
         let id = i + 1;
