@@ -317,6 +317,7 @@ fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, StorageError> {
     let meta = SnapshotMeta {
         last_included_index: index,
         last_included_term: term,
+        membership: Default::default(),
     };
     Ok(Some(Snapshot {
         meta,

@@ -384,7 +384,7 @@ impl Simulation {
 
     fn install_snapshot(&mut self, node: usize, snapshot: &Snapshot) {
         let id = self.nodes[node].id;
-        let meta = snapshot.meta;
+        let meta = snapshot.meta.clone();
         if let Err(error) = self.nodes[node].kv.restore(&snapshot.data) {
             self.fail(
                 "driver_contract",
@@ -428,7 +428,7 @@ impl Simulation {
         }
         self.nodes[node].applied_term = entry.term;
         match entry.kind {
-            EntryKind::Noop => self.nodes[node].kv.apply_empty(entry.index),
+            EntryKind::Noop | EntryKind::Config => self.nodes[node].kv.apply_empty(entry.index),
             EntryKind::Normal => {
                 let result = self.nodes[node].kv.apply(entry.index, &entry.data);
                 match result {
@@ -473,6 +473,11 @@ impl Simulation {
         let term = slot.applied_term;
         let data = Bytes::from(slot.kv.snapshot());
         let id = slot.id;
+        let membership = slot
+            .raft
+            .as_ref()
+            .map(|r| r.membership_at(index))
+            .unwrap_or_default();
         self.report.snapshots_taken += 1;
         self.trace_line(format_args!(
             "n{id} take snapshot@{index} t{term} ({} bytes)",
@@ -482,6 +487,7 @@ impl Simulation {
             meta: SnapshotMeta {
                 last_included_index: index,
                 last_included_term: term,
+                membership,
             },
             data,
         };

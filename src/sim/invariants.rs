@@ -31,6 +31,7 @@ pub fn entry_hash(entry: &Entry) -> u64 {
     let kind = match entry.kind {
         EntryKind::Normal => 1u8,
         EntryKind::Noop => 2u8,
+        EntryKind::Config => 3u8,
     };
     for byte in entry
         .term

@@ -180,6 +180,7 @@ impl Cluster {
                     meta: SnapshotMeta {
                         last_included_index: index,
                         last_included_term: term,
+                        membership: node.membership_at(index),
                     },
                     data,
                 };
