@@ -224,7 +224,8 @@ impl Membership {
     pub fn leave_joint(&self) -> Membership {
         let mut next = self.clone();
         next.outgoing.clear();
-        next.contexts.retain(|id, _| self.voters.contains(id) || self.learners.contains(id));
+        next.contexts
+            .retain(|id, _| self.voters.contains(id) || self.learners.contains(id));
         next
     }
 
@@ -355,10 +356,14 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> Result<u32, &'static str> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, &'static str> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
 }
 
