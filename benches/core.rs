@@ -22,23 +22,10 @@ struct Cluster {
     applied_at_leader: u64,
 }
 
-/// The core configuration a `ringraft node` started without flags runs with, for node `id` of
-/// three.
+/// The core configuration a `ringraft node` started without flags runs with (the core's
+/// defaults are the node's), for node `id` of three.
 fn node_defaults(id: u64) -> Config {
-    let node = ringraft::runtime::NodeConfig::new(id, Vec::new(), std::path::PathBuf::new());
-    let defaults = node.core_config();
     let mut config = Config::new(id, vec![1, 2, 3]);
-    config.election_timeout_ticks = defaults.election_timeout_ticks;
-    config.heartbeat_interval_ticks = defaults.heartbeat_interval_ticks;
-    config.pre_vote = defaults.pre_vote;
-    config.check_quorum = defaults.check_quorum;
-    config.batch_entries_max = defaults.batch_entries_max;
-    config.batch_bytes_max = defaults.batch_bytes_max;
-    config.inflight_msgs_max = defaults.inflight_msgs_max;
-    config.inflight_bytes_max = defaults.inflight_bytes_max;
-    config.snapshot_threshold_entries = defaults.snapshot_threshold_entries;
-    config.snapshot_log_factor = defaults.snapshot_log_factor;
-    config.snapshot_log_bytes_max = defaults.snapshot_log_bytes_max;
     config.seed = id;
     config
 }

@@ -33,7 +33,9 @@
 //! * [`netem`] models wide-area links (delay, jitter, loss, bandwidth, partitions) that the
 //!   node's transport applies to its own messages, since this kernel has no netem.
 //!
-//! Every bound lives in [`limits`].
+//! Every bound lives in [`limits`]. Every node setting (name, default, bound, help) is declared
+//! once in [`settings`]: a node's TOML file and flags, a bench config's `[node]` and the core's
+//! defaults all come from that one table.
 #![deny(missing_docs)]
 
 pub mod bench;
@@ -45,5 +47,6 @@ pub mod loadgen;
 pub mod log;
 pub mod netem;
 pub mod runtime;
+pub mod settings;
 pub mod sim;
 pub mod wire;

@@ -3,6 +3,10 @@
 //! that this test starts on a port of that address, with a host key and a client key generated
 //! in a temporary directory. Skipped, loudly, only where sshd cannot run; with `CI` set, a
 //! missing sshd fails the test instead (`.ci/run` installs it: scripts/install-sshd.sh).
+//! Built with the `etcd` feature (the second half of `.ci/run`), the tiny run also compares
+//! with an etcd cluster started over SSH on the node hosts.
+
+mod node_common;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
@@ -140,7 +144,7 @@ fn bench_config(dir: &Path, base_port: u16) -> PathBuf {
     let text = format!(
         "name = \"multihost-tiny\"\ndescription = \"3 nodes on 3 loopback hosts, 2 load processes\"\n\
          nodes = 3\ntargets = [\"ringraft\"]\nload_threads = 1\nbase_port = {base_port}\n\n\
-         [node]\ntick_ms = 10\nelection_ticks = 100\nheartbeat_ticks = 5\n\n\
+         [node]\ntick_ms = 10\nelection_timeout_ticks = 100\nheartbeat_interval_ticks = 5\n\n\
          [workload]\nkey_bytes = 16\nvalue_bytes = 256\nkey_space = 1000\nread_ratio = 0.0\n\
          linearizable_reads = true\nwarmup = 1000\nduration = 2000\nseed = 1\n\
          mode = {{ kind = \"closed\", connections = 4, inflight_per_connection = 4 }}\n"
@@ -235,17 +239,28 @@ fn a_tiny_bench_across_four_loopback_hosts_merges_two_load_processes() {
     let inventory = inventory(dir_path, &sshds, "ok");
     let config = bench_config(dir_path, free_port("127.0.0.11", 16100));
     let results = dir_path.join("results");
-    let out = Command::new(ringraft())
+    let with_etcd = cfg!(feature = "etcd") && node_common::etcd_available("multihost_bench");
+    let mut bench = Command::new(ringraft());
+    bench
         .arg("bench")
         .arg(&config)
         .arg("--hosts")
         .arg(&inventory)
         .arg("--results-dir")
-        .arg(&results)
-        .output()
-        .unwrap();
+        .arg(&results);
+    if with_etcd {
+        bench.args(["--compare", "etcd"]);
+    }
+    let out = bench.output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "bench failed:\n{stderr}");
+    // The comparison's verdict is a benchmark's, not this test's (on a loaded 2-core machine
+    // either side can be ahead in a 2 s run): a failed verdict (exit 3) is accepted, and
+    // checked below to be the only failed check.
+    let verdict_only = with_etcd && out.status.code() == Some(3);
+    assert!(
+        out.status.success() || verdict_only,
+        "bench failed:\n{stderr}"
+    );
     let run_dir = std::fs::read_dir(results.join("multihost-tiny"))
         .unwrap()
         .flatten()
@@ -259,6 +274,23 @@ fn a_tiny_bench_across_four_loopback_hosts_merges_two_load_processes() {
         serde_json::from_str(&std::fs::read_to_string(run_dir.join("report.json")).unwrap())
             .unwrap();
     let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    for check in report["checks"].as_array().unwrap() {
+        let name = check["name"].as_str().unwrap();
+        assert!(
+            check["pass"] == true || name.starts_with("ringraft vs etcd"),
+            "a check other than the comparison failed: {check}"
+        );
+    }
+    if verdict_only {
+        assert!(
+            report["checks"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|c| c["pass"] == false),
+            "exit 3 without a failed check"
+        );
+    }
 
     // A section per host, with its facts and the measured window.
     for n in 1..=4 {
@@ -271,7 +303,8 @@ fn a_tiny_bench_across_four_loopback_hosts_merges_two_load_processes() {
     assert_eq!(host_list.len(), 4);
     for h in host_list {
         assert!(h["facts"]["cores"].as_u64().unwrap() >= 1);
-        assert_eq!(h["windows"].as_array().unwrap().len(), 1, "{h}");
+        let targets = if with_etcd { 2 } else { 1 };
+        assert_eq!(h["windows"].as_array().unwrap().len(), targets, "{h}");
     }
 
     // Nodes listened on and advertised their own host's address: each saw its two peers
@@ -300,30 +333,66 @@ fn a_tiny_bench_across_four_loopback_hosts_merges_two_load_processes() {
         );
     }
 
-    // Two load processes on two hosts; the merged count is the sum of theirs.
-    let processes = hosts["processes"].as_array().unwrap();
-    assert_eq!(processes.len(), 2, "{processes:?}");
-    assert_ne!(processes[0]["host"], processes[1]["host"]);
-    assert_ne!(processes[0]["seed"], processes[1]["seed"]);
-    let sum: u64 = processes
+    // Per target, two load processes on two hosts; the merged count is the sum of theirs.
+    let targets: &[&str] = if with_etcd {
+        &["ringraft", "etcd"]
+    } else {
+        &["ringraft"]
+    };
+    let all = hosts["processes"].as_array().unwrap();
+    assert_eq!(all.len(), 2 * targets.len(), "{all:?}");
+    for target in targets {
+        let processes: Vec<_> = all.iter().filter(|p| p["target"] == *target).collect();
+        assert_eq!(processes.len(), 2, "{target}: {processes:?}");
+        assert_ne!(processes[0]["host"], processes[1]["host"]);
+        assert_ne!(processes[0]["seed"], processes[1]["seed"]);
+        let sum: u64 = processes
+            .iter()
+            .map(|p| p["writes"].as_u64().unwrap())
+            .sum();
+        assert!(sum > 0, "{target}: no writes");
+        let run = report["runs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["target"] == *target)
+            .unwrap_or_else(|| panic!("no {target} run in {}", report["runs"]));
+        let run = &run["report"];
+        let merged = run["writes_per_s"].as_f64().unwrap() * 2.0;
+        assert_eq!(
+            merged.round() as u64,
+            sum,
+            "{target}: merged {merged} vs processes {sum}"
+        );
+        assert_eq!(
+            run["errors"].as_object().map_or(0, |e| e.len()),
+            0,
+            "{target}: errors: {}",
+            run["errors"]
+        );
+    }
+    assert_eq!(
+        run_dir.join("hlog").read_dir().unwrap().count(),
+        2 * targets.len()
+    );
+
+    // Per-thread CPU of every node, sampled by the probes on the node hosts.
+    let ringraft_run = report["runs"]
+        .as_array()
+        .unwrap()
         .iter()
-        .map(|p| p["writes"].as_u64().unwrap())
-        .sum();
-    assert!(sum > 0, "no writes");
-    let run = &report["runs"][0]["report"];
-    let merged = run["writes_per_s"].as_f64().unwrap() * 2.0;
-    assert_eq!(
-        merged.round() as u64,
-        sum,
-        "merged {merged} vs processes {sum}"
-    );
-    assert_eq!(
-        run["errors"].as_object().map_or(0, |e| e.len()),
-        0,
-        "errors: {}",
-        run["errors"]
-    );
-    assert!(run_dir.join("hlog").read_dir().unwrap().count() == 2);
+        .find(|r| r["target"] == "ringraft")
+        .unwrap();
+    let threads = ringraft_run["threads"]["threads"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no per-thread CPU in {ringraft_run}"));
+    for node in 1..=3u64 {
+        assert!(
+            threads.iter().any(|t| t["node"] == node),
+            "no thread of node {node} in {threads:?}"
+        );
+    }
+    assert!(md.contains("CPU per thread"), "{md}");
     assert_nothing_left(dir_path);
 }
 

@@ -180,7 +180,12 @@ async fn assert_local_state(addr: SocketAddr, acked: &BTreeMap<Bytes, Bytes>) {
 
 /// Snapshot every 200 entries and 1 MiB segments, so that a few thousand 1 KiB writes purge
 /// whole segments.
-const COMPACTING: &[&str] = &["--snapshot-threshold", "200", "--segment-bytes", "1048576"];
+const COMPACTING: &[&str] = &[
+    "--snapshot-threshold-entries",
+    "200",
+    "--segment-bytes",
+    "1048576",
+];
 
 #[test]
 fn a_node_down_during_compaction_catches_up_by_snapshot() {
@@ -393,7 +398,7 @@ impl Load {
 #[test]
 fn three_successive_leader_kills_with_restarts_lose_nothing() {
     let started = Instant::now();
-    let cluster = Arc::new(Cluster::start(3, &["--snapshot-threshold", "500"]));
+    let cluster = Arc::new(Cluster::start(3, &["--snapshot-threshold-entries", "500"]));
     let addrs = cluster.client_addrs();
     let c = cluster.clone();
     run(move || async move {

@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::config::NodeSettings;
 use crate::core::Role;
 use crate::netem::{Emulation, Partition, Topology};
+use crate::settings::SettingsPatch;
 use crate::wire::{self, ClientRequest, FrameDecoder, FrameType, NodeStats, Reply, Request};
 
 /// Offset from `base_port` of the first node's metrics port.
@@ -29,7 +29,7 @@ pub struct Cluster {
     pub metrics_addrs: Vec<SocketAddr>,
     members: String,
     data_root: PathBuf,
-    settings: NodeSettings,
+    settings: SettingsPatch,
     /// Each node's link emulation, when the run emulates a network or isolates nodes.
     emulations: Option<Vec<Emulation>>,
 }
@@ -43,7 +43,7 @@ impl Cluster {
         nodes: usize,
         data_root: &Path,
         base_port: u16,
-        settings: &NodeSettings,
+        settings: &SettingsPatch,
         network: Option<&Topology>,
         emulate: bool,
     ) -> Result<Cluster, String> {
@@ -173,7 +173,7 @@ impl Cluster {
             .arg(&dir)
             .arg("--metrics-addr")
             .arg(self.metrics_addrs[(id - 1) as usize].to_string());
-        cmd.args(node_flags(&self.settings));
+        cmd.args(self.settings.flags());
         if self.emulations.is_some() {
             cmd.arg("--emulation").arg(self.emulation_path(id));
         }
@@ -260,54 +260,6 @@ impl Drop for Cluster {
             let _ = child.wait();
         }
     }
-}
-
-/// The `ringraft node` flags that carry a bench config's node settings (unset ones are left to
-/// the node's defaults).
-pub fn node_flags(s: &NodeSettings) -> Vec<String> {
-    let flags = [
-        ("--tick-ms", s.tick_ms.map(|v| v.to_string())),
-        ("--election-ticks", s.election_ticks.map(|v| v.to_string())),
-        (
-            "--heartbeat-ticks",
-            s.heartbeat_ticks.map(|v| v.to_string()),
-        ),
-        (
-            "--snapshot-threshold",
-            s.snapshot_threshold.map(|v| v.to_string()),
-        ),
-        (
-            "--snapshot-log-factor",
-            s.snapshot_log_factor.map(|v| v.to_string()),
-        ),
-        ("--segment-bytes", s.segment_bytes.map(|v| v.to_string())),
-        ("--rtt-ms", s.rtt_ms.map(|v| v.to_string())),
-        ("--election-ms", s.election_ms.map(|v| v.to_string())),
-        ("--heartbeat-ms", s.heartbeat_ms.map(|v| v.to_string())),
-        (
-            "--batch-entries-max",
-            s.batch_entries_max.map(|v| v.to_string()),
-        ),
-        (
-            "--batch-bytes-max",
-            s.batch_bytes_max.map(|v| v.to_string()),
-        ),
-        (
-            "--inflight-msgs-max",
-            s.inflight_msgs_max.map(|v| v.to_string()),
-        ),
-        (
-            "--inflight-bytes-max",
-            s.inflight_bytes_max.map(|v| v.to_string()),
-        ),
-        ("--pre-vote", s.pre_vote.map(|v| v.to_string())),
-        ("--check-quorum", s.check_quorum.map(|v| v.to_string())),
-    ];
-    flags
-        .into_iter()
-        .filter_map(|(flag, value)| Some([flag.to_string(), value?]))
-        .flatten()
-        .collect()
 }
 
 /// This `ringraft` binary: the running executable, or (in tests) the one built next to it.

@@ -5,62 +5,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::loadgen::{LoopMode, Workload};
-
-/// Node settings a bench config may set; everything else keeps `NodeConfig`'s defaults.
-#[derive(Clone, Debug, Default, Deserialize, Serialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct NodeSettings {
-    /// Wall time of one tick.
-    pub tick_ms: Option<u64>,
-    /// Election timeout in ticks.
-    pub election_ticks: Option<u32>,
-    /// Heartbeat interval in ticks.
-    pub heartbeat_ticks: Option<u32>,
-    /// Snapshot threshold in entries.
-    pub snapshot_threshold: Option<u64>,
-    /// Snapshot only once the log is this many times the last snapshot (0: entries only).
-    pub snapshot_log_factor: Option<u64>,
-    /// Log segment size.
-    pub segment_bytes: Option<u64>,
-    /// Round trip to derive timing from (heartbeat about 1 RTT, election 10 RTTs).
-    pub rtt_ms: Option<u64>,
-    /// Election timeout in milliseconds (overrides `election_ticks`).
-    pub election_ms: Option<u64>,
-    /// Heartbeat interval in milliseconds (overrides `heartbeat_ticks`).
-    pub heartbeat_ms: Option<u64>,
-    /// Most entries per AppendEntries.
-    pub batch_entries_max: Option<usize>,
-    /// Most bytes per AppendEntries.
-    pub batch_bytes_max: Option<usize>,
-    /// Most AppendEntries in flight per follower.
-    pub inflight_msgs_max: Option<usize>,
-    /// Most bytes in flight per follower (default: twice the bandwidth-delay product when the
-    /// network has a bandwidth cap, else the node's default).
-    pub inflight_bytes_max: Option<usize>,
-    /// Pre-vote (default on).
-    pub pre_vote: Option<bool>,
-    /// Check-quorum (default on).
-    pub check_quorum: Option<bool>,
-}
-
-/// The keys `ringraft tune --sweep` may vary under `[node]`.
-pub const NODE_KEYS: &[&str] = &[
-    "tick_ms",
-    "election_ticks",
-    "heartbeat_ticks",
-    "snapshot_threshold",
-    "snapshot_log_factor",
-    "segment_bytes",
-    "rtt_ms",
-    "election_ms",
-    "heartbeat_ms",
-    "batch_entries_max",
-    "batch_bytes_max",
-    "inflight_msgs_max",
-    "inflight_bytes_max",
-    "pre_vote",
-    "check_quorum",
-];
+use crate::settings::{Settings, SettingsPatch};
 
 /// A fault injected under load, to measure failover.
 #[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
@@ -100,9 +45,10 @@ pub struct BenchConfig {
     /// Targets to measure in this run: "ringraft", "etcd".
     #[serde(default = "default_targets")]
     pub targets: Vec<String>,
-    /// ringraft node settings.
+    /// ringraft node settings (`[node]`: any setting of the settings table, by its name);
+    /// unset ones keep the node's defaults.
     #[serde(default)]
-    pub node: NodeSettings,
+    pub node: SettingsPatch,
     /// The workload.
     pub workload: Workload,
     /// Open-loop rate sweep (requests/s), each judged by the `etcdctl check perf` rules; when
@@ -225,9 +171,23 @@ impl BenchConfig {
                 return Err("failover needs at least 3 nodes (a majority must survive)".into());
             }
         }
+        self.node_settings_valid()?;
         self.workload
             .validate()
             .map_err(|e| format!("workload: {e}"))
+    }
+
+    /// Checks `[node]` as a node would at start, so that a bad combination (an election
+    /// timeout not above the heartbeat) is refused before any process starts.
+    fn node_settings_valid(&self) -> Result<(), String> {
+        let node = |e: String| format!("[node]: {e}");
+        let mut settings = Settings::default();
+        self.node.apply(&mut settings);
+        settings.validate().map_err(|e| node(e.to_string()))?;
+        let timing = super::node_timing(self);
+        crate::core::Config::from_settings(1, vec![1], &timing.settings)
+            .validate()
+            .map_err(|e| node(e.to_string()))
     }
 
     /// Replaces the measured duration and the warm-up where the command line gives them.

@@ -153,14 +153,30 @@ pub struct HostWindow {
     pub net: NetBytes,
     /// Window length as sampled, seconds.
     pub seconds: f64,
+    /// How long after the planned start the sampling began (the probe itself started late),
+    /// milliseconds; the window then covers a later interval than the load's.
+    #[serde(default)]
+    pub late_ms: u64,
+    /// CPU seconds of each thread of the node processes on this host, when it was given any.
+    #[serde(default)]
+    pub node_threads: Option<super::threads::ThreadSeconds>,
 }
 
 /// Samples this host from `start_unix_ms` for `window` (waiting for the start first).
-pub fn sample_window(data_dir: &Path, start_unix_ms: u64, window: Duration) -> HostWindow {
+/// `nodes` are (node id, pid) of node processes on this host, whose threads are sampled too.
+pub fn sample_window(
+    data_dir: &Path,
+    start_unix_ms: u64,
+    window: Duration,
+    nodes: Vec<(u64, u32)>,
+) -> HostWindow {
     let now_ms = crate::loadgen::process::unix_ms_now();
+    let late_ms = now_ms.saturating_sub(start_unix_ms);
     let start = Instant::now() + Duration::from_millis(start_unix_ms.saturating_sub(now_ms));
     let end = start + window;
     let usage = super::usage::Sampler::new(data_dir).during(start, end);
+    let node_threads =
+        (!nodes.is_empty()).then(|| super::threads::ThreadSampler::new(nodes).during(start, end));
     std::thread::sleep(start.saturating_duration_since(Instant::now()));
     let before = net_now();
     std::thread::sleep(end.saturating_duration_since(Instant::now()));
@@ -185,6 +201,10 @@ pub fn sample_window(data_dir: &Path, start_unix_ms: u64, window: Duration) -> H
         disk_flushes_per_s: disk.as_ref().map(|d| d.flushes_per_s),
         net,
         seconds: usage.as_ref().map_or(0.0, |u| u.seconds),
+        late_ms,
+        node_threads: node_threads
+            .and_then(|h| h.join().ok())
+            .map(|w| w.seconds()),
     }
 }
 

@@ -283,7 +283,7 @@ pub(crate) fn print_checks(checks: &[Check]) {
 /// Node settings as launched: the config's, plus the in-flight window sized to twice the
 /// bandwidth-delay product when the emulated network caps bandwidth and the config leaves it
 /// unset.
-pub fn effective_node_settings(config: &BenchConfig) -> config::NodeSettings {
+pub fn effective_node_settings(config: &BenchConfig) -> crate::settings::SettingsPatch {
     let mut settings = config.node.clone();
     if let Some(network) = &config.network {
         if let (Some(mbit), None) = (network.bandwidth_mbit, settings.inflight_bytes_max) {
@@ -299,14 +299,8 @@ pub fn effective_node_settings(config: &BenchConfig) -> config::NodeSettings {
 /// The timing a config's nodes will run with (tick, heartbeat, election), derived exactly as
 /// `ringraft node` derives it from the same settings.
 pub fn node_timing(config: &BenchConfig) -> crate::runtime::NodeConfig {
-    let s = &config.node;
     let mut node = crate::runtime::NodeConfig::new(1, Vec::new(), PathBuf::new());
-    node.tick_ms = s.tick_ms.unwrap_or(node.tick_ms);
-    node.election_ticks = s.election_ticks.unwrap_or(node.election_ticks);
-    node.heartbeat_ticks = s.heartbeat_ticks.unwrap_or(node.heartbeat_ticks);
-    node.rtt_ms = s.rtt_ms;
-    node.election_ms = s.election_ms;
-    node.heartbeat_ms = s.heartbeat_ms;
+    config.node.apply(&mut node.settings);
     node.derive_timing();
     node
 }
@@ -779,11 +773,10 @@ fn differences(config: &BenchConfig, repeats: usize) -> Vec<String> {
                 config.targets.first().map_or("", String::as_str)
             )
         });
+        let timing = node_timing(config);
         d.push(format!(
             "Timing: ringraft ticks every {} ms, election {} ticks, heartbeat {} ticks (defaults where unset); etcd runs with its defaults (heartbeat 100 ms, election 1000 ms).",
-            config.node.tick_ms.unwrap_or(10),
-            config.node.election_ticks.unwrap_or(30),
-            config.node.heartbeat_ticks.unwrap_or(3)
+            timing.tick_ms, timing.election_timeout_ticks, timing.heartbeat_interval_ticks
         ));
     }
     d

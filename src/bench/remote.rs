@@ -49,6 +49,9 @@ struct RemoteProcess {
 #[derive(Default)]
 pub struct Launched {
     processes: Vec<RemoteProcess>,
+    /// The slowest `start` so far: how long one ssh launch takes on these hosts now, from which
+    /// the load processes' common start is set far enough ahead.
+    slowest_start: Duration,
 }
 
 impl Launched {
@@ -70,7 +73,9 @@ impl Launched {
             out = quote(stdout),
             log = quote(&log),
         );
+        let began = Instant::now();
         let out = ssh.run(&format!("start {name}"), &script)?;
+        self.slowest_start = self.slowest_start.max(began.elapsed());
         let pid: u32 = out.trim().parse().map_err(|_| {
             format!(
                 "host `{}`, step `start {name}`: no pid in {out:?}",
@@ -173,6 +178,9 @@ pub struct ProcessSummary {
     pub seed: u64,
     /// Sessions it used.
     pub sessions: usize,
+    /// How long after the planned start its measured window began, milliseconds.
+    #[serde(default)]
+    pub late_ms: u64,
     /// Writes it completed in the window.
     pub writes: u64,
     /// Reads it completed.
@@ -246,6 +254,14 @@ impl HostsReport {
                     w.net.lo_rx_bytes as f64 / (1 << 20) as f64,
                     w.net.lo_tx_bytes as f64 / (1 << 20) as f64,
                 );
+                if w.late_ms > 0 {
+                    let _ = writeln!(
+                        md,
+                        "  - sampled from {} ms after the planned start (the probe started late): \
+                         this line covers a later interval than the load's window",
+                        w.late_ms
+                    );
+                }
             }
             for line in &h.peer_connections {
                 let _ = writeln!(md, "- {line}");
@@ -290,6 +306,10 @@ pub(crate) struct HostsRun {
     pub processes: Vec<ProcessSummary>,
     pub peer_lines: Vec<(String, Vec<String>)>,
     pub hlogs: Vec<(String, String)>,
+    /// CPU per thread of the node processes over the window, from each node host's probe.
+    pub threads: Option<super::threads::ThreadUsage>,
+    /// The nodes' own metrics over the window, scraped by the controller (ringraft only).
+    pub node_view: Option<super::scrape::NodeView>,
 }
 
 /// The prepared hosts of a run: reached, binary in place, facts read.
@@ -455,8 +475,10 @@ pub(crate) fn run_ringraft(
     workload: &Workload,
 ) -> Result<HostsRun, String> {
     let nodes = hosts.inventory.with(Role::Node);
+    let metrics_port = |i: usize| config.base_port + super::cluster::METRICS_PORT_OFFSET + i as u16;
     let mut members = Vec::new();
     let mut client_members = Vec::new();
+    let mut metrics_addrs = Vec::new();
     for (i, host) in nodes.iter().enumerate() {
         let (peer_port, client_port) = (
             config.base_port + 2 * i as u16,
@@ -472,13 +494,12 @@ pub(crate) fn run_ringraft(
             id: Some(i as u64 + 1),
             addr: resolve(&host.address, client_port)?,
         });
+        metrics_addrs.push(resolve(&host.address, metrics_port(i))?);
     }
     let members = members.join(",");
     let settings = super::effective_node_settings(config);
-    let flags: Vec<String> = super::cluster::node_flags(&settings)
-        .iter()
-        .map(|f| quote(f))
-        .collect();
+    let flags: Vec<String> = settings.flags().iter().map(|f| quote(f)).collect();
+    let mut node_pids: BTreeMap<String, Vec<(u64, u32)>> = BTreeMap::new();
     for (i, host) in nodes.iter().enumerate() {
         let id = i + 1;
         let data = format!("{}/ringraft/node{id}", host.data_dir());
@@ -486,22 +507,28 @@ pub(crate) fn run_ringraft(
         let command = format!(
             "sh -c {}",
             quote(&format!(
-                "rm -rf {data} && exec {bin} node --id {id} --members {m} --data-dir {data} --peer-listen {peer} --client-listen {client} {flags}",
+                "rm -rf {data} && exec {bin} node --id {id} --members {m} --data-dir {data} --peer-listen {peer} --client-listen {client} --metrics-addr {metrics} {flags}",
                 data = quote(&data),
                 bin = Hosts::bin(host),
                 m = quote(&members),
                 peer = quote(&bind_addr(bind, config.base_port + 2 * i as u16)),
                 client = quote(&bind_addr(bind, config.base_port + 2 * i as u16 + 1)),
+                metrics = quote(&bind_addr(bind, metrics_port(i))),
                 flags = flags.join(" "),
             ))
         );
-        launched.start(
+        // `setsid` and `exec` keep the pid the launch reports: the node's own.
+        let pid = launched.start(
             hosts.ssh(host),
             &host.workdir,
             &format!("node{id}"),
             &command,
             None,
         )?;
+        node_pids
+            .entry(host.name.clone())
+            .or_default()
+            .push((id as u64, pid));
     }
     if let Err(e) = wait_for_leader(&client_members, launched) {
         let logs: Vec<String> = nodes
@@ -527,6 +554,8 @@ pub(crate) fn run_ringraft(
         workload,
         "ringraft",
         &cluster_arg.join(","),
+        &node_pids,
+        metrics_addrs,
     );
     let after = all_stats(&client_members);
     let peer_lines = nodes
@@ -644,6 +673,8 @@ fn run_load(
     workload: &Workload,
     target: &str,
     cluster: &str,
+    node_pids: &BTreeMap<String, Vec<(u64, u32)>>,
+    metrics_addrs: Vec<SocketAddr>,
 ) -> Result<HostsRun, String> {
     let load_hosts = hosts.inventory.with(Role::Load);
     let slots: Vec<(&Host, usize)> = load_hosts
@@ -665,10 +696,18 @@ fn run_load(
     }
     let connection_shares = shares(connections as u64, slots.len());
     let rate_shares = rate.map(|r| shares(r, slots.len()));
-    let lead = (START_LEAD_PER_PROCESS * (slots.len() + hosts.inventory.hosts.len()) as u32)
-        .max(START_LEAD_MIN);
+    // Every launch below must be done before the common start: twice the slowest launch seen
+    // so far (the nodes' own) per launch, at least START_LEAD_PER_PROCESS each.
+    let per_launch = START_LEAD_PER_PROCESS.max(2 * launched.slowest_start);
+    let lead =
+        (per_launch * (slots.len() + hosts.inventory.hosts.len()) as u32).max(START_LEAD_MIN);
     let start_unix_ms = crate::loadgen::process::unix_ms_now() + lead.as_millis() as u64;
     let window_start_unix_ms = start_unix_ms + workload.warmup.as_millis() as u64;
+    let scraper = (!metrics_addrs.is_empty()).then(|| {
+        let now_ms = crate::loadgen::process::unix_ms_now();
+        let start = Instant::now() + Duration::from_millis(window_start_unix_ms - now_ms);
+        super::scrape::during(metrics_addrs, start, start + workload.duration)
+    });
     let run_dir = &hosts.run_dir;
     for host in &hosts.inventory.hosts {
         let data = if host.has(Role::Node) || host.has(Role::Etcd) {
@@ -676,9 +715,20 @@ fn run_load(
         } else {
             host.workdir.clone()
         };
+        let pids: Vec<String> = node_pids
+            .get(&host.name)
+            .into_iter()
+            .flatten()
+            .map(|(id, pid)| format!("{id}={pid}"))
+            .collect();
         let command = format!(
-            "{bin} host-probe --data-dir {data} --window-start-unix-ms {window_start_unix_ms} --window-ms {}",
+            "{bin} host-probe --data-dir {data} --window-start-unix-ms {window_start_unix_ms} --window-ms {}{}",
             workload.duration.as_millis(),
+            if pids.is_empty() {
+                String::new()
+            } else {
+                format!(" --node-pids {}", pids.join(","))
+            },
             bin = Hosts::bin(host),
             data = quote(&data),
         );
@@ -787,7 +837,23 @@ fn run_load(
         let process = result
             .process
             .ok_or_else(|| format!("host `{}`, step `{step}`: no process section", host.name))?;
+        // A process that started after the common start shortened its warm-up to keep the
+        // planned window; one that started after the window began measured another interval,
+        // and adding its histograms to the others' would describe a load that never ran.
+        let late_ms = process
+            .window_start_unix_ms
+            .saturating_sub(window_start_unix_ms);
+        if late_ms > (workload.duration.as_millis() as u64 / 10).max(100) {
+            return Err(format!(
+                "host `{}`, step `{step}`: its measured window began {late_ms} ms after the planned \
+                 start (launching took longer than the {} ms lead: the controller or the hosts \
+                 are too busy); the processes' windows would not overlap, so nothing is reported",
+                host.name,
+                lead.as_millis()
+            ));
+        }
         processes.push(ProcessSummary {
+            late_ms,
             target: target.to_string(),
             host: host.name.clone(),
             name: name.clone(),
@@ -827,7 +893,17 @@ fn run_load(
     recorder.reads_ok = per_second.iter().map(|b| b.reads).sum();
     recorder.per_second = per_second;
     recorder.errors = errors;
+    let writes_per_s = recorder.writes_ok as f64 / workload.duration.as_secs_f64().max(1e-3);
+    let thread_parts: Vec<_> = usage_by_host
+        .iter()
+        .filter_map(|(_, w)| w.node_threads.clone())
+        .collect();
+    let threads = (!thread_parts.is_empty())
+        .then(|| super::threads::ThreadSeconds::merge(thread_parts).usage(writes_per_s));
+    let node_view = scraper.and_then(|s| s.join().ok());
     Ok(HostsRun {
+        threads,
+        node_view,
         report: LoadReport::new(target, workload, &recorder),
         usage_by_host,
         processes,
@@ -923,6 +999,8 @@ pub(crate) fn run_etcd(
         workload,
         "etcd",
         &cluster.join(","),
+        &BTreeMap::new(),
+        Vec::new(),
     );
     launched.stop("etcd")?;
     run
@@ -970,11 +1048,10 @@ pub(crate) fn tune_point(
     Ok(super::TargetRun {
         report: run.report,
         cluster: run.cluster,
-        // Per-thread CPU and the nodes' own metrics are read on the node hosts' /proc and
-        // metrics ports, which the SSH path does not sample yet.
+        // Per-thread CPU comes from the node hosts' probes, metrics from the nodes' ports.
         usage: None,
-        threads: None,
-        node_view: None,
+        threads: run.threads,
+        node_view: run.node_view,
     })
 }
 
@@ -1051,8 +1128,8 @@ pub fn run_config_on_hosts(
                     report: run.report.clone(),
                     cluster: run.cluster.clone(),
                     usage: None,
-                    threads: None,
-                    node_view: None,
+                    threads: run.threads.clone(),
+                    node_view: run.node_view.clone(),
                 });
                 hosts_runs.push((target.clone(), run));
             }

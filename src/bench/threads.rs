@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Threads listed per node in a report (the busiest first); the rest are summed.
 const THREADS_SHOWN_MAX: usize = 8;
@@ -174,10 +174,16 @@ pub struct ThreadWindow {
 }
 
 impl ThreadWindow {
-    /// Per-thread CPU over the window. A thread present at only one edge (started or ended
+    /// Per-thread CPU over the window (see [`ThreadSeconds::usage`]).
+    pub fn usage(&self, writes_per_s: f64) -> ThreadUsage {
+        self.seconds().usage(writes_per_s)
+    }
+
+    /// CPU seconds of each thread over the window, before the write rate is known: what a
+    /// remote host probe sends back. A thread present at only one edge (started or ended
     /// inside the window, e.g. a node killed by a failover drill) is left out: its share of the
     /// window is unknown.
-    pub fn usage(&self, writes_per_s: f64) -> ThreadUsage {
+    pub fn seconds(&self) -> ThreadSeconds {
         let seconds = self
             .after
             .at
@@ -185,21 +191,72 @@ impl ThreadWindow {
             .as_secs_f64()
             .max(1e-3);
         let tick_s = 1.0 / clock_ticks_per_s();
-        let writes = writes_per_s * seconds;
-        let mut threads: Vec<ThreadCpu> = self
+        let threads = self
             .after
             .ticks
             .iter()
             .filter_map(|(&(node, tid), (name, after))| {
                 let (_, before) = self.before.ticks.get(&(node, tid))?;
                 let cpu_s = after.saturating_sub(*before) as f64 * tick_s;
-                (cpu_s > 0.0).then(|| ThreadCpu {
+                (cpu_s > 0.0).then(|| ThreadTime {
                     node,
                     tid,
                     name: name.clone(),
-                    cpu_pct: 100.0 * cpu_s / seconds,
-                    us_per_write: (writes >= 1.0).then(|| cpu_s * 1e6 / writes),
+                    cpu_s,
                 })
+            })
+            .collect();
+        ThreadSeconds { seconds, threads }
+    }
+}
+
+/// One thread's CPU seconds over a window.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ThreadTime {
+    /// Node id.
+    pub node: u64,
+    /// Kernel thread id (on its host).
+    pub tid: u32,
+    /// The thread's name.
+    pub name: String,
+    /// User + system CPU, seconds.
+    pub cpu_s: f64,
+}
+
+/// CPU seconds per thread over one window, on one host or merged over several.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ThreadSeconds {
+    /// Length of the window as sampled, seconds.
+    pub seconds: f64,
+    /// Threads with any CPU in it.
+    pub threads: Vec<ThreadTime>,
+}
+
+impl ThreadSeconds {
+    /// The threads of several hosts' windows (each host samples its own nodes, so no thread is
+    /// counted twice), over the longest of their lengths.
+    pub fn merge(parts: impl IntoIterator<Item = ThreadSeconds>) -> ThreadSeconds {
+        let mut merged = ThreadSeconds::default();
+        for part in parts {
+            merged.seconds = merged.seconds.max(part.seconds);
+            merged.threads.extend(part.threads);
+        }
+        merged
+    }
+
+    /// Per-thread CPU share and CPU per write at `writes_per_s`, busiest first.
+    pub fn usage(&self, writes_per_s: f64) -> ThreadUsage {
+        let seconds = self.seconds.max(1e-3);
+        let writes = writes_per_s * seconds;
+        let mut threads: Vec<ThreadCpu> = self
+            .threads
+            .iter()
+            .map(|t| ThreadCpu {
+                node: t.node,
+                tid: t.tid,
+                name: t.name.clone(),
+                cpu_pct: 100.0 * t.cpu_s / seconds,
+                us_per_write: (writes >= 1.0).then(|| t.cpu_s * 1e6 / writes),
             })
             .collect();
         threads.sort_by(|a, b| b.cpu_pct.total_cmp(&a.cpu_pct).then(a.tid.cmp(&b.tid)));

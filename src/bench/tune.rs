@@ -2,8 +2,8 @@
 //! settings (one axis per `--sweep`), prints a table, names the best point under a p99 bound,
 //! and writes `tune.json`, `tune.md` and `tune.svg`.
 //!
-//! A sweep key is a `[node]` setting (`batch_entries_max`, `election_ms`, ...; see
-//! [`NODE_KEYS`]) or a dotted path into the config (`network.jitter_ms`,
+//! A sweep key is a `[node]` setting (`batch_entries_max`, `election_ms`, ...; any name of
+//! [`crate::settings::SETTINGS`]) or a dotted path into the config (`network.jitter_ms`,
 //! `workload.value_bytes`). Values are TOML literals (`100`, `0.5`, `"normal"`).
 
 use std::fmt::Write as _;
@@ -12,10 +12,11 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use super::config::{BenchConfig, NODE_KEYS};
+use super::config::BenchConfig;
 use super::drill::ClusterObservation;
 use super::report::{timestamp, Machine};
 use super::svg::{scatter_chart, Dot};
+use crate::settings::SETTINGS;
 
 /// Most points one tune run may have (each is a full cluster run).
 pub const GRID_POINTS_MAX: usize = 256;
@@ -144,12 +145,16 @@ fn key_path(key: &str) -> Result<Vec<String>, String> {
     if key.contains('.') {
         return Ok(key.split('.').map(str::to_string).collect());
     }
-    if NODE_KEYS.contains(&key) {
+    if crate::settings::info(key).is_some() {
         return Ok(vec!["node".into(), key.into()]);
     }
     Err(format!(
         "unknown sweep key `{key}`: use a [node] setting ({}) or a dotted path such as network.jitter_ms or workload.value_bytes",
-        NODE_KEYS.join(", ")
+        SETTINGS
+            .iter()
+            .map(|s| s.name)
+            .collect::<Vec<_>>()
+            .join(", ")
     ))
 }
 
@@ -536,13 +541,13 @@ mod tests {
         let c = point_config(
             &text,
             &[
-                ("election_ms".into(), "100".into()),
+                ("election_ms".into(), "2000".into()),
                 ("network.jitter_ms".into(), "20".into()),
             ],
             &options,
         )
         .unwrap();
-        assert_eq!(c.node.election_ms, Some(100));
+        assert_eq!(c.node.election_ms, Some(2000));
         assert_eq!(c.network.unwrap().jitter_ms, 20.0);
         let err = point_config(
             &text,
@@ -551,5 +556,9 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("election_ms"), "{err}");
+        // A point the nodes would refuse at start is refused before any process starts.
+        let err =
+            point_config(&text, &[("election_ms".into(), "100".into())], &options).unwrap_err();
+        assert!(err.contains("election_timeout_ticks"), "{err}");
     }
 }

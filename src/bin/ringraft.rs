@@ -84,6 +84,10 @@ enum Cli {
         /// Length of the window, milliseconds.
         #[arg(long, requires = "window_start_unix_ms")]
         window_ms: Option<u64>,
+        /// Node processes on this host whose threads' CPU to sample over the window, each as
+        /// NODE_ID=PID, comma separated.
+        #[arg(long, value_delimiter = ',', requires = "window_ms", value_parser = parse_node_pid)]
+        node_pids: Vec<(u64, u32)>,
     },
 }
 
@@ -197,65 +201,9 @@ struct NodeArgs {
     /// Where the log, hard state and snapshots live.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// Wall time of one tick in milliseconds (default 10).
-    #[arg(long)]
-    tick_ms: Option<u64>,
-    /// Election timeout in ticks, randomized in [E, 2E) (default 30).
-    #[arg(long)]
-    election_ticks: Option<u32>,
-    /// Heartbeat interval in ticks (default 3).
-    #[arg(long)]
-    heartbeat_ticks: Option<u32>,
-    /// Take a snapshot every this many applied entries, 0 for never (default 100000).
-    #[arg(long)]
-    snapshot_threshold: Option<u64>,
-    /// Also wait until the log since the last snapshot is this many times the snapshot's size
-    /// (thesis 5.1.3), 0 to count entries only (default 4).
-    #[arg(long)]
-    snapshot_log_factor: Option<u64>,
-    /// Log segment size in bytes (default 64 MiB).
-    #[arg(long)]
-    segment_bytes: Option<u64>,
-    /// CPU to pin the Raft executor on.
-    #[arg(long)]
-    raft_cpu: Option<usize>,
-    /// On a damaged record before the log's tail, refuse to start (naming file and offset)
-    /// instead of keeping the valid prefix and fetching the rest back from the cluster.
-    #[arg(long)]
-    strict_recovery: bool,
     /// Cluster id; peers of other clusters are refused (default 1).
     #[arg(long)]
     cluster_id: Option<u64>,
-    /// Round trip to the farthest peer in ms: derives tick, heartbeat (about 1 RTT) and election
-    /// timeout (10 RTTs) unless --heartbeat-ms / --election-ms say otherwise.
-    #[arg(long)]
-    rtt_ms: Option<u64>,
-    /// Election timeout in ms (randomized in [E, 2E)); overrides --election-ticks.
-    #[arg(long)]
-    election_ms: Option<u64>,
-    /// Heartbeat interval in ms; overrides --heartbeat-ticks.
-    #[arg(long)]
-    heartbeat_ms: Option<u64>,
-    /// Most entries in one AppendEntries (default 1024).
-    #[arg(long)]
-    batch_entries_max: Option<usize>,
-    /// Most bytes in one AppendEntries (default 1 MiB).
-    #[arg(long)]
-    batch_bytes_max: Option<usize>,
-    /// Most AppendEntries in flight per follower (pipelining depth, default 64).
-    #[arg(long)]
-    inflight_msgs_max: Option<usize>,
-    /// Most bytes in flight per follower (default 64 MiB); size it to the bandwidth-delay product.
-    #[arg(long)]
-    inflight_bytes_max: Option<usize>,
-    /// Pre-vote (thesis 9.6): a node whose election timeout fires asks first whether it could
-    /// win, without bumping its term (default true).
-    #[arg(long)]
-    pre_vote: Option<bool>,
-    /// Check-quorum (thesis 6.2): a leader that has not heard from a majority within an election
-    /// timeout steps down (default true).
-    #[arg(long)]
-    check_quorum: Option<bool>,
     /// Link emulation file (TOML: per-peer delay, jitter, loss, bandwidth, partitions; see
     /// README, "Cross-region"). Applied to this node's outgoing peer messages; SIGHUP reloads it.
     #[arg(long)]
@@ -264,6 +212,14 @@ struct NodeArgs {
     /// term, indexes, per-follower lag).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Check the configuration, print the settings the node would run with (as TOML, after
+    /// timing is derived from rtt_ms / election_ms / heartbeat_ms) and exit without starting.
+    #[arg(long)]
+    check_config: bool,
+    /// The tunable settings (see README, "Reference"): one flag per setting, named as in the
+    /// TOML file.
+    #[command(flatten)]
+    settings: ringraft::settings::SettingsPatch,
 }
 
 fn node_config(
@@ -294,36 +250,17 @@ fn node_config(
     }
     config.peer_listen_addr = args.peer_listen.or(config.peer_listen_addr);
     config.client_listen_addr = args.client_listen.or(config.client_listen_addr);
-    config.tick_ms = args.tick_ms.unwrap_or(config.tick_ms);
-    config.election_ticks = args.election_ticks.unwrap_or(config.election_ticks);
-    config.heartbeat_ticks = args.heartbeat_ticks.unwrap_or(config.heartbeat_ticks);
-    config.snapshot_threshold_entries = args
-        .snapshot_threshold
-        .unwrap_or(config.snapshot_threshold_entries);
-    config.snapshot_log_factor = args
-        .snapshot_log_factor
-        .unwrap_or(config.snapshot_log_factor);
-    config.segment_bytes = args.segment_bytes.unwrap_or(config.segment_bytes);
-    config.raft_cpu = args.raft_cpu.or(config.raft_cpu);
-    config.strict_recovery |= args.strict_recovery;
     config.cluster_id = args.cluster_id.unwrap_or(config.cluster_id);
-    config.rtt_ms = args.rtt_ms.or(config.rtt_ms);
-    config.election_ms = args.election_ms.or(config.election_ms);
-    config.heartbeat_ms = args.heartbeat_ms.or(config.heartbeat_ms);
-    config.batch_entries_max = args.batch_entries_max.unwrap_or(config.batch_entries_max);
-    config.batch_bytes_max = args.batch_bytes_max.unwrap_or(config.batch_bytes_max);
-    config.inflight_msgs_max = args.inflight_msgs_max.unwrap_or(config.inflight_msgs_max);
-    config.inflight_bytes_max = args.inflight_bytes_max.unwrap_or(config.inflight_bytes_max);
     config.emulation_file = args.emulation.or(config.emulation_file);
     config.metrics_addr = args.metrics_addr.or(config.metrics_addr);
-    config.pre_vote = args.pre_vote.unwrap_or(config.pre_vote);
-    config.check_quorum = args.check_quorum.unwrap_or(config.check_quorum);
+    args.settings.apply(&mut config.settings);
     config.derive_timing();
     config.validate()?;
     Ok(config)
 }
 
 fn run_node(args: NodeArgs) -> ExitCode {
+    let check_only = args.check_config;
     let config = match node_config(args) {
         Ok(config) => config,
         Err(e) => {
@@ -331,6 +268,10 @@ fn run_node(args: NodeArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if check_only {
+        print!("{}", config.settings.to_toml());
+        return ExitCode::SUCCESS;
+    }
     match ringraft::runtime::run_node(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -521,7 +462,21 @@ fn run_bench(args: BenchArgs) -> ExitCode {
     }
 }
 
-fn run_host_probe(data_dir: Option<PathBuf>, window: Option<(u64, u64)>) -> ExitCode {
+/// NODE_ID=PID.
+fn parse_node_pid(s: &str) -> Result<(u64, u32), String> {
+    let (id, pid) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not NODE_ID=PID"))?;
+    let id = id.parse().map_err(|e| format!("node id in `{s}`: {e}"))?;
+    let pid = pid.parse().map_err(|e| format!("pid in `{s}`: {e}"))?;
+    Ok((id, pid))
+}
+
+fn run_host_probe(
+    data_dir: Option<PathBuf>,
+    window: Option<(u64, u64)>,
+    node_pids: Vec<(u64, u32)>,
+) -> ExitCode {
     use ringraft::bench::hostinfo::{sample_window, HostFacts, HostProbe};
     if let Some(dir) = &data_dir {
         if let Err(e) = std::fs::create_dir_all(dir) {
@@ -537,6 +492,7 @@ fn run_host_probe(data_dir: Option<PathBuf>, window: Option<(u64, u64)>) -> Exit
                 data_dir.as_deref().unwrap_or(std::path::Path::new("/")),
                 start,
                 std::time::Duration::from_millis(ms),
+                node_pids,
             )),
         },
         None => HostProbe {
@@ -635,7 +591,7 @@ fn run_load(args: LoadArgs) -> ExitCode {
             inflight_per_connection: args.inflight,
         },
     };
-    let workload = Workload {
+    let mut workload = Workload {
         mode,
         key_bytes: args.key_bytes,
         value_bytes: args.value_bytes,
@@ -654,6 +610,12 @@ fn run_load(args: LoadArgs) -> ExitCode {
         }
     }
     let started_unix_ms = ringraft::loadgen::process::unix_ms_now();
+    if let Some(at) = args.start_at_unix_ms {
+        // Started late: a shorter warm-up keeps the measured window where the others have it.
+        let late = Duration::from_millis(started_unix_ms.saturating_sub(at));
+        workload.warmup = workload.warmup.saturating_sub(late);
+    }
+    let window_start_unix_ms = started_unix_ms + workload.warmup.as_millis() as u64;
     use ringraft::loadgen::failure;
     let cluster_addrs: Vec<std::net::SocketAddr> = args.cluster.iter().map(|m| m.addr).collect();
     // What was asked is judged before anything is dialled: a misspelt target is the user's
@@ -711,10 +673,11 @@ fn run_load(args: LoadArgs) -> ExitCode {
         hostname: ringraft::loadgen::process::hostname(),
         seed: args.seed,
         started_unix_ms,
+        window_start_unix_ms,
         sessions: recorder.sessions.clone(),
     });
     if let Some(path) = &args.hlog {
-        let window_start_unix = Duration::from_millis(started_unix_ms) + workload.warmup;
+        let window_start_unix = Duration::from_millis(window_start_unix_ms);
         let histograms = ringraft::loadgen::hlog::WindowHistograms {
             writes: recorder.writes.clone(),
             reads: recorder.reads.clone(),
@@ -764,7 +727,8 @@ fn main() -> ExitCode {
             data_dir,
             window_start_unix_ms,
             window_ms,
-        } => run_host_probe(data_dir, window_start_unix_ms.zip(window_ms)),
+            node_pids,
+        } => run_host_probe(data_dir, window_start_unix_ms.zip(window_ms), node_pids),
         Cli::DiskProbe {
             dir,
             bytes,

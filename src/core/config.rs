@@ -2,6 +2,7 @@
 
 use super::types::NodeId;
 use crate::limits;
+use crate::settings::{self, Settings};
 
 /// Settings of one Raft node. Times are in ticks; the runtime decides how long a tick is.
 #[derive(Clone, Debug)]
@@ -64,24 +65,30 @@ pub struct Config {
 }
 
 impl Config {
-    /// A configuration with sane defaults for node `id` in a cluster of `voters`.
+    /// A configuration with the node's default settings for node `id` in a cluster of `voters`.
     pub fn new(id: NodeId, voters: Vec<NodeId>) -> Config {
+        Config::from_settings(id, voters, &Settings::default())
+    }
+
+    /// The configuration of node `id` in a cluster of `voters` with `settings` (the one table
+    /// of node settings, so that the core's defaults are the node's).
+    pub fn from_settings(id: NodeId, voters: Vec<NodeId>, settings: &Settings) -> Config {
         Config {
             id,
             voters,
-            election_timeout_ticks: 10,
-            heartbeat_interval_ticks: 1,
-            pre_vote: true,
-            check_quorum: true,
-            batch_entries_max: 1024,
-            batch_bytes_max: 1 << 20,
-            inflight_msgs_max: 64,
-            inflight_bytes_max: 64 << 20,
-            snapshot_threshold_entries: 100_000,
-            snapshot_log_factor: 0,
-            snapshot_log_bytes_max: 1 << 30,
-            snapshot_chunk_bytes: 256 << 10,
-            uncommitted_entries_max: 256 << 10,
+            election_timeout_ticks: settings.election_timeout_ticks,
+            heartbeat_interval_ticks: settings.heartbeat_interval_ticks,
+            pre_vote: settings.pre_vote,
+            check_quorum: settings.check_quorum,
+            batch_entries_max: settings.batch_entries_max,
+            batch_bytes_max: settings.batch_bytes_max,
+            inflight_msgs_max: settings.inflight_msgs_max,
+            inflight_bytes_max: settings.inflight_bytes_max,
+            snapshot_threshold_entries: settings.snapshot_threshold_entries,
+            snapshot_log_factor: settings.snapshot_log_factor,
+            snapshot_log_bytes_max: settings.snapshot_log_bytes_max,
+            snapshot_chunk_bytes: settings.snapshot_chunk_bytes,
+            uncommitted_entries_max: settings.uncommitted_entries_max,
             seed: 0,
             bug_commit_previous_term: false,
             bug_no_abstain: false,
@@ -112,11 +119,24 @@ impl Config {
                 "more voters than limits::CLUSTER_NODES_MAX",
             ));
         }
-        if self.heartbeat_interval_ticks == 0 {
-            return Err(ConfigError::Bound {
-                field: "heartbeat_interval_ticks",
-                reason: "must be at least 1",
-            });
+        for (field, value) in [
+            (
+                "heartbeat_interval_ticks",
+                self.heartbeat_interval_ticks as u64,
+            ),
+            ("election_timeout_ticks", self.election_timeout_ticks as u64),
+            ("batch_entries_max", self.batch_entries_max as u64),
+            ("batch_bytes_max", self.batch_bytes_max as u64),
+            ("inflight_msgs_max", self.inflight_msgs_max as u64),
+            ("inflight_bytes_max", self.inflight_bytes_max as u64),
+            ("snapshot_log_factor", self.snapshot_log_factor),
+            ("snapshot_chunk_bytes", self.snapshot_chunk_bytes as u64),
+            (
+                "uncommitted_entries_max",
+                self.uncommitted_entries_max as u64,
+            ),
+        ] {
+            settings::check(field, value)?;
         }
         if self.election_timeout_ticks <= self.heartbeat_interval_ticks {
             return Err(ConfigError::ElectionNotAboveHeartbeat {
@@ -124,41 +144,12 @@ impl Config {
                 heartbeat_interval_ticks: self.heartbeat_interval_ticks,
             });
         }
-        check_range(
-            "batch_entries_max",
-            self.batch_entries_max,
-            1,
-            limits::BATCH_ENTRIES_MAX,
-        )?;
-        check_range(
-            "batch_bytes_max",
-            self.batch_bytes_max,
-            1,
-            limits::BATCH_BYTES_MAX,
-        )?;
-        check_range(
-            "inflight_msgs_max",
-            self.inflight_msgs_max,
-            1,
-            limits::INFLIGHT_MSGS_MAX,
-        )?;
+        // A window must hold at least one full batch, or a full batch could never be sent.
         check_range(
             "inflight_bytes_max",
             self.inflight_bytes_max,
             self.batch_bytes_max,
             limits::INFLIGHT_BYTES_MAX,
-        )?;
-        check_range(
-            "snapshot_chunk_bytes",
-            self.snapshot_chunk_bytes,
-            1,
-            limits::SNAPSHOT_CHUNK_BYTES_MAX,
-        )?;
-        check_range(
-            "uncommitted_entries_max",
-            self.uncommitted_entries_max,
-            1,
-            limits::UNCOMMITTED_ENTRIES_MAX,
         )?;
         Ok(())
     }
@@ -210,12 +201,7 @@ pub enum ConfigError {
         /// Largest allowed.
         max: usize,
     },
-    /// Some other bound is violated.
-    #[error("{field}: {reason}")]
-    Bound {
-        /// The setting.
-        field: &'static str,
-        /// What is wrong.
-        reason: &'static str,
-    },
+    /// A setting outside the bound the settings table gives it.
+    #[error(transparent)]
+    Setting(#[from] settings::SettingError),
 }

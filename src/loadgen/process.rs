@@ -14,6 +14,9 @@ pub struct LoadProcess {
     pub seed: u64,
     /// When the process started its load (the start of the warm-up), Unix milliseconds.
     pub started_unix_ms: u64,
+    /// When its measured window began (after the warm-up), Unix milliseconds.
+    #[serde(default)]
+    pub window_start_unix_ms: u64,
     /// The client session ids it used.
     pub sessions: Vec<u64>,
 }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use crate::core::{self, NodeId};
+use crate::settings::{SettingError, Settings};
 
 /// A host and port as others reach it: an IP address or a DNS name, kept as written and resolved
 /// each time it is used, so that a name that moves to another address is followed on reconnect.
@@ -95,9 +96,10 @@ pub struct Member {
     pub client_addr: Address,
 }
 
-/// Everything `ringraft node` needs. Field names are those of the TOML file.
+/// Everything `ringraft node` needs: this node's identity and addresses, and its
+/// [`Settings`](crate::settings::Settings) (the one table of tunable settings, also flattened
+/// into the TOML file). Field names are those of the TOML file.
 #[derive(Clone, Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct NodeConfig {
     /// This node's id; must be one of `members`.
     pub id: NodeId,
@@ -117,134 +119,36 @@ pub struct NodeConfig {
     /// resolved at start.
     #[serde(default)]
     pub client_listen_addr: Option<SocketAddr>,
-    /// Wall time of one core tick.
-    #[serde(default = "default_tick_ms")]
-    pub tick_ms: u64,
-    /// Election timeout E in ticks (randomized in [E, 2E)).
-    #[serde(default = "default_election_ticks")]
-    pub election_ticks: u32,
-    /// Heartbeat interval in ticks.
-    #[serde(default = "default_heartbeat_ticks")]
-    pub heartbeat_ticks: u32,
-    /// Round-trip time to the farthest peer; when set, `tick_ms`, `heartbeat_ticks` and
-    /// `election_ticks` are derived from it (heartbeat about one RTT, election 10 RTTs, as etcd's
-    /// tuning guide advises), and `heartbeat_ms` / `election_ms` may still override them.
-    #[serde(default)]
-    pub rtt_ms: Option<u64>,
-    /// Election timeout in milliseconds (overrides `election_ticks`, rounded up to ticks).
-    #[serde(default)]
-    pub election_ms: Option<u64>,
-    /// Heartbeat interval in milliseconds (overrides `heartbeat_ticks`, rounded up to ticks).
-    #[serde(default)]
-    pub heartbeat_ms: Option<u64>,
     /// Link emulation file (see `netem::Emulation`); reloaded on SIGHUP.
     #[serde(default)]
     pub emulation_file: Option<PathBuf>,
-    /// Pre-vote (thesis 9.6).
-    #[serde(default = "yes")]
-    pub pre_vote: bool,
-    /// Check-quorum (thesis 6.2).
-    #[serde(default = "yes")]
-    pub check_quorum: bool,
-    /// Most entries in one AppendEntries / record batch.
-    #[serde(default = "default_batch_entries_max")]
-    pub batch_entries_max: usize,
-    /// Most bytes in one AppendEntries / record batch.
-    #[serde(default = "default_batch_bytes_max")]
-    pub batch_bytes_max: usize,
-    /// Most AppendEntries in flight per follower.
-    #[serde(default = "default_inflight_msgs_max")]
-    pub inflight_msgs_max: usize,
-    /// Most bytes in flight per follower.
-    #[serde(default = "default_inflight_bytes_max")]
-    pub inflight_bytes_max: usize,
-    /// Take a snapshot after this many applied entries (0: never).
-    #[serde(default = "default_snapshot_threshold")]
-    pub snapshot_threshold_entries: u64,
-    /// And only once the log since the last snapshot is this many times the snapshot's size
-    /// (0: the entry count alone decides). See `core::Config::snapshot_log_factor`.
-    #[serde(default = "default_snapshot_log_factor")]
-    pub snapshot_log_factor: u64,
-    /// But snapshot at the latest once the log since the last one holds this many bytes (its
-    /// entries are held in memory until then).
-    #[serde(default = "default_snapshot_log_bytes_max")]
-    pub snapshot_log_bytes_max: u64,
-    /// Log segment size in bytes.
-    #[serde(default = "default_segment_bytes")]
-    pub segment_bytes: u64,
-    /// Refuse to start on a damaged record before the log's tail (naming file and offset)
-    /// instead of keeping the valid prefix and fetching the rest back from the cluster.
-    #[serde(default)]
-    pub strict_recovery: bool,
-    /// CPU to pin the Raft executor on (none: not pinned).
-    #[serde(default)]
-    pub raft_cpu: Option<usize>,
-    /// Spin this many microseconds before parking an idle executor (0: never spin; machines
-    /// running benchmarks are shared, so spinning is opt-in).
-    #[serde(default)]
-    pub spin_us: u64,
-    /// Memory glommio registers for I/O, per ring, in MiB (non-root users have small memlock
-    /// limits, so keep it small).
-    #[serde(default = "default_io_memory_mib")]
-    pub io_memory_mib: usize,
-    /// Requests a client connection may have in flight before the node stops reading from it.
-    #[serde(default = "default_client_inflight_max")]
-    pub client_inflight_max: usize,
-    /// Milliseconds a client write may wait for commit before the node answers Timeout.
-    #[serde(default = "default_request_timeout_ms")]
-    pub request_timeout_ms: u64,
     /// Where to serve Prometheus metrics on `GET /metrics` (none: not served).
     #[serde(default)]
     pub metrics_addr: Option<SocketAddr>,
+    /// The tunable settings. Every other key of the file must be one of them (the settings'
+    /// deserializer refuses unknown keys, naming them, which is why this struct cannot say
+    /// `deny_unknown_fields` itself: serde does not combine it with `flatten`).
+    #[serde(flatten)]
+    pub settings: Settings,
+}
+
+/// A node's settings read as its own fields (`config.tick_ms`), as the runtime has always read
+/// them: the identity fields and the settings are one configuration to the code that runs it.
+impl std::ops::Deref for NodeConfig {
+    type Target = Settings;
+    fn deref(&self) -> &Settings {
+        &self.settings
+    }
+}
+
+impl std::ops::DerefMut for NodeConfig {
+    fn deref_mut(&mut self) -> &mut Settings {
+        &mut self.settings
+    }
 }
 
 fn default_cluster_id() -> u64 {
     1
-}
-fn default_tick_ms() -> u64 {
-    10
-}
-fn default_election_ticks() -> u32 {
-    30
-}
-fn default_heartbeat_ticks() -> u32 {
-    3
-}
-fn yes() -> bool {
-    true
-}
-fn default_batch_entries_max() -> usize {
-    1024
-}
-fn default_batch_bytes_max() -> usize {
-    1 << 20
-}
-fn default_inflight_msgs_max() -> usize {
-    64
-}
-fn default_inflight_bytes_max() -> usize {
-    64 << 20
-}
-fn default_snapshot_threshold() -> u64 {
-    100_000
-}
-fn default_snapshot_log_factor() -> u64 {
-    4
-}
-fn default_snapshot_log_bytes_max() -> u64 {
-    1 << 30
-}
-fn default_segment_bytes() -> u64 {
-    64 << 20
-}
-fn default_io_memory_mib() -> usize {
-    2
-}
-fn default_client_inflight_max() -> usize {
-    1024
-}
-fn default_request_timeout_ms() -> u64 {
-    5000
 }
 
 /// What is wrong with a node's configuration.
@@ -274,6 +178,9 @@ pub enum NodeConfigError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A setting is outside its bound.
+    #[error(transparent)]
+    Setting(#[from] SettingError),
     /// The core rejected the derived Raft settings.
     #[error("raft settings: {0}")]
     Core(#[from] core::ConfigError),
@@ -309,23 +216,27 @@ impl NodeConfig {
     /// Turns `rtt_ms`, `heartbeat_ms` and `election_ms` into ticks. Call after every field is
     /// set (file and flags) and before `validate`.
     pub fn derive_timing(&mut self) {
-        if let Some(rtt) = self.rtt_ms {
+        let s = &mut self.settings;
+        if let Some(rtt) = s.rtt_ms {
             // Ten ticks per RTT: fine enough that the randomized timeout spreads candidates.
-            self.tick_ms = (rtt / 10).max(1);
-            self.heartbeat_ticks = (rtt.div_ceil(self.tick_ms)).max(1) as u32;
-            self.election_ticks = 10 * self.heartbeat_ticks;
+            s.tick_ms = (rtt / 10).max(1);
+            s.heartbeat_interval_ticks = (rtt.div_ceil(s.tick_ms)).max(1) as u32;
+            s.election_timeout_ticks = 10 * s.heartbeat_interval_ticks;
         }
-        if let Some(ms) = self.heartbeat_ms {
-            self.heartbeat_ticks = ms.div_ceil(self.tick_ms).max(1) as u32;
+        // Both come from bounded settings, but clamp rather than wrap: the core then names
+        // whichever is out of range.
+        let ticks = |ms: u64, tick_ms: u64| ms.div_ceil(tick_ms).clamp(1, u32::MAX as u64) as u32;
+        if let Some(ms) = s.heartbeat_ms {
+            s.heartbeat_interval_ticks = ticks(ms, s.tick_ms);
         }
-        if let Some(ms) = self.election_ms {
-            self.election_ticks = ms.div_ceil(self.tick_ms).max(1) as u32;
+        if let Some(ms) = s.election_ms {
+            s.election_timeout_ticks = ticks(ms, s.tick_ms);
         }
     }
 
     /// The election timeout's lower end in milliseconds (it is randomized in [E, 2E)).
     pub fn election_timeout_ms(&self) -> u64 {
-        self.election_ticks as u64 * self.tick_ms
+        self.election_timeout_ticks as u64 * self.tick_ms
     }
 
     /// Warnings about timing that will not work on the links this node is given: an election
@@ -348,7 +259,7 @@ impl NodeConfig {
                 ));
             }
         }
-        let heartbeat = (self.heartbeat_ticks as u64 * self.tick_ms) as f64;
+        let heartbeat = (self.heartbeat_interval_ticks as u64 * self.tick_ms) as f64;
         if 2.0 * heartbeat > election {
             warnings.push(format!(
                 "heartbeat interval {heartbeat:.0} ms is more than half the election timeout {election:.0} ms: one late heartbeat starts an election"
@@ -368,21 +279,7 @@ impl NodeConfig {
         if self.members.iter().all(|m| m.id != self.id) {
             return field("id", &format!("{} is not among `members`", self.id));
         }
-        if self.rtt_ms == Some(0) || self.rtt_ms.is_some_and(|r| r > 600_000) {
-            return field("rtt_ms", "must be in 1..=600000");
-        }
-        if self.tick_ms == 0 || self.tick_ms > 10_000 {
-            return field("tick_ms", "must be in 1..=10000");
-        }
-        if self.io_memory_mib == 0 || self.io_memory_mib > 1024 {
-            return field("io_memory_mib", "must be in 1..=1024");
-        }
-        if self.client_inflight_max == 0 || self.client_inflight_max > 1 << 16 {
-            return field("client_inflight_max", "must be in 1..=65536");
-        }
-        if self.request_timeout_ms == 0 {
-            return field("request_timeout_ms", "must be positive");
-        }
+        self.settings.validate()?;
         let mut addrs: Vec<&Address> = self
             .members
             .iter()
@@ -406,18 +303,8 @@ impl NodeConfig {
 
     /// The core's configuration derived from this one.
     pub fn core_config(&self) -> core::Config {
-        let mut c = core::Config::new(self.id, self.members.iter().map(|m| m.id).collect());
-        c.election_timeout_ticks = self.election_ticks;
-        c.heartbeat_interval_ticks = self.heartbeat_ticks;
-        c.pre_vote = self.pre_vote;
-        c.check_quorum = self.check_quorum;
-        c.batch_entries_max = self.batch_entries_max;
-        c.batch_bytes_max = self.batch_bytes_max;
-        c.inflight_msgs_max = self.inflight_msgs_max;
-        c.inflight_bytes_max = self.inflight_bytes_max;
-        c.snapshot_threshold_entries = self.snapshot_threshold_entries;
-        c.snapshot_log_factor = self.snapshot_log_factor;
-        c.snapshot_log_bytes_max = self.snapshot_log_bytes_max;
+        let voters = self.members.iter().map(|m| m.id).collect();
+        let mut c = core::Config::from_settings(self.id, voters, &self.settings);
         // Seeded from wall-clock entropy: a real node wants different timeouts on every start;
         // determinism is the simulator's business.
         c.seed = std::time::SystemTime::now()

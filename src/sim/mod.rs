@@ -508,6 +508,9 @@ impl Simulation {
         config.inflight_msgs_max = 8;
         config.inflight_bytes_max = 64 << 10;
         config.snapshot_threshold_entries = self.config.faults.snapshot_threshold_entries;
+        // The entry count alone decides, so that the faults' threshold controls how often
+        // snapshots (and InstallSnapshot) happen.
+        config.snapshot_log_factor = 0;
         config.snapshot_chunk_bytes = 64;
         config.uncommitted_entries_max = 256;
         config.bug_commit_previous_term = self.config.bug_commit_previous_term;

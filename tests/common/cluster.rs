@@ -63,7 +63,11 @@ impl Cluster {
     pub fn default_config(id: NodeId, voters: Vec<NodeId>) -> Config {
         let mut c = Config::new(id, voters);
         c.seed = 7;
+        // Short timeouts keep scenarios to a few ticks; the node's defaults are for wall time.
+        c.election_timeout_ticks = 10;
+        c.heartbeat_interval_ticks = 1;
         c.snapshot_threshold_entries = 0;
+        c.snapshot_log_factor = 0;
         c
     }
 
