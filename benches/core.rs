@@ -80,6 +80,7 @@ impl Cluster {
                     let meta = SnapshotMeta {
                         last_included_index: index,
                         last_included_term: term,
+                        membership: node.membership_at(index),
                     };
                     node.snapshot_taken(Snapshot {
                         meta,

@@ -521,6 +521,7 @@ fn a_snapshot_ending_inside_the_log_keeps_the_acknowledged_suffix() {
         term: 1,
         last_included_index: 5,
         last_included_term: 1,
+        membership: Default::default(),
         offset: 0,
         data: Bytes::from_static(b"state"),
         done: true,

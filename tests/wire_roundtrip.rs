@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use flatbuffers::FlatBufferBuilder;
-use ringraft::core::{Entry, EntryKind, Envelope, Message, Role};
+use ringraft::core::{ConfChange, Entry, EntryKind, Envelope, Membership, Message, Role};
 use ringraft::wire::{
     decode_client_request, decode_client_request_shared, decode_client_response, decode_handshake,
     decode_peer, decode_peer_message, decode_peer_message_shared, encode_client_request,
@@ -123,6 +123,7 @@ fn all_messages() -> Vec<Message> {
             term: 6,
             last_included_index: 1000,
             last_included_term: 5,
+            membership: Membership::default(),
             offset: 0,
             data: Bytes::new(),
             done: false,
@@ -131,6 +132,12 @@ fn all_messages() -> Vec<Message> {
             term: 6,
             last_included_index: 1000,
             last_included_term: 5,
+            membership: Membership::from_voters([1, 2, 3])
+                .apply(&ConfChange::AddLearner {
+                    id: 4,
+                    context: Bytes::from_static(b"10.0.0.4:7000/10.0.0.4:7001"),
+                })
+                .unwrap(),
             offset: 4096,
             data: Bytes::from((0..4096u32).map(|i| i as u8).collect::<Vec<u8>>()),
             done: true,

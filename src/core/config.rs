@@ -7,9 +7,11 @@ use crate::settings::{self, Settings};
 /// Settings of one Raft node. Times are in ticks; the runtime decides how long a tick is.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// This node's id; must be one of `voters`.
+    /// This node's id; must be one of `voters` unless `voters` is empty.
     pub id: NodeId,
-    /// Every voting member, this node included. Iterated in sorted order.
+    /// The bootstrap configuration: every voting member, this node included, used until the
+    /// log or a snapshot holds a configuration (which then wins). Empty for a node that waits
+    /// to be added to a running cluster: it never campaigns and takes whatever a leader sends.
     pub voters: Vec<NodeId>,
     /// E: a follower campaigns after a random timeout in [E, 2E) ticks without a leader.
     pub election_timeout_ticks: u32,
@@ -56,6 +58,10 @@ pub struct Config {
     /// as if nothing were lost (the rule of the FAST'18 protocol-aware recovery work, off).
     #[doc(hidden)]
     pub bug_no_abstain: bool,
+    /// **A planted bug, for testing the simulator only.** When true, a leader in a joint
+    /// configuration commits once a majority of C_old holds an entry, ignoring C_new.
+    #[doc(hidden)]
+    pub bug_joint_single_majority: bool,
 }
 
 impl Config {
@@ -86,6 +92,7 @@ impl Config {
             seed: 0,
             bug_commit_previous_term: false,
             bug_no_abstain: false,
+            bug_joint_single_majority: false,
         }
     }
 
@@ -102,7 +109,7 @@ impl Config {
                 "voter ids must be distinct and non-zero",
             ));
         }
-        if !sorted.contains(&self.id) {
+        if !sorted.is_empty() && !sorted.contains(&self.id) {
             return Err(ConfigError::BadVoters(
                 "this node's id is not among the voters",
             ));

@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use super::quorum::Membership;
 use super::types::{Entry, Index, NodeId, Term};
 
 /// One message and its addresses.
@@ -105,6 +106,9 @@ pub enum Message {
         last_included_index: Index,
         /// The term of that entry.
         last_included_term: Term,
+        /// The configuration the snapshot carries (thesis 4.3: the compacted log no longer
+        /// holds its entry).
+        membership: Membership,
         /// Byte offset of this chunk in the snapshot.
         offset: u64,
         /// The chunk.

@@ -47,6 +47,7 @@ use super::config::{Config, ConfigError};
 use super::message::{Envelope, Message};
 use super::output::{Output, ProposeError, ReadError, ReadState, SoftState};
 use super::progress::{Progress, ProgressState};
+use super::quorum::{ConfChange, ConfChangeError, Membership, VoteResult};
 use super::raft_log::RaftLog;
 use super::rng::SplitMix64;
 use super::types::{
@@ -63,8 +64,11 @@ const APPLY_ENTRIES_MAX: usize = 4096;
 pub struct RawNode {
     config: Config,
     rng: SplitMix64,
-    /// Peers (voters other than this node), sorted.
-    peers: Vec<NodeId>,
+    /// The configuration in force: the latest in the log, committed or not (thesis 4.1).
+    membership: Membership,
+    /// The configuration entries in the log after the snapshot: (index, term, configuration),
+    /// by index. The last one, or else the snapshot's, is `membership`.
+    conf_entries: Vec<(Index, Term, Membership)>,
 
     hard_state: HardState,
     /// The hard state last handed to the driver; a difference means it must be written.
@@ -140,28 +144,30 @@ impl RawNode {
     /// A node starting from what it had made durable (`Restored::default()` for a new node).
     pub fn new(config: Config, restored: Restored) -> Result<RawNode, ConfigError> {
         config.validate()?;
-        let mut peers: Vec<NodeId> = config
-            .voters
-            .iter()
-            .copied()
-            .filter(|&v| v != config.id)
-            .collect();
-        peers.sort_unstable();
-        let snapshot_meta = restored
+        let mut snapshot_meta = restored
             .snapshot
             .as_ref()
-            .map(|s| s.meta)
+            .map(|s| s.meta.clone())
             .unwrap_or_default();
+        if snapshot_meta.membership.is_empty() {
+            snapshot_meta.membership = Membership::from_voters(config.voters.iter().copied());
+        }
+        let conf_entries = config_entries(&restored.entries);
         let log = RaftLog::restored(snapshot_meta, restored.entries);
+        let membership = conf_entries
+            .last()
+            .map_or(&log.snapshot_meta().membership, |(_, _, m)| m)
+            .clone();
         // A single voter is the whole majority: nobody can give back what it lost, so it goes on
         // with what remains (the driver reports the loss as unrecoverable).
         let recovering_to = (log.last_index() < restored.hard_state.acked_index
-            && config.voters.len() > 1
+            && membership.all_voters().len() > 1
             && !config.bug_no_abstain)
             .then_some(restored.hard_state.acked_index);
         let mut node = RawNode {
             rng: SplitMix64::new(config.seed ^ config.id.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-            peers,
+            membership,
+            conf_entries,
             hard_state: restored.hard_state,
             written_hard_state: restored.hard_state,
             role: Role::Follower,
@@ -244,8 +250,33 @@ impl RawNode {
     fn term(&self) -> Term {
         self.hard_state.current_term
     }
-    fn quorum(&self) -> usize {
-        self.config.voters.len() / 2 + 1
+    /// The configuration in force: the latest in the log, committed or not.
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+    /// Index of the latest configuration entry in the log (the snapshot's index if the log
+    /// holds none).
+    pub fn membership_index(&self) -> Index {
+        self.conf_entries
+            .last()
+            .map_or(self.log.snapshot_meta().last_included_index, |(i, _, _)| *i)
+    }
+    /// Whether this node's own vote alone wins an election (it is the only voter).
+    fn alone_is_quorum(&self) -> bool {
+        let own: BTreeMap<NodeId, bool> = [(self.config.id, true)].into();
+        self.membership.vote_result(&own) == VoteResult::Won
+    }
+    /// Every member but this node, sorted: whom a leader replicates to.
+    fn peers(&self) -> Vec<NodeId> {
+        let mut peers = self.membership.members();
+        peers.remove(&self.config.id);
+        peers.into_iter().collect()
+    }
+    /// Every voter but this node, sorted: whom a candidate asks.
+    fn voter_peers(&self) -> Vec<NodeId> {
+        let mut voters = self.membership.all_voters();
+        voters.remove(&self.config.id);
+        voters.into_iter().collect()
     }
 
     // ---------------------------------------------------------------- inputs
@@ -260,6 +291,9 @@ impl RawNode {
             if self.election_elapsed_ticks >= self.randomized_election_timeout_ticks {
                 if self.recovering_to.is_some() {
                     // It might win with a log that lacks what it lost: wait for a leader.
+                    self.reset_election_timer();
+                } else if !self.membership.is_voter(self.config.id) {
+                    // Learners, removed nodes and nodes waiting to be added never campaign.
                     self.reset_election_timer();
                 } else {
                     self.campaign(false);
@@ -308,6 +342,33 @@ impl RawNode {
         Ok(self.append_entry(EntryKind::Normal, data, record))
     }
 
+    /// Proposes a membership change; returns the index of its configuration entry. One change
+    /// at a time: refused while the previous one is uncommitted or joint. A change of the voter
+    /// set goes through a joint configuration C_old,new; once that commits, the leader appends
+    /// C_new itself (thesis 4.3), and a leader that is not in C_new steps down once C_new
+    /// commits.
+    pub fn propose_conf_change(&mut self, change: ConfChange) -> Result<Index, ConfChangeError> {
+        if self.role != Role::Leader {
+            return Err(ConfChangeError::NotLeader {
+                leader: self.leader,
+            });
+        }
+        if self.lead_transferee.is_some() {
+            return Err(ConfChangeError::TransferInProgress);
+        }
+        if self.membership_index() > self.log.commit_index() || self.membership.is_joint() {
+            return Err(ConfChangeError::ChangeInProgress);
+        }
+        // Until an entry of its term commits, a new leader may hold an uncommitted
+        // configuration of an earlier leader it does not know of yet (the single-server change
+        // bug Ongaro described in 2015; cheap to rule out here too).
+        if self.log.term_at(self.log.commit_index()) != Some(self.term()) {
+            return Err(ConfChangeError::LeaderNotReady);
+        }
+        let next = self.membership.apply(&change)?;
+        Ok(self.append_config(next))
+    }
+
     /// Starts a linearizable read (ReadIndex, thesis 6.4); the answer comes as a `ReadState`
     /// with this `request_id`, or in `reads_failed`. Works on followers too: they ask the leader.
     pub fn read_index(&mut self, request_id: u64) -> Result<(), ReadError> {
@@ -354,7 +415,12 @@ impl RawNode {
             Some(snapshot.meta.last_included_term),
             "snapshot term mismatch at {index}"
         );
-        self.log.compact(index);
+        // The core knows the configuration at `index`; the driver's is ignored.
+        let membership = self.membership_at(index);
+        let mut snapshot = snapshot;
+        snapshot.meta.membership = membership.clone();
+        self.log.compact(index, membership);
+        self.conf_entries.retain(|(i, _, _)| *i > index);
         self.applied_bytes_since_snapshot = 0;
         self.snapshot = Some(snapshot);
         self.out.compact_upto = Some(index);
@@ -363,7 +429,11 @@ impl RawNode {
     /// Starts a leadership transfer to `to` (thesis 3.10). Proposals are refused until it
     /// completes or times out (one election timeout).
     pub fn transfer_leader(&mut self, to: NodeId) {
-        if self.role != Role::Leader || to == self.config.id || !self.progress.contains_key(&to) {
+        if self.role != Role::Leader
+            || to == self.config.id
+            || !self.progress.contains_key(&to)
+            || !self.membership.is_voter(to)
+        {
             return;
         }
         self.lead_transferee = Some(to);
@@ -378,9 +448,13 @@ impl RawNode {
     /// Handles a message from a peer.
     pub fn step(&mut self, envelope: Envelope) {
         let Envelope { from, to, message } = envelope;
-        if to != self.config.id || (!self.peers.contains(&from)) {
-            return; // Not for us, or not a member: a driver bug or a stray peer, never trusted.
+        if to != self.config.id || from == self.config.id || from == 0 {
+            return; // Not for us, or from nobody: a driver bug, never trusted.
         }
+        // Messages from nodes outside our configuration are handled: a leader may know of a
+        // newer configuration than ours (a node being added hears from it before it has any
+        // configuration entry), and a candidate's votes are counted only by the candidate,
+        // against its own configuration.
         let term = message.term();
         if term > self.term() && !self.handle_higher_term(from, &message) {
             return;
@@ -443,13 +517,9 @@ impl RawNode {
     /// that replicas applying the same log do not all serialize and write a snapshot at the
     /// same moment on a shared disk or while the leader waits for a quorum of them.
     fn snapshot_due(&self) -> bool {
-        let voters = self.config.voters.len().max(1) as u64;
-        let rank = self
-            .config
-            .voters
-            .iter()
-            .filter(|&&v| v < self.config.id)
-            .count() as u64;
+        let members = self.membership.members();
+        let voters = members.len().max(1) as u64;
+        let rank = members.iter().filter(|&&v| v < self.config.id).count() as u64;
         let stretch = |n: u64| n.saturating_add(n.saturating_mul(rank) / (2 * voters));
         let entries = self.log.applied_index() - self.log.snapshot_meta().last_included_index;
         let snapshot_bytes = self.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
@@ -540,12 +610,12 @@ impl RawNode {
         self.votes.clear();
         self.votes.insert(self.config.id, true);
         self.reset_election_timer();
-        if self.quorum() == 1 {
+        if self.alone_is_quorum() {
             return self.become_candidate(false);
         }
         let (term, last_log_index, last_log_term) =
             (self.term() + 1, self.log.last_index(), self.log.last_term());
-        for peer in self.peers.clone() {
+        for peer in self.voter_peers() {
             self.send(
                 peer,
                 Message::PreVote {
@@ -570,12 +640,12 @@ impl RawNode {
         self.votes.clear();
         self.votes.insert(self.config.id, true);
         self.reset_election_timer();
-        if self.quorum() == 1 {
+        if self.alone_is_quorum() {
             return self.become_leader();
         }
         let (term, last_log_index, last_log_term) =
             (self.term(), self.log.last_index(), self.log.last_term());
-        for peer in self.peers.clone() {
+        for peer in self.voter_peers() {
             self.send(
                 peer,
                 Message::RequestVote {
@@ -598,13 +668,60 @@ impl RawNode {
         self.reads = ReadIndexState::default();
         let next = self.log.last_index() + 1;
         self.progress = self
-            .peers
-            .iter()
-            .map(|&p| (p, Progress::new(next)))
+            .peers()
+            .into_iter()
+            .map(|p| (p, Progress::new(next)))
             .collect();
         // The no-op of thesis 6.4: committing it commits every earlier entry, and tells the
         // leader its commit index, which ReadIndex needs.
         self.append_entry(EntryKind::Noop, Bytes::new(), None);
+    }
+
+    /// Leader: appends a configuration entry, in force from now on (thesis 4.1).
+    fn append_config(&mut self, next: Membership) -> Index {
+        let index = self.append_entry(EntryKind::Config, Bytes::from(next.encode()), None);
+        self.conf_entries.push((index, self.term(), next));
+        self.membership_changed();
+        index
+    }
+
+    /// The configuration in force at `index` (the latest entry at or before it): what a
+    /// snapshot taken at `index` carries in its [`SnapshotMeta`].
+    pub fn membership_at(&self, index: Index) -> Membership {
+        self.conf_entries
+            .iter()
+            .rev()
+            .find(|(i, _, _)| *i <= index)
+            .map_or(&self.log.snapshot_meta().membership, |(_, _, m)| m)
+            .clone()
+    }
+
+    /// Brings `membership` in line with the log's latest configuration; a leader starts or
+    /// stops replicating to members added or removed.
+    fn membership_changed(&mut self) {
+        self.membership = self
+            .conf_entries
+            .last()
+            .map_or(&self.log.snapshot_meta().membership, |(_, _, m)| m)
+            .clone();
+        if self.role != Role::Leader {
+            return;
+        }
+        let peers = self.peers();
+        self.progress.retain(|p, _| peers.contains(p));
+        self.reads.acked_round.retain(|p, _| peers.contains(p));
+        let next = self.log.last_index() + 1;
+        for peer in peers {
+            self.progress
+                .entry(peer)
+                .or_insert_with(|| Progress::new(next));
+        }
+        if self
+            .lead_transferee
+            .is_some_and(|t| !self.membership.is_voter(t))
+        {
+            self.lead_transferee = None;
+        }
     }
 
     fn append_entry(&mut self, kind: EntryKind, data: Bytes, record: Option<Bytes>) -> Index {
@@ -748,6 +865,7 @@ impl RawNode {
             Message::InstallSnapshot {
                 last_included_index,
                 last_included_term,
+                membership,
                 offset,
                 data,
                 done,
@@ -757,11 +875,15 @@ impl RawNode {
                 let meta = SnapshotMeta {
                     last_included_index,
                     last_included_term,
+                    membership,
                 };
                 self.handle_install_snapshot(from, meta, offset, data, done);
             }
             Message::TimeoutNow { .. } => {
-                if self.role != Role::Leader && self.recovering_to.is_none() {
+                if self.role != Role::Leader
+                    && self.recovering_to.is_none()
+                    && self.membership.is_voter(self.config.id)
+                {
                     self.transfer_elections += 1;
                     self.become_candidate(true);
                 }
@@ -839,17 +961,18 @@ impl RawNode {
     }
 
     fn record_vote(&mut self, from: NodeId, granted: bool) {
+        if !self.membership.is_voter(from) {
+            return; // Only our configuration's voters decide our election.
+        }
         self.votes.insert(from, granted);
-        let yes = self.votes.values().filter(|&&g| g).count();
-        let no = self.votes.len() - yes;
-        if yes >= self.quorum() {
-            match self.role {
+        match self.membership.vote_result(&self.votes) {
+            VoteResult::Won => match self.role {
                 Role::PreCandidate => self.become_candidate(false),
                 Role::Candidate => self.become_leader(),
                 _ => {}
-            }
-        } else if no >= self.quorum() {
-            self.become_follower(self.term(), None);
+            },
+            VoteResult::Lost => self.become_follower(self.term(), None),
+            VoteResult::Pending => {}
         }
     }
 
@@ -875,8 +998,10 @@ impl RawNode {
             // Everything through our commit index matches the leader's log already.
             return self.send_append_success(from, self.log.commit_index());
         }
+        let received_configs = config_entries(&entries);
         match self.log.try_append(prev_log_index, prev_log_term, entries) {
             Some(last_new_index) => {
+                self.note_received_configs(received_configs);
                 self.log.commit_to(leader_commit.min(last_new_index));
                 self.maybe_end_recovery(last_new_index);
                 self.send_append_success(from, last_new_index);
@@ -895,6 +1020,24 @@ impl RawNode {
                 };
                 self.send(from, message);
             }
+        }
+    }
+
+    /// After an append from the leader: drops configuration entries that a conflict replaced
+    /// and records the new ones, so that `membership` is the log's latest (thesis 4.1: in
+    /// force as soon as it is in the log, and the previous one again if it is truncated).
+    fn note_received_configs(&mut self, received: Vec<(Index, Term, Membership)>) {
+        let log = &self.log;
+        self.conf_entries
+            .retain(|(i, t, _)| log.term_at(*i) == Some(*t));
+        for (index, term, membership) in received {
+            let newer = self.conf_entries.last().is_none_or(|(i, _, _)| *i < index);
+            if newer && index >= self.log.first_index() && self.log.term_at(index) == Some(term) {
+                self.conf_entries.push((index, term, membership));
+            }
+        }
+        if self.conf_entries.last().map(|(_, _, m)| m) != Some(&self.membership) {
+            self.membership_changed();
         }
     }
 
@@ -965,7 +1108,7 @@ impl RawNode {
             return self.send(from, message);
         }
         if offset == 0 {
-            self.incoming_snapshot = Some((meta, Vec::new()));
+            self.incoming_snapshot = Some((meta.clone(), Vec::new()));
         }
         let next_offset = match &mut self.incoming_snapshot {
             Some((m, buf)) if *m == meta && buf.len() as u64 == offset => {
@@ -1010,9 +1153,15 @@ impl RawNode {
     }
 
     fn install_snapshot(&mut self, snapshot: Snapshot) {
-        let meta = snapshot.meta;
+        let mut meta = snapshot.meta.clone();
+        if meta.membership.is_empty() {
+            meta.membership = self.membership.clone();
+        }
+        let index = meta.last_included_index;
         self.log.restore(meta);
-        self.maybe_end_recovery(meta.last_included_index);
+        self.conf_entries.clear();
+        self.membership_changed();
+        self.maybe_end_recovery(index);
         self.applied_bytes_since_snapshot = 0;
         self.snapshot = Some(snapshot.clone());
         self.installed_snapshot = Some(snapshot);
@@ -1049,19 +1198,17 @@ impl RawNode {
     }
 
     fn quorum_recently_active(&mut self) -> bool {
-        let mut active = 1; // This node.
-        for progress in self.progress.values_mut() {
-            if progress.recent_active {
-                active += 1;
-            }
+        let mut active: BTreeMap<NodeId, bool> = [(self.config.id, true)].into();
+        for (&peer, progress) in self.progress.iter_mut() {
+            active.insert(peer, progress.recent_active);
             progress.recent_active = false;
         }
-        active >= self.quorum()
+        self.membership.vote_result(&active) == VoteResult::Won
     }
 
     fn broadcast_heartbeat(&mut self) {
         let term = self.term();
-        for peer in self.peers.clone() {
+        for peer in self.peers() {
             let progress = self
                 .progress
                 .get_mut(&peer)
@@ -1091,7 +1238,7 @@ impl RawNode {
     /// every follower in Replicate got one, they have all heard it.
     fn broadcast_append(&mut self) {
         let mut everyone_heard = true;
-        for peer in self.peers.clone() {
+        for peer in self.peers() {
             let sent = self.send_append(peer);
             if !sent && self.progress[&peer].state == ProgressState::Replicate {
                 everyone_heard = false;
@@ -1114,7 +1261,7 @@ impl RawNode {
         if self.log.commit_index() <= self.commit_index_sent {
             return;
         }
-        for peer in self.peers.clone() {
+        for peer in self.peers() {
             let progress = &self.progress[&peer];
             if progress.state != ProgressState::Replicate {
                 continue;
@@ -1235,6 +1382,7 @@ impl RawNode {
             term: self.term(),
             last_included_index: snapshot.meta.last_included_index,
             last_included_term: snapshot.meta.last_included_term,
+            membership: snapshot.meta.membership.clone(),
             offset: start as u64,
             data: snapshot.data.slice(start..end),
             done: end == snapshot.data.len(),
@@ -1248,10 +1396,8 @@ impl RawNode {
         if self.role != Role::Leader {
             return None;
         }
-        let progress = self
-            .progress
-            .get_mut(&from)
-            .expect("leader has progress for every peer");
+        // None for a node no longer (or not yet) a member.
+        let progress = self.progress.get_mut(&from)?;
         progress.recent_active = true;
         Some(progress)
     }
@@ -1374,10 +1520,19 @@ impl RawNode {
     /// Commits the highest index a quorum holds durably, if it is of the current term
     /// (paper section 5.4.2: earlier terms' entries commit only indirectly, see Figure 8).
     fn maybe_commit(&mut self) {
-        let mut matches: Vec<Index> = self.progress.values().map(|p| p.match_index).collect();
-        matches.push(self.log.persisted_index());
-        matches.sort_unstable_by(|a, b| b.cmp(a));
-        let candidate = matches[self.quorum() - 1];
+        let persisted = self.log.persisted_index();
+        let matched = |id: NodeId| {
+            if id == self.config.id {
+                Some(persisted)
+            } else {
+                self.progress.get(&id).map(|p| p.match_index)
+            }
+        };
+        let candidate = if self.config.bug_joint_single_majority && self.membership.is_joint() {
+            Membership::from_voters(self.membership.outgoing.iter().copied()).quorum_value(matched)
+        } else {
+            self.membership.quorum_value(matched)
+        };
         if candidate <= self.log.commit_index() {
             return;
         }
@@ -1389,6 +1544,25 @@ impl RawNode {
             if first_commit_of_term && of_current_term {
                 self.release_reads_before_first_commit();
             }
+            self.membership_committed();
+        }
+    }
+
+    /// Leader, after its commit index moved: a committed joint configuration is followed by
+    /// C_new; a committed configuration that leaves this node out ends its leadership
+    /// (thesis 4.2.2: until then it manages the cluster without counting itself).
+    fn membership_committed(&mut self) {
+        if self.role != Role::Leader || self.membership_index() > self.log.commit_index() {
+            return;
+        }
+        if self.membership.is_joint() {
+            let next = self.membership.leave_joint();
+            self.append_config(next);
+            if self.alone_is_quorum() {
+                self.maybe_commit();
+            }
+        } else if !self.membership.is_voter(self.config.id) {
+            self.become_follower(self.term(), None);
         }
     }
 
@@ -1406,7 +1580,7 @@ impl RawNode {
             return;
         }
         let read_index = self.log.commit_index();
-        if self.quorum() == 1 {
+        if self.alone_is_quorum() {
             return self.answer_read(PendingRead {
                 origin,
                 request_id,
@@ -1453,7 +1627,7 @@ impl RawNode {
             self.reads.waiting.push((round, read));
         }
         let term = self.term();
-        for peer in self.peers.clone() {
+        for peer in self.peers() {
             let leader_commit = self.progress[&peer]
                 .match_index
                 .min(self.log.commit_index());
@@ -1472,14 +1646,15 @@ impl RawNode {
         let acked = self.reads.acked_round.entry(from).or_insert(0);
         *acked = (*acked).max(round);
         // The highest round a quorum (this node included) has acknowledged.
-        let mut rounds: Vec<u64> = self
-            .peers
-            .iter()
-            .map(|p| self.reads.acked_round.get(p).copied().unwrap_or(0))
-            .collect();
-        rounds.push(u64::MAX);
-        rounds.sort_unstable_by(|a, b| b.cmp(a));
-        let confirmed = rounds[self.quorum() - 1];
+        let id = self.config.id;
+        let acked = &self.reads.acked_round;
+        let confirmed = self.membership.quorum_value(|p| {
+            if p == id {
+                Some(u64::MAX)
+            } else {
+                acked.get(&p).copied()
+            }
+        });
         let ready = self
             .reads
             .waiting
@@ -1557,4 +1732,19 @@ impl RawNode {
         }
         self.out.reads_failed.extend(reads.forwarded.keys());
     }
+}
+
+/// The configuration entries among `entries`, decoded. An entry that does not decode is a
+/// corrupt log or a peer bug; it is skipped rather than trusted (and the node keeps the
+/// configuration it had).
+fn config_entries(entries: &[Entry]) -> Vec<(Index, Term, Membership)> {
+    entries
+        .iter()
+        .filter(|e| e.kind == EntryKind::Config)
+        .filter_map(|e| {
+            Membership::decode(&e.data)
+                .ok()
+                .map(|m| (e.index, e.term, m))
+        })
+        .collect()
 }

@@ -6,6 +6,7 @@
 
 use std::collections::VecDeque;
 
+use super::quorum::Membership;
 use super::types::{Entry, Index, SnapshotMeta, Term};
 
 /// The in-memory log of one node.
@@ -30,19 +31,20 @@ impl RaftLog {
             );
         }
         let last = snapshot.last_included_index + entries.len() as u64;
+        let snapshot_index = snapshot.last_included_index;
         RaftLog {
             snapshot,
             entries: entries.into(),
-            commit_index: snapshot.last_included_index,
-            applied_index: snapshot.last_included_index,
+            commit_index: snapshot_index,
+            applied_index: snapshot_index,
             persisted_index: last,
             unwritten_from: None,
         }
     }
 
     /// The snapshot the log starts after.
-    pub fn snapshot_meta(&self) -> SnapshotMeta {
-        self.snapshot
+    pub fn snapshot_meta(&self) -> &SnapshotMeta {
+        &self.snapshot
     }
     /// Index of the first entry held in memory (one past the snapshot).
     pub fn first_index(&self) -> Index {
@@ -250,8 +252,9 @@ impl RaftLog {
         out
     }
 
-    /// Discards entries through `index`, now covered by a snapshot taken at `index`.
-    pub fn compact(&mut self, index: Index) {
+    /// Discards entries through `index`, now covered by a snapshot taken at `index`, where
+    /// `membership` was the configuration in force.
+    pub fn compact(&mut self, index: Index, membership: Membership) {
         assert!(
             index <= self.applied_index,
             "compact({index}) beyond applied {}",
@@ -266,16 +269,18 @@ impl RaftLog {
         self.snapshot = SnapshotMeta {
             last_included_index: index,
             last_included_term: term,
+            membership,
         };
     }
 
     /// Replaces the whole log with a snapshot received from the leader (paper Figure 13 step 7).
     pub fn restore(&mut self, meta: SnapshotMeta) {
         self.entries.clear();
+        let index = meta.last_included_index;
         self.snapshot = meta;
-        self.commit_index = meta.last_included_index;
-        self.applied_index = meta.last_included_index;
-        self.persisted_index = meta.last_included_index;
+        self.commit_index = index;
+        self.applied_index = index;
+        self.persisted_index = index;
         self.unwritten_from = None;
     }
 }

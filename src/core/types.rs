@@ -2,6 +2,8 @@
 
 use bytes::Bytes;
 
+use super::quorum::Membership;
+
 /// A node's identifier within its cluster. Never 0: 0 means "no node" on the wire.
 pub type NodeId = u64;
 /// A Raft term (paper section 5.1).
@@ -17,6 +19,9 @@ pub enum EntryKind {
     /// The empty entry a new leader appends at the start of its term, so that it can commit
     /// (and learn the commit index of) earlier terms' entries (paper section 8, thesis 6.4).
     Noop,
+    /// A configuration (thesis 4.3): `data` is a [`super::Membership`] encoded with
+    /// [`super::Membership::encode`]. A node uses the latest one in its log, committed or not.
+    Config,
 }
 
 /// One log entry.
@@ -73,13 +78,17 @@ pub struct HardState {
     pub acked_index: Index,
 }
 
-/// Which point in the log a snapshot replaces.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Which point in the log a snapshot replaces, and the configuration in force there.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SnapshotMeta {
     /// Index of the last entry the snapshot includes.
     pub last_included_index: Index,
     /// Term of that entry.
     pub last_included_term: Term,
+    /// The latest configuration at or before `last_included_index` (the compacted log no
+    /// longer holds its entry). Empty from a driver that does not keep it: the node then uses
+    /// its bootstrap configuration (`Config::voters`).
+    pub membership: Membership,
 }
 
 /// A state machine snapshot with the log position it replaces.

@@ -46,6 +46,7 @@ const _: () = assert!(ENTRY_BYTES_MAX <= u32::MAX as usize);
 
 const KIND_NORMAL: u8 = 0;
 const KIND_NOOP: u8 = 1;
+const KIND_CONFIG: u8 = 2;
 
 /// The validated header of one record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,10 +198,7 @@ pub fn encode_batch_into(
     out.extend_from_slice(&0u32.to_le_bytes());
     for entry in entries {
         out.extend_from_slice(&(entry.data.len() as u32).to_le_bytes());
-        out.push(match entry.kind {
-            EntryKind::Normal => KIND_NORMAL,
-            EntryKind::Noop => KIND_NOOP,
-        });
+        out.push(kind_byte(entry.kind));
         out.extend_from_slice(&entry.data);
     }
     let crc = crc32fast::hash(&out[start + 8..]);
@@ -382,6 +380,7 @@ fn walk_entries(
         let kind = match record[at + 4] {
             KIND_NORMAL => EntryKind::Normal,
             KIND_NOOP => EntryKind::Noop,
+            KIND_CONFIG => EntryKind::Config,
             _ => {
                 return Err(DecodeError::BadEntry {
                     entry,
@@ -504,6 +503,7 @@ fn kind_byte(kind: EntryKind) -> u8 {
     match kind {
         EntryKind::Normal => KIND_NORMAL,
         EntryKind::Noop => KIND_NOOP,
+        EntryKind::Config => KIND_CONFIG,
     }
 }
 

@@ -132,6 +132,7 @@ pub fn dump(dir: &Path, from: Index, to: Index, out: &mut dyn Write) -> Result<(
                 let kind = match entry.kind {
                     EntryKind::Normal => "normal",
                     EntryKind::Noop => "noop",
+                    EntryKind::Config => "config",
                 };
                 let head: String = entry
                     .data

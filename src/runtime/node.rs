@@ -850,7 +850,7 @@ impl Driver {
 
     fn apply(&mut self, entry: Entry) {
         let result = match entry.kind {
-            EntryKind::Noop => {
+            EntryKind::Noop | EntryKind::Config => {
                 self.kv.apply_empty(entry.index);
                 None
             }
@@ -909,6 +909,7 @@ impl Driver {
             meta: SnapshotMeta {
                 last_included_index: index,
                 last_included_term: term,
+                membership: self.node.membership_at(index),
             },
             kv: self.kv.clone(),
         };

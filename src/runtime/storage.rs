@@ -15,7 +15,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 
-use crate::core::{Entry, HardState, Index, Restored, Snapshot, SnapshotMeta};
+use crate::core::{Entry, HardState, Index, Membership, Restored, Snapshot, SnapshotMeta};
 use crate::log::record::records_for;
 use crate::log::{
     cut_at_corruption, EncodedRecord, HardStateStore, Log, LogOptions, OpenReport, PreparedAppend,
@@ -277,6 +277,17 @@ fn write_snapshot(dir: &Path, snapshot: &Snapshot) -> Result<(), StorageError> {
             std::thread::sleep(ahead);
         }
     }
+    // The configuration the snapshot carries, after the data: [membership][len u32][crc u32].
+    // A file without it (written before membership changes) restores with the bootstrap
+    // configuration.
+    if !snapshot.meta.membership.is_empty() {
+        let membership = snapshot.meta.membership.encode();
+        let mut trailer = membership.clone();
+        trailer.extend_from_slice(&(membership.len() as u32).to_le_bytes());
+        trailer.extend_from_slice(&crc32fast::hash(&membership).to_le_bytes());
+        file.write_all(&trailer)
+            .map_err(io("writing snapshot", &tmp))?;
+    }
     file.sync_all().map_err(io("syncing snapshot", &tmp))?;
     fs::rename(&tmp, &path).map_err(io("renaming snapshot", &path))?;
     fs::File::open(dir)
@@ -307,21 +318,47 @@ fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, StorageError> {
     }
     let (index, term, len) = (u64_at(4), u64_at(12), u64_at(20) as usize);
     let crc = u32::from_le_bytes(bytes[28..32].try_into().expect("4 bytes"));
-    let data = &bytes[SNAPSHOT_HEADER_BYTES..];
-    if data.len() != len {
-        return Err(bad(&format!("length {} but header says {len}", data.len())));
+    let body = &bytes[SNAPSHOT_HEADER_BYTES..];
+    if body.len() < len {
+        return Err(bad(&format!("length {} but header says {len}", body.len())));
     }
+    let (data, trailer) = body.split_at(len);
+    let membership = read_membership_trailer(trailer).map_err(|reason| bad(&reason))?;
     if crc32fast::hash(data) != crc {
         return Err(bad("CRC mismatch"));
     }
     let meta = SnapshotMeta {
         last_included_index: index,
         last_included_term: term,
+        membership,
     };
     Ok(Some(Snapshot {
         meta,
         data: Bytes::copy_from_slice(data),
     }))
+}
+
+/// The configuration after a snapshot's data (see `write_snapshot`); none in older files.
+fn read_membership_trailer(trailer: &[u8]) -> Result<Membership, String> {
+    if trailer.is_empty() {
+        return Ok(Membership::default());
+    }
+    if trailer.len() < 8 {
+        return Err(format!("{} stray bytes after the data", trailer.len()));
+    }
+    let (membership, tail) = trailer.split_at(trailer.len() - 8);
+    let len = u32::from_le_bytes(tail[0..4].try_into().expect("4 bytes")) as usize;
+    let crc = u32::from_le_bytes(tail[4..8].try_into().expect("4 bytes"));
+    if len != membership.len() {
+        return Err(format!(
+            "configuration of {} bytes but its length says {len}",
+            membership.len()
+        ));
+    }
+    if crc32fast::hash(membership) != crc {
+        return Err("configuration CRC mismatch".into());
+    }
+    Membership::decode(membership).map_err(|e| format!("configuration: {e}"))
 }
 
 #[cfg(test)]
@@ -401,5 +438,53 @@ mod tests {
         log.append(&entries(kept + 1, 5, 2))
             .expect("append after repair");
         assert_eq!(log.last_index(), kept + 5);
+    }
+}
+
+#[cfg(test)]
+mod snapshot_membership_tests {
+    use super::*;
+    use crate::core::ConfChange;
+
+    fn snapshot(membership: Membership) -> Snapshot {
+        Snapshot {
+            meta: SnapshotMeta {
+                last_included_index: 42,
+                last_included_term: 3,
+                membership,
+            },
+            data: Bytes::from_static(b"state machine bytes"),
+        }
+    }
+
+    #[test]
+    fn a_snapshot_file_keeps_its_configuration() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let membership = Membership::from_voters([1, 2, 3])
+            .apply(&ConfChange::AddLearner {
+                id: 4,
+                context: Bytes::from_static(b"127.0.0.1:1/127.0.0.1:2"),
+            })
+            .unwrap();
+        let written = snapshot(membership);
+        write_snapshot(dir.path(), &written).unwrap();
+        let read = read_snapshot(&dir.path().join("snapshot")).unwrap();
+        assert_eq!(read, Some(written));
+    }
+
+    #[test]
+    fn a_snapshot_file_without_configuration_reads_as_empty_and_a_damaged_one_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let written = snapshot(Membership::default());
+        write_snapshot(dir.path(), &written).unwrap();
+        let path = dir.path().join("snapshot");
+        assert_eq!(read_snapshot(&path).unwrap(), Some(written));
+        write_snapshot(dir.path(), &snapshot(Membership::from_voters([1, 2, 3]))).unwrap();
+        let mut bytes = fs::read(&path).unwrap();
+        let at = bytes.len() - 9; // Inside the configuration.
+        bytes[at] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        let error = read_snapshot(&path).unwrap_err().to_string();
+        assert!(error.contains("configuration CRC mismatch"), "{error}");
     }
 }

@@ -10,6 +10,9 @@ pub enum PlantedBug {
     /// Let a node that lost acknowledged entries vote and campaign at once (the abstain rule
     /// of protocol-aware recovery, off).
     NoAbstain,
+    /// While joint, commit once a majority of C_old holds an entry, ignoring C_new (use with
+    /// `--membership`).
+    JointSingleMajority,
 }
 
 /// Which schedule of faults to run.
@@ -52,6 +55,10 @@ pub struct SimArgs {
     /// Random faults at several times the default rates, tiny snapshots, eight clients.
     #[arg(long)]
     pub stress: bool,
+    /// Membership changes (add learner, promote, remove) at random moments, among every other
+    /// fault class; the cluster starts with three voters and the other nodes wait to be added.
+    #[arg(long)]
+    pub membership: bool,
     /// Print the trace of every failing seed (default: the first three).
     #[arg(long)]
     pub all_traces: bool,
@@ -108,6 +115,9 @@ pub fn main(args: SimArgs) -> i32 {
                 let mut config = SimConfig::new(seed, args.nodes, args.steps);
                 config.bug_commit_previous_term = bug;
                 config.bug_no_abstain = bug_no_abstain;
+                config.bug_joint_single_majority =
+                    args.bug == Some(PlantedBug::JointSingleMajority);
+                config.membership_changes = args.membership;
                 config.full_trace = args.full_trace;
                 config.strict_liveness = !args.lax_liveness;
                 if args.stress {
@@ -150,7 +160,7 @@ pub fn main(args: SimArgs) -> i32 {
     }
     println!(
         "seeds {first}..{end} nodes {} steps {}: crashes {} (torn writes {}, damaged tails {}, damaged middles {}), lost writes {}, most disk-faulty nodes at once {}, votes withheld {}, restarts {}, partitions {}, messages {}, drops {}, duplicates {}, \
-         elections {} (terms with a leader {}), commits {}, snapshots taken {} installed {}, transfers {} (completed to a campaign {}), \
+         elections {} (terms with a leader {}), commits {}, snapshots taken {} installed {}, transfers {} (completed to a campaign {}), membership changes {} (promotions {}, voter removals {}, joint commits {}), \
          writes acked {} indeterminate {}, retries deduplicated {}, reads {}, linearizability unknown {}, \
          longest liveness phase {} ms, violations {}",
         if args.scenario == ScenarioKind::Figure8 { 5 } else { args.nodes },
@@ -174,6 +184,10 @@ pub fn main(args: SimArgs) -> i32 {
         totals.snapshots_installed,
         totals.transfers,
         totals.transfer_elections,
+        totals.membership_changes,
+        totals.promotions,
+        totals.voter_removals,
+        totals.joint_commits,
         totals.writes_acknowledged,
         totals.writes_indeterminate,
         totals.session_duplicates,

@@ -115,7 +115,7 @@ impl Disk {
     /// A snapshot replaces the log it covers; entries after it survive only if the log agrees
     /// with it at its index.
     fn install_snapshot(&mut self, snapshot: Snapshot) {
-        let meta = snapshot.meta;
+        let meta = snapshot.meta.clone();
         if self
             .durable
             .snapshot
@@ -361,6 +361,7 @@ mod tests {
         let meta = crate::core::SnapshotMeta {
             last_included_index: 3,
             last_included_term: 1,
+            membership: Default::default(),
         };
         disk.enqueue(
             DiskOp::LocalSnapshot(Snapshot {

@@ -8,7 +8,9 @@ use bytes::Bytes;
 use super::disk::DiskOp;
 use super::net::Fate;
 use super::{Event, Micros, Simulation};
-use crate::core::{Entry, EntryKind, Envelope, Output, RawNode, Role, Snapshot, SnapshotMeta};
+use crate::core::{
+    Entry, EntryKind, Envelope, Message, Output, RawNode, Role, Snapshot, SnapshotMeta,
+};
 use crate::kv::{ApplyResult, KvStore};
 
 /// Most outputs drained after one input before the driver calls it a livelock.
@@ -243,13 +245,58 @@ impl Simulation {
             return;
         }
         let raft = self.nodes[node].raft.as_ref().expect("running");
+        let commit = raft.log().commit_index();
         if let Err((property, detail)) = self.checker.leader_completeness(id, term, raft.log()) {
+            self.fail(property, detail);
+        }
+        let slot = &mut self.nodes[node];
+        slot.acks = (term, Default::default());
+        slot.leader_commit_checked = (term, commit);
+    }
+
+    /// Leader: records a follower's acknowledgement that its log matches through `index`.
+    fn note_ack(&mut self, node: usize, from: crate::core::NodeId, term: u64, index: u64) {
+        let slot = &mut self.nodes[node];
+        if slot.acks.0 == term {
+            let acked = slot.acks.1.entry(from).or_insert(0);
+            *acked = (*acked).max(index);
+        }
+    }
+
+    /// Leader: a commit index that moved must be held by a majority of every voter set of the
+    /// configuration in force (both while joint), by the simulator's own count of the
+    /// acknowledgements this leader received in its term (thesis 4.3).
+    fn check_leader_commit(&mut self, node: usize) {
+        let slot = &self.nodes[node];
+        let Some(raft) = &slot.raft else { return };
+        if raft.role() != Role::Leader {
+            return;
+        }
+        let term = raft.hard_state().current_term;
+        let commit = raft.log().commit_index();
+        if slot.leader_commit_checked.0 != term || commit <= slot.leader_commit_checked.1 {
+            return;
+        }
+        let membership = raft.membership().clone();
+        let result = super::invariants::commit_quorum(
+            slot.id,
+            raft.log().persisted_index(),
+            &slot.acks.1,
+            &membership,
+            commit,
+        );
+        self.nodes[node].leader_commit_checked.1 = commit;
+        if membership.is_joint() {
+            self.report.joint_commits += 1;
+        }
+        if let Err((property, detail)) = result {
             self.fail(property, detail);
         }
     }
 
     /// After each output: record what this node now knows committed.
     fn check_node(&mut self, node: usize) {
+        self.check_leader_commit(node);
         let slot = &self.nodes[node];
         let Some(raft) = &slot.raft else { return };
         let commit = raft.log().commit_index();
@@ -379,13 +426,32 @@ impl Simulation {
                 super::trace::describe(&envelope.message)
             ),
         );
+        let ack = match envelope.message {
+            Message::AppendEntriesResponse {
+                term,
+                success: true,
+                match_index,
+                ..
+            } => Some((term, match_index)),
+            Message::InstallSnapshotResponse {
+                term,
+                last_included_index,
+                done: true,
+                ..
+            } => Some((term, last_included_index)),
+            _ => None,
+        };
+        let from = envelope.from;
         raft.step(envelope);
+        if let Some((term, index)) = ack {
+            self.note_ack(node, from, term, index);
+        }
         self.drain(node);
     }
 
     fn install_snapshot(&mut self, node: usize, snapshot: &Snapshot) {
         let id = self.nodes[node].id;
-        let meta = snapshot.meta;
+        let meta = snapshot.meta.clone();
         if let Err(error) = self.nodes[node].kv.restore(&snapshot.data) {
             self.fail(
                 "driver_contract",
@@ -429,7 +495,7 @@ impl Simulation {
         }
         self.nodes[node].applied_term = entry.term;
         match entry.kind {
-            EntryKind::Noop => self.nodes[node].kv.apply_empty(entry.index),
+            EntryKind::Noop | EntryKind::Config => self.nodes[node].kv.apply_empty(entry.index),
             EntryKind::Normal => {
                 let result = self.nodes[node].kv.apply(entry.index, &entry.data);
                 match result {
@@ -474,6 +540,11 @@ impl Simulation {
         let term = slot.applied_term;
         let data = Bytes::from(slot.kv.snapshot());
         let id = slot.id;
+        let membership = slot
+            .raft
+            .as_ref()
+            .map(|r| r.membership_at(index))
+            .unwrap_or_default();
         self.report.snapshots_taken += 1;
         self.trace_line(format_args!(
             "n{id} take snapshot@{index} t{term} ({} bytes)",
@@ -483,6 +554,7 @@ impl Simulation {
             meta: SnapshotMeta {
                 last_included_index: index,
                 last_included_term: term,
+                membership,
             },
             data,
         };

@@ -3,7 +3,9 @@
 //! leader must be elected and every client answered.
 
 use super::{Event, Micros, Phase, Simulation, Violation, TICK_US};
-use crate::core::{NodeId, Role};
+use bytes::Bytes;
+
+use crate::core::{ConfChange, NodeId, Role};
 
 impl Simulation {
     /// The running node that leads in the highest term, if any.
@@ -21,8 +23,18 @@ impl Simulation {
     /// simulator never goes there. A node counts as faulty from the fault until its log is
     /// back past what it had acknowledged and it has stopped abstaining.
     pub(super) fn disk_fault_allowed(&self, node: usize) -> bool {
-        let n = self.nodes.len();
-        !self.disk_faulty(node) && self.disk_faulty_count() < (n - 1) / 2
+        !self.disk_faulty(node) && self.disk_faulty_count() < self.disk_faults_max()
+    }
+
+    /// Most nodes with a disk fault at once: a minority of the cluster, or with membership
+    /// changes a minority of the smallest configuration it may have.
+    pub(super) fn disk_faults_max(&self) -> usize {
+        let voters_min = if self.config.membership_changes {
+            super::MEMBERSHIP_VOTERS_MIN.min(self.nodes.len())
+        } else {
+            self.nodes.len()
+        };
+        (voters_min - 1) / 2
     }
 
     /// Nodes with a disk fault not yet repaired.
@@ -106,6 +118,66 @@ impl Simulation {
                 }
             }
         }
+        if self.config.membership_changes && self.rng.chance(super::MEMBERSHIP_CHANGE_PROBABILITY) {
+            self.change_membership();
+        }
+    }
+
+    /// Asks the leader for a random membership change that keeps at least
+    /// `MEMBERSHIP_VOTERS_MIN` voters: add a node that is not a member as a learner, promote a
+    /// learner, or remove a learner or a voter (the leader included).
+    fn change_membership(&mut self) {
+        let Some(leader) = self.current_leader() else {
+            return;
+        };
+        let raft = self.nodes[leader].raft.as_ref().expect("running");
+        let m = raft.membership().clone();
+        let mut changes = Vec::new();
+        for id in self.voters() {
+            if !m.is_member(id) {
+                changes.push(ConfChange::AddLearner {
+                    id,
+                    context: Bytes::from(format!("n{id}")),
+                });
+            }
+        }
+        for &id in &m.learners {
+            changes.push(ConfChange::Promote(id));
+            changes.push(ConfChange::Remove(id));
+        }
+        if m.voters.len() > super::MEMBERSHIP_VOTERS_MIN {
+            changes.extend(m.voters.iter().map(|&id| ConfChange::Remove(id)));
+        }
+        if changes.is_empty() {
+            return;
+        }
+        let change = changes[self.rng.below(changes.len() as u64) as usize].clone();
+        let from = self.nodes[leader].id;
+        let result = self.nodes[leader]
+            .raft
+            .as_mut()
+            .expect("running")
+            .propose_conf_change(change.clone());
+        let shown = match &change {
+            ConfChange::AddLearner { id, .. } => format!("add learner n{id}"),
+            ConfChange::Promote(id) => format!("promote n{id}"),
+            ConfChange::Remove(id) => format!("remove n{id}"),
+        };
+        match result {
+            Ok(index) => {
+                self.report.membership_changes += 1;
+                match change {
+                    ConfChange::Promote(_) => self.report.promotions += 1,
+                    ConfChange::Remove(id) if m.is_voter(id) => self.report.voter_removals += 1,
+                    _ => {}
+                }
+                self.trace_line(format_args!("n{from} membership: {shown} at {index}"));
+            }
+            Err(error) => {
+                self.trace_line(format_args!("n{from} membership: {shown} refused: {error}"));
+            }
+        }
+        self.drain(leader);
     }
 
     fn start_partition(&mut self) {
@@ -165,14 +237,13 @@ impl Simulation {
         let Some(leader) = self.current_leader() else {
             return false;
         };
-        let commit = self.nodes[leader]
-            .raft
-            .as_ref()
-            .expect("running")
-            .log()
-            .commit_index();
+        let raft = self.nodes[leader].raft.as_ref().expect("running");
+        let commit = raft.log().commit_index();
+        let members = raft.membership().members();
+        // Nodes outside the leader's configuration (removed, or never added) are left behind.
         self.nodes
             .iter()
+            .filter(|s| members.contains(&s.id))
             .all(|s| s.raft.is_some() && s.kv.applied_index() == commit)
     }
 

@@ -6,7 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use crate::core::{Entry, EntryKind, Index, NodeId, RaftLog, Term};
+use crate::core::{Entry, EntryKind, Index, Membership, NodeId, RaftLog, Term};
 
 /// A broken property: its name (after the paper) and what was seen.
 pub type Broken = (&'static str, String);
@@ -31,6 +31,7 @@ pub fn entry_hash(entry: &Entry) -> u64 {
     let kind = match entry.kind {
         EntryKind::Normal => 1u8,
         EntryKind::Noop => 2u8,
+        EntryKind::Config => 3u8,
     };
     for byte in entry
         .term
@@ -43,6 +44,41 @@ pub fn entry_hash(entry: &Entry) -> u64 {
         hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
     hash
+}
+
+/// Commitment needs a majority of every voter set (thesis 4.3: of C_old *and* C_new while
+/// joint): counted here from the leader's durable log and the acknowledgements the simulator
+/// delivered to it in its term, independently of the core's own arithmetic.
+pub fn commit_quorum(
+    leader: NodeId,
+    leader_persisted: Index,
+    acks: &BTreeMap<NodeId, Index>,
+    membership: &Membership,
+    commit: Index,
+) -> Result<(), (&'static str, String)> {
+    let holds = |id: NodeId| {
+        if id == leader {
+            leader_persisted >= commit
+        } else {
+            acks.get(&id).is_some_and(|&a| a >= commit)
+        }
+    };
+    let mut sets = vec![("C_new", &membership.voters)];
+    if membership.is_joint() {
+        sets.push(("C_old", &membership.outgoing));
+    }
+    for (name, set) in sets {
+        let holders: Vec<NodeId> = set.iter().copied().filter(|&id| holds(id)).collect();
+        if holders.len() * 2 <= set.len() {
+            return Err((
+                "joint_commitment",
+                format!(
+                    "leader n{leader} committed {commit} in configuration {membership:?}, but only {holders:?} of {name} {set:?} hold it"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 impl Checker {

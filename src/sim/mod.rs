@@ -39,6 +39,14 @@ const HISTORY_LINES_SHOWN: usize = 40;
 /// How many times the first budget the linearizability check gives a key it could not decide.
 pub const LINEARIZABILITY_BUDGET_RAISE: u64 = 16;
 
+/// Voters a cluster with membership changes starts with and never goes below: every
+/// configuration then has a majority of intact disks with one disk fault at a time.
+pub const MEMBERSHIP_VOTERS_MIN: usize = 3;
+
+/// Probability per step of asking the leader for a membership change (with
+/// `SimConfig::membership_changes`).
+pub const MEMBERSHIP_CHANGE_PROBABILITY: f64 = 0.01;
+
 /// Simulated time of one tick.
 pub const TICK_US: Micros = 10_000;
 
@@ -61,6 +69,13 @@ pub struct SimConfig {
     pub bug_commit_previous_term: bool,
     /// Turn on the core's planted bug that lets a node that lost acknowledged entries vote.
     pub bug_no_abstain: bool,
+    /// Membership changes: the cluster starts with [`MEMBERSHIP_VOTERS_MIN`] voters, the other
+    /// nodes start empty and wait to be added, and the leader is asked at random moments to
+    /// add a learner, promote one, or remove a learner or a voter (never below the minimum),
+    /// interleaved with every other fault class.
+    pub membership_changes: bool,
+    /// Turn on the core's planted bug that commits on C_old's majority alone while joint.
+    pub bug_joint_single_majority: bool,
     /// Keep the whole trace text in the report (determinism tests).
     pub full_trace: bool,
     /// How long the liveness phase may take to elect a leader and answer every client.
@@ -183,6 +198,8 @@ impl SimConfig {
             faults: Faults::all(),
             bug_commit_previous_term: false,
             bug_no_abstain: false,
+            membership_changes: false,
+            bug_joint_single_majority: false,
             full_trace: false,
             liveness_bound_us: 60_000_000,
             strict_liveness: true,
@@ -234,6 +251,14 @@ pub struct SimReport {
     pub transfers: u64,
     /// Elections started on a leader's TimeoutNow: transfers that got as far as a campaign.
     pub transfer_elections: u64,
+    /// Membership changes the leader accepted.
+    pub membership_changes: u64,
+    /// Of those, promotions of a learner (each through a joint configuration).
+    pub promotions: u64,
+    /// Of those, removals of a voter (each through a joint configuration).
+    pub voter_removals: u64,
+    /// Times a leader committed while in a joint configuration.
+    pub joint_commits: u64,
     /// Writes acknowledged to clients.
     pub writes_acknowledged: u64,
     /// Writes whose fate stayed unknown.
@@ -274,6 +299,10 @@ impl SimReport {
         self.snapshots_installed += other.snapshots_installed;
         self.transfers += other.transfers;
         self.transfer_elections += other.transfer_elections;
+        self.membership_changes += other.membership_changes;
+        self.promotions += other.promotions;
+        self.voter_removals += other.voter_removals;
+        self.joint_commits += other.joint_commits;
         self.writes_acknowledged += other.writes_acknowledged;
         self.writes_indeterminate += other.writes_indeterminate;
         self.reads += other.reads;
@@ -353,6 +382,11 @@ struct SimNode {
     lost_upto: Option<u64>,
     /// Term of the last entry applied (or of the restored snapshot).
     applied_term: Term,
+    /// Leader only, the simulator's own view: the term, and the highest index each follower
+    /// acknowledged as matching in that term (from the responses delivered to this node).
+    acks: (Term, std::collections::BTreeMap<NodeId, u64>),
+    /// Leader only: (term, commit index) last checked against `acks`.
+    leader_commit_checked: (Term, u64),
 }
 
 /// Phases of a run.
@@ -412,6 +446,8 @@ impl Simulation {
                 transfer_elections_before: 0,
                 lost_upto: None,
                 applied_term: 0,
+                acks: (0, Default::default()),
+                leader_commit_checked: (0, 0),
             })
             .collect();
         for node in 0..config.nodes {
@@ -451,8 +487,23 @@ impl Simulation {
         self.nodes.iter().map(|n| n.id).collect()
     }
 
+    /// The bootstrap voters: every node, or the first few with membership changes.
+    fn bootstrap_voters(&self) -> Vec<NodeId> {
+        let mut voters = self.voters();
+        if self.config.membership_changes {
+            voters.truncate(MEMBERSHIP_VOTERS_MIN);
+        }
+        voters
+    }
+
     fn node_config(&self, id: NodeId) -> Config {
-        let mut config = Config::new(id, self.voters());
+        let bootstrap = self.bootstrap_voters();
+        let voters = if bootstrap.contains(&id) {
+            bootstrap
+        } else {
+            Vec::new() // Waits to be added.
+        };
+        let mut config = Config::new(id, voters);
         config.seed = self.config.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ id;
         config.election_timeout_ticks = 10;
         config.heartbeat_interval_ticks = 2;
@@ -470,6 +521,7 @@ impl Simulation {
         config.uncommitted_entries_max = 256;
         config.bug_commit_previous_term = self.config.bug_commit_previous_term;
         config.bug_no_abstain = self.config.bug_no_abstain;
+        config.bug_joint_single_majority = self.config.bug_joint_single_majority;
         config
     }
 

@@ -72,6 +72,14 @@ pub enum DecodeError {
     /// The AppendEntries record batch is malformed.
     #[error("malformed entry batch: {0}")]
     Batch(String),
+    /// A configuration carried by the message does not decode.
+    #[error("malformed configuration in {field}: {reason}")]
+    Membership {
+        /// Where it was.
+        field: &'static str,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// The message was addressed to another cluster.
     #[error(
         "cluster id mismatch: message for cluster {got:?}, this node is in cluster {expected}"

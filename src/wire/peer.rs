@@ -18,7 +18,7 @@ use super::error::{DecodeError, EncodeError};
 use super::frame::{write_frame, FrameType};
 use super::generated::raft as fb;
 use super::verified_root;
-use crate::core::{Entry, Envelope, Message, NodeId};
+use crate::core::{Entry, Envelope, Membership, Message, NodeId};
 use crate::limits::{BATCH_ENTRIES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
 use crate::log::record::{decode_records, encode_records_into};
 
@@ -291,11 +291,14 @@ fn encode_body(
             term,
             last_included_index,
             last_included_term,
+            membership,
             offset,
             data,
             done,
         } => {
             let data = fbb.create_vector(data);
+            let membership =
+                (!membership.is_empty()).then(|| fbb.create_vector(&membership.encode()));
             let args = fb::InstallSnapshotArgs {
                 term: *term,
                 last_included_index: *last_included_index,
@@ -303,6 +306,7 @@ fn encode_body(
                 offset: *offset,
                 data: Some(data),
                 done: *done,
+                membership,
             };
             (
                 fb::Body::InstallSnapshot,
@@ -599,10 +603,20 @@ fn decode_install_snapshot(
     )?;
     let end = t.offset().saturating_add(data.len() as u64);
     check_at_most("InstallSnapshot.offset + data.len", end, SNAPSHOT_BYTES_MAX)?;
+    let membership = match t.membership() {
+        None => Membership::default(),
+        Some(bytes) => {
+            Membership::decode(bytes.bytes()).map_err(|reason| DecodeError::Membership {
+                field: "InstallSnapshot.membership",
+                reason,
+            })?
+        }
+    };
     Ok(Message::InstallSnapshot {
         term: t.term(),
         last_included_index: t.last_included_index(),
         last_included_term: t.last_included_term(),
+        membership,
         offset: t.offset(),
         data: to_bytes(data),
         done: t.done(),

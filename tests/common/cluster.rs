@@ -31,6 +31,8 @@ pub struct Cluster {
     /// Every message delivered, by kind name, for assertions.
     pub delivered: BTreeMap<&'static str, usize>,
     pub config: Box<dyn Fn(NodeId, Vec<NodeId>) -> Config>,
+    /// The bootstrap voters; nodes added later start with an empty configuration.
+    pub bootstrap: Vec<NodeId>,
 }
 
 impl Cluster {
@@ -47,6 +49,7 @@ impl Cluster {
             queue: VecDeque::new(),
             delivered: BTreeMap::new(),
             config: Box::new(config),
+            bootstrap: ids.clone(),
         };
         for &id in &ids {
             c.durable.insert(id, Durable::default());
@@ -68,13 +71,19 @@ impl Cluster {
         c
     }
 
+    #[allow(dead_code)]
     fn ids(&self) -> Vec<NodeId> {
         self.durable.keys().copied().collect()
     }
 
     pub fn start(&mut self, id: NodeId) {
         let d = self.durable[&id].clone();
-        let config = (self.config)(id, self.ids());
+        let voters = if self.bootstrap.contains(&id) {
+            self.bootstrap.clone()
+        } else {
+            Vec::new()
+        };
+        let config = (self.config)(id, voters);
         let restored = Restored {
             hard_state: d.hard_state,
             snapshot: d.snapshot.clone(),
@@ -88,6 +97,14 @@ impl Cluster {
         self.applied.insert(id, applied);
         self.nodes.insert(id, node);
         self.down.remove(&id);
+    }
+
+    /// Starts a new, empty node that waits to be added (no configuration, never campaigns).
+    #[allow(dead_code)]
+    pub fn join(&mut self, id: NodeId) {
+        assert!(!self.durable.contains_key(&id), "node {id} exists");
+        self.durable.insert(id, Durable::default());
+        self.start(id);
     }
 
     pub fn crash(&mut self, id: NodeId) {
@@ -114,6 +131,7 @@ impl Cluster {
         self.nodes.get_mut(&id).expect("node is up")
     }
 
+    #[allow(dead_code)]
     pub fn isolate(&mut self, id: NodeId) {
         for other in self.ids() {
             if other != id {
@@ -184,6 +202,7 @@ impl Cluster {
                     meta: SnapshotMeta {
                         last_included_index: index,
                         last_included_term: term,
+                        membership: node.membership_at(index),
                     },
                     data,
                 };
@@ -259,6 +278,7 @@ impl Cluster {
         self.applied[&id].values().cloned().collect()
     }
 
+    #[allow(dead_code)]
     pub fn count(&self, kind: &str) -> usize {
         self.delivered.get(kind).copied().unwrap_or(0)
     }

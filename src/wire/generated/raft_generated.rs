@@ -1245,6 +1245,7 @@ impl<'a> InstallSnapshot<'a> {
   pub const VT_OFFSET: ::flatbuffers::VOffsetT = 10;
   pub const VT_DATA: ::flatbuffers::VOffsetT = 12;
   pub const VT_DONE: ::flatbuffers::VOffsetT = 14;
+  pub const VT_MEMBERSHIP: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1260,6 +1261,7 @@ impl<'a> InstallSnapshot<'a> {
     builder.add_last_included_term(args.last_included_term);
     builder.add_last_included_index(args.last_included_index);
     builder.add_term(args.term);
+    if let Some(x) = args.membership { builder.add_membership(x); }
     if let Some(x) = args.data { builder.add_data(x); }
     builder.add_done(args.done);
     builder.finish()
@@ -1308,6 +1310,15 @@ impl<'a> InstallSnapshot<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<bool>(InstallSnapshot::VT_DONE, Some(false)).unwrap()}
   }
+  /// The configuration at last_included_index, as the core encodes it (Membership::encode).
+  /// Absent from senders that predate membership changes: the receiver keeps its own.
+  #[inline]
+  pub fn membership(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(InstallSnapshot::VT_MEMBERSHIP, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for InstallSnapshot<'_> {
@@ -1322,6 +1333,7 @@ impl ::flatbuffers::Verifiable for InstallSnapshot<'_> {
      .visit_field::<u64>("offset", Self::VT_OFFSET, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("data", Self::VT_DATA, false)?
      .visit_field::<bool>("done", Self::VT_DONE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("membership", Self::VT_MEMBERSHIP, false)?
      .finish();
     Ok(())
   }
@@ -1333,6 +1345,7 @@ pub struct InstallSnapshotArgs<'a> {
     pub offset: u64,
     pub data: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
     pub done: bool,
+    pub membership: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
 }
 impl<'a> Default for InstallSnapshotArgs<'a> {
   #[inline]
@@ -1344,6 +1357,7 @@ impl<'a> Default for InstallSnapshotArgs<'a> {
       offset: 0,
       data: None,
       done: false,
+      membership: None,
     }
   }
 }
@@ -1378,6 +1392,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> InstallSnapshotBuilder<'a, 'b
     self.fbb_.push_slot::<bool>(InstallSnapshot::VT_DONE, done, false);
   }
   #[inline]
+  pub fn add_membership(&mut self, membership: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(InstallSnapshot::VT_MEMBERSHIP, membership);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> InstallSnapshotBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     InstallSnapshotBuilder {
@@ -1401,6 +1419,7 @@ impl ::core::fmt::Debug for InstallSnapshot<'_> {
       ds.field("offset", &self.offset());
       ds.field("data", &self.data());
       ds.field("done", &self.done());
+      ds.field("membership", &self.membership());
       ds.finish()
   }
 }
