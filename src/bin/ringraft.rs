@@ -216,9 +216,11 @@ struct NodeArgs {
     /// Log segment size in bytes (default 64 MiB).
     #[arg(long)]
     segment_bytes: Option<u64>,
-    /// CPU to pin the Raft executor on.
-    #[arg(long)]
-    raft_cpu: Option<usize>,
+    /// Cores to run on, one executor each: a count (4) or cores (2-7, 0,2,4; one core is 3-3).
+    /// The first runs the Raft loop, the others serve clients; pinned when at least two are
+    /// given and usable (default: every core this process may use).
+    #[arg(long, value_parser = ringraft::runtime::Cpus::parse)]
+    cpus: Option<ringraft::runtime::Cpus>,
     /// On a damaged record before the log's tail, refuse to start (naming file and offset)
     /// instead of keeping the valid prefix and fetching the rest back from the cluster.
     #[arg(long)]
@@ -304,7 +306,7 @@ fn node_config(
         .snapshot_log_factor
         .unwrap_or(config.snapshot_log_factor);
     config.segment_bytes = args.segment_bytes.unwrap_or(config.segment_bytes);
-    config.raft_cpu = args.raft_cpu.or(config.raft_cpu);
+    config.cpus = args.cpus.or(config.cpus);
     config.strict_recovery |= args.strict_recovery;
     config.cluster_id = args.cluster_id.unwrap_or(config.cluster_id);
     config.rtt_ms = args.rtt_ms.or(config.rtt_ms);

@@ -176,9 +176,12 @@ pub struct NodeConfig {
     /// instead of keeping the valid prefix and fetching the rest back from the cluster.
     #[serde(default)]
     pub strict_recovery: bool,
-    /// CPU to pin the Raft executor on (none: not pinned).
+    /// The cores this node runs on, one executor each: a count (`4`: the first four this process
+    /// may use) or cores (`"2-7"`, `"0,2,4"`; the first runs the Raft loop, the others serve
+    /// clients). Pinned when at least two are given and all are usable (see `placement`).
+    /// Default: every core this process may use.
     #[serde(default)]
-    pub raft_cpu: Option<usize>,
+    pub cpus: Option<super::placement::Cpus>,
     /// Spin this many microseconds before parking an idle executor (0: never spin; machines
     /// running benchmarks are shared, so spinning is opt-in).
     #[serde(default)]
