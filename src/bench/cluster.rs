@@ -302,6 +302,7 @@ pub fn node_flags(s: &NodeSettings) -> Vec<String> {
         ),
         ("--pre-vote", s.pre_vote.map(|v| v.to_string())),
         ("--check-quorum", s.check_quorum.map(|v| v.to_string())),
+        ("--cpus", s.cpus.as_ref().map(|v| v.to_string())),
     ];
     flags
         .into_iter()

@@ -41,6 +41,9 @@ pub struct NodeSettings {
     pub pre_vote: Option<bool>,
     /// Check-quorum (default on).
     pub check_quorum: Option<bool>,
+    /// Cores of each node: a count or cores (`"2-7"`); default every core (see
+    /// `runtime::placement`).
+    pub cpus: Option<crate::runtime::Cpus>,
 }
 
 /// The keys `ringraft tune --sweep` may vary under `[node]`.
@@ -60,6 +63,7 @@ pub const NODE_KEYS: &[&str] = &[
     "inflight_bytes_max",
     "pre_vote",
     "check_quorum",
+    "cpus",
 ];
 
 /// A fault injected under load, to measure failover.

@@ -405,8 +405,9 @@ async fn node_main(config: NodeConfig, side: RaftSide) -> Result<(), RuntimeErro
     // stop, rather than wait for a Raft executor that never comes.
     let mut links = Vec::new();
     for (requests, answers) in side.links {
-        links.push((requests.connect().await, answers.connect().await));
+        links.push((requests.connect().await, Rc::new(answers.connect().await)));
     }
+    let answer_senders: Vec<_> = links.iter().map(|(_, answers)| answers.clone()).collect();
     let metrics_link = match side.metrics_link {
         Some((ask, text)) => Some((ask.connect().await, text.connect().await)),
         None => None,
@@ -562,6 +563,11 @@ async fn node_main(config: NodeConfig, side: RaftSide) -> Result<(), RuntimeErro
     )
     .run(inbox_rx)
     .await;
+    // The client executors stop once their answers end (tasks left on this executor may
+    // outlive this function, and with them the senders).
+    for answers in answer_senders {
+        answers.close();
+    }
     trace::flush();
     if emulated.is_some() {
         eprintln!(

@@ -8,7 +8,7 @@
 //! executors run unpinned and share whatever cores there are, which is what keeps a small machine
 //! (or a test running three nodes on two cores) working.
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize, Serializer};
 
 /// Most executors one node runs (one per core).
 pub const EXECUTORS_MAX: usize = 256;
@@ -21,6 +21,29 @@ pub enum Cpus {
     Count(usize),
     /// These cores, by number, in this order (the first runs the Raft loop).
     List(Vec<usize>),
+}
+
+impl std::fmt::Display for Cpus {
+    /// The text [`Cpus::parse`] reads back: a count, or cores (one core as a range of one).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Cpus::Count(n) => write!(f, "{n}"),
+            Cpus::List(cores) if cores.len() == 1 => write!(f, "{0}-{0}", cores[0]),
+            Cpus::List(cores) => {
+                let text: Vec<String> = cores.iter().map(usize::to_string).collect();
+                f.write_str(&text.join(","))
+            }
+        }
+    }
+}
+
+impl Serialize for Cpus {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Cpus::Count(n) => serializer.serialize_u64(*n as u64),
+            Cpus::List(_) => serializer.serialize_str(&self.to_string()),
+        }
+    }
 }
 
 /// `cpus = 4` or `cpus = "2-7"` in a TOML file.

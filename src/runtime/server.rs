@@ -123,10 +123,9 @@ impl Drop for ReplyTo {
 /// is gone.
 pub async fn forward_requests(
     requests: ConnectedReceiver<Forwarded>,
-    answers: ConnectedSender<Answer>,
+    answers: Rc<ConnectedSender<Answer>>,
     inbox: Rc<LocalSender<Event>>,
 ) {
-    let answers = Rc::new(answers);
     while let Some((conn, request)) = requests.recv().await {
         let reply = ReplyTo {
             route: Route::Remote {
@@ -372,5 +371,139 @@ async fn write_responses(
         }
         super::trace::event("cli_out", count);
         ClientCounters::add(&counters.bytes_out, batch.len() as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use futures_lite::future::poll_once;
+
+    use super::*;
+    use crate::wire::Request;
+
+    const REQUESTS_MAX: usize = 4;
+
+    fn request(n: u64) -> ClientRequest {
+        ClientRequest {
+            client_id: 1,
+            sequence: n,
+            request_id: n,
+            request: Request::Get {
+                key: Bytes::from_static(b"k"),
+                linearizable: true,
+            },
+        }
+    }
+
+    /// Polls `done` every millisecond until it holds, failing after ten seconds.
+    async fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// A client executor whose link is full waits (its connections stop reading) instead of
+    /// queueing more; one answer lets exactly one more request through, and a request the Raft
+    /// loop drops unanswered gives its slot back too.
+    #[test]
+    fn a_full_link_holds_the_client_executor_back() {
+        let ends = LinkEnds::new(REQUESTS_MAX);
+        let received = Arc::new(AtomicUsize::new(0));
+        let answer_one = Arc::new(AtomicBool::new(false));
+        let raft = {
+            let (requests, answers) = (ends.requests_rx, ends.answers_tx);
+            let (received, answer_one) = (received.clone(), answer_one.clone());
+            glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+                .io_memory(1 << 20)
+                .spawn(move || async move {
+                    let requests = requests.connect().await;
+                    let answers = Rc::new(answers.connect().await);
+                    let (inbox_tx, inbox) = local_channel::new_bounded(REQUESTS_MAX * 2);
+                    let forward = glommio::spawn_local(forward_requests(
+                        requests,
+                        answers.clone(),
+                        Rc::new(inbox_tx),
+                    ));
+                    // Holds every request without answering, until told to answer one and to
+                    // drop one.
+                    let mut held = Vec::new();
+                    while held.len() < REQUESTS_MAX {
+                        let Some(Event::Client(request, reply)) = inbox.recv().await else {
+                            panic!("not a client request");
+                        };
+                        held.push((request, reply));
+                        received.fetch_add(1, Ordering::SeqCst);
+                    }
+                    wait_for("the test to ask for an answer", || {
+                        answer_one.load(Ordering::SeqCst)
+                    })
+                    .await;
+                    let (request, reply) = held.remove(0);
+                    reply.send(ClientResponse {
+                        request_id: request.request_id,
+                        result: Ok(crate::wire::Reply::NotFound),
+                    });
+                    drop(held.remove(0));
+                    while held.len() < REQUESTS_MAX {
+                        let Some(Event::Client(request, reply)) = inbox.recv().await else {
+                            panic!("not a client request");
+                        };
+                        held.push((request, reply));
+                        received.fetch_add(1, Ordering::SeqCst);
+                    }
+                    answers.close();
+                    drop(forward);
+                })
+                .expect("raft executor")
+        };
+        let client = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let (link, answers) =
+                    ClientLink::connect(ends.requests_tx, ends.answers_rx, REQUESTS_MAX).await;
+                let deliver = {
+                    let link = link.clone();
+                    glommio::spawn_local(async move { link.deliver_answers(answers).await })
+                };
+                for n in 0..REQUESTS_MAX as u64 {
+                    link.forward(1, request(n)).await.expect("forward");
+                }
+                wait_for("the Raft side to hold every request", || {
+                    received.load(Ordering::SeqCst) == REQUESTS_MAX
+                })
+                .await;
+                // Full: the next request waits, however long it is given.
+                let mut next = std::pin::pin!(link.forward(1, request(100)));
+                for _ in 0..50 {
+                    assert!(
+                        poll_once(next.as_mut()).await.is_none(),
+                        "a full link took more"
+                    );
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+                assert_eq!(received.load(Ordering::SeqCst), REQUESTS_MAX);
+                // One answer and one dropped request free two slots.
+                answer_one.store(true, Ordering::SeqCst);
+                next.await.expect("forward after an answer");
+                link.forward(1, request(101))
+                    .await
+                    .expect("forward after a drop");
+                wait_for("the two requests to arrive", || {
+                    received.load(Ordering::SeqCst) == REQUESTS_MAX + 2
+                })
+                .await;
+                deliver.await;
+                assert!(link.forward(1, request(102)).await.is_err(), "link closed");
+            })
+            .expect("client executor");
+        client.join().expect("client side");
+        raft.join().expect("raft side");
     }
 }
