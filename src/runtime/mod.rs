@@ -1,15 +1,21 @@
 //! The runtime: the only room that uses glommio. It turns the sans-I/O core, the log and the
 //! state machine into a server process.
 //!
-//! Placement (one process per node):
-//! * the **Raft executor** (pinned with `raft_cpu`) runs the Raft loop ([`node::Driver`]), the
-//!   peer transport, the client listener and the tick timer, all as tasks sharing nothing
-//!   across threads;
+//! Placement (one process per node, one glommio executor per core it is given, [`placement`]):
+//! * the **Raft executor** (thread `ringraft-raft`, the first core) runs the Raft loop
+//!   ([`node::Driver`]), the peer transport, the tick timer and the disk task, as tasks sharing
+//!   nothing across threads;
+//! * each **client executor** (thread `ringraft-cli-N`, the other cores) accepts client
+//!   connections on a socket of its own (SO_REUSEPORT), decodes and verifies requests, and
+//!   encodes and writes responses; requests and responses cross to the Raft executor over a
+//!   bounded shared channel each way ([`server::ClientLink`]); the first also serves `/metrics`.
+//!   With one core there are no client executors: the Raft executor serves clients itself;
 //! * **disk writes** run one group at a time and in order ([`disk`]): while one group's write
 //!   is in flight, the next group gathers, which is group commit. A group's appends are one
 //!   `O_DIRECT | O_DSYNC` write on the Raft executor's own io_uring (no thread hop); anything
 //!   else (term and vote, truncations, purges, installed snapshots, starting a segment) runs on
-//!   glommio's blocking pool in its place. The leader's own write runs in parallel with its
+//!   glommio's blocking pool in its place, on the client cores when pinned, never the Raft
+//!   core. The leader's own write runs in parallel with its
 //!   AppendEntries (thesis 10.2.1). Snapshots the node takes are saved on a second blocking
 //!   thread, beside the log writes rather than in front of them.
 //!
