@@ -506,8 +506,8 @@ impl RemoteFigures {
     /// [`render_on_request`]).
     pub async fn connect(ask: SharedSender<()>, text: SharedReceiver<String>) -> RemoteFigures {
         RemoteFigures {
-            ask: ask.connect().await,
-            text: text.connect().await,
+            ask: super::server::connected(ask.connect()).await,
+            text: super::server::connected(text.connect()).await,
             turn: Semaphore::new(1),
         }
     }

@@ -411,11 +411,16 @@ async fn node_main(config: NodeConfig, side: RaftSide) -> Result<(), RuntimeErro
     // stop, rather than wait for a Raft executor that never comes.
     let mut links = Vec::new();
     for (requests, answers) in side.links {
-        links.push((requests.connect().await, Rc::new(answers.connect().await)));
+        let requests = server::connected(requests.connect()).await;
+        let answers = server::connected(answers.connect()).await;
+        links.push((requests, Rc::new(answers)));
     }
     let answer_senders: Vec<_> = links.iter().map(|(_, answers)| answers.clone()).collect();
     let metrics_link = match side.metrics_link {
-        Some((ask, text)) => Some((ask.connect().await, text.connect().await)),
+        Some((ask, text)) => Some((
+            server::connected(ask.connect()).await,
+            server::connected(text.connect()).await,
+        )),
         None => None,
     };
     let config = Rc::new(config);

@@ -68,6 +68,19 @@ impl LinkEnds {
     }
 }
 
+/// Waits for `connect` (a shared channel end connecting), looking again every millisecond:
+/// glommio does not wake a sleeping executor when the other end connects, so two executors
+/// that each wait for the other's end could otherwise both sleep for good.
+pub async fn connected<T>(connect: impl std::future::Future<Output = T>) -> T {
+    let mut connect = std::pin::pin!(connect);
+    loop {
+        if let Some(end) = poll_once(connect.as_mut()).await {
+            return end;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
 /// Where a response goes.
 pub struct ReplyTo {
     route: Route,
@@ -164,8 +177,8 @@ impl ClientLink {
         answers: SharedReceiver<Answer>,
         requests_max: usize,
     ) -> (Rc<ClientLink>, ConnectedReceiver<Answer>) {
-        let requests = requests.connect().await;
-        let answers = answers.connect().await;
+        let requests = connected(requests.connect()).await;
+        let answers = connected(answers.connect()).await;
         let link = ClientLink {
             requests,
             slots: Semaphore::new(requests_max as u64),
@@ -423,8 +436,8 @@ mod tests {
             glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
                 .io_memory(1 << 20)
                 .spawn(move || async move {
-                    let requests = requests.connect().await;
-                    let answers = Rc::new(answers.connect().await);
+                    let requests = connected(requests.connect()).await;
+                    let answers = Rc::new(connected(answers.connect()).await);
                     let (inbox_tx, inbox) = local_channel::new_bounded(REQUESTS_MAX * 2);
                     let forward = glommio::spawn_local(forward_requests(
                         requests,
