@@ -56,3 +56,14 @@ const _: () = assert!(SNAPSHOT_CHUNK_BYTES_MAX < FRAME_BYTES_MAX);
 const _: () = assert!(BATCH_BYTES_MAX < FRAME_BYTES_MAX);
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES_MAX <= SNAPSHOT_BYTES_MAX);
 const _: () = assert!(CLUSTER_NODES_MAX % 2 == 1);
+
+/// Requests one client executor may have at the Raft executor at once (the bound of each of its
+/// link's two channels: requests out, answers back). When they are all out, its connections stop
+/// reading, which pushes back on the clients through TCP.
+pub const CLIENT_LINK_REQUESTS_MAX: usize = 8192;
+
+/// Scrapes of `/metrics` waiting at once for the Raft executor to render the figures, when the
+/// metrics server runs on another executor.
+pub const METRICS_RENDERS_MAX: usize = 1;
+
+const _: () = assert!(CLIENT_LINK_REQUESTS_MAX >= 1 && METRICS_RENDERS_MAX >= 1);

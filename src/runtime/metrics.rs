@@ -2,13 +2,15 @@
 //! the disk task, and a small HTTP server that renders them, with the counters of `ringraft
 //! stats`, in Prometheus' text exposition format (version 0.0.4) on `GET /metrics`.
 //!
-//! Why a task on the Raft executor rather than a thread: every recorder (the Raft loop, the disk
-//! task, the transport) already runs on that one executor, so the figures are plain `Cell`s
-//! that cost a load and a store to update, with no atomic, lock or allocation on the write
-//! path. A scraper thread would need all of them shared across threads. The server runs in its
-//! own low-share task queue, so a scrape (a few kilobytes of text, every few seconds at most)
-//! yields to the Raft loop, and it reads the published figures without going through the Raft
-//! loop's inbox: a node whose loop is stalled still answers, and its stale gauges show it.
+//! Why the figures are rendered on the Raft executor rather than read from another thread:
+//! every recorder (the Raft loop, the disk task, the transport) runs on that one executor, so
+//! the figures are plain `Cell`s that cost a load and a store to update, with no atomic, lock or
+//! allocation on the write path. A node with one executor serves `/metrics` there, in a
+//! low-share task queue so that a scrape (a few kilobytes of text, every few seconds at most)
+//! yields to the Raft loop. A node with client executors serves it on the first of them and
+//! asks the Raft executor only for the text, over a bounded channel, to a task in that same
+//! low-share queue. Either way the figures are read without going through the Raft loop's
+//! inbox: a node whose loop is stalled still answers, and its stale gauges show it.
 //!
 //! Why no crate: `prometheus-client` keeps every metric behind `Arc` and atomics (the cost this
 //! module avoids) and the format is four kinds of line; the HTTP side needs only a request
@@ -19,6 +21,11 @@ use std::cell::{Cell, RefCell};
 use std::fmt::Write as _;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
+
+use glommio::channels::shared_channel::{
+    ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
+use glommio::sync::Semaphore;
 
 use super::stats::Counters;
 use crate::core::{NodeId, Role};
@@ -252,7 +259,7 @@ pub fn render(node: NodeId, counters: &Counters, now: Instant) -> String {
         (
             "ringraft_invalid_client_frames_total",
             "Client frames that failed validation.",
-            counters.invalid_client_frames.get(),
+            counters.invalid_client_frames(),
         ),
         (
             "ringraft_refused_handshakes_total",
@@ -267,12 +274,12 @@ pub fn render(node: NodeId, counters: &Counters, now: Instant) -> String {
         (
             "ringraft_received_bytes_total",
             "Bytes received from peers and clients.",
-            counters.bytes_in.get(),
+            counters.bytes_in_total(),
         ),
         (
             "ringraft_sent_bytes_total",
             "Bytes sent to peers and clients.",
-            counters.bytes_out.get(),
+            counters.bytes_out_total(),
         ),
         (
             "ringraft_emulated_drops_total",
@@ -476,9 +483,71 @@ pub fn parse_request(head: &[u8]) -> Request {
     }
 }
 
+/// Where a scrape's figures come from.
+#[derive(Clone)]
+pub enum Figures {
+    /// This executor's counters: the metrics server runs on the Raft executor.
+    Local(Rc<Counters>),
+    /// The Raft executor's, rendered there on request: the metrics server runs on a client
+    /// executor, so that parsing requests and writing responses costs the Raft core nothing.
+    Remote(Rc<RemoteFigures>),
+}
+
+/// A metrics server's link to the Raft executor: one render asked for, one text back.
+pub struct RemoteFigures {
+    ask: ConnectedSender<()>,
+    text: ConnectedReceiver<String>,
+    /// One scrape at a time on the link, so that each gets the text it asked for.
+    turn: Semaphore,
+}
+
+impl RemoteFigures {
+    /// Connects the metrics server's ends; waits for the Raft executor to connect its own (see
+    /// [`render_on_request`]).
+    pub async fn connect(ask: SharedSender<()>, text: SharedReceiver<String>) -> RemoteFigures {
+        RemoteFigures {
+            ask: super::server::connected(ask.connect()).await,
+            text: super::server::connected(text.connect()).await,
+            turn: Semaphore::new(1),
+        }
+    }
+}
+
+impl Figures {
+    /// The text of `/metrics`; `None` when the Raft executor is gone.
+    async fn render(&self, node: NodeId) -> Option<String> {
+        match self {
+            Figures::Local(counters) => Some(render(node, counters, Instant::now())),
+            Figures::Remote(remote) => {
+                let _turn = remote.turn.acquire_permit(1).await.ok()?;
+                remote.ask.send(()).await.ok()?;
+                remote.text.recv().await
+            }
+        }
+    }
+}
+
+/// Raft executor: renders the figures each time the metrics server asks, until it is gone.
+pub async fn render_on_request(
+    ask: ConnectedReceiver<()>,
+    text: ConnectedSender<String>,
+    node: NodeId,
+    counters: Rc<Counters>,
+) {
+    while ask.recv().await.is_some() {
+        if text
+            .send(render(node, &counters, Instant::now()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 /// Serves `GET /metrics` until the listener fails. Runs in its own task queue with a small
 /// share of the executor so that scrapes yield to the Raft loop.
-pub async fn serve(listener: glommio::net::TcpListener, node: NodeId, counters: Rc<Counters>) {
+pub async fn serve(listener: glommio::net::TcpListener, node: NodeId, figures: Figures) {
     let open = Rc::new(Cell::new(0usize));
     loop {
         let stream = match listener.accept().await {
@@ -493,9 +562,9 @@ pub async fn serve(listener: glommio::net::TcpListener, node: NodeId, counters: 
             continue;
         }
         open.set(open.get() + 1);
-        let (open, counters) = (open.clone(), counters.clone());
+        let (open, figures) = (open.clone(), figures.clone());
         glommio::spawn_local(async move {
-            let _ = answer(stream, node, &counters).await;
+            let _ = answer(stream, node, &figures).await;
             open.set(open.get() - 1);
         })
         .detach();
@@ -505,7 +574,7 @@ pub async fn serve(listener: glommio::net::TcpListener, node: NodeId, counters: 
 async fn answer(
     mut stream: glommio::net::TcpStream,
     node: NodeId,
-    counters: &Counters,
+    figures: &Figures,
 ) -> std::io::Result<()> {
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
@@ -528,7 +597,9 @@ async fn answer(
     }
     let response = match parse_request(&head) {
         Request::Metrics => {
-            let body = render(node, counters, Instant::now());
+            let Some(body) = figures.render(node).await else {
+                return respond(&mut stream, "503 Service Unavailable", "node stopping\n").await;
+            };
             let head = format!(
                 "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                 body.len()

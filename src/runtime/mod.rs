@@ -1,15 +1,21 @@
 //! The runtime: the only room that uses glommio. It turns the sans-I/O core, the log and the
 //! state machine into a server process.
 //!
-//! Placement (one process per node):
-//! * the **Raft executor** (pinned with `raft_cpu`) runs the Raft loop ([`node::Driver`]), the
-//!   peer transport, the client listener and the tick timer, all as tasks sharing nothing
-//!   across threads;
+//! Placement (one process per node, one glommio executor per core it is given, [`placement`]):
+//! * the **Raft executor** (thread `ringraft-raft`, the first core) runs the Raft loop
+//!   ([`node::Driver`]), the peer transport, the tick timer and the disk task, as tasks sharing
+//!   nothing across threads;
+//! * each **client executor** (thread `ringraft-cli-N`, the other cores) accepts client
+//!   connections on a socket of its own (SO_REUSEPORT), decodes and verifies requests, and
+//!   encodes and writes responses; requests and responses cross to the Raft executor over a
+//!   bounded shared channel each way ([`server::ClientLink`]); the first also serves `/metrics`.
+//!   With one core there are no client executors: the Raft executor serves clients itself;
 //! * **disk writes** run one group at a time and in order ([`disk`]): while one group's write
 //!   is in flight, the next group gathers, which is group commit. A group's appends are one
 //!   `O_DIRECT | O_DSYNC` write on the Raft executor's own io_uring (no thread hop); anything
 //!   else (term and vote, truncations, purges, installed snapshots, starting a segment) runs on
-//!   glommio's blocking pool in its place. The leader's own write runs in parallel with its
+//!   glommio's blocking pool in its place, on the client cores when pinned, never the Raft
+//!   core. The leader's own write runs in parallel with its
 //!   AppendEntries (thesis 10.2.1). Snapshots the node takes are saved on a second blocking
 //!   thread, beside the log writes rather than in front of them.
 //!
@@ -45,6 +51,7 @@ pub mod disk;
 pub mod metrics;
 mod net;
 pub mod node;
+pub mod placement;
 mod server;
 mod stats;
 pub mod storage;
@@ -57,10 +64,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use glommio::channels::local_channel::{self, LocalSender};
+use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 
 pub use config::{parse_members, Address, Member, NodeConfig, NodeConfigError};
-pub use stats::Counters;
+pub use placement::{Cpus, Plan};
+pub use stats::{ClientCounters, Counters};
 
 use crate::core::RawNode;
 use crate::kv::KvStore;
@@ -137,35 +146,283 @@ pub fn run_node(config: NodeConfig) -> Result<(), RuntimeError> {
             on_reload_signal as *const () as libc::sighandler_t,
         );
     }
-    let placement = config.raft_cpu.map_or(Placement::Unbound, Placement::Fixed);
+    let plan = Plan::new(config.cpus.as_ref(), &placement::allowed_cores());
+    let id = config.id;
+    let client_listen = config
+        .client_listen()
+        .map_err(|source| RuntimeError::Resolve {
+            what: "client",
+            id,
+            source,
+        })?;
+    let client_executors = plan.executors.len() - 1;
+    // Every client executor accepts on a socket of its own (SO_REUSEPORT: the kernel spreads
+    // the connections), bound here so that a taken port fails the start with its address.
+    let client_listeners = (0..client_executors.max(1))
+        .map(|_| listen(client_listen))
+        .collect::<Result<Vec<_>, _>>()?;
+    let metrics_listener = config.metrics_addr.map(listen).transpose()?;
+    eprintln!(
+        "ringraft: node {id}: {} executor(s), {}",
+        plan.executors.len(),
+        if plan.pinned() {
+            format!(
+                "pinned on cores {:?}",
+                plan.executors.iter().flatten().collect::<Vec<_>>()
+            )
+        } else {
+            "unpinned".to_string()
+        }
+    );
+    let client_counters = Arc::new(ClientCounters::default());
+    let mut side = RaftSide {
+        client_listener: None,
+        metrics_listener: None,
+        links: Vec::new(),
+        metrics_link: None,
+        client_counters: client_counters.clone(),
+    };
+    if client_executors == 0 {
+        side.client_listener = client_listeners.into_iter().next();
+        side.metrics_listener = metrics_listener;
+        return spawn_raft(&config, &plan, side)?
+            .join()
+            .map_err(|e| RuntimeError::Executor(format!("{e:?}")))?;
+    }
+    let mut clients = Vec::new();
+    let mut metrics_listener = metrics_listener;
+    for (n, listener) in client_listeners.into_iter().enumerate() {
+        let ends = server::LinkEnds::new(crate::limits::CLIENT_LINK_REQUESTS_MAX);
+        side.links.push((ends.requests_rx, ends.answers_tx));
+        let metrics = metrics_listener.take().map(|listener| {
+            let (ask_tx, ask_rx) = shared_channel::new_bounded(crate::limits::METRICS_RENDERS_MAX);
+            let (text_tx, text_rx) =
+                shared_channel::new_bounded(crate::limits::METRICS_RENDERS_MAX);
+            side.metrics_link = Some((ask_rx, text_tx));
+            (listener, ask_tx, text_rx)
+        });
+        let client = ClientExecutor {
+            number: n + 1,
+            listener,
+            requests: ends.requests_tx,
+            answers: ends.answers_rx,
+            metrics,
+            counters: client_counters.clone(),
+            inflight_max: config.client_inflight_max,
+            id,
+        };
+        match spawn_client(&config, plan.executors[n + 1], client) {
+            Ok(handle) => clients.push(handle),
+            Err(e) => {
+                // The Raft side's ends go unconnected: the started client executors stop.
+                drop(side);
+                for handle in clients {
+                    let _ = handle.join();
+                }
+                return Err(e);
+            }
+        }
+    }
+    let raft = spawn_raft(&config, &plan, side);
+    let result = match raft {
+        Ok(handle) => handle
+            .join()
+            .map_err(|e| RuntimeError::Executor(format!("{e:?}")))
+            .and_then(|r| r),
+        Err(e) => Err(e),
+    };
+    for handle in clients {
+        let _ = handle.join();
+    }
+    result
+}
+
+/// A listening socket for `addr`, with SO_REUSEPORT so that several executors may each have one.
+fn listen(addr: std::net::SocketAddr) -> Result<std::net::TcpListener, RuntimeError> {
+    use socket2::{Domain, Socket, Type};
+    let bind = || -> std::io::Result<std::net::TcpListener> {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+        socket.set_reuse_port(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(1024)?;
+        Ok(socket.into())
+    };
+    bind().map_err(|source| RuntimeError::Bind {
+        addr,
+        source: source.into(),
+    })
+}
+
+/// A listener bound by the launcher, handed to the executor that serves it.
+fn on_this_executor(listener: std::net::TcpListener) -> glommio::net::TcpListener {
+    use std::os::unix::io::{FromRawFd, IntoRawFd};
+    // SAFETY: the descriptor is a bound, listening TCP socket that nothing else owns.
+    unsafe { glommio::net::TcpListener::from_raw_fd(listener.into_raw_fd()) }
+}
+
+/// What the Raft executor is given besides the config.
+struct RaftSide {
+    /// The client listener, when this executor serves clients itself (one executor).
+    client_listener: Option<std::net::TcpListener>,
+    /// The metrics listener, when this executor serves metrics itself (one executor).
+    metrics_listener: Option<std::net::TcpListener>,
+    /// The Raft executor's ends of each client executor's link.
+    links: Vec<(
+        SharedReceiver<server::Forwarded>,
+        SharedSender<server::Answer>,
+    )>,
+    /// The Raft executor's ends of the metrics server's link (render requests in, text out).
+    metrics_link: Option<(SharedReceiver<()>, SharedSender<String>)>,
+    client_counters: Arc<ClientCounters>,
+}
+
+/// What a client executor is given.
+struct ClientExecutor {
+    /// 1 for the first client executor.
+    number: usize,
+    listener: std::net::TcpListener,
+    requests: SharedSender<server::Forwarded>,
+    answers: SharedReceiver<server::Answer>,
+    /// The metrics listener and its link's ends, on the first client executor.
+    metrics: Option<(
+        std::net::TcpListener,
+        SharedSender<()>,
+        SharedReceiver<String>,
+    )>,
+    counters: Arc<ClientCounters>,
+    inflight_max: usize,
+    id: crate::core::NodeId,
+}
+
+/// An executor on `core` (or unpinned); its blocking threads on `pool`.
+fn executor(config: &NodeConfig, core: Option<usize>, pool: PoolPlacement) -> LocalExecutorBuilder {
+    let placement = core.map_or(Placement::Unbound, Placement::Fixed);
+    // glommio names the thread `<name>-<executor id>` before anything runs on it, and its
+    // blocking threads inherit that; the executor renames itself once running.
     let mut builder = LocalExecutorBuilder::new(placement)
-        .blocking_thread_pool_placement(blocking_threads(config.raft_cpu))
-        .name("raft")
+        .blocking_thread_pool_placement(pool)
+        .name("ringraft-pool")
         .io_memory(config.io_memory_mib << 20);
     if config.spin_us > 0 {
         builder = builder.spin_before_park(Duration::from_micros(config.spin_us));
     }
-    let handle = builder
-        .spawn(move || async move { node_main(config).await })
-        .map_err(|e| RuntimeError::Executor(e.to_string()))?;
-    handle
-        .join()
-        .map_err(|e| RuntimeError::Executor(format!("{e:?}")))?
+    builder
 }
 
-/// Blocking threads: one for the log's writes (`disk_task` keeps at most one in flight) and
-/// one for snapshots, so that saving a snapshot never waits for, or holds up, a log write.
-/// Placed like the Raft executor, as glommio places a pool of one by default.
-fn blocking_threads(raft_cpu: Option<usize>) -> PoolPlacement {
+/// Names the calling thread (its `comm`, at most 15 bytes), so that per-thread CPU tables say
+/// which executor a thread is.
+fn name_thread(name: &str) {
+    let mut bytes: Vec<u8> = name.bytes().take(15).collect();
+    bytes.push(0);
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes.
+    unsafe { libc::prctl(libc::PR_SET_NAME, bytes.as_ptr() as libc::c_ulong, 0, 0, 0) };
+}
+
+fn spawn_raft(
+    config: &NodeConfig,
+    plan: &Plan,
+    side: RaftSide,
+) -> Result<glommio::ExecutorJoinHandle<Result<(), RuntimeError>>, RuntimeError> {
+    let pool = blocking_threads(plan);
+    let config = config.clone();
+    executor(&config, plan.executors[0], pool)
+        .spawn(move || async move {
+            name_thread("ringraft-raft");
+            node_main(config, side).await
+        })
+        .map_err(|e| RuntimeError::Executor(e.to_string()))
+}
+
+fn spawn_client(
+    config: &NodeConfig,
+    core: Option<usize>,
+    client: ClientExecutor,
+) -> Result<glommio::ExecutorJoinHandle<()>, RuntimeError> {
+    // One blocking thread, idle: client connections do no blocking work.
+    let pool = match core.map(|c| cores_set(&[c])) {
+        Some(Ok(set)) => PoolPlacement::Custom(vec![set]),
+        _ => PoolPlacement::Unbound(1),
+    };
+    executor(config, core, pool)
+        .spawn(move || async move {
+            name_thread(&format!("ringraft-cli-{}", client.number));
+            serve_clients_remote(client).await
+        })
+        .map_err(|e| RuntimeError::Executor(e.to_string()))
+}
+
+/// A client executor: serves its connections (and `/metrics` on the first) until the Raft
+/// executor is gone.
+async fn serve_clients_remote(client: ClientExecutor) {
+    let (link, answers) = server::ClientLink::connect(
+        client.requests,
+        client.answers,
+        crate::limits::CLIENT_LINK_REQUESTS_MAX,
+    )
+    .await;
+    let metrics = match client.metrics {
+        Some((listener, ask, text)) => {
+            let figures = metrics::RemoteFigures::connect(ask, text).await;
+            let figures = metrics::Figures::Remote(Rc::new(figures));
+            eprintln!(
+                "ringraft: node {} serving metrics on http://{}/metrics",
+                client.id,
+                listener.local_addr().map_or("?".into(), |a| a.to_string())
+            );
+            let listener = on_this_executor(listener);
+            Some(glommio::spawn_local(metrics::serve(
+                listener, client.id, figures,
+            )))
+        }
+        None => None,
+    };
+    let accept = glommio::spawn_local(server::serve_clients(
+        on_this_executor(client.listener),
+        server::Upstream::Remote(link.clone()),
+        client.counters,
+        client.inflight_max,
+    ));
+    link.deliver_answers(answers).await;
+    drop(accept);
+    drop(metrics);
+}
+
+/// Blocking threads of the Raft executor: one for the log's writes (`disk_task` keeps at most
+/// one in flight) and one for snapshots, so that saving a snapshot never waits for, or holds
+/// up, a log write. When the executors are pinned they run on the client executors' cores,
+/// never on the Raft core.
+fn blocking_threads(plan: &Plan) -> PoolPlacement {
     const BLOCKING_THREADS: usize = 2;
-    let on_cpu = |cpu: usize| CpuSet::online().map(|set| set.filter(|l| l.cpu == cpu));
-    match raft_cpu.map(on_cpu) {
-        Some(Ok(set)) => PoolPlacement::Custom(vec![set; BLOCKING_THREADS]),
+    match cores_set(&plan.client_cores()) {
+        Ok(set) if plan.pinned() && !set.is_empty() => {
+            PoolPlacement::Custom(vec![set; BLOCKING_THREADS])
+        }
         _ => PoolPlacement::Unbound(BLOCKING_THREADS),
     }
 }
 
-async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
+/// The online cores among `cores`.
+fn cores_set(cores: &[usize]) -> glommio::Result<CpuSet, ()> {
+    CpuSet::online().map(|set| set.filter(|l| cores.contains(&l.cpu)))
+}
+
+async fn node_main(config: NodeConfig, side: RaftSide) -> Result<(), RuntimeError> {
+    // Connected first, so that a failed start below disconnects them and the client executors
+    // stop, rather than wait for a Raft executor that never comes.
+    let mut links = Vec::new();
+    for (requests, answers) in side.links {
+        let requests = server::connected(requests.connect()).await;
+        let answers = server::connected(answers.connect()).await;
+        links.push((requests, Rc::new(answers)));
+    }
+    let answer_senders: Vec<_> = links.iter().map(|(_, answers)| answers.clone()).collect();
+    let metrics_link = match side.metrics_link {
+        Some((ask, text)) => Some((
+            server::connected(ask.connect()).await,
+            server::connected(text.connect()).await,
+        )),
+        None => None,
+    };
     let config = Rc::new(config);
     let recovery = if config.strict_recovery {
         Recovery::Strict
@@ -210,15 +467,9 @@ async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
     let id = config.id;
     let resolve_error = |what| move |source| RuntimeError::Resolve { what, id, source };
     let peer_listen = config.peer_listen().map_err(resolve_error("peer"))?;
-    let client_listen = config.client_listen().map_err(resolve_error("client"))?;
     let peer_listener =
         glommio::net::TcpListener::bind(peer_listen).map_err(|source| RuntimeError::Bind {
             addr: peer_listen,
-            source,
-        })?;
-    let client_listener =
-        glommio::net::TcpListener::bind(client_listen).map_err(|source| RuntimeError::Bind {
-            addr: client_listen,
             source,
         })?;
 
@@ -239,7 +490,10 @@ async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
     for warning in config.timing_warnings(emulated.as_ref().and_then(|e| e.rtt_max_ms())) {
         eprintln!("ringraft: node {}: WARNING: {warning}", config.id);
     }
-    let counters = Rc::new(Counters::default());
+    let counters = Rc::new(Counters {
+        clients: side.client_counters,
+        ..Counters::default()
+    });
     let (inbox_tx, inbox_rx) = local_channel::new_bounded(INBOX_EVENTS_MAX);
     let inbox_tx = Rc::new(inbox_tx);
     let (disk_tx, disk_rx) = local_channel::new_bounded(disk::DISK_JOBS_MAX);
@@ -269,20 +523,44 @@ async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
         counters.clone(),
     ))
     .detach();
-    if let Some(addr) = config.metrics_addr {
-        serve_metrics(addr, config.id, counters.clone())?;
+    if let Some(listener) = side.metrics_listener {
+        let figures = metrics::Figures::Local(counters.clone());
+        spawn_metrics(metrics::serve(on_this_executor(listener), id, figures))?;
+        eprintln!(
+            "ringraft: node {id} serving metrics on http://{}/metrics",
+            config.metrics_addr.expect("listening")
+        );
     }
-    let inflight = config.client_inflight_max;
-    glommio::spawn_local(server::serve_clients(
-        client_listener,
-        inbox_tx.clone(),
-        counters.clone(),
-        inflight,
-    ))
-    .detach();
+    if let Some((ask, text)) = metrics_link {
+        spawn_metrics(metrics::render_on_request(ask, text, id, counters.clone()))?;
+    }
+    match side.client_listener {
+        Some(listener) => {
+            glommio::spawn_local(server::serve_clients(
+                on_this_executor(listener),
+                server::Upstream::Local(inbox_tx.clone()),
+                counters.clients.clone(),
+                config.client_inflight_max,
+            ))
+            .detach();
+        }
+        None => {
+            for (requests, answers) in links {
+                glommio::spawn_local(server::forward_requests(
+                    requests,
+                    answers,
+                    inbox_tx.clone(),
+                ))
+                .detach();
+            }
+        }
+    }
     eprintln!(
-        "ringraft: node {} serving peers on {peer_listen} (advertised {}) and clients on {client_listen} (advertised {})",
-        config.id, me.peer_addr, me.client_addr
+        "ringraft: node {} serving peers on {peer_listen} (advertised {}) and clients on {} (advertised {})",
+        config.id,
+        me.peer_addr,
+        config.client_listen().map_or("?".into(), |a| a.to_string()),
+        me.client_addr
     );
     Driver::new(
         config.clone(),
@@ -296,6 +574,11 @@ async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
     )
     .run(inbox_rx)
     .await;
+    // The client executors stop once their answers end (tasks left on this executor may
+    // outlive this function, and with them the senders).
+    for answers in answer_senders {
+        answers.close();
+    }
     trace::flush();
     if emulated.is_some() {
         eprintln!(
@@ -308,25 +591,20 @@ async fn node_main(config: NodeConfig) -> Result<(), RuntimeError> {
     Ok(())
 }
 
-/// Starts the `/metrics` server in a task queue of its own with a small share of the executor,
-/// so that a scrape never delays the Raft loop by more than a slice.
-fn serve_metrics(
-    addr: std::net::SocketAddr,
-    id: crate::core::NodeId,
-    counters: Rc<Counters>,
+/// Runs a metrics task in a task queue of its own with a small share of the Raft executor, so
+/// that a scrape never delays the Raft loop by more than a slice.
+fn spawn_metrics(
+    task: impl std::future::Future<Output = ()> + 'static,
 ) -> Result<(), RuntimeError> {
     const METRICS_SHARES: usize = 10;
-    let listener = glommio::net::TcpListener::bind(addr)
-        .map_err(|source| RuntimeError::Bind { addr, source })?;
     let queue = glommio::executor().create_task_queue(
         glommio::Shares::Static(METRICS_SHARES),
         glommio::Latency::NotImportant,
         "metrics",
     );
-    glommio::spawn_local_into(metrics::serve(listener, id, counters), queue)
+    glommio::spawn_local_into(task, queue)
         .map_err(|e| RuntimeError::Executor(e.to_string()))?
         .detach();
-    eprintln!("ringraft: node {id} serving metrics on http://{addr}/metrics");
     Ok(())
 }
 

@@ -1,48 +1,237 @@
 //! The client listener: each connection has a reader (verify frames, hand requests to the Raft
-//! loop) and a writer (coalesce responses). At most `client_inflight_max` requests per
-//! connection are outstanding; past that the reader stops reading, which pushes back on the
+//! loop) and a writer (encode and coalesce responses). At most `client_inflight_max` requests
+//! per connection are outstanding; past that the reader stops reading, which pushes back on the
 //! client through TCP.
+//!
+//! The connections run on the Raft executor when the node has one executor, and on the client
+//! executors otherwise. There, requests cross to the Raft executor over a [`ClientLink`] (a
+//! bounded shared channel each way, no lock) and responses come back to be encoded and written
+//! on the executor that owns the socket. A client executor has at most
+//! [`crate::limits::CLIENT_LINK_REQUESTS_MAX`] requests at the Raft executor at once: when they
+//! are all out, its readers wait, and so do its clients.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use futures_lite::future::poll_once;
 use futures_lite::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::channels::shared_channel::{
+    self, ConnectedReceiver, ConnectedSender, SharedReceiver, SharedSender,
+};
 use glommio::net::{TcpListener, TcpStream};
 use glommio::sync::Semaphore;
 
 use super::net::{fill, ConnError};
 use super::node::Event;
-use super::stats::Counters;
+use super::stats::ClientCounters;
 use crate::wire::READ_CHUNK_BYTES;
-use crate::wire::{self, ClientResponse, FrameDecoder, FrameType};
+use crate::wire::{self, ClientRequest, ClientResponse, FrameDecoder, FrameType};
 
-/// Client connections served at once; more are closed at accept.
+/// Client connections served at once by one executor; more are closed at accept.
 const CLIENT_CONNECTIONS_MAX: usize = 4096;
 /// Largest client frame: a command plus its framing.
 const CLIENT_FRAME_BYTES_MAX: usize = crate::limits::ENTRY_BYTES_MAX + (64 << 10);
 const WRITE_COALESCE_BYTES: usize = 256 << 10;
 
-/// Where a response goes: the connection's writer queue and the permit to give back.
-#[derive(Clone)]
+/// A request on its way to the Raft executor, with the connection it came on.
+pub type Forwarded = (u64, ClientRequest);
+/// What comes back for a forwarded request: its response, or `None` if the Raft loop dropped it
+/// unanswered (so that the request's slot and permit are given back all the same).
+pub type Answer = (u64, Option<ClientResponse>);
+
+/// The ends of one client executor's link, before either executor has connected them.
+pub struct LinkEnds {
+    /// Client executor: requests out.
+    pub requests_tx: SharedSender<Forwarded>,
+    /// Raft executor: requests in.
+    pub requests_rx: SharedReceiver<Forwarded>,
+    /// Raft executor: answers out.
+    pub answers_tx: SharedSender<Answer>,
+    /// Client executor: answers in.
+    pub answers_rx: SharedReceiver<Answer>,
+}
+
+impl LinkEnds {
+    /// A link that holds at most `requests_max` requests (and as many answers).
+    pub fn new(requests_max: usize) -> LinkEnds {
+        let (requests_tx, requests_rx) = shared_channel::new_bounded(requests_max);
+        let (answers_tx, answers_rx) = shared_channel::new_bounded(requests_max);
+        LinkEnds {
+            requests_tx,
+            requests_rx,
+            answers_tx,
+            answers_rx,
+        }
+    }
+}
+
+/// Waits for `connect` (a shared channel end connecting), looking again every millisecond:
+/// glommio does not wake a sleeping executor when the other end connects, so two executors
+/// that each wait for the other's end could otherwise both sleep for good.
+pub async fn connected<T>(connect: impl std::future::Future<Output = T>) -> T {
+    let mut connect = std::pin::pin!(connect);
+    loop {
+        if let Some(end) = poll_once(connect.as_mut()).await {
+            return end;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+    }
+}
+
+/// Where a response goes.
 pub struct ReplyTo {
-    queue: Rc<LocalSender<ClientResponse>>,
+    route: Route,
+}
+
+enum Route {
+    /// The connection's writer queue, on this executor.
+    Local(Rc<LocalSender<ClientResponse>>),
+    /// Back over the link to the client executor that owns connection `conn`.
+    Remote {
+        link: Rc<ConnectedSender<Answer>>,
+        conn: u64,
+        answered: bool,
+    },
 }
 
 impl ReplyTo {
-    /// Queues a response. The queue holds `client_inflight_max` responses and the reader never
-    /// has more outstanding, so this cannot fail for lack of room; a closed connection drops it.
-    pub fn send(&self, response: ClientResponse) {
-        let _ = self.queue.try_send(response);
+    /// Queues a response. Neither queue can be full: a connection's writer queue holds
+    /// `client_inflight_max` responses and its reader never has more outstanding, and a link's
+    /// answer channel holds as many answers as the client executor may have requests out. A
+    /// closed connection or link drops it.
+    pub fn send(mut self, response: ClientResponse) {
+        match &mut self.route {
+            Route::Local(queue) => {
+                let _ = queue.try_send(response);
+            }
+            Route::Remote {
+                link,
+                conn,
+                answered,
+            } => {
+                *answered = true;
+                let _ = link.try_send((*conn, Some(response)));
+            }
+        }
     }
+}
+
+impl Drop for ReplyTo {
+    fn drop(&mut self) {
+        if let Route::Remote {
+            link,
+            conn,
+            answered: false,
+        } = &self.route
+        {
+            let _ = link.try_send((*conn, None));
+        }
+    }
+}
+
+/// Raft executor: hands the requests of one client executor to the Raft loop until either side
+/// is gone.
+pub async fn forward_requests(
+    requests: ConnectedReceiver<Forwarded>,
+    answers: Rc<ConnectedSender<Answer>>,
+    inbox: Rc<LocalSender<Event>>,
+) {
+    while let Some((conn, request)) = requests.recv().await {
+        let reply = ReplyTo {
+            route: Route::Remote {
+                link: answers.clone(),
+                conn,
+                answered: false,
+            },
+        };
+        if inbox.send(Event::Client(request, reply)).await.is_err() {
+            return; // Shutting down.
+        }
+    }
+}
+
+/// Client executor: its end of the link to the Raft executor.
+pub struct ClientLink {
+    requests: ConnectedSender<Forwarded>,
+    /// Requests that may still go out before an answer comes back.
+    slots: Semaphore,
+    /// The connections this executor serves, by the number the link knows them by.
+    conns: RefCell<HashMap<u64, Conn>>,
+    next_conn: Cell<u64>,
+}
+
+struct Conn {
+    queue: Rc<LocalSender<ClientResponse>>,
+    permits: Rc<Semaphore>,
+}
+
+impl ClientLink {
+    /// Connects the client executor's ends of a link of `requests_max` requests; waits for the
+    /// Raft executor to connect its own. Returns the link and the answers to pass to
+    /// [`ClientLink::deliver_answers`].
+    pub async fn connect(
+        requests: SharedSender<Forwarded>,
+        answers: SharedReceiver<Answer>,
+        requests_max: usize,
+    ) -> (Rc<ClientLink>, ConnectedReceiver<Answer>) {
+        let requests = connected(requests.connect()).await;
+        let answers = connected(answers.connect()).await;
+        let link = ClientLink {
+            requests,
+            slots: Semaphore::new(requests_max as u64),
+            conns: RefCell::new(HashMap::new()),
+            next_conn: Cell::new(1),
+        };
+        (Rc::new(link), answers)
+    }
+
+    /// Sends a request to the Raft executor, first waiting for a free slot. Fails when the Raft
+    /// executor is gone.
+    pub async fn forward(&self, conn: u64, request: ClientRequest) -> Result<(), ()> {
+        self.slots.acquire(1).await.map_err(|_| ())?;
+        self.requests.send((conn, request)).await.map_err(|_| ())
+    }
+
+    /// Hands each answer to its connection's writer and gives its slot back, until the Raft
+    /// executor is gone.
+    pub async fn deliver_answers(&self, answers: ConnectedReceiver<Answer>) {
+        while let Some((conn, answer)) = answers.recv().await {
+            self.slots.signal(1);
+            let conns = self.conns.borrow();
+            let Some(c) = conns.get(&conn) else {
+                continue; // The connection closed meanwhile.
+            };
+            match answer {
+                Some(response) => {
+                    let _ = c.queue.try_send(response);
+                }
+                None => c.permits.signal(1),
+            }
+        }
+        self.slots.close();
+        for conn in self.conns.borrow().values() {
+            conn.permits.close();
+        }
+    }
+}
+
+/// Where a listener's connections send their requests.
+#[derive(Clone)]
+pub enum Upstream {
+    /// The Raft loop's inbox, on this executor.
+    Local(Rc<LocalSender<Event>>),
+    /// The Raft executor, over a link.
+    Remote(Rc<ClientLink>),
 }
 
 /// Accepts client connections.
 pub async fn serve_clients(
     listener: TcpListener,
-    inbox: Rc<LocalSender<Event>>,
-    counters: Rc<Counters>,
+    upstream: Upstream,
+    counters: Arc<ClientCounters>,
     inflight_max: usize,
 ) {
     let open = Rc::new(Cell::new(0usize));
@@ -55,10 +244,11 @@ pub async fn serve_clients(
         }
         let _ = stream.set_nodelay(true);
         open.set(open.get() + 1);
-        let (inbox, counters, open) = (inbox.clone(), counters.clone(), open.clone());
+        let (upstream, counters, open) = (upstream.clone(), counters.clone(), open.clone());
         glommio::spawn_local(async move {
             let (reader, writer) = futures_lite::io::split(stream);
             let (tx, rx) = local_channel::new_bounded(inflight_max + 1);
+            let tx = Rc::new(tx);
             let permits = Rc::new(Semaphore::new(inflight_max as u64));
             let writer_task = glommio::spawn_local(write_responses(
                 writer,
@@ -66,19 +256,34 @@ pub async fn serve_clients(
                 permits.clone(),
                 counters.clone(),
             ));
-            if let Err(e @ (ConnError::Invalid(_) | ConnError::Refused(_))) = read_requests(
-                reader,
-                ReplyTo { queue: Rc::new(tx) },
-                &inbox,
-                &permits,
-                &counters,
-            )
-            .await
-            {
-                Counters::add(&counters.invalid_client_frames, 1);
+            let sink = match &upstream {
+                Upstream::Local(inbox) => Sink::Local { inbox, queue: &tx },
+                Upstream::Remote(link) => {
+                    let conn = link.next_conn.get();
+                    link.next_conn.set(conn + 1);
+                    let c = Conn {
+                        queue: tx.clone(),
+                        permits: permits.clone(),
+                    };
+                    link.conns.borrow_mut().insert(conn, c);
+                    Sink::Remote { link, conn }
+                }
+            };
+            let ended = read_requests(reader, &sink, &permits, &counters).await;
+            if let Err(e @ (ConnError::Invalid(_) | ConnError::Refused(_))) = &ended {
+                ClientCounters::add(&counters.invalid_frames, 1);
                 eprintln!("ringraft: closed a client connection: {e}");
             }
+            if let Sink::Remote { link, conn } = sink {
+                // A client that only closed its sending side still reads: wait for the answers
+                // to what it sent (every permit back) before the connection leaves the link.
+                if matches!(ended, Ok(()) | Err(ConnError::Closed)) {
+                    let _ = permits.acquire(inflight_max as u64).await;
+                }
+                link.conns.borrow_mut().remove(&conn);
+            }
             permits.close();
+            drop(tx);
             writer_task.await;
             open.set(open.get() - 1);
         })
@@ -86,12 +291,40 @@ pub async fn serve_clients(
     }
 }
 
+/// Where one connection's requests go.
+enum Sink<'a> {
+    Local {
+        inbox: &'a LocalSender<Event>,
+        queue: &'a Rc<LocalSender<ClientResponse>>,
+    },
+    Remote {
+        link: &'a ClientLink,
+        conn: u64,
+    },
+}
+
+impl Sink<'_> {
+    async fn send(&self, request: ClientRequest) -> Result<(), ()> {
+        match self {
+            Sink::Local { inbox, queue } => {
+                let reply = ReplyTo {
+                    route: Route::Local((*queue).clone()),
+                };
+                inbox
+                    .send(Event::Client(request, reply))
+                    .await
+                    .map_err(|_| ())
+            }
+            Sink::Remote { link, conn } => link.forward(*conn, request).await,
+        }
+    }
+}
+
 async fn read_requests(
     mut reader: ReadHalf<TcpStream>,
-    reply_to: ReplyTo,
-    inbox: &LocalSender<Event>,
+    sink: &Sink<'_>,
     permits: &Semaphore,
-    counters: &Counters,
+    counters: &ClientCounters,
 ) -> Result<(), ConnError> {
     let mut decoder = FrameDecoder::with_max_frame_bytes(CLIENT_FRAME_BYTES_MAX);
     let mut buf = vec![0u8; READ_CHUNK_BYTES];
@@ -107,17 +340,13 @@ async fn read_requests(
             if permits.acquire(1).await.is_err() {
                 return Ok(());
             }
-            if inbox
-                .send(Event::Client(request, reply_to.clone()))
-                .await
-                .is_err()
-            {
+            if sink.send(request).await.is_err() {
                 return Ok(()); // Shutting down.
             }
         }
         let before = decoder.buffered_bytes();
         fill(&mut reader, &mut decoder, &mut buf).await?;
-        Counters::add(
+        ClientCounters::add(
             &counters.bytes_in,
             (decoder.buffered_bytes() - before) as u64,
         );
@@ -128,7 +357,7 @@ async fn write_responses(
     mut writer: WriteHalf<TcpStream>,
     rx: LocalReceiver<ClientResponse>,
     permits: Rc<Semaphore>,
-    counters: Rc<Counters>,
+    counters: Arc<ClientCounters>,
 ) {
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
     let mut batch = Vec::with_capacity(WRITE_COALESCE_BYTES);
@@ -150,9 +379,144 @@ async fn write_responses(
         }
         permits.signal(count);
         if writer.write_all(&batch).await.is_err() {
+            permits.close(); // Nobody will read the rest: a reader waiting for them stops.
             return;
         }
         super::trace::event("cli_out", count);
-        Counters::add(&counters.bytes_out, batch.len() as u64);
+        ClientCounters::add(&counters.bytes_out, batch.len() as u64);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use bytes::Bytes;
+    use futures_lite::future::poll_once;
+
+    use super::*;
+    use crate::wire::Request;
+
+    const REQUESTS_MAX: usize = 4;
+
+    fn request(n: u64) -> ClientRequest {
+        ClientRequest {
+            client_id: 1,
+            sequence: n,
+            request_id: n,
+            request: Request::Get {
+                key: Bytes::from_static(b"k"),
+                linearizable: true,
+            },
+        }
+    }
+
+    /// Polls `done` every millisecond until it holds, failing after ten seconds.
+    async fn wait_for(what: &str, done: impl Fn() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !done() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// A client executor whose link is full waits (its connections stop reading) instead of
+    /// queueing more; one answer lets exactly one more request through, and a request the Raft
+    /// loop drops unanswered gives its slot back too.
+    #[test]
+    fn a_full_link_holds_the_client_executor_back() {
+        let ends = LinkEnds::new(REQUESTS_MAX);
+        let received = Arc::new(AtomicUsize::new(0));
+        let answer_one = Arc::new(AtomicBool::new(false));
+        let raft = {
+            let (requests, answers) = (ends.requests_rx, ends.answers_tx);
+            let (received, answer_one) = (received.clone(), answer_one.clone());
+            glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+                .io_memory(1 << 20)
+                .spawn(move || async move {
+                    let requests = connected(requests.connect()).await;
+                    let answers = Rc::new(connected(answers.connect()).await);
+                    let (inbox_tx, inbox) = local_channel::new_bounded(REQUESTS_MAX * 2);
+                    let forward = glommio::spawn_local(forward_requests(
+                        requests,
+                        answers.clone(),
+                        Rc::new(inbox_tx),
+                    ));
+                    // Holds every request without answering, until told to answer one and to
+                    // drop one.
+                    let mut held = Vec::new();
+                    while held.len() < REQUESTS_MAX {
+                        let Some(Event::Client(request, reply)) = inbox.recv().await else {
+                            panic!("not a client request");
+                        };
+                        held.push((request, reply));
+                        received.fetch_add(1, Ordering::SeqCst);
+                    }
+                    wait_for("the test to ask for an answer", || {
+                        answer_one.load(Ordering::SeqCst)
+                    })
+                    .await;
+                    let (request, reply) = held.remove(0);
+                    reply.send(ClientResponse {
+                        request_id: request.request_id,
+                        result: Ok(crate::wire::Reply::NotFound),
+                    });
+                    drop(held.remove(0));
+                    while held.len() < REQUESTS_MAX {
+                        let Some(Event::Client(request, reply)) = inbox.recv().await else {
+                            panic!("not a client request");
+                        };
+                        held.push((request, reply));
+                        received.fetch_add(1, Ordering::SeqCst);
+                    }
+                    answers.close();
+                    drop(forward);
+                })
+                .expect("raft executor")
+        };
+        let client = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let (link, answers) =
+                    ClientLink::connect(ends.requests_tx, ends.answers_rx, REQUESTS_MAX).await;
+                let deliver = {
+                    let link = link.clone();
+                    glommio::spawn_local(async move { link.deliver_answers(answers).await })
+                };
+                for n in 0..REQUESTS_MAX as u64 {
+                    link.forward(1, request(n)).await.expect("forward");
+                }
+                wait_for("the Raft side to hold every request", || {
+                    received.load(Ordering::SeqCst) == REQUESTS_MAX
+                })
+                .await;
+                // Full: the next request waits, however long it is given.
+                let mut next = std::pin::pin!(link.forward(1, request(100)));
+                for _ in 0..50 {
+                    assert!(
+                        poll_once(next.as_mut()).await.is_none(),
+                        "a full link took more"
+                    );
+                    glommio::timer::sleep(Duration::from_millis(1)).await;
+                }
+                assert_eq!(received.load(Ordering::SeqCst), REQUESTS_MAX);
+                // One answer and one dropped request free two slots.
+                answer_one.store(true, Ordering::SeqCst);
+                next.await.expect("forward after an answer");
+                link.forward(1, request(101))
+                    .await
+                    .expect("forward after a drop");
+                wait_for("the two requests to arrive", || {
+                    received.load(Ordering::SeqCst) == REQUESTS_MAX + 2
+                })
+                .await;
+                deliver.await;
+                assert!(link.forward(1, request(102)).await.is_err(), "link closed");
+            })
+            .expect("client executor");
+        client.join().expect("client side");
+        raft.join().expect("raft side");
     }
 }

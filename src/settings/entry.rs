@@ -152,7 +152,7 @@ mod tests {
         let mut patch = SettingsPatch::default();
         patch.set_text("tick_ms", "7").unwrap();
         patch.set_text("pre_vote", "false").unwrap();
-        patch.set_text("raft_cpu", "0").unwrap();
+        patch.set_text("cpus", "\"0-1\"").unwrap();
         let mut args = vec!["x".to_string()];
         args.extend(patch.flags());
         let parsed = Cli::try_parse_from(&args).unwrap().settings;

@@ -137,6 +137,33 @@ impl Value for bool {
     }
 }
 
+impl Value for crate::runtime::Cpus {
+    type Given = crate::runtime::Cpus;
+    const SWITCH: bool = false;
+    fn parse(text: &str) -> Result<Self, String> {
+        // A TOML string arrives quoted.
+        let text = text.trim();
+        let text = text
+            .strip_prefix('"')
+            .and_then(|t| t.strip_suffix('"'))
+            .unwrap_or(text);
+        crate::runtime::Cpus::parse(text)
+    }
+    fn give(&mut self, given: Self) {
+        *self = given;
+    }
+    fn current(&self) -> Option<Self> {
+        Some(self.clone())
+    }
+    fn number(given: &Self) -> Option<u64> {
+        // The bound is on a count; a list of cores is checked by its parser.
+        match given {
+            crate::runtime::Cpus::Count(n) => Some(*n as u64),
+            crate::runtime::Cpus::List(_) => None,
+        }
+    }
+}
+
 impl<T: Value<Given = T> + fmt::Display + serde::Serialize> Value for Option<T> {
     type Given = T;
     const SWITCH: bool = T::SWITCH;
@@ -391,8 +418,12 @@ settings! {
     /// On a damaged record before the log's tail, refuse to start (naming file and offset)
     /// instead of keeping the valid prefix and fetching the rest back from the cluster.
     strict_recovery: bool = false, Bound::Any;
-    /// CPU to pin the Raft executor on (none: not pinned).
-    raft_cpu: Option<usize> = None, range(0, 4095);
+    /// Cores to run on, one executor each: a count (`4`) or cores (`"2-7"`, `"0,2,4"`; one
+    /// core is `"3-3"`). The first runs the Raft loop, the others serve clients; pinned only
+    /// when given as cores, at least two and all usable (none: as many unpinned executors as
+    /// this process may use cores, so nodes sharing a machine never pile onto one core).
+    cpus: Option<crate::runtime::Cpus> = None,
+        range(1, crate::runtime::placement::EXECUTORS_MAX as u64);
     /// Spin this many microseconds before parking an idle executor (0: never; spinning is
     /// opt-in because benchmark machines are shared).
     spin_us: u64 = 0, range(0, 1_000_000);
@@ -413,7 +444,13 @@ impl Settings {
         for row in SETTINGS {
             match self.text(row.name).as_deref() {
                 Some("none") | None => out.push_str(&format!("# {} unset\n", row.name)),
-                Some(value) => out.push_str(&format!("{} = {value}\n", row.name)),
+                // A number or a switch as it is, anything else (a list of cores) as a string.
+                Some(value)
+                    if value.parse::<u64>().is_ok() || value == "true" || value == "false" =>
+                {
+                    out.push_str(&format!("{} = {value}\n", row.name))
+                }
+                Some(value) => out.push_str(&format!("{} = \"{value}\"\n", row.name)),
             }
         }
         out

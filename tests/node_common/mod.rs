@@ -284,6 +284,12 @@ impl Cluster {
     }
 
     /// Client addresses of every node, in id order.
+    /// The process id of node `id`, if it is running.
+    pub fn pid(&self, id: u64) -> Option<u32> {
+        let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
+        nodes[(id - 1) as usize].child.as_ref().map(Child::id)
+    }
+
     pub fn client_addrs(&self) -> Vec<SocketAddr> {
         self.nodes
             .lock()
