@@ -24,8 +24,7 @@ pub const HARD_STATE_FILE: &str = "hard_state";
 const SLOT_MAGIC: u32 = 0x5252_4853; // "SHRR" little-endian
 const SLOT_VERSION: u16 = 2;
 const SLOT_VERSION_WITHOUT_ACKED: u16 = 1;
-/// Bytes of a slot that carry data (the rest of its block is zeros).
-pub const SLOT_BYTES: usize = 48;
+const SLOT_BYTES: usize = 48;
 const SLOT_BYTES_WITHOUT_ACKED: usize = 40;
 
 /// The durable term and vote of one node.
@@ -75,23 +74,15 @@ impl HardStateStore {
     /// Makes `state` durable, replacing the previous value atomically. Returns once it is on
     /// disk; a failed fdatasync panics.
     pub fn save(&mut self, state: &HardState) -> Result<(), StorageError> {
-        let (offset, slot) = self.next_slot(state);
+        let sequence = self.sequence + 1;
+        let slot = encode_slot(sequence, state);
+        let offset = (sequence % 2) * BLOCK_BYTES as u64;
         self.file
             .write_all_at(&slot, offset)
             .map_err(|e| StorageError::io("writing hard state", &self.path, e))?;
         sync_data(&self.file, &self.path);
+        self.sequence = sequence;
         Ok(())
-    }
-
-    /// The next save of `state` for a caller that writes it itself (the node writes it on its
-    /// io_uring, `O_DIRECT | O_DSYNC`, right after the records it describes): the offset of the
-    /// slot to write and its bytes, to be written at the start of that offset's block (the rest
-    /// of the block is zeros). The caller must make it durable before the next call, or stop: a
-    /// failed write leaves the slot unknown, and only the other slot holds the previous value.
-    pub fn next_slot(&mut self, state: &HardState) -> (u64, [u8; SLOT_BYTES]) {
-        self.sequence += 1;
-        let slot = encode_slot(self.sequence, state);
-        ((self.sequence % 2) * BLOCK_BYTES as u64, slot)
     }
 
     /// The file.

@@ -39,7 +39,7 @@ mod segmented;
 mod tools;
 
 pub use error::StorageError;
-pub use hard_state::{HardStateStore, SLOT_BYTES as HARD_STATE_SLOT_BYTES};
+pub use hard_state::HardStateStore;
 pub use io::{write_back, AlignedBuf, BLOCK_BYTES};
 pub use record::{DecodeError, EncodeError, EncodedRecord, RecordHeader};
 pub use recovery::TornTail;

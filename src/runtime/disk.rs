@@ -8,11 +8,7 @@
 //! write is durable when it completes (no separate fdatasync, no thread hop). The jobs complete
 //! in order; the caller hears of it through its `persisted` callback.
 //!
-//! The hard state (term, vote and `acked_index`, see `crate::core`'s "Lost entries") goes on
-//! the same ring right after the group's records: one more durable write per group, no thread
-//! hop.
-//!
-//! What is not an append or the hard state (truncating a conflicting suffix, installing a snapshot
+//! What is not an append (term and vote, truncating a conflicting suffix, installing a snapshot
 //! from the leader, purging, starting the next segment) runs on glommio's blocking pool, in its
 //! place in the order of the jobs: those are renames, deletes and directory syncs, rare and
 //! slow, which must not stall the executor.
@@ -139,17 +135,11 @@ async fn write_group(
         purges.extend(job.purge_upto);
     }
     write_records(storage, ring, &mut records, counters).await?;
-    if let Some(hs) = hard_state {
-        // After the records it describes (an `acked_index` must never claim entries a crash
-        // could still take), on the same ring: no thread hop, one more durable write.
-        let (path, offset, slot) = lock(storage).next_hard_state_slot(&hs);
-        if let Err(e) = ring.hard_state.write_block(&path, offset, &slot).await {
-            return Err(StorageError::io("writing hard state", &path, e));
-        }
-        Counters::add(&counters.disk_syncs, 1);
-    }
-    if !purges.is_empty() {
+    if hard_state.is_some() || !purges.is_empty() {
         on_pool(storage, move |s| {
+            if let Some(hs) = hard_state {
+                s.save_hard_state(&hs)?;
+            }
             purges.into_iter().try_for_each(|upto| s.purge(upto))
         })
         .await?;
@@ -209,14 +199,12 @@ fn lock(storage: &Mutex<Storage>) -> std::sync::MutexGuard<'_, Storage> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// The files the disk task writes on this executor's io_uring, opened with `O_DSYNC` (glommio
-/// adds `O_DIRECT` where the filesystem has it), so that one write is durable when it
-/// completes: the log's active segment and the hard state.
+/// The log's active segment opened on this executor's io_uring with `O_DSYNC` (glommio adds
+/// `O_DIRECT` where the filesystem has it), so that one write is durable when it completes.
 #[derive(Default)]
 struct RingFile {
-    /// The active segment and the [`crate::log::Log::active_file_generation`] it was opened at.
+    /// The open file and the [`crate::log::Log::active_file_generation`] it was opened at.
     file: Option<(u64, DmaFile)>,
-    hard_state: HardStateFile,
 }
 
 impl RingFile {
@@ -226,7 +214,23 @@ impl RingFile {
         let len = prepared.write_bytes();
         let mut buf = file.alloc_dma_buffer(len);
         prepared.fill(buf.as_bytes_mut());
-        write_fully(file, Rc::new(buf), prepared.offset).await
+        let buf = Rc::new(buf);
+        for _ in 0..=SHORT_WRITE_RETRIES_MAX {
+            trace::event("blk_begin", 1);
+            let written = file.write_rc_at(buf.clone(), prepared.offset).await;
+            trace::event("blk_end", 1);
+            match written {
+                Ok(n) if n == len => return Ok(()),
+                // A short write: write the whole group again (same bytes, same place).
+                Ok(_) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(std::io::Error::other(format!(
+            "{} short writes in a row at offset {}",
+            SHORT_WRITE_RETRIES_MAX + 1,
+            prepared.offset
+        )))
     }
 
     /// The active segment's file, (re)opened if the log moved to another one since.
@@ -235,73 +239,19 @@ impl RingFile {
             if let Some((_, old)) = self.file.take() {
                 let _ = old.close().await;
             }
-            self.file = Some((prepared.file_generation, open_dsync(&prepared.path).await?));
+            let file = glommio::io::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .custom_flags(libc::O_DSYNC)
+                .dma_open(&prepared.path)
+                .await?;
+            self.file = Some((prepared.file_generation, file));
         }
         match &self.file {
             Some((_, file)) => Ok(file),
             None => unreachable!("opened above"),
         }
     }
-}
-
-/// The hard state file on the ring, opened at its first write.
-#[derive(Default)]
-struct HardStateFile {
-    file: Option<DmaFile>,
-}
-
-impl HardStateFile {
-    /// Writes `slot` durably at the start of the block at `offset`, the rest of it zeros.
-    async fn write_block(
-        &mut self,
-        path: &std::path::Path,
-        offset: u64,
-        slot: &[u8],
-    ) -> std::io::Result<()> {
-        if self.file.is_none() {
-            self.file = Some(open_dsync(path).await?);
-        }
-        let Some(file) = &self.file else {
-            unreachable!("opened above")
-        };
-        let mut buf = file.alloc_dma_buffer(crate::log::BLOCK_BYTES);
-        let bytes = buf.as_bytes_mut();
-        bytes.fill(0);
-        bytes[..slot.len()].copy_from_slice(slot);
-        write_fully(file, Rc::new(buf), offset).await
-    }
-}
-
-async fn open_dsync(path: &std::path::Path) -> std::io::Result<DmaFile> {
-    Ok(glommio::io::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_DSYNC)
-        .dma_open(path)
-        .await?)
-}
-
-/// Writes all of `buf` at `offset`, retrying a short write (same bytes, same place).
-async fn write_fully(
-    file: &DmaFile,
-    buf: Rc<glommio::io::DmaBuffer>,
-    offset: u64,
-) -> std::io::Result<()> {
-    let len = buf.len();
-    for _ in 0..=SHORT_WRITE_RETRIES_MAX {
-        trace::event("blk_begin", 1);
-        let written = file.write_rc_at(buf.clone(), offset).await;
-        trace::event("blk_end", 1);
-        match written {
-            Ok(n) if n == len => return Ok(()),
-            Ok(_) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(std::io::Error::other(format!(
-        "{} short writes in a row at offset {offset}",
-        SHORT_WRITE_RETRIES_MAX + 1
-    )))
 }
 
 /// The node's write path for callers outside a node (tests, benches): a [`disk_task`] on the

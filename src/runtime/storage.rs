@@ -228,14 +228,9 @@ impl Storage {
         self.log.truncate_suffix(from)
     }
 
-    /// The hard state file and the next slot to write there (see
-    /// [`HardStateStore::next_slot`]); the disk task writes it on its ring.
-    pub fn next_hard_state_slot(
-        &mut self,
-        hard_state: &HardState,
-    ) -> (PathBuf, u64, [u8; crate::log::HARD_STATE_SLOT_BYTES]) {
-        let (offset, slot) = self.hard_state.next_slot(hard_state);
-        (self.hard_state.path().to_path_buf(), offset, slot)
+    /// Makes term and vote durable.
+    pub fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
+        self.hard_state.save(hard_state)
     }
 
     /// Purges whole segments covered by a durable snapshot up to `upto`.
