@@ -135,6 +135,10 @@ async fn write_group(
         purges.extend(job.purge_upto);
     }
     write_records(storage, ring, &mut records, counters).await?;
+    // The hard state (`acked_index` rides with every group) follows its records, on the pool.
+    // Writing it on the ring instead, `O_DIRECT | O_DSYNC` into its own file, was measured
+    // slower: 3node-1kb on the 2-core VM went from 23.8k to 14.9k writes/s, the leader's Raft
+    // thread from 16 to 39 us of CPU per write and system time from 21% to 50%.
     if hard_state.is_some() || !purges.is_empty() {
         on_pool(storage, move |s| {
             if let Some(hs) = hard_state {
