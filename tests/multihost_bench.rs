@@ -44,7 +44,9 @@ fn sshd_available() -> bool {
     }
 }
 
-/// A free TCP port in 16000-16999 on `host`.
+/// A free TCP port in 16000-16999 on `host`. Each test starts its search 300 apart (16100,
+/// 16400, 16700): a run uses its base port up to base + 100 + 2 x members (etcd), and one
+/// test's etcd ports must not be the next test's node ports.
 fn free_port(host: &str, from: u16) -> u16 {
     (from..17000)
         .find(|&p| TcpListener::bind((host, p)).is_ok())
@@ -408,7 +410,7 @@ fn a_host_whose_sshd_stops_half_way_fails_the_run_naming_it_and_leaves_nothing()
     };
     let dir_path = dir.path().to_path_buf();
     let inventory = inventory(&dir_path, &sshds, "fail");
-    let config = bench_config(&dir_path, free_port("127.0.0.11", 16200));
+    let config = bench_config(&dir_path, free_port("127.0.0.11", 16400));
     let results = dir_path.join("results-fail");
     let mut bench = Command::new(ringraft())
         .arg("bench")
@@ -430,10 +432,13 @@ fn a_host_whose_sshd_stops_half_way_fails_the_run_naming_it_and_leaves_nothing()
             break;
         }
         assert!(Instant::now() < until, "the nodes never started");
-        assert!(
-            bench.try_wait().unwrap().is_none(),
-            "bench ended before the nodes started"
-        );
+        if bench.try_wait().unwrap().is_some() {
+            let out = bench.wait_with_output().unwrap();
+            panic!(
+                "bench ended before the nodes started:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
         std::thread::sleep(Duration::from_millis(5));
     }
     sshds[3].stop();
@@ -470,7 +475,7 @@ fn bad_inventories_are_refused_before_anything_starts() {
         return;
     };
     let dir_path = dir.path();
-    let config = bench_config(dir_path, free_port("127.0.0.11", 16300));
+    let config = bench_config(dir_path, free_port("127.0.0.11", 16700));
     let good = std::fs::read_to_string(inventory(dir_path, &sshds, "bad")).unwrap();
     let cases = [
         // An unreachable host: nothing listens on that port.
