@@ -164,7 +164,10 @@ fn a_flipped_byte_in_the_oldest_segment_is_repaired_from_the_cluster_or_refused_
                 stop.clone(),
             );
             writers.push(glommio::spawn_local(async move {
-                write_until_stopped(&session, task, &acked, &successes, &failed, &stop).await
+                node_common::write_until_stopped(
+                    &session, "w", task, &acked, &successes, &failed, &stop,
+                )
+                .await
             }));
         }
         let acked_count = |n: usize| {
@@ -415,28 +418,6 @@ async fn write_keys(session: &Client, acked: &Acked, prefix: &str, n: u64) {
 
 /// Writes unique keys until `stop`; records acknowledged ones in `acked` (and when), and ones
 /// the client gave up on in `failed`.
-async fn write_until_stopped(
-    session: &Client,
-    task: u64,
-    acked: &Acked,
-    successes: &RefCell<Vec<Instant>>,
-    failed: &RefCell<Vec<String>>,
-    stop: &Cell<bool>,
-) {
-    let mut i = 0u64;
-    while !stop.get() {
-        let key = Bytes::from(format!("w{task:02}-{i:06}"));
-        let value = Bytes::from(format!("value-{task}-{i}"));
-        match session.put(key.clone(), value.clone()).await {
-            Ok(_) => {
-                acked.borrow_mut().insert(key, value);
-                successes.borrow_mut().push(Instant::now());
-            }
-            Err(e) => failed.borrow_mut().push(format!("{key:?}: {e}")),
-        }
-        i += 1;
-    }
-}
 
 fn longest_gap(times: &[Instant]) -> Duration {
     let mut sorted = times.to_vec();

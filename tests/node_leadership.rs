@@ -164,7 +164,10 @@ fn sigterm_on_the_leader_under_load_hands_over_without_an_election_timeout() {
                 stop.clone(),
             );
             writers.push(glommio::spawn_local(async move {
-                write_until_stopped(&session, task, &acked, &successes, &failed, &stop).await
+                node_common::write_until_stopped(
+                    &session, "t", task, &acked, &successes, &failed, &stop,
+                )
+                .await
             }));
         }
         let acked_count = |n: usize| {
@@ -272,28 +275,6 @@ fn session_with_ids(members: Vec<MemberAddr>, task: u64) -> Client {
 
 /// Writes unique keys until `stop`; records acknowledged ones in `acked` (and when), and ones
 /// the client gave up on in `failed`.
-async fn write_until_stopped(
-    session: &Client,
-    task: u64,
-    acked: &Acked,
-    successes: &RefCell<Vec<Instant>>,
-    failed: &RefCell<Vec<String>>,
-    stop: &Cell<bool>,
-) {
-    let mut i = 0u64;
-    while !stop.get() {
-        let key = Bytes::from(format!("t{task:02}-{i:06}"));
-        let value = Bytes::from(format!("value-{task}-{i}"));
-        match session.put(key.clone(), value.clone()).await {
-            Ok(_) => {
-                acked.borrow_mut().insert(key, value);
-                successes.borrow_mut().push(Instant::now());
-            }
-            Err(e) => failed.borrow_mut().push(format!("{key:?}: {e}")),
-        }
-        i += 1;
-    }
-}
 
 /// The longest time between two consecutive acknowledgements that overlaps `window`, and when
 /// it began.

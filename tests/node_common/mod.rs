@@ -480,3 +480,29 @@ pub async fn wait_for_leader(addrs: &[SocketAddr], timeout: Duration) -> NodeSta
     let addrs = addrs.to_vec();
     wait_until("a leader", timeout, || leader_among(&addrs)).await
 }
+
+/// Writes distinct keys (`{prefix}{task:02}-{i:06}`) through `session` until `stop`, recording
+/// each acknowledged write in `acked`, the time of each success, and each failure.
+pub async fn write_until_stopped(
+    session: &Client,
+    prefix: &str,
+    task: u64,
+    acked: &std::cell::RefCell<std::collections::BTreeMap<bytes::Bytes, bytes::Bytes>>,
+    successes: &std::cell::RefCell<Vec<Instant>>,
+    failed: &std::cell::RefCell<Vec<String>>,
+    stop: &std::cell::Cell<bool>,
+) {
+    let mut i = 0u64;
+    while !stop.get() {
+        let key = bytes::Bytes::from(format!("{prefix}{task:02}-{i:06}"));
+        let value = bytes::Bytes::from(format!("value-{task}-{i}"));
+        match session.put(key.clone(), value.clone()).await {
+            Ok(_) => {
+                acked.borrow_mut().insert(key, value);
+                successes.borrow_mut().push(Instant::now());
+            }
+            Err(e) => failed.borrow_mut().push(format!("{key:?}: {e}")),
+        }
+        i += 1;
+    }
+}
