@@ -5,7 +5,9 @@ mod common;
 
 use bytes::Bytes;
 use common::cluster::Cluster;
-use ringraft::core::{Config, ConfigError, Message, NodeId, ProposeError, RawNode, Restored, Role};
+use ringraft::core::{
+    Config, ConfigError, Envelope, Message, NodeId, ProposeError, RawNode, Restored, Role,
+};
 
 fn manual_config(id: NodeId, voters: Vec<NodeId>) -> Config {
     let mut c = Cluster::default_config(id, voters);
@@ -393,6 +395,40 @@ fn leader_transfer_hands_over_and_refuses_proposals_meanwhile() {
         c.applied_values(leader),
         vec![Bytes::from("before"), Bytes::from("after")]
     );
+}
+
+#[test]
+fn leader_transfer_survives_a_lost_timeout_now() {
+    let mut c = Cluster::new(3, Cluster::default_config);
+    let leader = c.elect();
+    let target = (1..=3).find(|&id| id != leader).unwrap();
+    c.propose(leader, "before");
+    c.settle();
+    let term = c.node(leader).hard_state().current_term;
+    c.node_mut(leader).transfer_leader(target);
+    // The network loses the first TimeoutNow, and from then on every AppendEntries to the
+    // target (whose answers would also have prompted a new TimeoutNow): only the leader's own
+    // timer can send it again.
+    let mut lost = 0;
+    let mut lossy = |env: &mut Envelope| {
+        let first = matches!(env.message, Message::TimeoutNow { .. }) && lost == 0;
+        lost += usize::from(first);
+        !first && !(env.to == target && matches!(env.message, Message::AppendEntries { .. }))
+    };
+    c.settle_with(&mut lossy);
+    assert!(c.node(leader).transfer_in_progress());
+    // Sent again with the next heartbeat, well within the transfer's election timeout.
+    let heartbeat = c.node(leader).config().heartbeat_interval_ticks as usize;
+    for _ in 0..2 * heartbeat {
+        for node in c.nodes.values_mut() {
+            node.tick();
+        }
+        c.settle_with(&mut lossy);
+    }
+    assert_eq!(lost, 1, "the leader sent a TimeoutNow at once");
+    assert_eq!(c.leaders(), vec![target]);
+    assert_eq!(c.node(target).hard_state().current_term, term + 1);
+    assert_eq!(c.node(target).transfer_elections(), 1);
 }
 
 #[test]

@@ -88,14 +88,33 @@ fn transfer_leader_moves_leadership_to_the_named_node_and_refuses_bad_requests()
         let before = stats(cluster.client_addr(target))
             .await
             .expect("target stats");
-        let (code, text) = transfer_cli(leader_addr, target);
-        assert_eq!(code, Some(0), "{text}");
+        // The CLI says done once the target is known to lead. On a loaded machine a transfer
+        // may fail (the thesis lets it abort after an election timeout, and a leader that
+        // misses a majority's answers steps down); the CLI then says why, and a user retries.
+        let mut tries = Vec::new();
+        loop {
+            let leading = wait_for_leader(&addrs, DEADLINE).await;
+            let (code, text) = transfer_cli(cluster.client_addr(leading.node_id), target);
+            tries.push(text.clone());
+            if code == Some(0) {
+                break;
+            }
+            assert_eq!(code, Some(1), "{text}");
+            assert!(
+                text.contains("timed out") || text.contains("stepped down"),
+                "a transfer fails only for a reason it names: {text}"
+            );
+            assert!(tries.len() < 3, "three transfers failed: {tries:#?}");
+        }
         let target_addr = cluster.client_addr(target);
         let new = wait_until("the target to lead", DEADLINE, || async move {
             stats(target_addr).await.filter(|s| s.role == Role::Leader)
         })
         .await;
-        assert_eq!(new.transfer_elections, before.transfer_elections + 1);
+        assert!(
+            new.transfer_elections > before.transfer_elections,
+            "the target campaigned on a TimeoutNow"
+        );
         assert!(new.term > leader.term);
         let settled = wait_for_leader(&addrs, DEADLINE).await;
         assert_eq!(settled.node_id, target);
@@ -117,9 +136,14 @@ fn transfer_leader_moves_leadership_to_the_named_node_and_refuses_bad_requests()
             )),
             "{messages:?}"
         );
+        // Timed out, with the leader still leading; or, when the one node left to answer it
+        // was slow on a loaded machine, the leader stepped down meanwhile. Never done: the
+        // transferee is frozen.
         assert!(
-            messages[1].contains(&format!("leadership transfer to node {frozen} timed out"))
-                && messages[1].contains(&format!("node {target} still leads")),
+            (messages[1].contains(&format!("leadership transfer to node {frozen} timed out"))
+                && messages[1].contains(&format!("node {target} still leads")))
+                || (messages[1].contains(&format!("leadership transfer to node {frozen}"))
+                    && messages[1].contains(&format!("node {target} stepped down"))),
             "{messages:?}"
         );
         cluster.resume(frozen);

@@ -318,7 +318,32 @@ impl Driver {
             return;
         };
         let result = if self.node.role() != Role::Leader {
-            Ok(Reply::Done { log_index: 0 })
+            // Done only once the transferee is known to lead: a leader can also step down for
+            // another reason meanwhile (it lost contact with a majority), and then someone
+            // else may win the election that follows.
+            let term = self.node.hard_state().current_term;
+            match self.node.leader() {
+                Some(leader) if leader == pending.to => Ok(Reply::Done { log_index: 0 }),
+                Some(other) => Err(ClientError::Refused {
+                    message: format!(
+                        "leadership transfer to node {} failed: node {} stepped down and node \
+                         {other} was elected in term {term}",
+                        pending.to, self.config.id
+                    ),
+                }),
+                None if pending.started_at.elapsed() > self.transfer_window() => {
+                    Err(ClientError::Refused {
+                        message: format!(
+                            "leadership transfer to node {}: node {} stepped down, but no leader \
+                             of term {term} was heard from within {} ms",
+                            pending.to,
+                            self.config.id,
+                            pending.started_at.elapsed().as_millis()
+                        ),
+                    })
+                }
+                None => return,
+            }
         } else if !self.node.transfer_in_progress()
             || pending.started_at.elapsed() > self.transfer_window()
         {
@@ -735,6 +760,13 @@ impl Driver {
     }
 
     fn role_changed(&mut self, role: Role, leader: Option<NodeId>) {
+        // Elections are rare and explain most surprises in a node's log: say each one.
+        let (id, term) = (self.config.id, self.node.hard_state().current_term);
+        if role == Role::Leader && self.role != Role::Leader {
+            eprintln!("ringraft: node {id}: leader of term {term}");
+        } else if self.role == Role::Leader && role != Role::Leader {
+            eprintln!("ringraft: node {id}: no longer leads (term {term}, leader {leader:?})");
+        }
         if role == Role::Candidate && self.role != Role::Candidate {
             Counters::add(&self.counters.elections, 1);
         }
@@ -744,8 +776,10 @@ impl Driver {
             let by_transfer = self.node.transfer_elections();
             if by_transfer > self.transfer_elections_seen {
                 self.transfer_elections_seen = by_transfer;
+                eprintln!("ringraft: node {id}: campaigning in term {term} on a leader transfer");
             } else {
                 Counters::add(&self.counters.campaigns, 1);
+                eprintln!("ringraft: node {id}: election timeout in term {term}; campaigning");
             }
         }
         if self.role == Role::Leader && role != Role::Leader {
