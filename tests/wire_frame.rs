@@ -1,6 +1,8 @@
-//! The frame decoder reassembles frames however the stream is cut into reads.
+//! The frame decoder reassembles frames however the stream is cut into reads, in a receive
+//! buffer that stays within its bound and is used again once the frames taken from it are gone.
 
 use ringraft::core::SplitMix64;
+use ringraft::limits::FRAME_BYTES_MAX;
 use ringraft::wire::{
     frame_header, write_frame, EncodeError, FrameDecoder, FrameType, FRAME_HEADER_BYTES,
 };
@@ -49,7 +51,8 @@ fn shared_frames_match_borrowed_ones_and_outlive_later_reads() {
     // wrong type is an error naming both types.
     let (stream, frames) = sample_stream();
     let mut rng = SplitMix64::new(11);
-    let mut decoder = FrameDecoder::new();
+    // A small receive buffer, so that reading on needs new ones while the kept frames live.
+    let mut decoder = FrameDecoder::with_bounds(FRAME_BYTES_MAX, 4096);
     let mut kept = Vec::new();
     let mut at = 0;
     while at < stream.len() {
@@ -84,20 +87,79 @@ fn shared_frames_match_borrowed_ones_and_outlive_later_reads() {
 fn frames_fed_in_random_pieces() {
     let (stream, frames) = sample_stream();
     let mut rng = SplitMix64::new(0x5EED_F4A3);
-    for _ in 0..200 {
-        let mut decoder = FrameDecoder::new();
+    for round in 0..200 {
+        // As a socket fills it: each read gets what the decoder has room for, or less.
+        let receive_buffer_bytes = [64, 1000, 4096, 1 << 20][round % 4];
+        let mut decoder = FrameDecoder::with_bounds(FRAME_BYTES_MAX, receive_buffer_bytes);
         let mut decoded = Vec::new();
         let mut at = 0;
         while at < stream.len() {
-            let piece = (1 + rng.below(700) as usize).min(stream.len() - at);
-            decoder
-                .buffer_mut()
-                .extend_from_slice(&stream[at..at + piece]);
+            let space = decoder.read_space();
+            let bound = receive_buffer_bytes.max(FRAME_HEADER_BYTES + 3000);
+            assert!(
+                !space.is_empty() && space.len() <= bound,
+                "{} bytes of room with a bound of {bound}",
+                space.len()
+            );
+            let piece = (1 + rng.below(700) as usize)
+                .min(stream.len() - at)
+                .min(space.len());
+            space[..piece].copy_from_slice(&stream[at..at + piece]);
+            decoder.mark_read(piece);
             at += piece;
             drain(&mut decoder, &mut decoded);
         }
         assert_eq!(decoded, frames);
+        assert_eq!(decoder.buffered_bytes(), 0);
     }
+}
+
+#[test]
+fn the_receive_buffer_is_used_again_once_its_frames_are_gone() {
+    let mut frame = Vec::new();
+    write_frame(FrameType::PeerMessage, &[7u8; 995], &mut frame).expect("fits");
+    let mut decoder = FrameDecoder::with_bounds(FRAME_BYTES_MAX, 4000);
+    let first = decoder.read_space().as_ptr() as usize;
+    let read = |decoder: &mut FrameDecoder, bytes: &[u8]| {
+        let space = decoder.read_space();
+        space[..bytes.len()].copy_from_slice(bytes);
+        decoder.mark_read(bytes.len());
+    };
+    // Five 1000-byte frames through a 4000-byte buffer: the fourth ends its room, and the
+    // fifth's first half goes to the start of the same memory, the first three being dropped.
+    for _ in 0..3 {
+        read(&mut decoder, &frame);
+        let body = decoder
+            .next_frame_shared(FrameType::PeerMessage)
+            .expect("valid")
+            .expect("whole");
+        assert_eq!(&body[..], &frame[FRAME_HEADER_BYTES..]);
+    }
+    read(&mut decoder, &frame[..500]);
+    read(&mut decoder, &frame[500..]);
+    assert!(decoder.next_frame().expect("valid").is_some());
+    read(&mut decoder, &frame[..500]);
+    read(&mut decoder, &frame[500..]);
+    let body = decoder
+        .next_frame_shared(FrameType::PeerMessage)
+        .expect("valid")
+        .expect("whole");
+    assert_eq!(
+        body.as_ptr() as usize,
+        first + FRAME_HEADER_BYTES,
+        "a new receive buffer although no frame used the old one"
+    );
+    // While a frame taken from it lives, the buffer is not written over: the next one is new.
+    for _ in 0..4 {
+        read(&mut decoder, &frame);
+        assert!(decoder.next_frame().expect("valid").is_some());
+    }
+    let later = decoder.read_space().as_ptr() as usize;
+    assert!(
+        later < first || later >= first + 4000,
+        "kept frame overwritten"
+    );
+    assert_eq!(&body[..], &frame[FRAME_HEADER_BYTES..]);
 }
 
 #[test]

@@ -200,7 +200,7 @@ fn huge_length_prefix_is_refused_before_buffering() {
         decoder.next_frame(),
         Err(DecodeError::FrameTooLarge { .. })
     ));
-    let mut small = FrameDecoder::with_max_frame_bytes(64);
+    let mut small = FrameDecoder::with_bounds(64, 64);
     small.extend_from_slice(&[60, 0, 0, 0, 3]);
     assert!(matches!(
         small.next_frame(),

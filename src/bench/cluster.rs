@@ -306,8 +306,10 @@ pub fn stats(addr: SocketAddr, timeout: Duration) -> Result<NodeStats, String> {
     )
     .map_err(|e| e.to_string())?;
     stream.write_all(&frame).map_err(|e| e.to_string())?;
-    let mut decoder = FrameDecoder::new();
-    let mut buf = [0u8; 4096];
+    let mut decoder = FrameDecoder::with_bounds(
+        crate::limits::FRAME_BYTES_MAX,
+        crate::limits::CLIENT_RECEIVE_BUFFER_BYTES,
+    );
     loop {
         if let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
             let response = wire::decode_client_response(
@@ -321,10 +323,12 @@ pub fn stats(addr: SocketAddr, timeout: Duration) -> Result<NodeStats, String> {
                 other => Err(format!("unexpected stats answer {other:?}")),
             };
         }
-        let n = stream.read(&mut buf).map_err(|e| e.to_string())?;
+        let n = stream
+            .read(decoder.read_space())
+            .map_err(|e| e.to_string())?;
         if n == 0 {
             return Err("connection closed".into());
         }
-        decoder.extend_from_slice(&buf[..n]);
+        decoder.mark_read(n);
     }
 }

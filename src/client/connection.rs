@@ -11,9 +11,7 @@ use futures_lite::io::{AsyncWriteExt, ReadHalf, WriteHalf};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 
-use crate::wire::{
-    self, fill_decoder, ClientRequest, ClientResponse, FrameDecoder, FrameType, READ_CHUNK_BYTES,
-};
+use crate::wire::{self, fill_decoder, ClientRequest, ClientResponse, FrameDecoder, FrameType};
 
 /// Requests queued for the writer of one connection.
 const SEND_QUEUE_MAX: usize = 4096;
@@ -127,8 +125,10 @@ async fn write_loop(
 }
 
 async fn read_loop(mut reader: ReadHalf<TcpStream>, waiters: Waiters, alive: Rc<Cell<bool>>) {
-    let mut decoder = FrameDecoder::new();
-    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    let mut decoder = FrameDecoder::with_bounds(
+        crate::limits::FRAME_BYTES_MAX,
+        crate::limits::CLIENT_RECEIVE_BUFFER_BYTES,
+    );
     'read: while alive.get() {
         loop {
             let response = match decoder.next_frame() {
@@ -152,10 +152,7 @@ async fn read_loop(mut reader: ReadHalf<TcpStream>, waiters: Waiters, alive: Rc<
                 let _ = waiter.try_send(response);
             }
         }
-        if fill_decoder(&mut reader, &mut decoder, &mut buf)
-            .await
-            .is_err()
-        {
+        if fill_decoder(&mut reader, &mut decoder).await.is_err() {
             break;
         }
     }

@@ -1,6 +1,10 @@
 //! Reading and writing frames on glommio TCP streams.
 
-use futures_lite::io::AsyncRead;
+use std::os::fd::{AsRawFd, RawFd};
+
+use bytes::Bytes;
+use futures_lite::io::{AsyncRead, AsyncWriteExt};
+use glommio::net::TcpStream;
 
 use crate::wire::{DecodeError, FrameDecoder};
 
@@ -25,13 +29,83 @@ pub enum ConnError {
 pub async fn fill<S: AsyncRead + Unpin>(
     stream: &mut S,
     decoder: &mut FrameDecoder,
-    buf: &mut [u8],
 ) -> Result<(), ConnError> {
-    match crate::wire::fill_decoder(stream, decoder, buf).await {
+    match crate::wire::fill_decoder(stream, decoder).await {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => Err(ConnError::Closed),
         Err(e) => Err(ConnError::Io(e)),
     }
+}
+
+/// Most buffers handed to one `sendmsg` (Linux's `UIO_MAXIOV`).
+pub const WRITE_IOVECS_MAX: usize = 1024;
+
+/// Writes `parts` to `stream`, in order and whole, each `sendmsg` taking as many of them as the
+/// socket will (up to [`WRITE_IOVECS_MAX`]): pieces of frames go out without first being copied
+/// into one buffer. glommio 0.9's streams write one slice per call, so this sends on the
+/// socket itself, as glommio does (non-blocking), and lets glommio wait for room when the
+/// socket is full.
+pub async fn write_parts(stream: &mut TcpStream, parts: &[Bytes]) -> std::io::Result<()> {
+    let fd = stream.as_raw_fd();
+    // The first part not yet wholly written, and how much of it is.
+    let (mut next, mut offset) = (0, 0);
+    while next < parts.len() {
+        if offset == parts[next].len() {
+            (next, offset) = (next + 1, 0);
+            continue;
+        }
+        match send_parts(fd, &parts[next..], offset) {
+            Ok(mut sent) => {
+                while sent > 0 {
+                    let rest = parts[next].len() - offset;
+                    if sent < rest {
+                        offset += sent;
+                        break;
+                    }
+                    sent -= rest;
+                    (next, offset) = (next + 1, 0);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                // Full: glommio waits until the socket takes more, then writes some of this part.
+                let sent = stream.write(&parts[next][offset..]).await?;
+                if sent == 0 {
+                    return Err(std::io::ErrorKind::WriteZero.into());
+                }
+                offset += sent;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// One non-blocking `sendmsg` of `parts`, the first from `offset` on; bytes sent.
+fn send_parts(fd: RawFd, parts: &[Bytes], offset: usize) -> std::io::Result<usize> {
+    let iovecs: Vec<libc::iovec> = parts
+        .iter()
+        .take(WRITE_IOVECS_MAX)
+        .enumerate()
+        .map(|(n, part)| {
+            let bytes = if n == 0 { &part[offset..] } else { &part[..] };
+            libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            }
+        })
+        .collect();
+    // SAFETY: an all-zero msghdr is a valid value (no address, no control data).
+    let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_iov = iovecs.as_ptr() as *mut libc::iovec;
+    message.msg_iovlen = iovecs.len() as _;
+    // SAFETY: every iovec points into a part that `parts` keeps alive and unchanged during the
+    // call; the kernel only reads them. MSG_NOSIGNAL: a closed peer is an error, not SIGPIPE.
+    let sent = unsafe { libc::sendmsg(fd, &message, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
+    if sent < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(sent as usize)
 }
 
 /// How often a task waiting for [`connect_from`]'s helper thread looks for its answer.

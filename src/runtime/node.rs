@@ -124,7 +124,7 @@ pub struct Driver {
     node: RawNode,
     kv: KvStore,
     counters: Rc<Counters>,
-    peers: BTreeMap<NodeId, LocalSender<Bytes>>,
+    peers: BTreeMap<NodeId, LocalSender<wire::PeerFrame>>,
     disk: LocalSender<(u64, WriteJob)>,
     snapshot_file: Arc<SnapshotFile>,
     /// The Raft loop's own inbox, for the snapshot writer's completion.
@@ -162,7 +162,7 @@ impl Driver {
         node: RawNode,
         kv: KvStore,
         counters: Rc<Counters>,
-        peers: BTreeMap<NodeId, LocalSender<Bytes>>,
+        peers: BTreeMap<NodeId, LocalSender<wire::PeerFrame>>,
         disk: LocalSender<(u64, WriteJob)>,
         snapshot_file: Arc<SnapshotFile>,
         inbox: Rc<LocalSender<Event>>,
@@ -805,21 +805,20 @@ impl Driver {
                 self.counters.metrics.append_entries_entries.record(sent);
             }
         }
-        let mut frame = Vec::new();
-        if let Err(e) = wire::encode_peer_frame(
-            &envelope,
-            Some(self.config.cluster_id),
-            &mut self.fbb,
-            &mut frame,
-        ) {
-            eprintln!(
-                "ringraft: cannot frame {} to {}: {e}",
-                envelope.message.kind_name(),
-                envelope.to
-            );
-            return;
-        }
-        if queue.try_send(Bytes::from(frame)).is_err() {
+        // The records of an AppendEntries are not copied: the frame refers to them.
+        let frame =
+            match wire::encode_peer_frame(&envelope, Some(self.config.cluster_id), &mut self.fbb) {
+                Ok(frame) => frame,
+                Err(e) => {
+                    eprintln!(
+                        "ringraft: cannot frame {} to {}: {e}",
+                        envelope.message.kind_name(),
+                        envelope.to
+                    );
+                    return;
+                }
+            };
+        if queue.try_send(frame).is_err() {
             Counters::add(&self.counters.dropped_peer_messages, 1);
         }
     }

@@ -27,7 +27,6 @@ use glommio::sync::Semaphore;
 use super::net::{fill, ConnError};
 use super::node::Event;
 use super::stats::ClientCounters;
-use crate::wire::READ_CHUNK_BYTES;
 use crate::wire::{self, ClientRequest, ClientResponse, FrameDecoder, FrameType};
 
 /// Client connections served at once by one executor; more are closed at accept.
@@ -326,8 +325,10 @@ async fn read_requests(
     permits: &Semaphore,
     counters: &ClientCounters,
 ) -> Result<(), ConnError> {
-    let mut decoder = FrameDecoder::with_max_frame_bytes(CLIENT_FRAME_BYTES_MAX);
-    let mut buf = vec![0u8; READ_CHUNK_BYTES];
+    let mut decoder = FrameDecoder::with_bounds(
+        CLIENT_FRAME_BYTES_MAX,
+        crate::limits::CLIENT_RECEIVE_BUFFER_BYTES,
+    );
     loop {
         loop {
             // Shared: the request's key and value are slices of the frame, so the only copy
@@ -345,7 +346,7 @@ async fn read_requests(
             }
         }
         let before = decoder.buffered_bytes();
-        fill(&mut reader, &mut decoder, &mut buf).await?;
+        fill(&mut reader, &mut decoder).await?;
         ClientCounters::add(
             &counters.bytes_in,
             (decoder.buffered_bytes() - before) as u64,

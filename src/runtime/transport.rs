@@ -15,20 +15,17 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::config::NodeConfig;
-use super::net::{connect_from, fill, ConnError};
+use super::net::{connect_from, fill, write_parts, ConnError, WRITE_IOVECS_MAX};
 use super::node::Event;
 use super::stats::Counters;
 use crate::core::NodeId;
 use crate::netem::{Emulation, Shaper, Verdict, LINK_BUFFER_BYTES_MAX};
-use crate::wire::READ_CHUNK_BYTES;
-use crate::wire::{self, FrameDecoder, FrameType, PeerHandshake};
+use crate::wire::{self, FrameDecoder, FrameType, PeerFrame, PeerHandshake};
 
 /// Messages queued for one peer before new ones are dropped (Raft retransmits what is lost).
 pub const PEER_QUEUE_MSGS_MAX: usize = 4096;
-/// Bytes coalesced into one socket write.
-const WRITE_COALESCE_BYTES: usize = 1 << 20;
-/// A frame at least this large is written on its own, without coalescing (and copying) it.
-const WRITE_ALONE_BYTES: usize = 16 << 10;
+/// Bytes of queued frames gathered into one vectored socket write (more if one frame is larger).
+const WRITE_GATHER_BYTES_MAX: usize = 1 << 20;
 /// Inbound peer connections served at once; more are closed at accept.
 const INBOUND_CONNECTIONS_MAX: usize = 64;
 const BACKOFF_MIN: Duration = Duration::from_millis(10);
@@ -36,12 +33,12 @@ const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// How long one connection attempt to a peer may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Starts one sender task per peer; returns the queues to them (encoded frames).
+/// Starts one sender task per peer; returns the queues to them (encoded frames, in pieces).
 pub fn start_outbound(
     config: &NodeConfig,
     counters: Rc<Counters>,
     emulated: Option<Rc<Emulated>>,
-) -> BTreeMap<NodeId, LocalSender<Bytes>> {
+) -> BTreeMap<NodeId, LocalSender<PeerFrame>> {
     let handshake = PeerHandshake {
         cluster_id: config.cluster_id,
         node_id: config.id,
@@ -114,13 +111,13 @@ async fn outbound(
     counters: Rc<Counters>,
 ) {
     let mut backoff = BACKOFF_MIN;
-    let mut batch = Vec::with_capacity(WRITE_COALESCE_BYTES);
+    let mut parts = Vec::with_capacity(WRITE_IOVECS_MAX);
     loop {
         if let Ok(mut stream) = connect_from(addr.clone(), source, CONNECT_TIMEOUT).await {
             let _ = stream.set_nodelay(true);
             if stream.write_all(&handshake).await.is_ok() {
                 backoff = BACKOFF_MIN;
-                match send_loop(&mut stream, &rx, &mut batch, &counters).await {
+                match send_loop(&mut stream, &rx, &mut parts, &counters).await {
                     Ok(()) => return, // The node is shutting down.
                     Err(e) => eprintln!("ringraft: connection to peer {peer} at {addr} lost: {e}"),
                 }
@@ -133,33 +130,35 @@ async fn outbound(
     }
 }
 
+/// Writes the queued frames as they come: every frame ready at once goes out in one vectored
+/// write (bounded by bytes and buffers), its pieces as they are, so neither the records of an
+/// AppendEntries nor small frames are copied into a send buffer.
 async fn send_loop(
     stream: &mut TcpStream,
     rx: &Feed,
-    batch: &mut Vec<u8>,
+    parts: &mut Vec<Bytes>,
     counters: &Counters,
 ) -> Result<(), std::io::Error> {
     loop {
         let Some(frame) = rx.next().await else {
             return Ok(());
         };
-        if frame.len() >= WRITE_ALONE_BYTES {
-            // An AppendEntries of many records: one system call already, and copying it into
-            // the coalescing buffer would be one more user-space copy of every value.
-            stream.write_all(&frame).await?;
-            Counters::add(&counters.bytes_out, frame.len() as u64);
-            continue;
-        }
-        batch.clear();
-        batch.extend_from_slice(&frame);
-        while batch.len() < WRITE_COALESCE_BYTES {
+        parts.clear();
+        let mut bytes = frame.len();
+        parts.extend(frame.into_parts());
+        while bytes < WRITE_GATHER_BYTES_MAX && parts.len() < WRITE_IOVECS_MAX {
             match rx.ready().await {
-                Some(frame) => batch.extend_from_slice(&frame),
+                Some(frame) => {
+                    bytes += frame.len();
+                    parts.extend(frame.into_parts());
+                }
                 None => break,
             }
         }
-        stream.write_all(batch).await?;
-        Counters::add(&counters.bytes_out, batch.len() as u64);
+        let written = write_parts(stream, parts).await;
+        parts.clear(); // Let go of the records now, not when the next frame comes.
+        written?;
+        Counters::add(&counters.bytes_out, bytes as u64);
     }
 }
 
@@ -207,12 +206,11 @@ async fn inbound(
     counters: &Counters,
 ) -> Result<(), ConnError> {
     let mut decoder = FrameDecoder::new();
-    let mut buf = vec![0u8; READ_CHUNK_BYTES];
     let handshake = loop {
         if let Some(frame) = decoder.next_frame()? {
             break wire::decode_handshake(frame.body_of(FrameType::PeerHandshake)?)?;
         }
-        fill(&mut stream, &mut decoder, &mut buf).await?;
+        fill(&mut stream, &mut decoder).await?;
     };
     if let Err(reason) = check_handshake(&handshake, config) {
         Counters::add(&counters.refused_handshakes, 1);
@@ -235,7 +233,7 @@ async fn inbound(
             }
         }
         let before = decoder.buffered_bytes();
-        fill(&mut stream, &mut decoder, &mut buf).await?;
+        fill(&mut stream, &mut decoder).await?;
         Counters::add(
             &counters.bytes_in,
             (decoder.buffered_bytes() - before) as u64,
@@ -365,8 +363,8 @@ impl Emulated {
 /// arrival time, or is lost; a full wire drops (tail drop), so memory stays bounded.
 async fn shape(
     peer: NodeId,
-    rx: LocalReceiver<Bytes>,
-    wire: LocalSender<(Instant, Bytes)>,
+    rx: LocalReceiver<PeerFrame>,
+    wire: LocalSender<(Instant, PeerFrame)>,
     queued: Rc<Cell<usize>>,
     emulated: Rc<Emulated>,
     counters: Rc<Counters>,
@@ -392,10 +390,10 @@ async fn shape(
 /// Where a sender takes its frames from: the Raft loop's queue, or an emulated wire that hands
 /// each frame over when it is due and drops what a partition cuts.
 enum Feed {
-    Direct(LocalReceiver<Bytes>),
+    Direct(LocalReceiver<PeerFrame>),
     Shaped {
-        rx: LocalReceiver<(Instant, Bytes)>,
-        held: RefCell<Option<(Instant, Bytes)>>,
+        rx: LocalReceiver<(Instant, PeerFrame)>,
+        held: RefCell<Option<(Instant, PeerFrame)>>,
         queued: Rc<Cell<usize>>,
         emulated: Rc<Emulated>,
         peer: NodeId,
@@ -405,7 +403,7 @@ enum Feed {
 
 impl Feed {
     /// The next frame to put on the socket, waiting for it to be due; None at shutdown.
-    async fn next(&self) -> Option<Bytes> {
+    async fn next(&self) -> Option<PeerFrame> {
         match self {
             Feed::Direct(rx) => rx.recv().await,
             Feed::Shaped { rx, held, .. } => loop {
@@ -426,7 +424,7 @@ impl Feed {
     }
 
     /// A frame that is due now, without waiting.
-    async fn ready(&self) -> Option<Bytes> {
+    async fn ready(&self) -> Option<PeerFrame> {
         match self {
             Feed::Direct(rx) => poll_once(rx.recv()).await.flatten(),
             Feed::Shaped { rx, held, .. } => loop {
@@ -447,7 +445,7 @@ impl Feed {
     }
 
     /// A frame leaves the emulated wire: it arrives unless a partition cuts the link now.
-    fn arrive(&self, frame: Bytes) -> Option<Bytes> {
+    fn arrive(&self, frame: PeerFrame) -> Option<PeerFrame> {
         let Feed::Shaped {
             queued,
             emulated,

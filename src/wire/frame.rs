@@ -15,7 +15,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 
 use super::error::{DecodeError, EncodeError};
-use crate::limits::FRAME_BYTES_MAX;
+use crate::limits::{FRAME_BYTES_MAX, PEER_RECEIVE_BUFFER_BYTES};
 
 /// Bytes before the body: the u32 length and the u8 type.
 pub const FRAME_HEADER_BYTES: usize = 5;
@@ -152,17 +152,31 @@ pub fn decode_frame(
 
 /// Reassembles frames from a byte stream read in arbitrary pieces.
 ///
-/// Feed it what the socket returned ([`FrameDecoder::extend_from_slice`], or read straight into
-/// [`FrameDecoder::buffer_mut`]), then call [`FrameDecoder::next_frame`] until it returns
+/// The stream is read straight into the decoder's receive buffer ([`FrameDecoder::read_space`],
+/// then [`FrameDecoder::mark_read`]; [`crate::wire::fill_decoder`] does both), so that a frame's
+/// bytes are not copied from a read buffer into a decoder. Then call
+/// [`FrameDecoder::next_frame`] (or [`FrameDecoder::next_frame_shared`]) until it returns
 /// `Ok(None)`. A returned frame borrows the decoder's buffer; it is released by the next call to
 /// any `&mut self` method. After an `Err` the stream cannot be resynchronized: close the
 /// connection.
+///
+/// The receive buffer holds `receive_buffer_bytes` (more only for a single frame larger than
+/// that, up to `max_frame_bytes`), and one read asks for all the room it has left, so a busy
+/// connection takes many frames per system call. Frames taken with
+/// [`FrameDecoder::next_frame_shared`] are slices of it: when its room runs out, the unfinished
+/// frame at its end (the only bytes ever moved) goes to the start of the same buffer if no
+/// taken frame still uses it, else of a new one.
 #[derive(Debug)]
 pub struct FrameDecoder {
+    /// From the first byte not yet taken to the end of the receive buffer; every byte of it is
+    /// initialized (so that a reader may write into it safely). `buf[..filled]` came from the
+    /// stream.
     buf: BytesMut,
+    filled: usize,
     /// Bytes of the last returned frame, dropped lazily so that the frame could borrow them.
     returned_bytes: usize,
     max_frame_bytes: usize,
+    receive_buffer_bytes: usize,
 }
 
 impl Default for FrameDecoder {
@@ -172,36 +186,66 @@ impl Default for FrameDecoder {
 }
 
 impl FrameDecoder {
-    /// A decoder that accepts frames up to [`FRAME_BYTES_MAX`].
+    /// A decoder for a peer connection: frames up to [`FRAME_BYTES_MAX`], a receive buffer of
+    /// [`PEER_RECEIVE_BUFFER_BYTES`].
     pub fn new() -> FrameDecoder {
-        FrameDecoder::with_max_frame_bytes(FRAME_BYTES_MAX)
+        FrameDecoder::with_bounds(FRAME_BYTES_MAX, PEER_RECEIVE_BUFFER_BYTES)
     }
 
     /// A decoder with a lower frame limit (clamped to [`FRAME_BYTES_MAX`]), e.g. for client
-    /// connections that never need a full AppendEntries.
-    pub fn with_max_frame_bytes(max_frame_bytes: usize) -> FrameDecoder {
+    /// connections that never need a full AppendEntries, and a receive buffer of
+    /// `receive_buffer_bytes` (at least one byte).
+    pub fn with_bounds(max_frame_bytes: usize, receive_buffer_bytes: usize) -> FrameDecoder {
         FrameDecoder {
             buf: BytesMut::new(),
+            filled: 0,
             returned_bytes: 0,
             max_frame_bytes: max_frame_bytes.min(FRAME_BYTES_MAX),
+            receive_buffer_bytes: receive_buffer_bytes.max(1),
         }
     }
 
-    /// Appends bytes read from the connection.
-    pub fn extend_from_slice(&mut self, bytes: &[u8]) {
-        self.release();
-        self.buf.extend_from_slice(bytes);
+    /// Appends bytes that are already in memory (tests, tools); a connection reads into
+    /// [`FrameDecoder::read_space`] instead.
+    pub fn extend_from_slice(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            let space = self.read_space();
+            let n = space.len().min(bytes.len());
+            space[..n].copy_from_slice(&bytes[..n]);
+            self.mark_read(n);
+            bytes = &bytes[n..];
+        }
     }
 
-    /// The internal buffer, for reading from a socket without an extra copy. Only append to it.
-    pub fn buffer_mut(&mut self) -> &mut BytesMut {
+    /// Where the next read from the stream goes: the room left in the receive buffer, never
+    /// empty. Take the whole frames out first ([`FrameDecoder::next_frame`] until `Ok(None)`):
+    /// then the buffer never grows beyond `max(receive_buffer_bytes, max_frame_bytes)`.
+    pub fn read_space(&mut self) -> &mut [u8] {
         self.release();
-        &mut self.buf
+        let needed = self.pending_frame_bytes().max(self.filled + 1);
+        if self.buf.len() < needed {
+            self.move_to_new_buffer(needed);
+        }
+        &mut self.buf[self.filled..]
+    }
+
+    /// Records that the first `n` bytes of [`FrameDecoder::read_space`] now hold stream bytes.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is larger than the space handed out (a bug in the caller).
+    pub fn mark_read(&mut self, n: usize) {
+        assert!(
+            self.filled + n <= self.buf.len(),
+            "marked {n} bytes read into {} bytes of room",
+            self.buf.len() - self.filled
+        );
+        self.filled += n;
     }
 
     /// Bytes buffered and not yet returned as a frame.
     pub fn buffered_bytes(&self) -> usize {
-        self.buf.len() - self.returned_bytes
+        self.filled - self.returned_bytes
     }
 
     /// The next whole frame, `Ok(None)` if more bytes are needed, or why the stream is bad.
@@ -224,6 +268,7 @@ impl FrameDecoder {
             return Ok(None);
         };
         let frame = self.buf.split_to(frame_bytes).freeze();
+        self.filled -= frame_bytes;
         let body = Frame {
             frame_type,
             body: &frame[FRAME_HEADER_BYTES..],
@@ -233,34 +278,55 @@ impl FrameDecoder {
     }
 
     /// Type and total length of the next whole frame, after dropping the last returned one;
-    /// `None` (and room reserved for the announced frame) if it is not all in yet.
+    /// `None` if it is not all in yet.
     fn next_header(&mut self) -> Result<Option<(FrameType, usize)>, DecodeError> {
         self.release();
-        let header = decode_frame(&self.buf, self.max_frame_bytes)?
-            .map(|(frame, frame_bytes)| (frame.frame_type, frame_bytes));
-        if header.is_none() {
-            self.reserve_for_announced_frame();
-        }
-        Ok(header)
+        Ok(
+            decode_frame(&self.buf[..self.filled], self.max_frame_bytes)?
+                .map(|(frame, frame_bytes)| (frame.frame_type, frame_bytes)),
+        )
     }
 
     fn release(&mut self) {
         if self.returned_bytes > 0 {
             self.buf.advance(self.returned_bytes);
+            self.filled -= self.returned_bytes;
             self.returned_bytes = 0;
         }
     }
 
-    /// Once a valid header is in, grow the buffer once to the whole frame instead of many times.
-    fn reserve_for_announced_frame(&mut self) {
-        if let Some(header) = self.buf.get(..4) {
-            let body_bytes =
-                u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
-            // decode_frame has already checked the limit when the header is complete.
-            if self.buf.len() >= FRAME_HEADER_BYTES {
-                let frame_bytes = FRAME_HEADER_BYTES + body_bytes;
-                self.buf.reserve(frame_bytes.saturating_sub(self.buf.len()));
+    /// Bytes the frame at the start of the buffer needs in all: its announced size once its
+    /// length is in (clamped to the limit: a larger one is refused by `decode_frame` before
+    /// anything is read for it), else a header's.
+    fn pending_frame_bytes(&self) -> usize {
+        match self.buf.get(..4).filter(|_| self.filled >= 4) {
+            Some(length) => {
+                let body_bytes =
+                    u32::from_le_bytes([length[0], length[1], length[2], length[3]]) as usize;
+                FRAME_HEADER_BYTES
+                    .saturating_add(body_bytes)
+                    .min(self.max_frame_bytes)
             }
+            None => FRAME_HEADER_BYTES,
+        }
+    }
+
+    /// Moves the unfinished frame to the start of a buffer with room for at least `needed`
+    /// bytes: the old buffer's own allocation when no frame taken from it is alive any more,
+    /// else a new one.
+    fn move_to_new_buffer(&mut self, needed: usize) {
+        let size = needed.max(self.receive_buffer_bytes);
+        let mut old = std::mem::take(&mut self.buf);
+        old.truncate(self.filled);
+        if old.try_reclaim(size - self.filled) {
+            // Zeroing the room again keeps every byte a reader sees initialized without unsafe
+            // code; it costs far less than the reads that fill it.
+            old.resize(size, 0);
+            self.buf = old;
+        } else {
+            let mut fresh = BytesMut::zeroed(size);
+            fresh[..self.filled].copy_from_slice(&old);
+            self.buf = fresh;
         }
     }
 }

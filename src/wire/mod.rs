@@ -26,9 +26,10 @@ pub use frame::{
 };
 pub use peer::{
     decode_handshake, decode_peer, decode_peer_message, decode_peer_message_shared,
-    encode_handshake, encode_peer, encode_peer_frame, PeerHandshake, PeerMessage, PROTOCOL_VERSION,
+    encode_handshake, encode_peer, encode_peer_frame, PeerFrame, PeerHandshake, PeerMessage,
+    PROTOCOL_VERSION,
 };
-pub use stream::{fill_decoder, READ_CHUNK_BYTES};
+pub use stream::fill_decoder;
 
 /// Verifier bounds for every received flatbuffer: no deeper nesting, no more tables and no larger
 /// apparent size than our schemas can legitimately produce in one frame, so a hostile buffer cannot

@@ -7,20 +7,24 @@
 //!
 //! The entries of an AppendEntries travel as the log's record batches (`crate::log::record`),
 //! one after the other in the `batch: [ubyte]` vector: the same bytes as on disk, CRC included.
-//! The sender copies each entry's record as it is (a leader's proposals carry the record they
-//! were encoded into, see [`crate::core::Entry::record`]); the receiver checks each record's CRC
-//! once, here, and its entries keep their records, so that its log writes the received bytes.
+//! A node sends the records as they are, without copying them: [`encode_peer_frame`] makes a
+//! [`PeerFrame`] whose pieces are a small head (frame header and the flatbuffer up to the
+//! batch's length) and each entry's own record buffer (a leader's proposals carry the record
+//! they were encoded into, see [`crate::core::Entry::record`]), for one vectored write. That
+//! works because a flatbuffer is built back to front: the batch vector, created first, is the
+//! last thing in the buffer. The receiver checks each record's CRC once, here, and its entries
+//! keep their records, so that its log writes the received bytes.
 
 use bytes::Bytes;
 use flatbuffers::{FlatBufferBuilder, UnionWIPOffset, WIPOffset};
 
 use super::error::{DecodeError, EncodeError};
-use super::frame::{write_frame, FrameType};
+use super::frame::{frame_header, FrameType, FRAME_HEADER_BYTES};
 use super::generated::raft as fb;
 use super::verified_root;
 use crate::core::{Entry, Envelope, Membership, Message, NodeId};
 use crate::limits::{BATCH_ENTRIES_MAX, SNAPSHOT_BYTES_MAX, SNAPSHOT_CHUNK_BYTES_MAX};
-use crate::log::record::{decode_records, encode_records_into};
+use crate::log::record::{decode_records, encode_records_into, records_for, RECORD_BYTES_MAX};
 
 /// Version of the peer protocol this build speaks, exchanged in [`PeerHandshake`]. Bump it on any
 /// change to `raft.fbs` or to the batch encoding that an older node could misread. Version 2:
@@ -87,8 +91,11 @@ pub struct PeerHandshake {
     pub protocol_version: u32,
 }
 
-/// Encodes `envelope` as a `PeerMessage` body into `fbb` (which is reset first) and returns the
-/// finished bytes, to be sent as a [`FrameType::PeerMessage`] frame.
+/// Encodes `envelope` as one contiguous `PeerMessage` body into `fbb` (which is reset first) and
+/// returns the finished bytes, to be sent as a [`FrameType::PeerMessage`] frame. An
+/// AppendEntries' records are copied twice on the way (into a scratch buffer, then into the
+/// builder): a node sends [`encode_peer_frame`] instead, and this is the reference its pieces
+/// are checked against (tests, benchmarks and tools that need the body in one piece).
 ///
 /// # Panics
 ///
@@ -100,8 +107,150 @@ pub fn encode_peer<'b>(
     cluster_id: Option<u64>,
     fbb: &'b mut FlatBufferBuilder<'_>,
 ) -> &'b [u8] {
+    let mut batch = Vec::new();
+    if let Message::AppendEntries { entries, .. } = &envelope.message {
+        check_batch_entries(entries);
+        if let Err(e) = encode_records_into(entries, &mut batch) {
+            panic!("AppendEntries breaks the core's own limits: {e}");
+        }
+    }
+    encode_peer_with_batch(envelope, cluster_id, &batch, fbb)
+}
+
+/// A `PeerMessage` frame in pieces, for one vectored write with no copy of the records:
+/// concatenated, [`PeerFrame::parts`] are byte for byte the frame [`encode_peer`] and
+/// [`super::write_frame`] make.
+#[derive(Clone, Debug, Default)]
+pub struct PeerFrame {
+    parts: Vec<Bytes>,
+    frame_bytes: usize,
+}
+
+impl PeerFrame {
+    /// A frame that is already whole, in one piece.
+    pub fn whole(frame: Bytes) -> PeerFrame {
+        PeerFrame {
+            frame_bytes: frame.len(),
+            parts: vec![frame],
+        }
+    }
+
+    /// The pieces, in order: the frame header and the flatbuffer up to the batch's length, then
+    /// (for an AppendEntries) each record as its entry holds it, then the batch's padding.
+    pub fn parts(&self) -> &[Bytes] {
+        &self.parts
+    }
+
+    /// Bytes of the whole frame.
+    pub fn len(&self) -> usize {
+        self.frame_bytes
+    }
+
+    /// Whether the frame has no bytes (only a default one).
+    pub fn is_empty(&self) -> bool {
+        self.frame_bytes == 0
+    }
+
+    /// The pieces, to be handed to the socket.
+    pub fn into_parts(self) -> Vec<Bytes> {
+        self.parts
+    }
+
+    /// The whole frame in one buffer (a copy: for tests and tools, not for sending).
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.frame_bytes);
+        for part in &self.parts {
+            out.extend_from_slice(part);
+        }
+        out
+    }
+}
+
+/// Zero bytes: the flatbuffer padding after a batch, and the stand-in batch of the head.
+static ZEROS: [u8; 8] = [0; 8];
+
+/// Encodes `envelope` as a whole `PeerMessage` frame in pieces (see [`PeerFrame`]): the records
+/// of an AppendEntries are not copied but referred to, each entry's own record buffer (entries
+/// without one, such as a new leader's no-op, are encoded here). Fails if the frame would
+/// exceed [`crate::limits::FRAME_BYTES_MAX`].
+///
+/// # Panics
+///
+/// As [`encode_peer`].
+pub fn encode_peer_frame(
+    envelope: &Envelope,
+    cluster_id: Option<u64>,
+    fbb: &mut FlatBufferBuilder<'_>,
+) -> Result<PeerFrame, EncodeError> {
+    let Message::AppendEntries { entries, .. } = &envelope.message else {
+        return whole_frame(encode_peer_with_batch(envelope, cluster_id, &[], fbb));
+    };
+    check_batch_entries(entries);
+    let mut records = Vec::new();
+    if let Err(e) = records_for(entries, RECORD_BYTES_MAX, &mut records) {
+        panic!("AppendEntries breaks the core's own limits: {e}");
+    }
+    let batch_bytes: usize = records.iter().map(|r| r.bytes().len()).sum();
+    // A stand-in batch of the same length modulo 8 (the largest alignment in the schema) gives
+    // the builder the same padding decisions, so the flatbuffer in front of the batch comes out
+    // the same but for the batch's length, which is patched in.
+    let stand_in = batch_bytes % 8;
+    let body = encode_peer_with_batch(envelope, cluster_id, &ZEROS[..stand_in], fbb);
+    let padding = (4 - batch_bytes % 4) % 4;
+    let length_at = body
+        .len()
+        .checked_sub(padding + stand_in + 4)
+        .expect("a PeerMessage body holds its batch");
+    assert!(
+        body[length_at..length_at + 4] == (stand_in as u32).to_le_bytes()
+            && body[length_at + 4..].iter().all(|&b| b == 0),
+        "the flatbuffers builder did not put the batch vector at the end of the buffer"
+    );
+    let body_bytes = length_at + 4 + batch_bytes + padding;
+    let header = frame_header(FrameType::PeerMessage, body_bytes)?;
+    let mut head = Vec::with_capacity(FRAME_HEADER_BYTES + length_at + 4);
+    head.extend_from_slice(&header);
+    head.extend_from_slice(&body[..length_at]);
+    // Fits: frame_header has checked the frame against FRAME_BYTES_MAX < u32::MAX.
+    head.extend_from_slice(&(batch_bytes as u32).to_le_bytes());
+    let mut parts = Vec::with_capacity(records.len() + 2);
+    parts.push(Bytes::from(head));
+    parts.extend(records.into_iter().map(|r| r.bytes().clone()));
+    if padding > 0 {
+        parts.push(Bytes::from_static(&ZEROS[..padding]));
+    }
+    Ok(PeerFrame {
+        parts,
+        frame_bytes: FRAME_HEADER_BYTES + body_bytes,
+    })
+}
+
+fn whole_frame(body: &[u8]) -> Result<PeerFrame, EncodeError> {
+    let header = frame_header(FrameType::PeerMessage, body.len())?;
+    let mut frame = Vec::with_capacity(FRAME_HEADER_BYTES + body.len());
+    frame.extend_from_slice(&header);
+    frame.extend_from_slice(body);
+    Ok(PeerFrame::whole(Bytes::from(frame)))
+}
+
+fn check_batch_entries(entries: &[Entry]) {
+    assert!(
+        entries.len() <= BATCH_ENTRIES_MAX,
+        "batch of {} entries exceeds BATCH_ENTRIES_MAX",
+        entries.len()
+    );
+}
+
+/// The `PeerMessage` body of `envelope`, with `batch` as the bytes of an AppendEntries' batch
+/// (ignored for other messages). The batch vector is created first, so it ends the buffer.
+fn encode_peer_with_batch<'b>(
+    envelope: &Envelope,
+    cluster_id: Option<u64>,
+    batch: &[u8],
+    fbb: &'b mut FlatBufferBuilder<'_>,
+) -> &'b [u8] {
     fbb.reset();
-    let (body_type, body) = encode_body(&envelope.message, fbb);
+    let (body_type, body) = encode_body(&envelope.message, batch, fbb);
     let root = fb::PeerMessage::create(
         fbb,
         &fb::PeerMessageArgs {
@@ -114,17 +263,6 @@ pub fn encode_peer<'b>(
     );
     fbb.finish(root, Some(PEER_MESSAGE_IDENTIFIER));
     fbb.finished_data()
-}
-
-/// [`encode_peer`] and append the whole frame to `out`.
-pub fn encode_peer_frame(
-    envelope: &Envelope,
-    cluster_id: Option<u64>,
-    fbb: &mut FlatBufferBuilder<'_>,
-    out: &mut Vec<u8>,
-) -> Result<(), EncodeError> {
-    let body = encode_peer(envelope, cluster_id, fbb);
-    write_frame(FrameType::PeerMessage, body, out)
 }
 
 /// Decodes and validates a `PeerMessage` body into an [`Envelope`], ignoring its cluster id
@@ -182,6 +320,7 @@ pub fn decode_handshake(body: &[u8]) -> Result<PeerHandshake, DecodeError> {
 
 fn encode_body(
     message: &Message,
+    batch: &[u8],
     fbb: &mut FlatBufferBuilder<'_>,
 ) -> (fb::Body, WIPOffset<UnionWIPOffset>) {
     match message {
@@ -229,23 +368,26 @@ fn encode_body(
             fb::RequestVoteResponse::create(fbb, &fb::RequestVoteResponseArgs { term, granted })
                 .as_union_value(),
         ),
-        Message::AppendEntries {
+        &Message::AppendEntries {
             term,
             prev_log_index,
             prev_log_term,
             leader_commit,
-            entries,
-        } => (
-            fb::Body::AppendEntries,
-            encode_append_entries(
-                fbb,
-                *term,
-                *prev_log_index,
-                *prev_log_term,
-                *leader_commit,
-                entries,
-            ),
-        ),
+            ..
+        } => {
+            let batch = fbb.create_vector(batch);
+            let args = fb::AppendEntriesArgs {
+                term,
+                prev_log_index,
+                prev_log_term,
+                leader_commit,
+                batch: Some(batch),
+            };
+            (
+                fb::Body::AppendEntries,
+                fb::AppendEntries::create(fbb, &args).as_union_value(),
+            )
+        }
         &Message::AppendEntriesResponse {
             term,
             success,
@@ -357,36 +499,6 @@ fn encode_body(
             .as_union_value(),
         ),
     }
-}
-
-fn encode_append_entries(
-    fbb: &mut FlatBufferBuilder<'_>,
-    term: u64,
-    prev_log_index: u64,
-    prev_log_term: u64,
-    leader_commit: u64,
-    entries: &[Entry],
-) -> WIPOffset<UnionWIPOffset> {
-    assert!(
-        entries.len() <= BATCH_ENTRIES_MAX,
-        "batch of {} entries exceeds BATCH_ENTRIES_MAX",
-        entries.len()
-    );
-    // The records are copied into a scratch buffer (the builder takes one slice), then into
-    // the builder: two copies, none of them an encoding.
-    let mut batch = Vec::new();
-    if let Err(e) = encode_records_into(entries, &mut batch) {
-        panic!("AppendEntries breaks the core's own limits: {e}");
-    }
-    let batch = fbb.create_vector(&batch);
-    let args = fb::AppendEntriesArgs {
-        term,
-        prev_log_index,
-        prev_log_term,
-        leader_commit,
-        batch: Some(batch),
-    };
-    fb::AppendEntries::create(fbb, &args).as_union_value()
 }
 
 fn decode_with(body: &[u8], to_bytes: &dyn Fn(&[u8]) -> Bytes) -> Result<PeerMessage, DecodeError> {

@@ -5,23 +5,20 @@ use futures_lite::io::{AsyncRead, AsyncReadExt};
 
 use super::FrameDecoder;
 
-/// Bytes read from a stream per call.
-pub const READ_CHUNK_BYTES: usize = 64 << 10;
-
-/// Reads once from `stream` (up to `buf.len()` bytes) into `decoder`. An end of stream is
-/// `ErrorKind::UnexpectedEof`.
+/// Reads once from `stream` straight into `decoder`'s receive buffer (as much as it has room
+/// for, see [`FrameDecoder::read_space`]): the bytes are not copied again on their way to a
+/// frame. An end of stream is `ErrorKind::UnexpectedEof`.
 pub async fn fill_decoder<S: AsyncRead + Unpin>(
     stream: &mut S,
     decoder: &mut FrameDecoder,
-    buf: &mut [u8],
 ) -> std::io::Result<()> {
-    let n = stream.read(buf).await?;
+    let n = stream.read(decoder.read_space()).await?;
     if n == 0 {
         return Err(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,
             "connection closed",
         ));
     }
-    decoder.extend_from_slice(&buf[..n]);
+    decoder.mark_read(n);
     Ok(())
 }
