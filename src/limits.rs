@@ -40,8 +40,10 @@ pub const FRAME_BYTES_MAX: usize = BATCH_BYTES_MAX + (BATCH_ENTRIES_MAX * 48) + 
 
 /// Receive buffer of a peer connection, in bytes. The socket is read straight into it, asking
 /// for all its room at once (many frames per system call under load), and the entries of an
-/// AppendEntries stay slices of it; a frame larger than this gets a buffer of its own size.
-pub const PEER_RECEIVE_BUFFER_BYTES: usize = 1 << 20;
+/// AppendEntries stay slices of it. A frame that does not fit in what is left of it is moved to
+/// the start of the next one: at least a whole batch fits in one, so that this moves a small
+/// part of the bytes received (a frame larger than this gets a buffer of its own size).
+pub const PEER_RECEIVE_BUFFER_BYTES: usize = 4 << 20;
 
 /// Receive buffer of a client connection (the node's side and the client library's), in bytes:
 /// smaller than a peer's, because a node serves many clients and their frames are small.
@@ -66,7 +68,7 @@ const _: () = assert!(BATCH_BYTES_MAX < FRAME_BYTES_MAX);
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES_MAX <= SNAPSHOT_BYTES_MAX);
 const _: () = assert!(CLUSTER_NODES_MAX % 2 == 1);
 const _: () = assert!(CLIENT_RECEIVE_BUFFER_BYTES <= PEER_RECEIVE_BUFFER_BYTES);
-const _: () = assert!(PEER_RECEIVE_BUFFER_BYTES <= FRAME_BYTES_MAX);
+const _: () = assert!(PEER_RECEIVE_BUFFER_BYTES >= BATCH_BYTES_MAX);
 
 /// Requests one client executor may have at the Raft executor at once (the bound of each of its
 /// link's two channels: requests out, answers back). When they are all out, its connections stop

@@ -22,29 +22,34 @@
 //! # The copies of a value
 //!
 //! A client's value is encoded once, by the leader, into the log record (with its CRC) that the
-//! leader's log writes, the followers receive and their logs write as they are. From the client's
-//! socket to a follower's disk it is copied in user space seven times:
+//! leader's log writes, the followers receive and their logs write as they are. Sockets are
+//! read straight into the frame decoder's receive buffer ([`crate::wire::fill_decoder`]) and
+//! frames are written in pieces with vectored `sendmsg` calls ([`write_parts`]), so from the
+//! client's socket to a follower's disk a value is copied in user space at most three times:
 //!
-//! 1. leader: the socket's read buffer into the connection's frame decoder
-//!    ([`crate::wire::fill_decoder`]); the request's key and value stay slices of the frame;
-//! 2. leader: into its log record, once, with the command around it
-//!    ([`crate::log::record::encode_single_with`] from `node`); that record is the entry's
-//!    [`crate::core::Entry::record`] from then on;
-//! 3. leader, per follower: the records of an AppendEntries into one scratch buffer
-//!    ([`crate::log::record::encode_records_into`]),
-//! 4. then into the flatbuffers builder's `[ubyte]` vector ([`crate::wire::encode_peer`]),
-//! 5. then into the frame ([`crate::wire::write_frame`]); a frame of 16 KiB or more goes to the
-//!    socket as it is (no coalescing copy, `transport`);
-//! 6. follower: the socket's read buffer into the frame decoder; each record is then checked
-//!    (CRC) in place and the entries keep slices of the frame ([`crate::wire::decode_peer_message_shared`]);
-//! 7. follower: into the aligned DMA buffer of its group write
+//! 1. leader: into its log record, once, with the command around it
+//!    ([`crate::log::record::encode_single_with`] from `node`), from the request's value, which
+//!    is a slice of the receive buffer the socket was read into
+//!    ([`crate::wire::decode_client_request_shared`]). That record is the entry's
+//!    [`crate::core::Entry::record`] from then on: an AppendEntries is sent as a small head
+//!    (frame header and flatbuffer fields) followed by the entries' own record buffers
+//!    ([`crate::wire::encode_peer_frame`]), and the records of every frame ready for a peer go
+//!    to the socket in one vectored write (`transport`), with no copy;
+//! 2. follower: into the aligned DMA buffer of its group write
 //!    ([`crate::log::PreparedAppend::fill`]), the one copy on the way to any disk (the leader's
-//!    own write is the same one copy from its record).
+//!    own write is the same one copy from its record). The entries received are slices of the
+//!    receive buffer, each record's CRC checked in place
+//!    ([`crate::wire::decode_peer_message_shared`]);
+//! 3. on either side, only for the frame at the end of a full receive buffer: its bytes read so
+//!    far are moved to the start of the next buffer ([`crate::wire::FrameDecoder::read_space`]),
+//!    at most one frame per [`crate::limits::PEER_RECEIVE_BUFFER_BYTES`] (peers) or
+//!    [`crate::limits::CLIENT_RECEIVE_BUFFER_BYTES`] (clients) received, a small share of
+//!    the bytes.
 //!
-//! `tests/record_path.rs` checks by buffer identity that 2, 6 and the disk path copy no more
-//! than this (no re-encoding, no copy out of the frame). Copies 3 to 5 would go with a frame
-//! built around the records and written with vectored writes, 1 and 6 with reads straight into
-//! the decoder's buffer.
+//! `tests/record_path.rs` checks this by buffer identity, over a real socket: the client's value
+//! and a follower's records lie where the socket's reads put them (beyond the moves of 3), the
+//! pieces handed to the socket are the entries' own records, and the follower's log takes the
+//! records as they are; a copy added on this path fails it.
 
 pub mod config;
 pub mod disk;
@@ -68,6 +73,7 @@ use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use glommio::{CpuSet, LocalExecutorBuilder, Placement, PoolPlacement};
 
 pub use config::{parse_members, Address, Member, NodeConfig, NodeConfigError};
+pub use net::write_parts;
 pub use placement::{Cpus, Plan};
 pub use stats::{ClientCounters, Counters};
 
