@@ -50,6 +50,11 @@ pub const SESSION_RESPONSES_MAX: usize = 256;
 /// Largest cluster the core supports; the quorum arithmetic uses fixed-size arrays up to this.
 pub const CLUSTER_NODES_MAX: usize = 9;
 
+/// How far behind the leader's last index a learner may be when it is promoted. A voter that
+/// joins further behind holds up commitment while it catches up (thesis 4.2.1), and a learner
+/// under a steady write load is never exactly caught up, so "close" is this many entries.
+pub const PROMOTE_LAG_ENTRIES_MAX: u64 = 1024;
+
 const _: () = assert!(ENTRY_BYTES_MAX <= BATCH_BYTES_MAX);
 const _: () = assert!(BATCH_BYTES_MAX <= INFLIGHT_BYTES_MAX);
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES_MAX < FRAME_BYTES_MAX);

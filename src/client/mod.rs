@@ -218,6 +218,25 @@ impl Client {
         }
     }
 
+    /// The configuration as the node this client is connected to sees it (match indexes only
+    /// when that node leads). One attempt, no hint following.
+    pub async fn member_list(&self) -> Result<crate::wire::MemberListing, Error> {
+        match self.call_once_anywhere(Request::MemberList).await? {
+            Reply::Members(listing) => Ok(listing),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Asks the node this client is connected to, which must be the leader, for one membership
+    /// change; returns the index of the configuration in force once the change is complete.
+    /// One attempt, no hint following: a `NotLeader` error names the leader to ask instead.
+    pub async fn member_change(&self, change: crate::wire::MemberChange) -> Result<Index, Error> {
+        done_index(
+            self.call_once_anywhere(Request::MemberChange(change))
+                .await?,
+        )
+    }
+
     /// Sends `request`, following leader hints and retrying; writes get the next session
     /// sequence number, kept across retries.
     pub async fn call(&self, request: Request) -> Result<Reply, Error> {

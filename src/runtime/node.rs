@@ -6,6 +6,8 @@
 //! else it hands to other tasks through bounded queues, so one slow peer or disk write never
 //! stalls the loop.
 
+mod membership;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -16,12 +18,14 @@ use futures_lite::future::poll_once;
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 
 use super::config::NodeConfig;
+use super::members::MemberTable;
 use super::server::ReplyTo;
 use super::stats::Counters;
 use super::storage::{SnapshotFile, WriteJob};
+use super::transport::Outbound;
 use crate::core::{
-    Entry, EntryKind, Envelope, Index, Message, NodeId, Output, ProposeError, RawNode, Role,
-    Snapshot, SnapshotMeta, Term,
+    Entry, EntryKind, Envelope, Index, Membership, Message, NodeId, Output, ProposeError, RawNode,
+    Role, Snapshot, SnapshotMeta, Term,
 };
 use crate::kv::{ApplyResult, CommandRef, KvStore, OpRef, Response};
 use crate::log::record;
@@ -124,7 +128,20 @@ pub struct Driver {
     node: RawNode,
     kv: KvStore,
     counters: Rc<Counters>,
+    /// One queue per member of the configuration in force but this node (their sender tasks).
     peers: BTreeMap<NodeId, LocalSender<Bytes>>,
+    /// Opens the connections of members added to the configuration.
+    outbound: Outbound,
+    /// The members' addresses, shared with the peer listener.
+    members: Rc<MemberTable>,
+    /// The configuration the peers and the member table were last set up for.
+    membership_seen: Membership,
+    /// The leader known when the peers were last set up.
+    leader_seen: Option<NodeId>,
+    /// The addresses each peer's sender task was started with.
+    connected: BTreeMap<NodeId, super::config::Member>,
+    /// The membership change a client asked for, answered once it is complete.
+    member_change: Option<membership::PendingChange>,
     disk: LocalSender<(u64, WriteJob)>,
     snapshot_file: Arc<SnapshotFile>,
     /// The Raft loop's own inbox, for the snapshot writer's completion.
@@ -162,18 +179,24 @@ impl Driver {
         node: RawNode,
         kv: KvStore,
         counters: Rc<Counters>,
-        peers: BTreeMap<NodeId, LocalSender<Bytes>>,
+        outbound: Outbound,
+        members: Rc<MemberTable>,
         disk: LocalSender<(u64, WriteJob)>,
         snapshot_file: Arc<SnapshotFile>,
         inbox: Rc<LocalSender<Event>>,
     ) -> Driver {
-        counters.metrics.set_peers(peers.keys().copied());
-        Driver {
+        let mut driver = Driver {
             config,
             node,
             kv,
             counters,
-            peers,
+            peers: BTreeMap::new(),
+            outbound,
+            members,
+            membership_seen: Membership::default(),
+            connected: BTreeMap::new(),
+            leader_seen: None,
+            member_change: None,
             disk,
             snapshot_file,
             inbox,
@@ -192,7 +215,9 @@ impl Driver {
             stepping_down: None,
             transfer_elections_seen: 0,
             committed_at: Instant::now(),
-        }
+        };
+        driver.follow_membership();
+        driver
     }
 
     /// Runs until shutdown: handle a burst of events, then act on the core's output.
@@ -212,6 +237,12 @@ impl Driver {
             let output = self.node.take_output();
             let committed = output.committed_entries.len() as u64;
             self.process(output).await;
+            if self.node.membership() != &self.membership_seen
+                || self.node.leader() != self.leader_seen
+            {
+                self.follow_membership();
+            }
+            self.check_member_change();
             self.check_transfer();
             self.check_stepping_down();
             self.publish_metrics();
@@ -262,17 +293,18 @@ impl Driver {
         if self.node.role() != Role::Leader {
             return Err(self.not_leader(self.node.leader()));
         }
-        if self.config.member(to).is_none() {
-            let members: Vec<String> = self
-                .config
-                .members
+        if !self.node.membership().is_voter(to) {
+            let voters: Vec<String> = self
+                .node
+                .membership()
+                .all_voters()
                 .iter()
-                .map(|m| m.id.to_string())
+                .map(|id| id.to_string())
                 .collect();
             return Err(ClientError::Refused {
                 message: format!(
-                    "unknown node id {to}: the members are {}",
-                    members.join(", ")
+                    "node {to} is not a voter: the voters are {}",
+                    voters.join(", ")
                 ),
             });
         }
@@ -456,6 +488,15 @@ impl Driver {
             Request::TransferLeader { to } => {
                 return self.handle_transfer_request(request_id, to, reply)
             }
+            Request::MemberList => {
+                return reply.send(ClientResponse {
+                    request_id,
+                    result: Ok(Reply::Members(self.member_listing())),
+                })
+            }
+            Request::MemberChange(change) => {
+                return self.handle_member_change(request_id, change, reply)
+            }
             Request::Get {
                 key,
                 linearizable: false,
@@ -590,7 +631,7 @@ impl Driver {
 
     fn not_leader(&self, leader: Option<NodeId>) -> ClientError {
         let leader_addr = leader
-            .and_then(|id| self.config.member(id))
+            .and_then(|id| self.members.get(id))
             .map(|m| m.client_addr.to_string());
         ClientError::NotLeader {
             leader_hint: leader,
