@@ -117,7 +117,11 @@ struct NodeProc {
 /// (`Arc<Cluster>`) with the glommio executor that drives clients.
 pub struct Cluster {
     dir: tempfile::TempDir,
+    /// The bootstrap members (`--members` of nodes 1..=bootstrap_n).
     members: String,
+    /// Every node's addresses, spares included (`--members` of nodes that join).
+    members_all: String,
+    bootstrap_n: u64,
     extra_args: Vec<String>,
     nodes: Mutex<Vec<NodeProc>>,
 }
@@ -134,6 +138,14 @@ impl Cluster {
 
     /// Allocates ports and directories for `n` nodes without starting them.
     pub fn new(n: u64, extra_args: &[&str]) -> Cluster {
+        Cluster::with_spares(n, 0, extra_args)
+    }
+
+    /// Like [`Cluster::new`], plus `spares` more nodes (ids n+1..) that are not bootstrap
+    /// members: start them with [`Cluster::start_joining`] and add them with membership changes.
+    pub fn with_spares(n: u64, spares: u64, extra_args: &[&str]) -> Cluster {
+        let bootstrap_n = n;
+        let n = n + spares;
         let dir = tempfile::Builder::new()
             .prefix("ringraft-node-test-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -150,14 +162,20 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let members = nodes
-            .iter()
-            .map(|p| format!("{}={}/{}", p.id, p.peer_addr, p.client_addr))
-            .collect::<Vec<_>>()
-            .join(",");
+        let member_list = |upto: u64| {
+            nodes
+                .iter()
+                .filter(|p| p.id <= upto)
+                .map(|p| format!("{}={}/{}", p.id, p.peer_addr, p.client_addr))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let (members, members_all) = (member_list(bootstrap_n), member_list(n));
         Cluster {
             dir,
             members,
+            members_all,
+            bootstrap_n,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             nodes: Mutex::new(nodes),
         }
@@ -168,11 +186,30 @@ impl Cluster {
         self.start_node_with(id, &[]);
     }
 
+    /// Starts spare node `id` with `--join` (an empty data directory, no configuration): it
+    /// waits until a leader adds it. Restart it later with [`Cluster::start_node`].
+    pub fn start_joining(&self, id: u64) {
+        assert!(id > self.bootstrap_n, "node {id} is a bootstrap member");
+        self.start_node_with(id, &["--join"]);
+    }
+
+    /// The addresses of node `id` as `member add` takes them: PEER_ADDR/CLIENT_ADDR.
+    pub fn member_context(&self, id: u64) -> String {
+        format!("{}/{}", self.peer_addr(id), self.client_addr(id))
+    }
+
     /// Starts (or restarts) node `id` with `more_args` after the cluster's own.
     pub fn start_node_with(&self, id: u64, more_args: &[&str]) {
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         let node = &mut nodes[(id - 1) as usize];
         assert!(node.child.is_none(), "node {id} is already running");
+        // A spare knows every node: the bootstrap members carry no addresses in the
+        // configuration, and it must answer the leader before it has one.
+        let members = if id > self.bootstrap_n {
+            &self.members_all
+        } else {
+            &self.members
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -180,7 +217,7 @@ impl Cluster {
             .expect("open node log");
         let child = Command::new(env!("CARGO_BIN_EXE_ringraft"))
             .arg("node")
-            .args(["--id", &id.to_string(), "--members", &self.members])
+            .args(["--id", &id.to_string(), "--members", members])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--tick-ms", &TICK_MS.to_string()])

@@ -261,17 +261,26 @@ impl Driver {
         }
     }
 
-    /// A learner is promoted only once it is within `limits::PROMOTE_LAG_ENTRIES_MAX` of the
-    /// leader's log: a voter further behind would hold up commitment while it catches up.
+    /// A learner is promoted only once it holds the entry that added it (so it has answered
+    /// the leader at all) and is within `limits::PROMOTE_LAG_ENTRIES_MAX` of the leader's log:
+    /// a voter further behind would hold up commitment while it catches up.
     fn check_caught_up(&self, id: crate::core::NodeId) -> Result<(), ClientError> {
         let last_index = self.node.log().last_index();
+        let added_at = self.node.membership_index();
         match self.node.match_index(id) {
-            Some(m) if last_index.saturating_sub(m) <= limits::PROMOTE_LAG_ENTRIES_MAX => Ok(()),
+            Some(m)
+                if m >= added_at
+                    && last_index.saturating_sub(m) <= limits::PROMOTE_LAG_ENTRIES_MAX =>
+            {
+                Ok(())
+            }
             known => Err(refused(format!(
                 "node {id} is not caught up: it holds the log up to {} of {last_index} (at most \
                  {} behind may be promoted); wait for it to catch up (ringraft member list \
                  shows its lag), then retry",
-                known.map_or("nothing yet".to_string(), |m| format!("index {m}")),
+                known
+                    .filter(|m| *m > 0)
+                    .map_or("nothing yet".to_string(), |m| format!("index {m}")),
                 limits::PROMOTE_LAG_ENTRIES_MAX
             ))),
         }
