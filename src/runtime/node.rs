@@ -293,18 +293,25 @@ impl Driver {
         if self.node.role() != Role::Leader {
             return Err(self.not_leader(self.node.leader()));
         }
-        if !self.node.membership().is_voter(to) {
-            let voters: Vec<String> = self
-                .node
-                .membership()
-                .all_voters()
+        let membership = self.node.membership();
+        if !membership.is_member(to) {
+            let members: Vec<String> = membership
+                .members()
                 .iter()
                 .map(|id| id.to_string())
                 .collect();
             return Err(ClientError::Refused {
                 message: format!(
-                    "node {to} is not a voter: the voters are {}",
-                    voters.join(", ")
+                    "unknown node id {to}: the members are {}",
+                    members.join(", ")
+                ),
+            });
+        }
+        if !membership.is_voter(to) {
+            return Err(ClientError::Refused {
+                message: format!(
+                    "node {to} is a learner: only a voter can lead (promote it first with \
+                     `ringraft member promote`)"
                 ),
             });
         }
