@@ -971,12 +971,11 @@ impl Driver {
             let result = glommio::executor()
                 .spawn_blocking(move || {
                     let PendingSnapshot { meta, kv } = pending;
-                    let data = Bytes::from(kv.snapshot());
+                    let image = file.serialize(meta, &kv);
                     // Let go of the clone before the (paced) write: it keeps every value
                     // overwritten since the snapshot alive.
                     drop(kv);
-                    let snapshot = Snapshot { meta, data };
-                    file.save_taken(&snapshot).map(|_| snapshot)
+                    file.save_taken(image?)
                 })
                 .await;
             match result {
