@@ -96,7 +96,7 @@ impl SnapshotFile {
     ) -> Result<SnapshotImage, StorageError> {
         let data_len = kv.snapshot_bytes();
         if data_len > SNAPSHOT_BYTES_MAX {
-            return Err(StorageError::Options(format!(
+            return Err(StorageError::Snapshot(format!(
                 "the state machine at index {} serializes to {data_len} bytes, more than a \
                  snapshot may hold (SNAPSHOT_BYTES_MAX, {SNAPSHOT_BYTES_MAX} bytes): the node \
                  cannot compact its log; delete keys or raise the limit",
@@ -127,7 +127,7 @@ impl SnapshotFile {
     /// Makes `snapshot`, received from the leader, the node's snapshot, atomically.
     pub fn save_installed(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
         if snapshot.data.len() > SNAPSHOT_BYTES_MAX {
-            return Err(StorageError::Options(format!(
+            return Err(StorageError::Snapshot(format!(
                 "installed snapshot of {} bytes is larger than SNAPSHOT_BYTES_MAX",
                 snapshot.data.len()
             )));
@@ -138,7 +138,10 @@ impl SnapshotFile {
             data_len: snapshot.data.len(),
             pool: self.spare.clone(),
         };
-        image.fill(|buf| buf.extend_from_slice(&snapshot.data));
+        image.fill(|buf| {
+            buf.extend_from_slice(&snapshot.data);
+            crc32fast::hash(&snapshot.data)
+        });
         let mut saved_index = self.lock();
         write_snapshot(&self.dir, &image)?;
         *saved_index = snapshot.meta.last_included_index;
@@ -166,8 +169,9 @@ impl SnapshotFile {
 }
 
 impl SnapshotImage {
-    /// Lays out header, data (written by `data`), trailer and padding in the buffer.
-    fn fill(&mut self, data: impl FnOnce(&mut AlignedBuf)) {
+    /// Lays out header, data (written by `data`, which returns its CRC32), trailer and padding
+    /// in the buffer.
+    fn fill(&mut self, data: impl FnOnce(&mut AlignedBuf) -> u32) {
         let trailer = membership_trailer(&self.meta.membership);
         let buf = &mut self.buf;
         buf.clear();
@@ -178,7 +182,7 @@ impl SnapshotImage {
             buf.reserve_exact(file_bytes + file_bytes / 8);
         }
         buf.extend_from_slice(&[0; HEADER_BYTES]);
-        data(buf);
+        let data_crc = data(buf);
         assert_eq!(
             buf.len() - HEADER_BYTES,
             self.data_len,
@@ -186,7 +190,10 @@ impl SnapshotImage {
         );
         buf.extend_from_slice(&trailer);
         buf.pad_to_block();
-        let data_crc = crc32fast::hash(&buf.as_slice()[HEADER_BYTES..][..self.data_len]);
+        debug_assert_eq!(
+            data_crc,
+            crc32fast::hash(&buf.as_slice()[HEADER_BYTES..][..self.data_len])
+        );
         let mut header = [0u8; HEADER_BYTES];
         header[0..4].copy_from_slice(&MAGIC_V2.to_le_bytes());
         header[4..12].copy_from_slice(&self.meta.last_included_index.to_le_bytes());
@@ -264,6 +271,10 @@ impl SnapshotSink for AlignedBuf {
     fn put(&mut self, bytes: &[u8]) {
         self.extend_from_slice(bytes);
     }
+
+    fn bytes(&self) -> &[u8] {
+        self.as_slice()
+    }
 }
 
 /// The configuration after a snapshot's data: `[membership][len u32][crc u32]`, or nothing.
@@ -333,7 +344,7 @@ fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, StorageError> {
         Err(e) => return Err(StorageError::io("reading snapshot", path, e)),
     };
     let bad = |reason: String| {
-        StorageError::Options(format!(
+        StorageError::Snapshot(format!(
             "snapshot file {} is damaged: {reason}; move it aside to start from the log and \
              the cluster",
             path.display()
