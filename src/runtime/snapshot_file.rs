@@ -177,9 +177,10 @@ impl SnapshotImage {
         buf.clear();
         let file_bytes = HEADER_BYTES + self.data_len + trailer.len() + BLOCK_BYTES;
         if buf.capacity() < file_bytes {
-            // An eighth more than needed, so that a state that grows a little does not regrow
-            // (and refault) the buffer at every snapshot.
-            buf.reserve_exact(file_bytes + file_bytes / 8);
+            // A quarter more than needed, so that a state that grows a little does not regrow
+            // (and refault) the buffer at every snapshot: the two buffers alternate, so each
+            // regrowth is paid twice.
+            buf.reserve_exact(file_bytes + file_bytes / 4);
         }
         buf.extend_from_slice(&[0; HEADER_BYTES]);
         let data_crc = data(buf);
