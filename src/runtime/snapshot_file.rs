@@ -29,7 +29,7 @@ use bytes::Bytes;
 
 use crate::core::{Index, Membership, Snapshot, SnapshotMeta};
 use crate::kv::{KvStore, SnapshotSink};
-use crate::limits::SNAPSHOT_BYTES_MAX;
+use crate::limits::{SNAPSHOT_BUFFERS_MAX, SNAPSHOT_BYTES_MAX};
 use crate::log::{AlignedBuf, StorageError, BLOCK_BYTES};
 
 const MAGIC_V1: u32 = 0x5352_4e50; // "SRNP"
@@ -42,9 +42,6 @@ const WRITE_CHUNK_BYTES: usize = 1 << 20;
 /// (~770 MiB/s), so that three nodes sharing it in a benchmark leave the log most of it. A
 /// 100 MiB snapshot takes under a second.
 const SNAPSHOT_WRITE_BYTES_PER_S: f64 = 128.0 * 1024.0 * 1024.0;
-/// Serialization buffers kept between snapshots: one the core holds (the latest snapshot, sent
-/// to followers that are behind), one to serialize the next into. More would only hold memory.
-const SPARE_BUFFERS_MAX: usize = 2;
 /// Largest snapshot file: the state machine's bytes within [`SNAPSHOT_BYTES_MAX`] (what a
 /// follower accepts), plus the header, a configuration and the padding.
 const SNAPSHOT_FILE_BYTES_MAX: usize = SNAPSHOT_BYTES_MAX + (1 << 20);
@@ -61,7 +58,7 @@ pub struct SnapshotFile {
     /// Last included index of the snapshot on disk (0: none). Held while writing, so that two
     /// saves never interleave on `snapshot.tmp`.
     saved_index: Mutex<Index>,
-    /// Buffers to serialize into, kept between snapshots (at most [`SPARE_BUFFERS_MAX`]).
+    /// Buffers to serialize into, kept between snapshots (at most [`SNAPSHOT_BUFFERS_MAX`]).
     spare: Pool,
 }
 
@@ -248,7 +245,7 @@ impl Drop for Pooled {
     fn drop(&mut self) {
         let mut spare = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(buf) = self.buf.take() {
-            if spare.len() < SPARE_BUFFERS_MAX {
+            if spare.len() < SNAPSHOT_BUFFERS_MAX {
                 spare.push(buf);
             }
         }
@@ -536,7 +533,7 @@ mod tests {
         // Both come back; the next one takes one of them without growing it.
         let fourth = file.serialize(meta(4, Membership::default()), &kv).unwrap();
         assert!([first_buffer, second_buffer].contains(&fourth.buffer_identity()));
-        assert!(file.spare.lock().unwrap().len() <= SPARE_BUFFERS_MAX);
+        assert!(file.spare.lock().unwrap().len() <= SNAPSHOT_BUFFERS_MAX);
     }
 
     #[test]
