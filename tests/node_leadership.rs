@@ -4,9 +4,11 @@
 
 mod node_common;
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -121,10 +123,30 @@ fn transfer_leader_moves_leadership_to_the_named_node_and_refuses_bad_requests()
         // once resumed it may still take over: the thesis allows that.)
         let frozen = leader.node_id;
         cluster.pause(frozen);
-        let first =
-            glommio::spawn_local(async move { direct(target_addr).transfer_leader(frozen).await });
-        let second = direct(target_addr).transfer_leader(frozen).await;
-        let first = first.await;
+        let answered = Rc::new(Cell::new(0u32));
+        let transfer = |answered: Rc<Cell<u32>>| {
+            glommio::spawn_local(async move {
+                let result = direct(target_addr).transfer_leader(frozen).await;
+                answered.set(answered.get() + 1);
+                result
+            })
+        };
+        let (first, second) = (transfer(answered.clone()), transfer(answered.clone()));
+        let refused = answered.clone();
+        wait_until("one request refused as overlapping", DEADLINE, || {
+            let n = refused.get();
+            async move { (n >= 1).then_some(()) }
+        })
+        .await;
+        // A write during the transfer is held rather than refused at once with the frozen
+        // transferee as its hint; when the transfer ends it is answered with the node that
+        // leads then (the target itself), where its one retry succeeds. (Refused at once, both
+        // its attempts would find the transfer still under way.)
+        let mut options = ClientOptions::new(vec![target_addr.into()], u64::MAX - 2);
+        options.attempts_max = 2;
+        let held = Client::new(options).put("during-transfer", "x").await;
+        assert!(held.is_ok(), "{held:?}");
+        let (first, second) = (first.await, second.await);
         let mut messages = vec![refusal(first), refusal(second)];
         messages.sort_by_key(|m| !m.contains("already in progress"));
         assert!(
