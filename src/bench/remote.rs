@@ -497,13 +497,13 @@ pub(crate) fn run_ringraft(
         metrics_addrs.push(resolve(&host.address, metrics_port(i))?);
     }
     let members = members.join(",");
-    let settings = super::effective_node_settings(config);
-    let flags: Vec<String> = settings.flags().iter().map(|f| quote(f)).collect();
+    let settings = super::node_settings_by_node(config, false);
     let mut node_pids: BTreeMap<String, Vec<(u64, u32)>> = BTreeMap::new();
     for (i, host) in nodes.iter().enumerate() {
         let id = i + 1;
         let data = format!("{}/ringraft/node{id}", host.data_dir());
         let bind = host.bind_host();
+        let flags: Vec<String> = settings[i].flags().iter().map(|f| quote(f)).collect();
         let command = format!(
             "sh -c {}",
             quote(&format!(
@@ -759,7 +759,7 @@ fn run_load(
             .seed
             .wrapping_add((i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let command = format!(
-            "{bin} load --target {target} --cluster {cluster} --connections {c} {mode} --value-bytes {vb} --key-bytes {kb} --key-space {ks} --read-ratio {rr} {stale} --warmup-s {w} --duration-s {d} --threads {t} --seed {seed} --start-at-unix-ms {start_unix_ms} --json --hlog {hlog}",
+            "{bin} load --target {target} --cluster {cluster} --connections {c} {mode} --value-bytes {vb} --key-bytes {kb} --key-space {ks} --read-ratio {rr} {stale} --warmup-s {w} --duration-s {d} --threads {t}{cpus} --seed {seed} --start-at-unix-ms {start_unix_ms} --json --hlog {hlog}",
             bin = Hosts::bin(host),
             cluster = quote(cluster),
             c = connection_shares[i],
@@ -771,6 +771,10 @@ fn run_load(
             w = workload.warmup.as_secs_f64(),
             d = workload.duration.as_secs_f64(),
             t = config.load_threads.max(1),
+            cpus = match &config.load_cpus {
+                Some(cpus) => format!(" --cpus {}", quote(&cpus.to_string())),
+                None => String::new(),
+            },
             hlog = quote(&format!("{run_dir}/{name}.hlog")),
         );
         launched.start(
@@ -1156,10 +1160,17 @@ pub fn run_config_on_hosts(
             inventory_path.display()
         );
     }
+    let node_hosts: Vec<(String, usize)> = hosts
+        .inventory
+        .with(Role::Node)
+        .iter()
+        .map(|h| (h.name.clone(), hosts.facts[&h.name].facts.cores))
+        .collect();
     let report = super::report::BenchReport {
         config: config.clone(),
         started_at,
         machine,
+        placement: super::placement::Placement::on_hosts(config, &node_hosts),
         versions,
         checks: super::checks(config, &runs),
         runs,
