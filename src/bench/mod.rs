@@ -299,12 +299,12 @@ pub fn effective_node_settings(config: &BenchConfig) -> crate::settings::Setting
 }
 
 /// Each node's settings as launched (node id = position + 1): the effective settings, with
-/// `node_cpus` given node by node; on one machine (`local`) a node without cores named gets its
-/// share of the cores as executors (measured on the 2-core development VM, 3node-1kb: one
+/// `node_cpus` given node by node; a node without cores named gets `share(position)`: on a
+/// machine several nodes share, its share of the cores as executors (measured on the 2-core development VM, 3node-1kb: one
 /// executor per node 14.9k writes/s, two per node 12.4k, `ringraft tune --sweep cpus=1,2`).
 pub fn node_settings_by_node(
     config: &BenchConfig,
-    local: bool,
+    share: &dyn Fn(usize) -> Option<crate::runtime::Cpus>,
 ) -> Vec<crate::settings::SettingsPatch> {
     let settings = effective_node_settings(config);
     (0..config.nodes)
@@ -312,12 +312,17 @@ pub fn node_settings_by_node(
             let mut node = settings.clone();
             if let Some(cpus) = config.node_cpus.get(i) {
                 node.cpus = Some(cpus.clone());
-            } else if local && node.cpus.is_none() {
-                node.cpus = Some(local_share_of_cores(config.nodes));
+            } else if node.cpus.is_none() {
+                node.cpus = share(i);
             }
             node
         })
         .collect()
+}
+
+/// [`node_settings_by_node`] for nodes that all share this machine.
+pub fn local_node_settings(config: &BenchConfig) -> Vec<crate::settings::SettingsPatch> {
+    node_settings_by_node(config, &|_| Some(local_share_of_cores(config.nodes)))
 }
 
 /// The executors each of `nodes` local nodes gets: the cores this process may use, divided
@@ -402,7 +407,7 @@ fn run_ringraft_as(
     break_writes: bool,
     progress: progress::Mode,
 ) -> Result<Vec<TargetRun>, String> {
-    let settings = node_settings_by_node(config, true);
+    let settings = local_node_settings(config);
     let emulate = config.network.is_some()
         || matches!(&config.failover, Some(f) if f.action == config::FailoverAction::Isolate);
     let mut cluster = cluster::Cluster::start(

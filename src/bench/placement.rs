@@ -46,13 +46,19 @@ impl Placement {
     pub fn local(config: &BenchConfig) -> Placement {
         let allowed = allowed_cores();
         let basis = format!("this machine: cores {}", cores_text(&allowed));
-        Placement::with(config, true, basis, |_| (None, allowed.clone()))
+        let settings = super::local_node_settings(config);
+        Placement::with(config, &settings, basis, |_| (None, allowed.clone()))
     }
 
-    /// The placement of `config` on node hosts: `(name, cores)` of node `i`'s host.
-    pub fn on_hosts(config: &BenchConfig, node_hosts: &[(String, usize)]) -> Placement {
-        let basis = "each node host's cores (all of them allowed to the node)".to_string();
-        Placement::with(config, false, basis, |i| {
+    /// The placement of `config` on node hosts: `(name, cores)` of node `i`'s host, and the
+    /// settings each node was launched with.
+    pub fn on_hosts(
+        config: &BenchConfig,
+        node_hosts: &[(String, usize)],
+        settings: &[crate::settings::SettingsPatch],
+    ) -> Placement {
+        let basis = "each node host's cores (all of them allowed to the node; node hosts that are one machine, by boot id, share its cores)".to_string();
+        Placement::with(config, settings, basis, |i| {
             let (name, cores) = node_hosts.get(i).cloned().unwrap_or_default();
             (Some(name), (0..cores.max(1)).collect())
         })
@@ -60,11 +66,11 @@ impl Placement {
 
     fn with(
         config: &BenchConfig,
-        local: bool,
+        settings: &[crate::settings::SettingsPatch],
         basis: String,
         host_of: impl Fn(usize) -> (Option<String>, Vec<usize>),
     ) -> Placement {
-        let nodes = super::node_settings_by_node(config, local)
+        let nodes = settings
             .iter()
             .enumerate()
             .map(|(i, settings)| {
@@ -169,7 +175,8 @@ mod tests {
         let mut c = config("node_cpus = [\"2-3\", \"4-5\", \"6-7\"]\nload_cpus = \"0-1\"");
         c.load_threads = 2;
         let hosts: Vec<(String, usize)> = (1..=3).map(|i| (format!("h{i}"), 8)).collect();
-        let p = Placement::on_hosts(&c, &hosts);
+        let settings = crate::bench::node_settings_by_node(&c, &|_| None);
+        let p = Placement::on_hosts(&c, &hosts, &settings);
         let pinned: Vec<Vec<usize>> = p.nodes.iter().map(|n| n.pinned_cores.clone()).collect();
         assert_eq!(pinned, vec![vec![2, 3], vec![4, 5], vec![6, 7]]);
         assert_eq!(p.load_cores, vec![0, 1]);

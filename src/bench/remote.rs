@@ -467,6 +467,32 @@ fn shares(total: u64, parts: usize) -> Vec<u64> {
         .collect()
 }
 
+/// Each node's settings on the node hosts. Node hosts that are one machine (the same boot id:
+/// loopback addresses or containers standing in for hosts) share its cores as a local run's
+/// nodes do, each getting its share as executors, unless the config names cores; a node alone
+/// on its host gets every core.
+pub(crate) fn node_settings_on_hosts(
+    config: &BenchConfig,
+    hosts: &Hosts,
+) -> Vec<crate::settings::SettingsPatch> {
+    let nodes = hosts.inventory.with(Role::Node);
+    let boot_of = |i: usize| {
+        nodes
+            .get(i)
+            .and_then(|h| hosts.facts.get(&h.name))
+            .and_then(|p| p.facts.boot_id.clone())
+    };
+    let share = |i: usize| {
+        let boot = boot_of(i)?;
+        let sharing = (0..nodes.len())
+            .filter(|&j| boot_of(j).as_ref() == Some(&boot))
+            .count();
+        let cores = hosts.facts.get(&nodes[i].name)?.facts.cores;
+        (sharing > 1).then(|| crate::runtime::Cpus::Count((cores / sharing).max(1)))
+    };
+    super::node_settings_by_node(config, &share)
+}
+
 /// A ringraft target on the node hosts; returns the merged measurement.
 pub(crate) fn run_ringraft(
     config: &BenchConfig,
@@ -497,7 +523,7 @@ pub(crate) fn run_ringraft(
         metrics_addrs.push(resolve(&host.address, metrics_port(i))?);
     }
     let members = members.join(",");
-    let settings = super::node_settings_by_node(config, false);
+    let settings = node_settings_on_hosts(config, hosts);
     let mut node_pids: BTreeMap<String, Vec<(u64, u32)>> = BTreeMap::new();
     for (i, host) in nodes.iter().enumerate() {
         let id = i + 1;
@@ -1170,7 +1196,11 @@ pub fn run_config_on_hosts(
         config: config.clone(),
         started_at,
         machine,
-        placement: super::placement::Placement::on_hosts(config, &node_hosts),
+        placement: super::placement::Placement::on_hosts(
+            config,
+            &node_hosts,
+            &node_settings_on_hosts(config, &hosts),
+        ),
         versions,
         checks: super::checks(config, &runs),
         runs,
