@@ -216,6 +216,34 @@ impl Cluster {
         }
     }
 
+    /// Asks node `id` to stop with SIGTERM: a leader hands its leadership over, then exits.
+    pub fn signal_stop(&self, id: u64) {
+        if let Some(pid) = self.pid(id) {
+            // SAFETY: kill(2) on a child this process started and has not reaped yet.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Waits up to `grace` for node `id` to exit by itself, then kills it; returns whether it
+    /// exited by itself.
+    pub fn reap(&mut self, id: u64, grace: Duration) -> bool {
+        let Some(mut child) = self.children[(id - 1) as usize].take() else {
+            return true;
+        };
+        let until = Instant::now() + grace;
+        while Instant::now() < until {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
+    }
+
     /// Polls until exactly one node reports itself leader; returns its id.
     pub fn wait_for_leader(&self, deadline: Duration) -> Result<u64, String> {
         let until = Instant::now() + deadline;

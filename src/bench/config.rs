@@ -15,8 +15,8 @@ pub struct Failover {
     pub at_ms: u64,
     /// What happens to the leader.
     pub action: FailoverAction,
-    /// Isolate: heal after this long (default: stays cut off for the run). Kill: restart after
-    /// this long (default: stays down).
+    /// Isolate: heal after this long (default: stays cut off for the run). Kill and stop:
+    /// restart after this long (default: stays down).
     #[serde(default)]
     pub duration_ms: Option<u64>,
 }
@@ -29,6 +29,9 @@ pub enum FailoverAction {
     Kill,
     /// Cut the leader off from its peers (an emulated partition); clients can still reach it.
     Isolate,
+    /// SIGTERM the leader: a graceful stop, which hands leadership to its most caught-up
+    /// follower before exiting (a rolling restart's step).
+    Stop,
 }
 
 /// One bench config file.
