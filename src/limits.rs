@@ -22,8 +22,13 @@ pub const INFLIGHT_BYTES_MAX: usize = 256 << 20;
 /// Largest chunk of a snapshot sent in one InstallSnapshot message.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1 << 20;
 
-/// Largest snapshot a follower will assemble in memory.
+/// Largest snapshot a follower will assemble in memory, and largest state a node serializes.
 pub const SNAPSHOT_BYTES_MAX: usize = 1 << 30;
+
+/// Snapshot serialization buffers a node keeps between snapshots (`runtime::snapshot_file`): one
+/// the core holds (the latest snapshot, sent to followers that are behind), one to serialize the
+/// next into. More would only hold memory.
+pub const SNAPSHOT_BUFFERS_MAX: usize = 2;
 
 /// Most pending ReadIndex requests a node holds before refusing new ones.
 pub const READ_INDEX_PENDING_MAX: usize = 65_536;
@@ -60,6 +65,7 @@ const _: () = assert!(BATCH_BYTES_MAX <= INFLIGHT_BYTES_MAX);
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES_MAX < FRAME_BYTES_MAX);
 const _: () = assert!(BATCH_BYTES_MAX < FRAME_BYTES_MAX);
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES_MAX <= SNAPSHOT_BYTES_MAX);
+const _: () = assert!(SNAPSHOT_BUFFERS_MAX >= 1);
 const _: () = assert!(CLUSTER_NODES_MAX % 2 == 1);
 
 /// Requests one client executor may have at the Raft executor at once (the bound of each of its

@@ -826,6 +826,10 @@ struct LoadArgs {
     /// Load threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Pin the load threads on these cores, round robin (`0-1`, `2,3`); by default they run
+    /// wherever the kernel puts them. Keep them off the nodes' cores when measuring.
+    #[arg(long, value_parser = parse_load_cpus)]
+    cpus: Option<Vec<usize>>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -847,6 +851,17 @@ struct LoadArgs {
     /// processes on several hosts start together.
     #[arg(long)]
     start_at_unix_ms: Option<u64>,
+}
+
+/// `--cpus` of `ringraft load`: cores by number (a count says nothing about where).
+fn parse_load_cpus(text: &str) -> Result<Vec<usize>, String> {
+    match ringraft::runtime::Cpus::parse(text)? {
+        ringraft::runtime::Cpus::List(cores) => Ok(cores),
+        ringraft::runtime::Cpus::Count(n) => Err(format!(
+            "{n} is a count; name the cores to pin the load threads on (e.g. 0-1, or 3-3 for \
+             core 3 alone)"
+        )),
+    }
 }
 
 fn run_load(args: LoadArgs) -> ExitCode {
@@ -898,6 +913,10 @@ fn run_load(args: LoadArgs) -> ExitCode {
         );
         return ExitCode::from(1);
     }
+    let load_threads = ringraft::loadgen::LoadThreads {
+        count: args.threads,
+        cores: args.cpus.clone().unwrap_or_default(),
+    };
     let live = std::sync::Arc::new(ringraft::loadgen::progress::Live::default());
     let window_start = std::time::Instant::now() + workload.warmup;
     let ringraft = args.target == "ringraft";
@@ -914,13 +933,13 @@ fn run_load(args: LoadArgs) -> ExitCode {
             ringraft::loadgen::ringraft_target::run(
                 args.cluster.clone(),
                 &workload,
-                args.threads,
+                &load_threads,
                 Some(live),
             )
         }),
         #[cfg(feature = "etcd")]
         "etcd" => failure::check_reachable("etcd", &cluster_addrs).and_then(|()| {
-            ringraft::loadgen::etcd_target::run(cluster_addrs.clone(), &workload, args.threads)
+            ringraft::loadgen::etcd_target::run(cluster_addrs.clone(), &workload, &load_threads)
         }),
         #[cfg(not(feature = "etcd"))]
         "etcd" => Err(

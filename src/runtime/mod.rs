@@ -54,6 +54,7 @@ mod net;
 pub mod node;
 pub mod placement;
 mod server;
+mod snapshot_file;
 mod stats;
 pub mod storage;
 pub mod trace;

@@ -86,12 +86,20 @@ impl PendingWrite {
     }
 }
 
+/// Writes one leadership transfer holds back, at most; later ones are refused at once.
+const TRANSFER_HELD_WRITES_MAX: usize = crate::limits::CLIENT_LINK_REQUESTS_MAX;
+
 /// A leadership transfer this node started as leader (thesis 3.10), and who waits on it.
 struct PendingTransfer {
     to: NodeId,
     /// The client that asked for it, if one did (SIGTERM starts one without a client).
     reply: Option<(u64, ReplyTo)>,
     started_at: Instant,
+    /// Writes that arrived during the transfer, which a leader must not propose (thesis 3.10).
+    /// They are answered when it ends, with the leader it ended with as their hint: refused at
+    /// once they would name the transferee before it leads, and a client would spend its
+    /// backoff bouncing between two nodes that both say they are not the leader.
+    held_writes: Vec<(u64, ReplyTo)>,
 }
 
 /// SIGTERM on a leader: it exits once it has heard, as a follower, a commit index in a term
@@ -329,6 +337,7 @@ impl Driver {
             to,
             reply: None,
             started_at: Instant::now(),
+            held_writes: Vec::new(),
         });
         Ok(())
     }
@@ -403,6 +412,14 @@ impl Driver {
         let pending = self.transfer.take().expect("checked");
         if let Err(e) = &result {
             eprintln!("ringraft: node {}: {e}", self.config.id);
+        }
+        // The held writes go where the transfer ended: here if this node still leads.
+        let leader = match self.node.role() {
+            Role::Leader => Some(self.config.id),
+            _ => self.node.leader(),
+        };
+        for (request_id, reply) in pending.held_writes {
+            reply.send(error(request_id, self.not_leader(leader)));
         }
         if let Some((request_id, reply)) = pending.reply {
             reply.send(ClientResponse { request_id, result });
@@ -607,6 +624,15 @@ impl Driver {
                     },
                 );
             }
+            Err(ProposeError::TransferInProgress) => match &mut self.transfer {
+                Some(t) if t.held_writes.len() < TRANSFER_HELD_WRITES_MAX => {
+                    t.held_writes.push((request_id, reply));
+                }
+                _ => reply.send(error(
+                    request_id,
+                    self.propose_error(ProposeError::TransferInProgress),
+                )),
+            },
             Err(e) => reply.send(error(request_id, self.propose_error(e))),
         }
     }
@@ -1019,12 +1045,11 @@ impl Driver {
             let result = glommio::executor()
                 .spawn_blocking(move || {
                     let PendingSnapshot { meta, kv } = pending;
-                    let data = Bytes::from(kv.snapshot());
+                    let image = file.serialize(meta, &kv);
                     // Let go of the clone before the (paced) write: it keeps every value
                     // overwritten since the snapshot alive.
                     drop(kv);
-                    let snapshot = Snapshot { meta, data };
-                    file.save_taken(&snapshot).map(|_| snapshot)
+                    file.save_taken(image?)
                 })
                 .await;
             match result {

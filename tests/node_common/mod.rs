@@ -518,28 +518,130 @@ pub async fn wait_for_leader(addrs: &[SocketAddr], timeout: Duration) -> NodeSta
     wait_until("a leader", timeout, || leader_among(&addrs)).await
 }
 
-/// Writes distinct keys (`{prefix}{task:02}-{i:06}`) through `session` until `stop`, recording
-/// each acknowledged write in `acked`, the time of each success, and each failure.
-pub async fn write_until_stopped(
-    session: &Client,
-    prefix: &str,
-    task: u64,
-    acked: &std::cell::RefCell<std::collections::BTreeMap<bytes::Bytes, bytes::Bytes>>,
-    successes: &std::cell::RefCell<Vec<Instant>>,
-    failed: &std::cell::RefCell<Vec<String>>,
-    stop: &std::cell::Cell<bool>,
-) {
-    let mut i = 0u64;
-    while !stop.get() {
-        let key = bytes::Bytes::from(format!("{prefix}{task:02}-{i:06}"));
-        let value = bytes::Bytes::from(format!("value-{task}-{i}"));
-        match session.put(key.clone(), value.clone()).await {
-            Ok(_) => {
-                acked.borrow_mut().insert(key, value);
-                successes.borrow_mut().push(Instant::now());
+/// Acknowledged writes: key -> value. Writers insert only after `put` returned Ok.
+pub type Acked =
+    std::rc::Rc<std::cell::RefCell<std::collections::BTreeMap<bytes::Bytes, bytes::Bytes>>>;
+
+/// Writers of distinct keys until stopped: the load of every "under load" test. Each task
+/// writes `{prefix}{task:02}-{i:06}` through its session and records each acknowledged write,
+/// the time of each success and each failure (a write the client gave up on: its outcome is
+/// unknown, so it is not checked, but a test asserts there were none).
+pub struct Load {
+    /// Every acknowledged write so far.
+    pub acked: Acked,
+    /// When each write was acknowledged, in order.
+    pub successes: std::rc::Rc<std::cell::RefCell<Vec<Instant>>>,
+    failed: std::rc::Rc<std::cell::RefCell<Vec<String>>>,
+    stop: std::rc::Rc<std::cell::Cell<bool>>,
+    tasks: Vec<glommio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts `tasks_per_session` writers on each of `sessions`, on the calling executor.
+    pub fn start(sessions: Vec<Client>, tasks_per_session: u64, prefix: &'static str) -> Load {
+        let load = Load {
+            acked: Default::default(),
+            successes: Default::default(),
+            failed: Default::default(),
+            stop: Default::default(),
+            tasks: Vec::new(),
+        };
+        let mut tasks = Vec::new();
+        for (s, session) in sessions.into_iter().enumerate() {
+            let session = std::rc::Rc::new(session);
+            for t in 0..tasks_per_session {
+                let task = s as u64 * tasks_per_session + t;
+                let (session, acked, successes, failed, stop) = (
+                    session.clone(),
+                    load.acked.clone(),
+                    load.successes.clone(),
+                    load.failed.clone(),
+                    load.stop.clone(),
+                );
+                let writer = glommio::spawn_local(async move {
+                    let mut i = 0u64;
+                    while !stop.get() {
+                        let key = bytes::Bytes::from(format!("{prefix}{task:02}-{i:06}"));
+                        let value = bytes::Bytes::from(format!("value-{task}-{i}"));
+                        match session.put(key.clone(), value.clone()).await {
+                            Ok(_) => {
+                                acked.borrow_mut().insert(key, value);
+                                successes.borrow_mut().push(Instant::now());
+                            }
+                            Err(e) => failed.borrow_mut().push(format!("{key:?}: {e}")),
+                        }
+                        i += 1;
+                    }
+                });
+                tasks.push(writer.detach());
             }
-            Err(e) => failed.borrow_mut().push(format!("{key:?}: {e}")),
         }
-        i += 1;
+        Load { tasks, ..load }
+    }
+
+    /// Acknowledged writes so far.
+    pub fn acked_len(&self) -> usize {
+        self.acked.borrow().len()
+    }
+
+    /// Waits (up to `deadline`) until at least `n` writes are acknowledged in all.
+    pub async fn wait_for_acked(&self, n: usize, what: &str, deadline: Duration) {
+        let acked = self.acked.clone();
+        wait_until(what, deadline, || {
+            let have = acked.borrow().len();
+            async move { (have >= n).then_some(()) }
+        })
+        .await;
+    }
+
+    /// Waits (up to a minute) for `more` writes acknowledged from now.
+    pub async fn wait_for_more(&self, more: usize, what: &str) {
+        let n = self.acked_len() + more;
+        self.wait_for_acked(n, what, Duration::from_secs(60)).await;
+    }
+
+    /// Stops the writers, asserts that no write failed for good, and returns the acknowledged
+    /// writes and the time of each acknowledgement.
+    pub async fn stop(
+        self,
+    ) -> (
+        std::collections::BTreeMap<bytes::Bytes, bytes::Bytes>,
+        Vec<Instant>,
+    ) {
+        self.stop.set(true);
+        for task in self.tasks {
+            task.await;
+        }
+        assert!(
+            self.failed.borrow().is_empty(),
+            "writes failed for good: {:?}",
+            self.failed.borrow().iter().take(5).collect::<Vec<_>>()
+        );
+        let acked = self.acked.borrow().clone();
+        let successes = self.successes.borrow().clone();
+        (acked, successes)
+    }
+}
+
+/// Checks the state machine of the node at `addr` itself (local, non-linearizable reads)
+/// against the acknowledged writes.
+pub async fn assert_local_state(
+    addr: SocketAddr,
+    acked: &std::collections::BTreeMap<bytes::Bytes, bytes::Bytes>,
+) {
+    let local = client(vec![addr]);
+    for (key, value) in acked {
+        let reply = local
+            .call(ringraft::wire::Request::Get {
+                key: key.clone(),
+                linearizable: false,
+            })
+            .await
+            .expect("local get");
+        assert_eq!(
+            reply,
+            ringraft::wire::Reply::Value(value.clone()),
+            "node at {addr}, key {key:?}"
+        );
     }
 }
