@@ -22,8 +22,13 @@ pub const INFLIGHT_BYTES_MAX: usize = 256 << 20;
 /// Largest chunk of a snapshot sent in one InstallSnapshot message.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1 << 20;
 
-/// Largest snapshot a follower will assemble in memory.
+/// Largest snapshot a follower will assemble in memory, and largest state a node serializes.
 pub const SNAPSHOT_BYTES_MAX: usize = 1 << 30;
+
+/// Snapshot serialization buffers a node keeps between snapshots (`runtime::snapshot_file`): one
+/// the core holds (the latest snapshot, sent to followers that are behind), one to serialize the
+/// next into. More would only hold memory.
+pub const SNAPSHOT_BUFFERS_MAX: usize = 2;
 
 /// Most pending ReadIndex requests a node holds before refusing new ones.
 pub const READ_INDEX_PENDING_MAX: usize = 65_536;
@@ -61,11 +66,17 @@ pub const SESSION_RESPONSES_MAX: usize = 256;
 /// Largest cluster the core supports; the quorum arithmetic uses fixed-size arrays up to this.
 pub const CLUSTER_NODES_MAX: usize = 9;
 
+/// How far behind the leader's last index a learner may be when it is promoted. A voter that
+/// joins further behind holds up commitment while it catches up (thesis 4.2.1), and a learner
+/// under a steady write load is never exactly caught up, so "close" is this many entries.
+pub const PROMOTE_LAG_ENTRIES_MAX: u64 = 1024;
+
 const _: () = assert!(ENTRY_BYTES_MAX <= BATCH_BYTES_MAX);
 const _: () = assert!(BATCH_BYTES_MAX <= INFLIGHT_BYTES_MAX);
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES_MAX < FRAME_BYTES_MAX);
 const _: () = assert!(BATCH_BYTES_MAX < FRAME_BYTES_MAX);
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES_MAX <= SNAPSHOT_BYTES_MAX);
+const _: () = assert!(SNAPSHOT_BUFFERS_MAX >= 1);
 const _: () = assert!(CLUSTER_NODES_MAX % 2 == 1);
 const _: () = assert!(CLIENT_RECEIVE_BUFFER_BYTES <= PEER_RECEIVE_BUFFER_BYTES);
 const _: () = assert!(PEER_RECEIVE_BUFFER_BYTES >= BATCH_BYTES_MAX);

@@ -202,6 +202,27 @@ fn a_leader_removed_from_the_configuration_steps_down_once_c_new_commits() {
 }
 
 #[test]
+fn a_removed_leader_hands_over_to_a_caught_up_voter_of_c_new() {
+    let (mut c, leader) = cluster_with_learners(&[], false);
+    let term = c.node(leader).hard_state().current_term;
+    c.node_mut(leader)
+        .propose_conf_change(ConfChange::Remove(leader))
+        .unwrap();
+    // No tick at all: the new leader comes from the TimeoutNow the removed leader sends as it
+    // steps down, not from an election timeout.
+    c.settle();
+    let rest: Vec<NodeId> = (1..=3).filter(|&i| i != leader).collect();
+    let leaders = c.leaders();
+    assert_eq!(leaders.len(), 1, "a leader without any election timeout");
+    assert!(rest.contains(&leaders[0]), "{leaders:?}");
+    assert_eq!(c.node(leaders[0]).hard_state().current_term, term + 1);
+    assert_eq!(c.node(leaders[0]).transfer_elections(), 1);
+    let index = c.propose(leaders[0], "after");
+    c.settle();
+    assert!(c.node(leaders[0]).log().commit_index() >= index);
+}
+
+#[test]
 fn learners_and_waiting_nodes_never_campaign() {
     let (mut c, leader) = cluster_with_learners(&[4], false);
     c.join(5); // Never added.

@@ -78,8 +78,12 @@ fn closed_and_open_loop_against_three_members() {
 }
 
 fn run(cluster: &EtcdCluster, workload: &Workload) -> LoadReport {
-    let recorder = etcd_target::run(cluster.client_endpoints(), workload, THREADS)
-        .unwrap_or_else(|e| panic!("{e}"));
+    let recorder = etcd_target::run(
+        cluster.client_endpoints(),
+        workload,
+        &ringraft::loadgen::LoadThreads::unpinned(THREADS),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
     let report = LoadReport::new("etcd", workload, &recorder);
     println!("{}", report.text());
     report

@@ -294,6 +294,18 @@ fn a_tiny_bench_across_four_loopback_hosts_merges_two_load_processes() {
         );
     }
 
+    // The "hosts" are one machine (one boot id): its node hosts share its cores as a local
+    // run's nodes do, and the report says so.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let share = (cores / 3).max(1);
+    let placed = report["placement"]["nodes"].as_array().expect("placement");
+    assert_eq!(placed.len(), 3, "{placed:?}");
+    for node in placed {
+        assert_eq!(node["cpus"], share.to_string(), "{node}");
+        assert_eq!(node["executors"], share, "{node}");
+    }
+    assert!(md.contains("## Placement"), "{md}");
+
     // A section per host, with its facts and the measured window.
     for n in 1..=4 {
         assert!(

@@ -6,8 +6,6 @@
 
 mod node_common;
 
-use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -16,14 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use node_common::{client, run, stats, wait_for_leader, wait_until, Cluster};
+use node_common::{
+    assert_local_state, client, run, stats, wait_for_leader, wait_until, Acked, Cluster, Load,
+};
 use ringraft::client::Client;
 use ringraft::core::Role;
 use ringraft::log::RecordSpan;
-use ringraft::wire::{Reply, Request};
-
-/// Acknowledged writes: key -> value. Writers insert only after `put` returned Ok.
-type Acked = Rc<RefCell<BTreeMap<Bytes, Bytes>>>;
 
 /// Generous: a condition, not a speed target (the 2-core test machine is shared).
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -145,39 +141,13 @@ fn a_flipped_byte_in_the_oldest_segment_is_repaired_from_the_cluster_or_refused_
         let cluster = c;
         let leader = wait_for_leader(&addrs, DEADLINE).await;
         let damaged = follower_of(&leader);
-        let acked: Acked = Rc::default();
-        let successes = Rc::new(RefCell::new(Vec::<Instant>::new()));
-        let failed = Rc::new(RefCell::new(Vec::new()));
-        let stop = Rc::new(Cell::new(false));
         // The writers talk to the two healthy nodes only: the damaged one is not in their list.
         let healthy: Vec<SocketAddr> = (1..=3)
             .filter(|&id| id != damaged)
             .map(|id| cluster.client_addr(id))
             .collect();
-        let mut writers = Vec::new();
-        for task in 0..4u64 {
-            let session = Rc::new(client(healthy.clone()));
-            let (acked, successes, failed, stop) = (
-                acked.clone(),
-                successes.clone(),
-                failed.clone(),
-                stop.clone(),
-            );
-            writers.push(glommio::spawn_local(async move {
-                node_common::write_until_stopped(
-                    &session, "w", task, &acked, &successes, &failed, &stop,
-                )
-                .await
-            }));
-        }
-        let acked_count = |n: usize| {
-            let acked = acked.clone();
-            move || {
-                let have = acked.borrow().len();
-                async move { (have >= n).then_some(()) }
-            }
-        };
-        wait_until("500 writes", DEADLINE, acked_count(500)).await;
+        let load = Load::start(vec![client(healthy)], 4, "w");
+        load.wait_for_acked(500, "500 writes", DEADLINE).await;
         let target =
             stopped_after_catching_up(&cluster, damaged, cluster.client_addr(leader.node_id)).await;
         let stopped_at = Instant::now();
@@ -232,7 +202,7 @@ fn a_flipped_byte_in_the_oldest_segment_is_repaired_from_the_cluster_or_refused_
 
         // Default recovery: keeps the prefix before the damage, sets the rest aside in
         // log/lost/, and fetches it back from the cluster.
-        let acked_at_restart = acked.borrow().len();
+        let acked_at_restart = load.acked_len();
         cluster.start_node(damaged);
         let restarted_at = Instant::now();
         let damaged_addr = cluster.client_addr(damaged);
@@ -270,23 +240,9 @@ fn a_flipped_byte_in_the_oldest_segment_is_repaired_from_the_cluster_or_refused_
             "the repair is reported with file and offset:\n{text}"
         );
 
-        let more = acked.borrow().len() + 300;
-        wait_until(
-            "300 more writes after the repair",
-            DEADLINE,
-            acked_count(more),
-        )
-        .await;
-        stop.set(true);
-        for writer in writers {
-            writer.await;
-        }
-        assert!(
-            failed.borrow().is_empty(),
-            "writes failed for good: {:?}",
-            failed.borrow().iter().take(5).collect::<Vec<_>>()
-        );
-        let successes = successes.borrow().clone();
+        load.wait_for_more(300, "300 more writes after the repair")
+            .await;
+        let (acked, successes) = load.stop().await;
         assert!(
             successes
                 .iter()
@@ -297,7 +253,7 @@ fn a_flipped_byte_in_the_oldest_segment_is_repaired_from_the_cluster_or_refused_
             successes.iter().any(|t| *t > restarted_at),
             "writes were served after its restart"
         );
-        assert!(acked.borrow().len() > acked_at_restart);
+        assert!(acked.len() > acked_at_restart);
         eprintln!(
             "{} writes acknowledged; longest stretch without one: {:?}",
             successes.len(),
@@ -316,7 +272,6 @@ fn a_flipped_byte_in_the_oldest_segment_is_repaired_from_the_cluster_or_refused_
             },
         )
         .await;
-        let acked = acked.borrow().clone();
         assert_local_state(damaged_addr, &acked).await;
     });
 }
@@ -416,9 +371,6 @@ async fn write_keys(session: &Client, acked: &Acked, prefix: &str, n: u64) {
     }
 }
 
-/// Writes unique keys until `stop`; records acknowledged ones in `acked` (and when), and ones
-/// the client gave up on in `failed`.
-
 fn longest_gap(times: &[Instant]) -> Duration {
     let mut sorted = times.to_vec();
     sorted.sort();
@@ -427,24 +379,4 @@ fn longest_gap(times: &[Instant]) -> Duration {
         .map(|w| w[1] - w[0])
         .max()
         .unwrap_or_default()
-}
-
-/// Checks the state machine of the node at `addr` itself (local, non-linearizable reads) against
-/// the acknowledged writes.
-async fn assert_local_state(addr: SocketAddr, acked: &BTreeMap<Bytes, Bytes>) {
-    let local = client(vec![addr]);
-    for (key, value) in acked {
-        let reply = local
-            .call(Request::Get {
-                key: key.clone(),
-                linearizable: false,
-            })
-            .await
-            .expect("local get");
-        assert_eq!(
-            reply,
-            Reply::Value(value.clone()),
-            "node at {addr}, key {key:?}"
-        );
-    }
 }

@@ -4,21 +4,18 @@
 
 mod node_common;
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use node_common::{client, leader_among, run, stats, wait_for_leader, wait_until, Cluster};
+use node_common::{
+    assert_local_state, client, leader_among, run, stats, wait_for_leader, wait_until, Acked,
+    Cluster, Load,
+};
 use ringraft::client::Client;
 use ringraft::core::Role;
-use ringraft::wire::{Reply, Request};
-
-/// Acknowledged writes: key -> value. Writers insert only after `put` returned Ok.
-type Acked = Rc<RefCell<BTreeMap<Bytes, Bytes>>>;
 
 /// Sessions writing during the crash, each with several requests in flight.
 const CLIENTS: u64 = 3;
@@ -33,28 +30,11 @@ fn killing_the_leader_under_load_loses_no_acknowledged_write() {
     run(move || async move {
         let cluster = c;
         let old = wait_for_leader(&addrs, Duration::from_secs(20)).await;
-        let acked: Acked = Rc::default();
-        let failed = Rc::new(RefCell::new(Vec::new()));
-        let stop = Rc::new(std::cell::Cell::new(false));
-        let mut tasks = Vec::new();
-        for c in 0..CLIENTS {
-            let session = Rc::new(client(addrs.clone()));
-            for t in 0..TASKS_PER_CLIENT {
-                let (session, acked, failed, stop) =
-                    (session.clone(), acked.clone(), failed.clone(), stop.clone());
-                let task = c * TASKS_PER_CLIENT + t;
-                tasks.push(glommio::spawn_local(async move {
-                    write_until_stopped(&session, task, &acked, &failed, &stop).await
-                }));
-            }
-        }
-        wait_until(
+        let load = Load::start(sessions(&addrs), TASKS_PER_CLIENT, "t");
+        load.wait_for_acked(
+            1000,
             "1000 writes before the crash",
             Duration::from_secs(30),
-            || {
-                let n = acked.borrow().len();
-                async move { (n >= 1000).then_some(()) }
-            },
         )
         .await;
 
@@ -77,33 +57,12 @@ fn killing_the_leader_under_load_loses_no_acknowledged_write() {
         assert_ne!(new.node_id, old.node_id);
         assert!(new.term > old.term);
 
-        let before = acked.borrow().len();
-        wait_until(
-            "1000 more writes after the crash",
-            Duration::from_secs(60),
-            || {
-                let n = acked.borrow().len();
-                async move { (n >= before + 1000).then_some(()) }
-            },
-        )
-        .await;
-        stop.set(true);
-        for task in tasks {
-            task.await;
-        }
-        let acked = acked.borrow().clone();
-        eprintln!(
-            "{} writes acknowledged, {} failed for good",
-            acked.len(),
-            failed.borrow().len()
-        );
+        load.wait_for_more(1000, "1000 more writes after the crash")
+            .await;
         // The client retries through the leader change with the same sequences, in any order;
-        // every write must get through (and, below, exactly its value).
-        assert!(
-            failed.borrow().is_empty(),
-            "writes failed for good: {:?}",
-            failed.borrow().iter().take(5).collect::<Vec<_>>()
-        );
+        // every write must get through (`stop` asserts it) and, below, with exactly its value.
+        let (acked, _) = load.stop().await;
+        eprintln!("{} writes acknowledged", acked.len());
 
         // No acknowledged write lost: each reads back, linearizably, with its value.
         let reader = client(survivors.clone());
@@ -133,49 +92,6 @@ fn killing_the_leader_under_load_loses_no_acknowledged_write() {
         assert_local_state(restarted, &acked).await;
     });
     eprintln!("test took {:?}", started.elapsed());
-}
-
-/// Writes unique keys until `stop`; records acknowledged ones in `acked` and ones the client gave
-/// up on in `failed` (their outcome is unknown, so they are not checked).
-async fn write_until_stopped(
-    session: &Client,
-    task: u64,
-    acked: &Acked,
-    failed: &RefCell<Vec<String>>,
-    stop: &std::cell::Cell<bool>,
-) {
-    let mut i = 0u64;
-    while !stop.get() {
-        let key = Bytes::from(format!("t{task:02}-{i:06}"));
-        let value = Bytes::from(format!("value-{task}-{i}"));
-        match session.put(key.clone(), value.clone()).await {
-            Ok(_) => {
-                acked.borrow_mut().insert(key, value);
-            }
-            Err(e) => failed.borrow_mut().push(format!("{key:?}: {e}")),
-        }
-        i += 1;
-    }
-}
-
-/// Checks the state machine of the node at `addr` itself (local, non-linearizable reads) against
-/// the acknowledged writes.
-async fn assert_local_state(addr: SocketAddr, acked: &BTreeMap<Bytes, Bytes>) {
-    let local = client(vec![addr]);
-    for (key, value) in acked {
-        let reply = local
-            .call(Request::Get {
-                key: key.clone(),
-                linearizable: false,
-            })
-            .await
-            .expect("local get");
-        assert_eq!(
-            reply,
-            Reply::Value(value.clone()),
-            "node at {addr}, key {key:?}"
-        );
-    }
 }
 
 /// Snapshot every 200 entries and 1 MiB segments, so that a few thousand 1 KiB writes purge
@@ -335,64 +251,9 @@ fn segment_first_index(name: &str) -> Option<u64> {
     digits.parse().ok().filter(|i| *i > 0)
 }
 
-/// Writers of unique keys on `CLIENTS` sessions until `stop` is set.
-struct Load {
-    acked: Acked,
-    failed: Rc<RefCell<Vec<String>>>,
-    stop: Rc<std::cell::Cell<bool>>,
-    tasks: Vec<glommio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(addrs: &[SocketAddr]) -> Load {
-        let (acked, failed, stop): (Acked, _, _) = Default::default();
-        let (failed, stop): (Rc<RefCell<Vec<String>>>, Rc<std::cell::Cell<bool>>) = (failed, stop);
-        let mut tasks = Vec::new();
-        for c in 0..CLIENTS {
-            let session = Rc::new(client(addrs.to_vec()));
-            for t in 0..TASKS_PER_CLIENT {
-                let (session, acked, failed, stop) =
-                    (session.clone(), acked.clone(), failed.clone(), stop.clone());
-                let task = c * TASKS_PER_CLIENT + t;
-                tasks.push(
-                    glommio::spawn_local(async move {
-                        write_until_stopped(&session, task, &acked, &failed, &stop).await
-                    })
-                    .detach(),
-                );
-            }
-        }
-        Load {
-            acked,
-            failed,
-            stop,
-            tasks,
-        }
-    }
-
-    async fn wait_for_more(&self, more: usize, what: &str) {
-        let target = self.acked.borrow().len() + more;
-        let acked = self.acked.clone();
-        wait_until(what, Duration::from_secs(60), || {
-            let n = acked.borrow().len();
-            async move { (n >= target).then_some(()) }
-        })
-        .await;
-    }
-
-    async fn stop(self) -> BTreeMap<Bytes, Bytes> {
-        self.stop.set(true);
-        for task in self.tasks {
-            task.await;
-        }
-        assert!(
-            self.failed.borrow().is_empty(),
-            "writes failed for good: {:?}",
-            self.failed.borrow().iter().take(5).collect::<Vec<_>>()
-        );
-        let acked = self.acked.borrow().clone();
-        acked
-    }
+/// `CLIENTS` sessions of the whole cluster.
+fn sessions(addrs: &[SocketAddr]) -> Vec<Client> {
+    (0..CLIENTS).map(|_| client(addrs.to_vec())).collect()
 }
 
 #[test]
@@ -403,7 +264,7 @@ fn three_successive_leader_kills_with_restarts_lose_nothing() {
     let c = cluster.clone();
     run(move || async move {
         let cluster = c;
-        let load = Load::start(&addrs);
+        let load = Load::start(sessions(&addrs), TASKS_PER_CLIENT, "t");
         for round in 0..3 {
             let old = wait_for_leader(&addrs, Duration::from_secs(30)).await;
             load.wait_for_more(500, "500 writes before the crash").await;
@@ -431,7 +292,7 @@ fn three_successive_leader_kills_with_restarts_lose_nothing() {
             )
             .await;
         }
-        let acked = load.stop().await;
+        let (acked, _) = load.stop().await;
         eprintln!("{} writes acknowledged", acked.len());
         let reader = client(addrs.clone());
         for (key, value) in &acked {

@@ -4,7 +4,7 @@
 
 mod node_common;
 
-use std::cell::{Cell, RefCell};
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
@@ -12,8 +12,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use node_common::{client, run, stats, wait_for_leader, wait_until, Cluster};
+use node_common::{client, run, stats, wait_for_leader, wait_until, Cluster, Load};
 use ringraft::client::{Client, ClientOptions, Error, MemberAddr};
 use ringraft::core::Role;
 use ringraft::wire::ClientError;
@@ -124,10 +123,30 @@ fn transfer_leader_moves_leadership_to_the_named_node_and_refuses_bad_requests()
         // once resumed it may still take over: the thesis allows that.)
         let frozen = leader.node_id;
         cluster.pause(frozen);
-        let first =
-            glommio::spawn_local(async move { direct(target_addr).transfer_leader(frozen).await });
-        let second = direct(target_addr).transfer_leader(frozen).await;
-        let first = first.await;
+        let answered = Rc::new(Cell::new(0u32));
+        let transfer = |answered: Rc<Cell<u32>>| {
+            glommio::spawn_local(async move {
+                let result = direct(target_addr).transfer_leader(frozen).await;
+                answered.set(answered.get() + 1);
+                result
+            })
+        };
+        let (first, second) = (transfer(answered.clone()), transfer(answered.clone()));
+        let refused = answered.clone();
+        wait_until("one request refused as overlapping", DEADLINE, || {
+            let n = refused.get();
+            async move { (n >= 1).then_some(()) }
+        })
+        .await;
+        // A write during the transfer is held rather than refused at once with the frozen
+        // transferee as its hint; when the transfer ends it is answered with the node that
+        // leads then (the target itself), where its one retry succeeds. (Refused at once, both
+        // its attempts would find the transfer still under way.)
+        let mut options = ClientOptions::new(vec![target_addr.into()], u64::MAX - 2);
+        options.attempts_max = 2;
+        let held = Client::new(options).put("during-transfer", "x").await;
+        assert!(held.is_ok(), "{held:?}");
+        let (first, second) = (first.await, second.await);
         let mut messages = vec![refusal(first), refusal(second)];
         messages.sort_by_key(|m| !m.contains("already in progress"));
         assert!(
@@ -155,9 +174,6 @@ fn transfer_leader_moves_leadership_to_the_named_node_and_refuses_bad_requests()
     });
 }
 
-/// Acknowledged writes: key -> value. Writers insert only after `put` returned Ok.
-type Acked = Rc<RefCell<BTreeMap<Bytes, Bytes>>>;
-
 #[test]
 fn sigterm_on_the_leader_under_load_hands_over_without_an_election_timeout() {
     let cluster = Arc::new(Cluster::start(3, &[]));
@@ -166,11 +182,6 @@ fn sigterm_on_the_leader_under_load_hands_over_without_an_election_timeout() {
     run(move || async move {
         let cluster = c;
         let old = wait_for_leader(&addrs, DEADLINE).await;
-        let acked: Acked = Rc::default();
-        let successes = Rc::new(RefCell::new(Vec::<Instant>::new()));
-        let failed = Rc::new(RefCell::new(Vec::new()));
-        let stop = Rc::new(Cell::new(false));
-        let mut writers = Vec::new();
         // Sessions that know the node ids, so that they follow leader hints straight to the
         // node taking over (as `ringraft load` does), instead of finding it by rotation.
         let members: Vec<MemberAddr> = (1..=3)
@@ -179,29 +190,11 @@ fn sigterm_on_the_leader_under_load_hands_over_without_an_election_timeout() {
                 addr: cluster.client_addr(id),
             })
             .collect();
-        for task in 0..12u64 {
-            let session = Rc::new(session_with_ids(members.clone(), task));
-            let (acked, successes, failed, stop) = (
-                acked.clone(),
-                successes.clone(),
-                failed.clone(),
-                stop.clone(),
-            );
-            writers.push(glommio::spawn_local(async move {
-                node_common::write_until_stopped(
-                    &session, "t", task, &acked, &successes, &failed, &stop,
-                )
-                .await
-            }));
-        }
-        let acked_count = |n: usize| {
-            let acked = acked.clone();
-            move || {
-                let have = acked.borrow().len();
-                async move { (have >= n).then_some(()) }
-            }
-        };
-        wait_until("1000 writes", DEADLINE, acked_count(1000)).await;
+        let sessions = (0..12u64)
+            .map(|task| session_with_ids(members.clone(), task))
+            .collect();
+        let load = Load::start(sessions, 1, "t");
+        load.wait_for_acked(1000, "1000 writes", DEADLINE).await;
 
         let survivors: Vec<u64> = (1..=3).filter(|&id| id != old.node_id).collect();
         let mut before = BTreeMap::new();
@@ -242,25 +235,15 @@ fn sigterm_on_the_leader_under_load_hands_over_without_an_election_timeout() {
             );
         }
 
-        let more = acked.borrow().len() + 1000;
-        wait_until("1000 more writes", DEADLINE, acked_count(more)).await;
-        stop.set(true);
-        for writer in writers {
-            writer.await;
-        }
-        assert!(
-            failed.borrow().is_empty(),
-            "writes failed for good: {:?}",
-            failed.borrow().iter().take(5).collect::<Vec<_>>()
-        );
+        load.wait_for_more(1000, "1000 more writes").await;
+        let (acked, successes) = load.stop().await;
         // The hand-over window: from the signal to a second after the old leader exited.
         let window = (
             signalled_at,
             signalled_at + exited_after + Duration::from_secs(1),
         );
-        let (handover_gap, _) = longest_gap_within(&successes.borrow(), window);
-        let (gap, gap_start) =
-            longest_gap_within(&successes.borrow(), (old_enough(), Instant::now()));
+        let (handover_gap, _) = longest_gap_within(&successes, window);
+        let (gap, gap_start) = longest_gap_within(&successes, (old_enough(), Instant::now()));
         eprintln!(
             "SIGTERM on leader {} (term {}): node {} leads term {}; old leader exited after \
              {exited_after:?}; longest stretch with no commit seen by clients during the \
@@ -271,12 +254,11 @@ fn sigterm_on_the_leader_under_load_hands_over_without_an_election_timeout() {
             new.node_id,
             new.term,
             gap_start.map(|t| t.saturating_duration_since(signalled_at)),
-            successes.borrow().len()
+            successes.len()
         );
 
         // No acknowledged write lost: each reads back, linearizably, with its value.
         let reader = client(survivor_addrs);
-        let acked = acked.borrow().clone();
         for (key, value) in &acked {
             assert_eq!(
                 reader.get(key.clone()).await.expect("get").as_ref(),
@@ -296,9 +278,6 @@ fn session_with_ids(members: Vec<MemberAddr>, task: u64) -> Client {
     options.attempts_max = 40;
     Client::new(options)
 }
-
-/// Writes unique keys until `stop`; records acknowledged ones in `acked` (and when), and ones
-/// the client gave up on in `failed`.
 
 /// The longest time between two consecutive acknowledgements that overlaps `window`, and when
 /// it began.

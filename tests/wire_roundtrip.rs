@@ -7,8 +7,9 @@ use ringraft::wire::{
     decode_client_request, decode_client_request_shared, decode_client_response, decode_handshake,
     decode_peer, decode_peer_message, decode_peer_message_shared, encode_client_request,
     encode_client_response, encode_handshake, encode_peer, encode_peer_frame, write_frame,
-    ClientError, ClientRequest, ClientResponse, FrameDecoder, FrameType, NodeStats, PeerHandshake,
-    Reply, Request, PROTOCOL_VERSION,
+    ClientError, ClientRequest, ClientResponse, FrameDecoder, FrameType, MemberChange,
+    MemberChangeKind, MemberInfo, MemberListing, MemberRole, NodeStats, PeerHandshake, Reply,
+    Request, PROTOCOL_VERSION,
 };
 
 fn entries(first_index: u64, count: u64, term: u64, data_bytes: usize) -> Vec<Entry> {
@@ -206,9 +207,11 @@ fn request_variant(request: &Request) -> usize {
         Request::Propose { .. } => 3,
         Request::Stats => 4,
         Request::TransferLeader { .. } => 5,
+        Request::MemberList => 6,
+        Request::MemberChange(_) => 7,
     }
 }
-const REQUEST_VARIANTS: usize = 6;
+const REQUEST_VARIANTS: usize = 8;
 
 /// Replies and errors in one numbering: a response carries one or the other.
 fn result_variant(result: &Result<Reply, ClientError>) -> usize {
@@ -223,9 +226,10 @@ fn result_variant(result: &Result<Reply, ClientError>) -> usize {
         Err(ClientError::Backpressure) => 7,
         Err(ClientError::Internal { .. }) => 8,
         Err(ClientError::Refused { .. }) => 9,
+        Ok(Reply::Members(_)) => 10,
     }
 }
-const RESULT_VARIANTS: usize = 10;
+const RESULT_VARIANTS: usize = 11;
 
 /// Which of `count` variants the list misses.
 fn missing(seen: impl Iterator<Item = usize>, count: usize) -> Vec<usize> {
@@ -365,6 +369,22 @@ fn all_requests() -> Vec<Request> {
         },
         Request::Stats,
         Request::TransferLeader { to: 3 },
+        Request::MemberList,
+        Request::MemberChange(MemberChange {
+            kind: MemberChangeKind::AddLearner,
+            id: 4,
+            context: Bytes::from_static(b"127.0.0.1:7004/127.0.0.1:8004"),
+        }),
+        Request::MemberChange(MemberChange {
+            kind: MemberChangeKind::Promote,
+            id: 4,
+            context: Bytes::new(),
+        }),
+        Request::MemberChange(MemberChange {
+            kind: MemberChangeKind::Remove,
+            id: 2,
+            context: Bytes::new(),
+        }),
     ]
 }
 
@@ -487,6 +507,43 @@ fn all_results() -> Vec<Result<Reply, ClientError>> {
         Err(ClientError::Refused {
             message: "unknown node id 9: the members are 1, 2, 3".to_string(),
         }),
+        Ok(Reply::Members(MemberListing {
+            node_id: 1,
+            leader_id: Some(1),
+            last_log_index: 90,
+            commit_index: 88,
+            configuration_index: 80,
+            members: vec![
+                MemberInfo {
+                    id: 1,
+                    role: MemberRole::Voter,
+                    peer_addr: Some("a:1".into()),
+                    client_addr: Some("a:2".into()),
+                    match_index: Some(90),
+                },
+                MemberInfo {
+                    id: 4,
+                    role: MemberRole::Learner,
+                    peer_addr: None,
+                    client_addr: None,
+                    match_index: None,
+                },
+                MemberInfo {
+                    id: 5,
+                    role: MemberRole::Joining,
+                    peer_addr: Some("e:1".into()),
+                    client_addr: Some("e:2".into()),
+                    match_index: Some(3),
+                },
+                MemberInfo {
+                    id: 2,
+                    role: MemberRole::Leaving,
+                    peer_addr: Some("b:1".into()),
+                    client_addr: Some("b:2".into()),
+                    match_index: Some(89),
+                },
+            ],
+        })),
     ]
 }
 

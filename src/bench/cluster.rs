@@ -29,7 +29,8 @@ pub struct Cluster {
     pub metrics_addrs: Vec<SocketAddr>,
     members: String,
     data_root: PathBuf,
-    settings: SettingsPatch,
+    /// Each node's settings, by node (they differ only where `node_cpus` names cores).
+    settings: Vec<SettingsPatch>,
     /// Each node's link emulation, when the run emulates a network or isolates nodes.
     emulations: Option<Vec<Emulation>>,
 }
@@ -43,7 +44,7 @@ impl Cluster {
         nodes: usize,
         data_root: &Path,
         base_port: u16,
-        settings: &SettingsPatch,
+        settings: &[SettingsPatch],
         network: Option<&Topology>,
         emulate: bool,
     ) -> Result<Cluster, String> {
@@ -66,7 +67,7 @@ impl Cluster {
             metrics_addrs,
             members: members.join(","),
             data_root: data_root.to_path_buf(),
-            settings: settings.clone(),
+            settings: settings.to_vec(),
             emulations: None,
         };
         if network.is_some() || emulate {
@@ -173,7 +174,7 @@ impl Cluster {
             .arg(&dir)
             .arg("--metrics-addr")
             .arg(self.metrics_addrs[(id - 1) as usize].to_string());
-        cmd.args(self.settings.flags());
+        cmd.args(self.settings[(id - 1) as usize].flags());
         if self.emulations.is_some() {
             cmd.arg("--emulation").arg(self.emulation_path(id));
         }
@@ -213,6 +214,34 @@ impl Cluster {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Asks node `id` to stop with SIGTERM: a leader hands its leadership over, then exits.
+    pub fn signal_stop(&self, id: u64) {
+        if let Some(pid) = self.pid(id) {
+            // SAFETY: kill(2) on a child this process started and has not reaped yet.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+    }
+
+    /// Waits up to `grace` for node `id` to exit by itself, then kills it; returns whether it
+    /// exited by itself.
+    pub fn reap(&mut self, id: u64, grace: Duration) -> bool {
+        let Some(mut child) = self.children[(id - 1) as usize].take() else {
+            return true;
+        };
+        let until = Instant::now() + grace;
+        while Instant::now() < until {
+            if let Ok(Some(_)) = child.try_wait() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        false
     }
 
     /// Polls until exactly one node reports itself leader; returns its id.

@@ -15,8 +15,8 @@ pub struct Failover {
     pub at_ms: u64,
     /// What happens to the leader.
     pub action: FailoverAction,
-    /// Isolate: heal after this long (default: stays cut off for the run). Kill: restart after
-    /// this long (default: stays down).
+    /// Isolate: heal after this long (default: stays cut off for the run). Kill and stop:
+    /// restart after this long (default: stays down).
     #[serde(default)]
     pub duration_ms: Option<u64>,
 }
@@ -29,6 +29,9 @@ pub enum FailoverAction {
     Kill,
     /// Cut the leader off from its peers (an emulated partition); clients can still reach it.
     Isolate,
+    /// SIGTERM the leader: a graceful stop, which hands leadership to its most caught-up
+    /// follower before exiting (a rolling restart's step).
+    Stop,
 }
 
 /// One bench config file.
@@ -58,6 +61,14 @@ pub struct BenchConfig {
     /// Load generator threads.
     #[serde(default = "one")]
     pub load_threads: usize,
+    /// Cores of each node, one entry per node (`["2-3", "4-5", "6-7"]`); overrides `[node]`
+    /// `cpus` node by node, so that nodes sharing a machine can be given disjoint cores.
+    #[serde(default)]
+    pub node_cpus: Vec<crate::runtime::Cpus>,
+    /// Cores the load generator's threads are pinned on, round robin (`"0-1"`); unset, they run
+    /// wherever the kernel puts them.
+    #[serde(default)]
+    pub load_cpus: Option<crate::runtime::Cpus>,
     /// First port used; nodes take consecutive ports from here.
     #[serde(default = "default_base_port")]
     pub base_port: u16,
@@ -117,6 +128,17 @@ fn default_base_port() -> u16 {
 }
 
 impl BenchConfig {
+    /// The load generator's threads as this config places them.
+    pub fn load_placement(&self) -> crate::loadgen::LoadThreads {
+        crate::loadgen::LoadThreads {
+            count: self.load_threads,
+            cores: match &self.load_cpus {
+                Some(crate::runtime::Cpus::List(cores)) => cores.clone(),
+                _ => Vec::new(),
+            },
+        }
+    }
+
     /// Reads and checks a config file; errors name the file and the problem.
     pub fn from_file(path: &Path) -> Result<BenchConfig, String> {
         let text = std::fs::read_to_string(path)
@@ -148,6 +170,20 @@ impl BenchConfig {
         }
         if self.load_threads == 0 || self.load_threads > 64 {
             return Err("load_threads must be in 1..=64".into());
+        }
+        if !self.node_cpus.is_empty() && self.node_cpus.len() != self.nodes {
+            return Err(format!(
+                "node_cpus has {} entries for {} nodes: give one per node, or leave it out and \
+                 set `cpus` under [node] for all of them",
+                self.node_cpus.len(),
+                self.nodes
+            ));
+        }
+        if let Some(crate::runtime::Cpus::Count(n)) = &self.load_cpus {
+            return Err(format!(
+                "load_cpus = {n} is a count; name the cores to pin the load generator on \
+                 (e.g. \"0-1\"); its threads are set by load_threads"
+            ));
         }
         if let Some(ratio) = self.expect.etcd_throughput_ratio_min {
             if !(ratio.is_finite() && ratio > 0.0) {

@@ -21,6 +21,9 @@ use crate::wire::NodeStats;
 const POLL_EVERY: Duration = Duration::from_millis(2);
 /// How long one Stats request may take.
 const STATS_TIMEOUT: Duration = Duration::from_millis(200);
+/// How long a node stopped with SIGTERM may take to hand over and exit before it is killed
+/// (it gives up the hand-over itself after two election timeouts).
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 /// What the harness saw of the cluster during one measured run.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -238,6 +241,13 @@ pub fn conduct(
                 cluster.kill_node(victim);
                 killed = Some(victim);
             }
+            FailoverAction::Stop => {
+                // The node hands over while it stops; the timeline below is what the survivors
+                // report meanwhile, and it is reaped after.
+                sleep_until(fault_at);
+                cluster.signal_stop(victim);
+                killed = Some(victim);
+            }
         }
         let hit = Instant::now().max(fault_at);
         fault = Some(hit);
@@ -258,7 +268,15 @@ pub fn conduct(
             }
             std::thread::sleep(POLL_EVERY);
         }
-        if let (FailoverAction::Kill, Some(after)) = (drill.action, drill.duration_ms) {
+        if drill.action == FailoverAction::Stop && !cluster.reap(victim, STOP_GRACE) {
+            eprintln!(
+                "WARNING: failover drill: node {victim} did not exit within {STOP_GRACE:?} of \
+                 SIGTERM and was killed"
+            );
+        }
+        if let (FailoverAction::Kill | FailoverAction::Stop, Some(after)) =
+            (drill.action, drill.duration_ms)
+        {
             sleep_until(hit + Duration::from_millis(after));
             cluster.start_node(victim)?;
             restarted_victim = Some(victim);
@@ -295,6 +313,7 @@ pub fn conduct(
             action: match action {
                 FailoverAction::Kill => "kill".into(),
                 FailoverAction::Isolate => "isolate".into(),
+                FailoverAction::Stop => "stop".into(),
             },
             victim,
             fault_at_ms: hit.saturating_duration_since(window_start).as_secs_f64() * 1000.0,

@@ -60,6 +60,11 @@ pub struct HostFacts {
     pub filesystem: Option<String>,
     /// The disk probe's one-line result (write + fdatasync rate and latency), or why it failed.
     pub disk: Option<String>,
+    /// The kernel's id of this boot (`/proc/sys/kernel/random/boot_id`): hosts that report the
+    /// same one are one machine (loopback addresses or containers standing in for hosts), and
+    /// share its cores.
+    #[serde(default)]
+    pub boot_id: Option<String>,
 }
 
 impl HostFacts {
@@ -87,6 +92,8 @@ impl HostFacts {
             data_dir: data_dir.map(|d| d.display().to_string()),
             filesystem: data_dir.map(super::report::filesystem_of),
             disk,
+            boot_id: Some(read("/proc/sys/kernel/random/boot_id").trim().to_string())
+                .filter(|id| !id.is_empty()),
         }
     }
 }

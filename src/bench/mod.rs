@@ -9,6 +9,7 @@ pub mod drill;
 pub mod etcd;
 pub mod hostinfo;
 pub mod hosts;
+pub mod placement;
 pub mod remote;
 pub mod report;
 pub mod scrape;
@@ -254,6 +255,7 @@ fn run_config(
         config: config.clone(),
         started_at,
         machine,
+        placement: placement::Placement::local(config),
         versions,
         runs,
         checks,
@@ -294,6 +296,33 @@ pub fn effective_node_settings(config: &BenchConfig) -> crate::settings::Setting
         }
     }
     settings
+}
+
+/// Each node's settings as launched (node id = position + 1): the effective settings, with
+/// `node_cpus` given node by node; a node without cores named gets `share(position)`: on a
+/// machine several nodes share, its share of the cores as executors (measured on the 2-core development VM, 3node-1kb: one
+/// executor per node 14.9k writes/s, two per node 12.4k, `ringraft tune --sweep cpus=1,2`).
+pub fn node_settings_by_node(
+    config: &BenchConfig,
+    share: &dyn Fn(usize) -> Option<crate::runtime::Cpus>,
+) -> Vec<crate::settings::SettingsPatch> {
+    let settings = effective_node_settings(config);
+    (0..config.nodes)
+        .map(|i| {
+            let mut node = settings.clone();
+            if let Some(cpus) = config.node_cpus.get(i) {
+                node.cpus = Some(cpus.clone());
+            } else if node.cpus.is_none() {
+                node.cpus = share(i);
+            }
+            node
+        })
+        .collect()
+}
+
+/// [`node_settings_by_node`] for nodes that all share this machine.
+pub fn local_node_settings(config: &BenchConfig) -> Vec<crate::settings::SettingsPatch> {
+    node_settings_by_node(config, &|_| Some(local_share_of_cores(config.nodes)))
 }
 
 /// The executors each of `nodes` local nodes gets: the cores this process may use, divided
@@ -378,13 +407,7 @@ fn run_ringraft_as(
     break_writes: bool,
     progress: progress::Mode,
 ) -> Result<Vec<TargetRun>, String> {
-    let mut settings = effective_node_settings(config);
-    if settings.cpus.is_none() {
-        // The nodes of a local cluster share this machine: each gets its share of the cores
-        // as executors (measured on the 2-core development VM, 3node-1kb: one executor per node
-        // 14.9k writes/s, two per node 12.4k, `ringraft tune --sweep cpus=1,2`).
-        settings.cpus = Some(local_share_of_cores(config.nodes));
-    }
+    let settings = local_node_settings(config);
     let emulate = config.network.is_some()
         || matches!(&config.failover, Some(f) if f.action == config::FailoverAction::Isolate);
     let mut cluster = cluster::Cluster::start(
@@ -424,7 +447,8 @@ fn run_ringraft_as(
                 window_end,
                 Some(elections_of(addrs.iter().map(|m| m.addr).collect())),
             );
-            let recorder = ringraft_target::run(addrs, &workload, config.load_threads, Some(live));
+            let recorder =
+                ringraft_target::run(addrs, &workload, &config.load_placement(), Some(live));
             printer.stop();
             let conducted = conductor
                 .join()
@@ -501,7 +525,7 @@ fn run_etcd(
             window_start + workload.duration,
             None,
         );
-        let recorder = etcd_target::run(endpoints.clone(), &workload, config.load_threads);
+        let recorder = etcd_target::run(endpoints.clone(), &workload, &config.load_placement());
         printer.stop();
         let recorder: Recorder = recorder?;
         // A run with no success is reported, not aborted: the other target still runs, the

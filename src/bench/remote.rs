@@ -467,6 +467,32 @@ fn shares(total: u64, parts: usize) -> Vec<u64> {
         .collect()
 }
 
+/// Each node's settings on the node hosts. Node hosts that are one machine (the same boot id:
+/// loopback addresses or containers standing in for hosts) share its cores as a local run's
+/// nodes do, each getting its share as executors, unless the config names cores; a node alone
+/// on its host gets every core.
+pub(crate) fn node_settings_on_hosts(
+    config: &BenchConfig,
+    hosts: &Hosts,
+) -> Vec<crate::settings::SettingsPatch> {
+    let nodes = hosts.inventory.with(Role::Node);
+    let boot_of = |i: usize| {
+        nodes
+            .get(i)
+            .and_then(|h| hosts.facts.get(&h.name))
+            .and_then(|p| p.facts.boot_id.clone())
+    };
+    let share = |i: usize| {
+        let boot = boot_of(i)?;
+        let sharing = (0..nodes.len())
+            .filter(|&j| boot_of(j).as_ref() == Some(&boot))
+            .count();
+        let cores = hosts.facts.get(&nodes[i].name)?.facts.cores;
+        (sharing > 1).then(|| crate::runtime::Cpus::Count((cores / sharing).max(1)))
+    };
+    super::node_settings_by_node(config, &share)
+}
+
 /// A ringraft target on the node hosts; returns the merged measurement.
 pub(crate) fn run_ringraft(
     config: &BenchConfig,
@@ -497,13 +523,13 @@ pub(crate) fn run_ringraft(
         metrics_addrs.push(resolve(&host.address, metrics_port(i))?);
     }
     let members = members.join(",");
-    let settings = super::effective_node_settings(config);
-    let flags: Vec<String> = settings.flags().iter().map(|f| quote(f)).collect();
+    let settings = node_settings_on_hosts(config, hosts);
     let mut node_pids: BTreeMap<String, Vec<(u64, u32)>> = BTreeMap::new();
     for (i, host) in nodes.iter().enumerate() {
         let id = i + 1;
         let data = format!("{}/ringraft/node{id}", host.data_dir());
         let bind = host.bind_host();
+        let flags: Vec<String> = settings[i].flags().iter().map(|f| quote(f)).collect();
         let command = format!(
             "sh -c {}",
             quote(&format!(
@@ -759,7 +785,7 @@ fn run_load(
             .seed
             .wrapping_add((i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let command = format!(
-            "{bin} load --target {target} --cluster {cluster} --connections {c} {mode} --value-bytes {vb} --key-bytes {kb} --key-space {ks} --read-ratio {rr} {stale} --warmup-s {w} --duration-s {d} --threads {t} --seed {seed} --start-at-unix-ms {start_unix_ms} --json --hlog {hlog}",
+            "{bin} load --target {target} --cluster {cluster} --connections {c} {mode} --value-bytes {vb} --key-bytes {kb} --key-space {ks} --read-ratio {rr} {stale} --warmup-s {w} --duration-s {d} --threads {t}{cpus} --seed {seed} --start-at-unix-ms {start_unix_ms} --json --hlog {hlog}",
             bin = Hosts::bin(host),
             cluster = quote(cluster),
             c = connection_shares[i],
@@ -771,6 +797,10 @@ fn run_load(
             w = workload.warmup.as_secs_f64(),
             d = workload.duration.as_secs_f64(),
             t = config.load_threads.max(1),
+            cpus = match &config.load_cpus {
+                Some(cpus) => format!(" --cpus {}", quote(&cpus.to_string())),
+                None => String::new(),
+            },
             hlog = quote(&format!("{run_dir}/{name}.hlog")),
         );
         launched.start(
@@ -1156,10 +1186,21 @@ pub fn run_config_on_hosts(
             inventory_path.display()
         );
     }
+    let node_hosts: Vec<(String, usize)> = hosts
+        .inventory
+        .with(Role::Node)
+        .iter()
+        .map(|h| (h.name.clone(), hosts.facts[&h.name].facts.cores))
+        .collect();
     let report = super::report::BenchReport {
         config: config.clone(),
         started_at,
         machine,
+        placement: super::placement::Placement::on_hosts(
+            config,
+            &node_hosts,
+            &node_settings_on_hosts(config, &hosts),
+        ),
         versions,
         checks: super::checks(config, &runs),
         runs,

@@ -138,6 +138,8 @@ pub struct BenchReport {
     pub started_at: String,
     /// Where.
     pub machine: Machine,
+    /// What ran on which cores: each node's executors, the load threads.
+    pub placement: super::placement::Placement,
     /// Versions of what was measured.
     pub versions: BTreeMap<String, String>,
     /// Every measured point.
@@ -321,6 +323,7 @@ impl BenchReport {
         for (what, version) in &self.versions {
             let _ = writeln!(md, "- {what}: {version}");
         }
+        md.push_str(&self.placement.markdown());
         let _ = writeln!(md, "\n## Results\n\nCPU us/write: machine CPU time per write (busy share x cores / writes per second; nodes, load generator and kernel together).\n\n| target | point | run | writes/s | reads/s | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | errors | CPU us/write |");
         let _ = writeln!(
             md,

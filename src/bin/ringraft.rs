@@ -47,6 +47,11 @@ enum Cli {
         #[arg(long)]
         to: u64,
     },
+    /// Membership changes: list the members, add a node (as a learner that is promoted once it
+    /// has caught up), promote a learner, remove a node. Requests go to the leader; a follower
+    /// answers with the leader's address. One change at a time.
+    #[command(subcommand, after_long_help = MEMBER_PROCEDURE)]
+    Member(MemberCmd),
     /// Run a benchmark from bench-configs/*.toml (default: bench-configs/3node-1kb.toml, briefly):
     /// start the cluster(s), drive the load, write results/<config>/<timestamp>/report.{md,json},
     /// .hgrm percentile files and SVG plots. Each report also records the data disk (a 1 s
@@ -98,6 +103,67 @@ enum Cli {
         /// NODE_ID=PID, comma separated.
         #[arg(long, value_delimiter = ',', requires = "window_ms", value_parser = parse_node_pid)]
         node_pids: Vec<(u64, u32)>,
+    },
+}
+
+/// The procedure `ringraft member --help` prints (also in the README, "Operations").
+const MEMBER_PROCEDURE: &str = "\
+Replace a node whose disk died (node 3 here, the cluster's leader at 127.0.0.1:8001):
+  1. ringraft member remove 127.0.0.1:8001 3
+     (the node is gone from the configuration; a majority of the rest keeps serving)
+  2. start a fresh node with a NEW id and an empty data dir, in join mode:
+     ringraft node --join --id 4 --data-dir /data/n4 \\
+       --members 1=P1/C1,2=P2/C2,4=127.0.0.1:7004/127.0.0.1:8004
+  3. ringraft member add 127.0.0.1:8001 4 127.0.0.1:7004/127.0.0.1:8004
+     (adds it as a learner, waits until it has caught up, then promotes it to voter;
+      with --learner it stays a learner: promote it later with `member promote`)
+  4. ringraft member list 127.0.0.1:8001   (4 is a voter, its lag near 0)
+Grow a cluster: steps 2 to 4 for each new node. Shrink it: `member remove` each node
+(removing the leader is fine: it steps down once the change is committed).
+Remove before you add when replacing, so the cluster never counts a dead voter in a
+larger majority; never run two changes at once (the second is refused).";
+
+/// `ringraft member ...`
+#[derive(Subcommand)]
+enum MemberCmd {
+    /// Print the members as the node at ADDR sees them: id, role (voter / learner, or joining /
+    /// leaving while a change is under way), peer and client addresses, and when ADDR leads,
+    /// each member's match index and lag behind the leader's log.
+    List {
+        /// A node's client address (the leader's, for match and lag).
+        addr: std::net::SocketAddr,
+    },
+    /// Add node ID at PEER_ADDR/CLIENT_ADDR: as a learner, then (unless --learner) wait until it
+    /// has caught up and promote it to voter. Start the node first with `ringraft node --join`.
+    Add {
+        /// The leader's client address.
+        addr: std::net::SocketAddr,
+        /// The new node's id (not a member now).
+        id: u64,
+        /// The new node's advertised addresses, PEER_ADDR/CLIENT_ADDR.
+        addrs: String,
+        /// Only add it as a learner (it receives the log, does not vote); promote it later.
+        #[arg(long)]
+        learner: bool,
+        /// How long to wait for the learner to catch up before giving up on the promotion
+        /// (it stays a learner).
+        #[arg(long, default_value_t = 120)]
+        catch_up_secs: u64,
+    },
+    /// Make learner ID a voter (refused until it has caught up).
+    Promote {
+        /// The leader's client address.
+        addr: std::net::SocketAddr,
+        /// The learner's id.
+        id: u64,
+    },
+    /// Remove node ID (voter or learner). Removing the leader is allowed: it steps down once the
+    /// change is committed and the others elect a new one.
+    Remove {
+        /// The leader's client address.
+        addr: std::net::SocketAddr,
+        /// The node's id.
+        id: u64,
     },
 }
 
@@ -222,6 +288,14 @@ struct NodeArgs {
     /// term, indexes, per-follower lag).
     #[arg(long, value_name = "ADDR")]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Join a running cluster as a new member: the data dir must be empty (refused otherwise);
+    /// the node holds no configuration, does not campaign and waits until a leader adds it
+    /// (`ringraft member add`) and sends it the log or a snapshot. `--members` names this node
+    /// (its advertised addresses) and the current members (at least the leader that will add
+    /// it: it answers only the nodes it knows until it has the configuration). Restart a node
+    /// that joined WITHOUT --join: its data dir remembers that it joined.
+    #[arg(long)]
+    join: bool,
     /// Check the configuration, print the settings the node would run with (as TOML, after
     /// timing is derived from rtt_ms / election_ms / heartbeat_ms) and exit without starting.
     #[arg(long)]
@@ -263,6 +337,7 @@ fn node_config(
     config.cluster_id = args.cluster_id.unwrap_or(config.cluster_id);
     config.emulation_file = args.emulation.or(config.emulation_file);
     config.metrics_addr = args.metrics_addr.or(config.metrics_addr);
+    config.join |= args.join;
     args.settings.apply(&mut config.settings);
     config.derive_timing();
     config.validate()?;
@@ -291,8 +366,193 @@ fn run_node(args: NodeArgs) -> ExitCode {
     }
 }
 
+/// A `NotLeader` answer from the node at `addr` as a message naming the node to ask instead.
+fn ask_the_leader(
+    addr: std::net::SocketAddr,
+    e: ringraft::client::Error,
+) -> ringraft::client::Error {
+    use ringraft::client::Error;
+    use ringraft::wire::ClientError;
+    let Error::Server(ClientError::NotLeader {
+        leader_hint,
+        leader_addr,
+    }) = e
+    else {
+        return e;
+    };
+    let message = match (leader_hint, leader_addr) {
+        (Some(id), Some(at)) => {
+            format!("the node at {addr} is not the leader; node {id} is, at {at}: ask it")
+        }
+        (Some(id), None) => format!("the node at {addr} is not the leader; node {id} is: ask it"),
+        _ => format!("the node at {addr} is not the leader and knows no leader"),
+    };
+    Error::Server(ClientError::Refused { message })
+}
+
+/// `ringraft member ...`: one request each, except `add`, which waits for the learner to catch
+/// up before it promotes it.
+fn run_member(cmd: MemberCmd) -> ExitCode {
+    use ringraft::wire::{MemberChange, MemberChangeKind};
+    // A change answers once committed (and out of the joint configuration); the node itself
+    // gives up after a few election timeouts, so wait longer than that here.
+    let wait = Some(std::time::Duration::from_secs(30));
+    let change = |kind, id, context: &str| MemberChange {
+        kind,
+        id,
+        context: bytes::Bytes::copy_from_slice(context.as_bytes()),
+    };
+    match cmd {
+        MemberCmd::List { addr } => {
+            run_client_waiting(vec![addr.into()], wait, move |c| async move {
+                let listing = c.member_list().await?;
+                Ok(format_members(&listing))
+            })
+        }
+        MemberCmd::Promote { addr, id } => {
+            run_client_waiting(vec![addr.into()], wait, move |c| async move {
+                c.member_change(change(MemberChangeKind::Promote, id, ""))
+                    .await
+                    .map(|index| format!("node {id} is a voter (configuration at entry {index})"))
+                    .map_err(|e| ask_the_leader(addr, e))
+            })
+        }
+        MemberCmd::Remove { addr, id } => {
+            run_client_waiting(vec![addr.into()], wait, move |c| async move {
+                c.member_change(change(MemberChangeKind::Remove, id, ""))
+                    .await
+                    .map(|index| {
+                        format!("node {id} is no longer a member (configuration at entry {index})")
+                    })
+                    .map_err(|e| ask_the_leader(addr, e))
+            })
+        }
+        MemberCmd::Add {
+            addr,
+            id,
+            addrs,
+            learner,
+            catch_up_secs,
+        } => run_client_waiting(vec![addr.into()], wait, move |c| async move {
+            let index = c
+                .member_change(change(MemberChangeKind::AddLearner, id, &addrs))
+                .await
+                .map_err(|e| ask_the_leader(addr, e))?;
+            println!("node {id} added as a learner at {addrs} (configuration at entry {index})");
+            if learner {
+                return Ok(format!("node {id} stays a learner: promote it with `ringraft member promote {addr} {id}`"));
+            }
+            let deadline =
+                std::time::Instant::now() + std::time::Duration::from_secs(catch_up_secs);
+            let mut last_lag = None;
+            loop {
+                let listing = c.member_list().await.map_err(|e| ask_the_leader(addr, e))?;
+                let lag = listing
+                    .members
+                    .iter()
+                    .find(|m| m.id == id)
+                    .and_then(|m| m.match_index)
+                    .map(|m| listing.last_log_index.saturating_sub(m));
+                if lag.is_some_and(|l| l <= ringraft::limits::PROMOTE_LAG_ENTRIES_MAX) {
+                    match c
+                        .member_change(change(MemberChangeKind::Promote, id, ""))
+                        .await
+                    {
+                        Ok(index) => {
+                            return Ok(format!(
+                            "node {id} caught up and is a voter (configuration at entry {index})"
+                        ))
+                        }
+                        // It fell behind again between the two requests: wait and retry.
+                        Err(ringraft::client::Error::Server(
+                            ringraft::wire::ClientError::Refused { message },
+                        )) if message.contains("not caught up") => {}
+                        Err(e) => return Err(ask_the_leader(addr, e)),
+                    }
+                }
+                if std::time::Instant::now() > deadline {
+                    return Err(ringraft::client::Error::Server(ringraft::wire::ClientError::Refused {
+                        message: format!(
+                            "node {id} did not catch up within {catch_up_secs} s (lag {}): it stays a learner; is it running (ringraft node --join)? promote it later with `ringraft member promote {addr} {id}`",
+                            lag.map_or("unknown".into(), |l| format!("{l} entries"))
+                        ),
+                    }));
+                }
+                if lag != last_lag {
+                    println!(
+                        "node {id} catching up: {}",
+                        lag.map_or("no entries acknowledged yet".into(), |l| format!(
+                            "{l} entries behind"
+                        ))
+                    );
+                    last_lag = lag;
+                }
+                glommio::timer::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }),
+    }
+}
+
+/// `ringraft member list`: one line per member.
+fn format_members(listing: &ringraft::wire::MemberListing) -> String {
+    let leads = listing.leader_id == Some(listing.node_id);
+    let mut out = format!(
+        "node {}'s view: leader {}, configuration {}, commit index {}, last index {}\n",
+        listing.node_id,
+        listing
+            .leader_id
+            .map_or("unknown".into(), |l| l.to_string()),
+        match listing.configuration_index {
+            0 => "from --members (never changed)".to_string(),
+            i => format!("at entry {i}"),
+        },
+        listing.commit_index,
+        listing.last_log_index
+    );
+    out.push_str(&format!(
+        "{:>4}  {:<16} {:<22} {:<22} {:>10} {:>8}",
+        "id", "role", "peer_addr", "client_addr", "match", "lag"
+    ));
+    for m in &listing.members {
+        let (matched, lag) = match m.match_index {
+            Some(i) => (
+                i.to_string(),
+                listing.last_log_index.saturating_sub(i).to_string(),
+            ),
+            None => ("-".into(), "-".into()),
+        };
+        out.push_str(&format!(
+            "\n{:>4}  {:<16} {:<22} {:<22} {:>10} {:>8}",
+            m.id,
+            m.role.to_string(),
+            m.peer_addr.as_deref().unwrap_or("?"),
+            m.client_addr.as_deref().unwrap_or("?"),
+            matched,
+            lag
+        ));
+    }
+    if !leads {
+        out.push_str("\n(match and lag are known only to the leader: ask it)");
+    }
+    out
+}
+
 /// Runs one client future on a small executor and prints its result.
 fn run_client<F, Fut>(members: Vec<ringraft::client::MemberAddr>, f: F) -> ExitCode
+where
+    F: FnOnce(ringraft::client::Client) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<String, ringraft::client::Error>>,
+{
+    run_client_waiting(members, None, f)
+}
+
+/// [`run_client`] whose requests may wait `attempt_timeout` for their answer (the client's
+/// default is made for writes, not for a membership change that waits on a joint commit).
+fn run_client_waiting<F, Fut>(
+    members: Vec<ringraft::client::MemberAddr>,
+    attempt_timeout: Option<std::time::Duration>,
+    f: F,
+) -> ExitCode
 where
     F: FnOnce(ringraft::client::Client) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = Result<String, ringraft::client::Error>>,
@@ -301,10 +561,11 @@ where
     let result = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
         .io_memory(1 << 20)
         .spawn(move || async move {
-            let client = ringraft::client::Client::new(ringraft::client::ClientOptions::new(
-                members, client_id,
-            ));
-            f(client).await
+            let mut options = ringraft::client::ClientOptions::new(members, client_id);
+            if let Some(timeout) = attempt_timeout {
+                options.attempt_timeout = timeout;
+            }
+            f(ringraft::client::Client::new(options)).await
         })
         .map_err(|e| e.to_string())
         .and_then(|h| h.join().map_err(|e| format!("{e:?}")));
@@ -565,6 +826,10 @@ struct LoadArgs {
     /// Load threads.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Pin the load threads on these cores, round robin (`0-1`, `2,3`); by default they run
+    /// wherever the kernel puts them. Keep them off the nodes' cores when measuring.
+    #[arg(long, value_parser = parse_load_cpus)]
+    cpus: Option<Vec<usize>>,
     /// Print JSON instead of a table.
     #[arg(long)]
     json: bool,
@@ -586,6 +851,17 @@ struct LoadArgs {
     /// processes on several hosts start together.
     #[arg(long)]
     start_at_unix_ms: Option<u64>,
+}
+
+/// `--cpus` of `ringraft load`: cores by number (a count says nothing about where).
+fn parse_load_cpus(text: &str) -> Result<Vec<usize>, String> {
+    match ringraft::runtime::Cpus::parse(text)? {
+        ringraft::runtime::Cpus::List(cores) => Ok(cores),
+        ringraft::runtime::Cpus::Count(n) => Err(format!(
+            "{n} is a count; name the cores to pin the load threads on (e.g. 0-1, or 3-3 for \
+             core 3 alone)"
+        )),
+    }
 }
 
 fn run_load(args: LoadArgs) -> ExitCode {
@@ -637,6 +913,10 @@ fn run_load(args: LoadArgs) -> ExitCode {
         );
         return ExitCode::from(1);
     }
+    let load_threads = ringraft::loadgen::LoadThreads {
+        count: args.threads,
+        cores: args.cpus.clone().unwrap_or_default(),
+    };
     let live = std::sync::Arc::new(ringraft::loadgen::progress::Live::default());
     let window_start = std::time::Instant::now() + workload.warmup;
     let ringraft = args.target == "ringraft";
@@ -653,13 +933,13 @@ fn run_load(args: LoadArgs) -> ExitCode {
             ringraft::loadgen::ringraft_target::run(
                 args.cluster.clone(),
                 &workload,
-                args.threads,
+                &load_threads,
                 Some(live),
             )
         }),
         #[cfg(feature = "etcd")]
         "etcd" => failure::check_reachable("etcd", &cluster_addrs).and_then(|()| {
-            ringraft::loadgen::etcd_target::run(cluster_addrs.clone(), &workload, args.threads)
+            ringraft::loadgen::etcd_target::run(cluster_addrs.clone(), &workload, &load_threads)
         }),
         #[cfg(not(feature = "etcd"))]
         "etcd" => Err(
@@ -805,31 +1085,12 @@ fn main() -> ExitCode {
             ))
         }),
         Cli::TransferLeader { addr, to } => run_client(vec![addr.into()], move |c| async move {
-            match c.transfer_leader(to).await {
-                Ok(()) => Ok(format!("node at {addr} handed leadership to node {to}")),
-                Err(ringraft::client::Error::Server(ringraft::wire::ClientError::NotLeader {
-                    leader_hint,
-                    leader_addr,
-                })) => {
-                    Err(ringraft::client::Error::Server(
-                        ringraft::wire::ClientError::Refused {
-                            message: match (leader_hint, leader_addr) {
-                                (Some(id), Some(at)) => format!(
-                            "the node at {addr} is not the leader; node {id} is, at {at}: ask it"
-                        ),
-                                (Some(id), None) => {
-                                    format!("the node at {addr} is not the leader; node {id} is: ask it")
-                                }
-                                _ => format!(
-                                    "the node at {addr} is not the leader and knows no leader"
-                                ),
-                            },
-                        },
-                    ))
-                }
-                Err(e) => Err(e),
-            }
+            c.transfer_leader(to)
+                .await
+                .map(|()| format!("node at {addr} handed leadership to node {to}"))
+                .map_err(|e| ask_the_leader(addr, e))
         }),
+        Cli::Member(cmd) => run_member(cmd),
         Cli::Stats { addr } => run_client(vec![addr.into()], |c| async move {
             let s = c.stats().await?;
             Ok(format!(

@@ -218,6 +218,25 @@ impl Client {
         }
     }
 
+    /// The configuration as the node this client is connected to sees it (match indexes only
+    /// when that node leads). One attempt, no hint following.
+    pub async fn member_list(&self) -> Result<crate::wire::MemberListing, Error> {
+        match self.call_once_anywhere(Request::MemberList).await? {
+            Reply::Members(listing) => Ok(listing),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Asks the node this client is connected to, which must be the leader, for one membership
+    /// change; returns the index of the configuration in force once the change is complete.
+    /// One attempt, no hint following: a `NotLeader` error names the leader to ask instead.
+    pub async fn member_change(&self, change: crate::wire::MemberChange) -> Result<Index, Error> {
+        done_index(
+            self.call_once_anywhere(Request::MemberChange(change))
+                .await?,
+        )
+    }
+
     /// Sends `request`, following leader hints and retrying; writes get the next session
     /// sequence number, kept across retries.
     pub async fn call(&self, request: Request) -> Result<Reply, Error> {
@@ -239,15 +258,23 @@ impl Client {
     ) -> Result<Reply, Error> {
         let attempts_max = self.inner.borrow().options.attempts_max;
         let mut last = String::from("no attempt made");
+        // A hint that names another node is news: the first one is followed at once. Only
+        // once per request, so that two nodes naming each other cannot spin.
+        let mut hint_followed_at_once = false;
+        let mut skip_backoff = false;
         for attempt in 0..attempts_max {
-            if attempt > 0 {
+            if attempt > 0 && !std::mem::take(&mut skip_backoff) {
                 glommio::timer::sleep(retry_backoff(attempt)).await;
             }
             match self.attempt(&request, sequence).await {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(ClientError::NotLeader { leader_hint, .. })) => {
                     last = "not the leader".into();
-                    self.follow_hint(leader_hint);
+                    let moved_to_hint = self.follow_hint(leader_hint);
+                    if moved_to_hint && !hint_followed_at_once {
+                        hint_followed_at_once = true;
+                        skip_backoff = true;
+                    }
                 }
                 Ok(Err(e @ (ClientError::Timeout | ClientError::Backpressure))) => {
                     last = e.to_string()
@@ -339,7 +366,9 @@ impl Client {
         }
     }
 
-    fn follow_hint(&self, leader_hint: Option<NodeId>) {
+    /// Moves to the hinted leader (or the next member without a hint); returns whether it
+    /// moved to a hinted node other than the one just asked.
+    fn follow_hint(&self, leader_hint: Option<NodeId>) -> bool {
         let mut inner = self.inner.borrow_mut();
         let hinted = leader_hint.and_then(|hint| {
             inner
@@ -349,10 +378,12 @@ impl Client {
                 .position(|m| m.id == Some(hint))
         });
         let next = hinted.unwrap_or((inner.leader + 1) % inner.options.members.len());
+        let moved_to_hint = hinted.is_some() && next != inner.leader;
         if next != inner.leader || hinted.is_none() {
             inner.leader = next;
             inner.connection = None;
         }
+        moved_to_hint
     }
 
     fn rotate(&self) {

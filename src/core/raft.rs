@@ -1570,6 +1570,20 @@ impl RawNode {
                 self.maybe_commit();
             }
         } else if !self.membership.is_voter(self.config.id) {
+            // The thesis (4.2.2) leaves the next leader to an election timeout. Handing over to
+            // the most caught-up voter of C_new instead (it holds C_new, which just committed,
+            // so it can win) lets clients wait one round of messages rather than a timeout.
+            let commit_index = self.log.commit_index();
+            let successor = self
+                .membership
+                .voters
+                .iter()
+                .filter_map(|&v| self.progress.get(&v).map(|p| (p.match_index, v)))
+                .filter(|&(match_index, _)| match_index >= commit_index)
+                .max_by_key(|&(match_index, v)| (match_index, std::cmp::Reverse(v)));
+            if let Some((_, to)) = successor {
+                self.send_timeout_now(to);
+            }
             self.become_follower(self.term(), None);
         }
     }

@@ -155,6 +155,13 @@ impl KvMap {
         }
     }
 
+    /// Every entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &Arc<[u8]>)> {
+        self.shards
+            .iter()
+            .flat_map(|s| s.iter().map(|(k, v)| (k.as_slice(), v)))
+    }
+
     /// Number of keys.
     pub fn len(&self) -> usize {
         self.shards.iter().map(|s| s.len()).sum()
@@ -167,11 +174,7 @@ impl KvMap {
 
     /// Every entry, in key order.
     pub fn sorted(&self) -> Vec<(&[u8], &Arc<[u8]>)> {
-        let mut entries: Vec<(&[u8], &Arc<[u8]>)> = self
-            .shards
-            .iter()
-            .flat_map(|s| s.iter().map(|(k, v)| (k.as_slice(), v)))
-            .collect();
+        let mut entries: Vec<(&[u8], &Arc<[u8]>)> = self.iter().collect();
         entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
         entries
     }

@@ -11,5 +11,5 @@ mod store;
 
 pub use command::{Command, CommandRef, DecodeError, Op, OpRef};
 pub use store::{
-    ApplyResult, KvStore, Response, RestoreError, SESSIONS_MAX, SESSION_RESPONSES_MAX,
+    ApplyResult, KvStore, Response, RestoreError, SnapshotSink, SESSIONS_MAX, SESSION_RESPONSES_MAX,
 };

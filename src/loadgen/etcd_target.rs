@@ -50,21 +50,25 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 pub fn run(
     endpoints: Vec<SocketAddr>,
     workload: &Workload,
-    threads: usize,
+    load_threads: &crate::loadgen::LoadThreads,
 ) -> Result<Recorder, String> {
     workload.validate()?;
     if endpoints.is_empty() {
         return Err("no etcd endpoints given".into());
     }
-    let threads = threads.max(1);
+    let threads = load_threads.count.max(1);
     let start = Instant::now();
     let window_start = start + workload.warmup;
     let mut handles = Vec::new();
     for thread in 0..threads {
         let (endpoints, workload) = (endpoints.clone(), workload.clone());
+        let pinning = load_threads.clone();
         let handle = std::thread::Builder::new()
             .name(format!("etcd-load-{thread}"))
-            .spawn(move || run_thread(endpoints, workload, thread, threads, window_start))
+            .spawn(move || {
+                pinning.pin_current(thread)?;
+                run_thread(endpoints, workload, thread, threads, window_start)
+            })
             .map_err(|e| format!("cannot start a load thread: {e}"))?;
         handles.push(handle);
     }

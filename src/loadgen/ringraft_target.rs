@@ -25,28 +25,25 @@ const OPEN_LOOP_INFLIGHT_MAX: usize = 4096;
 pub fn run(
     members: Vec<MemberAddr>,
     workload: &Workload,
-    threads: usize,
+    threads: &crate::loadgen::LoadThreads,
     live: Option<Arc<Live>>,
 ) -> Result<Recorder, String> {
     workload.validate()?;
     let start = Instant::now();
     let window_start = start + workload.warmup;
     let mut handles = Vec::new();
-    for thread in 0..threads.max(1) {
+    let count = threads.count.max(1);
+    for thread in 0..count {
         let (members, workload, live) = (members.clone(), workload.clone(), live.clone());
-        let handle = LocalExecutorBuilder::new(Placement::Unbound)
+        let placement = match threads.core_of(thread) {
+            Some(core) => Placement::Fixed(core),
+            None => Placement::Unbound,
+        };
+        let handle = LocalExecutorBuilder::new(placement)
             .name("load")
             .io_memory(1 << 20)
             .spawn(move || async move {
-                run_thread(
-                    members,
-                    workload,
-                    thread,
-                    threads.max(1),
-                    window_start,
-                    live,
-                )
-                .await
+                run_thread(members, workload, thread, count, window_start, live).await
             })
             .map_err(|e| format!("cannot start a load thread: {e}"))?;
         handles.push(handle);

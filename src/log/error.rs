@@ -76,6 +76,10 @@ pub enum StorageError {
     /// Options are inconsistent.
     #[error("invalid log options: {0}")]
     Options(String),
+    /// The snapshot file is damaged, or a snapshot is larger than its bound; the message names
+    /// the file or the bound, and what to do.
+    #[error("{0}")]
+    Snapshot(String),
     /// A segment holds a record, intact (its CRC checks), in a record format version this build
     /// does not read: the log was written by another version of ringraft. Nothing is dropped.
     #[error("log format: {file} at byte offset {offset} holds a record of format version {found}; this build reads version {expected} only. Run the ringraft version that wrote this log, or start this node with an empty data directory and let it catch up from the cluster")]

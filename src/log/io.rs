@@ -49,6 +49,29 @@ impl AlignedBuf {
         }
     }
 
+    /// A buffer without memory (nothing allocated until it grows).
+    pub fn empty() -> AlignedBuf {
+        AlignedBuf {
+            ptr: NonNull::dangling(),
+            len: 0,
+            capacity: 0,
+        }
+    }
+
+    /// Bytes it holds before it must grow.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Makes room for `more` bytes after what it holds, growing to exactly that (rounded up to
+    /// a block) rather than doubling: for buffers sized up front, like a snapshot's.
+    pub fn reserve_exact(&mut self, more: usize) {
+        if self.len + more <= self.capacity {
+            return;
+        }
+        self.grow_to(self.len + more);
+    }
+
     /// Empties the buffer, keeping its memory.
     pub fn clear(&mut self) {
         self.len = 0;
@@ -63,14 +86,18 @@ impl AlignedBuf {
         if self.len + more <= self.capacity {
             return;
         }
-        let mut grown = AlignedBuf::with_capacity((self.len + more).max(self.capacity * 2));
+        self.grow_to((self.len + more).max(self.capacity * 2));
+    }
+
+    fn grow_to(&mut self, capacity: usize) {
+        let mut grown = AlignedBuf::with_capacity(capacity);
         grown.as_mut_spare()[..self.len].copy_from_slice(self.as_slice());
         grown.len = self.len;
         std::mem::swap(self, &mut grown);
     }
 
     fn as_mut_spare(&mut self) -> &mut [u8] {
-        // SAFETY: ptr is valid for `capacity` initialized (zeroed at allocation) bytes and
+        // SAFETY: ptr is valid (dangling but aligned when capacity is 0) for `capacity` initialized (zeroed at allocation) bytes and
         // exclusively ours through `&mut self`.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.capacity) }
     }
@@ -115,6 +142,9 @@ impl AlignedBuf {
 
 impl Drop for AlignedBuf {
     fn drop(&mut self) {
+        if self.capacity == 0 {
+            return; // `empty()`: nothing was allocated.
+        }
         let layout = Layout::from_size_align(self.capacity, BLOCK_BYTES).expect("aligned layout");
         // SAFETY: allocated in with_capacity with this layout.
         unsafe { alloc::dealloc(self.ptr.as_ptr(), layout) }

@@ -40,7 +40,7 @@ mod tools;
 
 pub use error::StorageError;
 pub use hard_state::HardStateStore;
-pub use io::{write_back, AlignedBuf, BLOCK_BYTES};
+pub use io::{align_up, write_back, AlignedBuf, BLOCK_BYTES};
 pub use record::{DecodeError, EncodeError, EncodedRecord, RecordHeader};
 pub use recovery::TornTail;
 pub use repair::{cut_at_corruption, Repair, LOST_DIR};

@@ -110,6 +110,12 @@ pub struct NodeConfig {
     pub members: Vec<Member>,
     /// Where the log, hard state and snapshots live.
     pub data_dir: PathBuf,
+    /// Start as a new member of a running cluster (`ringraft node --join`): with an empty data
+    /// directory (refused otherwise), no configuration, no campaign, until a leader adds it
+    /// (`ringraft member add`). `members` then needs to name only this node; the others it
+    /// names give the addresses of bootstrap members, whose configuration carries none.
+    #[serde(default)]
+    pub join: bool,
     /// Where this node listens for peers (e.g. 0.0.0.0:7001); default: its member entry's
     /// `peer_addr`, resolved at start. When it names one IP, outgoing peer connections leave
     /// from that IP too, so that peers see the address this node was given.
@@ -301,9 +307,14 @@ impl NodeConfig {
         Ok(())
     }
 
-    /// The core's configuration derived from this one.
+    /// The core's configuration derived from this one. A joining node has no bootstrap voters:
+    /// its configuration comes from the leader only.
     pub fn core_config(&self) -> core::Config {
-        let voters = self.members.iter().map(|m| m.id).collect();
+        let voters = if self.join {
+            Vec::new()
+        } else {
+            self.members.iter().map(|m| m.id).collect()
+        };
         let mut c = core::Config::from_settings(self.id, voters, &self.settings);
         // Seeded from wall-clock entropy: a real node wants different timeouts on every start;
         // determinism is the simulator's business.

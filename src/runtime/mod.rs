@@ -53,11 +53,13 @@
 
 pub mod config;
 pub mod disk;
+mod members;
 pub mod metrics;
 mod net;
 pub mod node;
 pub mod placement;
 mod server;
+mod snapshot_file;
 mod stats;
 pub mod storage;
 pub mod trace;
@@ -121,6 +123,9 @@ pub enum RuntimeError {
     /// The link emulation file is unreadable or invalid.
     #[error("{0}")]
     Emulation(String),
+    /// `--join` with a data directory that is not empty.
+    #[error("{0}")]
+    Join(String),
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -412,6 +417,53 @@ fn cores_set(cores: &[usize]) -> glommio::Result<CpuSet, ()> {
     CpuSet::online().map(|set| set.filter(|l| cores.contains(&l.cpu)))
 }
 
+/// Marks a data directory whose node joined a running cluster: on every later start its
+/// configuration comes from its log and snapshot only, never from `--members` (which for such a
+/// node names itself, and would make it a cluster of one).
+const JOINED_MARKER: &str = "JOINED";
+
+/// `--join`: refuses a data directory with anything in it, and marks the new one as joined.
+/// Returns whether this node joined (now or at an earlier start).
+fn prepare_join(config: &NodeConfig) -> Result<bool, RuntimeError> {
+    let dir = &config.data_dir;
+    let marker = dir.join(JOINED_MARKER);
+    if !config.join {
+        return Ok(marker.exists());
+    }
+    let held: Vec<String> = match std::fs::read_dir(dir) {
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => {
+            return Err(RuntimeError::Join(format!(
+                "--join: cannot read data dir {}: {e}",
+                dir.display()
+            )))
+        }
+    };
+    if !held.is_empty() {
+        return Err(RuntimeError::Join(format!(
+            "--join needs an empty data dir, and {} already holds state ({}): to restart a node \
+             that joined or was a member, start it without --join; to add a fresh node, give it \
+             an empty directory",
+            dir.display(),
+            held.join(", ")
+        )));
+    }
+    let write = || -> std::io::Result<()> {
+        std::fs::create_dir_all(dir)?;
+        std::fs::write(&marker, b"joined a running cluster\n")?;
+        std::fs::File::open(&marker)?.sync_all()?;
+        std::fs::File::open(dir)?.sync_all()
+    };
+    write().map_err(|e| {
+        RuntimeError::Join(format!("--join: cannot write {}: {e}", marker.display()))
+    })?;
+    Ok(true)
+}
+
 async fn node_main(config: NodeConfig, side: RaftSide) -> Result<(), RuntimeError> {
     // Connected first, so that a failed start below disconnects them and the client executors
     // stop, rather than wait for a Raft executor that never comes.
@@ -429,6 +481,7 @@ async fn node_main(config: NodeConfig, side: RaftSide) -> Result<(), RuntimeErro
         )),
         None => None,
     };
+    let joined = prepare_join(&config)?;
     let config = Rc::new(config);
     let recovery = if config.strict_recovery {
         Recovery::Strict
@@ -468,7 +521,12 @@ async fn node_main(config: NodeConfig, side: RaftSide) -> Result<(), RuntimeErro
         }
         None => KvStore::new(),
     };
-    let node = RawNode::new(config.core_config(), restored).map_err(NodeConfigError::from)?;
+    let mut core_config = config.core_config();
+    if joined {
+        core_config.voters.clear();
+    }
+    let node = RawNode::new(core_config, restored).map_err(NodeConfigError::from)?;
+    let members = Rc::new(members::MemberTable::new(config.id, config.members.clone()));
     let me = config.member(config.id).expect("validated").clone();
     let id = config.id;
     let resolve_error = |what| move |source| RuntimeError::Resolve { what, id, source };
@@ -503,7 +561,7 @@ async fn node_main(config: NodeConfig, side: RaftSide) -> Result<(), RuntimeErro
     let (inbox_tx, inbox_rx) = local_channel::new_bounded(INBOX_EVENTS_MAX);
     let inbox_tx = Rc::new(inbox_tx);
     let (disk_tx, disk_rx) = local_channel::new_bounded(disk::DISK_JOBS_MAX);
-    let peers = transport::start_outbound(&config, counters.clone(), emulated.clone());
+    let outbound = transport::Outbound::new(&config, counters.clone(), emulated.clone());
     let snapshot_file = storage.snapshot_file();
     let persisted_to = inbox_tx.clone();
     glommio::spawn_local(disk::disk_task(
@@ -525,6 +583,7 @@ async fn node_main(config: NodeConfig, side: RaftSide) -> Result<(), RuntimeErro
     glommio::spawn_local(transport::serve_inbound(
         peer_listener,
         config.clone(),
+        members.clone(),
         inbox_tx.clone(),
         counters.clone(),
     ))
@@ -573,7 +632,8 @@ async fn node_main(config: NodeConfig, side: RaftSide) -> Result<(), RuntimeErro
         node,
         kv,
         counters.clone(),
-        peers,
+        outbound,
+        members,
         disk_tx,
         snapshot_file,
         inbox_tx.clone(),

@@ -6,6 +6,8 @@
 //! else it hands to other tasks through bounded queues, so one slow peer or disk write never
 //! stalls the loop.
 
+mod membership;
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -16,12 +18,14 @@ use futures_lite::future::poll_once;
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
 
 use super::config::NodeConfig;
+use super::members::MemberTable;
 use super::server::ReplyTo;
 use super::stats::Counters;
 use super::storage::{SnapshotFile, WriteJob};
+use super::transport::Outbound;
 use crate::core::{
-    Entry, EntryKind, Envelope, Index, Message, NodeId, Output, ProposeError, RawNode, Role,
-    Snapshot, SnapshotMeta, Term,
+    Entry, EntryKind, Envelope, Index, Membership, Message, NodeId, Output, ProposeError, RawNode,
+    Role, Snapshot, SnapshotMeta, Term,
 };
 use crate::kv::{ApplyResult, CommandRef, KvStore, OpRef, Response};
 use crate::log::record;
@@ -82,12 +86,20 @@ impl PendingWrite {
     }
 }
 
+/// Writes one leadership transfer holds back, at most; later ones are refused at once.
+const TRANSFER_HELD_WRITES_MAX: usize = crate::limits::CLIENT_LINK_REQUESTS_MAX;
+
 /// A leadership transfer this node started as leader (thesis 3.10), and who waits on it.
 struct PendingTransfer {
     to: NodeId,
     /// The client that asked for it, if one did (SIGTERM starts one without a client).
     reply: Option<(u64, ReplyTo)>,
     started_at: Instant,
+    /// Writes that arrived during the transfer, which a leader must not propose (thesis 3.10).
+    /// They are answered when it ends, with the leader it ended with as their hint: refused at
+    /// once they would name the transferee before it leads, and a client would spend its
+    /// backoff bouncing between two nodes that both say they are not the leader.
+    held_writes: Vec<(u64, ReplyTo)>,
 }
 
 /// SIGTERM on a leader: it exits once it has heard, as a follower, a commit index in a term
@@ -124,7 +136,20 @@ pub struct Driver {
     node: RawNode,
     kv: KvStore,
     counters: Rc<Counters>,
+    /// One queue per member of the configuration in force but this node (their sender tasks).
     peers: BTreeMap<NodeId, LocalSender<wire::PeerFrame>>,
+    /// Opens the connections of members added to the configuration.
+    outbound: Outbound,
+    /// The members' addresses, shared with the peer listener.
+    members: Rc<MemberTable>,
+    /// The configuration the peers and the member table were last set up for.
+    membership_seen: Membership,
+    /// The leader known when the peers were last set up.
+    leader_seen: Option<NodeId>,
+    /// The addresses each peer's sender task was started with.
+    connected: BTreeMap<NodeId, super::config::Member>,
+    /// The membership change a client asked for, answered once it is complete.
+    member_change: Option<membership::PendingChange>,
     disk: LocalSender<(u64, WriteJob)>,
     snapshot_file: Arc<SnapshotFile>,
     /// The Raft loop's own inbox, for the snapshot writer's completion.
@@ -162,18 +187,24 @@ impl Driver {
         node: RawNode,
         kv: KvStore,
         counters: Rc<Counters>,
-        peers: BTreeMap<NodeId, LocalSender<wire::PeerFrame>>,
+        outbound: Outbound,
+        members: Rc<MemberTable>,
         disk: LocalSender<(u64, WriteJob)>,
         snapshot_file: Arc<SnapshotFile>,
         inbox: Rc<LocalSender<Event>>,
     ) -> Driver {
-        counters.metrics.set_peers(peers.keys().copied());
-        Driver {
+        let mut driver = Driver {
             config,
             node,
             kv,
             counters,
-            peers,
+            peers: BTreeMap::new(),
+            outbound,
+            members,
+            membership_seen: Membership::default(),
+            connected: BTreeMap::new(),
+            leader_seen: None,
+            member_change: None,
             disk,
             snapshot_file,
             inbox,
@@ -192,7 +223,9 @@ impl Driver {
             stepping_down: None,
             transfer_elections_seen: 0,
             committed_at: Instant::now(),
-        }
+        };
+        driver.follow_membership();
+        driver
     }
 
     /// Runs until shutdown: handle a burst of events, then act on the core's output.
@@ -212,6 +245,12 @@ impl Driver {
             let output = self.node.take_output();
             let committed = output.committed_entries.len() as u64;
             self.process(output).await;
+            if self.node.membership() != &self.membership_seen
+                || self.node.leader() != self.leader_seen
+            {
+                self.follow_membership();
+            }
+            self.check_member_change();
             self.check_transfer();
             self.check_stepping_down();
             self.publish_metrics();
@@ -262,17 +301,25 @@ impl Driver {
         if self.node.role() != Role::Leader {
             return Err(self.not_leader(self.node.leader()));
         }
-        if self.config.member(to).is_none() {
-            let members: Vec<String> = self
-                .config
-                .members
+        let membership = self.node.membership();
+        if !membership.is_member(to) {
+            let members: Vec<String> = membership
+                .members()
                 .iter()
-                .map(|m| m.id.to_string())
+                .map(|id| id.to_string())
                 .collect();
             return Err(ClientError::Refused {
                 message: format!(
                     "unknown node id {to}: the members are {}",
                     members.join(", ")
+                ),
+            });
+        }
+        if !membership.is_voter(to) {
+            return Err(ClientError::Refused {
+                message: format!(
+                    "node {to} is a learner: only a voter can lead (promote it first with \
+                     `ringraft member promote`)"
                 ),
             });
         }
@@ -290,6 +337,7 @@ impl Driver {
             to,
             reply: None,
             started_at: Instant::now(),
+            held_writes: Vec::new(),
         });
         Ok(())
     }
@@ -364,6 +412,14 @@ impl Driver {
         let pending = self.transfer.take().expect("checked");
         if let Err(e) = &result {
             eprintln!("ringraft: node {}: {e}", self.config.id);
+        }
+        // The held writes go where the transfer ended: here if this node still leads.
+        let leader = match self.node.role() {
+            Role::Leader => Some(self.config.id),
+            _ => self.node.leader(),
+        };
+        for (request_id, reply) in pending.held_writes {
+            reply.send(error(request_id, self.not_leader(leader)));
         }
         if let Some((request_id, reply)) = pending.reply {
             reply.send(ClientResponse { request_id, result });
@@ -455,6 +511,15 @@ impl Driver {
             }
             Request::TransferLeader { to } => {
                 return self.handle_transfer_request(request_id, to, reply)
+            }
+            Request::MemberList => {
+                return reply.send(ClientResponse {
+                    request_id,
+                    result: Ok(Reply::Members(self.member_listing())),
+                })
+            }
+            Request::MemberChange(change) => {
+                return self.handle_member_change(request_id, change, reply)
             }
             Request::Get {
                 key,
@@ -559,6 +624,15 @@ impl Driver {
                     },
                 );
             }
+            Err(ProposeError::TransferInProgress) => match &mut self.transfer {
+                Some(t) if t.held_writes.len() < TRANSFER_HELD_WRITES_MAX => {
+                    t.held_writes.push((request_id, reply));
+                }
+                _ => reply.send(error(
+                    request_id,
+                    self.propose_error(ProposeError::TransferInProgress),
+                )),
+            },
             Err(e) => reply.send(error(request_id, self.propose_error(e))),
         }
     }
@@ -590,7 +664,7 @@ impl Driver {
 
     fn not_leader(&self, leader: Option<NodeId>) -> ClientError {
         let leader_addr = leader
-            .and_then(|id| self.config.member(id))
+            .and_then(|id| self.members.get(id))
             .map(|m| m.client_addr.to_string());
         ClientError::NotLeader {
             leader_hint: leader,
@@ -970,12 +1044,11 @@ impl Driver {
             let result = glommio::executor()
                 .spawn_blocking(move || {
                     let PendingSnapshot { meta, kv } = pending;
-                    let data = Bytes::from(kv.snapshot());
+                    let image = file.serialize(meta, &kv);
                     // Let go of the clone before the (paced) write: it keeps every value
                     // overwritten since the snapshot alive.
                     drop(kv);
-                    let snapshot = Snapshot { meta, data };
-                    file.save_taken(&snapshot).map(|_| snapshot)
+                    file.save_taken(image?)
                 })
                 .await;
             match result {

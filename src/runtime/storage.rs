@@ -6,31 +6,20 @@
 //! log's next write.
 //!
 //! Layout of `data_dir`: `log/` (segments, see `crate::log`), `hard_state` (two CRC slots),
-//! `snapshot` (magic, index, term, length, CRC32, data; replaced atomically by rename).
+//! `snapshot` (see [`SnapshotFile`]).
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::sync::Arc;
 
-use bytes::Bytes;
-
-use crate::core::{Entry, HardState, Index, Membership, Restored, Snapshot, SnapshotMeta};
+pub use super::snapshot_file::SnapshotFile;
+use crate::core::{Entry, HardState, Index, Restored, Snapshot};
 use crate::log::record::records_for;
 use crate::log::{
     cut_at_corruption, EncodedRecord, HardStateStore, Log, LogOptions, OpenReport, PreparedAppend,
     Repair, StorageError,
 };
 
-const SNAPSHOT_MAGIC: u32 = 0x5352_4e50; // "SRNP"
-const SNAPSHOT_HEADER_BYTES: usize = 4 + 8 + 8 + 8 + 4;
-/// Bytes of a snapshot written between two writeback waits.
-const SNAPSHOT_WRITEBACK_BYTES: usize = 1 << 20;
-/// The pace of snapshot writes: a sixth of what the development VM's disk takes sequentially
-/// (~770 MiB/s), so that three nodes sharing it in a benchmark leave the log most of it. A
-/// 100 MiB snapshot takes under a second; with `snapshot_log_factor` 4 the next one is due
-/// after 400 MiB of log.
-const SNAPSHOT_WRITE_BYTES_PER_S: f64 = 128.0 * 1024.0 * 1024.0;
 /// Most corruptions cut from the log at one start: each cut moves at least one segment's tail
 /// aside, so a log that needs more is damaged beyond what repairing from peers is meant for.
 const REPAIRS_AT_OPEN_MAX: usize = 64;
@@ -58,45 +47,6 @@ pub struct WriteJob {
     pub purge_upto: Option<Index>,
 }
 
-/// The snapshot file, shared by the disk queue (snapshots installed from the leader, ordered
-/// with the log writes around them) and the snapshot writer (snapshots this node takes, which
-/// need no such order once the entries they cover are durable).
-pub struct SnapshotFile {
-    dir: PathBuf,
-    /// Last included index of the snapshot on disk (0: none). Held while writing, so that two
-    /// saves never interleave on `snapshot.tmp`.
-    saved_index: Mutex<Index>,
-}
-
-impl SnapshotFile {
-    /// Makes `snapshot` the node's snapshot, atomically (see `write_snapshot`).
-    pub fn save_installed(&self, snapshot: &Snapshot) -> Result<(), StorageError> {
-        let mut saved_index = self.lock();
-        write_snapshot(&self.dir, snapshot)?;
-        *saved_index = snapshot.meta.last_included_index;
-        Ok(())
-    }
-
-    /// Makes `snapshot`, taken of this node's state machine, the node's snapshot unless the one
-    /// on disk is as new or newer: a snapshot installed from the leader while this one was being
-    /// written has already replaced the log prefix it covers, and must not be rolled back.
-    /// Returns whether it was written.
-    pub fn save_taken(&self, snapshot: &Snapshot) -> Result<bool, StorageError> {
-        let mut saved_index = self.lock();
-        if snapshot.meta.last_included_index <= *saved_index {
-            return Ok(false);
-        }
-        write_snapshot(&self.dir, snapshot)?;
-        *saved_index = snapshot.meta.last_included_index;
-        Ok(true)
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
-        // A panic while writing is a failed fsync, which aborts the node; the index stays right.
-        self.saved_index.lock().unwrap_or_else(|e| e.into_inner())
-    }
-}
-
 /// The node's files.
 pub struct Storage {
     snapshot_file: Arc<SnapshotFile>,
@@ -114,7 +64,7 @@ impl Storage {
         recovery: Recovery,
     ) -> Result<(Storage, Restored, OpenReport, Vec<Repair>), StorageError> {
         fs::create_dir_all(dir).map_err(|e| StorageError::io("creating data directory", dir, e))?;
-        let snapshot = read_snapshot(&dir.join("snapshot"))?;
+        let (snapshot_file, snapshot) = SnapshotFile::open(dir)?;
         let (hard_state_store, hard_state) = HardStateStore::open(dir)?;
         let options = LogOptions {
             segment_bytes,
@@ -151,12 +101,8 @@ impl Storage {
         } else {
             Vec::new()
         };
-        let snapshot_file = Arc::new(SnapshotFile {
-            dir: dir.to_path_buf(),
-            saved_index: Mutex::new(snapshot_index),
-        });
         let storage = Storage {
-            snapshot_file,
+            snapshot_file: Arc::new(snapshot_file),
             log,
             hard_state: hard_state_store,
         };
@@ -239,127 +185,11 @@ impl Storage {
     }
 }
 
-/// Writes `dir/snapshot` atomically: a temporary file, fsync, rename, fsync of the directory.
-fn write_snapshot(dir: &Path, snapshot: &Snapshot) -> Result<(), StorageError> {
-    let tmp = dir.join("snapshot.tmp");
-    let path = dir.join("snapshot");
-    let mut header = Vec::with_capacity(SNAPSHOT_HEADER_BYTES);
-    header.extend_from_slice(&SNAPSHOT_MAGIC.to_le_bytes());
-    header.extend_from_slice(&snapshot.meta.last_included_index.to_le_bytes());
-    header.extend_from_slice(&snapshot.meta.last_included_term.to_le_bytes());
-    header.extend_from_slice(&(snapshot.data.len() as u64).to_le_bytes());
-    header.extend_from_slice(&crc32fast::hash(&snapshot.data).to_le_bytes());
-    fn io<'p>(what: &'static str, p: &'p Path) -> impl FnOnce(std::io::Error) -> StorageError + 'p {
-        move |e| StorageError::io(what, p, e)
-    }
-    let mut file = fs::File::create(&tmp).map_err(io("creating snapshot", &tmp))?;
-    file.write_all(&header)
-        .map_err(io("writing snapshot", &tmp))?;
-    // A chunk at a time, each written back before the next, at most SNAPSHOT_WRITE_BYTES_PER_S:
-    // left dirty, a snapshot of 100 MiB reached the disk all at once at sync_all and held up
-    // every log fdatasync behind it; written back at the device's full speed, it still made
-    // each log fdatasync flush the device cache of everything written since the last one
-    // (15-30 ms instead of ~1 ms on `3node-1kb` while three nodes saved snapshots).
-    let started = std::time::Instant::now();
-    let mut at = header.len() as u64;
-    for chunk in snapshot.data.chunks(SNAPSHOT_WRITEBACK_BYTES) {
-        file.write_all(chunk)
-            .map_err(io("writing snapshot", &tmp))?;
-        crate::log::write_back(&file, at, chunk.len() as u64);
-        at += chunk.len() as u64;
-        let due = std::time::Duration::from_secs_f64(at as f64 / SNAPSHOT_WRITE_BYTES_PER_S);
-        if let Some(ahead) = due.checked_sub(started.elapsed()) {
-            std::thread::sleep(ahead);
-        }
-    }
-    // The configuration the snapshot carries, after the data: [membership][len u32][crc u32].
-    // A file without it (written before membership changes) restores with the bootstrap
-    // configuration.
-    if !snapshot.meta.membership.is_empty() {
-        let membership = snapshot.meta.membership.encode();
-        let mut trailer = membership.clone();
-        trailer.extend_from_slice(&(membership.len() as u32).to_le_bytes());
-        trailer.extend_from_slice(&crc32fast::hash(&membership).to_le_bytes());
-        file.write_all(&trailer)
-            .map_err(io("writing snapshot", &tmp))?;
-    }
-    file.sync_all().map_err(io("syncing snapshot", &tmp))?;
-    fs::rename(&tmp, &path).map_err(io("renaming snapshot", &path))?;
-    fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io("syncing data directory", dir))?;
-    Ok(())
-}
-
-/// Reads `path` if it exists; a damaged snapshot is an error naming the file, never ignored.
-fn read_snapshot(path: &Path) -> Result<Option<Snapshot>, StorageError> {
-    let bytes = match fs::read(path) {
-        Ok(bytes) => bytes,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(StorageError::io("reading snapshot", path, e)),
-    };
-    let bad = |reason: &str| {
-        StorageError::Options(format!(
-            "snapshot file {} is damaged: {reason}",
-            path.display()
-        ))
-    };
-    if bytes.len() < SNAPSHOT_HEADER_BYTES {
-        return Err(bad("shorter than its header"));
-    }
-    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
-    if u32::from_le_bytes(bytes[0..4].try_into().expect("4 bytes")) != SNAPSHOT_MAGIC {
-        return Err(bad("bad magic"));
-    }
-    let (index, term, len) = (u64_at(4), u64_at(12), u64_at(20) as usize);
-    let crc = u32::from_le_bytes(bytes[28..32].try_into().expect("4 bytes"));
-    let body = &bytes[SNAPSHOT_HEADER_BYTES..];
-    if body.len() < len {
-        return Err(bad(&format!("length {} but header says {len}", body.len())));
-    }
-    let (data, trailer) = body.split_at(len);
-    let membership = read_membership_trailer(trailer).map_err(|reason| bad(&reason))?;
-    if crc32fast::hash(data) != crc {
-        return Err(bad("CRC mismatch"));
-    }
-    let meta = SnapshotMeta {
-        last_included_index: index,
-        last_included_term: term,
-        membership,
-    };
-    Ok(Some(Snapshot {
-        meta,
-        data: Bytes::copy_from_slice(data),
-    }))
-}
-
-/// The configuration after a snapshot's data (see `write_snapshot`); none in older files.
-fn read_membership_trailer(trailer: &[u8]) -> Result<Membership, String> {
-    if trailer.is_empty() {
-        return Ok(Membership::default());
-    }
-    if trailer.len() < 8 {
-        return Err(format!("{} stray bytes after the data", trailer.len()));
-    }
-    let (membership, tail) = trailer.split_at(trailer.len() - 8);
-    let len = u32::from_le_bytes(tail[0..4].try_into().expect("4 bytes")) as usize;
-    let crc = u32::from_le_bytes(tail[4..8].try_into().expect("4 bytes"));
-    if len != membership.len() {
-        return Err(format!(
-            "configuration of {} bytes but its length says {len}",
-            membership.len()
-        ));
-    }
-    if crc32fast::hash(membership) != crc {
-        return Err("configuration CRC mismatch".into());
-    }
-    Membership::decode(membership).map_err(|e| format!("configuration: {e}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::core::EntryKind;
+    use bytes::Bytes;
 
     fn entries(first: Index, n: u64, term: u64) -> Vec<Entry> {
         (first..first + n)
@@ -433,53 +263,5 @@ mod tests {
         log.append(&entries(kept + 1, 5, 2))
             .expect("append after repair");
         assert_eq!(log.last_index(), kept + 5);
-    }
-}
-
-#[cfg(test)]
-mod snapshot_membership_tests {
-    use super::*;
-    use crate::core::ConfChange;
-
-    fn snapshot(membership: Membership) -> Snapshot {
-        Snapshot {
-            meta: SnapshotMeta {
-                last_included_index: 42,
-                last_included_term: 3,
-                membership,
-            },
-            data: Bytes::from_static(b"state machine bytes"),
-        }
-    }
-
-    #[test]
-    fn a_snapshot_file_keeps_its_configuration() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let membership = Membership::from_voters([1, 2, 3])
-            .apply(&ConfChange::AddLearner {
-                id: 4,
-                context: Bytes::from_static(b"127.0.0.1:1/127.0.0.1:2"),
-            })
-            .unwrap();
-        let written = snapshot(membership);
-        write_snapshot(dir.path(), &written).unwrap();
-        let read = read_snapshot(&dir.path().join("snapshot")).unwrap();
-        assert_eq!(read, Some(written));
-    }
-
-    #[test]
-    fn a_snapshot_file_without_configuration_reads_as_empty_and_a_damaged_one_is_named() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let written = snapshot(Membership::default());
-        write_snapshot(dir.path(), &written).unwrap();
-        let path = dir.path().join("snapshot");
-        assert_eq!(read_snapshot(&path).unwrap(), Some(written));
-        write_snapshot(dir.path(), &snapshot(Membership::from_voters([1, 2, 3]))).unwrap();
-        let mut bytes = fs::read(&path).unwrap();
-        let at = bytes.len() - 9; // Inside the configuration.
-        bytes[at] ^= 0xff;
-        fs::write(&path, &bytes).unwrap();
-        let error = read_snapshot(&path).unwrap_err().to_string();
-        assert!(error.contains("configuration CRC mismatch"), "{error}");
     }
 }

@@ -15,6 +15,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::config::NodeConfig;
+use super::members::MemberTable;
 use super::net::{connect_from, fill, write_parts, ConnError, WRITE_IOVECS_MAX};
 use super::node::Event;
 use super::stats::Counters;
@@ -33,44 +34,64 @@ const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// How long one connection attempt to a peer may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// Starts one sender task per peer; returns the queues to them (encoded frames, in pieces).
-pub fn start_outbound(
-    config: &NodeConfig,
+/// What every outgoing peer connection shares: the handshake, the source address, the link
+/// emulation. The Raft loop asks it for a connection to each member of the configuration in
+/// force, and drops the queue of a member that left, which ends its sender task.
+pub struct Outbound {
+    handshake: Bytes,
+    source: Option<std::net::IpAddr>,
     counters: Rc<Counters>,
     emulated: Option<Rc<Emulated>>,
-) -> BTreeMap<NodeId, LocalSender<PeerFrame>> {
-    let handshake = PeerHandshake {
-        cluster_id: config.cluster_id,
-        node_id: config.id,
-        protocol_version: wire::PROTOCOL_VERSION,
-    };
-    let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    let mut frame = Vec::new();
-    wire::write_frame(
-        FrameType::PeerHandshake,
-        wire::encode_handshake(&handshake, &mut fbb),
-        &mut frame,
-    )
-    .expect("a handshake is far below the frame limit");
-    let frame = Bytes::from(frame);
-    // Leave from the listen IP when it names one, so that peers see this node's own address.
-    let source = match config.peer_listen_addr {
-        Some(listen) => Some(listen.ip()).filter(|ip| !ip.is_unspecified()),
-        // Listening on the advertised address itself: an IP literal there is a local one.
-        None => config
-            .member(config.id)
-            .and_then(|me| me.peer_addr.host().parse().ok()),
-    };
-    let mut queues = BTreeMap::new();
-    for member in config.members.iter().filter(|m| m.id != config.id) {
+}
+
+impl Outbound {
+    /// Prepares the outgoing side of this node's transport; no connection is opened yet.
+    pub fn new(
+        config: &NodeConfig,
+        counters: Rc<Counters>,
+        emulated: Option<Rc<Emulated>>,
+    ) -> Outbound {
+        let handshake = PeerHandshake {
+            cluster_id: config.cluster_id,
+            node_id: config.id,
+            protocol_version: wire::PROTOCOL_VERSION,
+        };
+        let mut fbb = flatbuffers::FlatBufferBuilder::new();
+        let mut frame = Vec::new();
+        wire::write_frame(
+            FrameType::PeerHandshake,
+            wire::encode_handshake(&handshake, &mut fbb),
+            &mut frame,
+        )
+        .expect("a handshake is far below the frame limit");
+        // Leave from the listen IP when it names one, so that peers see this node's own address.
+        let source = match config.peer_listen_addr {
+            Some(listen) => Some(listen.ip()).filter(|ip| !ip.is_unspecified()),
+            // Listening on the advertised address itself: an IP literal there is a local one.
+            None => config
+                .member(config.id)
+                .and_then(|me| me.peer_addr.host().parse().ok()),
+        };
+        Outbound {
+            handshake: Bytes::from(frame),
+            source,
+            counters,
+            emulated,
+        }
+    }
+
+    /// Starts the sender task of peer `id` at `addr`; returns the queue to it (encoded frames, in pieces).
+    /// Dropping the queue ends the task.
+    pub fn connect(&self, id: NodeId, addr: super::config::Address) -> LocalSender<PeerFrame> {
         let (tx, rx) = local_channel::new_bounded(PEER_QUEUE_MSGS_MAX);
-        let feed = match &emulated {
+        let counters = &self.counters;
+        let feed = match &self.emulated {
             None => Feed::Direct(rx),
             Some(emulated) => {
                 let (delayed_tx, delayed_rx) = local_channel::new_bounded(EMULATED_QUEUE_MSGS_MAX);
                 let queued = Rc::new(Cell::new(0));
                 glommio::spawn_local(shape(
-                    member.id,
+                    id,
                     rx,
                     delayed_tx,
                     queued.clone(),
@@ -83,23 +104,22 @@ pub fn start_outbound(
                     held: RefCell::new(None),
                     queued,
                     emulated: emulated.clone(),
-                    peer: member.id,
+                    peer: id,
                     counters: counters.clone(),
                 }
             }
         };
         let task = outbound(
-            member.id,
-            member.peer_addr.clone(),
-            source,
+            id,
+            addr,
+            self.source,
             feed,
-            frame.clone(),
+            self.handshake.clone(),
             counters.clone(),
         );
         glommio::spawn_local(task).detach();
-        queues.insert(member.id, tx);
+        tx
     }
-    queues
 }
 
 async fn outbound(
@@ -124,7 +144,11 @@ async fn outbound(
             }
         }
         // Unreachable: what is queued is stale by the time we reconnect; Raft will resend.
-        Counters::add(&counters.dropped_peer_messages, rx.drain().await);
+        let (dropped, closed) = rx.drain().await;
+        Counters::add(&counters.dropped_peer_messages, dropped);
+        if closed {
+            return; // The peer left the configuration, or the node is shutting down.
+        }
         glommio::timer::sleep(backoff).await;
         backoff = (backoff * 2).min(BACKOFF_MAX);
     }
@@ -166,6 +190,7 @@ async fn send_loop(
 pub async fn serve_inbound(
     listener: TcpListener,
     config: Rc<NodeConfig>,
+    members: Rc<MemberTable>,
     inbox: Rc<LocalSender<Event>>,
     counters: Rc<Counters>,
 ) {
@@ -179,14 +204,15 @@ pub async fn serve_inbound(
             continue; // Dropping the stream closes it.
         }
         open.set(open.get() + 1);
-        let (config, inbox, counters, open) = (
+        let (config, members, inbox, counters, open) = (
             config.clone(),
+            members.clone(),
             inbox.clone(),
             counters.clone(),
             open.clone(),
         );
         glommio::spawn_local(async move {
-            match inbound(stream, &config, &inbox, &counters).await {
+            match inbound(stream, &config, &members, &inbox, &counters).await {
                 Err(e @ (ConnError::Invalid(_) | ConnError::Refused(_))) => {
                     Counters::add(&counters.invalid_peer_frames, 1);
                     eprintln!("ringraft: closed a peer connection: {e}");
@@ -202,6 +228,7 @@ pub async fn serve_inbound(
 async fn inbound(
     mut stream: TcpStream,
     config: &NodeConfig,
+    members: &MemberTable,
     inbox: &LocalSender<Event>,
     counters: &Counters,
 ) -> Result<(), ConnError> {
@@ -212,7 +239,7 @@ async fn inbound(
         }
         fill(&mut stream, &mut decoder).await?;
     };
-    if let Err(reason) = check_handshake(&handshake, config) {
+    if let Err(reason) = check_handshake(&handshake, config, members) {
         Counters::add(&counters.refused_handshakes, 1);
         eprintln!("ringraft: refused peer connection: {reason}");
         return Ok(());
@@ -227,6 +254,14 @@ async fn inbound(
     );
     loop {
         while let Some(envelope) = next_envelope(&mut decoder, config, handshake.node_id)? {
+            // A node removed from the configuration takes no further part: its connection
+            // ends at its next message, and it is refused if it reconnects.
+            if !members.accepts(handshake.node_id) {
+                return Err(ConnError::Refused(format!(
+                    "node {} is no longer a member",
+                    handshake.node_id
+                )));
+            }
             super::trace::event("peer_in", 0);
             if inbox.send(Event::Peer(envelope)).await.is_err() {
                 return Ok(()); // Shutting down.
@@ -262,16 +297,20 @@ fn next_envelope(
     Ok(Some(envelope))
 }
 
-fn check_handshake(handshake: &PeerHandshake, config: &NodeConfig) -> Result<(), String> {
+fn check_handshake(
+    handshake: &PeerHandshake,
+    config: &NodeConfig,
+    members: &MemberTable,
+) -> Result<(), String> {
     if handshake.cluster_id != config.cluster_id {
         return Err(format!(
             "cluster id {} is not ours ({})",
             handshake.cluster_id, config.cluster_id
         ));
     }
-    if handshake.node_id == config.id || config.member(handshake.node_id).is_none() {
+    if !members.accepts(handshake.node_id) {
         return Err(format!(
-            "node id {} is not a peer of node {}",
+            "node id {} is not a member of node {}'s configuration",
             handshake.node_id, config.id
         ));
     }
@@ -464,28 +503,31 @@ impl Feed {
         Some(frame)
     }
 
-    /// Drops everything queued (the peer is unreachable; Raft resends); returns how many.
-    async fn drain(&self) -> u64 {
-        let mut n = 0;
+    /// Drops everything queued (the peer is unreachable; Raft resends); returns how many, and
+    /// whether the queue is closed (the peer left the configuration).
+    async fn drain(&self) -> (u64, bool) {
         match self {
-            Feed::Direct(rx) => {
-                while let Some(Some(_)) = poll_once(rx.recv()).await {
-                    n += 1;
-                }
-            }
+            Feed::Direct(rx) => drain_queue(rx).await,
             Feed::Shaped {
                 rx, held, queued, ..
             } => {
-                let taken = held.borrow_mut().take();
-                if taken.is_some() {
-                    n += 1;
-                }
-                while let Some(Some(_)) = poll_once(rx.recv()).await {
-                    n += 1;
-                }
+                let held = u64::from(held.borrow_mut().take().is_some());
                 queued.set(0);
+                let (n, closed) = drain_queue(rx).await;
+                (n + held, closed)
             }
         }
-        n
+    }
+}
+
+/// Empties `rx` without waiting; returns how many it held and whether its sender is gone.
+async fn drain_queue<T>(rx: &LocalReceiver<T>) -> (u64, bool) {
+    let mut n = 0;
+    loop {
+        match poll_once(rx.recv()).await {
+            Some(Some(_)) => n += 1,
+            Some(None) => return (n, true),
+            None => return (n, false),
+        }
     }
 }

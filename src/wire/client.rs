@@ -69,6 +69,89 @@ pub enum Request {
         /// The node that should lead.
         to: NodeId,
     },
+    /// This node's view of the configuration (any node answers; match indexes from the leader).
+    MemberList,
+    /// Leader only: one membership change, answered with `Done` once it is complete.
+    MemberChange(MemberChange),
+}
+
+/// A membership change a client asks for.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberChange {
+    /// Which change.
+    pub kind: MemberChangeKind,
+    /// The member it is about.
+    pub id: NodeId,
+    /// AddLearner: the new member's addresses, `PEER_ADDR/CLIENT_ADDR` (checked by the node).
+    pub context: Bytes,
+}
+
+/// The kinds of membership change (thesis 4.3, with learners).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberChangeKind {
+    /// A new non-voting member.
+    AddLearner,
+    /// A caught-up learner becomes a voter.
+    Promote,
+    /// A member leaves.
+    Remove,
+}
+
+/// A member's place in the configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MemberRole {
+    /// Votes.
+    Voter,
+    /// Receives the log, does not vote.
+    Learner,
+    /// Votes in the new configuration only, while joint (being promoted).
+    Joining,
+    /// Votes in the old configuration only, while joint (being removed).
+    Leaving,
+}
+
+impl std::fmt::Display for MemberRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MemberRole::Voter => "voter",
+            MemberRole::Learner => "learner",
+            MemberRole::Joining => "voter (joining)",
+            MemberRole::Leaving => "voter (leaving)",
+        })
+    }
+}
+
+/// One member as `MemberList` reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberInfo {
+    /// Its id.
+    pub id: NodeId,
+    /// Its role.
+    pub role: MemberRole,
+    /// Where peers reach it, if known.
+    pub peer_addr: Option<String>,
+    /// Where clients reach it, if known.
+    pub client_addr: Option<String>,
+    /// The leader's match index for it (the leader's own last index for itself); None when
+    /// the answering node does not lead, or does not know it yet.
+    pub match_index: Option<Index>,
+}
+
+/// A node's view of the configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberListing {
+    /// The answering node.
+    pub node_id: NodeId,
+    /// The leader it knows of.
+    pub leader_id: Option<NodeId>,
+    /// Its last log index.
+    pub last_log_index: Index,
+    /// Its commit index.
+    pub commit_index: Index,
+    /// Index of the configuration's entry (or of the snapshot that holds it).
+    pub configuration_index: Index,
+    /// Every member, by id.
+    pub members: Vec<MemberInfo>,
 }
 
 impl Request {
@@ -104,6 +187,8 @@ pub enum Reply {
     NotFound,
     /// The node's counters.
     Stats(NodeStats),
+    /// The node's view of the configuration.
+    Members(MemberListing),
 }
 
 /// Why a request failed. What the client should do is in each variant's doc.
@@ -266,6 +351,9 @@ pub fn decode_client_response(body: &[u8]) -> Result<ClientResponse, DecodeError
             Ok(Reply::Value(Bytes::copy_from_slice(value)))
         }
         fb::Reply::NotFound => Ok(Reply::NotFound),
+        fb::Reply::MemberListReply => Ok(Reply::Members(decode_members(
+            root.body_as_member_list_reply().ok_or_else(unknown)?,
+        )?)),
         fb::Reply::StatsReply => Ok(Reply::Stats(decode_stats(
             root.body_as_stats_reply().ok_or_else(unknown)?,
         )?)),
@@ -358,6 +446,27 @@ fn encode_request_body(
             fb::Request::TransferLeader,
             fb::TransferLeader::create(fbb, &fb::TransferLeaderArgs { to: *to }).as_union_value(),
         ),
+        Request::MemberList => (
+            fb::Request::MemberList,
+            fb::MemberList::create(fbb, &fb::MemberListArgs {}).as_union_value(),
+        ),
+        Request::MemberChange(change) => {
+            let context = fbb.create_vector(&change.context);
+            let kind = match change.kind {
+                MemberChangeKind::AddLearner => fb::MemberChangeKind::AddLearner,
+                MemberChangeKind::Promote => fb::MemberChangeKind::Promote,
+                MemberChangeKind::Remove => fb::MemberChangeKind::Remove,
+            };
+            let args = fb::MemberChangeArgs {
+                kind,
+                id: change.id,
+                context: Some(context),
+            };
+            (
+                fb::Request::MemberChange,
+                fb::MemberChange::create(fbb, &args).as_union_value(),
+            )
+        }
     }
 }
 
@@ -402,6 +511,35 @@ fn decode_request_with(
         fb::Request::TransferLeader => Request::TransferLeader {
             to: root.body_as_transfer_leader().ok_or_else(unknown)?.to(),
         },
+        fb::Request::MemberList => Request::MemberList,
+        fb::Request::MemberChange => {
+            let t = root.body_as_member_change().ok_or_else(unknown)?;
+            let kind = match t.kind() {
+                fb::MemberChangeKind::AddLearner => MemberChangeKind::AddLearner,
+                fb::MemberChangeKind::Promote => MemberChangeKind::Promote,
+                fb::MemberChangeKind::Remove => MemberChangeKind::Remove,
+                other => {
+                    return Err(DecodeError::OutOfRange {
+                        field: "MemberChange.kind",
+                        value: u64::from(other.0),
+                        limit: 2,
+                    })
+                }
+            };
+            let context = t.context().map_or(&[][..], |c| c.bytes());
+            if context.len() > crate::core::MEMBER_CONTEXT_BYTES_MAX {
+                return Err(DecodeError::OutOfRange {
+                    field: "MemberChange.context",
+                    value: context.len() as u64,
+                    limit: crate::core::MEMBER_CONTEXT_BYTES_MAX as u64,
+                });
+            }
+            Request::MemberChange(MemberChange {
+                kind,
+                id: t.id(),
+                context: Bytes::copy_from_slice(context),
+            })
+        }
         _ => return Err(unknown()),
     };
     if root.client_id() == 0 {
@@ -449,6 +587,7 @@ fn encode_reply(
             fb::NotFound::create(fbb, &fb::NotFoundArgs {}).as_union_value(),
         ),
         Reply::Stats(stats) => (fb::Reply::StatsReply, encode_stats(stats, fbb)),
+        Reply::Members(listing) => (fb::Reply::MemberListReply, encode_members(listing, fbb)),
     }
 }
 
@@ -569,6 +708,88 @@ fn decode_stats(t: fb::StatsReply<'_>) -> Result<NodeStats, DecodeError> {
         votes_withheld: t.votes_withheld(),
         recovering_to: non_zero(t.recovering_to()),
         transfer_elections: t.transfer_elections(),
+    })
+}
+
+fn encode_members(
+    listing: &MemberListing,
+    fbb: &mut FlatBufferBuilder<'_>,
+) -> WIPOffset<UnionWIPOffset> {
+    let members: Vec<_> = listing
+        .members
+        .iter()
+        .map(|m| {
+            let peer_addr = m.peer_addr.as_deref().map(|a| fbb.create_string(a));
+            let client_addr = m.client_addr.as_deref().map(|a| fbb.create_string(a));
+            let role = match m.role {
+                MemberRole::Voter => fb::MemberRole::Voter,
+                MemberRole::Learner => fb::MemberRole::Learner,
+                MemberRole::Joining => fb::MemberRole::Joining,
+                MemberRole::Leaving => fb::MemberRole::Leaving,
+            };
+            let args = fb::MemberInfoArgs {
+                id: m.id,
+                role,
+                peer_addr,
+                client_addr,
+                match_index: m.match_index.unwrap_or(0),
+            };
+            fb::MemberInfo::create(fbb, &args)
+        })
+        .collect();
+    let members = fbb.create_vector(&members);
+    let args = fb::MemberListReplyArgs {
+        node_id: listing.node_id,
+        leader_id: listing.leader_id.unwrap_or(0),
+        last_log_index: listing.last_log_index,
+        commit_index: listing.commit_index,
+        configuration_index: listing.configuration_index,
+        members: Some(members),
+    };
+    fb::MemberListReply::create(fbb, &args).as_union_value()
+}
+
+fn decode_members(t: fb::MemberListReply<'_>) -> Result<MemberListing, DecodeError> {
+    let list = t.members().unwrap_or_default();
+    // A configuration holds at most one more member than the limit while a change is joint.
+    let members_max = crate::limits::CLUSTER_NODES_MAX + 1;
+    if list.len() > members_max {
+        return Err(DecodeError::OutOfRange {
+            field: "MemberListReply.members",
+            value: list.len() as u64,
+            limit: members_max as u64,
+        });
+    }
+    let mut members = Vec::with_capacity(list.len());
+    for m in list {
+        let role = match m.role() {
+            fb::MemberRole::Voter => MemberRole::Voter,
+            fb::MemberRole::Learner => MemberRole::Learner,
+            fb::MemberRole::Joining => MemberRole::Joining,
+            fb::MemberRole::Leaving => MemberRole::Leaving,
+            other => {
+                return Err(DecodeError::OutOfRange {
+                    field: "MemberInfo.role",
+                    value: u64::from(other.0),
+                    limit: 3,
+                })
+            }
+        };
+        members.push(MemberInfo {
+            id: m.id(),
+            role,
+            peer_addr: m.peer_addr().map(str::to_string),
+            client_addr: m.client_addr().map(str::to_string),
+            match_index: non_zero(m.match_index()),
+        });
+    }
+    Ok(MemberListing {
+        node_id: t.node_id(),
+        leader_id: non_zero(t.leader_id()),
+        last_log_index: t.last_log_index(),
+        commit_index: t.commit_index(),
+        configuration_index: t.configuration_index(),
+        members,
     })
 }
 

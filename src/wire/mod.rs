@@ -18,7 +18,8 @@ mod stream;
 pub use client::{
     decode_client_request, decode_client_request_shared, decode_client_response,
     encode_client_request, encode_client_response, ClientError, ClientRequest, ClientResponse,
-    NodeStats, Reply, Request,
+    MemberChange, MemberChangeKind, MemberInfo, MemberListing, MemberRole, NodeStats, Reply,
+    Request,
 };
 pub use error::{DecodeError, EncodeError};
 pub use frame::{

@@ -117,7 +117,11 @@ struct NodeProc {
 /// (`Arc<Cluster>`) with the glommio executor that drives clients.
 pub struct Cluster {
     dir: tempfile::TempDir,
+    /// The bootstrap members (`--members` of nodes 1..=bootstrap_n).
     members: String,
+    /// Every node's addresses, spares included (`--members` of nodes that join).
+    members_all: String,
+    bootstrap_n: u64,
     extra_args: Vec<String>,
     nodes: Mutex<Vec<NodeProc>>,
 }
@@ -134,6 +138,14 @@ impl Cluster {
 
     /// Allocates ports and directories for `n` nodes without starting them.
     pub fn new(n: u64, extra_args: &[&str]) -> Cluster {
+        Cluster::with_spares(n, 0, extra_args)
+    }
+
+    /// Like [`Cluster::new`], plus `spares` more nodes (ids n+1..) that are not bootstrap
+    /// members: start them with [`Cluster::start_joining`] and add them with membership changes.
+    pub fn with_spares(n: u64, spares: u64, extra_args: &[&str]) -> Cluster {
+        let bootstrap_n = n;
+        let n = n + spares;
         let dir = tempfile::Builder::new()
             .prefix("ringraft-node-test-")
             .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
@@ -150,14 +162,20 @@ impl Cluster {
                 child: None,
             })
             .collect();
-        let members = nodes
-            .iter()
-            .map(|p| format!("{}={}/{}", p.id, p.peer_addr, p.client_addr))
-            .collect::<Vec<_>>()
-            .join(",");
+        let member_list = |upto: u64| {
+            nodes
+                .iter()
+                .filter(|p| p.id <= upto)
+                .map(|p| format!("{}={}/{}", p.id, p.peer_addr, p.client_addr))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let (members, members_all) = (member_list(bootstrap_n), member_list(n));
         Cluster {
             dir,
             members,
+            members_all,
+            bootstrap_n,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             nodes: Mutex::new(nodes),
         }
@@ -168,11 +186,30 @@ impl Cluster {
         self.start_node_with(id, &[]);
     }
 
+    /// Starts spare node `id` with `--join` (an empty data directory, no configuration): it
+    /// waits until a leader adds it. Restart it later with [`Cluster::start_node`].
+    pub fn start_joining(&self, id: u64) {
+        assert!(id > self.bootstrap_n, "node {id} is a bootstrap member");
+        self.start_node_with(id, &["--join"]);
+    }
+
+    /// The addresses of node `id` as `member add` takes them: PEER_ADDR/CLIENT_ADDR.
+    pub fn member_context(&self, id: u64) -> String {
+        format!("{}/{}", self.peer_addr(id), self.client_addr(id))
+    }
+
     /// Starts (or restarts) node `id` with `more_args` after the cluster's own.
     pub fn start_node_with(&self, id: u64, more_args: &[&str]) {
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         let node = &mut nodes[(id - 1) as usize];
         assert!(node.child.is_none(), "node {id} is already running");
+        // A spare knows every node: the bootstrap members carry no addresses in the
+        // configuration, and it must answer the leader before it has one.
+        let members = if id > self.bootstrap_n {
+            &self.members_all
+        } else {
+            &self.members
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -180,7 +217,7 @@ impl Cluster {
             .expect("open node log");
         let child = Command::new(env!("CARGO_BIN_EXE_ringraft"))
             .arg("node")
-            .args(["--id", &id.to_string(), "--members", &self.members])
+            .args(["--id", &id.to_string(), "--members", members])
             .arg("--data-dir")
             .arg(&node.data_dir)
             .args(["--tick-ms", &TICK_MS.to_string()])
@@ -481,28 +518,130 @@ pub async fn wait_for_leader(addrs: &[SocketAddr], timeout: Duration) -> NodeSta
     wait_until("a leader", timeout, || leader_among(&addrs)).await
 }
 
-/// Writes distinct keys (`{prefix}{task:02}-{i:06}`) through `session` until `stop`, recording
-/// each acknowledged write in `acked`, the time of each success, and each failure.
-pub async fn write_until_stopped(
-    session: &Client,
-    prefix: &str,
-    task: u64,
-    acked: &std::cell::RefCell<std::collections::BTreeMap<bytes::Bytes, bytes::Bytes>>,
-    successes: &std::cell::RefCell<Vec<Instant>>,
-    failed: &std::cell::RefCell<Vec<String>>,
-    stop: &std::cell::Cell<bool>,
-) {
-    let mut i = 0u64;
-    while !stop.get() {
-        let key = bytes::Bytes::from(format!("{prefix}{task:02}-{i:06}"));
-        let value = bytes::Bytes::from(format!("value-{task}-{i}"));
-        match session.put(key.clone(), value.clone()).await {
-            Ok(_) => {
-                acked.borrow_mut().insert(key, value);
-                successes.borrow_mut().push(Instant::now());
+/// Acknowledged writes: key -> value. Writers insert only after `put` returned Ok.
+pub type Acked =
+    std::rc::Rc<std::cell::RefCell<std::collections::BTreeMap<bytes::Bytes, bytes::Bytes>>>;
+
+/// Writers of distinct keys until stopped: the load of every "under load" test. Each task
+/// writes `{prefix}{task:02}-{i:06}` through its session and records each acknowledged write,
+/// the time of each success and each failure (a write the client gave up on: its outcome is
+/// unknown, so it is not checked, but a test asserts there were none).
+pub struct Load {
+    /// Every acknowledged write so far.
+    pub acked: Acked,
+    /// When each write was acknowledged, in order.
+    pub successes: std::rc::Rc<std::cell::RefCell<Vec<Instant>>>,
+    failed: std::rc::Rc<std::cell::RefCell<Vec<String>>>,
+    stop: std::rc::Rc<std::cell::Cell<bool>>,
+    tasks: Vec<glommio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    /// Starts `tasks_per_session` writers on each of `sessions`, on the calling executor.
+    pub fn start(sessions: Vec<Client>, tasks_per_session: u64, prefix: &'static str) -> Load {
+        let load = Load {
+            acked: Default::default(),
+            successes: Default::default(),
+            failed: Default::default(),
+            stop: Default::default(),
+            tasks: Vec::new(),
+        };
+        let mut tasks = Vec::new();
+        for (s, session) in sessions.into_iter().enumerate() {
+            let session = std::rc::Rc::new(session);
+            for t in 0..tasks_per_session {
+                let task = s as u64 * tasks_per_session + t;
+                let (session, acked, successes, failed, stop) = (
+                    session.clone(),
+                    load.acked.clone(),
+                    load.successes.clone(),
+                    load.failed.clone(),
+                    load.stop.clone(),
+                );
+                let writer = glommio::spawn_local(async move {
+                    let mut i = 0u64;
+                    while !stop.get() {
+                        let key = bytes::Bytes::from(format!("{prefix}{task:02}-{i:06}"));
+                        let value = bytes::Bytes::from(format!("value-{task}-{i}"));
+                        match session.put(key.clone(), value.clone()).await {
+                            Ok(_) => {
+                                acked.borrow_mut().insert(key, value);
+                                successes.borrow_mut().push(Instant::now());
+                            }
+                            Err(e) => failed.borrow_mut().push(format!("{key:?}: {e}")),
+                        }
+                        i += 1;
+                    }
+                });
+                tasks.push(writer.detach());
             }
-            Err(e) => failed.borrow_mut().push(format!("{key:?}: {e}")),
         }
-        i += 1;
+        Load { tasks, ..load }
+    }
+
+    /// Acknowledged writes so far.
+    pub fn acked_len(&self) -> usize {
+        self.acked.borrow().len()
+    }
+
+    /// Waits (up to `deadline`) until at least `n` writes are acknowledged in all.
+    pub async fn wait_for_acked(&self, n: usize, what: &str, deadline: Duration) {
+        let acked = self.acked.clone();
+        wait_until(what, deadline, || {
+            let have = acked.borrow().len();
+            async move { (have >= n).then_some(()) }
+        })
+        .await;
+    }
+
+    /// Waits (up to a minute) for `more` writes acknowledged from now.
+    pub async fn wait_for_more(&self, more: usize, what: &str) {
+        let n = self.acked_len() + more;
+        self.wait_for_acked(n, what, Duration::from_secs(60)).await;
+    }
+
+    /// Stops the writers, asserts that no write failed for good, and returns the acknowledged
+    /// writes and the time of each acknowledgement.
+    pub async fn stop(
+        self,
+    ) -> (
+        std::collections::BTreeMap<bytes::Bytes, bytes::Bytes>,
+        Vec<Instant>,
+    ) {
+        self.stop.set(true);
+        for task in self.tasks {
+            task.await;
+        }
+        assert!(
+            self.failed.borrow().is_empty(),
+            "writes failed for good: {:?}",
+            self.failed.borrow().iter().take(5).collect::<Vec<_>>()
+        );
+        let acked = self.acked.borrow().clone();
+        let successes = self.successes.borrow().clone();
+        (acked, successes)
+    }
+}
+
+/// Checks the state machine of the node at `addr` itself (local, non-linearizable reads)
+/// against the acknowledged writes.
+pub async fn assert_local_state(
+    addr: SocketAddr,
+    acked: &std::collections::BTreeMap<bytes::Bytes, bytes::Bytes>,
+) {
+    let local = client(vec![addr]);
+    for (key, value) in acked {
+        let reply = local
+            .call(ringraft::wire::Request::Get {
+                key: key.clone(),
+                linearizable: false,
+            })
+            .await
+            .expect("local get");
+        assert_eq!(
+            reply,
+            ringraft::wire::Reply::Value(value.clone()),
+            "node at {addr}, key {key:?}"
+        );
     }
 }

@@ -14,12 +14,100 @@ pub mod client {
 
 
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_REQUEST: u8 = 0;
+pub const ENUM_MIN_MEMBER_CHANGE_KIND: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REQUEST: u8 = 6;
+pub const ENUM_MAX_MEMBER_CHANGE_KIND: u8 = 2;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REQUEST: [Request; 7] = [
+pub const ENUM_VALUES_MEMBER_CHANGE_KIND: [MemberChangeKind; 3] = [
+  MemberChangeKind::AddLearner,
+  MemberChangeKind::Promote,
+  MemberChangeKind::Remove,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct MemberChangeKind(pub u8);
+#[allow(non_upper_case_globals)]
+impl MemberChangeKind {
+  pub const AddLearner: Self = Self(0);
+  pub const Promote: Self = Self(1);
+  pub const Remove: Self = Self(2);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 2;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::AddLearner,
+    Self::Promote,
+    Self::Remove,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::AddLearner => Some("AddLearner"),
+      Self::Promote => Some("Promote"),
+      Self::Remove => Some("Remove"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for MemberChangeKind {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for MemberChangeKind {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for MemberChangeKind {
+    type Output = MemberChangeKind;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for MemberChangeKind {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for MemberChangeKind {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for MemberChangeKind {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_REQUEST: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_REQUEST: u8 = 8;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_REQUEST: [Request; 9] = [
   Request::NONE,
   Request::Put,
   Request::Delete,
@@ -27,6 +115,8 @@ pub const ENUM_VALUES_REQUEST: [Request; 7] = [
   Request::Propose,
   Request::Stats,
   Request::TransferLeader,
+  Request::MemberList,
+  Request::MemberChange,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -41,9 +131,11 @@ impl Request {
   pub const Propose: Self = Self(4);
   pub const Stats: Self = Self(5);
   pub const TransferLeader: Self = Self(6);
+  pub const MemberList: Self = Self(7);
+  pub const MemberChange: Self = Self(8);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 6;
+  pub const ENUM_MAX: u8 = 8;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Put,
@@ -52,6 +144,8 @@ impl Request {
     Self::Propose,
     Self::Stats,
     Self::TransferLeader,
+    Self::MemberList,
+    Self::MemberChange,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -63,6 +157,8 @@ impl Request {
       Self::Propose => Some("Propose"),
       Self::Stats => Some("Stats"),
       Self::TransferLeader => Some("TransferLeader"),
+      Self::MemberList => Some("MemberList"),
+      Self::MemberChange => Some("MemberChange"),
       _ => None,
     }
   }
@@ -212,12 +308,106 @@ impl<'a> ::flatbuffers::Verifiable for Role {
 
 impl ::flatbuffers::SimpleToVerifyInSlice for Role {}
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MIN_REPLY: u8 = 0;
+pub const ENUM_MIN_MEMBER_ROLE: u8 = 0;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
-pub const ENUM_MAX_REPLY: u8 = 10;
+pub const ENUM_MAX_MEMBER_ROLE: u8 = 3;
 #[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
 #[allow(non_camel_case_types)]
-pub const ENUM_VALUES_REPLY: [Reply; 11] = [
+pub const ENUM_VALUES_MEMBER_ROLE: [MemberRole; 4] = [
+  MemberRole::Voter,
+  MemberRole::Learner,
+  MemberRole::Joining,
+  MemberRole::Leaving,
+];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[repr(transparent)]
+pub struct MemberRole(pub u8);
+#[allow(non_upper_case_globals)]
+impl MemberRole {
+  pub const Voter: Self = Self(0);
+  pub const Learner: Self = Self(1);
+  /// A voter of the new configuration only, while joint (being promoted).
+  pub const Joining: Self = Self(2);
+  /// A voter of the old configuration only, while joint (being removed).
+  pub const Leaving: Self = Self(3);
+
+  pub const ENUM_MIN: u8 = 0;
+  pub const ENUM_MAX: u8 = 3;
+  pub const ENUM_VALUES: &'static [Self] = &[
+    Self::Voter,
+    Self::Learner,
+    Self::Joining,
+    Self::Leaving,
+  ];
+  /// Returns the variant's name or "" if unknown.
+  pub fn variant_name(self) -> Option<&'static str> {
+    match self {
+      Self::Voter => Some("Voter"),
+      Self::Learner => Some("Learner"),
+      Self::Joining => Some("Joining"),
+      Self::Leaving => Some("Leaving"),
+      _ => None,
+    }
+  }
+}
+impl ::core::fmt::Debug for MemberRole {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter) -> ::core::fmt::Result {
+    if let Some(name) = self.variant_name() {
+      f.write_str(name)
+    } else {
+      f.write_fmt(format_args!("<UNKNOWN {:?}>", self.0))
+    }
+  }
+}
+impl<'a> ::flatbuffers::Follow<'a> for MemberRole {
+  type Inner = Self;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    let b = unsafe { ::flatbuffers::read_scalar_at::<u8>(buf, loc) };
+    Self(b)
+  }
+}
+
+impl ::flatbuffers::Push for MemberRole {
+    type Output = MemberRole;
+    #[inline]
+    unsafe fn push(&self, dst: &mut [u8], _written_len: usize) {
+        unsafe { ::flatbuffers::emplace_scalar::<u8>(dst, self.0) };
+    }
+}
+
+impl ::flatbuffers::EndianScalar for MemberRole {
+  type Scalar = u8;
+  #[inline]
+  fn to_little_endian(self) -> u8 {
+    self.0.to_le()
+  }
+  #[inline]
+  #[allow(clippy::wrong_self_convention)]
+  fn from_little_endian(v: u8) -> Self {
+    let b = u8::from_le(v);
+    Self(b)
+  }
+}
+
+impl<'a> ::flatbuffers::Verifiable for MemberRole {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    u8::run_verifier(v, pos)
+  }
+}
+
+impl ::flatbuffers::SimpleToVerifyInSlice for MemberRole {}
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MIN_REPLY: u8 = 0;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+pub const ENUM_MAX_REPLY: u8 = 11;
+#[deprecated(since = "2.0.0", note = "Use associated constants instead. This will no longer be generated in 2021.")]
+#[allow(non_camel_case_types)]
+pub const ENUM_VALUES_REPLY: [Reply; 12] = [
   Reply::NONE,
   Reply::Done,
   Reply::Value,
@@ -229,6 +419,7 @@ pub const ENUM_VALUES_REPLY: [Reply; 11] = [
   Reply::Backpressure,
   Reply::Internal,
   Reply::Refused,
+  Reply::MemberListReply,
 ];
 
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
@@ -247,9 +438,10 @@ impl Reply {
   pub const Backpressure: Self = Self(8);
   pub const Internal: Self = Self(9);
   pub const Refused: Self = Self(10);
+  pub const MemberListReply: Self = Self(11);
 
   pub const ENUM_MIN: u8 = 0;
-  pub const ENUM_MAX: u8 = 10;
+  pub const ENUM_MAX: u8 = 11;
   pub const ENUM_VALUES: &'static [Self] = &[
     Self::NONE,
     Self::Done,
@@ -262,6 +454,7 @@ impl Reply {
     Self::Backpressure,
     Self::Internal,
     Self::Refused,
+    Self::MemberListReply,
   ];
   /// Returns the variant's name or "" if unknown.
   pub fn variant_name(self) -> Option<&'static str> {
@@ -277,6 +470,7 @@ impl Reply {
       Self::Backpressure => Some("Backpressure"),
       Self::Internal => Some("Internal"),
       Self::Refused => Some("Refused"),
+      Self::MemberListReply => Some("MemberListReply"),
       _ => None,
     }
   }
@@ -933,6 +1127,219 @@ impl ::core::fmt::Debug for TransferLeader<'_> {
       ds.finish()
   }
 }
+pub enum MemberListOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// This node's view of the cluster's configuration (answered by any node; match indexes only
+/// by the leader).
+pub struct MemberList<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MemberList<'a> {
+  type Inner = MemberList<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MemberList<'a> {
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MemberList { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    _args: &'args MemberListArgs
+  ) -> ::flatbuffers::WIPOffset<MemberList<'bldr>> {
+    let mut builder = MemberListBuilder::new(_fbb);
+    builder.finish()
+  }
+
+}
+
+impl ::flatbuffers::Verifiable for MemberList<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberListArgs {
+}
+impl<'a> Default for MemberListArgs {
+  #[inline]
+  fn default() -> Self {
+    MemberListArgs {
+    }
+  }
+}
+
+pub struct MemberListBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberListBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberListBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberListBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MemberList<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MemberList<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MemberList");
+      ds.finish()
+  }
+}
+pub enum MemberChangeOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+/// Leader only: one membership change; answered once it is complete (committed, and out of the
+/// joint configuration for a voter change).
+pub struct MemberChange<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MemberChange<'a> {
+  type Inner = MemberChange<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MemberChange<'a> {
+  pub const VT_KIND: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_CONTEXT: ::flatbuffers::VOffsetT = 8;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MemberChange { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberChangeArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MemberChange<'bldr>> {
+    let mut builder = MemberChangeBuilder::new(_fbb);
+    builder.add_id(args.id);
+    if let Some(x) = args.context { builder.add_context(x); }
+    builder.add_kind(args.kind);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn kind(&self) -> MemberChangeKind {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<MemberChangeKind>(MemberChange::VT_KIND, Some(MemberChangeKind::AddLearner)).unwrap()}
+  }
+  #[inline]
+  pub fn id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MemberChange::VT_ID, Some(0)).unwrap()}
+  }
+  /// AddLearner: the new member's addresses as PEER_ADDR/CLIENT_ADDR.
+  #[inline]
+  pub fn context(&self) -> Option<::flatbuffers::Vector<'a, u8>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, u8>>>(MemberChange::VT_CONTEXT, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MemberChange<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<MemberChangeKind>("kind", Self::VT_KIND, false)?
+     .visit_field::<u64>("id", Self::VT_ID, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, u8>>>("context", Self::VT_CONTEXT, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberChangeArgs<'a> {
+    pub kind: MemberChangeKind,
+    pub id: u64,
+    pub context: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, u8>>>,
+}
+impl<'a> Default for MemberChangeArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MemberChangeArgs {
+      kind: MemberChangeKind::AddLearner,
+      id: 0,
+      context: None,
+    }
+  }
+}
+
+pub struct MemberChangeBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberChangeBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_kind(&mut self, kind: MemberChangeKind) {
+    self.fbb_.push_slot::<MemberChangeKind>(MemberChange::VT_KIND, kind, MemberChangeKind::AddLearner);
+  }
+  #[inline]
+  pub fn add_id(&mut self, id: u64) {
+    self.fbb_.push_slot::<u64>(MemberChange::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_context(&mut self, context: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , u8>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MemberChange::VT_CONTEXT, context);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberChangeBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberChangeBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MemberChange<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MemberChange<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MemberChange");
+      ds.field("kind", &self.kind());
+      ds.field("id", &self.id());
+      ds.field("context", &self.context());
+      ds.finish()
+  }
+}
 pub enum ClientRequestOffset {}
 #[derive(Copy, Clone, PartialEq)]
 
@@ -1101,6 +1508,36 @@ impl<'a> ClientRequest<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_member_list(&self) -> Option<MemberList<'a>> {
+    if self.body_type() == Request::MemberList {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MemberList::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_member_change(&self) -> Option<MemberChange<'a>> {
+    if self.body_type() == Request::MemberChange {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MemberChange::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientRequest<'_> {
@@ -1120,6 +1557,8 @@ impl ::flatbuffers::Verifiable for ClientRequest<'_> {
           Request::Propose => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Propose>>("Request::Propose", pos),
           Request::Stats => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Stats>>("Request::Stats", pos),
           Request::TransferLeader => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<TransferLeader>>("Request::TransferLeader", pos),
+          Request::MemberList => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberList>>("Request::MemberList", pos),
+          Request::MemberChange => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberChange>>("Request::MemberChange", pos),
           _ => Ok(()),
         }
      })?
@@ -1232,6 +1671,20 @@ impl ::core::fmt::Debug for ClientRequest<'_> {
         },
         Request::TransferLeader => {
           if let Some(x) = self.body_as_transfer_leader() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::MemberList => {
+          if let Some(x) = self.body_as_member_list() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Request::MemberChange => {
+          if let Some(x) = self.body_as_member_change() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
@@ -2001,6 +2454,355 @@ impl ::core::fmt::Debug for StatsReply<'_> {
       ds.field("votes_withheld", &self.votes_withheld());
       ds.field("recovering_to", &self.recovering_to());
       ds.field("transfer_elections", &self.transfer_elections());
+      ds.finish()
+  }
+}
+pub enum MemberInfoOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MemberInfo<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MemberInfo<'a> {
+  type Inner = MemberInfo<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MemberInfo<'a> {
+  pub const VT_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_ROLE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_PEER_ADDR: ::flatbuffers::VOffsetT = 8;
+  pub const VT_CLIENT_ADDR: ::flatbuffers::VOffsetT = 10;
+  pub const VT_MATCH_INDEX: ::flatbuffers::VOffsetT = 12;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MemberInfo { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberInfoArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MemberInfo<'bldr>> {
+    let mut builder = MemberInfoBuilder::new(_fbb);
+    builder.add_match_index(args.match_index);
+    builder.add_id(args.id);
+    if let Some(x) = args.client_addr { builder.add_client_addr(x); }
+    if let Some(x) = args.peer_addr { builder.add_peer_addr(x); }
+    builder.add_role(args.role);
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MemberInfo::VT_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn role(&self) -> MemberRole {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<MemberRole>(MemberInfo::VT_ROLE, Some(MemberRole::Voter)).unwrap()}
+  }
+  /// Absent: no address known.
+  #[inline]
+  pub fn peer_addr(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MemberInfo::VT_PEER_ADDR, None)}
+  }
+  #[inline]
+  pub fn client_addr(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(MemberInfo::VT_CLIENT_ADDR, None)}
+  }
+  /// The leader's match index for it (its own last index for the leader); 0: unknown.
+  #[inline]
+  pub fn match_index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MemberInfo::VT_MATCH_INDEX, Some(0)).unwrap()}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MemberInfo<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("id", Self::VT_ID, false)?
+     .visit_field::<MemberRole>("role", Self::VT_ROLE, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("peer_addr", Self::VT_PEER_ADDR, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("client_addr", Self::VT_CLIENT_ADDR, false)?
+     .visit_field::<u64>("match_index", Self::VT_MATCH_INDEX, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberInfoArgs<'a> {
+    pub id: u64,
+    pub role: MemberRole,
+    pub peer_addr: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub client_addr: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub match_index: u64,
+}
+impl<'a> Default for MemberInfoArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MemberInfoArgs {
+      id: 0,
+      role: MemberRole::Voter,
+      peer_addr: None,
+      client_addr: None,
+      match_index: 0,
+    }
+  }
+}
+
+pub struct MemberInfoBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberInfoBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_id(&mut self, id: u64) {
+    self.fbb_.push_slot::<u64>(MemberInfo::VT_ID, id, 0);
+  }
+  #[inline]
+  pub fn add_role(&mut self, role: MemberRole) {
+    self.fbb_.push_slot::<MemberRole>(MemberInfo::VT_ROLE, role, MemberRole::Voter);
+  }
+  #[inline]
+  pub fn add_peer_addr(&mut self, peer_addr: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MemberInfo::VT_PEER_ADDR, peer_addr);
+  }
+  #[inline]
+  pub fn add_client_addr(&mut self, client_addr: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MemberInfo::VT_CLIENT_ADDR, client_addr);
+  }
+  #[inline]
+  pub fn add_match_index(&mut self, match_index: u64) {
+    self.fbb_.push_slot::<u64>(MemberInfo::VT_MATCH_INDEX, match_index, 0);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberInfoBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberInfoBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MemberInfo<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MemberInfo<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MemberInfo");
+      ds.field("id", &self.id());
+      ds.field("role", &self.role());
+      ds.field("peer_addr", &self.peer_addr());
+      ds.field("client_addr", &self.client_addr());
+      ds.field("match_index", &self.match_index());
+      ds.finish()
+  }
+}
+pub enum MemberListReplyOffset {}
+#[derive(Copy, Clone, PartialEq)]
+
+pub struct MemberListReply<'a> {
+  pub _tab: ::flatbuffers::Table<'a>,
+}
+
+impl<'a> ::flatbuffers::Follow<'a> for MemberListReply<'a> {
+  type Inner = MemberListReply<'a>;
+  #[inline]
+  unsafe fn follow(buf: &'a [u8], loc: usize) -> Self::Inner {
+    Self { _tab: unsafe { ::flatbuffers::Table::new(buf, loc) } }
+  }
+}
+
+impl<'a> MemberListReply<'a> {
+  pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 4;
+  pub const VT_LEADER_ID: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LAST_LOG_INDEX: ::flatbuffers::VOffsetT = 8;
+  pub const VT_COMMIT_INDEX: ::flatbuffers::VOffsetT = 10;
+  pub const VT_CONFIGURATION_INDEX: ::flatbuffers::VOffsetT = 12;
+  pub const VT_MEMBERS: ::flatbuffers::VOffsetT = 14;
+
+  #[inline]
+  pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
+    MemberListReply { _tab: table }
+  }
+  #[allow(unused_mut)]
+  pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
+    _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
+    args: &'args MemberListReplyArgs<'args>
+  ) -> ::flatbuffers::WIPOffset<MemberListReply<'bldr>> {
+    let mut builder = MemberListReplyBuilder::new(_fbb);
+    builder.add_configuration_index(args.configuration_index);
+    builder.add_commit_index(args.commit_index);
+    builder.add_last_log_index(args.last_log_index);
+    builder.add_leader_id(args.leader_id);
+    builder.add_node_id(args.node_id);
+    if let Some(x) = args.members { builder.add_members(x); }
+    builder.finish()
+  }
+
+
+  #[inline]
+  pub fn node_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MemberListReply::VT_NODE_ID, Some(0)).unwrap()}
+  }
+  /// 0: no known leader.
+  #[inline]
+  pub fn leader_id(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MemberListReply::VT_LEADER_ID, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn last_log_index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MemberListReply::VT_LAST_LOG_INDEX, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn commit_index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MemberListReply::VT_COMMIT_INDEX, Some(0)).unwrap()}
+  }
+  /// Index of the configuration's entry (or of the snapshot holding it).
+  #[inline]
+  pub fn configuration_index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(MemberListReply::VT_CONFIGURATION_INDEX, Some(0)).unwrap()}
+  }
+  #[inline]
+  pub fn members(&self) -> Option<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MemberInfo<'a>>>> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MemberInfo>>>>(MemberListReply::VT_MEMBERS, None)}
+  }
+}
+
+impl ::flatbuffers::Verifiable for MemberListReply<'_> {
+  #[inline]
+  fn run_verifier(
+    v: &mut ::flatbuffers::Verifier, pos: usize
+  ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
+    v.visit_table(pos)?
+     .visit_field::<u64>("node_id", Self::VT_NODE_ID, false)?
+     .visit_field::<u64>("leader_id", Self::VT_LEADER_ID, false)?
+     .visit_field::<u64>("last_log_index", Self::VT_LAST_LOG_INDEX, false)?
+     .visit_field::<u64>("commit_index", Self::VT_COMMIT_INDEX, false)?
+     .visit_field::<u64>("configuration_index", Self::VT_CONFIGURATION_INDEX, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<::flatbuffers::Vector<'_, ::flatbuffers::ForwardsUOffset<MemberInfo>>>>("members", Self::VT_MEMBERS, false)?
+     .finish();
+    Ok(())
+  }
+}
+pub struct MemberListReplyArgs<'a> {
+    pub node_id: u64,
+    pub leader_id: u64,
+    pub last_log_index: u64,
+    pub commit_index: u64,
+    pub configuration_index: u64,
+    pub members: Option<::flatbuffers::WIPOffset<::flatbuffers::Vector<'a, ::flatbuffers::ForwardsUOffset<MemberInfo<'a>>>>>,
+}
+impl<'a> Default for MemberListReplyArgs<'a> {
+  #[inline]
+  fn default() -> Self {
+    MemberListReplyArgs {
+      node_id: 0,
+      leader_id: 0,
+      last_log_index: 0,
+      commit_index: 0,
+      configuration_index: 0,
+      members: None,
+    }
+  }
+}
+
+pub struct MemberListReplyBuilder<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> {
+  fbb_: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>,
+  start_: ::flatbuffers::WIPOffset<::flatbuffers::TableUnfinishedWIPOffset>,
+}
+impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> MemberListReplyBuilder<'a, 'b, A> {
+  #[inline]
+  pub fn add_node_id(&mut self, node_id: u64) {
+    self.fbb_.push_slot::<u64>(MemberListReply::VT_NODE_ID, node_id, 0);
+  }
+  #[inline]
+  pub fn add_leader_id(&mut self, leader_id: u64) {
+    self.fbb_.push_slot::<u64>(MemberListReply::VT_LEADER_ID, leader_id, 0);
+  }
+  #[inline]
+  pub fn add_last_log_index(&mut self, last_log_index: u64) {
+    self.fbb_.push_slot::<u64>(MemberListReply::VT_LAST_LOG_INDEX, last_log_index, 0);
+  }
+  #[inline]
+  pub fn add_commit_index(&mut self, commit_index: u64) {
+    self.fbb_.push_slot::<u64>(MemberListReply::VT_COMMIT_INDEX, commit_index, 0);
+  }
+  #[inline]
+  pub fn add_configuration_index(&mut self, configuration_index: u64) {
+    self.fbb_.push_slot::<u64>(MemberListReply::VT_CONFIGURATION_INDEX, configuration_index, 0);
+  }
+  #[inline]
+  pub fn add_members(&mut self, members: ::flatbuffers::WIPOffset<::flatbuffers::Vector<'b , ::flatbuffers::ForwardsUOffset<MemberInfo<'b >>>>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(MemberListReply::VT_MEMBERS, members);
+  }
+  #[inline]
+  pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> MemberListReplyBuilder<'a, 'b, A> {
+    let start = _fbb.start_table();
+    MemberListReplyBuilder {
+      fbb_: _fbb,
+      start_: start,
+    }
+  }
+  #[inline]
+  pub fn finish(self) -> ::flatbuffers::WIPOffset<MemberListReply<'a>> {
+    let o = self.fbb_.end_table(self.start_);
+    ::flatbuffers::WIPOffset::new(o.value())
+  }
+}
+
+impl ::core::fmt::Debug for MemberListReply<'_> {
+  fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+    let mut ds = f.debug_struct("MemberListReply");
+      ds.field("node_id", &self.node_id());
+      ds.field("leader_id", &self.leader_id());
+      ds.field("last_log_index", &self.last_log_index());
+      ds.field("commit_index", &self.commit_index());
+      ds.field("configuration_index", &self.configuration_index());
+      ds.field("members", &self.members());
       ds.finish()
   }
 }
@@ -2790,6 +3592,21 @@ impl<'a> ClientResponse<'a> {
     }
   }
 
+  #[inline]
+  #[allow(non_snake_case)]
+  pub fn body_as_member_list_reply(&self) -> Option<MemberListReply<'a>> {
+    if self.body_type() == Reply::MemberListReply {
+      self.body().map(|t| {
+       // Safety:
+       // Created from a valid Table for this object
+       // Which contains a valid union in this slot
+       unsafe { MemberListReply::init_from_table(t) }
+     })
+    } else {
+      None
+    }
+  }
+
 }
 
 impl ::flatbuffers::Verifiable for ClientResponse<'_> {
@@ -2811,6 +3628,7 @@ impl ::flatbuffers::Verifiable for ClientResponse<'_> {
           Reply::Backpressure => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Backpressure>>("Reply::Backpressure", pos),
           Reply::Internal => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Internal>>("Reply::Internal", pos),
           Reply::Refused => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<Refused>>("Reply::Refused", pos),
+          Reply::MemberListReply => v.verify_union_variant::<::flatbuffers::ForwardsUOffset<MemberListReply>>("Reply::MemberListReply", pos),
           _ => Ok(()),
         }
      })?
@@ -2937,6 +3755,13 @@ impl ::core::fmt::Debug for ClientResponse<'_> {
         },
         Reply::Refused => {
           if let Some(x) = self.body_as_refused() {
+            ds.field("body", &x)
+          } else {
+            ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
+          }
+        },
+        Reply::MemberListReply => {
+          if let Some(x) = self.body_as_member_list_reply() {
             ds.field("body", &x)
           } else {
             ds.field("body", &"InvalidFlatbuffer: Union discriminant does not match value.")
