@@ -9,10 +9,9 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use node_common::{
-    assert_local_state, client, leader_among, run, stats, wait_for_leader, wait_until, Acked,
-    Cluster, Load,
+    assert_local_state, client, leader_among, run, stats, wait_for_leader, wait_until, write_batch,
+    Acked, Cluster, Load,
 };
 use ringraft::client::Client;
 use ringraft::core::Role;
@@ -187,31 +186,6 @@ fn a_node_down_during_compaction_catches_up_by_snapshot() {
         }
     });
     eprintln!("test took {:?}", started.elapsed());
-}
-
-/// `count` puts of 1 KiB values, 32 in flight on one session; all must succeed.
-async fn write_batch(session: &Rc<Client>, acked: &Acked, round: u64, count: u64) {
-    const IN_FLIGHT: u64 = 32;
-    let mut tasks = Vec::new();
-    for t in 0..IN_FLIGHT {
-        let (session, acked) = (session.clone(), acked.clone());
-        tasks.push(glommio::spawn_local(async move {
-            for i in (t..count).step_by(IN_FLIGHT as usize) {
-                let key = Bytes::from(format!("r{round}-{i:06}"));
-                let mut value = format!("r{round}-{i}-").into_bytes();
-                value.resize(1024, b'x');
-                let value = Bytes::from(value);
-                session
-                    .put(key.clone(), value.clone())
-                    .await
-                    .unwrap_or_else(|e| panic!("put {key:?}: {e}"));
-                acked.borrow_mut().insert(key, value);
-            }
-        }));
-    }
-    for task in tasks {
-        task.await;
-    }
 }
 
 /// The first index of the oldest log segment in a node's data directory, if any. Segment files

@@ -5,16 +5,12 @@
 
 mod node_common;
 
-use std::cell::RefCell;
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use node_common::{client, run, stats, wait_for_leader, wait_until, Cluster};
-use ringraft::client::Client;
+use node_common::{client, run, stats, wait_for_leader, wait_until, write_batch, Acked, Cluster};
 
 /// Snapshot every 200 entries and 1 MiB segments, so that a few thousand 1 KiB writes take
 /// several snapshots and purge whole segments.
@@ -29,8 +25,6 @@ const COMPACTING: &[&str] = &[
 const MAGIC_V2: &[u8] = &0x5352_4e32u32.to_le_bytes();
 /// Header bytes of a version 2 snapshot file (the data follows).
 const HEADER_BYTES: usize = 40;
-
-type Acked = Rc<RefCell<BTreeMap<Bytes, Bytes>>>;
 
 /// The node's snapshot file as written by the node's path, or None while there is none.
 fn snapshot_file(data_dir: &Path) -> Option<Vec<u8>> {
@@ -128,29 +122,4 @@ fn every_node_restarts_from_its_snapshot_and_a_damaged_one_is_refused() {
         );
     });
     eprintln!("test took {:?}", started.elapsed());
-}
-
-/// `count` puts of 1 KiB values, 32 in flight on one session; all must succeed.
-async fn write_batch(session: &Rc<Client>, acked: &Acked, round: u64, count: u64) {
-    const IN_FLIGHT: u64 = 32;
-    let mut tasks = Vec::new();
-    for t in 0..IN_FLIGHT {
-        let (session, acked) = (session.clone(), acked.clone());
-        tasks.push(glommio::spawn_local(async move {
-            for i in (t..count).step_by(IN_FLIGHT as usize) {
-                let key = Bytes::from(format!("r{round}-{i:06}"));
-                let mut value = format!("r{round}-{i}-").into_bytes();
-                value.resize(1024, b'x');
-                let value = Bytes::from(value);
-                session
-                    .put(key.clone(), value.clone())
-                    .await
-                    .unwrap_or_else(|e| panic!("put {key:?}: {e}"));
-                acked.borrow_mut().insert(key, value);
-            }
-        }));
-    }
-    for task in tasks {
-        task.await;
-    }
 }

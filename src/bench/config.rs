@@ -132,10 +132,12 @@ impl BenchConfig {
     pub fn load_placement(&self) -> crate::loadgen::LoadThreads {
         crate::loadgen::LoadThreads {
             count: self.load_threads,
-            cores: match &self.load_cpus {
-                Some(crate::runtime::Cpus::List(cores)) => cores.clone(),
-                _ => Vec::new(),
-            },
+            // `validate` refused a count.
+            cores: self
+                .load_cpus
+                .as_ref()
+                .and_then(|c| c.named_cores("load_cpus").ok())
+                .map_or(Vec::new(), <[usize]>::to_vec),
         }
     }
 
@@ -179,11 +181,8 @@ impl BenchConfig {
                 self.nodes
             ));
         }
-        if let Some(crate::runtime::Cpus::Count(n)) = &self.load_cpus {
-            return Err(format!(
-                "load_cpus = {n} is a count; name the cores to pin the load generator on \
-                 (e.g. \"0-1\"); its threads are set by load_threads"
-            ));
+        if let Some(cpus) = &self.load_cpus {
+            cpus.named_cores("load_cpus")?;
         }
         if let Some(ratio) = self.expect.etcd_throughput_ratio_min {
             if !(ratio.is_finite() && ratio > 0.0) {

@@ -855,13 +855,8 @@ struct LoadArgs {
 
 /// `--cpus` of `ringraft load`: cores by number (a count says nothing about where).
 fn parse_load_cpus(text: &str) -> Result<Vec<usize>, String> {
-    match ringraft::runtime::Cpus::parse(text)? {
-        ringraft::runtime::Cpus::List(cores) => Ok(cores),
-        ringraft::runtime::Cpus::Count(n) => Err(format!(
-            "{n} is a count; name the cores to pin the load threads on (e.g. 0-1, or 3-3 for \
-             core 3 alone)"
-        )),
-    }
+    let cpus = ringraft::runtime::Cpus::parse(text)?;
+    cpus.named_cores("--cpus").map(<[usize]>::to_vec)
 }
 
 fn run_load(args: LoadArgs) -> ExitCode {

@@ -357,6 +357,17 @@ impl NodeConfig {
     }
 }
 
+/// Reads `PEER_ADDR/CLIENT_ADDR`, the form a member's two addresses take in `--members` and in
+/// a membership change's context.
+pub fn parse_address_pair(text: &str) -> Result<(Address, Address), String> {
+    let (peer, client) = text
+        .split_once('/')
+        .ok_or_else(|| format!("`{text}` is not PEER_ADDR/CLIENT_ADDR"))?;
+    let peer = Address::parse(peer).map_err(|e| format!("peer address: {e}"))?;
+    let client = Address::parse(client).map_err(|e| format!("client address: {e}"))?;
+    Ok((peer, client))
+}
+
 /// Parses `--members 1=127.0.0.1:7001/127.0.0.1:8001,2=...` (id=peer_addr/client_addr; a host
 /// may be a DNS name).
 pub fn parse_members(text: &str) -> Result<Vec<Member>, NodeConfigError> {
@@ -370,16 +381,12 @@ pub fn parse_members(text: &str) -> Result<Vec<Member>, NodeConfigError> {
             let (id, addrs) = item
                 .split_once('=')
                 .ok_or_else(|| bad(format!("`{item}`: expected id=peer_addr/client_addr")))?;
-            let (peer, client) = addrs
-                .split_once('/')
-                .ok_or_else(|| bad(format!("`{item}`: expected id=peer_addr/client_addr")))?;
             let id: NodeId = id
                 .trim()
                 .parse()
                 .map_err(|_| bad(format!("`{id}` is not a node id")))?;
-            let peer_addr = Address::parse(peer).map_err(|e| bad(format!("member {id}: {e}")))?;
-            let client_addr =
-                Address::parse(client).map_err(|e| bad(format!("member {id}: {e}")))?;
+            let (peer_addr, client_addr) =
+                parse_address_pair(addrs).map_err(|e| bad(format!("member {id}: {e}")))?;
             Ok(Member {
                 id,
                 peer_addr,

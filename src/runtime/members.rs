@@ -30,11 +30,7 @@ pub fn parse_context(context: &[u8]) -> Result<(Address, Address), String> {
         ));
     }
     let text = std::str::from_utf8(context).map_err(|_| "addresses are not UTF-8".to_string())?;
-    let (peer, client) = text
-        .split_once('/')
-        .ok_or_else(|| format!("`{text}` is not PEER_ADDR/CLIENT_ADDR"))?;
-    let peer = Address::parse(peer).map_err(|e| format!("peer address: {e}"))?;
-    let client = Address::parse(client).map_err(|e| format!("client address: {e}"))?;
+    let (peer, client) = super::config::parse_address_pair(text)?;
     if peer == client {
         return Err(format!(
             "`{text}`: the peer and client addresses must differ"

@@ -75,6 +75,18 @@ impl Cpus {
         Ok(Cpus::Count(n))
     }
 
+    /// The cores named one by one; a count names none, and is refused with `what` (the
+    /// setting's name) for what must say where, not how many.
+    pub fn named_cores(&self, what: &str) -> Result<&[usize], String> {
+        match self {
+            Cpus::List(cores) => Ok(cores),
+            Cpus::Count(n) => Err(format!(
+                "{what} = {n} is a count; name the cores (e.g. \"0-1\", or \"3-3\" for core 3 \
+                 alone)"
+            )),
+        }
+    }
+
     /// Parses a count (`4`) or a list of cores and ranges (`2-7`, `0,2,4`, `1-2,6`); a single
     /// core is a range of one (`3-3`), since a bare number is a count.
     pub fn parse(text: &str) -> Result<Cpus, String> {

@@ -623,6 +623,31 @@ impl Load {
     }
 }
 
+/// `count` puts of 1 KiB values, 32 in flight on one session; all must succeed.
+pub async fn write_batch(session: &std::rc::Rc<Client>, acked: &Acked, round: u64, count: u64) {
+    const IN_FLIGHT: u64 = 32;
+    let mut tasks = Vec::new();
+    for t in 0..IN_FLIGHT {
+        let (session, acked) = (session.clone(), acked.clone());
+        tasks.push(glommio::spawn_local(async move {
+            for i in (t..count).step_by(IN_FLIGHT as usize) {
+                let key = bytes::Bytes::from(format!("r{round}-{i:06}"));
+                let mut value = format!("r{round}-{i}-").into_bytes();
+                value.resize(1024, b'x');
+                let value = bytes::Bytes::from(value);
+                session
+                    .put(key.clone(), value.clone())
+                    .await
+                    .unwrap_or_else(|e| panic!("put {key:?}: {e}"));
+                acked.borrow_mut().insert(key, value);
+            }
+        }));
+    }
+    for task in tasks {
+        task.await;
+    }
+}
+
 /// Checks the state machine of the node at `addr` itself (local, non-linearizable reads)
 /// against the acknowledged writes.
 pub async fn assert_local_state(
