@@ -10,7 +10,7 @@
 
 use std::fs;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub use super::snapshot_file::SnapshotFile;
 use crate::core::{Entry, HardState, Index, Restored, Snapshot};
@@ -51,7 +51,9 @@ pub struct WriteJob {
 pub struct Storage {
     snapshot_file: Arc<SnapshotFile>,
     log: Log,
-    hard_state: HardStateStore,
+    /// Apart from the rest, so that saving it (a write and an fdatasync on the blocking pool)
+    /// never holds the lock the executor takes to lay out the next group of records.
+    hard_state: Arc<Mutex<HardStateStore>>,
 }
 
 impl Storage {
@@ -104,7 +106,7 @@ impl Storage {
         let storage = Storage {
             snapshot_file: Arc::new(snapshot_file),
             log,
-            hard_state: hard_state_store,
+            hard_state: Arc::new(Mutex::new(hard_state_store)),
         };
         Ok((
             storage,
@@ -174,9 +176,9 @@ impl Storage {
         self.log.truncate_suffix(from)
     }
 
-    /// Makes term and vote durable.
-    pub fn save_hard_state(&mut self, hard_state: &HardState) -> Result<(), StorageError> {
-        self.hard_state.save(hard_state)
+    /// The hard state's file, saved on its own (see [`crate::runtime::disk`]).
+    pub fn hard_state_store(&self) -> Arc<Mutex<HardStateStore>> {
+        self.hard_state.clone()
     }
 
     /// Purges whole segments covered by a durable snapshot up to `upto`.
