@@ -306,3 +306,42 @@ fn sigterm_stops_every_node_cleanly_and_a_full_restart_keeps_the_data() {
             .expect("put after restart");
     });
 }
+
+/// Requests in flight that all hear "not the leader" from the same follower move the client
+/// once. When each moved it on from wherever it then pointed, an even number of them put it back
+/// on the follower, so a session's first writes could bounce until they ran out of attempts.
+#[test]
+fn refusals_heard_at_once_move_the_client_once() {
+    const IN_FLIGHT: u64 = 8;
+    let cluster = Arc::new(Cluster::start(3, &[]));
+    let addrs = cluster.client_addrs();
+    let c = cluster.clone();
+    run(move || async move {
+        let leader = wait_for_leader(&addrs, Duration::from_secs(20)).await;
+        let follower = (1..=3)
+            .find(|&id| id != leader.node_id)
+            .expect("a follower");
+        // Bare addresses, the follower first: the client finds the leader by rotation.
+        let members = vec![c.client_addr(follower), c.client_addr(leader.node_id)];
+        let client_id = (u64::from(std::process::id()) << 20) | 0xF_FFFF;
+        let mut options =
+            ClientOptions::new(members.into_iter().map(Into::into).collect(), client_id);
+        options.attempts_max = 3;
+        options.attempt_timeout = Duration::from_secs(10);
+        let session = Rc::new(Client::new(options));
+        let writes: Vec<_> = (0..IN_FLIGHT)
+            .map(|i| {
+                let session = session.clone();
+                glommio::spawn_local(async move {
+                    let key = Bytes::from(format!("refused-{i}"));
+                    session.put(key, Bytes::from_static(b"v")).await
+                })
+            })
+            .collect();
+        for (i, write) in writes.into_iter().enumerate() {
+            if let Err(e) = write.await {
+                panic!("write {i} of {IN_FLIGHT} sent at once to a follower first: {e}");
+            }
+        }
+    });
+}

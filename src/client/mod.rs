@@ -266,11 +266,12 @@ impl Client {
             if attempt > 0 && !std::mem::take(&mut skip_backoff) {
                 glommio::timer::sleep(retry_backoff(attempt)).await;
             }
-            match self.attempt(&request, sequence).await {
+            let (asked, answer) = self.attempt(&request, sequence).await;
+            match answer {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(ClientError::NotLeader { leader_hint, .. })) => {
                     last = "not the leader".into();
-                    let moved_to_hint = self.follow_hint(leader_hint);
+                    let moved_to_hint = self.follow_hint(asked, leader_hint);
                     if moved_to_hint && !hint_followed_at_once {
                         hint_followed_at_once = true;
                         skip_backoff = true;
@@ -282,7 +283,7 @@ impl Client {
                 Ok(Err(e)) => return Err(Error::Server(e)),
                 Err(problem) => {
                     last = problem;
-                    self.rotate();
+                    self.rotate(asked);
                 }
             }
         }
@@ -294,20 +295,31 @@ impl Client {
 
     /// One attempt on whatever node the client is connected to, without following hints.
     async fn call_once_anywhere(&self, request: Request) -> Result<Reply, Error> {
-        match self.attempt(&request, 0).await {
+        match self.attempt(&request, 0).await.1 {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err(Error::Server(e)),
             Err(last) => Err(Error::Unavailable { attempts: 1, last }),
         }
     }
 
-    /// Ok(answer) or Err(connection problem).
+    /// The member asked (an index into `options.members`), and Ok(answer) or Err(connection
+    /// problem).
     async fn attempt(
         &self,
         request: &Request,
         sequence: u64,
+    ) -> (usize, Result<Result<Reply, ClientError>, String>) {
+        let asked = self.inner.borrow().leader;
+        (asked, self.attempt_at(asked, request, sequence).await)
+    }
+
+    async fn attempt_at(
+        &self,
+        asked: usize,
+        request: &Request,
+        sequence: u64,
     ) -> Result<Result<Reply, ClientError>, String> {
-        let connection = self.connection().await?;
+        let connection = self.connection(asked).await?;
         let (client_id, request_id, timeout) = {
             let mut inner = self.inner.borrow_mut();
             inner.next_request_id += 1;
@@ -338,20 +350,27 @@ impl Client {
         }
     }
 
-    async fn connection(&self) -> Result<Rc<Connection>, String> {
+    /// A connection to member `asked`: the client's own if it still points there, else a new
+    /// one (kept as the client's only if no other request moved the client meanwhile).
+    async fn connection(&self, asked: usize) -> Result<Rc<Connection>, String> {
         let addr = {
             let inner = self.inner.borrow();
-            if let Some(c) = inner.connection.as_ref().filter(|c| c.is_alive()) {
-                return Ok(c.clone());
+            if inner.leader == asked {
+                if let Some(c) = inner.connection.as_ref().filter(|c| c.is_alive()) {
+                    return Ok(c.clone());
+                }
             }
-            inner.options.members[inner.leader].addr
+            inner.options.members[asked].addr
         };
         let connection = Rc::new(
             Connection::open(addr)
                 .await
                 .map_err(|e| format!("cannot connect to {addr}: {e}"))?,
         );
-        self.inner.borrow_mut().connection = Some(connection.clone());
+        let mut inner = self.inner.borrow_mut();
+        if inner.leader == asked {
+            inner.connection = Some(connection.clone());
+        }
         Ok(connection)
     }
 
@@ -366,9 +385,15 @@ impl Client {
         }
     }
 
-    /// Moves to the hinted leader (or the next member without a hint); returns whether it
-    /// moved to a hinted node other than the one just asked.
-    fn follow_hint(&self, leader_hint: Option<NodeId>) -> bool {
+    /// Moves to the hinted leader (or the next member without a hint), after member `asked`
+    /// said it does not lead; returns whether it moved to a hinted node other than `asked`.
+    ///
+    /// Several requests in flight hear the same answer from the same node: only the first
+    /// moves the client. Had each moved it on from wherever the client then pointed, an even
+    /// number of them would have put it back on the node that refused, dropping the connection
+    /// the others were using each time (observed: a session's first writes bounced between a
+    /// follower and lost connections for 40 attempts).
+    fn follow_hint(&self, asked: usize, leader_hint: Option<NodeId>) -> bool {
         let mut inner = self.inner.borrow_mut();
         let hinted = leader_hint.and_then(|hint| {
             inner
@@ -377,19 +402,27 @@ impl Client {
                 .iter()
                 .position(|m| m.id == Some(hint))
         });
-        let next = hinted.unwrap_or((inner.leader + 1) % inner.options.members.len());
-        let moved_to_hint = hinted.is_some() && next != inner.leader;
-        if next != inner.leader || hinted.is_none() {
+        if inner.leader != asked {
+            // Another request already moved the client on from `asked`.
+            return false;
+        }
+        let next = hinted.unwrap_or((asked + 1) % inner.options.members.len());
+        let moved_to_hint = hinted.is_some() && next != asked;
+        if next != asked || hinted.is_none() {
             inner.leader = next;
             inner.connection = None;
         }
         moved_to_hint
     }
 
-    fn rotate(&self) {
+    /// Moves to the next member after a connection problem with member `asked`, unless another
+    /// request already moved the client on from it.
+    fn rotate(&self, asked: usize) {
         let mut inner = self.inner.borrow_mut();
-        inner.leader = (inner.leader + 1) % inner.options.members.len();
-        inner.connection = None;
+        if inner.leader == asked {
+            inner.leader = (asked + 1) % inner.options.members.len();
+            inner.connection = None;
+        }
     }
 
     /// The next session sequence, once it is within [`SESSION_RESPONSES_MAX`] of the lowest
