@@ -186,6 +186,26 @@ impl Client {
         }
     }
 
+    /// Asks the cluster (group 0 of the node the client reaches) how many groups it has, and
+    /// routes by that from now on. Call it before the first request, for a caller that was not
+    /// told the count (the command line).
+    pub async fn learn_groups(&self) -> Result<u32, Error> {
+        let groups = self.stats_of(0).await?.groups.max(1);
+        let mut inner = self.inner.borrow_mut();
+        let members = inner.options.members.len();
+        inner.options.groups = groups;
+        for g in inner.groups.len() as u32..groups {
+            inner.groups.push(GroupState {
+                leader: g as usize % members,
+                connection: None,
+                next_sequence: 1,
+                unanswered: BTreeSet::new(),
+                window_waiters: Vec::new(),
+            });
+        }
+        Ok(groups)
+    }
+
     /// How many groups the client routes to.
     pub fn groups(&self) -> u32 {
         self.inner.borrow().options.groups
