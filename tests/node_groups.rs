@@ -82,6 +82,28 @@ async fn wait_for_group_leaders(addrs: &[SocketAddr], groups: u32) -> Vec<u64> {
     leaders
 }
 
+/// Waits until every group is led by its preferred voter, voter (group mod 3) of nodes 1..=3.
+async fn wait_for_spread_leaders(addrs: &[SocketAddr], groups: u32) {
+    let addrs = addrs.to_vec();
+    wait_until(
+        "every group led by its preferred node",
+        Duration::from_secs(60),
+        || {
+            let addrs = addrs.clone();
+            async move {
+                for group in 0..groups {
+                    let leader = group_leader(&addrs, groups, group).await?;
+                    if leader.node_id != u64::from(group % 3) + 1 {
+                        return None;
+                    }
+                }
+                Some(())
+            }
+        },
+    )
+    .await;
+}
+
 /// One request over a plain socket, answered by one response (for requests the client library
 /// would never send).
 fn raw_request(addr: SocketAddr, request: &ClientRequest) -> wire::ClientResponse {
@@ -387,14 +409,12 @@ fn a_kill_9_of_a_node_leading_groups_loses_no_acknowledged_write_in_any_group() 
     const GROUPS: u32 = 4;
     let cluster = Cluster::start(3, &["--groups", "4"]);
     let addrs = cluster.client_addrs();
-    let leaders = {
+    // Leaders spread at start: group g on node (g mod 3) + 1, so node 1 leads groups 0 and 3.
+    run({
         let addrs = addrs.clone();
-        run(move || async move { wait_for_group_leaders(&addrs, GROUPS).await })
-    };
-    // The node leading the most groups.
-    let victim = (1..=3u64)
-        .max_by_key(|id| leaders.iter().filter(|l| *l == id).count())
-        .expect("three nodes");
+        move || async move { wait_for_spread_leaders(&addrs, GROUPS).await }
+    });
+    let victim = 1;
     let acked = {
         let load_addrs = addrs.clone();
         let load_and_kill = move || async move {
@@ -463,6 +483,11 @@ fn a_kill_9_of_a_node_leading_groups_loses_no_acknowledged_write_in_any_group() 
                 .await;
             }
         }
+    });
+    // Leaders are spread again: the restarted node takes its groups back.
+    run({
+        let addrs = addrs.clone();
+        move || async move { wait_for_spread_leaders(&addrs, GROUPS).await }
     });
     // No acknowledged write is lost in any group: each reads back as written.
     let mut per_group = [0usize; GROUPS as usize];
