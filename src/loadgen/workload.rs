@@ -184,7 +184,11 @@ impl Workload {
             if self.linearizable_reads { "linearizable" } else { "serializable" },
             self.warmup,
             self.duration
-        )
+        ) + &if self.groups > 1 {
+            format!(", keys routed to {} Raft groups", self.groups)
+        } else {
+            String::new()
+        }
     }
 }
 
