@@ -388,6 +388,53 @@ fn each_group_has_its_thread_and_its_metrics_label() {
         );
     }
     assert!(!names.iter().any(|n| n == "ringraft-raft"), "{names:?}");
+    // `ringraft stats` prints every group; `ringraft load --groups` counts writes per group.
+    let stats = std::process::Command::new(env!("CARGO_BIN_EXE_ringraft"))
+        .args(["stats", &cluster.client_addr(1).to_string()])
+        .output()
+        .expect("ringraft stats");
+    let stats = String::from_utf8_lossy(&stats.stdout);
+    assert!(
+        stats.contains("group 0 of 2: node 1") && stats.contains("group 1 of 2: node 1"),
+        "{stats}"
+    );
+    let cluster_arg = cluster
+        .client_addrs()
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let load = std::process::Command::new(env!("CARGO_BIN_EXE_ringraft"))
+        .args([
+            "load",
+            "--cluster",
+            &cluster_arg,
+            "--groups",
+            "2",
+            "--quiet",
+        ])
+        .args(["--connections", "2", "--inflight", "4", "--warmup-s", "0.2"])
+        .args(["--duration-s", "1", "--key-space", "1000"])
+        .output()
+        .expect("ringraft load");
+    let report = String::from_utf8_lossy(&load.stdout);
+    assert!(
+        load.status.success(),
+        "{report}\n{}",
+        String::from_utf8_lossy(&load.stderr)
+    );
+    for group in 0..2 {
+        let line = report
+            .lines()
+            .find(|l| {
+                l.trim_start()
+                    .starts_with(&format!("group {group:>3} writes/s"))
+            })
+            .unwrap_or_else(|| panic!("no line for group {group}:\n{report}"));
+        let per_s: f64 = line.split_whitespace().last().unwrap().parse().unwrap();
+        assert!(per_s > 0.0, "{line}");
+    }
     let text = ringraft::bench::scrape::fetch(cluster.metrics_addr(1), Duration::from_secs(10))
         .expect("scrape");
     let parsed = ringraft::bench::scrape::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -502,4 +549,75 @@ fn a_kill_9_of_a_node_leading_groups_loses_no_acknowledged_write_in_any_group() 
             assert_eq!(got.as_ref(), Some(value), "{key:?} lost");
         }
     });
+}
+
+#[test]
+fn a_hot_group_does_not_stall_another() {
+    const GROUPS: u32 = 2;
+    let cluster = Cluster::start(3, &["--groups", "2"]);
+    let addrs = cluster.client_addrs();
+    run(move || async move {
+        wait_for_spread_leaders(&addrs, GROUPS).await;
+        // Group 0 hot: 4 sessions x 64 writers of 16 KiB values, for as long as this test runs.
+        let stop = std::rc::Rc::new(std::cell::Cell::new(false));
+        let hot_acked = std::rc::Rc::new(std::cell::Cell::new(0u64));
+        let mut hot = Vec::new();
+        for s in 0..4u64 {
+            let session = std::rc::Rc::new(group_client(addrs.clone(), GROUPS, 200 + s));
+            for t in 0..64u64 {
+                let (session, stop, hot_acked) = (session.clone(), stop.clone(), hot_acked.clone());
+                hot.push(glommio::spawn_local(async move {
+                    let mut i = 0u64;
+                    while !stop.get() {
+                        let key = hot_key(s * 64 + t, i);
+                        i += 1;
+                        if session.put(key, vec![b'h'; 16 << 10]).await.is_ok() {
+                            hot_acked.set(hot_acked.get() + 1);
+                        }
+                    }
+                }));
+            }
+        }
+        wait_until("the hot group under load", Duration::from_secs(60), || {
+            let n = hot_acked.get();
+            async move { (n >= 200).then_some(()) }
+        })
+        .await;
+        // Group 1, one writer: every write succeeds while group 0 is still overloaded.
+        let cold = group_client(addrs.clone(), GROUPS, 300);
+        let mut written = 0;
+        for i in 0.. {
+            let key = format!("cold-{i}");
+            if group_of(key.as_bytes(), GROUPS) != 1 {
+                continue;
+            }
+            cold.put(key, b"c".to_vec())
+                .await
+                .unwrap_or_else(|e| panic!("a write of the cold group failed: {e}"));
+            written += 1;
+            if written == 200 {
+                break;
+            }
+        }
+        let hot_during = hot_acked.get();
+        assert!(!stop.get(), "the hot load was still running");
+        stop.set(true);
+        for task in hot {
+            task.await;
+        }
+        assert!(hot_during >= 200, "the hot group was loaded: {hot_during}");
+        // And the cold group's leader committed them: its applied index holds them all.
+        let leader = group_leader(&addrs, GROUPS, 1)
+            .await
+            .expect("group 1 leader");
+        assert!(leader.applied_index >= 200, "{leader:?}");
+    });
+}
+
+/// Key `i` of hot writer `task`, one of group 0's keys.
+fn hot_key(task: u64, i: u64) -> Vec<u8> {
+    (0u64..)
+        .map(|salt| format!("hot-{task}-{i}-{salt}").into_bytes())
+        .find(|key| group_of(key, 2) == 0)
+        .expect("half of all keys are in group 0")
 }

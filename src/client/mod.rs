@@ -178,6 +178,9 @@ impl Client {
     /// The group a request goes to: its key's, or group 0 for a request without a key.
     pub fn group_for(&self, request: &Request) -> u32 {
         let groups = self.inner.borrow().options.groups;
+        if groups == 1 {
+            return 0;
+        }
         match request {
             Request::Put { key, .. } | Request::Delete { key } | Request::Get { key, .. } => {
                 crate::kv::group_of(key, groups)
