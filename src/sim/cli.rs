@@ -36,6 +36,10 @@ pub struct SimArgs {
     /// Cluster size.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Raft groups on every node, sharing its disk, links and crashes; keys are routed to
+    /// groups as a node routes them.
+    #[arg(long, default_value_t = 1)]
+    pub groups: usize,
     /// Steps (ticks of 10 ms simulated time) of the faulty phase.
     #[arg(long, default_value_t = 2000)]
     pub steps: u64,
@@ -102,6 +106,13 @@ pub fn main(args: SimArgs) -> i32 {
         );
         return 2;
     }
+    if !(1..=crate::limits::GROUPS_MAX).contains(&args.groups) {
+        eprintln!(
+            "error: --groups must be in 1..={}",
+            crate::limits::GROUPS_MAX
+        );
+        return 2;
+    }
     let total = end - first;
     let progress_every = (total / 10).max(1);
     let mut totals = SimReport::default();
@@ -113,6 +124,7 @@ pub fn main(args: SimArgs) -> i32 {
         let result = match args.scenario {
             ScenarioKind::Random => {
                 let mut config = SimConfig::new(seed, args.nodes, args.steps);
+                config.groups = args.groups;
                 config.bug_commit_previous_term = bug;
                 config.bug_no_abstain = bug_no_abstain;
                 config.bug_joint_single_majority =
@@ -159,11 +171,12 @@ pub fn main(args: SimArgs) -> i32 {
         }
     }
     println!(
-        "seeds {first}..{end} nodes {} steps {}: crashes {} (torn writes {}, damaged tails {}, damaged middles {}), lost writes {}, most disk-faulty nodes at once {}, votes withheld {}, restarts {}, partitions {}, messages {}, drops {}, duplicates {}, \
-         elections {} (terms with a leader {}), commits {}, snapshots taken {} installed {}, transfers {} (completed to a campaign {}), membership changes {} (promotions {}, voter removals {}, joint commits {}), \
+        "seeds {first}..{end} nodes {} groups {} steps {}: crashes {} (torn writes {}, damaged tails {}, damaged middles {}), lost writes {}, most disk-faulty nodes at once {}, votes withheld {}, restarts {}, partitions {}, messages {}, drops {}, duplicates {}, \
+         elections {} (terms with a leader {}), commits {}{}, snapshots taken {} installed {}, transfers {} (completed to a campaign {}), membership changes {} (promotions {}, voter removals {}, joint commits {}), \
          writes acked {} indeterminate {}, retries deduplicated {}, reads {}, linearizability unknown {}, \
          longest liveness phase {} ms, violations {}",
         if args.scenario == ScenarioKind::Figure8 { 5 } else { args.nodes },
+        args.groups,
         args.steps,
         totals.crashes,
         totals.torn_writes,
@@ -180,6 +193,11 @@ pub fn main(args: SimArgs) -> i32 {
         totals.elections,
         totals.leader_terms,
         totals.commits,
+        if args.groups > 1 {
+            format!(" (by group {:?})", totals.group_commits)
+        } else {
+            String::new()
+        },
         totals.snapshots_taken,
         totals.snapshots_installed,
         totals.transfers,

@@ -36,7 +36,7 @@ impl Simulation {
 
     fn leader_among(&self, candidates: &[usize]) -> Option<usize> {
         candidates.iter().copied().find(|&i| {
-            self.nodes[i]
+            self.nodes[i].replicas[0]
                 .raft
                 .as_ref()
                 .is_some_and(|r| r.role() == Role::Leader)
@@ -44,7 +44,7 @@ impl Simulation {
     }
 
     fn persisted_index(&self, node: usize) -> u64 {
-        self.nodes[node]
+        self.nodes[node].replicas[0]
             .raft
             .as_ref()
             .map_or(0, |r| r.log().persisted_index())
@@ -93,11 +93,11 @@ pub fn figure8(
         sim.start_node(node);
     }
     let all: Vec<usize> = (0..5).collect();
-    if !sim.run_until(300 * TICK_US, |s| s.current_leader().is_some())? {
+    if !sim.run_until(300 * TICK_US, |s| s.current_leader(0).is_some())? {
         return Ok((sim.finish_report(), false));
     }
     sim.run_until(20 * TICK_US, |_| false)?;
-    let Some(a) = sim.current_leader() else {
+    let Some(a) = sim.current_leader(0) else {
         return Ok((sim.finish_report(), false));
     };
     let others: Vec<usize> = all.iter().copied().filter(|&i| i != a).collect();
@@ -114,7 +114,7 @@ pub fn figure8(
             value: b"X".to_vec(),
         },
     };
-    let Ok(i) = sim.nodes[a]
+    let Ok(i) = sim.nodes[a].replicas[0]
         .raft
         .as_mut()
         .expect("running")
@@ -123,7 +123,7 @@ pub fn figure8(
         return Ok((sim.finish_report(), false));
     };
     sim.trace_line(format_args!("scenario: X proposed at n{} index {i}", a + 1));
-    sim.drain(a);
+    sim.drain(a, 0);
     if !sim.run_until(100 * TICK_US, |s| {
         s.persisted_index(a) >= i && s.persisted_index(b) >= i
     })? {
@@ -143,6 +143,7 @@ pub fn figure8(
     sim.crash_node(e, NEVER_US);
     let e_term_at_i = sim.nodes[e]
         .disk
+        .store(0)
         .restored()
         .entries
         .iter()
@@ -150,6 +151,7 @@ pub fn figure8(
         .map(|x| x.term);
     let x_term = sim.nodes[b]
         .disk
+        .store(0)
         .restored()
         .entries
         .iter()
@@ -165,7 +167,7 @@ pub fn figure8(
     sim.restart_node(a);
     let reached = sim.run_until(500 * TICK_US, |s| {
         s.leader_among(&[a, b]).is_some_and(|l| {
-            s.nodes[l]
+            s.nodes[l].replicas[0]
                 .raft
                 .as_ref()
                 .is_some_and(|r| r.log().commit_index() >= i)
