@@ -359,12 +359,7 @@ impl Simulation {
 
     /// Queues a write of `group` on the node's one disk, behind every group's earlier writes.
     fn enqueue_disk(&mut self, node: usize, group: usize, op: DiskOp) {
-        let leader = self
-            .raft(node, group)
-            .is_some_and(|r| r.role() == Role::Leader);
-        let latency_us = if let (Some(slow_us), true) = (self.slow_leader_writes_us, leader) {
-            slow_us
-        } else if self.rng.chance(self.config.faults.slow_disk_probability) {
+        let latency_us = if self.rng.chance(self.config.faults.slow_disk_probability) {
             2_000 + self.rng.below(28_000)
         } else {
             50 + self.rng.below(950)

@@ -17,7 +17,6 @@ pub mod history;
 mod invariants;
 pub mod linearizability;
 mod net;
-pub mod scenario;
 mod trace;
 
 use std::fmt;
@@ -462,8 +461,6 @@ pub struct Simulation {
     partition_generation: u64,
     next_request_id: u64,
     violation: Option<(Option<usize>, &'static str, String)>,
-    /// Scenario hook: every write enqueued by a leader takes this long.
-    slow_leader_writes_us: Option<Micros>,
 }
 
 /// Runs one simulation to the end.
@@ -523,7 +520,6 @@ impl Simulation {
             partition_generation: 0,
             next_request_id: 1,
             violation: None,
-            slow_leader_writes_us: None,
         }
     }
 
