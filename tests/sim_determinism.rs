@@ -61,5 +61,8 @@ fn failing_seed_replays_identically() {
     let (a, b) = (failing(), failing());
     assert_eq!(a.to_string(), b.to_string());
     assert_eq!(a.report, b.report);
-    assert!(a.to_string().starts_with("seed 6: group 1:"), "the seed comes first");
+    assert!(
+        a.to_string().starts_with("seed 6: group 1:"),
+        "the seed comes first"
+    );
 }
