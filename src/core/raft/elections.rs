@@ -169,6 +169,14 @@ impl RawNode {
     }
 
     pub(super) fn become_leader(&mut self) {
+        debug_assert_eq!(self.role, Role::Candidate);
+        debug_assert_eq!(self.hard_state.voted_for, Some(self.config.id));
+        debug_assert!(self.recovering_to.is_none());
+        debug_assert_eq!(
+            self.membership.vote_result(&self.votes),
+            VoteResult::Won,
+            "leader without a majority of every voter set"
+        );
         self.role = Role::Leader;
         self.leader = Some(self.config.id);
         self.votes.clear();
@@ -217,6 +225,20 @@ impl RawNode {
             assert!(
                 self.recovering_to.is_none(),
                 "a vote granted by a node that lost acknowledged entries"
+            );
+            debug_assert!(
+                self.hard_state.voted_for.is_none() || self.hard_state.voted_for == Some(from),
+                "a second vote in term {}",
+                self.term()
+            );
+            debug_assert_ne!(self.role, Role::Leader, "a leader votes for nobody else");
+            // Paper 5.4.1, restated apart from `is_up_to_date`: the candidate's last term is
+            // later, or the same with a log at least as long.
+            debug_assert!(
+                last_log_term > self.log.last_term()
+                    || (last_log_term == self.log.last_term()
+                        && last_log_index >= self.log.last_index()),
+                "a vote for a log less up to date than ours"
             );
             self.hard_state.voted_for = Some(from);
             self.reset_election_timer();

@@ -431,6 +431,7 @@ impl RawNode {
                 let granted = term > self.term()
                     && self.may_vote()
                     && self.log.is_up_to_date(last_log_index, last_log_term);
+                debug_assert!(!granted || self.recovering_to.is_none());
                 let term = if granted { term } else { self.term() };
                 self.send(from, Message::PreVoteResponse { term, granted });
             }

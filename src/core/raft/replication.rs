@@ -387,6 +387,8 @@ impl RawNode {
     /// Commits the highest index a quorum holds durably, if it is of the current term
     /// (paper section 5.4.2: earlier terms' entries commit only indirectly, see Figure 8).
     pub(super) fn maybe_commit(&mut self) {
+        debug_assert_eq!(self.role, Role::Leader, "only a leader decides commitment");
+        let commit_before = self.log.commit_index();
         let persisted = self.log.persisted_index();
         let matched = |id: NodeId| {
             if id == self.config.id {
@@ -408,10 +410,43 @@ impl RawNode {
             let first_commit_of_term =
                 self.log.term_at(self.log.commit_index()) != Some(self.term());
             self.log.commit_to(candidate);
+            debug_assert!(self.log.commit_index() > commit_before);
+            debug_assert!(
+                self.config.bug_commit_previous_term || of_current_term,
+                "commitment counts replicas of the current term's entries only (paper 5.4.2)"
+            );
+            debug_assert!(
+                self.config.bug_joint_single_majority || self.held_by_every_majority(candidate),
+                "commit index {candidate} is not held by a majority of every voter set of {:?}",
+                self.membership
+            );
             if first_commit_of_term && of_current_term {
                 self.release_reads_before_first_commit();
             }
             self.membership_committed();
         }
+        debug_assert!(
+            self.log.commit_index() >= commit_before,
+            "commit index decreased"
+        );
+    }
+
+    /// Whether a majority of each voter set of the configuration in force (both while joint)
+    /// holds `index` durably: the leader once its own write is persisted, a follower by its
+    /// match index. Counted here apart from `quorum.rs`, to check its answer.
+    fn held_by_every_majority(&self, index: Index) -> bool {
+        let holds = |id: &NodeId| {
+            if *id == self.config.id {
+                self.log.persisted_index() >= index
+            } else {
+                self.progress
+                    .get(id)
+                    .is_some_and(|p| p.match_index >= index)
+            }
+        };
+        let majority = |set: &std::collections::BTreeSet<NodeId>| {
+            set.is_empty() || set.iter().filter(|id| holds(id)).count() * 2 > set.len()
+        };
+        majority(&self.membership.voters) && majority(&self.membership.outgoing)
     }
 }
