@@ -22,6 +22,9 @@ pub const INFLIGHT_BYTES_MAX: usize = 256 << 20;
 /// Largest chunk of a snapshot sent in one InstallSnapshot message.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1 << 20;
 
+/// Most snapshot chunks in flight to one follower (`snapshot_inflight_chunks_max`).
+pub const SNAPSHOT_INFLIGHT_CHUNKS_MAX: usize = 4096;
+
 /// Largest snapshot a follower will assemble in memory, and largest state a node serializes.
 pub const SNAPSHOT_BYTES_MAX: usize = 1 << 30;
 

@@ -50,6 +50,7 @@ use super::progress::{Progress, ProgressState};
 use super::quorum::{ConfChange, ConfChangeError, Membership, VoteResult};
 use super::raft_log::RaftLog;
 use super::rng::SplitMix64;
+use super::snapshot_stream::{SnapshotChunk, SnapshotInfo, SnapshotStream, StreamWindow};
 use super::types::{
     Entry, EntryKind, HardState, Index, NodeId, Restored, Role, Snapshot, SnapshotMeta, Term,
 };
@@ -78,8 +79,9 @@ pub struct RawNode {
     last_soft_state: Option<SoftState>,
 
     log: RaftLog,
-    /// The latest snapshot, served to followers behind the compacted prefix.
-    snapshot: Option<Snapshot>,
+    /// The latest snapshot, streamed to followers behind the compacted prefix: its position
+    /// and length only (the driver keeps the bytes and reads the chunks the core names).
+    snapshot: Option<SnapshotInfo>,
     snapshot_requested: bool,
     /// Payload bytes of the entries applied since the last snapshot (for
     /// `Config::snapshot_log_factor`).
@@ -174,7 +176,7 @@ impl RawNode {
             leader: None,
             last_soft_state: None,
             log,
-            snapshot: restored.snapshot,
+            snapshot: restored.snapshot.as_ref().map(SnapshotInfo::of),
             snapshot_requested: false,
             applied_bytes_since_snapshot: 0,
             incoming_snapshot: None,
@@ -422,7 +424,7 @@ impl RawNode {
         self.log.compact(index, membership);
         self.conf_entries.retain(|(i, _, _)| *i > index);
         self.applied_bytes_since_snapshot = 0;
-        self.snapshot = Some(snapshot);
+        self.snapshot = Some(SnapshotInfo::of(&snapshot));
         self.out.compact_upto = Some(index);
     }
 
@@ -522,7 +524,7 @@ impl RawNode {
         let rank = members.iter().filter(|&&v| v < self.config.id).count() as u64;
         let stretch = |n: u64| n.saturating_add(n.saturating_mul(rank) / (2 * voters));
         let entries = self.log.applied_index() - self.log.snapshot_meta().last_included_index;
-        let snapshot_bytes = self.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
+        let snapshot_bytes = self.snapshot.as_ref().map_or(0, |s| s.data_bytes);
         let bytes_due = stretch(snapshot_bytes.saturating_mul(self.config.snapshot_log_factor))
             .min(stretch(self.config.snapshot_log_bytes_max));
         entries >= stretch(self.config.snapshot_threshold_entries)
@@ -587,6 +589,10 @@ impl RawNode {
         if self.role == Role::Leader || self.leader != leader {
             self.fail_pending_reads();
         }
+        if self.leader != leader {
+            // A stream from another leader is over; the next one starts from its beginning.
+            self.incoming_snapshot = None;
+        }
         self.role = Role::Follower;
         self.leader = leader;
         self.progress.clear();
@@ -605,6 +611,7 @@ impl RawNode {
 
     fn become_pre_candidate(&mut self) {
         self.fail_pending_reads();
+        self.incoming_snapshot = None;
         self.role = Role::PreCandidate;
         self.leader = None;
         self.votes.clear();
@@ -629,6 +636,7 @@ impl RawNode {
 
     fn become_candidate(&mut self, leader_transfer: bool) {
         self.fail_pending_reads();
+        self.incoming_snapshot = None;
         assert!(
             self.recovering_to.is_none(),
             "a node that lost acknowledged entries must not campaign"
@@ -1163,7 +1171,7 @@ impl RawNode {
         self.membership_changed();
         self.maybe_end_recovery(index);
         self.applied_bytes_since_snapshot = 0;
-        self.snapshot = Some(snapshot.clone());
+        self.snapshot = Some(SnapshotInfo::of(&snapshot));
         self.installed_snapshot = Some(snapshot);
         self.snapshot_requested = false;
     }
@@ -1202,7 +1210,27 @@ impl RawNode {
                 }
             }
         }
+        self.tick_snapshot_streams();
         self.broadcast_commit_index();
+    }
+
+    /// Restarts snapshot streams that heard nothing for half an election timeout from their
+    /// acknowledged offset: what was in flight is lost. Half an election timeout is several
+    /// round trips (10 RTTs make an election timeout), so a stream whose window merely waits
+    /// on a slow link is not sent twice.
+    fn tick_snapshot_streams(&mut self) {
+        let timeout_ticks = self.config.election_timeout_ticks / 2;
+        let mut restarted = Vec::new();
+        for (&peer, progress) in self.progress.iter_mut() {
+            if let ProgressState::Snapshot(stream) = &mut progress.state {
+                if stream.tick(timeout_ticks) {
+                    restarted.push(peer);
+                }
+            }
+        }
+        for peer in restarted {
+            self.send_snapshot_chunks(peer);
+        }
     }
 
     fn quorum_recently_active(&mut self) -> bool {
@@ -1221,14 +1249,13 @@ impl RawNode {
                 .progress
                 .get_mut(&peer)
                 .expect("leader has progress for every peer");
-            progress.paused = false; // Let a probe (or snapshot chunk) be retried.
+            progress.paused = false; // Let a probe be retried.
             progress.match_index_at_heartbeat = progress.match_index;
             if std::mem::take(&mut progress.sent_since_heartbeat) {
                 continue; // Traffic flows; the AppendEntries did the heartbeat's job.
             }
-            if let ProgressState::Snapshot { .. } = progress.state {
-                self.send_snapshot_chunk(peer);
-                continue;
+            if let ProgressState::Snapshot(_) = progress.state {
+                continue; // The stream resends on its own timeout (`tick_snapshot_streams`).
             }
             let leader_commit = progress.match_index.min(self.log.commit_index());
             self.send(
@@ -1353,49 +1380,48 @@ impl RawNode {
         let Some(snapshot) = &self.snapshot else {
             panic!("peer {peer} needs compacted entries but there is no snapshot");
         };
-        let index = snapshot.meta.last_included_index;
+        let stream = SnapshotStream::new(snapshot);
         self.progress
             .get_mut(&peer)
             .expect("progress")
-            .become_snapshot(index);
-        self.send_snapshot_chunk(peer);
+            .become_snapshot(stream);
+        self.send_snapshot_chunks(peer);
     }
 
-    fn send_snapshot_chunk(&mut self, peer: NodeId) {
+    /// Names the chunks of the snapshot stream to `peer` that its window allows (see
+    /// `snapshot_stream`); the driver reads and sends them.
+    fn send_snapshot_chunks(&mut self, peer: NodeId) {
         let snapshot = self
             .snapshot
             .as_ref()
             .expect("snapshot state implies a snapshot");
+        let window = StreamWindow {
+            chunk_bytes: self.config.snapshot_chunk_bytes,
+            chunks_max: self.config.snapshot_inflight_chunks_max,
+            bytes_max: self.config.inflight_bytes_max,
+        };
+        let term = self.term();
         let progress = self.progress.get_mut(&peer).expect("progress");
-        let ProgressState::Snapshot {
-            snapshot_index,
-            offset,
-        } = progress.state
-        else {
+        let ProgressState::Snapshot(stream) = &mut progress.state else {
             return;
         };
-        if snapshot_index != snapshot.meta.last_included_index {
+        if stream.snapshot_index != snapshot.meta.last_included_index {
             // A newer snapshot replaced the one being sent: start over with it.
-            progress.become_snapshot(snapshot.meta.last_included_index);
-            return self.send_snapshot_chunk(peer);
+            *stream = SnapshotStream::new(snapshot);
         }
-        if progress.paused {
-            return;
+        while let Some((offset, len, done)) = stream.next_chunk(window) {
+            progress.sent_since_heartbeat = true;
+            self.out.snapshot_chunks.push(SnapshotChunk {
+                to: peer,
+                term,
+                last_included_index: snapshot.meta.last_included_index,
+                last_included_term: snapshot.meta.last_included_term,
+                membership: snapshot.meta.membership.clone(),
+                offset,
+                len,
+                done,
+            });
         }
-        progress.paused = true;
-        progress.sent_since_heartbeat = true;
-        let start = (offset as usize).min(snapshot.data.len());
-        let end = (start + self.config.snapshot_chunk_bytes).min(snapshot.data.len());
-        let message = Message::InstallSnapshot {
-            term: self.term(),
-            last_included_index: snapshot.meta.last_included_index,
-            last_included_term: snapshot.meta.last_included_term,
-            membership: snapshot.meta.membership.clone(),
-            offset: start as u64,
-            data: snapshot.data.slice(start..end),
-            done: end == snapshot.data.len(),
-        };
-        self.send(peer, message);
     }
 
     /// Leader only: the progress of `from`, marked as heard from (check-quorum). `None` when
@@ -1500,23 +1526,18 @@ impl RawNode {
         let Some(progress) = self.heard_from(from) else {
             return;
         };
-        let ProgressState::Snapshot { snapshot_index, .. } = progress.state else {
+        let ProgressState::Snapshot(stream) = &mut progress.state else {
             return;
         };
-        if snapshot_index != last_included_index {
+        if stream.snapshot_index != last_included_index {
             return;
         }
         if done {
             progress.become_probe();
             progress.on_success(last_included_index);
             self.maybe_commit();
-        } else {
-            progress.state = ProgressState::Snapshot {
-                snapshot_index,
-                offset: next_offset,
-            };
-            progress.paused = false;
-            self.send_snapshot_chunk(from);
+        } else if stream.on_ack(next_offset) {
+            self.send_snapshot_chunks(from);
         }
     }
 

@@ -25,7 +25,7 @@ use super::storage::{SnapshotFile, WriteJob};
 use super::transport::Outbound;
 use crate::core::{
     Entry, EntryKind, Envelope, Index, Membership, Message, NodeId, Output, ProposeError, RawNode,
-    Role, Snapshot, SnapshotMeta, Term,
+    Role, Snapshot, SnapshotChunk, SnapshotMeta, Term,
 };
 use crate::kv::{ApplyResult, CommandRef, KvStore, OpRef, Response};
 use crate::log::record;
@@ -43,10 +43,16 @@ pub enum Event {
     Persisted(u64),
     /// A snapshot this node took is durable (or a newer one already was).
     SnapshotSaved(Snapshot),
+    /// Chunks of the snapshot, read from its file, to send to followers.
+    SnapshotChunksRead(Vec<Envelope>),
     /// SIGTERM: a leader hands leadership to its most caught-up follower first (bounded);
     /// then stop taking work, finish what is durable, exit. Ticks go on arriving meanwhile.
     Shutdown,
 }
+
+/// Outputs' worth of snapshot chunks waiting to be read; more are dropped (the core resends
+/// what is never acknowledged).
+const CHUNK_READS_QUEUED_MAX: usize = 64;
 
 /// Events handled before the core's output is taken: the batching window.
 const EVENTS_PER_OUTPUT_MAX: usize = 1024;
@@ -154,6 +160,10 @@ pub struct Driver {
     snapshot_file: Arc<SnapshotFile>,
     /// The Raft loop's own inbox, for the snapshot writer's completion.
     inbox: Rc<LocalSender<Event>>,
+    /// The snapshot chunk reader's queue (see `read_snapshot_chunks`).
+    chunk_reads: LocalSender<Vec<SnapshotChunk>>,
+    /// A snapshot being received: its index and when its first chunk came.
+    stream_started: Option<(Index, Instant)>,
     next_disk_seq: u64,
     disk_in_flight: VecDeque<DiskJobInFlight>,
     fbb: flatbuffers::FlatBufferBuilder<'static>,
@@ -193,6 +203,15 @@ impl Driver {
         snapshot_file: Arc<SnapshotFile>,
         inbox: Rc<LocalSender<Event>>,
     ) -> Driver {
+        let (chunk_reads, chunk_reads_rx) =
+            glommio::channels::local_channel::new_bounded(CHUNK_READS_QUEUED_MAX);
+        glommio::spawn_local(read_snapshot_chunks(
+            config.id,
+            snapshot_file.clone(),
+            chunk_reads_rx,
+            inbox.clone(),
+        ))
+        .detach();
         let mut driver = Driver {
             config,
             node,
@@ -208,6 +227,8 @@ impl Driver {
             disk,
             snapshot_file,
             inbox,
+            chunk_reads,
+            stream_started: None,
             next_disk_seq: 0,
             disk_in_flight: VecDeque::new(),
             fbb: flatbuffers::FlatBufferBuilder::new(),
@@ -269,6 +290,14 @@ impl Driver {
             }
             Event::Peer(envelope) => {
                 super::trace::event(envelope.message.kind_name(), 0);
+                if let Message::InstallSnapshot {
+                    offset: 0,
+                    last_included_index,
+                    ..
+                } = envelope.message
+                {
+                    self.stream_started = Some((last_included_index, Instant::now()));
+                }
                 self.counters.metrics.contact(envelope.from, Instant::now());
                 trace_replication(false, &envelope.message);
                 self.node.step(envelope)
@@ -282,6 +311,11 @@ impl Driver {
                 super::trace::event("snap_saved", snapshot.meta.last_included_index);
                 self.node.snapshot_taken(snapshot);
                 Counters::add(&self.counters.snapshots, 1);
+            }
+            Event::SnapshotChunksRead(envelopes) => {
+                for envelope in envelopes {
+                    self.send(envelope);
+                }
             }
             Event::Shutdown => self.begin_shutdown(),
         }
@@ -792,6 +826,10 @@ impl Driver {
             super::trace::event(envelope.message.kind_name(), 1);
             self.send(envelope);
         }
+        let chunks = std::mem::take(&mut output.snapshot_chunks);
+        if !chunks.is_empty() && self.chunk_reads.try_send(chunks).is_err() {
+            Counters::add(&self.counters.dropped_peer_messages, 1);
+        }
         if let Some(snapshot) = installed {
             if let Err(e) = self.kv.restore(&snapshot.data) {
                 panic!(
@@ -800,6 +838,7 @@ impl Driver {
                 );
             }
             Counters::add(&self.counters.snapshots, 1);
+            self.report_stream(&snapshot);
         }
         if let Some(last) = output.committed_entries.last() {
             super::trace::event("apply", last.index);
@@ -831,6 +870,27 @@ impl Driver {
         if output.snapshot_wanted {
             self.take_snapshot();
         }
+    }
+
+    /// Says how fast an installed snapshot streamed, from its first chunk's arrival to its
+    /// restore (what `scripts/snapshot-stream.sh` reads).
+    fn report_stream(&mut self, snapshot: &Snapshot) {
+        let index = snapshot.meta.last_included_index;
+        let Some((_, started)) = self.stream_started.filter(|(i, _)| *i == index) else {
+            return;
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let mib = snapshot.data.len() as f64 / (1024.0 * 1024.0);
+        eprintln!(
+            "ringraft: node {}: installed the snapshot at index {index}: {} bytes streamed in \
+             {:.0} ms ({:.1} MiB/s, {:.0} Mbit/s)",
+            self.config.id,
+            snapshot.data.len(),
+            seconds * 1000.0,
+            mib / seconds.max(1e-9),
+            snapshot.data.len() as f64 * 8.0 / 1e6 / seconds.max(1e-9),
+        );
+        self.stream_started = None;
     }
 
     fn role_changed(&mut self, role: Role, leader: Option<NodeId>) {
@@ -1063,6 +1123,57 @@ impl Driver {
             }
         })
         .detach();
+    }
+}
+
+/// Reads the snapshot chunks the core names from the snapshot file, one output's worth at a
+/// time on a blocking thread (in order, so that a follower gets them in order), and hands
+/// them back to the Raft loop to send. The file stays open while the chunks are of the same
+/// snapshot. A chunk of a snapshot no longer on disk is skipped: the core resends from the
+/// follower's acknowledged offset.
+async fn read_snapshot_chunks(
+    id: NodeId,
+    file: Arc<SnapshotFile>,
+    requests: LocalReceiver<Vec<SnapshotChunk>>,
+    inbox: Rc<LocalSender<Event>>,
+) {
+    let mut reader: Option<Arc<super::snapshot_file::SnapshotReader>> = None;
+    while let Some(chunks) = requests.recv().await {
+        let file = file.clone();
+        let held = reader.clone();
+        let (opened, envelopes) = glommio::executor()
+            .spawn_blocking(move || {
+                let mut reader = held;
+                let mut envelopes = Vec::with_capacity(chunks.len());
+                for chunk in chunks {
+                    let index = chunk.last_included_index;
+                    if reader.as_ref().map(|r| r.index()) != Some(index) {
+                        reader = match file.reader(index) {
+                            Ok(r) => r.map(Arc::new),
+                            Err(e) => {
+                                eprintln!("ringraft: node {id}: cannot stream the snapshot: {e}");
+                                None
+                            }
+                        };
+                    }
+                    let Some(r) = &reader else { continue };
+                    match r.read_chunk(chunk.offset, chunk.len) {
+                        Ok(data) => envelopes.push(chunk.into_envelope(id, data)),
+                        Err(e) => eprintln!("ringraft: node {id}: cannot stream the snapshot: {e}"),
+                    }
+                }
+                (reader, envelopes)
+            })
+            .await;
+        reader = opened;
+        if !envelopes.is_empty()
+            && inbox
+                .send(Event::SnapshotChunksRead(envelopes))
+                .await
+                .is_err()
+        {
+            return; // The Raft loop is gone.
+        }
     }
 }
 

@@ -25,6 +25,8 @@ use crate::wire::{self, FrameDecoder, FrameType, PeerFrame, PeerHandshake};
 
 /// Messages queued for one peer before new ones are dropped (Raft retransmits what is lost).
 pub const PEER_QUEUE_MSGS_MAX: usize = 4096;
+// A whole window of snapshot chunks fits in a peer's queue.
+const _: () = assert!(crate::limits::SNAPSHOT_INFLIGHT_CHUNKS_MAX <= PEER_QUEUE_MSGS_MAX);
 /// Bytes of queued frames gathered into one vectored socket write (more if one frame is larger).
 const WRITE_GATHER_BYTES_MAX: usize = 1 << 20;
 /// Inbound peer connections served at once; more are closed at accept.

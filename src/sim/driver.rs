@@ -34,6 +34,7 @@ impl Simulation {
             applied_term = snapshot.meta.last_included_term;
         }
         let (hard_state, entries_len) = (restored.hard_state, restored.entries.len());
+        let served_snapshot = restored.snapshot.clone();
         let raft = match RawNode::new(self.node_config(id), restored) {
             Ok(raft) => raft,
             Err(error) => {
@@ -48,6 +49,7 @@ impl Simulation {
         slot.raft = Some(raft);
         slot.kv = kv;
         slot.applied_term = applied_term;
+        slot.served_snapshot = served_snapshot;
         slot.commit_seen = slot.kv.applied_index();
         self.trace_line(format_args!(
             "n{id} start term={} vote={:?} snapshot@{} entries={entries_len}",
@@ -164,6 +166,7 @@ impl Simulation {
             snapshot,
             entries,
             messages,
+            snapshot_chunks,
             messages_after_persist,
             committed_entries,
             read_states,
@@ -211,7 +214,15 @@ impl Simulation {
         for envelope in messages {
             self.send(envelope);
         }
+        for chunk in snapshot_chunks {
+            let served = self.nodes[node].served_snapshot.as_ref();
+            // A chunk of a snapshot replaced meanwhile is not sent; the core resends.
+            if let Some(envelope) = served.and_then(|s| chunk.read_from(id, s)) {
+                self.send(envelope);
+            }
+        }
         if let Some(snapshot) = snapshot {
+            self.serve_snapshot(node, &snapshot);
             self.install_snapshot(node, &snapshot);
         }
         for entry in committed_entries {
@@ -235,6 +246,19 @@ impl Simulation {
         if let Some(upto) = compact_upto {
             self.nodes[node].disk.compact(upto);
             self.trace_line(format_args!("n{id} compact upto {upto}"));
+        }
+    }
+
+    /// Keeps `snapshot` to stream to followers if it is newer than the one kept, as the core
+    /// keeps the newer of the two.
+    fn serve_snapshot(&mut self, node: usize, snapshot: &Snapshot) {
+        let slot = &mut self.nodes[node];
+        let kept = slot
+            .served_snapshot
+            .as_ref()
+            .map_or(0, |s| s.meta.last_included_index);
+        if snapshot.meta.last_included_index > kept {
+            slot.served_snapshot = Some(snapshot.clone());
         }
     }
 
@@ -378,6 +402,7 @@ impl Simulation {
             Ok(DiskOp::LocalSnapshot(snapshot)) => {
                 let index = snapshot.meta.last_included_index;
                 self.trace_line(format_args!("n{id} snapshot@{index} durable"));
+                self.serve_snapshot(node, &snapshot);
                 self.nodes[node]
                     .raft
                     .as_mut()
