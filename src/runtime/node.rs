@@ -152,6 +152,8 @@ pub struct Driver {
     membership_seen: Membership,
     /// The leader known when the peers were last set up.
     leader_seen: Option<NodeId>,
+    /// `MemberTable::announced_generation` when the peers were last set up.
+    announced_seen: u64,
     /// The addresses each peer's sender task was started with.
     connected: BTreeMap<NodeId, super::config::Member>,
     /// The membership change a client asked for, answered once it is complete.
@@ -223,6 +225,7 @@ impl Driver {
             membership_seen: Membership::default(),
             connected: BTreeMap::new(),
             leader_seen: None,
+            announced_seen: 0,
             member_change: None,
             disk,
             snapshot_file,
@@ -268,6 +271,7 @@ impl Driver {
             self.process(output).await;
             if self.node.membership() != &self.membership_seen
                 || self.node.leader() != self.leader_seen
+                || self.members.announced_generation() != self.announced_seen
             {
                 self.follow_membership();
             }

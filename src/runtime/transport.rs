@@ -15,7 +15,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::config::NodeConfig;
-use super::members::MemberTable;
+use super::members::{encode_context, MemberTable};
 use super::net::{connect_from, fill, write_parts, ConnError, WRITE_IOVECS_MAX};
 use super::node::Event;
 use super::stats::Counters;
@@ -53,10 +53,14 @@ impl Outbound {
         counters: Rc<Counters>,
         emulated: Option<Rc<Emulated>>,
     ) -> Outbound {
+        let addresses = config.member(config.id).map(|me| {
+            String::from_utf8_lossy(&encode_context(&me.peer_addr, &me.client_addr)).into_owned()
+        });
         let handshake = PeerHandshake {
             cluster_id: config.cluster_id,
             node_id: config.id,
             protocol_version: wire::PROTOCOL_VERSION,
+            addresses,
         };
         let mut fbb = flatbuffers::FlatBufferBuilder::new();
         let mut frame = Vec::new();
@@ -245,6 +249,14 @@ async fn inbound(
         Counters::add(&counters.refused_handshakes, 1);
         eprintln!("ringraft: refused peer connection: {reason}");
         return Ok(());
+    }
+    if let Some(addresses) = &handshake.addresses {
+        if let Err(e) = members.announced_by(handshake.node_id, addresses) {
+            eprintln!(
+                "ringraft: node {}: peer {} announced unusable addresses: {e}",
+                config.id, handshake.node_id
+            );
+        }
     }
     // The multi-host bench checks from these lines which address each peer came from.
     let from = stream

@@ -2402,6 +2402,7 @@ impl<'a> PeerHandshake<'a> {
   pub const VT_CLUSTER_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 6;
   pub const VT_PROTOCOL_VERSION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_ADDRESSES: ::flatbuffers::VOffsetT = 10;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2410,11 +2411,12 @@ impl<'a> PeerHandshake<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args PeerHandshakeArgs
+    args: &'args PeerHandshakeArgs<'args>
   ) -> ::flatbuffers::WIPOffset<PeerHandshake<'bldr>> {
     let mut builder = PeerHandshakeBuilder::new(_fbb);
     builder.add_node_id(args.node_id);
     builder.add_cluster_id(args.cluster_id);
+    if let Some(x) = args.addresses { builder.add_addresses(x); }
     builder.add_protocol_version(args.protocol_version);
     builder.finish()
   }
@@ -2441,6 +2443,16 @@ impl<'a> PeerHandshake<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(PeerHandshake::VT_PROTOCOL_VERSION, Some(0)).unwrap()}
   }
+  /// The sender's advertised addresses, "PEER_ADDR/CLIENT_ADDR" (a member's context), so that
+  /// a node waiting to be added, which knows no configuration yet, can answer the leader it
+  /// hears from. Absent when the sender does not know its own.
+  #[inline]
+  pub fn addresses(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PeerHandshake::VT_ADDRESSES, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PeerHandshake<'_> {
@@ -2452,22 +2464,25 @@ impl ::flatbuffers::Verifiable for PeerHandshake<'_> {
      .visit_field::<u64>("cluster_id", Self::VT_CLUSTER_ID, false)?
      .visit_field::<u64>("node_id", Self::VT_NODE_ID, false)?
      .visit_field::<u32>("protocol_version", Self::VT_PROTOCOL_VERSION, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("addresses", Self::VT_ADDRESSES, false)?
      .finish();
     Ok(())
   }
 }
-pub struct PeerHandshakeArgs {
+pub struct PeerHandshakeArgs<'a> {
     pub cluster_id: u64,
     pub node_id: u64,
     pub protocol_version: u32,
+    pub addresses: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
-impl<'a> Default for PeerHandshakeArgs {
+impl<'a> Default for PeerHandshakeArgs<'a> {
   #[inline]
   fn default() -> Self {
     PeerHandshakeArgs {
       cluster_id: 0,
       node_id: 0,
       protocol_version: 0,
+      addresses: None,
     }
   }
 }
@@ -2490,6 +2505,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PeerHandshakeBuilder<'a, 'b, 
     self.fbb_.push_slot::<u32>(PeerHandshake::VT_PROTOCOL_VERSION, protocol_version, 0);
   }
   #[inline]
+  pub fn add_addresses(&mut self, addresses: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PeerHandshake::VT_ADDRESSES, addresses);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PeerHandshakeBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PeerHandshakeBuilder {
@@ -2510,6 +2529,7 @@ impl ::core::fmt::Debug for PeerHandshake<'_> {
       ds.field("cluster_id", &self.cluster_id());
       ds.field("node_id", &self.node_id());
       ds.field("protocol_version", &self.protocol_version());
+      ds.field("addresses", &self.addresses());
       ds.finish()
   }
 }
