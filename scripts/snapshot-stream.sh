@@ -150,7 +150,7 @@ else
 fi
 sleep 1
 size=$(snapshot_bytes)
-echo "adding node 4 (eu-central) as a learner; leader's snapshot $(( size >> 20 )) MiB"
+echo "adding node 4 as a learner; leader's snapshot file $(( size >> 20 )) MiB"
 start_ns=$(date +%s%N)
 "$binary" member add "$(client "$leader")" 4 "$(peer 4)/$(client 4)" --learner
 for _ in $(seq 6000); do

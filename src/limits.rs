@@ -29,7 +29,7 @@ pub const SNAPSHOT_INFLIGHT_CHUNKS_MAX: usize = 4096;
 pub const SNAPSHOT_BYTES_MAX: usize = 1 << 30;
 
 /// Snapshot serialization buffers a node keeps between snapshots (`runtime::snapshot_file`): one
-/// the core holds (the latest snapshot, sent to followers that are behind), one to serialize the
+/// still held while the latest snapshot is being restored or handed over, one to serialize the
 /// next into. More would only hold memory.
 pub const SNAPSHOT_BUFFERS_MAX: usize = 2;
 

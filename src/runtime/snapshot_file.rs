@@ -6,9 +6,9 @@
 //! machine-wide profile was `clear_page_erms`), and written through the page cache, every byte
 //! was copied once more into it (`copy_folio_from_iter_atomic`, 8.8% of the leader's samples).
 //! Here the state machine is serialized into an [`AlignedBuf`] taken from a small pool, written
-//! straight from it with O_DIRECT, and handed to the core as [`Bytes`] that give the buffer back
-//! to the pool when the last reference goes (the core keeps the latest snapshot to send to
-//! followers; the next snapshot is serialized into the other buffer).
+//! straight from it with O_DIRECT, and handed back as [`Bytes`] that give the buffer back to the
+//! pool when the last reference goes. The core keeps only the snapshot's position and length:
+//! followers are streamed its chunks, read from the file ([`SnapshotReader`]).
 //!
 //! File format, version 2 (`SRN2`), all integers little-endian:
 //! `[magic u32][index u64][term u64][data_len u64][data_crc u32][trailer_len u32][header_crc u32]`
