@@ -46,6 +46,9 @@ pub struct MemberTable {
     /// `--members`: the addresses of members whose configuration entry carries none.
     bootstrap: Vec<Member>,
     current: RefCell<BTreeMap<NodeId, Member>>,
+    /// Every member of the configuration, addresses known or not: a member whose addresses
+    /// only its own connection will announce must be let in.
+    member_ids: RefCell<std::collections::BTreeSet<NodeId>>,
     /// True while the configuration is empty (a node started with `--join`, waiting to be
     /// added): any node of this cluster may connect, since it cannot know the leader yet.
     open: Cell<bool>,
@@ -70,6 +73,7 @@ impl MemberTable {
             me,
             bootstrap,
             current: RefCell::new(BTreeMap::new()),
+            member_ids: RefCell::new(Default::default()),
             open: Cell::new(true),
             leader: Cell::new(None),
             announced: RefCell::new(BTreeMap::new()),
@@ -121,6 +125,7 @@ impl MemberTable {
             table.insert(id, member);
         }
         self.open.set(membership.is_empty());
+        *self.member_ids.borrow_mut() = membership.members().into_iter().collect();
         *self.current.borrow_mut() = table;
         warnings
     }
@@ -153,8 +158,8 @@ impl MemberTable {
         }
         if announced.len() >= crate::limits::CLUSTER_NODES_MAX && !announced.contains_key(&id) {
             // Make room by forgetting a node that is no longer a member, if there is one.
-            let current = self.current.borrow();
-            let gone = announced.keys().copied().find(|i| !current.contains_key(i));
+            let members = self.member_ids.borrow();
+            let gone = announced.keys().copied().find(|i| !members.contains(i));
             match gone {
                 Some(gone) => {
                     announced.remove(&gone);
@@ -194,7 +199,7 @@ impl MemberTable {
         id != self.me
             && (self.open.get()
                 || self.leader.get() == Some(id)
-                || self.current.borrow().contains_key(&id))
+                || self.member_ids.borrow().contains(&id))
     }
 }
 
@@ -260,6 +265,10 @@ mod tests {
             "{warnings:?}"
         );
         assert!(table.get(1).is_none());
+        assert!(
+            table.accepts(1),
+            "a member without addresses may connect to announce them"
+        );
         assert!(table.announced_by(1, "a:1/a:2").is_ok());
         let generation = table.announced_generation();
         assert!(table.announced_by(1, "a:1/a:2").is_ok());
