@@ -108,11 +108,15 @@ struct PendingTransfer {
     held_writes: Vec<(u64, ReplyTo)>,
 }
 
-/// SIGTERM on a leader: it exits once it has heard, as a follower, a commit index in a term
-/// above the one it led (the new leader's first commit), or at `deadline`.
+/// SIGTERM on a leader: it exits once it has heard, as a follower, that the new leader
+/// committed a write after its no-op (or a short grace after the no-op, when no write comes),
+/// or at `deadline`. Until then it still acknowledges: the writes it redirected to the new
+/// leader commit with it, at its round trip, rather than wait on the farthest voter left.
 struct SteppingDown {
     led_term: Term,
     deadline: Instant,
+    /// When the new leader's first commit (its no-op) was seen.
+    noop_committed_at: Option<Instant>,
 }
 
 struct PendingRead {
@@ -497,18 +501,31 @@ impl Driver {
         self.stepping_down = Some(SteppingDown {
             led_term: self.node.hard_state().current_term,
             deadline: Instant::now() + self.transfer_window(),
+            noop_committed_at: None,
         });
     }
 
     fn check_stepping_down(&mut self) {
-        let Some(stepping) = &self.stepping_down else {
+        let grace = Duration::from_millis(
+            2 * u64::from(self.node.config().heartbeat_interval_ticks) * self.config.tick_ms,
+        );
+        let Some(stepping) = &mut self.stepping_down else {
             return;
         };
         let log = self.node.log();
         let term = self.node.hard_state().current_term;
-        let new_leader_committed = self.node.role() == Role::Follower
+        let commit = log.commit_index();
+        let noop_committed = self.node.role() == Role::Follower
             && term > stepping.led_term
-            && log.term_at(log.commit_index()) == Some(term);
+            && log.term_at(commit) == Some(term);
+        if noop_committed && stepping.noop_committed_at.is_none() {
+            stepping.noop_committed_at = Some(Instant::now());
+        }
+        let write_committed = noop_committed && log.first_index_of_term_at(commit) < commit;
+        let new_leader_committed = write_committed
+            || stepping
+                .noop_committed_at
+                .is_some_and(|at| at.elapsed() > grace);
         let gave_up = self.node.role() == Role::Leader && self.transfer.is_none();
         if new_leader_committed {
             eprintln!(
