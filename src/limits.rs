@@ -69,6 +69,9 @@ pub const SESSION_RESPONSES_MAX: usize = 256;
 /// Largest cluster the core supports; the quorum arithmetic uses fixed-size arrays up to this.
 pub const CLUSTER_NODES_MAX: usize = 9;
 
+/// Most Raft groups one node hosts (the simulator's `--groups` too).
+pub const GROUPS_MAX: usize = 64;
+
 /// How far behind the leader's last index a learner may be when it is promoted. A voter that
 /// joins further behind holds up commitment while it catches up (thesis 4.2.1), and a learner
 /// under a steady write load is never exactly caught up, so "close" is this many entries.
@@ -94,3 +97,10 @@ pub const CLIENT_LINK_REQUESTS_MAX: usize = 8192;
 pub const METRICS_RENDERS_MAX: usize = 1;
 
 const _: () = assert!(CLIENT_LINK_REQUESTS_MAX >= 1 && METRICS_RENDERS_MAX >= 1);
+
+/// Peer connections the node's peer listener (on group 0's executor) may have waiting in the
+/// hand-off queue of one other group's executor; past that it closes new ones for that group,
+/// and the peer reconnects after its backoff.
+pub const PEER_HANDOFF_CONNECTIONS_MAX: usize = 16;
+
+const _: () = assert!(PEER_HANDOFF_CONNECTIONS_MAX >= 1);

@@ -1,157 +1,13 @@
 //! Scenario tests of the sans-I/O Raft core, driven synchronously (tests/common/cluster.rs).
-//! Each names the paper's or thesis' scenario it checks.
+//! Each names the paper's or thesis' scenario it checks. New scenarios are transcripts
+//! (`tests/testdata/*.txt`, run by `core_transcripts.rs`); Figure 8 and leader transfer with
+//! a lost TimeoutNow live there.
 
 mod common;
 
 use bytes::Bytes;
 use common::cluster::Cluster;
-use ringraft::core::{
-    Config, ConfigError, Envelope, Message, NodeId, ProposeError, RawNode, Restored, Role,
-};
-
-fn manual_config(id: NodeId, voters: Vec<NodeId>) -> Config {
-    let mut c = Cluster::default_config(id, voters);
-    c.pre_vote = false;
-    c.check_quorum = false;
-    c.election_timeout_ticks = 1000;
-    c.batch_entries_max = 1;
-    c
-}
-
-/// Ticks only `id` until it campaigns, then settles, delivering only what `keep` allows.
-fn campaign(
-    c: &mut Cluster,
-    id: NodeId,
-    keep: &mut dyn FnMut(&mut ringraft::core::Envelope) -> bool,
-) {
-    for _ in 0..3000 {
-        c.node_mut(id).tick();
-        if c.node(id).role() != Role::Follower {
-            break;
-        }
-    }
-    assert_ne!(
-        c.node(id).role(),
-        Role::Follower,
-        "node {id} did not campaign"
-    );
-    c.settle_with(keep);
-}
-
-/// Runs the paper's Figure 8 with five nodes; returns the cluster after step (d).
-fn figure_8(bug: bool) -> Cluster {
-    let mut c = Cluster::new(5, move |id, voters| {
-        let mut config = manual_config(id, voters);
-        config.bug_commit_previous_term = bug;
-        config
-    });
-    // (a) S1 leads term 1; its no-op commits everywhere; "x" at index 2 stays on S1 alone.
-    campaign(&mut c, 1, &mut |_| true);
-    assert_eq!(c.leaders(), vec![1]);
-    c.propose(1, "x");
-    c.settle_with(&mut |env| env.from != 1);
-    assert_eq!(c.node(1).log().last_index(), 2);
-    // (b) S1 crashes; S5 wins term 2 with S2, S3 and S4, appends its no-op at index 2 alone.
-    c.crash(1);
-    campaign(&mut c, 5, &mut |env| {
-        !(env.from == 5 && matches!(env.message, Message::AppendEntries { .. }))
-    });
-    assert_eq!(c.leaders(), vec![5]);
-    assert_eq!(c.node(5).log().term_at(2), Some(2));
-    // (c) S5 crashes; S1 restarts and wins term 3; it copies its term-1 "x" to S2 and S3 but
-    // not its own term-3 no-op: a majority (S1, S2, S3) now holds index 2.
-    c.crash(5);
-    c.start(1);
-    let mut holds_x = std::collections::BTreeSet::new();
-    let mut copy_x_only = move |env: &mut ringraft::core::Envelope| {
-        let Message::AppendEntries { entries, .. } = &env.message else {
-            return true;
-        };
-        if env.to == 4 {
-            return false;
-        }
-        if entries.iter().any(|e| e.term == 3) {
-            return !holds_x.contains(&env.to); // Delivered only where it will be rejected.
-        }
-        if entries.iter().any(|e| e.index == 2) {
-            holds_x.insert(env.to);
-        }
-        true
-    };
-    campaign(&mut c, 1, &mut copy_x_only); // Term 2: S2-S4 already voted for S5.
-    campaign(&mut c, 1, &mut copy_x_only); // Term 3: wins with S2, S3, S4.
-    for _ in 0..3 {
-        c.node_mut(1).tick();
-        c.settle_with(&mut copy_x_only);
-    }
-    assert_eq!(c.leaders(), vec![1]);
-    assert_eq!(c.node(1).hard_state().current_term, 3);
-    assert_eq!(c.node(2).log().term_at(2), Some(1));
-    assert_eq!(c.node(3).log().term_at(2), Some(1));
-    if !bug {
-        assert!(
-            c.node(1).log().commit_index() < 2,
-            "an earlier term's entry was committed by counting replicas"
-        );
-    }
-    // (d) S1 crashes; S5 restarts and wins (its last term 2 beats S2-S4's term 1).
-    c.crash(1);
-    c.start(5);
-    let mut votes_only = |env: &mut ringraft::core::Envelope| {
-        matches!(
-            env.message,
-            Message::RequestVote { .. } | Message::RequestVoteResponse { .. }
-        )
-    };
-    campaign(&mut c, 5, &mut votes_only); // Term 3 was taken by S1's voters,
-    campaign(&mut c, 5, &mut votes_only); // so it wins term 4.
-    assert_eq!(c.leaders(), vec![5]);
-    assert_eq!(
-        c.node(5).log().term_at(2),
-        Some(2),
-        "the new leader holds a different entry at index 2"
-    );
-    c
-}
-
-#[test]
-fn figure_8_leader_does_not_commit_earlier_term_by_counting_replicas() {
-    let mut c = figure_8(false);
-    // S5 replicates (its first probes were dropped above; heartbeats retry), overwriting "x".
-    c.tick_until(50, |c| {
-        (2..=5).all(|id| c.node(id).log().commit_index() >= 3)
-    });
-    for id in 2..=5 {
-        assert_eq!(
-            c.node(id).log().term_at(2),
-            Some(2),
-            "S5's entry at index 2 wins on node {id}"
-        );
-    }
-    // Nobody ever applied "x": it was never committed.
-    for (id, applied) in &c.applied {
-        assert!(
-            !applied.values().any(|v| v == "x"),
-            "node {id} applied the uncommitted x"
-        );
-    }
-}
-
-#[test]
-fn figure_8_with_the_planted_bug_loses_a_committed_entry() {
-    let c = figure_8(true);
-    // With the bug, S1 applied "x" at index 2, yet a leader was elected without it: Leader
-    // Completeness is broken, and that leader will overwrite index 2 everywhere.
-    assert_eq!(
-        c.applied[&1].get(&2).map(|b| b.as_ref()),
-        Some(&b"x"[..]),
-        "the bug made S1 apply x"
-    );
-    assert_eq!(
-        c.node(5).log().entry(2).map(|e| e.data.is_empty()),
-        Some(true)
-    );
-}
+use ringraft::core::{Config, ConfigError, Message, ProposeError, RawNode, Restored, Role};
 
 #[test]
 fn three_nodes_elect_one_leader_and_replicate() {
@@ -395,40 +251,6 @@ fn leader_transfer_hands_over_and_refuses_proposals_meanwhile() {
         c.applied_values(leader),
         vec![Bytes::from("before"), Bytes::from("after")]
     );
-}
-
-#[test]
-fn leader_transfer_survives_a_lost_timeout_now() {
-    let mut c = Cluster::new(3, Cluster::default_config);
-    let leader = c.elect();
-    let target = (1..=3).find(|&id| id != leader).unwrap();
-    c.propose(leader, "before");
-    c.settle();
-    let term = c.node(leader).hard_state().current_term;
-    c.node_mut(leader).transfer_leader(target);
-    // The network loses the first TimeoutNow, and from then on every AppendEntries to the
-    // target (whose answers would also have prompted a new TimeoutNow): only the leader's own
-    // timer can send it again.
-    let mut lost = 0;
-    let mut lossy = |env: &mut Envelope| {
-        let first = matches!(env.message, Message::TimeoutNow { .. }) && lost == 0;
-        lost += usize::from(first);
-        !first && !(env.to == target && matches!(env.message, Message::AppendEntries { .. }))
-    };
-    c.settle_with(&mut lossy);
-    assert!(c.node(leader).transfer_in_progress());
-    // Sent again with the next heartbeat, well within the transfer's election timeout.
-    let heartbeat = c.node(leader).config().heartbeat_interval_ticks as usize;
-    for _ in 0..2 * heartbeat {
-        for node in c.nodes.values_mut() {
-            node.tick();
-        }
-        c.settle_with(&mut lossy);
-    }
-    assert_eq!(lost, 1, "the leader sent a TimeoutNow at once");
-    assert_eq!(c.leaders(), vec![target]);
-    assert_eq!(c.node(target).hard_state().current_term, term + 1);
-    assert_eq!(c.node(target).transfer_elections(), 1);
 }
 
 #[test]

@@ -74,7 +74,7 @@ pub struct HardState {
     /// entries it covers, so it is durable before any acknowledgement of them leaves and before
     /// the leader counts its own copy: every entry this node has ever acknowledged and still
     /// holds lies at or below it. A restart with a log that ends below it means the disk lost
-    /// acknowledged entries (see `RawNode`'s "Lost entries" section).
+    /// acknowledged entries (see the "Lost entries" rule in `src/core/raft/elections.rs`).
     pub acked_index: Index,
 }
 

@@ -5,7 +5,8 @@ use super::{run, SimConfig, SimReport};
 /// A bug to plant in the core, to check that the simulator catches it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum PlantedBug {
-    /// Commit entries of earlier terms by counting replicas (paper Figure 8).
+    /// Commit entries of earlier terms by counting replicas (paper Figure 8; random faults
+    /// rarely reach that schedule, which `tests/testdata/figure_8.txt` plays out).
     CommitPreviousTerm,
     /// Let a node that lost acknowledged entries vote and campaign at once (the abstain rule
     /// of protocol-aware recovery, off).
@@ -13,15 +14,6 @@ pub enum PlantedBug {
     /// While joint, commit once a majority of C_old holds an entry, ignoring C_new (use with
     /// `--membership`).
     JointSingleMajority,
-}
-
-/// Which schedule of faults to run.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum ScenarioKind {
-    /// Random faults of every class, then a liveness phase (the default).
-    Random,
-    /// The Raft paper's Figure 8 schedule on five nodes, with seed-chosen timing and roles.
-    Figure8,
 }
 
 /// Arguments of `ringraft sim`.
@@ -36,15 +28,16 @@ pub struct SimArgs {
     /// Cluster size.
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
+    /// Raft groups on every node, sharing its disk, links and crashes; keys are routed to
+    /// groups as a node routes them.
+    #[arg(long, default_value_t = 1)]
+    pub groups: usize,
     /// Steps (ticks of 10 ms simulated time) of the faulty phase.
     #[arg(long, default_value_t = 2000)]
     pub steps: u64,
     /// Plant a bug in the core.
     #[arg(long, value_enum)]
     pub bug: Option<PlantedBug>,
-    /// The fault schedule.
-    #[arg(long, value_enum, default_value_t = ScenarioKind::Random)]
-    pub scenario: ScenarioKind,
     /// Liveness only requires a leader and answered clients, not that every follower catches up
     /// with the leader's commit index (which is checked by default).
     #[arg(long)]
@@ -102,35 +95,33 @@ pub fn main(args: SimArgs) -> i32 {
         );
         return 2;
     }
+    if !(1..=crate::limits::GROUPS_MAX).contains(&args.groups) {
+        eprintln!(
+            "error: --groups must be in 1..={}",
+            crate::limits::GROUPS_MAX
+        );
+        return 2;
+    }
     let total = end - first;
     let progress_every = (total / 10).max(1);
     let mut totals = SimReport::default();
     let mut failed: Vec<u64> = Vec::new();
-    let mut staged_count = 0u64;
     for seed in first..end {
         let bug = args.bug == Some(PlantedBug::CommitPreviousTerm);
         let bug_no_abstain = args.bug == Some(PlantedBug::NoAbstain);
-        let result = match args.scenario {
-            ScenarioKind::Random => {
-                let mut config = SimConfig::new(seed, args.nodes, args.steps);
-                config.bug_commit_previous_term = bug;
-                config.bug_no_abstain = bug_no_abstain;
-                config.bug_joint_single_majority =
-                    args.bug == Some(PlantedBug::JointSingleMajority);
-                config.membership_changes = args.membership;
-                config.full_trace = args.full_trace;
-                config.strict_liveness = !args.lax_liveness;
-                if args.stress {
-                    config.faults = super::Faults::stress();
-                    config.clients = 8;
-                }
-                run(config)
-            }
-            ScenarioKind::Figure8 => super::scenario::figure8(seed, bug).map(|(report, staged)| {
-                staged_count += u64::from(staged);
-                report
-            }),
-        };
+        let mut config = SimConfig::new(seed, args.nodes, args.steps);
+        config.groups = args.groups;
+        config.bug_commit_previous_term = bug;
+        config.bug_no_abstain = bug_no_abstain;
+        config.bug_joint_single_majority = args.bug == Some(PlantedBug::JointSingleMajority);
+        config.membership_changes = args.membership;
+        config.full_trace = args.full_trace;
+        config.strict_liveness = !args.lax_liveness;
+        if args.stress {
+            config.faults = super::Faults::stress();
+            config.clients = 8;
+        }
+        let result = run(config);
         let full_trace = match &result {
             Ok(report) => report.full_trace.clone(),
             Err(violation) => violation.report.full_trace.clone(),
@@ -159,11 +150,12 @@ pub fn main(args: SimArgs) -> i32 {
         }
     }
     println!(
-        "seeds {first}..{end} nodes {} steps {}: crashes {} (torn writes {}, damaged tails {}, damaged middles {}), lost writes {}, most disk-faulty nodes at once {}, votes withheld {}, restarts {}, partitions {}, messages {}, drops {}, duplicates {}, \
-         elections {} (terms with a leader {}), commits {}, snapshots taken {} installed {}, transfers {} (completed to a campaign {}), membership changes {} (promotions {}, voter removals {}, joint commits {}), \
+        "seeds {first}..{end} nodes {} groups {} steps {}: crashes {} (torn writes {}, damaged tails {}, damaged middles {}), lost writes {}, most disk-faulty nodes at once {}, votes withheld {}, restarts {}, partitions {}, messages {}, drops {}, duplicates {}, \
+         elections {} (terms with a leader {}), commits {}{}, snapshots taken {} installed {}, transfers {} (completed to a campaign {}), membership changes {} (promotions {}, voter removals {}, joint commits {}), \
          writes acked {} indeterminate {}, retries deduplicated {}, reads {}, linearizability unknown {}, \
          longest liveness phase {} ms, violations {}",
-        if args.scenario == ScenarioKind::Figure8 { 5 } else { args.nodes },
+        args.nodes,
+        args.groups,
         args.steps,
         totals.crashes,
         totals.torn_writes,
@@ -180,6 +172,11 @@ pub fn main(args: SimArgs) -> i32 {
         totals.elections,
         totals.leader_terms,
         totals.commits,
+        if args.groups > 1 {
+            format!(" (by group {:?})", totals.group_commits)
+        } else {
+            String::new()
+        },
         totals.snapshots_taken,
         totals.snapshots_installed,
         totals.transfers,
@@ -196,11 +193,9 @@ pub fn main(args: SimArgs) -> i32 {
         totals.liveness_us / 1000,
         failed.len()
     );
-    if args.scenario == ScenarioKind::Figure8 {
-        println!("figure8: the seed's timing set the stage in {staged_count} of {total} runs");
-    } else if args.bug == Some(PlantedBug::CommitPreviousTerm) && failed.is_empty() {
+    if args.bug == Some(PlantedBug::CommitPreviousTerm) && failed.is_empty() {
         println!(
-            "hint: random faults rarely reach Figure 8's schedule; --scenario figure8 targets it"
+            "hint: random faults rarely reach Figure 8's schedule; tests/testdata/figure_8.txt plays it out"
         );
     }
     if failed.is_empty() {

@@ -5,6 +5,9 @@
 //!
 //! A write is acknowledged only when the proposing node applies, at the index `propose`
 //! returned, the very command proposed: a leader change may put another entry at that index.
+//!
+//! With several Raft groups, each operation goes to the group of its key
+//! ([`crate::kv::group_of`]), and a client remembers a leader for each group.
 
 use bytes::Bytes;
 
@@ -27,6 +30,8 @@ const THINK_US_MAX: Micros = 2 * TICK_US;
 /// A write in progress.
 pub(super) struct Write {
     history: usize,
+    /// The group of its key.
+    group: usize,
     data: Bytes,
     started_us: Micros,
     /// Where and when the current attempt was accepted: (node, index, node epoch).
@@ -39,6 +44,7 @@ pub(super) struct Read {
     history: usize,
     key: Vec<u8>,
     node: usize,
+    group: usize,
     request_id: u64,
     deadline_us: Micros,
 }
@@ -53,8 +59,8 @@ pub(super) enum ClientState {
 pub(super) struct Client {
     id: u64,
     sequence: u64,
-    /// The node it believes leads.
-    target: usize,
+    /// The node it believes leads, for each group.
+    target: Vec<usize>,
     state: ClientState,
     /// In the liveness phase: its last write is issued.
     final_write_issued: bool,
@@ -63,11 +69,11 @@ pub(super) struct Client {
 }
 
 impl Client {
-    pub(super) fn new(id: u64, nodes: usize) -> Client {
+    pub(super) fn new(id: u64, nodes: usize, groups: usize) -> Client {
         Client {
             id,
             sequence: 0,
-            target: (id as usize) % nodes,
+            target: (0..groups).map(|g| (id as usize + g) % nodes).collect(),
             state: ClientState::Idle,
             final_write_issued: false,
             stopped: false,
@@ -81,8 +87,8 @@ impl Client {
                 format!("c{} writing seq {} at {:?}", self.id, self.sequence, w.at)
             }
             ClientState::Reading(r) => format!(
-                "c{} reading at node index {} request {}",
-                self.id, r.node, r.request_id
+                "c{} reading at node index {} group {} request {}",
+                self.id, r.node, r.group, r.request_id
             ),
         }
     }
@@ -110,8 +116,9 @@ impl Simulation {
                         return; // Still waiting for the attempt; this wake is stale.
                     }
                     w.at = None;
-                    let n = self.nodes.len();
-                    self.clients[c].target = (self.clients[c].target + 1) % n;
+                    let (n, group) = (self.nodes.len(), w.group);
+                    let target = &mut self.clients[c].target[group];
+                    *target = (*target + 1) % n;
                 }
                 let ClientState::Writing(w) = &self.clients[c].state else {
                     unreachable!()
@@ -158,8 +165,14 @@ impl Simulation {
         format!("k{}", self.rng.below(self.config.keys as u64)).into_bytes()
     }
 
+    /// The group that owns `key`.
+    fn group_of(&self, key: &[u8]) -> usize {
+        crate::kv::group_of(key, self.config.groups as u32) as usize
+    }
+
     fn start_write(&mut self, c: usize) {
         let key = self.random_key();
+        let group = self.group_of(&key);
         let client = &mut self.clients[c];
         client.sequence += 1;
         let (id, sequence) = (client.id, client.sequence);
@@ -187,6 +200,7 @@ impl Simulation {
         let now_us = self.queue.now_us();
         self.clients[c].state = ClientState::Writing(Write {
             history,
+            group,
             data,
             started_us: now_us,
             at: None,
@@ -197,15 +211,16 @@ impl Simulation {
 
     fn try_propose(&mut self, c: usize) {
         let now_us = self.queue.now_us();
-        let node = self.clients[c].target;
-        let n = self.nodes.len();
-        let epoch = self.nodes[node].epoch;
         let ClientState::Writing(w) = &self.clients[c].state else {
             return;
         };
-        let data = w.data.clone();
-        let Some(raft) = self.nodes[node].raft.as_mut() else {
-            self.clients[c].target = (node + 1) % n;
+        let (data, group) = (w.data.clone(), w.group);
+        let node = self.clients[c].target[group];
+        let n = self.nodes.len();
+        let epoch = self.nodes[node].epoch;
+        let tag = self.group_tag(group);
+        let Some(raft) = self.nodes[node].replicas[group].raft.as_mut() else {
+            self.clients[c].target[group] = (node + 1) % n;
             return self.wake_client(c, now_us + RETRY_US);
         };
         match raft.propose(data) {
@@ -217,20 +232,20 @@ impl Simulation {
                 }
                 let (id, seq) = (self.clients[c].id, self.clients[c].sequence);
                 self.trace_line(format_args!(
-                    "c{id} propose seq {seq} at n{} -> index {index}",
+                    "c{id} propose seq {seq} at n{} {tag}-> index {index}",
                     node + 1
                 ));
                 self.wake_client(c, deadline_us);
-                self.drain(node);
+                self.drain(node, group);
             }
             Err(ProposeError::NotLeader {
                 leader: Some(leader),
             }) if leader as usize - 1 != node => {
-                self.clients[c].target = leader as usize - 1;
+                self.clients[c].target[group] = leader as usize - 1;
                 self.wake_client(c, now_us + RETRY_US / 5);
             }
             Err(ProposeError::NotLeader { .. }) => {
-                self.clients[c].target = self.rng.below(n as u64) as usize;
+                self.clients[c].target[group] = self.rng.below(n as u64) as usize;
                 self.wake_client(c, now_us + RETRY_US);
             }
             Err(_) => self.wake_client(c, now_us + RETRY_US),
@@ -240,14 +255,16 @@ impl Simulation {
     fn start_read(&mut self, c: usize) {
         let now_us = self.queue.now_us();
         let key = self.random_key();
+        let group = self.group_of(&key);
         let n = self.nodes.len();
         let node = if self.rng.chance(0.3) {
             self.rng.below(n as u64) as usize
         } else {
-            self.clients[c].target
+            self.clients[c].target[group]
         };
-        let Some(raft) = self.nodes[node].raft.as_mut() else {
-            self.clients[c].target = (node + 1) % n;
+        let tag = self.group_tag(group);
+        let Some(raft) = self.nodes[node].replicas[group].raft.as_mut() else {
+            self.clients[c].target[group] = (node + 1) % n;
             return self.wake_client(c, now_us + RETRY_US);
         };
         let request_id = self.next_request_id;
@@ -261,29 +278,35 @@ impl Simulation {
                     history,
                     key,
                     node,
+                    group,
                     request_id,
                     deadline_us,
                 });
-                self.trace_line(format_args!("c{id} read {request_id} at n{}", node + 1));
+                self.trace_line(format_args!(
+                    "c{id} read {request_id} at {tag}n{}",
+                    node + 1
+                ));
                 self.wake_client(c, deadline_us);
-                self.drain(node);
+                self.drain(node, group);
             }
             Err(_) => {
-                self.clients[c].target = self.rng.below(n as u64) as usize;
+                self.clients[c].target[group] = self.rng.below(n as u64) as usize;
                 self.wake_client(c, now_us + RETRY_US);
             }
         }
     }
 
-    /// A node applied `entry`: acknowledge the write waiting for exactly that entry there.
-    pub(super) fn clients_on_apply(&mut self, node: usize, entry: &Entry) {
+    /// A node applied `entry` of `group`: acknowledge the write waiting for exactly that
+    /// entry there.
+    pub(super) fn clients_on_apply(&mut self, node: usize, group: usize, entry: &Entry) {
         let now_us = self.queue.now_us();
         let epoch = self.nodes[node].epoch;
+        let tag = self.group_tag(group);
         for c in 0..self.clients.len() {
             let ClientState::Writing(w) = &mut self.clients[c].state else {
                 continue;
             };
-            if w.at != Some((node, entry.index, epoch)) {
+            if w.group != group || w.at != Some((node, entry.index, epoch)) {
                 continue;
             }
             if w.data == entry.data {
@@ -292,7 +315,7 @@ impl Simulation {
                 self.clients[c].state = ClientState::Idle;
                 let id = self.clients[c].id;
                 self.trace_line(format_args!(
-                    "c{id} write acked at n{} index {}",
+                    "c{id} write acked at n{} {tag}index {}",
                     node + 1,
                     entry.index
                 ));
@@ -306,7 +329,7 @@ impl Simulation {
         }
     }
 
-    /// A node crashed: its clients' attempts there are lost.
+    /// A node crashed, every group of it: its clients' attempts there are lost.
     pub(super) fn clients_on_crash(&mut self, node: usize) {
         let now_us = self.queue.now_us();
         let n = self.nodes.len();
@@ -314,34 +337,39 @@ impl Simulation {
             let retry = match &mut self.clients[c].state {
                 ClientState::Writing(w) if w.at.is_some_and(|(at, _, _)| at == node) => {
                     w.at = None;
-                    true
+                    Some(w.group)
                 }
                 ClientState::Reading(r) if r.node == node => {
+                    let group = r.group;
                     self.clients[c].state = ClientState::Idle;
-                    true
+                    Some(group)
                 }
-                _ => false,
+                _ => None,
             };
-            if retry {
-                self.clients[c].target = (node + 1) % n;
+            if let Some(group) = retry {
+                self.clients[c].target[group] = (node + 1) % n;
                 self.wake_client(c, now_us + RETRY_US);
             }
         }
     }
 
     /// A read's index is applied at `node`: answer it from the state machine.
-    pub(super) fn client_read_ready(&mut self, node: usize, request_id: u64) {
-        let Some(c) = self.reader(node, request_id) else {
+    pub(super) fn client_read_ready(&mut self, node: usize, group: usize, request_id: u64) {
+        let Some(c) = self.reader(node, group, request_id) else {
             return;
         };
         let ClientState::Reading(r) = &self.clients[c].state else {
             unreachable!()
         };
-        let value = self.nodes[node].kv.get(&r.key).map(<[u8]>::to_vec);
+        let value = self.nodes[node].replicas[group]
+            .kv
+            .get(&r.key)
+            .map(<[u8]>::to_vec);
         let history = r.history;
         let id = self.clients[c].id;
+        let tag = self.group_tag(group);
         self.trace_line(format_args!(
-            "c{id} read {request_id} at n{} = {:?}",
+            "c{id} read {request_id} at n{} {tag}= {:?}",
             node + 1,
             value.as_deref().map(String::from_utf8_lossy)
         ));
@@ -352,21 +380,22 @@ impl Simulation {
     }
 
     /// A read could not be served: the client drops it (a failed read has no effect).
-    pub(super) fn client_read_failed(&mut self, node: usize, request_id: u64) {
-        let Some(c) = self.reader(node, request_id) else {
+    pub(super) fn client_read_failed(&mut self, node: usize, group: usize, request_id: u64) {
+        let Some(c) = self.reader(node, group, request_id) else {
             return;
         };
         self.clients[c].state = ClientState::Idle;
         let n = self.nodes.len() as u64;
-        self.clients[c].target = self.rng.below(n) as usize;
+        self.clients[c].target[group] = self.rng.below(n) as usize;
         let at = self.queue.now_us() + RETRY_US;
         self.wake_client(c, at);
     }
 
-    fn reader(&self, node: usize, request_id: u64) -> Option<usize> {
-        self.clients.iter().position(
-            |client| matches!(&client.state, ClientState::Reading(r) if r.node == node && r.request_id == request_id),
-        )
+    fn reader(&self, node: usize, group: usize, request_id: u64) -> Option<usize> {
+        self.clients.iter().position(|client| {
+            matches!(&client.state, ClientState::Reading(r)
+                if r.node == node && r.group == group && r.request_id == request_id)
+        })
     }
 
     /// True when every client has finished (liveness phase).

@@ -1,7 +1,8 @@
-//! A node's simulated disk: a durable part (hard state, snapshot, entries) and a queue of
-//! pending writes that complete in order after a simulated latency. A crash loses every write
-//! not yet complete and may tear the one in flight: a prefix of its entries survives, which is
-//! safe because nothing in it was acknowledged.
+//! A node's simulated disk: a durable part (hard state, snapshot, entries) for each Raft group
+//! the node hosts, and one queue of pending writes shared by every group, which complete in
+//! order after a simulated latency (so a slow write of one group delays the others, as on one
+//! real disk). A crash loses every write not yet complete and may tear the one in flight: a
+//! prefix of its entries survives, which is safe because nothing in it was acknowledged.
 //!
 //! The disk can also break its promise, which Raft alone does not survive (see the core's "Lost
 //! entries" rule): [`Disk::lose_from`] damages durable entries, and [`Disk::lose_write`] marks a
@@ -48,41 +49,115 @@ pub enum DiskOp {
 #[derive(Debug)]
 pub struct ContractError(pub String);
 
-/// One node's disk.
-#[derive(Default)]
+/// One node's disk: a store per group behind one queue of pending operations.
 pub struct Disk {
+    stores: Vec<Store>,
+    /// (completion time, group, operation), in completion order.
+    pending: VecDeque<(Micros, usize, DiskOp)>,
+    last_completion_us: Micros,
+}
+
+/// What one group keeps on a node's disk.
+#[derive(Default)]
+pub struct Store {
     /// What has been made durable.
     pub durable: Durable,
-    pending: VecDeque<(Micros, DiskOp)>,
-    last_completion_us: Micros,
     /// First index of a completed write the disk never persisted: lost at the next crash.
     lost_from: Option<Index>,
 }
 
 impl Disk {
-    /// Queues an operation that completes `latency_us` from now, but never before the one ahead
-    /// of it. Returns its completion time.
-    pub fn enqueue(&mut self, op: DiskOp, now_us: Micros, latency_us: Micros) -> Micros {
+    /// An empty disk for a node hosting `groups` Raft groups.
+    pub fn new(groups: usize) -> Disk {
+        assert!(groups >= 1, "a node hosts at least one group");
+        Disk {
+            stores: (0..groups).map(|_| Store::default()).collect(),
+            pending: VecDeque::new(),
+            last_completion_us: 0,
+        }
+    }
+
+    /// The durable state of `group`.
+    pub fn store(&self, group: usize) -> &Store {
+        &self.stores[group]
+    }
+
+    /// The durable state of `group`, to damage or compact it.
+    pub fn store_mut(&mut self, group: usize) -> &mut Store {
+        &mut self.stores[group]
+    }
+
+    /// Queues an operation of `group` that completes `latency_us` from now, but never before
+    /// the one ahead of it, whichever group that one belongs to. Returns its completion time.
+    pub fn enqueue(
+        &mut self,
+        group: usize,
+        op: DiskOp,
+        now_us: Micros,
+        latency_us: Micros,
+    ) -> Micros {
         let at = (now_us + latency_us).max(self.last_completion_us + 1);
         self.last_completion_us = at;
-        self.pending.push_back((at, op));
+        self.pending.push_back((at, group, op));
         at
     }
 
-    /// Writes queued and not complete.
+    /// Writes queued and not complete, of every group.
     pub fn pending_len(&self) -> usize {
         self.pending.len()
     }
 
-    /// Completes the oldest pending operation if it is due at `now_us`.
-    pub fn complete_due(&mut self, now_us: Micros) -> Option<Result<DiskOp, ContractError>> {
+    /// Completes the oldest pending operation if it is due at `now_us`; returns its group too.
+    pub fn complete_due(
+        &mut self,
+        now_us: Micros,
+    ) -> Option<(usize, Result<DiskOp, ContractError>)> {
         if self.pending.front()?.0 > now_us {
             return None;
         }
-        let (_, op) = self.pending.pop_front().expect("peeked");
-        Some(self.apply(&op, None).map(|()| op))
+        let (_, group, op) = self.pending.pop_front().expect("peeked");
+        Some((group, self.stores[group].apply(&op, None).map(|()| op)))
     }
 
+    /// Whether a lost write of any group waits for the next crash to show.
+    pub fn has_lost_write(&self) -> bool {
+        self.stores.iter().any(Store::has_lost_write)
+    }
+
+    /// Loses every pending write; tears the one in flight with probability `tear_probability`.
+    /// Every group's lost write shows now. Returns the group and how many entries of a torn
+    /// write survived, if one was torn.
+    pub fn crash(&mut self, rng: &mut SplitMix64, tear_probability: f64) -> Option<(usize, usize)> {
+        let first = self.pending.pop_front();
+        self.pending.clear();
+        self.last_completion_us = 0;
+        let mut lost_write = false;
+        for store in &mut self.stores {
+            if let Some(from) = store.lost_from.take() {
+                // The lost write and everything after it: what follows a hole is not trusted.
+                store.lose_from(from);
+                lost_write = true;
+            }
+        }
+        if lost_write {
+            return None;
+        }
+        let (_, group, op) = first?;
+        let DiskOp::Write { entries, .. } = &op else {
+            return None;
+        };
+        if entries.is_empty() || !rng.chance(tear_probability) {
+            return None;
+        }
+        let survivors = rng.below(entries.len() as u64) as usize;
+        self.stores[group]
+            .apply(&op, Some(survivors))
+            .expect("torn writes never fail");
+        Some((group, survivors))
+    }
+}
+
+impl Store {
     fn apply(&mut self, op: &DiskOp, torn_entries: Option<usize>) -> Result<(), ContractError> {
         match op {
             DiskOp::Write {
@@ -246,30 +321,6 @@ impl Disk {
         self.durable.entries.retain(|e| e.index > upto);
     }
 
-    /// Loses every pending write; tears the one in flight with probability `tear_probability`.
-    /// Returns how many entries of a torn write survived, if one was torn.
-    pub fn crash(&mut self, rng: &mut SplitMix64, tear_probability: f64) -> Option<usize> {
-        let first = self.pending.pop_front();
-        self.pending.clear();
-        self.last_completion_us = 0;
-        if let Some(from) = self.lost_from.take() {
-            // The lost write and everything after it: what follows a hole is not trusted.
-            self.lose_from(from);
-            return None;
-        }
-        let (_, op) = first?;
-        let DiskOp::Write { entries, .. } = &op else {
-            return None;
-        };
-        if entries.is_empty() || !rng.chance(tear_probability) {
-            return None;
-        }
-        let survivors = rng.below(entries.len() as u64) as usize;
-        self.apply(&op, Some(survivors))
-            .expect("torn writes never fail");
-        Some(survivors)
-    }
-
     /// What a restarting node gets back.
     pub fn restored(&self) -> Restored {
         let floor = self.snapshot_index();
@@ -315,16 +366,17 @@ mod tests {
 
     #[test]
     fn writes_complete_in_order_and_truncate_conflicts() {
-        let mut disk = Disk::default();
-        disk.enqueue(write(vec![entry(1, 1), entry(2, 1), entry(3, 1)]), 0, 50);
-        disk.enqueue(write(vec![entry(2, 2)]), 0, 10);
+        let mut disk = Disk::new(1);
+        disk.enqueue(0, write(vec![entry(1, 1), entry(2, 1), entry(3, 1)]), 0, 50);
+        disk.enqueue(0, write(vec![entry(2, 2)]), 0, 10);
         assert!(
             disk.complete_due(10).is_none(),
             "the second write waits for the first"
         );
-        assert!(disk.complete_due(50).unwrap().is_ok());
-        assert!(disk.complete_due(51).unwrap().is_ok());
+        assert!(disk.complete_due(50).unwrap().1.is_ok());
+        assert!(disk.complete_due(51).unwrap().1.is_ok());
         let terms: Vec<_> = disk
+            .store(0)
             .durable
             .entries
             .iter()
@@ -334,36 +386,72 @@ mod tests {
     }
 
     #[test]
+    fn groups_share_one_queue_and_a_crash_shows_every_lost_write() {
+        let mut disk = Disk::new(2);
+        let slow = disk.enqueue(0, write(vec![entry(1, 1)]), 0, 500);
+        let quick = disk.enqueue(1, write(vec![entry(1, 1)]), 0, 10);
+        assert!(quick > slow, "group 1's write waits behind group 0's");
+        assert!(disk.complete_due(slow - 1).is_none());
+        assert_eq!(
+            disk.complete_due(slow).map(|(g, r)| (g, r.is_ok())),
+            Some((0, true))
+        );
+        assert_eq!(
+            disk.complete_due(quick).map(|(g, r)| (g, r.is_ok())),
+            Some((1, true))
+        );
+        disk.enqueue(0, write(vec![entry(2, 1)]), quick, 1);
+        disk.enqueue(1, write(vec![entry(2, 1)]), quick, 1);
+        disk.complete_due(quick + 1).unwrap().1.unwrap();
+        disk.complete_due(quick + 2).unwrap().1.unwrap();
+        disk.store_mut(0).lose_write(2);
+        disk.store_mut(1).lose_write(2);
+        assert!(disk.has_lost_write());
+        let mut rng = SplitMix64::new(1);
+        assert_eq!(disk.crash(&mut rng, 1.0), None);
+        for group in 0..2 {
+            assert_eq!(
+                disk.store(group).entry_range(),
+                Some((1, 1)),
+                "group {group}"
+            );
+        }
+        assert!(!disk.has_lost_write());
+    }
+
+    #[test]
     fn gap_is_a_contract_error() {
-        let mut disk = Disk::default();
-        disk.enqueue(write(vec![entry(3, 1)]), 0, 1);
-        assert!(disk.complete_due(1).unwrap().is_err());
+        let mut disk = Disk::new(1);
+        disk.enqueue(0, write(vec![entry(3, 1)]), 0, 1);
+        assert!(disk.complete_due(1).unwrap().1.is_err());
     }
 
     #[test]
     fn crash_loses_pending_and_torn_write_keeps_a_prefix() {
-        let mut disk = Disk::default();
-        disk.enqueue(write(vec![entry(1, 1)]), 0, 1);
-        disk.complete_due(1).unwrap().unwrap();
-        disk.enqueue(write((2..=9).map(|i| entry(i, 1)).collect()), 1, 5);
-        disk.enqueue(write(vec![entry(10, 1)]), 1, 5);
+        let mut disk = Disk::new(1);
+        disk.enqueue(0, write(vec![entry(1, 1)]), 0, 1);
+        disk.complete_due(1).unwrap().1.unwrap();
+        disk.enqueue(0, write((2..=9).map(|i| entry(i, 1)).collect()), 1, 5);
+        disk.enqueue(0, write(vec![entry(10, 1)]), 1, 5);
         let mut rng = SplitMix64::new(3);
-        let survivors = disk.crash(&mut rng, 1.0).expect("torn");
-        assert_eq!(disk.durable.entries.len(), 1 + survivors);
+        let (group, survivors) = disk.crash(&mut rng, 1.0).expect("torn");
+        assert_eq!(group, 0);
+        assert_eq!(disk.store(0).durable.entries.len(), 1 + survivors);
         assert!(survivors < 8);
         assert_eq!(disk.pending_len(), 0);
     }
 
     #[test]
     fn snapshot_then_compaction_restores_contiguously() {
-        let mut disk = Disk::default();
-        disk.enqueue(write((1..=5).map(|i| entry(i, 1)).collect()), 0, 1);
+        let mut disk = Disk::new(1);
+        disk.enqueue(0, write((1..=5).map(|i| entry(i, 1)).collect()), 0, 1);
         let meta = crate::core::SnapshotMeta {
             last_included_index: 3,
             last_included_term: 1,
             membership: Default::default(),
         };
         disk.enqueue(
+            0,
             DiskOp::LocalSnapshot(Snapshot {
                 meta,
                 data: Bytes::new(),
@@ -371,10 +459,10 @@ mod tests {
             0,
             1,
         );
-        disk.complete_due(10).unwrap().unwrap();
-        disk.complete_due(10).unwrap().unwrap();
-        disk.compact(3);
-        let restored = disk.restored();
+        disk.complete_due(10).unwrap().1.unwrap();
+        disk.complete_due(10).unwrap().1.unwrap();
+        disk.store_mut(0).compact(3);
+        let restored = disk.store(0).restored();
         assert_eq!(restored.snapshot.unwrap().meta.last_included_index, 3);
         assert_eq!(
             restored.entries.iter().map(|e| e.index).collect::<Vec<_>>(),

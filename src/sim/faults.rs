@@ -8,20 +8,31 @@ use bytes::Bytes;
 use crate::core::{ConfChange, NodeId, Role};
 
 impl Simulation {
-    /// The running node that leads in the highest term, if any.
-    pub(super) fn current_leader(&self) -> Option<usize> {
+    /// The running node that leads `group` in the highest term, if any.
+    pub(super) fn current_leader(&self, group: usize) -> Option<usize> {
         (0..self.nodes.len())
-            .filter_map(|i| self.nodes[i].raft.as_ref().map(|r| (i, r)))
+            .filter_map(|i| self.raft(i, group).map(|r| (i, r)))
             .filter(|(_, r)| r.role() == Role::Leader)
             .max_by_key(|(i, r)| (r.hard_state().current_term, *i))
             .map(|(i, _)| i)
     }
 
+    /// A group picked at random; with one group, group 0 without drawing from the PRNG, so
+    /// that one group's runs are what they were before groups existed.
+    pub(super) fn random_group(&mut self) -> usize {
+        if self.config.groups == 1 {
+            0
+        } else {
+            self.rng.below(self.config.groups as u64) as usize
+        }
+    }
+
     /// Whether `node` may suffer a disk fault that loses acknowledged entries now. Raft with
     /// the abstain rule survives such faults on a minority at once (a majority of intact disks
     /// holds every committed entry); on a majority nothing can give the entries back, so the
-    /// simulator never goes there. A node counts as faulty from the fault until its log is
-    /// back past what it had acknowledged and it has stopped abstaining.
+    /// simulator never goes there. A node counts as faulty from the fault until the log of
+    /// every group it hosts is back past what it had acknowledged and has stopped abstaining:
+    /// the node's one disk is what fails, so the bound is on nodes, whichever group lost.
     pub(super) fn disk_fault_allowed(&self, node: usize) -> bool {
         !self.disk_faulty(node) && self.disk_faulty_count() < self.disk_faults_max()
     }
@@ -46,9 +57,11 @@ impl Simulation {
 
     fn disk_faulty(&self, i: usize) -> bool {
         let slot = &self.nodes[i];
-        let damaged = slot.lost_upto.is_some_and(|upto| match &slot.raft {
-            None => slot.disk.lost_acknowledged(),
-            Some(raft) => raft.recovering_to().is_some() || raft.log().last_index() < upto,
+        let damaged = slot.replicas.iter().enumerate().any(|(group, replica)| {
+            replica.lost_upto.is_some_and(|upto| match &replica.raft {
+                None => slot.disk.store(group).lost_acknowledged(),
+                Some(raft) => raft.recovering_to().is_some() || raft.log().last_index() < upto,
+            })
         });
         damaged || slot.disk.has_lost_write()
     }
@@ -70,10 +83,10 @@ impl Simulation {
         }
         let faults = self.config.faults.clone();
         let n = self.nodes.len();
-        let down = self.nodes.iter().filter(|s| s.raft.is_none()).count();
+        let down = self.nodes.iter().filter(|s| !s.up).count();
         let down_max = (n - 1) / 2;
         if down < down_max && self.rng.chance(faults.crash_probability) {
-            let up: Vec<usize> = (0..n).filter(|&i| self.nodes[i].raft.is_some()).collect();
+            let up: Vec<usize> = (0..n).filter(|&i| self.nodes[i].up).collect();
             // Half the time prefer a node with a write in flight, so torn writes happen often.
             let writing: Vec<usize> = up
                 .iter()
@@ -89,7 +102,9 @@ impl Simulation {
             let downtime = self.random_downtime_us();
             self.crash_node(victim, downtime);
         } else if down < down_max && self.rng.chance(faults.crash_leader_probability) {
-            if let Some(leader) = self.current_leader() {
+            // The node leading some group: with several groups it may lead others too.
+            let group = self.random_group();
+            if let Some(leader) = self.current_leader(group) {
                 let downtime = self.random_downtime_us();
                 self.crash_node(leader, downtime);
             }
@@ -98,7 +113,8 @@ impl Simulation {
             self.start_partition();
         }
         if self.rng.chance(faults.transfer_probability) {
-            if let Some(leader) = self.current_leader() {
+            let group = self.random_group();
+            if let Some(leader) = self.current_leader(group) {
                 let others: Vec<NodeId> = self
                     .voters()
                     .into_iter()
@@ -108,29 +124,32 @@ impl Simulation {
                     let to = others[self.rng.below(others.len() as u64) as usize];
                     self.report.transfers += 1;
                     let from = self.nodes[leader].id;
-                    self.trace_line(format_args!("transfer leadership n{from} -> n{to}"));
-                    self.nodes[leader]
+                    let tag = self.group_tag(group);
+                    self.trace_line(format_args!("{tag}transfer leadership n{from} -> n{to}"));
+                    self.replica_mut(leader, group)
                         .raft
                         .as_mut()
                         .expect("running")
                         .transfer_leader(to);
-                    self.drain(leader);
+                    self.drain(leader, group);
                 }
             }
         }
         if self.config.membership_changes && self.rng.chance(super::MEMBERSHIP_CHANGE_PROBABILITY) {
-            self.change_membership();
+            let group = self.random_group();
+            self.change_membership(group);
         }
     }
 
     /// Asks the leader for a random membership change that keeps at least
     /// `MEMBERSHIP_VOTERS_MIN` voters: add a node that is not a member as a learner, promote a
-    /// learner, or remove a learner or a voter (the leader included).
-    fn change_membership(&mut self) {
-        let Some(leader) = self.current_leader() else {
+    /// learner, or remove a learner or a voter (the leader included). Each group changes its
+    /// membership on its own.
+    fn change_membership(&mut self, group: usize) {
+        let Some(leader) = self.current_leader(group) else {
             return;
         };
-        let raft = self.nodes[leader].raft.as_ref().expect("running");
+        let raft = self.raft(leader, group).expect("running");
         let m = raft.membership().clone();
         let mut changes = Vec::new();
         for id in self.voters() {
@@ -153,11 +172,13 @@ impl Simulation {
         }
         let change = changes[self.rng.below(changes.len() as u64) as usize].clone();
         let from = self.nodes[leader].id;
-        let result = self.nodes[leader]
+        let result = self
+            .replica_mut(leader, group)
             .raft
             .as_mut()
             .expect("running")
             .propose_conf_change(change.clone());
+        let tag = self.group_tag(group);
         let shown = match &change {
             ConfChange::AddLearner { id, .. } => format!("add learner n{id}"),
             ConfChange::Promote(id) => format!("promote n{id}"),
@@ -171,13 +192,15 @@ impl Simulation {
                     ConfChange::Remove(id) if m.is_voter(id) => self.report.voter_removals += 1,
                     _ => {}
                 }
-                self.trace_line(format_args!("n{from} membership: {shown} at {index}"));
+                self.trace_line(format_args!("n{from} {tag}membership: {shown} at {index}"));
             }
             Err(error) => {
-                self.trace_line(format_args!("n{from} membership: {shown} refused: {error}"));
+                self.trace_line(format_args!(
+                    "n{from} {tag}membership: {shown} refused: {error}"
+                ));
             }
         }
-        self.drain(leader);
+        self.drain(leader, group);
     }
 
     fn start_partition(&mut self) {
@@ -209,7 +232,8 @@ impl Simulation {
                 }
             }
             _ => {
-                let Some(leader) = self.current_leader() else {
+                let group = self.random_group();
+                let Some(leader) = self.current_leader(group) else {
                     return;
                 };
                 let x = self.nodes[leader].id;
@@ -231,20 +255,31 @@ impl Simulation {
         self.trace_line(format_args!("partition {kind}: {links}"));
     }
 
-    /// A leader leads, and every node has applied everything it has committed: no follower
-    /// is stuck behind (a stalled catch-up or snapshot transfer is a liveness failure too).
+    /// In every group, a leader leads and every member has applied everything it has
+    /// committed: no follower is stuck behind (a stalled catch-up or snapshot transfer is a
+    /// liveness failure too).
     fn converged(&self) -> bool {
-        let Some(leader) = self.current_leader() else {
+        (0..self.config.groups).all(|group| self.converged_group(group))
+    }
+
+    fn converged_group(&self, group: usize) -> bool {
+        let Some(leader) = self.current_leader(group) else {
             return false;
         };
-        let raft = self.nodes[leader].raft.as_ref().expect("running");
+        let raft = self.raft(leader, group).expect("running");
         let commit = raft.log().commit_index();
         let members = raft.membership().members();
         // Nodes outside the leader's configuration (removed, or never added) are left behind.
         self.nodes
             .iter()
             .filter(|s| members.contains(&s.id))
-            .all(|s| s.raft.is_some() && s.kv.applied_index() == commit)
+            .map(|s| &s.replicas[group])
+            .all(|r| r.raft.is_some() && r.kv.applied_index() == commit)
+    }
+
+    /// Whether every group has a leader.
+    fn every_group_led(&self) -> bool {
+        (0..self.config.groups).all(|group| self.current_leader(group).is_some())
     }
 
     /// Heals everything, restarts every node, and requires within the bound that a leader leads
@@ -264,7 +299,7 @@ impl Simulation {
         let start_us = self.queue.now_us();
         loop {
             let caught_up = !self.config.strict_liveness || self.converged();
-            if self.clients_done() && self.current_leader().is_some() && caught_up {
+            if self.clients_done() && self.every_group_led() && caught_up {
                 self.report.liveness_us = self.queue.now_us() - start_us;
                 return Ok(());
             }
@@ -272,17 +307,22 @@ impl Simulation {
                 let roles: Vec<String> = self
                     .nodes
                     .iter()
-                    .map(|s| match &s.raft {
-                        None => format!("n{} down", s.id),
-                        Some(r) => format!(
-                            "n{} {:?} t{} commit {} applied {} last {}",
-                            s.id,
-                            r.role(),
-                            r.hard_state().current_term,
-                            r.log().commit_index(),
-                            s.kv.applied_index(),
-                            r.log().last_index()
-                        ),
+                    .flat_map(|s| {
+                        s.replicas.iter().enumerate().map(|(group, replica)| {
+                            let tag = self.group_tag(group);
+                            match &replica.raft {
+                                None => format!("n{} {tag}down", s.id),
+                                Some(r) => format!(
+                                    "n{} {tag}{:?} t{} commit {} applied {} last {}",
+                                    s.id,
+                                    r.role(),
+                                    r.hard_state().current_term,
+                                    r.log().commit_index(),
+                                    replica.kv.applied_index(),
+                                    r.log().last_index()
+                                ),
+                            }
+                        })
                     })
                     .collect();
                 let clients: Vec<String> = self.clients.iter().map(|c| c.describe()).collect();
@@ -293,7 +333,8 @@ impl Simulation {
                     clients.join(", ")
                 );
                 self.trace_line(format_args!("VIOLATION liveness"));
-                return Err(self.violation_report("liveness", detail));
+                let stuck = (0..self.config.groups).find(|&g| !self.converged_group(g));
+                return Err(self.violation_report(stuck, "liveness", detail));
             }
             self.run_step()?;
         }

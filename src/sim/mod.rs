@@ -17,7 +17,6 @@ pub mod history;
 mod invariants;
 pub mod linearizability;
 mod net;
-pub mod scenario;
 mod trace;
 
 use std::fmt;
@@ -57,6 +56,10 @@ pub struct SimConfig {
     pub seed: u64,
     /// Cluster size (3 or 5 usually).
     pub nodes: usize,
+    /// Independent Raft groups each node hosts (1 usually). The groups of a node share its
+    /// one disk (latency, faults), its network links and its crashes; clients route each key
+    /// to its group with [`crate::kv::group_of`]; every invariant is checked per group.
+    pub groups: usize,
     /// Steps of the faulty phase; one step is one tick of simulated time.
     pub steps: u64,
     /// Closed-loop clients.
@@ -192,6 +195,7 @@ impl SimConfig {
         SimConfig {
             seed,
             nodes,
+            groups: 1,
             steps,
             clients: 4,
             keys: 5,
@@ -239,10 +243,12 @@ pub struct SimReport {
     pub duplicates: u64,
     /// Times a node became leader.
     pub elections: u64,
-    /// Distinct terms that had a leader.
+    /// Distinct terms that had a leader (summed over groups).
     pub leader_terms: u64,
-    /// Highest index seen committed.
+    /// Highest index seen committed (summed over groups).
     pub commits: u64,
+    /// Highest index seen committed in each group, by group (for sweeps: summed per group).
+    pub group_commits: Vec<u64>,
     /// Snapshots taken by nodes of their own state.
     pub snapshots_taken: u64,
     /// Snapshots installed from a leader.
@@ -295,6 +301,12 @@ impl SimReport {
         self.elections += other.elections;
         self.leader_terms += other.leader_terms;
         self.commits += other.commits;
+        if self.group_commits.len() < other.group_commits.len() {
+            self.group_commits.resize(other.group_commits.len(), 0);
+        }
+        for (sum, commits) in self.group_commits.iter_mut().zip(&other.group_commits) {
+            *sum += commits;
+        }
         self.snapshots_taken += other.snapshots_taken;
         self.snapshots_installed += other.snapshots_installed;
         self.transfers += other.transfers;
@@ -317,6 +329,9 @@ impl SimReport {
 pub struct Violation {
     /// The seed that replays it.
     pub seed: u64,
+    /// The Raft group whose property failed (`None` for what is no group's own, such as a
+    /// node that does not start).
+    pub group: Option<usize>,
     /// The property (named after the paper), or `linearizability`, `linearizability_unknown`,
     /// `liveness`, `driver_contract`.
     pub property: &'static str,
@@ -334,14 +349,18 @@ pub struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let group = self
+            .group
+            .map(|g| format!("group {g}: "))
+            .unwrap_or_default();
         writeln!(
             f,
-            "seed {}: {} violated at step {} ({} us): {}",
+            "seed {}: {group}{} violated at step {} ({} us): {}",
             self.seed, self.property, self.step, self.time_us, self.detail
         )?;
         writeln!(
             f,
-            "replay: the same ringraft sim command with --seed {} (same --nodes/--steps/--scenario/--bug)",
+            "replay: the same ringraft sim command with --seed {} (same --nodes/--groups/--steps/--membership/--bug)",
             self.seed
         )?;
         writeln!(f, "last {} trace lines:", TRACE_TAIL_LINES)?;
@@ -354,21 +373,30 @@ impl std::error::Error for Violation {}
 /// Something that happens at a simulated time.
 enum Event {
     Tick { node: usize },
-    Deliver { envelope: Envelope },
+    Deliver { group: usize, envelope: Envelope },
     DiskDone { node: usize, epoch: u64 },
     Restart { node: usize },
     Heal { generation: u64 },
     ClientWake { client: usize },
 }
 
-/// One simulated node: the core (absent while crashed), its state machine and its disk.
+/// One simulated node: a replica of each Raft group, and the disk they share.
 struct SimNode {
     id: NodeId,
     /// Bumped at every crash, so events of an earlier life are ignored.
     epoch: u64,
+    /// Whether the node runs (every group's core is up) or is crashed (none is).
+    up: bool,
+    disk: Disk,
+    /// One replica per group, by group number.
+    replicas: Vec<Replica>,
+}
+
+/// One Raft group's replica on a node: the core (absent while the node is down), its state
+/// machine and the simulator's bookkeeping of it.
+struct Replica {
     raft: Option<RawNode>,
     kv: KvStore,
-    disk: Disk,
     /// Read states waiting for the state machine to catch up: (request_id, read_index).
     pending_reads: Vec<(u64, u64)>,
     /// Highest commit index recorded by the checker for this life.
@@ -392,6 +420,24 @@ struct SimNode {
     leader_commit_checked: (Term, u64),
 }
 
+impl Replica {
+    fn new() -> Replica {
+        Replica {
+            raft: None,
+            kv: KvStore::new(),
+            pending_reads: Vec::new(),
+            commit_seen: 0,
+            votes_withheld_before: 0,
+            transfer_elections_before: 0,
+            lost_upto: None,
+            applied_term: 0,
+            served_snapshot: None,
+            acks: (0, Default::default()),
+            leader_commit_checked: (0, 0),
+        }
+    }
+}
+
 /// Phases of a run.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Phase {
@@ -410,16 +456,15 @@ pub struct Simulation {
     nodes: Vec<SimNode>,
     clients: Vec<Client>,
     history: History,
-    checker: Checker,
+    /// One checker per group: the groups are independent Raft clusters.
+    checkers: Vec<Checker>,
     trace: Trace,
     report: SimReport,
     phase: Phase,
     step: u64,
     partition_generation: u64,
     next_request_id: u64,
-    violation: Option<(&'static str, String)>,
-    /// Scenario hook: every write enqueued by a leader takes this long.
-    slow_leader_writes_us: Option<Micros>,
+    violation: Option<(Option<usize>, &'static str, String)>,
 }
 
 /// Runs one simulation to the end.
@@ -434,24 +479,19 @@ impl Simulation {
             config.nodes >= 1 && config.nodes <= crate::limits::CLUSTER_NODES_MAX,
             "bad node count"
         );
+        assert!(
+            config.groups >= 1 && config.groups <= crate::limits::GROUPS_MAX,
+            "bad group count"
+        );
         let mut rng = SplitMix64::new(config.seed);
         let mut queue = EventQueue::default();
         let nodes = (0..config.nodes)
             .map(|i| SimNode {
                 id: i as NodeId + 1,
                 epoch: 0,
-                raft: None,
-                kv: KvStore::new(),
-                disk: Disk::default(),
-                pending_reads: Vec::new(),
-                commit_seen: 0,
-                votes_withheld_before: 0,
-                transfer_elections_before: 0,
-                lost_upto: None,
-                applied_term: 0,
-                served_snapshot: None,
-                acks: (0, Default::default()),
-                leader_commit_checked: (0, 0),
+                up: false,
+                disk: Disk::new(config.groups),
+                replicas: (0..config.groups).map(|_| Replica::new()).collect(),
             })
             .collect();
         for node in 0..config.nodes {
@@ -459,11 +499,12 @@ impl Simulation {
             queue.schedule(rng.below(TICK_US), Event::Tick { node });
         }
         let clients = (0..config.clients)
-            .map(|c| Client::new(c as u64 + 1, config.nodes))
+            .map(|c| Client::new(c as u64 + 1, config.nodes, config.groups))
             .collect();
         for client in 0..config.clients {
             queue.schedule(rng.below(5 * TICK_US), Event::ClientWake { client });
         }
+        let checkers = (0..config.groups).map(|_| Checker::default()).collect();
         Simulation {
             net: Network::new(config.faults.net.clone()),
             trace: Trace::new(config.full_trace),
@@ -477,13 +518,12 @@ impl Simulation {
             nodes,
             clients,
             history: History::default(),
-            checker: Checker::default(),
+            checkers,
             phase: Phase::Faulty,
             step: 0,
             partition_generation: 0,
             next_request_id: 1,
             violation: None,
-            slow_leader_writes_us: None,
         }
     }
 
@@ -500,7 +540,32 @@ impl Simulation {
         voters
     }
 
-    fn node_config(&self, id: NodeId) -> Config {
+    /// The replica of `group` on `node`.
+    fn replica(&self, node: usize, group: usize) -> &Replica {
+        &self.nodes[node].replicas[group]
+    }
+
+    /// The replica of `group` on `node`, to change.
+    fn replica_mut(&mut self, node: usize, group: usize) -> &mut Replica {
+        &mut self.nodes[node].replicas[group]
+    }
+
+    /// The core of `group` on `node`, if the node is up.
+    fn raft(&self, node: usize, group: usize) -> Option<&RawNode> {
+        self.nodes[node].replicas[group].raft.as_ref()
+    }
+
+    /// How a trace line names a group: nothing with one group, so that its traces read as
+    /// they always have.
+    fn group_tag(&self, group: usize) -> String {
+        if self.config.groups == 1 {
+            String::new()
+        } else {
+            format!("g{group} ")
+        }
+    }
+
+    fn node_config(&self, id: NodeId, group: usize) -> Config {
         let bootstrap = self.bootstrap_voters();
         let voters = if bootstrap.contains(&id) {
             bootstrap
@@ -508,7 +573,9 @@ impl Simulation {
             Vec::new() // Waits to be added.
         };
         let mut config = Config::new(id, voters);
-        config.seed = self.config.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ id;
+        // Each group draws its own timeouts; group 0's seed is the one a single group has.
+        config.seed =
+            self.config.seed.wrapping_mul(0x2545_F491_4F6C_DD1D) ^ id ^ ((group as u64) << 32);
         config.election_timeout_ticks = 10;
         config.heartbeat_interval_ticks = 2;
         config.pre_vote = true;
@@ -565,12 +632,14 @@ impl Simulation {
             Event::Tick { node } => {
                 self.queue
                     .schedule(self.queue.now_us() + TICK_US, Event::Tick { node });
-                if let Some(raft) = self.nodes[node].raft.as_mut() {
-                    raft.tick();
-                    self.drain(node);
+                for group in 0..self.config.groups {
+                    if let Some(raft) = self.replica_mut(node, group).raft.as_mut() {
+                        raft.tick();
+                        self.drain(node, group);
+                    }
                 }
             }
-            Event::Deliver { envelope } => self.deliver(envelope),
+            Event::Deliver { group, envelope } => self.deliver(group, envelope),
             Event::DiskDone { node, epoch } => self.disk_done(node, epoch),
             Event::Restart { node } => self.restart_node(node),
             Event::Heal { generation } => {
@@ -588,24 +657,36 @@ impl Simulation {
         self.trace.line(now_us, text);
     }
 
-    /// Records a violation; the first one wins and ends the run at the next check.
-    fn fail(&mut self, property: &'static str, detail: String) {
+    /// Records a violation of `group`'s property; the first one wins and ends the run at the
+    /// next check.
+    fn fail(&mut self, group: usize, property: &'static str, detail: String) {
+        self.fail_in(Some(group), property, detail);
+    }
+
+    fn fail_in(&mut self, group: Option<usize>, property: &'static str, detail: String) {
         if self.violation.is_none() {
-            self.trace_line(format_args!("VIOLATION {property}: {detail}"));
-            self.violation = Some((property, detail));
+            let tag = group.map(|g| self.group_tag(g)).unwrap_or_default();
+            self.trace_line(format_args!("VIOLATION {tag}{property}: {detail}"));
+            self.violation = Some((group, property, detail));
         }
     }
 
     fn check(&mut self) -> Result<(), Box<Violation>> {
         match self.violation.take() {
             None => Ok(()),
-            Some((property, detail)) => Err(self.violation_report(property, detail)),
+            Some((group, property, detail)) => Err(self.violation_report(group, property, detail)),
         }
     }
 
-    fn violation_report(&mut self, property: &'static str, detail: String) -> Box<Violation> {
+    fn violation_report(
+        &mut self,
+        group: Option<usize>,
+        property: &'static str,
+        detail: String,
+    ) -> Box<Violation> {
         Box::new(Violation {
             seed: self.config.seed,
+            group,
             property,
             detail,
             step: self.step,
@@ -615,43 +696,55 @@ impl Simulation {
         })
     }
 
-    /// The pairwise Log Matching check and Leader Completeness of every current leader.
+    /// The pairwise Log Matching check and Leader Completeness of every current leader, in
+    /// every group.
     fn full_checks(&mut self) {
+        for group in 0..self.config.groups {
+            if let Some((property, detail)) = self.full_checks_of(group) {
+                self.fail(group, property, detail);
+            }
+        }
+    }
+
+    fn full_checks_of(&self, group: usize) -> Option<invariants::Broken> {
         let logs: Vec<(NodeId, &crate::core::RaftLog)> = self
             .nodes
             .iter()
-            .filter_map(|n| n.raft.as_ref().map(|r| (n.id, r.log())))
+            .filter_map(|n| n.replicas[group].raft.as_ref().map(|r| (n.id, r.log())))
             .collect();
         let mut broken = Checker::log_matching(&logs).err();
         for node in &self.nodes {
-            let Some(raft) = &node.raft else { continue };
+            let Some(raft) = &node.replicas[group].raft else {
+                continue;
+            };
             if raft.role() == crate::core::Role::Leader && broken.is_none() {
-                broken = self
-                    .checker
+                broken = self.checkers[group]
                     .leader_completeness(node.id, raft.hard_state().current_term, raft.log())
                     .err();
             }
         }
-        if let Some((property, detail)) = broken {
-            self.fail(property, detail);
-        }
+        broken
+    }
+
+    /// Every replica of every node, for totals.
+    fn replicas(&self) -> impl Iterator<Item = &Replica> {
+        self.nodes.iter().flat_map(|n| n.replicas.iter())
     }
 
     fn finish_report(&mut self) -> SimReport {
         let mut report = self.report.clone();
-        report.leader_terms = self.checker.leader_terms() as u64;
-        report.commits = self.checker.commit_max();
+        report.leader_terms = self.checkers.iter().map(|c| c.leader_terms() as u64).sum();
+        report.group_commits = self.checkers.iter().map(Checker::commit_max).collect();
+        report.commits = report.group_commits.iter().sum();
         report.writes_acknowledged = self.history.writes_acknowledged() as u64;
         report.writes_indeterminate = self.history.writes_indeterminate() as u64;
         report.reads = self.history.reads_completed() as u64;
         report.votes_withheld = self
-            .nodes
-            .iter()
+            .replicas()
             .map(|n| n.votes_withheld_before + n.raft.as_ref().map_or(0, |r| r.votes_withheld()))
             .sum();
         report.transfer_elections = self
-            .nodes
-            .iter()
+            .replicas()
             .map(|n| {
                 n.transfer_elections_before + n.raft.as_ref().map_or(0, |r| r.transfer_elections())
             })
@@ -661,11 +754,31 @@ impl Simulation {
         report
     }
 
+    /// Checks each group's history on its own: a group is a linearizable object of its own,
+    /// and a failure names its group.
     fn check_linearizability(&mut self) -> Result<(), Box<Violation>> {
-        match linearizability::check_history_within(
-            &self.history,
-            self.config.linearizability_steps_max,
-        ) {
+        let groups = self.config.groups as u32;
+        for group in 0..self.config.groups {
+            let mut own = History::default();
+            own.ops = self
+                .history
+                .ops
+                .iter()
+                .filter(|op| groups == 1 || crate::kv::group_of(&op.key, groups) as usize == group)
+                .cloned()
+                .collect();
+            self.check_linearizability_of(group, &own)?;
+        }
+        Ok(())
+    }
+
+    fn check_linearizability_of(
+        &mut self,
+        group: usize,
+        history: &History,
+    ) -> Result<(), Box<Violation>> {
+        match linearizability::check_history_within(history, self.config.linearizability_steps_max)
+        {
             linearizability::Verdict::Linearizable => Ok(()),
             // Undecided is not a pass: count the keys, give them a larger budget, and fail the
             // run if that still does not decide them.
@@ -678,8 +791,7 @@ impl Simulation {
                 let mut undecided = Vec::new();
                 for key in &keys {
                     let mut one = History::default();
-                    one.ops = self
-                        .history
+                    one.ops = history
                         .ops
                         .iter()
                         .filter(|op| &op.key == key)
@@ -688,7 +800,7 @@ impl Simulation {
                     match linearizability::check_history_within(&one, raised) {
                         linearizability::Verdict::Linearizable => {}
                         linearizability::Verdict::NotLinearizable { key } => {
-                            return Err(self.not_linearizable(key));
+                            return Err(self.not_linearizable(group, history, key));
                         }
                         linearizability::Verdict::Unknown { .. } => {
                             undecided.push(String::from_utf8_lossy(key).into_owned());
@@ -702,16 +814,22 @@ impl Simulation {
                     "the linearizability search could not decide key(s) {undecided:?} within {raised} steps each (first budget {} x {LINEARIZABILITY_BUDGET_RAISE}); an undecided history is not a pass",
                     self.config.linearizability_steps_max
                 );
-                Err(self.violation_report("linearizability_unknown", detail))
+                Err(self.violation_report(Some(group), "linearizability_unknown", detail))
             }
-            linearizability::Verdict::NotLinearizable { key } => Err(self.not_linearizable(key)),
+            linearizability::Verdict::NotLinearizable { key } => {
+                Err(self.not_linearizable(group, history, key))
+            }
         }
     }
 
     /// The violation of a key whose history is not linearizable, with its last operations.
-    fn not_linearizable(&mut self, key: Vec<u8>) -> Box<Violation> {
-        let ops: Vec<String> = self
-            .history
+    fn not_linearizable(
+        &mut self,
+        group: usize,
+        history: &History,
+        key: Vec<u8>,
+    ) -> Box<Violation> {
+        let ops: Vec<String> = history
             .ops
             .iter()
             .filter(|op| op.key == key)
@@ -731,6 +849,6 @@ impl Simulation {
             shown.len(),
             shown.join("\n")
         );
-        self.violation_report("linearizability", detail)
+        self.violation_report(Some(group), "linearizability", detail)
     }
 }

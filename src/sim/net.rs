@@ -108,24 +108,6 @@ impl Network {
         }
     }
 
-    /// Cuts every link between nodes of different groups (a node in no group is alone).
-    pub fn connect_only(&mut self, all: &[NodeId], groups: &[&[NodeId]]) {
-        self.blocked.clear();
-        let group_of = |x: NodeId| {
-            groups
-                .iter()
-                .position(|g| g.contains(&x))
-                .map_or(usize::MAX - x as usize, |g| g)
-        };
-        for &x in all {
-            for &y in all {
-                if x != y && group_of(x) != group_of(y) {
-                    self.blocked.insert((x, y));
-                }
-            }
-        }
-    }
-
     /// Heals every partition.
     pub fn heal(&mut self) {
         self.blocked.clear();

@@ -2402,7 +2402,9 @@ impl<'a> PeerHandshake<'a> {
   pub const VT_CLUSTER_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 6;
   pub const VT_PROTOCOL_VERSION: ::flatbuffers::VOffsetT = 8;
-  pub const VT_ADDRESSES: ::flatbuffers::VOffsetT = 10;
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 10;
+  pub const VT_GROUPS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ADDRESSES: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2417,6 +2419,8 @@ impl<'a> PeerHandshake<'a> {
     builder.add_node_id(args.node_id);
     builder.add_cluster_id(args.cluster_id);
     if let Some(x) = args.addresses { builder.add_addresses(x); }
+    builder.add_groups(args.groups);
+    builder.add_group(args.group);
     builder.add_protocol_version(args.protocol_version);
     builder.finish()
   }
@@ -2443,6 +2447,22 @@ impl<'a> PeerHandshake<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(PeerHandshake::VT_PROTOCOL_VERSION, Some(0)).unwrap()}
   }
+  /// The Raft group this connection carries messages of (0-based).
+  #[inline]
+  pub fn group(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PeerHandshake::VT_GROUP, Some(0)).unwrap()}
+  }
+  /// How many groups the sending node hosts; nodes of one cluster must agree.
+  #[inline]
+  pub fn groups(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PeerHandshake::VT_GROUPS, Some(0)).unwrap()}
+  }
   /// The sender's advertised addresses, "PEER_ADDR/CLIENT_ADDR" (a member's context), so that
   /// a node waiting to be added, which knows no configuration yet, can answer the leader it
   /// hears from. Absent when the sender does not know its own.
@@ -2464,6 +2484,8 @@ impl ::flatbuffers::Verifiable for PeerHandshake<'_> {
      .visit_field::<u64>("cluster_id", Self::VT_CLUSTER_ID, false)?
      .visit_field::<u64>("node_id", Self::VT_NODE_ID, false)?
      .visit_field::<u32>("protocol_version", Self::VT_PROTOCOL_VERSION, false)?
+     .visit_field::<u32>("group", Self::VT_GROUP, false)?
+     .visit_field::<u32>("groups", Self::VT_GROUPS, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("addresses", Self::VT_ADDRESSES, false)?
      .finish();
     Ok(())
@@ -2473,6 +2495,8 @@ pub struct PeerHandshakeArgs<'a> {
     pub cluster_id: u64,
     pub node_id: u64,
     pub protocol_version: u32,
+    pub group: u32,
+    pub groups: u32,
     pub addresses: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
 impl<'a> Default for PeerHandshakeArgs<'a> {
@@ -2482,6 +2506,8 @@ impl<'a> Default for PeerHandshakeArgs<'a> {
       cluster_id: 0,
       node_id: 0,
       protocol_version: 0,
+      group: 0,
+      groups: 0,
       addresses: None,
     }
   }
@@ -2503,6 +2529,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PeerHandshakeBuilder<'a, 'b, 
   #[inline]
   pub fn add_protocol_version(&mut self, protocol_version: u32) {
     self.fbb_.push_slot::<u32>(PeerHandshake::VT_PROTOCOL_VERSION, protocol_version, 0);
+  }
+  #[inline]
+  pub fn add_group(&mut self, group: u32) {
+    self.fbb_.push_slot::<u32>(PeerHandshake::VT_GROUP, group, 0);
+  }
+  #[inline]
+  pub fn add_groups(&mut self, groups: u32) {
+    self.fbb_.push_slot::<u32>(PeerHandshake::VT_GROUPS, groups, 0);
   }
   #[inline]
   pub fn add_addresses(&mut self, addresses: ::flatbuffers::WIPOffset<&'b  str>) {
@@ -2529,6 +2563,8 @@ impl ::core::fmt::Debug for PeerHandshake<'_> {
       ds.field("cluster_id", &self.cluster_id());
       ds.field("node_id", &self.node_id());
       ds.field("protocol_version", &self.protocol_version());
+      ds.field("group", &self.group());
+      ds.field("groups", &self.groups());
       ds.field("addresses", &self.addresses());
       ds.finish()
   }
