@@ -22,11 +22,14 @@ pub const INFLIGHT_BYTES_MAX: usize = 256 << 20;
 /// Largest chunk of a snapshot sent in one InstallSnapshot message.
 pub const SNAPSHOT_CHUNK_BYTES_MAX: usize = 1 << 20;
 
+/// Most snapshot chunks in flight to one follower (`snapshot_inflight_chunks_max`).
+pub const SNAPSHOT_INFLIGHT_CHUNKS_MAX: usize = 4096;
+
 /// Largest snapshot a follower will assemble in memory, and largest state a node serializes.
 pub const SNAPSHOT_BYTES_MAX: usize = 1 << 30;
 
 /// Snapshot serialization buffers a node keeps between snapshots (`runtime::snapshot_file`): one
-/// the core holds (the latest snapshot, sent to followers that are behind), one to serialize the
+/// still held while the latest snapshot is being restored or handed over, one to serialize the
 /// next into. More would only hold memory.
 pub const SNAPSHOT_BUFFERS_MAX: usize = 2;
 

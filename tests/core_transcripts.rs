@@ -548,7 +548,8 @@ impl World {
             hard_state,
             snapshot,
             entries,
-            messages,
+            mut messages,
+            snapshot_chunks,
             messages_after_persist,
             committed_entries,
             read_states,
@@ -556,6 +557,14 @@ impl World {
             snapshot_wanted,
             compact_upto,
         } = output;
+        // Chunks are read from the durable snapshot (the core's latest once its write is
+        // done); one of a snapshot not yet durable is not sent, and the core resends it.
+        let durable_snapshot = self.node_mut(id)?.durable.snapshot.clone();
+        messages.extend(
+            snapshot_chunks
+                .into_iter()
+                .filter_map(|c| durable_snapshot.as_ref().and_then(|s| c.read_from(id, s))),
+        );
         if let Some(soft) = soft_state {
             let _ = writeln!(
                 out,

@@ -426,6 +426,7 @@ fn handshake_body(cluster_id: u64, node_id: u64) -> Vec<u8> {
         cluster_id,
         node_id,
         protocol_version: wire::PROTOCOL_VERSION,
+        addresses: None,
     };
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
     wire::encode_handshake(&handshake, &mut fbb).to_vec()

@@ -94,6 +94,7 @@ fn sample_bodies() -> Vec<Vec<u8>> {
                 cluster_id: 3,
                 node_id: 1,
                 protocol_version: PROTOCOL_VERSION,
+                addresses: None,
             },
             &mut fbb,
         )
@@ -297,6 +298,7 @@ fn zero_node_ids_are_refused() {
             cluster_id: 1,
             node_id: 0,
             protocol_version: 1,
+            addresses: None,
         },
         &mut fbb,
     );

@@ -330,6 +330,7 @@ fn handshake_round_trips() {
             cluster_id: 0,
             node_id: 1,
             protocol_version: PROTOCOL_VERSION,
+            addresses: None,
         },
         PeerHandshake {
             group: 0,
@@ -337,6 +338,7 @@ fn handshake_round_trips() {
             cluster_id: u64::MAX,
             node_id: u64::MAX,
             protocol_version: u32::MAX,
+            addresses: None,
         },
     ] {
         let body = encode_handshake(&handshake, &mut fbb);

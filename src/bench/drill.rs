@@ -69,8 +69,9 @@ pub struct FailoverResult {
     pub new_leader: Option<u64>,
     /// First client acknowledgement after the fault.
     pub first_commit_ms: Option<f64>,
-    /// The gap clients saw: from the last acknowledgement at or before the fault to the first
-    /// one after it.
+    /// The longest stretch clients saw without an acknowledgement, from the last one at or
+    /// before the fault until the victim comes back (or the window ends): for a crash, the gap
+    /// at the fault; for a graceful stop, the hand-over, which comes after the fault.
     pub unavailable_ms: Option<f64>,
     /// Elections started by the surviving nodes from the fault to the end of the run.
     pub elections: u64,
@@ -99,6 +100,9 @@ impl FailoverResult {
 pub struct Conducted {
     observation: ClusterObservation,
     fault: Option<Instant>,
+    /// When the victim came back (or the window ended): the end of the span whose longest
+    /// outage the report gives.
+    fault_until: Option<Instant>,
 }
 
 fn unix_ms() -> u64 {
@@ -211,6 +215,7 @@ pub fn conduct(
             .map(|l| network.commit_floor_ms(l));
     }
     let mut fault = None;
+    let mut fault_until = None;
     let mut failover = None;
     let mut killed = None;
     let mut restarted_victim = None;
@@ -278,6 +283,7 @@ pub fn conduct(
             (drill.action, drill.duration_ms)
         {
             sleep_until(hit + Duration::from_millis(after));
+            fault_until = Some(Instant::now());
             cluster.start_node(victim)?;
             restarted_victim = Some(victim);
         }
@@ -291,6 +297,7 @@ pub fn conduct(
         ));
     }
     sleep_until(window_end);
+    let fault_until = fault.map(|_| fault_until.unwrap_or(window_end));
     let after = cluster.all_stats(STATS_TIMEOUT);
     observation.leader_after = leader_of(&after);
     observation.emulated_drops = counter(&after, |s| s.emulated_drops);
@@ -325,7 +332,11 @@ pub fn conduct(
             elections,
         });
     }
-    Ok(Conducted { observation, fault })
+    Ok(Conducted {
+        observation,
+        fault,
+        fault_until,
+    })
 }
 
 impl Conducted {
@@ -338,10 +349,11 @@ impl Conducted {
                 .as_secs_f64()
                 * 1000.0;
             f.fault_at_ms = fault_ms;
-            if let Some((last_before, first_after)) = recorder.outage_around(fault) {
+            if let Some((_, first_after)) = recorder.outage_around(fault) {
                 f.first_commit_ms = Some((first_after as f64 - fault_ms).max(0.0));
-                f.unavailable_ms = Some(first_after as f64 - last_before.map_or(0.0, |l| l as f64));
             }
+            let until = self.fault_until.unwrap_or(fault);
+            f.unavailable_ms = recorder.longest_outage(fault, until).map(|ms| ms as f64);
         }
         self.observation
     }

@@ -113,7 +113,8 @@ Replace a node whose disk died (node 3 here, the cluster's leader at 127.0.0.1:8
      (the node is gone from the configuration; a majority of the rest keeps serving)
   2. start a fresh node with a NEW id and an empty data dir, in join mode:
      ringraft node --join --id 4 --data-dir /data/n4 \\
-       --members 1=P1/C1,2=P2/C2,4=127.0.0.1:7004/127.0.0.1:8004
+       --members 4=127.0.0.1:7004/127.0.0.1:8004
+     (its own addresses are enough: it learns the others' from their connections)
   3. ringraft member add 127.0.0.1:8001 4 127.0.0.1:7004/127.0.0.1:8004
      (adds it as a learner, waits until it has caught up, then promotes it to voter;
       with --learner it stays a learner: promote it later with `member promote`)

@@ -45,6 +45,9 @@ pub struct Config {
     pub snapshot_log_bytes_max: u64,
     /// Size of one InstallSnapshot chunk.
     pub snapshot_chunk_bytes: usize,
+    /// Most InstallSnapshot chunks in flight to one follower (the stream's window; its bytes
+    /// are bounded by `inflight_bytes_max` too).
+    pub snapshot_inflight_chunks_max: usize,
     /// Most uncommitted entries the leader accepts before refusing proposals (backpressure).
     pub uncommitted_entries_max: usize,
     /// Seed of the PRNG behind election timeouts; the only source of randomness in the core.
@@ -88,6 +91,7 @@ impl Config {
             snapshot_log_factor: settings.snapshot_log_factor,
             snapshot_log_bytes_max: settings.snapshot_log_bytes_max,
             snapshot_chunk_bytes: settings.snapshot_chunk_bytes,
+            snapshot_inflight_chunks_max: settings.snapshot_inflight_chunks_max,
             uncommitted_entries_max: settings.uncommitted_entries_max,
             seed: 0,
             bug_commit_previous_term: false,
@@ -131,6 +135,10 @@ impl Config {
             ("inflight_bytes_max", self.inflight_bytes_max as u64),
             ("snapshot_log_factor", self.snapshot_log_factor),
             ("snapshot_chunk_bytes", self.snapshot_chunk_bytes as u64),
+            (
+                "snapshot_inflight_chunks_max",
+                self.snapshot_inflight_chunks_max as u64,
+            ),
             (
                 "uncommitted_entries_max",
                 self.uncommitted_entries_max as u64,

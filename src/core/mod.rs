@@ -16,6 +16,7 @@ mod quorum;
 mod raft;
 mod raft_log;
 mod rng;
+mod snapshot_stream;
 mod types;
 
 pub use config::{Config, ConfigError};
@@ -25,6 +26,7 @@ pub use quorum::{ConfChange, ConfChangeError, Membership, VoteResult, MEMBER_CON
 pub use raft::RawNode;
 pub use raft_log::RaftLog;
 pub use rng::SplitMix64;
+pub use snapshot_stream::{SnapshotChunk, SnapshotInfo};
 pub use types::{
     Entry, EntryKind, HardState, Index, NodeId, Restored, Role, Snapshot, SnapshotMeta, Term,
 };

@@ -2,13 +2,16 @@
 //! cannot send a vote before the vote is durable by mistake.
 
 use super::message::Envelope;
+use super::snapshot_stream::SnapshotChunk;
 use super::types::{Entry, HardState, Index, NodeId, Role, Snapshot, Term};
 
 /// Work for the driver, drained by [`super::RawNode::take_output`]. The driver must:
 ///
 /// 1. start persisting, in this order, `snapshot`, then `entries` (truncating any stored suffix
 ///    from `entries[0].index` first), then `hard_state`;
-/// 2. send `messages` at once, in parallel with that write (thesis 10.2.1);
+/// 2. send `messages` at once, in parallel with that write (thesis 10.2.1), and the
+///    `snapshot_chunks`, each read from the snapshot it names (one that cannot be read any
+///    more, because a newer snapshot replaced it, is dropped: the core sends it again);
 /// 3. when this write *and every earlier output's write* is durable (writes complete in order;
 ///    an output with nothing to write completes when the writes before it do), send
 ///    `messages_after_persist` and call
@@ -32,6 +35,9 @@ pub struct Output {
     pub entries: Vec<Entry>,
     /// Messages that may leave now.
     pub messages: Vec<Envelope>,
+    /// Chunks of this node's latest snapshot to read and send as `InstallSnapshot` now, in
+    /// order (a stream to each follower that needs the snapshot).
+    pub snapshot_chunks: Vec<SnapshotChunk>,
     /// Messages that may leave only once `hard_state`, `snapshot` and `entries` are durable:
     /// votes, and acknowledgements of appended entries.
     pub messages_after_persist: Vec<Envelope>,
@@ -56,6 +62,7 @@ impl Output {
             && self.snapshot.is_none()
             && self.entries.is_empty()
             && self.messages.is_empty()
+            && self.snapshot_chunks.is_empty()
             && self.messages_after_persist.is_empty()
             && self.committed_entries.is_empty()
             && self.read_states.is_empty()

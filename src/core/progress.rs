@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 
+use super::snapshot_stream::SnapshotStream;
 use super::types::Index;
 
 /// How the leader is replicating to a follower.
@@ -12,13 +13,9 @@ pub enum ProgressState {
     Probe,
     /// The match point is known: AppendEntries are pipelined up to the in-flight window.
     Replicate,
-    /// The follower needs entries that were compacted: a snapshot is being sent in chunks.
-    Snapshot {
-        /// The snapshot's last included index.
-        snapshot_index: Index,
-        /// The next chunk's byte offset.
-        offset: u64,
-    },
+    /// The follower needs entries that were compacted: a snapshot streams to it, a window
+    /// of chunks in flight.
+    Snapshot(SnapshotStream),
 }
 
 /// Replication progress of one follower.
@@ -30,7 +27,7 @@ pub struct Progress {
     pub next_index: Index,
     /// How replication proceeds.
     pub state: ProgressState,
-    /// In probe and snapshot state: a message is outstanding, wait for an answer or a heartbeat.
+    /// In probe state: a message is outstanding, wait for an answer or a heartbeat.
     pub paused: bool,
     /// The follower answered something since the last check-quorum round.
     pub recent_active: bool,
@@ -155,12 +152,9 @@ impl Progress {
         self.clear_inflight();
     }
 
-    /// Starts sending the snapshot taken at `snapshot_index`.
-    pub fn become_snapshot(&mut self, snapshot_index: Index) {
-        self.state = ProgressState::Snapshot {
-            snapshot_index,
-            offset: 0,
-        };
+    /// Starts streaming a snapshot.
+    pub fn become_snapshot(&mut self, stream: SnapshotStream) {
+        self.state = ProgressState::Snapshot(stream);
         self.paused = false;
         self.clear_inflight();
     }

@@ -129,6 +129,25 @@ impl Recorder {
         Some((last_before, first_after))
     }
 
+    /// The longest stretch without a completion from the last one at or before `from` until
+    /// `to` (instants inside the window), in milliseconds; None when nothing completed after
+    /// `from`. A graceful hand-over's gap comes after the fault (the old leader's last writes
+    /// still commit), so the gap at the fault alone would miss it.
+    pub fn longest_outage(&self, from: Instant, to: Instant) -> Option<u64> {
+        let (last_before, first_after) = self.outage_around(from)?;
+        let to_ms = (to.saturating_duration_since(self.window_start).as_millis() as usize)
+            .min(self.acks_per_ms.len() - 1);
+        let mut longest = first_after - last_before.unwrap_or(0);
+        let mut previous = first_after;
+        for ms in first_after as usize + 1..=to_ms {
+            if self.acks_per_ms[ms] > 0 {
+                longest = longest.max(ms as u64 - previous);
+                previous = ms as u64;
+            }
+        }
+        Some(longest)
+    }
+
     /// Whether an operation starting at `start` is inside the measured window.
     pub fn in_window(&self, start: Instant) -> bool {
         start >= self.window_start && start < self.window_start + self.window
@@ -283,5 +302,30 @@ mod tests {
             (total.writes_ok, total.writes_failed, total.reads_failed),
             (1, 1, 1)
         );
+    }
+
+    #[test]
+    fn the_longest_outage_counts_gaps_after_the_fault_too() {
+        let start = Instant::now();
+        let mut r = Recorder::new(start, Duration::from_secs(10));
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // Acknowledged every 2 ms up to 1000, the fault at 1001, then acknowledgements at
+        // 1003 and 1010 (the old leader's last writes), none until 1100 (the hand-over), then
+        // every 2 ms again.
+        let acks = (0..=500)
+            .map(|i| i * 2)
+            .chain([1003, 1010])
+            .chain((550..=600).map(|i| i * 2));
+        for ms in acks {
+            r.record(OpKind::Write, at(ms), at(ms), Ok(()));
+        }
+        assert_eq!(r.outage_around(at(1001)), Some((Some(1000), 1003)));
+        assert_eq!(r.longest_outage(at(1001), at(1300)), Some(90));
+        assert_eq!(
+            r.longest_outage(at(1001), at(1050)),
+            Some(7),
+            "up to `to` only"
+        );
+        assert_eq!(r.longest_outage(at(5000), at(6000)), None, "nothing after");
     }
 }

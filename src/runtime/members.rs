@@ -46,12 +46,24 @@ pub struct MemberTable {
     /// `--members`: the addresses of members whose configuration entry carries none.
     bootstrap: Vec<Member>,
     current: RefCell<BTreeMap<NodeId, Member>>,
+    /// Every member of the configuration, addresses known or not: a member whose addresses
+    /// only its own connection will announce must be let in.
+    member_ids: RefCell<std::collections::BTreeSet<NodeId>>,
     /// True while the configuration is empty (a node started with `--join`, waiting to be
     /// added): any node of this cluster may connect, since it cannot know the leader yet.
     open: Cell<bool>,
     /// The leader this node knows of: accepted even when it is not in the configuration, since
     /// a leader being removed leads until the configuration without it commits.
     leader: Cell<Option<NodeId>>,
+    /// The addresses peers announced in their handshakes (at most `CLUSTER_NODES_MAX`): the
+    /// last resort for a member whose addresses neither the configuration nor `--members`
+    /// gives, so that a node started knowing only its own addresses can answer a leader
+    /// before it is added, and reach the bootstrap members (whose configuration entry carries
+    /// no addresses) after a restart.
+    announced: RefCell<BTreeMap<NodeId, Member>>,
+    /// Bumped when an announcement adds or changes addresses: the Raft loop then follows the
+    /// configuration again.
+    announced_generation: Cell<u64>,
 }
 
 impl MemberTable {
@@ -61,8 +73,11 @@ impl MemberTable {
             me,
             bootstrap,
             current: RefCell::new(BTreeMap::new()),
+            member_ids: RefCell::new(Default::default()),
             open: Cell::new(true),
             leader: Cell::new(None),
+            announced: RefCell::new(BTreeMap::new()),
+            announced_generation: Cell::new(0),
         }
     }
 
@@ -87,6 +102,9 @@ impl MemberTable {
                     m.clone()
                 }
                 (None, Some(m)) => m.clone(),
+                (None, None) if self.announced.borrow().contains_key(&id) => {
+                    self.announced.borrow()[&id].clone()
+                }
                 (Some(Err(e)), None) => {
                     warnings.push(format!(
                         "member {id}: bad addresses in the configuration ({e}) and none in \
@@ -107,6 +125,7 @@ impl MemberTable {
             table.insert(id, member);
         }
         self.open.set(membership.is_empty());
+        *self.member_ids.borrow_mut() = membership.members().into_iter().collect();
         *self.current.borrow_mut() = table;
         warnings
     }
@@ -121,6 +140,54 @@ impl MemberTable {
         self.current.borrow().clone()
     }
 
+    /// Notes the addresses node `id` (a peer whose handshake was accepted) announced; returns
+    /// what is wrong with them, if anything (they are then ignored).
+    pub fn announced_by(&self, id: NodeId, addresses: &str) -> Result<(), String> {
+        if id == self.me {
+            return Ok(());
+        }
+        let (peer_addr, client_addr) = parse_context(addresses.as_bytes())?;
+        let member = Member {
+            id,
+            peer_addr,
+            client_addr,
+        };
+        let mut announced = self.announced.borrow_mut();
+        if announced.get(&id) == Some(&member) {
+            return Ok(());
+        }
+        if announced.len() >= crate::limits::CLUSTER_NODES_MAX && !announced.contains_key(&id) {
+            // Make room by forgetting a node that is no longer a member, if there is one.
+            let members = self.member_ids.borrow();
+            let gone = announced.keys().copied().find(|i| !members.contains(i));
+            match gone {
+                Some(gone) => {
+                    announced.remove(&gone);
+                }
+                None => {
+                    return Err(format!(
+                        "more than {} nodes announced themselves; ignoring node {id}",
+                        crate::limits::CLUSTER_NODES_MAX
+                    ))
+                }
+            }
+        }
+        announced.insert(id, member);
+        self.announced_generation
+            .set(self.announced_generation.get() + 1);
+        Ok(())
+    }
+
+    /// Counts announcements that added or changed addresses.
+    pub fn announced_generation(&self) -> u64 {
+        self.announced_generation.get()
+    }
+
+    /// The addresses peers announced while this node waits to be added.
+    pub fn announced(&self) -> BTreeMap<NodeId, Member> {
+        self.announced.borrow().clone()
+    }
+
     /// Records the leader this node knows of.
     pub fn set_leader(&self, leader: Option<NodeId>) {
         self.leader.set(leader);
@@ -132,7 +199,7 @@ impl MemberTable {
         id != self.me
             && (self.open.get()
                 || self.leader.get() == Some(id)
-                || self.current.borrow().contains_key(&id))
+                || self.member_ids.borrow().contains(&id))
     }
 }
 
@@ -178,5 +245,46 @@ mod tests {
         let warnings = table.follow(&m);
         assert!(warnings[0].contains("member 2"), "{warnings:?}");
         assert_eq!(table.get(2).unwrap().peer_addr.to_string(), "b:1");
+    }
+
+    #[test]
+    fn announced_addresses_reach_members_nothing_else_names() {
+        // Node 4 started knowing only itself: the bootstrap members' entry carries no
+        // addresses, so only their announcements tell it where they are.
+        let own = super::super::config::parse_members("4=d:1/d:2").unwrap();
+        let table = MemberTable::new(4, own);
+        let m = Membership::from_voters([1, 2])
+            .apply(&crate::core::ConfChange::AddLearner {
+                id: 4,
+                context: Bytes::from_static(b"d:1/d:2"),
+            })
+            .unwrap();
+        let warnings = table.follow(&m);
+        assert!(
+            warnings.iter().any(|w| w.contains("member 1")),
+            "{warnings:?}"
+        );
+        assert!(table.get(1).is_none());
+        assert!(
+            table.accepts(1),
+            "a member without addresses may connect to announce them"
+        );
+        assert!(table.announced_by(1, "a:1/a:2").is_ok());
+        let generation = table.announced_generation();
+        assert!(table.announced_by(1, "a:1/a:2").is_ok());
+        assert_eq!(table.announced_generation(), generation, "nothing new");
+        assert!(table.announced_by(2, "garbage").is_err());
+        assert!(table.follow(&m).iter().all(|w| !w.contains("member 1")));
+        assert_eq!(table.get(1).unwrap().peer_addr.to_string(), "a:1");
+        assert!(table.get(2).is_none());
+        // Bounded: a full table makes room only by forgetting non-members.
+        for id in 10..10 + crate::limits::CLUSTER_NODES_MAX as u64 {
+            let _ = table.announced_by(id, &format!("n{id}:1/n{id}:2"));
+        }
+        assert!(table.announced().len() <= crate::limits::CLUSTER_NODES_MAX);
+        assert!(
+            table.announced().contains_key(&1),
+            "a member's announcement is kept"
+        );
     }
 }

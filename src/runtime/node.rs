@@ -25,7 +25,7 @@ use super::storage::{SnapshotFile, WriteJob};
 use super::transport::Outbound;
 use crate::core::{
     Entry, EntryKind, Envelope, Index, Membership, Message, NodeId, Output, ProposeError, RawNode,
-    Role, Snapshot, SnapshotMeta, Term,
+    Role, Snapshot, SnapshotChunk, SnapshotMeta, Term,
 };
 use crate::kv::{ApplyResult, CommandRef, KvStore, OpRef, Response};
 use crate::log::record;
@@ -43,10 +43,16 @@ pub enum Event {
     Persisted(u64),
     /// A snapshot this node took is durable (or a newer one already was).
     SnapshotSaved(Snapshot),
+    /// Chunks of the snapshot, read from its file, to send to followers.
+    SnapshotChunksRead(Vec<Envelope>),
     /// SIGTERM: a leader hands leadership to its most caught-up follower first (bounded);
     /// then stop taking work, finish what is durable, exit. Ticks go on arriving meanwhile.
     Shutdown,
 }
+
+/// Outputs' worth of snapshot chunks waiting to be read; more are dropped (the core resends
+/// what is never acknowledged).
+const CHUNK_READS_QUEUED_MAX: usize = 64;
 
 /// Events handled before the core's output is taken: the batching window.
 const EVENTS_PER_OUTPUT_MAX: usize = 1024;
@@ -102,11 +108,15 @@ struct PendingTransfer {
     held_writes: Vec<(u64, ReplyTo)>,
 }
 
-/// SIGTERM on a leader: it exits once it has heard, as a follower, a commit index in a term
-/// above the one it led (the new leader's first commit), or at `deadline`.
+/// SIGTERM on a leader: it exits once it has heard, as a follower, that the new leader
+/// committed a write after its no-op (or a short grace after the no-op, when no write comes),
+/// or at `deadline`. Until then it still acknowledges: the writes it redirected to the new
+/// leader commit with it, at its round trip, rather than wait on the farthest voter left.
 struct SteppingDown {
     led_term: Term,
     deadline: Instant,
+    /// When the new leader's first commit (its no-op) was seen.
+    noop_committed_at: Option<Instant>,
 }
 
 struct PendingRead {
@@ -146,6 +156,8 @@ pub struct Driver {
     membership_seen: Membership,
     /// The leader known when the peers were last set up.
     leader_seen: Option<NodeId>,
+    /// `MemberTable::announced_generation` when the peers were last set up.
+    announced_seen: u64,
     /// The addresses each peer's sender task was started with.
     connected: BTreeMap<NodeId, super::config::Member>,
     /// The membership change a client asked for, answered once it is complete.
@@ -154,6 +166,10 @@ pub struct Driver {
     snapshot_file: Arc<SnapshotFile>,
     /// The Raft loop's own inbox, for the snapshot writer's completion.
     inbox: Rc<LocalSender<Event>>,
+    /// The snapshot chunk reader's queue (see `read_snapshot_chunks`).
+    chunk_reads: LocalSender<Vec<SnapshotChunk>>,
+    /// A snapshot being received: its index and when its first chunk came.
+    stream_started: Option<(Index, Instant)>,
     next_disk_seq: u64,
     disk_in_flight: VecDeque<DiskJobInFlight>,
     fbb: flatbuffers::FlatBufferBuilder<'static>,
@@ -197,6 +213,15 @@ impl Driver {
         snapshot_file: Arc<SnapshotFile>,
         inbox: Rc<LocalSender<Event>>,
     ) -> Driver {
+        let (chunk_reads, chunk_reads_rx) =
+            glommio::channels::local_channel::new_bounded(CHUNK_READS_QUEUED_MAX);
+        glommio::spawn_local(read_snapshot_chunks(
+            config.id,
+            snapshot_file.clone(),
+            chunk_reads_rx,
+            inbox.clone(),
+        ))
+        .detach();
         let mut driver = Driver {
             config,
             node,
@@ -208,10 +233,13 @@ impl Driver {
             membership_seen: Membership::default(),
             connected: BTreeMap::new(),
             leader_seen: None,
+            announced_seen: 0,
             member_change: None,
             disk,
             snapshot_file,
             inbox,
+            chunk_reads,
+            stream_started: None,
             next_disk_seq: 0,
             disk_in_flight: VecDeque::new(),
             fbb: flatbuffers::FlatBufferBuilder::new(),
@@ -255,6 +283,7 @@ impl Driver {
             self.process(output).await;
             if self.node.membership() != &self.membership_seen
                 || self.node.leader() != self.leader_seen
+                || self.members.announced_generation() != self.announced_seen
             {
                 self.follow_membership();
             }
@@ -278,6 +307,14 @@ impl Driver {
             }
             Event::Peer(envelope) => {
                 super::trace::event(envelope.message.kind_name(), 0);
+                if let Message::InstallSnapshot {
+                    offset: 0,
+                    last_included_index,
+                    ..
+                } = envelope.message
+                {
+                    self.stream_started = Some((last_included_index, Instant::now()));
+                }
                 self.counters.metrics.contact(envelope.from, Instant::now());
                 trace_replication(false, &envelope.message);
                 self.node.step(envelope)
@@ -291,6 +328,11 @@ impl Driver {
                 super::trace::event("snap_saved", snapshot.meta.last_included_index);
                 self.node.snapshot_taken(snapshot);
                 Counters::add(&self.counters.snapshots, 1);
+            }
+            Event::SnapshotChunksRead(envelopes) => {
+                for envelope in envelopes {
+                    self.send(envelope);
+                }
             }
             Event::Shutdown => self.begin_shutdown(),
         }
@@ -519,18 +561,31 @@ impl Driver {
         self.stepping_down = Some(SteppingDown {
             led_term: self.node.hard_state().current_term,
             deadline: Instant::now() + self.transfer_window(),
+            noop_committed_at: None,
         });
     }
 
     fn check_stepping_down(&mut self) {
-        let Some(stepping) = &self.stepping_down else {
+        let grace = Duration::from_millis(
+            2 * u64::from(self.node.config().heartbeat_interval_ticks) * self.config.tick_ms,
+        );
+        let Some(stepping) = &mut self.stepping_down else {
             return;
         };
         let log = self.node.log();
         let term = self.node.hard_state().current_term;
-        let new_leader_committed = self.node.role() == Role::Follower
+        let commit = log.commit_index();
+        let noop_committed = self.node.role() == Role::Follower
             && term > stepping.led_term
-            && log.term_at(log.commit_index()) == Some(term);
+            && log.term_at(commit) == Some(term);
+        if noop_committed && stepping.noop_committed_at.is_none() {
+            stepping.noop_committed_at = Some(Instant::now());
+        }
+        let write_committed = noop_committed && log.first_index_of_term_at(commit) < commit;
+        let new_leader_committed = write_committed
+            || stepping
+                .noop_committed_at
+                .is_some_and(|at| at.elapsed() > grace);
         let gave_up = self.node.role() == Role::Leader && self.transfer.is_none();
         if new_leader_committed {
             eprintln!(
@@ -868,6 +923,10 @@ impl Driver {
             super::trace::event(envelope.message.kind_name(), 1);
             self.send(envelope);
         }
+        let chunks = std::mem::take(&mut output.snapshot_chunks);
+        if !chunks.is_empty() && self.chunk_reads.try_send(chunks).is_err() {
+            Counters::add(&self.counters.dropped_peer_messages, 1);
+        }
         if let Some(snapshot) = installed {
             if let Err(e) = self.kv.restore(&snapshot.data) {
                 panic!(
@@ -876,6 +935,7 @@ impl Driver {
                 );
             }
             Counters::add(&self.counters.snapshots, 1);
+            self.report_stream(&snapshot);
         }
         if let Some(last) = output.committed_entries.last() {
             super::trace::event("apply", last.index);
@@ -907,6 +967,27 @@ impl Driver {
         if output.snapshot_wanted {
             self.take_snapshot();
         }
+    }
+
+    /// Says how fast an installed snapshot streamed, from its first chunk's arrival to its
+    /// restore (what `scripts/snapshot-stream.sh` reads).
+    fn report_stream(&mut self, snapshot: &Snapshot) {
+        let index = snapshot.meta.last_included_index;
+        let Some((_, started)) = self.stream_started.filter(|(i, _)| *i == index) else {
+            return;
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let mib = snapshot.data.len() as f64 / (1024.0 * 1024.0);
+        eprintln!(
+            "ringraft: node {}: installed the snapshot at index {index}: {} bytes streamed in \
+             {:.0} ms ({:.1} MiB/s, {:.0} Mbit/s)",
+            self.config.id,
+            snapshot.data.len(),
+            seconds * 1000.0,
+            mib / seconds.max(1e-9),
+            snapshot.data.len() as f64 * 8.0 / 1e6 / seconds.max(1e-9),
+        );
+        self.stream_started = None;
     }
 
     fn role_changed(&mut self, role: Role, leader: Option<NodeId>) {
@@ -1139,6 +1220,57 @@ impl Driver {
             }
         })
         .detach();
+    }
+}
+
+/// Reads the snapshot chunks the core names from the snapshot file, one output's worth at a
+/// time on a blocking thread (in order, so that a follower gets them in order), and hands
+/// them back to the Raft loop to send. The file stays open while the chunks are of the same
+/// snapshot. A chunk of a snapshot no longer on disk is skipped: the core resends from the
+/// follower's acknowledged offset.
+async fn read_snapshot_chunks(
+    id: NodeId,
+    file: Arc<SnapshotFile>,
+    requests: LocalReceiver<Vec<SnapshotChunk>>,
+    inbox: Rc<LocalSender<Event>>,
+) {
+    let mut reader: Option<Arc<super::snapshot_file::SnapshotReader>> = None;
+    while let Some(chunks) = requests.recv().await {
+        let file = file.clone();
+        let held = reader.clone();
+        let (opened, envelopes) = glommio::executor()
+            .spawn_blocking(move || {
+                let mut reader = held;
+                let mut envelopes = Vec::with_capacity(chunks.len());
+                for chunk in chunks {
+                    let index = chunk.last_included_index;
+                    if reader.as_ref().map(|r| r.index()) != Some(index) {
+                        reader = match file.reader(index) {
+                            Ok(r) => r.map(Arc::new),
+                            Err(e) => {
+                                eprintln!("ringraft: node {id}: cannot stream the snapshot: {e}");
+                                None
+                            }
+                        };
+                    }
+                    let Some(r) = &reader else { continue };
+                    match r.read_chunk(chunk.offset, chunk.len) {
+                        Ok(data) => envelopes.push(chunk.into_envelope(id, data)),
+                        Err(e) => eprintln!("ringraft: node {id}: cannot stream the snapshot: {e}"),
+                    }
+                }
+                (reader, envelopes)
+            })
+            .await;
+        reader = opened;
+        if !envelopes.is_empty()
+            && inbox
+                .send(Event::SnapshotChunksRead(envelopes))
+                .await
+                .is_err()
+        {
+            return; // The Raft loop is gone.
+        }
     }
 }
 

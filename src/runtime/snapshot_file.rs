@@ -6,9 +6,9 @@
 //! machine-wide profile was `clear_page_erms`), and written through the page cache, every byte
 //! was copied once more into it (`copy_folio_from_iter_atomic`, 8.8% of the leader's samples).
 //! Here the state machine is serialized into an [`AlignedBuf`] taken from a small pool, written
-//! straight from it with O_DIRECT, and handed to the core as [`Bytes`] that give the buffer back
-//! to the pool when the last reference goes (the core keeps the latest snapshot to send to
-//! followers; the next snapshot is serialized into the other buffer).
+//! straight from it with O_DIRECT, and handed back as [`Bytes`] that give the buffer back to the
+//! pool when the last reference goes. The core keeps only the snapshot's position and length:
+//! followers are streamed its chunks, read from the file ([`SnapshotReader`]).
 //!
 //! File format, version 2 (`SRN2`), all integers little-endian:
 //! `[magic u32][index u64][term u64][data_len u64][data_crc u32][trailer_len u32][header_crc u32]`
@@ -159,9 +159,84 @@ impl SnapshotFile {
         Ok(image.into_snapshot())
     }
 
+    /// Opens the snapshot on disk for reading chunks of its data, if it is the one ending at
+    /// `index` (a newer one may have replaced it: then `None`, and the chunks are not sent).
+    pub fn reader(&self, index: Index) -> Result<Option<SnapshotReader>, StorageError> {
+        let path = self.dir.join("snapshot");
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StorageError::io("opening snapshot", &path, e)),
+        };
+        let mut header = [0u8; HEADER_BYTES];
+        let read = file
+            .read_at(&mut header, 0)
+            .map_err(io("reading snapshot header", &path))?;
+        let (data_offset, header_ok) = match u32_at(&header, 0) {
+            MAGIC_V2 => (
+                HEADER_BYTES,
+                read == HEADER_BYTES && crc32fast::hash(&header[..36]) == u32_at(&header, 36),
+            ),
+            MAGIC_V1 => (HEADER_V1_BYTES, read >= HEADER_V1_BYTES),
+            _ => (0, false),
+        };
+        if !header_ok {
+            return Err(StorageError::Snapshot(format!(
+                "snapshot file {} has a damaged header",
+                path.display()
+            )));
+        }
+        if u64_at(&header, 4) != index {
+            return Ok(None);
+        }
+        Ok(Some(SnapshotReader {
+            index,
+            file,
+            path,
+            data_offset: data_offset as u64,
+            data_bytes: u64_at(&header, 20),
+        }))
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
         // A panic while writing is a failed fsync, which aborts the node; the index stays right.
         self.saved_index.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The data of one snapshot file, read a chunk at a time to stream it to a follower. The file
+/// stays open, so a newer snapshot renamed over it does not change what this reads.
+pub struct SnapshotReader {
+    index: Index,
+    file: File,
+    path: PathBuf,
+    data_offset: u64,
+    data_bytes: u64,
+}
+
+impl SnapshotReader {
+    /// The last included index of the snapshot it reads.
+    pub fn index(&self) -> Index {
+        self.index
+    }
+
+    /// `len` bytes of the data from `offset`; an error if they lie beyond its end.
+    pub fn read_chunk(&self, offset: u64, len: usize) -> Result<Bytes, StorageError> {
+        let end = offset
+            .checked_add(len as u64)
+            .filter(|&e| e <= self.data_bytes);
+        if end.is_none() {
+            return Err(StorageError::Snapshot(format!(
+                "chunk {offset}+{len} lies beyond the {} bytes of snapshot {}",
+                self.data_bytes,
+                self.path.display()
+            )));
+        }
+        let mut chunk = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut chunk, self.data_offset + offset)
+            .map_err(io("reading snapshot chunk", &self.path))?;
+        Ok(Bytes::from(chunk))
     }
 }
 
@@ -588,6 +663,35 @@ mod tests {
         assert_eq!(read.meta.last_included_index, 9);
         assert_eq!(read.meta.membership, membership);
         assert_eq!(read.data, Bytes::from(data));
+    }
+
+    #[test]
+    fn chunks_read_from_the_file_are_the_snapshot_data() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (file, _) = SnapshotFile::open(dir.path()).unwrap();
+        let taken = save(&file, 12, &store(40, 300), Membership::from_voters([1, 2]));
+        assert!(
+            file.reader(11).unwrap().is_none(),
+            "another snapshot's index"
+        );
+        let reader = file.reader(12).unwrap().expect("the snapshot at 12");
+        let len = taken.data.len();
+        let mut read = Vec::new();
+        for offset in (0..len).step_by(1000) {
+            let chunk = reader
+                .read_chunk(offset as u64, 1000.min(len - offset))
+                .unwrap();
+            read.extend_from_slice(&chunk);
+        }
+        assert_eq!(read, taken.data);
+        assert!(
+            reader.read_chunk(len as u64 - 10, 11).is_err(),
+            "beyond the end"
+        );
+        // A newer snapshot renamed over it: the open reader still reads the old one.
+        save(&file, 20, &store(5, 10), Membership::default());
+        assert_eq!(reader.read_chunk(0, 100).unwrap(), taken.data.slice(0..100));
+        assert!(file.reader(12).unwrap().is_none());
     }
 
     #[test]

@@ -15,7 +15,7 @@ use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::{TcpListener, TcpStream};
 
 use super::config::NodeConfig;
-use super::members::MemberTable;
+use super::members::{encode_context, MemberTable};
 use super::net::{connect_from, fill, write_parts, ConnError, WRITE_IOVECS_MAX};
 use super::node::Event;
 use super::stats::Counters;
@@ -25,6 +25,8 @@ use crate::wire::{self, FrameDecoder, FrameType, PeerFrame, PeerHandshake};
 
 /// Messages queued for one peer before new ones are dropped (Raft retransmits what is lost).
 pub const PEER_QUEUE_MSGS_MAX: usize = 4096;
+// A whole window of snapshot chunks fits in a peer's queue.
+const _: () = assert!(crate::limits::SNAPSHOT_INFLIGHT_CHUNKS_MAX <= PEER_QUEUE_MSGS_MAX);
 /// Bytes of queued frames gathered into one vectored socket write (more if one frame is larger).
 const WRITE_GATHER_BYTES_MAX: usize = 1 << 20;
 /// Inbound peer connections served at once; more are closed at accept.
@@ -51,12 +53,16 @@ impl Outbound {
         counters: Rc<Counters>,
         emulated: Option<Rc<Emulated>>,
     ) -> Outbound {
+        let addresses = config.member(config.id).map(|me| {
+            String::from_utf8_lossy(&encode_context(&me.peer_addr, &me.client_addr)).into_owned()
+        });
         let handshake = PeerHandshake {
             cluster_id: config.cluster_id,
             node_id: config.id,
             protocol_version: wire::PROTOCOL_VERSION,
             group: config.group,
             groups: config.groups,
+            addresses,
         };
         let mut fbb = flatbuffers::FlatBufferBuilder::new();
         let mut frame = Vec::new();
@@ -319,6 +325,14 @@ async fn inbound(
     }
     if handshake.group != config.group {
         return hand_off(stream, decoder, &handshake, config, counters, handoffs);
+    }
+    if let Some(addresses) = &handshake.addresses {
+        if let Err(e) = members.announced_by(handshake.node_id, addresses) {
+            eprintln!(
+                "ringraft: node {}: peer {} announced unusable addresses: {e}",
+                config.id, handshake.node_id
+            );
+        }
     }
     carry(
         stream,

@@ -409,6 +409,11 @@ settings! {
     snapshot_log_bytes_max: u64 = 1 << 30, Bound::Any;
     /// Size of one InstallSnapshot chunk, in bytes.
     snapshot_chunk_bytes: usize = 256 << 10, range(1, limits::SNAPSHOT_CHUNK_BYTES_MAX as u64);
+    /// Most snapshot chunks in flight to one follower: a snapshot streams with a window, as
+    /// AppendEntries do (its bytes in flight are bounded by `inflight_bytes_max` as well, the
+    /// bandwidth-delay product).
+    snapshot_inflight_chunks_max: usize = 256,
+        range(1, limits::SNAPSHOT_INFLIGHT_CHUNKS_MAX as u64);
     /// Log segment size in bytes.
     segment_bytes: u64 = 64 << 20, Bound::Aligned {
         min: crate::log::SEGMENT_BYTES_MIN,

@@ -42,6 +42,7 @@ impl Simulation {
             applied_term = snapshot.meta.last_included_term;
         }
         let (hard_state, entries_len) = (restored.hard_state, restored.entries.len());
+        let served_snapshot = restored.snapshot.clone();
         let raft = match RawNode::new(self.node_config(id, group), restored) {
             Ok(raft) => raft,
             Err(error) => {
@@ -57,6 +58,7 @@ impl Simulation {
         slot.raft = Some(raft);
         slot.kv = kv;
         slot.applied_term = applied_term;
+        slot.served_snapshot = served_snapshot;
         slot.commit_seen = slot.kv.applied_index();
         let tag = self.group_tag(group);
         self.trace_line(format_args!(
@@ -197,6 +199,7 @@ impl Simulation {
             snapshot,
             entries,
             messages,
+            snapshot_chunks,
             messages_after_persist,
             committed_entries,
             read_states,
@@ -247,7 +250,15 @@ impl Simulation {
         for envelope in messages {
             self.send(group, envelope);
         }
+        for chunk in snapshot_chunks {
+            let served = self.replica(node, group).served_snapshot.as_ref();
+            // A chunk of a snapshot replaced meanwhile is not sent; the core resends.
+            if let Some(envelope) = served.and_then(|s| chunk.read_from(id, s)) {
+                self.send(group, envelope);
+            }
+        }
         if let Some(snapshot) = snapshot {
+            self.serve_snapshot(node, group, &snapshot);
             self.install_snapshot(node, group, &snapshot);
         }
         for entry in committed_entries {
@@ -271,6 +282,19 @@ impl Simulation {
         if let Some(upto) = compact_upto {
             self.nodes[node].disk.store_mut(group).compact(upto);
             self.trace_line(format_args!("n{id} {tag}compact upto {upto}"));
+        }
+    }
+
+    /// Keeps `snapshot` to stream to followers if it is newer than the one kept, as the core
+    /// keeps the newer of the two.
+    fn serve_snapshot(&mut self, node: usize, group: usize, snapshot: &Snapshot) {
+        let slot = self.replica_mut(node, group);
+        let kept = slot
+            .served_snapshot
+            .as_ref()
+            .map_or(0, |s| s.meta.last_included_index);
+        if snapshot.meta.last_included_index > kept {
+            slot.served_snapshot = Some(snapshot.clone());
         }
     }
 
@@ -419,6 +443,7 @@ impl Simulation {
             Ok(DiskOp::LocalSnapshot(snapshot)) => {
                 let index = snapshot.meta.last_included_index;
                 self.trace_line(format_args!("n{id} {tag}snapshot@{index} durable"));
+                self.serve_snapshot(node, group, &snapshot);
                 self.replica_mut(node, group)
                     .raft
                     .as_mut()

@@ -410,6 +410,9 @@ struct Replica {
     lost_upto: Option<u64>,
     /// Term of the last entry applied (or of the restored snapshot).
     applied_term: Term,
+    /// The latest snapshot the core knows of (taken, installed or restored), whose chunks the
+    /// driver reads when the core streams it to a follower.
+    served_snapshot: Option<crate::core::Snapshot>,
     /// Leader only, the simulator's own view: the term, and the highest index each follower
     /// acknowledged as matching in that term (from the responses delivered to this node).
     acks: (Term, std::collections::BTreeMap<NodeId, u64>),
@@ -428,6 +431,7 @@ impl Replica {
             transfer_elections_before: 0,
             lost_upto: None,
             applied_term: 0,
+            served_snapshot: None,
             acks: (0, Default::default()),
             leader_commit_checked: (0, 0),
         }
@@ -585,6 +589,8 @@ impl Simulation {
         // snapshots (and InstallSnapshot) happen.
         config.snapshot_log_factor = 0;
         config.snapshot_chunk_bytes = 64;
+        // A small window, so that streams are cut by drops, reorders and crashes mid-way.
+        config.snapshot_inflight_chunks_max = 4;
         config.uncommitted_entries_max = 256;
         config.bug_commit_previous_term = self.config.bug_commit_previous_term;
         config.bug_no_abstain = self.config.bug_no_abstain;

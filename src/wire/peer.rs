@@ -82,7 +82,7 @@ impl PeerMessage {
 }
 
 /// The first frame each side sends on a peer connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PeerHandshake {
     /// The cluster the sender belongs to (0: unnamed).
     pub cluster_id: u64,
@@ -94,6 +94,10 @@ pub struct PeerHandshake {
     pub group: u32,
     /// How many groups the sender hosts (0 from a sender older than version 3).
     pub groups: u32,
+    /// The sender's advertised addresses, `PEER_ADDR/CLIENT_ADDR`, if it knows them: a node
+    /// waiting to be added answers the leader there before it knows any configuration.
+    /// At most `MEMBER_CONTEXT_BYTES_MAX` bytes; the runtime checks the form.
+    pub addresses: Option<String>,
 }
 
 /// Encodes `envelope` as one contiguous `PeerMessage` body into `fbb` (which is reset first) and
@@ -294,6 +298,7 @@ pub fn encode_handshake<'b>(
     fbb: &'b mut FlatBufferBuilder<'_>,
 ) -> &'b [u8] {
     fbb.reset();
+    let addresses = handshake.addresses.as_deref().map(|a| fbb.create_string(a));
     let root = fb::PeerHandshake::create(
         fbb,
         &fb::PeerHandshakeArgs {
@@ -302,6 +307,7 @@ pub fn encode_handshake<'b>(
             protocol_version: handshake.protocol_version,
             group: handshake.group,
             groups: handshake.groups,
+            addresses,
         },
     );
     fbb.finish(root, Some(PEER_HANDSHAKE_IDENTIFIER));
@@ -318,11 +324,21 @@ pub fn decode_handshake(body: &[u8]) -> Result<PeerHandshake, DecodeError> {
         protocol_version: table.protocol_version(),
         group: table.group(),
         groups: table.groups(),
+        addresses: table.addresses().map(str::to_owned),
     };
     if handshake.node_id == 0 {
         return Err(DecodeError::MissingField {
             field: "PeerHandshake.node_id",
         });
+    }
+    if let Some(addresses) = &handshake.addresses {
+        if addresses.len() > crate::core::MEMBER_CONTEXT_BYTES_MAX {
+            return Err(DecodeError::OutOfRange {
+                field: "PeerHandshake.addresses (bytes)",
+                value: addresses.len() as u64,
+                limit: crate::core::MEMBER_CONTEXT_BYTES_MAX as u64,
+            });
+        }
     }
     Ok(handshake)
 }

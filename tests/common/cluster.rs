@@ -175,6 +175,11 @@ impl Cluster {
             }
             let written = out.last_written();
             self.queue.extend(out.messages);
+            // The durable snapshot is the core's latest: this harness persists at once.
+            let chunks = out.snapshot_chunks.into_iter();
+            let served = d.snapshot.as_ref();
+            self.queue
+                .extend(chunks.filter_map(|c| served.and_then(|s| c.read_from(id, s))));
             self.queue.extend(out.messages_after_persist);
             let node = self.nodes.get_mut(&id).unwrap();
             if let Some((index, term)) = written {

@@ -119,8 +119,6 @@ pub struct Cluster {
     dir: tempfile::TempDir,
     /// The bootstrap members (`--members` of nodes 1..=bootstrap_n).
     members: String,
-    /// Every node's addresses, spares included (`--members` of nodes that join).
-    members_all: String,
     bootstrap_n: u64,
     extra_args: Vec<String>,
     nodes: Mutex<Vec<NodeProc>>,
@@ -170,11 +168,10 @@ impl Cluster {
                 .collect::<Vec<_>>()
                 .join(",")
         };
-        let (members, members_all) = (member_list(bootstrap_n), member_list(n));
+        let members = member_list(bootstrap_n);
         Cluster {
             dir,
             members,
-            members_all,
             bootstrap_n,
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             nodes: Mutex::new(nodes),
@@ -203,10 +200,12 @@ impl Cluster {
         let mut nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         let node = &mut nodes[(id - 1) as usize];
         assert!(node.child.is_none(), "node {id} is already running");
-        // A spare knows every node: the bootstrap members carry no addresses in the
-        // configuration, and it must answer the leader before it has one.
+        // A spare knows only its own addresses, as an operator adding a node would start it:
+        // it learns the leader's from the leader's connection, the others' from the
+        // configuration or (the bootstrap members, whose entry carries none) from theirs.
+        let own = format!("{id}={}/{}", node.peer_addr, node.client_addr);
         let members = if id > self.bootstrap_n {
-            &self.members_all
+            &own
         } else {
             &self.members
         };

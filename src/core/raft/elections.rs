@@ -97,6 +97,10 @@ impl RawNode {
         if self.role == Role::Leader || self.leader != leader {
             self.fail_pending_reads();
         }
+        if self.leader != leader {
+            // A stream from another leader is over; the next one starts from its beginning.
+            self.incoming_snapshot = None;
+        }
         self.role = Role::Follower;
         self.leader = leader;
         self.progress.clear();
@@ -115,6 +119,7 @@ impl RawNode {
 
     pub(super) fn become_pre_candidate(&mut self) {
         self.fail_pending_reads();
+        self.incoming_snapshot = None;
         self.role = Role::PreCandidate;
         self.leader = None;
         self.votes.clear();
@@ -139,6 +144,7 @@ impl RawNode {
 
     pub(super) fn become_candidate(&mut self, leader_transfer: bool) {
         self.fail_pending_reads();
+        self.incoming_snapshot = None;
         assert!(
             self.recovering_to.is_none(),
             "a node that lost acknowledged entries must not campaign"

@@ -27,6 +27,7 @@ use super::progress::Progress;
 use super::quorum::Membership;
 use super::raft_log::RaftLog;
 use super::rng::SplitMix64;
+use super::snapshot_stream::SnapshotInfo;
 use super::types::{
     EntryKind, HardState, Index, NodeId, Restored, Role, Snapshot, SnapshotMeta, Term,
 };
@@ -55,8 +56,9 @@ pub struct RawNode {
     last_soft_state: Option<SoftState>,
 
     log: RaftLog,
-    /// The latest snapshot, served to followers behind the compacted prefix.
-    snapshot: Option<Snapshot>,
+    /// The latest snapshot, streamed to followers behind the compacted prefix: its position
+    /// and length only (the driver keeps the bytes and reads the chunks the core names).
+    snapshot: Option<SnapshotInfo>,
     snapshot_requested: bool,
     /// Payload bytes of the entries applied since the last snapshot (for
     /// `Config::snapshot_log_factor`).
@@ -126,7 +128,7 @@ impl RawNode {
             leader: None,
             last_soft_state: None,
             log,
-            snapshot: restored.snapshot,
+            snapshot: restored.snapshot.as_ref().map(SnapshotInfo::of),
             snapshot_requested: false,
             applied_bytes_since_snapshot: 0,
             incoming_snapshot: None,

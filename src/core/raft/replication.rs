@@ -154,6 +154,7 @@ impl RawNode {
                 }
             }
         }
+        self.tick_snapshot_streams();
         self.broadcast_commit_index();
     }
 
@@ -164,14 +165,13 @@ impl RawNode {
                 .progress
                 .get_mut(&peer)
                 .expect("leader has progress for every peer");
-            progress.paused = false; // Let a probe (or snapshot chunk) be retried.
+            progress.paused = false; // Let a probe be retried.
             progress.match_index_at_heartbeat = progress.match_index;
             if std::mem::take(&mut progress.sent_since_heartbeat) {
                 continue; // Traffic flows; the AppendEntries did the heartbeat's job.
             }
-            if let ProgressState::Snapshot { .. } = progress.state {
-                self.send_snapshot_chunk(peer);
-                continue;
+            if let ProgressState::Snapshot(_) = progress.state {
+                continue; // The stream resends on its own timeout (`tick_snapshot_streams`).
             }
             let leader_commit = progress.match_index.min(self.log.commit_index());
             self.send(

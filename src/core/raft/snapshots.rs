@@ -1,10 +1,12 @@
-//! Snapshots: taking one when enough is applied, compaction, and sending and installing one in
-//! chunks (paper section 7).
+//! Snapshots: taking one when enough is applied, compaction, and streaming one to a follower
+//! (a window of chunks in flight, `core::snapshot_stream`) and installing one from chunks
+//! (paper section 7).
 
 use bytes::Bytes;
 
 use crate::core::message::{Envelope, Message};
 use crate::core::progress::ProgressState;
+use crate::core::snapshot_stream::{SnapshotChunk, SnapshotInfo, SnapshotStream, StreamWindow};
 use crate::core::types::{Index, NodeId, Snapshot, SnapshotMeta};
 use crate::limits;
 
@@ -32,7 +34,7 @@ impl RawNode {
         self.log.compact(index, membership);
         self.conf_entries.retain(|(i, _, _)| *i > index);
         self.applied_bytes_since_snapshot = 0;
-        self.snapshot = Some(snapshot);
+        self.snapshot = Some(SnapshotInfo::of(&snapshot));
         self.out.compact_upto = Some(index);
     }
 
@@ -48,7 +50,7 @@ impl RawNode {
         let rank = members.iter().filter(|&&v| v < self.config.id).count() as u64;
         let stretch = |n: u64| n.saturating_add(n.saturating_mul(rank) / (2 * voters));
         let entries = self.log.applied_index() - self.log.snapshot_meta().last_included_index;
-        let snapshot_bytes = self.snapshot.as_ref().map_or(0, |s| s.data.len() as u64);
+        let snapshot_bytes = self.snapshot.as_ref().map_or(0, |s| s.data_bytes);
         let bytes_due = stretch(snapshot_bytes.saturating_mul(self.config.snapshot_log_factor))
             .min(stretch(self.config.snapshot_log_bytes_max));
         entries >= stretch(self.config.snapshot_threshold_entries)
@@ -140,7 +142,7 @@ impl RawNode {
         self.membership_changed();
         self.maybe_end_recovery(index);
         self.applied_bytes_since_snapshot = 0;
-        self.snapshot = Some(snapshot.clone());
+        self.snapshot = Some(SnapshotInfo::of(&snapshot));
         self.installed_snapshot = Some(snapshot);
         self.snapshot_requested = false;
     }
@@ -149,49 +151,48 @@ impl RawNode {
         let Some(snapshot) = &self.snapshot else {
             panic!("peer {peer} needs compacted entries but there is no snapshot");
         };
-        let index = snapshot.meta.last_included_index;
+        let stream = SnapshotStream::new(snapshot);
         self.progress
             .get_mut(&peer)
             .expect("progress")
-            .become_snapshot(index);
-        self.send_snapshot_chunk(peer);
+            .become_snapshot(stream);
+        self.send_snapshot_chunks(peer);
     }
 
-    pub(super) fn send_snapshot_chunk(&mut self, peer: NodeId) {
+    /// Names the chunks of the snapshot stream to `peer` that its window allows (see
+    /// `snapshot_stream`); the driver reads and sends them.
+    pub(super) fn send_snapshot_chunks(&mut self, peer: NodeId) {
         let snapshot = self
             .snapshot
             .as_ref()
             .expect("snapshot state implies a snapshot");
+        let window = StreamWindow {
+            chunk_bytes: self.config.snapshot_chunk_bytes,
+            chunks_max: self.config.snapshot_inflight_chunks_max,
+            bytes_max: self.config.inflight_bytes_max,
+        };
+        let term = self.term();
         let progress = self.progress.get_mut(&peer).expect("progress");
-        let ProgressState::Snapshot {
-            snapshot_index,
-            offset,
-        } = progress.state
-        else {
+        let ProgressState::Snapshot(stream) = &mut progress.state else {
             return;
         };
-        if snapshot_index != snapshot.meta.last_included_index {
+        if stream.snapshot_index != snapshot.meta.last_included_index {
             // A newer snapshot replaced the one being sent: start over with it.
-            progress.become_snapshot(snapshot.meta.last_included_index);
-            return self.send_snapshot_chunk(peer);
+            *stream = SnapshotStream::new(snapshot);
         }
-        if progress.paused {
-            return;
+        while let Some((offset, len, done)) = stream.next_chunk(window) {
+            progress.sent_since_heartbeat = true;
+            self.out.snapshot_chunks.push(SnapshotChunk {
+                to: peer,
+                term,
+                last_included_index: snapshot.meta.last_included_index,
+                last_included_term: snapshot.meta.last_included_term,
+                membership: snapshot.meta.membership.clone(),
+                offset,
+                len,
+                done,
+            });
         }
-        progress.paused = true;
-        progress.sent_since_heartbeat = true;
-        let start = (offset as usize).min(snapshot.data.len());
-        let end = (start + self.config.snapshot_chunk_bytes).min(snapshot.data.len());
-        let message = Message::InstallSnapshot {
-            term: self.term(),
-            last_included_index: snapshot.meta.last_included_index,
-            last_included_term: snapshot.meta.last_included_term,
-            membership: snapshot.meta.membership.clone(),
-            offset: start as u64,
-            data: snapshot.data.slice(start..end),
-            done: end == snapshot.data.len(),
-        };
-        self.send(peer, message);
     }
 
     pub(super) fn handle_snapshot_response(
@@ -204,23 +205,37 @@ impl RawNode {
         let Some(progress) = self.heard_from(from) else {
             return;
         };
-        let ProgressState::Snapshot { snapshot_index, .. } = progress.state else {
+        let ProgressState::Snapshot(stream) = &mut progress.state else {
             return;
         };
-        if snapshot_index != last_included_index {
+        if stream.snapshot_index != last_included_index {
             return;
         }
         if done {
             progress.become_probe();
             progress.on_success(last_included_index);
             self.maybe_commit();
-        } else {
-            progress.state = ProgressState::Snapshot {
-                snapshot_index,
-                offset: next_offset,
-            };
-            progress.paused = false;
-            self.send_snapshot_chunk(from);
+        } else if stream.on_ack(next_offset) {
+            self.send_snapshot_chunks(from);
+        }
+    }
+
+    /// Restarts snapshot streams that heard nothing for half an election timeout from their
+    /// acknowledged offset: what was in flight is lost. Half an election timeout is several
+    /// round trips (10 RTTs make an election timeout), so a stream whose window merely waits
+    /// on a slow link is not sent twice.
+    pub(super) fn tick_snapshot_streams(&mut self) {
+        let timeout_ticks = self.config.election_timeout_ticks / 2;
+        let mut restarted = Vec::new();
+        for (&peer, progress) in self.progress.iter_mut() {
+            if let ProgressState::Snapshot(stream) = &mut progress.state {
+                if stream.tick(timeout_ticks) {
+                    restarted.push(peer);
+                }
+            }
+        }
+        for peer in restarted {
+            self.send_snapshot_chunks(peer);
         }
     }
 }

@@ -38,7 +38,9 @@ impl Driver {
         let membership = self.node.membership().clone();
         let me = self.config.id;
         let leader = self.node.leader();
-        if membership != self.membership_seen {
+        let announced = self.members.announced_generation();
+        if membership != self.membership_seen || announced != self.announced_seen {
+            self.announced_seen = announced;
             for warning in self.members.follow(&membership) {
                 eprintln!("ringraft: node {me}: {warning}");
             }
@@ -46,12 +48,11 @@ impl Driver {
         self.members.set_leader(leader);
         let mut table = if membership.is_empty() {
             // Waiting to be added: the leader's first AppendEntries needs an answer before this
-            // node knows any configuration, so it connects to every node of `--members`.
-            self.config
-                .members
-                .iter()
-                .map(|m| (m.id, m.clone()))
-                .collect()
+            // node knows any configuration, so it connects to every node of `--members` and to
+            // every node that announced its addresses when it connected (the leader among them).
+            let mut table = self.members.announced();
+            table.extend(self.config.members.iter().map(|m| (m.id, m.clone())));
+            table
         } else {
             self.members.all()
         };

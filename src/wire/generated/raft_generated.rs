@@ -2404,6 +2404,7 @@ impl<'a> PeerHandshake<'a> {
   pub const VT_PROTOCOL_VERSION: ::flatbuffers::VOffsetT = 8;
   pub const VT_GROUP: ::flatbuffers::VOffsetT = 10;
   pub const VT_GROUPS: ::flatbuffers::VOffsetT = 12;
+  pub const VT_ADDRESSES: ::flatbuffers::VOffsetT = 14;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2412,11 +2413,12 @@ impl<'a> PeerHandshake<'a> {
   #[allow(unused_mut)]
   pub fn create<'bldr: 'args, 'args: 'mut_bldr, 'mut_bldr, A: ::flatbuffers::Allocator + 'bldr>(
     _fbb: &'mut_bldr mut ::flatbuffers::FlatBufferBuilder<'bldr, A>,
-    args: &'args PeerHandshakeArgs
+    args: &'args PeerHandshakeArgs<'args>
   ) -> ::flatbuffers::WIPOffset<PeerHandshake<'bldr>> {
     let mut builder = PeerHandshakeBuilder::new(_fbb);
     builder.add_node_id(args.node_id);
     builder.add_cluster_id(args.cluster_id);
+    if let Some(x) = args.addresses { builder.add_addresses(x); }
     builder.add_groups(args.groups);
     builder.add_group(args.group);
     builder.add_protocol_version(args.protocol_version);
@@ -2461,6 +2463,16 @@ impl<'a> PeerHandshake<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(PeerHandshake::VT_GROUPS, Some(0)).unwrap()}
   }
+  /// The sender's advertised addresses, "PEER_ADDR/CLIENT_ADDR" (a member's context), so that
+  /// a node waiting to be added, which knows no configuration yet, can answer the leader it
+  /// hears from. Absent when the sender does not know its own.
+  #[inline]
+  pub fn addresses(&self) -> Option<&'a str> {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(PeerHandshake::VT_ADDRESSES, None)}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PeerHandshake<'_> {
@@ -2474,18 +2486,20 @@ impl ::flatbuffers::Verifiable for PeerHandshake<'_> {
      .visit_field::<u32>("protocol_version", Self::VT_PROTOCOL_VERSION, false)?
      .visit_field::<u32>("group", Self::VT_GROUP, false)?
      .visit_field::<u32>("groups", Self::VT_GROUPS, false)?
+     .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("addresses", Self::VT_ADDRESSES, false)?
      .finish();
     Ok(())
   }
 }
-pub struct PeerHandshakeArgs {
+pub struct PeerHandshakeArgs<'a> {
     pub cluster_id: u64,
     pub node_id: u64,
     pub protocol_version: u32,
     pub group: u32,
     pub groups: u32,
+    pub addresses: Option<::flatbuffers::WIPOffset<&'a str>>,
 }
-impl<'a> Default for PeerHandshakeArgs {
+impl<'a> Default for PeerHandshakeArgs<'a> {
   #[inline]
   fn default() -> Self {
     PeerHandshakeArgs {
@@ -2494,6 +2508,7 @@ impl<'a> Default for PeerHandshakeArgs {
       protocol_version: 0,
       group: 0,
       groups: 0,
+      addresses: None,
     }
   }
 }
@@ -2524,6 +2539,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PeerHandshakeBuilder<'a, 'b, 
     self.fbb_.push_slot::<u32>(PeerHandshake::VT_GROUPS, groups, 0);
   }
   #[inline]
+  pub fn add_addresses(&mut self, addresses: ::flatbuffers::WIPOffset<&'b  str>) {
+    self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(PeerHandshake::VT_ADDRESSES, addresses);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PeerHandshakeBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PeerHandshakeBuilder {
@@ -2546,6 +2565,7 @@ impl ::core::fmt::Debug for PeerHandshake<'_> {
       ds.field("protocol_version", &self.protocol_version());
       ds.field("group", &self.group());
       ds.field("groups", &self.groups());
+      ds.field("addresses", &self.addresses());
       ds.finish()
   }
 }
