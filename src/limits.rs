@@ -94,3 +94,10 @@ pub const CLIENT_LINK_REQUESTS_MAX: usize = 8192;
 pub const METRICS_RENDERS_MAX: usize = 1;
 
 const _: () = assert!(CLIENT_LINK_REQUESTS_MAX >= 1 && METRICS_RENDERS_MAX >= 1);
+
+/// Peer connections the node's peer listener (on group 0's executor) may have waiting in the
+/// hand-off queue of one other group's executor; past that it closes new ones for that group,
+/// and the peer reconnects after its backoff.
+pub const PEER_HANDOFF_CONNECTIONS_MAX: usize = 16;
+
+const _: () = assert!(PEER_HANDOFF_CONNECTIONS_MAX >= 1);

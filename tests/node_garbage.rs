@@ -389,6 +389,8 @@ fn frame_of_type_byte(type_byte: u8, body: &[u8]) -> Vec<u8> {
 
 fn client_request_body() -> Vec<u8> {
     let request = ClientRequest {
+        group: 0,
+        protocol_version: ringraft::wire::CLIENT_PROTOCOL_VERSION,
         client_id: 42,
         sequence: 1,
         request_id: 1,
@@ -419,6 +421,8 @@ fn client_response_frame() -> Vec<u8> {
 
 fn handshake_body(cluster_id: u64, node_id: u64) -> Vec<u8> {
     let handshake = PeerHandshake {
+        group: 0,
+        groups: 1,
         cluster_id,
         node_id,
         protocol_version: wire::PROTOCOL_VERSION,

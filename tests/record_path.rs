@@ -273,6 +273,8 @@ async fn send(addr: std::net::SocketAddr, value: Bytes, entries: Vec<Entry>) {
         .await
         .expect("connect");
     let request = ClientRequest {
+        group: 0,
+        protocol_version: ringraft::wire::CLIENT_PROTOCOL_VERSION,
         client_id: 1,
         sequence: 1,
         request_id: 1,

@@ -69,6 +69,8 @@ fn sample_bodies() -> Vec<Vec<u8>> {
         },
     };
     let put = ClientRequest {
+        group: 0,
+        protocol_version: ringraft::wire::CLIENT_PROTOCOL_VERSION,
         client_id: 5,
         sequence: 1,
         request_id: 1,
@@ -87,6 +89,8 @@ fn sample_bodies() -> Vec<Vec<u8>> {
         encode_peer(&response, None, &mut fbb).to_vec(),
         encode_handshake(
             &PeerHandshake {
+                group: 0,
+                groups: 1,
                 cluster_id: 3,
                 node_id: 1,
                 protocol_version: PROTOCOL_VERSION,
@@ -288,6 +292,8 @@ fn zero_node_ids_are_refused() {
     let mut fbb = FlatBufferBuilder::new();
     let handshake = encode_handshake(
         &PeerHandshake {
+            group: 0,
+            groups: 1,
             cluster_id: 1,
             node_id: 0,
             protocol_version: 1,
@@ -305,6 +311,8 @@ fn client_session_fields_are_checked() {
         value: Bytes::from_static(b"v"),
     };
     let no_client = ClientRequest {
+        group: 0,
+        protocol_version: ringraft::wire::CLIENT_PROTOCOL_VERSION,
         client_id: 0,
         sequence: 1,
         request_id: 1,
@@ -312,6 +320,8 @@ fn client_session_fields_are_checked() {
     };
     assert!(decode_client_request(encode_client_request(&no_client, &mut fbb)).is_err());
     let no_sequence = ClientRequest {
+        group: 0,
+        protocol_version: ringraft::wire::CLIENT_PROTOCOL_VERSION,
         client_id: 1,
         sequence: 0,
         request_id: 1,

@@ -325,11 +325,15 @@ fn handshake_round_trips() {
     let mut fbb = FlatBufferBuilder::new();
     for handshake in [
         PeerHandshake {
+            group: 0,
+            groups: 1,
             cluster_id: 0,
             node_id: 1,
             protocol_version: PROTOCOL_VERSION,
         },
         PeerHandshake {
+            group: 0,
+            groups: 1,
             cluster_id: u64::MAX,
             node_id: u64::MAX,
             protocol_version: u32::MAX,
@@ -393,6 +397,8 @@ fn client_requests_round_trip() {
     let mut fbb = FlatBufferBuilder::new();
     for (i, request) in all_requests().into_iter().enumerate() {
         let request = ClientRequest {
+            group: 0,
+            protocol_version: ringraft::wire::CLIENT_PROTOCOL_VERSION,
             client_id: 42,
             sequence: 1 + i as u64,
             request_id: 1000 + i as u64,
@@ -419,6 +425,8 @@ fn reads_do_not_need_a_sequence_number() {
         Request::TransferLeader { to: 2 },
     ] {
         let request = ClientRequest {
+            group: 0,
+            protocol_version: ringraft::wire::CLIENT_PROTOCOL_VERSION,
             client_id: 1,
             sequence: 0,
             request_id: 0,
@@ -438,6 +446,8 @@ fn all_results() -> Vec<Result<Reply, ClientError>> {
         Ok(Reply::Value(Bytes::new())),
         Ok(Reply::NotFound),
         Ok(Reply::Stats(NodeStats {
+            group: 0,
+            groups: 1,
             node_id: 1,
             role: Role::Leader,
             term: 5,
@@ -463,6 +473,8 @@ fn all_results() -> Vec<Result<Reply, ClientError>> {
             transfer_elections: 13,
         })),
         Ok(Reply::Stats(NodeStats {
+            group: 0,
+            groups: 1,
             node_id: 2,
             role: Role::PreCandidate,
             term: 0,

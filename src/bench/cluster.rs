@@ -314,19 +314,19 @@ fn ringraft_binary() -> Result<PathBuf, String> {
     Err("cannot find the ringraft binary next to this executable".into())
 }
 
-/// One blocking Stats request to the node at `addr`.
+/// One blocking Stats request to the node at `addr` (its group 0).
 pub fn stats(addr: SocketAddr, timeout: Duration) -> Result<NodeStats, String> {
+    stats_of(addr, 0, timeout)
+}
+
+/// One blocking Stats request for group `group` of the node at `addr`.
+pub fn stats_of(addr: SocketAddr, group: u32, timeout: Duration) -> Result<NodeStats, String> {
     let mut stream = TcpStream::connect_timeout(&addr, timeout).map_err(|e| e.to_string())?;
     stream
         .set_read_timeout(Some(timeout))
         .map_err(|e| e.to_string())?;
     let mut fbb = flatbuffers::FlatBufferBuilder::new();
-    let request = ClientRequest {
-        client_id: 1,
-        sequence: 0,
-        request_id: 1,
-        request: Request::Stats,
-    };
+    let request = ClientRequest::new(1, 0, 1, group, Request::Stats);
     let mut frame = Vec::new();
     wire::write_frame(
         FrameType::ClientRequest,

@@ -240,14 +240,19 @@ impl BenchConfig {
     }
 
     /// The workloads of this run: one, or one per open-loop rate.
+    /// The workload routes by the nodes' `groups` (`[node] groups`), so that the load
+    /// generator sends each key to its group's leader.
     pub fn workloads(&self) -> Vec<Workload> {
+        let mut base = self.workload.clone();
+        base.groups = self.node.groups.unwrap_or(1);
         if self.open_loop_rates.is_empty() {
-            return vec![self.workload.clone()];
+            return vec![base];
         }
+        let base = &base;
         self.open_loop_rates
             .iter()
             .map(|&rate| {
-                let mut w = self.workload.clone();
+                let mut w = base.clone();
                 if let LoopMode::Open { connections, .. } = w.mode {
                     w.mode = LoopMode::Open {
                         rate_per_s: rate,

@@ -788,11 +788,12 @@ fn run_load(
             .seed
             .wrapping_add((i as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         let command = format!(
-            "{bin} load --target {target} --cluster {cluster} --connections {c} {mode} --value-bytes {vb} --key-bytes {kb} --key-space {ks} --read-ratio {rr} {stale} --warmup-s {w} --duration-s {d} --threads {t}{cpus} --seed {seed} --start-at-unix-ms {start_unix_ms} --json --hlog {hlog}",
+            "{bin} load --target {target} --cluster {cluster} --connections {c} {mode} --value-bytes {vb} --key-bytes {kb} --key-space {ks} --read-ratio {rr} {stale} --warmup-s {w} --duration-s {d} --threads {t}{cpus} --groups {groups} --seed {seed} --start-at-unix-ms {start_unix_ms} --json --hlog {hlog}",
             bin = Hosts::bin(host),
             cluster = quote(cluster),
             c = connection_shares[i],
             vb = workload.value_bytes,
+            groups = workload.groups,
             kb = workload.key_bytes,
             ks = workload.key_space,
             rr = workload.read_ratio,

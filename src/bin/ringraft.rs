@@ -844,6 +844,10 @@ struct LoadArgs {
     /// compressed), which `ringraft bench --hosts` adds up across load processes.
     #[arg(long)]
     hlog: Option<PathBuf>,
+    /// The cluster's Raft groups (its nodes' `groups`): each request goes to the leader of its
+    /// key's group, and the report counts writes per group.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=ringraft::kv::GROUPS_MAX as i64))]
+    groups: u32,
     /// Seed of the key streams; give each load process of one run its own.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -882,6 +886,7 @@ fn run_load(args: LoadArgs) -> ExitCode {
         warmup: Duration::from_secs_f64(args.warmup_s),
         duration: Duration::from_secs_f64(args.duration_s),
         seed: args.seed,
+        groups: args.groups,
     };
     if let Some(at) = args.start_at_unix_ms {
         // A start further ahead than this is a clock problem, not a plan.
@@ -1051,6 +1056,7 @@ fn main() -> ExitCode {
             key,
             value,
         } => run_client(cluster, |c| async move {
+            c.learn_groups().await?;
             c.put(key, value)
                 .await
                 .map(|index| format!("OK (log index {index})"))
@@ -1060,6 +1066,7 @@ fn main() -> ExitCode {
             key,
             stale,
         } => run_client(cluster, move |c| async move {
+            c.learn_groups().await?;
             let value = if stale {
                 match c
                     .call(ringraft::wire::Request::Get {
@@ -1087,17 +1094,32 @@ fn main() -> ExitCode {
         }),
         Cli::Member(cmd) => run_member(cmd),
         Cli::Stats { addr } => run_client(vec![addr.into()], |c| async move {
-            let s = c.stats().await?;
-            Ok(format!(
-                "node {} role {:?} term {} leader {:?}\ncommit_index {} applied_index {} last_log_index {}\nelections {} proposals {} snapshots {}\n\
+            let groups = c.learn_groups().await?;
+            let mut out = Vec::new();
+            for group in 0..groups {
+                let s = c.stats_of(group).await?;
+                let head = if groups > 1 {
+                    format!("group {group} of {groups}: ")
+                } else {
+                    String::new()
+                };
+                out.push(format!("{head}{}", stats_text(&s)));
+            }
+            Ok(out.join("\n\n"))
+        }),
+        Cli::Sim(args) => ExitCode::from(ringraft::sim::cli::main(args).clamp(0, 255) as u8),
+    }
+}
+
+/// `ringraft stats`' lines for one group's figures.
+fn stats_text(s: &ringraft::wire::NodeStats) -> String {
+    format!(
+        "node {} role {:?} term {} leader {:?}\ncommit_index {} applied_index {} last_log_index {}\nelections {} proposals {} snapshots {}\n\
                  invalid_peer_frames {} invalid_client_frames {} refused_handshakes {} dropped_peer_messages {}\n\
                  bytes_in {} bytes_out {} disk_syncs {} disk_jobs {}\ncampaigns {} transfer_elections {} emulated_drops {}\nvotes_withheld {} recovering_to {}",
                 s.node_id, s.role, s.term, s.leader_id, s.commit_index, s.applied_index, s.last_log_index, s.elections, s.proposals, s.snapshots,
                 s.invalid_peer_frames, s.invalid_client_frames, s.refused_handshakes, s.dropped_peer_messages,
                 s.bytes_in, s.bytes_out, s.disk_syncs, s.disk_jobs, s.campaigns, s.transfer_elections, s.emulated_drops,
                 s.votes_withheld, s.recovering_to.unwrap_or(0)
-            ))
-        }),
-        Cli::Sim(args) => ExitCode::from(ringraft::sim::cli::main(args).clamp(0, 255) as u8),
-    }
+            )
 }

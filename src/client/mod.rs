@@ -86,6 +86,9 @@ pub struct ClientOptions {
     pub attempt_timeout: Duration,
     /// Attempts per request before giving up (leader changes and timeouts each use one).
     pub attempts_max: u32,
+    /// The cluster's Raft groups (its nodes' `groups` setting): a request goes to the leader
+    /// of the group its key hashes to.
+    pub groups: u32,
 }
 
 impl ClientOptions {
@@ -96,6 +99,7 @@ impl ClientOptions {
             client_id,
             attempt_timeout: Duration::from_secs(2),
             attempts_max: 20,
+            groups: 1,
         }
     }
 }
@@ -118,7 +122,15 @@ pub enum Error {
 
 struct Inner {
     options: ClientOptions,
-    /// Index into `options.members` of the node believed to lead.
+    /// What the client knows of each Raft group, in group order.
+    groups: Vec<GroupState>,
+    next_request_id: u64,
+}
+
+/// One group's leader as this client believes it, and the session's sequences in that group
+/// (each group's state machine keeps its own sessions).
+struct GroupState {
+    /// Index into `options.members` of the node believed to lead the group.
     leader: usize,
     connection: Option<Rc<Connection>>,
     next_sequence: u64,
@@ -126,7 +138,6 @@ struct Inner {
     unanswered: BTreeSet<u64>,
     /// Tasks waiting for the sequence window to move.
     window_waiters: Vec<Waker>,
-    next_request_id: u64,
 }
 
 /// A client session. Clones share it.
@@ -143,17 +154,64 @@ impl Client {
             "a client needs at least one member address"
         );
         assert!(options.client_id != 0, "client id 0 is reserved");
-        Client {
-            inner: Rc::new(RefCell::new(Inner {
-                options,
-                leader: 0,
+        assert!(options.groups >= 1, "a cluster has at least one group");
+        let groups = (0..options.groups)
+            .map(|g| GroupState {
+                // Start where the group prefers its leader (voter g mod voters), so that a
+                // cluster whose leaders are spread is found without a redirect.
+                leader: g as usize % options.members.len(),
                 connection: None,
                 next_sequence: 1,
                 unanswered: BTreeSet::new(),
                 window_waiters: Vec::new(),
+            })
+            .collect();
+        Client {
+            inner: Rc::new(RefCell::new(Inner {
+                options,
+                groups,
                 next_request_id: 1,
             })),
         }
+    }
+
+    /// The group a request goes to: its key's, or group 0 for a request without a key.
+    pub fn group_for(&self, request: &Request) -> u32 {
+        let groups = self.inner.borrow().options.groups;
+        if groups == 1 {
+            return 0;
+        }
+        match request {
+            Request::Put { key, .. } | Request::Delete { key } | Request::Get { key, .. } => {
+                crate::kv::group_of(key, groups)
+            }
+            _ => 0,
+        }
+    }
+
+    /// Asks the cluster (group 0 of the node the client reaches) how many groups it has, and
+    /// routes by that from now on. Call it before the first request, for a caller that was not
+    /// told the count (the command line).
+    pub async fn learn_groups(&self) -> Result<u32, Error> {
+        let groups = self.stats_of(0).await?.groups.max(1);
+        let mut inner = self.inner.borrow_mut();
+        let members = inner.options.members.len();
+        inner.options.groups = groups;
+        for g in inner.groups.len() as u32..groups {
+            inner.groups.push(GroupState {
+                leader: g as usize % members,
+                connection: None,
+                next_sequence: 1,
+                unanswered: BTreeSet::new(),
+                window_waiters: Vec::new(),
+            });
+        }
+        Ok(groups)
+    }
+
+    /// How many groups the client routes to.
+    pub fn groups(&self) -> u32 {
+        self.inner.borrow().options.groups
     }
 
     /// Sets `key` to `value`; returns the log index at which the write committed.
@@ -187,19 +245,32 @@ impl Client {
         )
     }
 
-    /// Replicates an opaque payload (pure consensus, no state machine work).
+    /// Replicates an opaque payload (pure consensus, no state machine work) in group 0.
     pub async fn propose(&self, payload: impl Into<Bytes>) -> Result<Index, Error> {
+        self.propose_in(0, payload).await
+    }
+
+    /// Replicates an opaque payload in group `group`.
+    pub async fn propose_in(&self, group: u32, payload: impl Into<Bytes>) -> Result<Index, Error> {
         done_index(
-            self.call(Request::Propose {
-                payload: payload.into(),
-            })
+            self.call_in(
+                group,
+                Request::Propose {
+                    payload: payload.into(),
+                },
+            )
             .await?,
         )
     }
 
-    /// The counters of the node this client is connected to.
+    /// The counters of group 0 on the node this client is connected to.
     pub async fn stats(&self) -> Result<NodeStats, Error> {
-        match self.call_once_anywhere(Request::Stats).await? {
+        self.stats_of(0).await
+    }
+
+    /// The counters of group `group` on the node this client is connected to for that group.
+    pub async fn stats_of(&self, group: u32) -> Result<NodeStats, Error> {
+        match self.call_once_in(group, Request::Stats).await? {
             Reply::Stats(stats) => Ok(stats),
             other => Err(unexpected(other)),
         }
@@ -209,8 +280,13 @@ impl Client {
     /// to node `to` (thesis 3.10); returns once it has stepped down. One attempt, no hint
     /// following: a `NotLeader` error names the leader to ask instead.
     pub async fn transfer_leader(&self, to: NodeId) -> Result<(), Error> {
+        self.transfer_leader_in(0, to).await
+    }
+
+    /// Like [`Client::transfer_leader`], for group `group`.
+    pub async fn transfer_leader_in(&self, group: u32, to: NodeId) -> Result<(), Error> {
         match self
-            .call_once_anywhere(Request::TransferLeader { to })
+            .call_once_in(group, Request::TransferLeader { to })
             .await?
         {
             Reply::Done { .. } => Ok(()),
@@ -221,7 +297,7 @@ impl Client {
     /// The configuration as the node this client is connected to sees it (match indexes only
     /// when that node leads). One attempt, no hint following.
     pub async fn member_list(&self) -> Result<crate::wire::MemberListing, Error> {
-        match self.call_once_anywhere(Request::MemberList).await? {
+        match self.call_once_in(0, Request::MemberList).await? {
             Reply::Members(listing) => Ok(listing),
             other => Err(unexpected(other)),
         }
@@ -231,28 +307,44 @@ impl Client {
     /// change; returns the index of the configuration in force once the change is complete.
     /// One attempt, no hint following: a `NotLeader` error names the leader to ask instead.
     pub async fn member_change(&self, change: crate::wire::MemberChange) -> Result<Index, Error> {
-        done_index(
-            self.call_once_anywhere(Request::MemberChange(change))
-                .await?,
-        )
+        done_index(self.call_once_in(0, Request::MemberChange(change)).await?)
     }
 
     /// Sends `request`, following leader hints and retrying; writes get the next session
     /// sequence number, kept across retries.
     pub async fn call(&self, request: Request) -> Result<Reply, Error> {
+        self.call_in(self.group_for(&request), request).await
+    }
+
+    /// Like [`Client::call`], to group `group` (the key's group for a request with a key; a
+    /// node refuses another).
+    pub async fn call_in(&self, group: u32, request: Request) -> Result<Reply, Error> {
         if !request.is_write() {
-            return self.call_with_sequence(request, 0).await;
+            return self.call_with_sequence_in(group, request, 0).await;
         }
         let sequence = SequenceGuard {
             client: self,
-            sequence: self.take_sequence().await,
+            group,
+            sequence: self.take_sequence(group).await,
         };
-        self.call_with_sequence(request, sequence.sequence).await
+        self.call_with_sequence_in(group, request, sequence.sequence)
+            .await
     }
 
     /// Like [`Client::call`] with an explicit session sequence number (tests of exactly-once).
     pub async fn call_with_sequence(
         &self,
+        request: Request,
+        sequence: u64,
+    ) -> Result<Reply, Error> {
+        self.call_with_sequence_in(self.group_for(&request), request, sequence)
+            .await
+    }
+
+    /// Like [`Client::call_with_sequence`], to group `group`.
+    pub async fn call_with_sequence_in(
+        &self,
+        group: u32,
         request: Request,
         sequence: u64,
     ) -> Result<Reply, Error> {
@@ -266,12 +358,12 @@ impl Client {
             if attempt > 0 && !std::mem::take(&mut skip_backoff) {
                 glommio::timer::sleep(retry_backoff(attempt)).await;
             }
-            let (asked, answer) = self.attempt(&request, sequence).await;
+            let (asked, answer) = self.attempt(group, &request, sequence).await;
             match answer {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(ClientError::NotLeader { leader_hint, .. })) => {
                     last = "not the leader".into();
-                    let moved_to_hint = self.follow_hint(asked, leader_hint);
+                    let moved_to_hint = self.follow_hint(group, asked, leader_hint);
                     if moved_to_hint && !hint_followed_at_once {
                         hint_followed_at_once = true;
                         skip_backoff = true;
@@ -283,7 +375,7 @@ impl Client {
                 Ok(Err(e)) => return Err(Error::Server(e)),
                 Err(problem) => {
                     last = problem;
-                    self.rotate(asked);
+                    self.rotate(group, asked);
                 }
             }
         }
@@ -293,9 +385,10 @@ impl Client {
         })
     }
 
-    /// One attempt on whatever node the client is connected to, without following hints.
-    async fn call_once_anywhere(&self, request: Request) -> Result<Reply, Error> {
-        match self.attempt(&request, 0).await.1 {
+    /// One attempt on whatever node the client is connected to for `group`, without following
+    /// hints.
+    async fn call_once_in(&self, group: u32, request: Request) -> Result<Reply, Error> {
+        match self.attempt(group, &request, 0).await.1 {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err(Error::Server(e)),
             Err(last) => Err(Error::Unavailable { attempts: 1, last }),
@@ -306,20 +399,37 @@ impl Client {
     /// problem).
     async fn attempt(
         &self,
+        group: u32,
         request: &Request,
         sequence: u64,
     ) -> (usize, Result<Result<Reply, ClientError>, String>) {
-        let asked = self.inner.borrow().leader;
-        (asked, self.attempt_at(asked, request, sequence).await)
+        let asked = self.group_state(group, |g| g.leader);
+        (
+            asked,
+            self.attempt_at(group, asked, request, sequence).await,
+        )
+    }
+
+    /// Reads group `group`'s state; a group the client does not know is a caller's bug.
+    fn group_state<T>(&self, group: u32, read: impl FnOnce(&GroupState) -> T) -> T {
+        let inner = self.inner.borrow();
+        let state = inner.groups.get(group as usize).unwrap_or_else(|| {
+            panic!(
+                "group {group} asked of a client of {} groups",
+                inner.groups.len()
+            )
+        });
+        read(state)
     }
 
     async fn attempt_at(
         &self,
+        group: u32,
         asked: usize,
         request: &Request,
         sequence: u64,
     ) -> Result<Result<Reply, ClientError>, String> {
-        let connection = self.connection(asked).await?;
+        let connection = self.connection(group, asked).await?;
         let (client_id, request_id, timeout) = {
             let mut inner = self.inner.borrow_mut();
             inner.next_request_id += 1;
@@ -329,18 +439,13 @@ impl Client {
                 inner.options.attempt_timeout,
             )
         };
-        let message = ClientRequest {
-            client_id,
-            sequence,
-            request_id,
-            request: request.clone(),
-        };
+        let message = ClientRequest::new(client_id, sequence, request_id, group, request.clone());
         let (tx, rx) = local_channel::new_bounded(1);
         connection.send(message, tx).await?;
         match glommio::timer::timeout(timeout, async { Ok(rx.recv().await) }).await {
             Ok(Some(ClientResponse { result, .. })) => Ok(result),
             Ok(None) => {
-                self.drop_connection(&connection);
+                self.drop_connection(group, &connection);
                 Err(format!("connection to {} lost", connection.addr()))
             }
             Err(_) => {
@@ -352,13 +457,23 @@ impl Client {
 
     /// A connection to member `asked`: the client's own if it still points there, else a new
     /// one (kept as the client's only if no other request moved the client meanwhile).
-    async fn connection(&self, asked: usize) -> Result<Rc<Connection>, String> {
+    async fn connection(&self, group: u32, asked: usize) -> Result<Rc<Connection>, String> {
         let addr = {
             let inner = self.inner.borrow();
-            if inner.leader == asked {
-                if let Some(c) = inner.connection.as_ref().filter(|c| c.is_alive()) {
+            let state = &inner.groups[group as usize];
+            if state.leader == asked {
+                if let Some(c) = state.connection.as_ref().filter(|c| c.is_alive()) {
                     return Ok(c.clone());
                 }
+            }
+            // Another group's live connection to the same node serves this group too.
+            if let Some(c) = inner
+                .groups
+                .iter()
+                .filter(|g| g.leader == asked)
+                .find_map(|g| g.connection.as_ref().filter(|c| c.is_alive()))
+            {
+                return Ok(c.clone());
             }
             inner.options.members[asked].addr
         };
@@ -368,20 +483,24 @@ impl Client {
                 .map_err(|e| format!("cannot connect to {addr}: {e}"))?,
         );
         let mut inner = self.inner.borrow_mut();
-        if inner.leader == asked {
-            inner.connection = Some(connection.clone());
+        let state = &mut inner.groups[group as usize];
+        if state.leader == asked {
+            state.connection = Some(connection.clone());
         }
         Ok(connection)
     }
 
-    fn drop_connection(&self, connection: &Rc<Connection>) {
+    fn drop_connection(&self, _group: u32, connection: &Rc<Connection>) {
+        // Groups may share a connection: every group that used it lets it go.
         let mut inner = self.inner.borrow_mut();
-        if inner
-            .connection
-            .as_ref()
-            .is_some_and(|c| Rc::ptr_eq(c, connection))
-        {
-            inner.connection = None;
+        for state in inner.groups.iter_mut() {
+            if state
+                .connection
+                .as_ref()
+                .is_some_and(|c| Rc::ptr_eq(c, connection))
+            {
+                state.connection = None;
+            }
         }
     }
 
@@ -393,7 +512,9 @@ impl Client {
     /// number of them would have put it back on the node that refused, dropping the connection
     /// the others were using each time (observed: a session's first writes bounced between a
     /// follower and lost connections for 40 attempts).
-    fn follow_hint(&self, asked: usize, leader_hint: Option<NodeId>) -> bool {
+    ///
+    /// All of this is per group: each group has its own leader.
+    fn follow_hint(&self, group: u32, asked: usize, leader_hint: Option<NodeId>) -> bool {
         let mut inner = self.inner.borrow_mut();
         let hinted = leader_hint.and_then(|hint| {
             inner
@@ -402,26 +523,30 @@ impl Client {
                 .iter()
                 .position(|m| m.id == Some(hint))
         });
-        if inner.leader != asked {
+        let members = inner.options.members.len();
+        let state = &mut inner.groups[group as usize];
+        if state.leader != asked {
             // Another request already moved the client on from `asked`.
             return false;
         }
-        let next = hinted.unwrap_or((asked + 1) % inner.options.members.len());
+        let next = hinted.unwrap_or((asked + 1) % members);
         let moved_to_hint = hinted.is_some() && next != asked;
         if next != asked || hinted.is_none() {
-            inner.leader = next;
-            inner.connection = None;
+            state.leader = next;
+            state.connection = None;
         }
         moved_to_hint
     }
 
     /// Moves to the next member after a connection problem with member `asked`, unless another
     /// request already moved the client on from it.
-    fn rotate(&self, asked: usize) {
+    fn rotate(&self, group: u32, asked: usize) {
         let mut inner = self.inner.borrow_mut();
-        if inner.leader == asked {
-            inner.leader = (asked + 1) % inner.options.members.len();
-            inner.connection = None;
+        let members = inner.options.members.len();
+        let state = &mut inner.groups[group as usize];
+        if state.leader == asked {
+            state.leader = (asked + 1) % members;
+            state.connection = None;
         }
     }
 
@@ -429,9 +554,10 @@ impl Client {
     /// unanswered one: the state machine remembers the responses of only that many sequences per
     /// session, and keeping every retry inside that window is what makes it find its first answer
     /// (see `limits::SESSION_RESPONSES_MAX`). Waits while the window is full.
-    async fn take_sequence(&self) -> u64 {
+    async fn take_sequence(&self, group: u32) -> u64 {
         std::future::poll_fn(|cx| {
-            let mut inner = self.inner.borrow_mut();
+            let mut all = self.inner.borrow_mut();
+            let inner = &mut all.groups[group as usize];
             let next = inner.next_sequence;
             let lowest = inner.unanswered.first().copied().unwrap_or(next);
             if next - lowest < SESSION_RESPONSES_MAX as u64 {
@@ -446,9 +572,10 @@ impl Client {
         .await
     }
 
-    fn answered(&self, sequence: u64) {
+    fn answered(&self, group: u32, sequence: u64) {
         let waiters = {
-            let mut inner = self.inner.borrow_mut();
+            let mut all = self.inner.borrow_mut();
+            let inner = &mut all.groups[group as usize];
             inner.unanswered.remove(&sequence);
             std::mem::take(&mut inner.window_waiters)
         };
@@ -459,12 +586,13 @@ impl Client {
 /// Marks a sequence answered when its call ends, also when the call's future is dropped.
 struct SequenceGuard<'a> {
     client: &'a Client,
+    group: u32,
     sequence: u64,
 }
 
 impl Drop for SequenceGuard<'_> {
     fn drop(&mut self) {
-        self.client.answered(self.sequence);
+        self.client.answered(self.group, self.sequence);
     }
 }
 

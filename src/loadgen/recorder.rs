@@ -64,6 +64,8 @@ pub struct Recorder {
     pub acks_per_ms: Vec<u32>,
     /// The client session ids this recording's connections used (ringraft target).
     pub sessions: Vec<u64>,
+    /// Successful writes in the window per Raft group (ringraft target; empty for one group).
+    pub writes_ok_per_group: Vec<u64>,
 }
 
 /// Longest window, in milliseconds, the per-millisecond timeline covers (later completions land
@@ -96,6 +98,7 @@ impl Recorder {
             errors: BTreeMap::new(),
             acks_per_ms: vec![0; (window.as_millis() as usize + 1).min(TIMELINE_MS_MAX)],
             sessions: Vec::new(),
+            writes_ok_per_group: Vec::new(),
         }
     }
 
@@ -132,6 +135,18 @@ impl Recorder {
     }
 
     /// Records one operation that started (or was meant to start) at `start` and ended at `end`.
+    /// Counts a successful write of group `group` started at `start` (of `groups`).
+    pub fn record_group_write(&mut self, start: Instant, group: u32, groups: u32) {
+        if groups <= 1 || !self.in_window(start) {
+            return;
+        }
+        if self.writes_ok_per_group.len() < groups as usize {
+            self.writes_ok_per_group.resize(groups as usize, 0);
+        }
+        self.writes_ok_per_group[group as usize] += 1;
+    }
+
+    /// Records one request's outcome.
     pub fn record(
         &mut self,
         kind: OpKind,
@@ -210,6 +225,17 @@ impl Recorder {
             *self.errors.entry(kind.clone()).or_default() += n;
         }
         self.sessions.extend_from_slice(&other.sessions);
+        if self.writes_ok_per_group.len() < other.writes_ok_per_group.len() {
+            self.writes_ok_per_group
+                .resize(other.writes_ok_per_group.len(), 0);
+        }
+        for (mine, theirs) in self
+            .writes_ok_per_group
+            .iter_mut()
+            .zip(&other.writes_ok_per_group)
+        {
+            *mine += theirs;
+        }
     }
 
     /// The measured window's length.

@@ -74,6 +74,10 @@ pub struct LoadReport {
     /// Write latency spectrum: (percentile 0..=100, latency in microseconds), for plots.
     #[serde(skip)]
     pub write_spectrum: Vec<(f64, u64)>,
+    /// Successful writes per second of each Raft group (empty with one group); they add up to
+    /// `writes_per_s`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub writes_per_s_per_group: Vec<f64>,
     /// The load process that measured this, when it is one of several (`ringraft load`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub process: Option<super::process::LoadProcess>,
@@ -105,6 +109,11 @@ impl LoadReport {
             write_hgrm: hgrm(&recorder.writes),
             read_hgrm: hgrm(&recorder.reads),
             write_spectrum: spectrum(&recorder.writes),
+            writes_per_s_per_group: recorder
+                .writes_ok_per_group
+                .iter()
+                .map(|&n| n as f64 / secs)
+                .collect(),
             process: None,
         }
     }
@@ -118,6 +127,9 @@ impl LoadReport {
             "  writes/s {:>10.0}   reads/s {:>10.0}",
             self.writes_per_s, self.reads_per_s
         );
+        for (group, per_s) in self.writes_per_s_per_group.iter().enumerate() {
+            let _ = writeln!(out, "  group {group:>3} writes/s {per_s:>10.0}");
+        }
         let _ = writeln!(
             out,
             "  {:<6} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",

@@ -90,6 +90,7 @@ async fn run_thread(
         let client_id = super::process::random_session_id();
         recorder.borrow_mut().sessions.push(client_id);
         let mut options = policy.client_options(members.clone(), client_id);
+        options.groups = workload.groups;
         options.members.rotate_left(connection % members.len());
         let client = Client::new(options);
         let gen = Rc::new(RefCell::new(OpGen::new(&workload, connection)));
@@ -108,11 +109,10 @@ async fn run_thread(
                     tasks.push(glommio::spawn_local(async move {
                         while Instant::now() < end {
                             let op = gen.borrow_mut().next_op();
+                            let group = group_of_op(&op, workload.groups);
                             let started = Instant::now();
                             let (kind, result) = execute(&client, op, &workload).await;
-                            recorder
-                                .borrow_mut()
-                                .record(kind, started, Instant::now(), result);
+                            record(&recorder, kind, group, &workload, started, result);
                         }
                     }));
                 }
@@ -161,13 +161,12 @@ async fn open_loop(
             return;
         };
         let op = gen.borrow_mut().next_op();
+        let group = group_of_op(&op, workload.groups);
         let (client, recorder, workload) = (client.clone(), recorder.clone(), workload.clone());
         let start = intended;
         glommio::spawn_local(async move {
             let (kind, result) = execute(&client, op, &workload).await;
-            recorder
-                .borrow_mut()
-                .record(kind, start, Instant::now(), result);
+            record(&recorder, kind, group, &workload, start, result);
             drop(permit);
         })
         .detach();
@@ -175,6 +174,29 @@ async fn open_loop(
     }
     // Wait for the stragglers: every permit back means every request answered.
     let _ = inflight.acquire(OPEN_LOOP_INFLIGHT_MAX as u64).await;
+}
+
+/// The group of an operation's key.
+fn group_of_op(op: &Op, groups: u32) -> u32 {
+    match op {
+        Op::Write { key, .. } | Op::Read { key } => crate::kv::group_of(key, groups),
+    }
+}
+
+/// Records an outcome, and a successful write also in its group's count.
+fn record(
+    recorder: &RefCell<Recorder>,
+    kind: OpKind,
+    group: u32,
+    workload: &Workload,
+    start: Instant,
+    result: Result<(), String>,
+) {
+    let mut recorder = recorder.borrow_mut();
+    if kind == OpKind::Write && result.is_ok() {
+        recorder.record_group_write(start, group, workload.groups);
+    }
+    recorder.record(kind, start, Instant::now(), result);
 }
 
 /// One request under the policy's deadline; running out of it is a `timeout` failure.

@@ -55,6 +55,14 @@ pub struct Workload {
     pub duration: Duration,
     /// Seed for key choice and the read/write mix.
     pub seed: u64,
+    /// The cluster's Raft groups (ringraft target): each request goes to the leader of its
+    /// key's group (`kv::group_of`).
+    #[serde(default = "one_group")]
+    pub groups: u32,
+}
+
+fn one_group() -> u32 {
+    1
 }
 
 impl Default for Workload {
@@ -72,6 +80,7 @@ impl Default for Workload {
             warmup: Duration::from_secs(2),
             duration: Duration::from_secs(10),
             seed: 1,
+            groups: 1,
         }
     }
 }
@@ -175,7 +184,11 @@ impl Workload {
             if self.linearizable_reads { "linearizable" } else { "serializable" },
             self.warmup,
             self.duration
-        )
+        ) + &if self.groups > 1 {
+            format!(", keys routed to {} Raft groups", self.groups)
+        } else {
+            String::new()
+        }
     }
 }
 

@@ -136,6 +136,10 @@ pub struct NodeConfig {
     /// `deny_unknown_fields` itself: serde does not combine it with `flatten`).
     #[serde(flatten)]
     pub settings: Settings,
+    /// The Raft group a group's executor runs (0 for the node as configured): the runtime sets
+    /// it, with `data_dir`, on the copy of the config each group's executor is given.
+    #[serde(skip)]
+    pub group: u32,
 }
 
 /// A node's settings read as its own fields (`config.tick_ms`), as the runtime has always read
@@ -303,8 +307,28 @@ impl NodeConfig {
                 );
             }
         }
+        if self.join && self.groups > 1 {
+            return field(
+                "join",
+                &format!(
+                    "--join is not supported with groups = {} (membership changes reach \
+                     group 0 only); add nodes to a cluster of one group",
+                    self.groups
+                ),
+            );
+        }
         self.core_config().validate()?;
         Ok(())
+    }
+
+    /// Where group `group`'s log, hard state and snapshots live: the data dir itself with one
+    /// group (the layout of a node before groups), `data_dir/group-N/` with several.
+    pub fn group_dir(&self, group: u32) -> PathBuf {
+        if self.groups <= 1 {
+            self.data_dir.clone()
+        } else {
+            self.data_dir.join(format!("group-{group}"))
+        }
     }
 
     /// The core's configuration derived from this one. A joining node has no bootstrap voters:

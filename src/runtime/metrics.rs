@@ -225,10 +225,36 @@ impl Metrics {
     }
 }
 
+/// The labels every series of one Raft group carries: `node`, and `group` when the node hosts
+/// several.
+#[derive(Clone, Debug)]
+pub struct Labels(String);
+
+impl Labels {
+    /// The labels of a node with one group.
+    pub fn node(node: NodeId) -> Labels {
+        Labels(format!("node=\"{node}\""))
+    }
+
+    /// The labels of the group a config's executor runs.
+    pub fn of(config: &super::NodeConfig) -> Labels {
+        if config.groups > 1 {
+            Labels(format!("node=\"{}\",group=\"{}\"", config.id, config.group))
+        } else {
+            Labels::node(config.id)
+        }
+    }
+}
+
 /// Renders every counter, histogram and gauge of a node as Prometheus text exposition.
 pub fn render(node: NodeId, counters: &Counters, now: Instant) -> String {
+    render_labelled(&Labels::node(node), counters, now)
+}
+
+/// Renders the figures of one group, its series labelled with `labels`.
+pub fn render_labelled(labels: &Labels, counters: &Counters, now: Instant) -> String {
     let mut out = String::with_capacity(16 << 10);
-    let labels = format!("node=\"{node}\"");
+    let labels = labels.0.as_str();
     let m = &counters.metrics;
     let counter_rows: [(&str, &str, u64); 13] = [
         (
@@ -341,7 +367,7 @@ pub fn render(node: NodeId, counters: &Counters, now: Instant) -> String {
     ];
     for (name, help, histogram, scale) in histograms {
         header(&mut out, name, help, "histogram");
-        render_histogram(&mut out, name, &labels, histogram, scale);
+        render_histogram(&mut out, name, labels, histogram, scale);
     }
     header(
         &mut out,
@@ -385,7 +411,7 @@ pub fn render(node: NodeId, counters: &Counters, now: Instant) -> String {
         header(&mut out, name, help, "gauge");
         let _ = writeln!(out, "{name}{{{labels}}} {value}");
     }
-    render_followers(&mut out, &labels, m, now);
+    render_followers(&mut out, labels, m, now);
     out
 }
 
@@ -487,10 +513,11 @@ pub fn parse_request(head: &[u8]) -> Request {
 #[derive(Clone)]
 pub enum Figures {
     /// This executor's counters: the metrics server runs on the Raft executor.
-    Local(Rc<Counters>),
-    /// The Raft executor's, rendered there on request: the metrics server runs on a client
-    /// executor, so that parsing requests and writing responses costs the Raft core nothing.
-    Remote(Rc<RemoteFigures>),
+    Local(Rc<Counters>, Labels),
+    /// Each group's Raft executor's, rendered there on request: the metrics server runs on a
+    /// client executor, so that parsing requests and writing responses costs the Raft cores
+    /// nothing.
+    Remote(Rc<Vec<Rc<RemoteFigures>>>),
 }
 
 /// A metrics server's link to the Raft executor: one render asked for, one text back.
@@ -511,32 +538,88 @@ impl RemoteFigures {
             turn: Semaphore::new(1),
         }
     }
+
+    async fn render(&self) -> Option<String> {
+        let _turn = self.turn.acquire_permit(1).await.ok()?;
+        self.ask.send(()).await.ok()?;
+        self.text.recv().await
+    }
 }
 
 impl Figures {
-    /// The text of `/metrics`; `None` when the Raft executor is gone.
-    async fn render(&self, node: NodeId) -> Option<String> {
+    /// The text of `/metrics`; `None` when a Raft executor is gone.
+    async fn render(&self) -> Option<String> {
         match self {
-            Figures::Local(counters) => Some(render(node, counters, Instant::now())),
-            Figures::Remote(remote) => {
-                let _turn = remote.turn.acquire_permit(1).await.ok()?;
-                remote.ask.send(()).await.ok()?;
-                remote.text.recv().await
+            Figures::Local(counters, labels) => {
+                Some(render_labelled(labels, counters, Instant::now()))
+            }
+            Figures::Remote(groups) => {
+                let mut texts = Vec::with_capacity(groups.len());
+                for group in groups.iter() {
+                    texts.push(group.render().await?);
+                }
+                Some(merge_families(&texts))
             }
         }
     }
+}
+
+/// Joins the texts of several groups into one exposition in which each metric family (its
+/// `# HELP` and `# TYPE` lines, then its samples) appears once, as the text format asks: the
+/// samples of every group under the family's first header, families in order of first
+/// appearance.
+pub fn merge_families(texts: &[String]) -> String {
+    if texts.len() == 1 {
+        return texts[0].clone();
+    }
+    let mut order: Vec<&str> = Vec::new();
+    let mut families: std::collections::HashMap<&str, (Vec<&str>, Vec<&str>)> =
+        std::collections::HashMap::new();
+    for text in texts {
+        let mut current = "";
+        for line in text.lines() {
+            if let Some(rest) = line
+                .strip_prefix("# HELP ")
+                .or_else(|| line.strip_prefix("# TYPE "))
+            {
+                current = rest.split(' ').next().unwrap_or("");
+                let family = families.entry(current).or_insert_with(|| {
+                    order.push(current);
+                    (Vec::new(), Vec::new())
+                });
+                if family.0.len() < 2 && !family.0.contains(&line) {
+                    family.0.push(line);
+                }
+            } else if !line.is_empty() {
+                let family = families.entry(current).or_insert_with(|| {
+                    order.push(current);
+                    (Vec::new(), Vec::new())
+                });
+                family.1.push(line);
+            }
+        }
+    }
+    let mut out = String::new();
+    for name in order {
+        let (heads, samples) = &families[name];
+        for line in heads.iter().chain(samples) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
 }
 
 /// Raft executor: renders the figures each time the metrics server asks, until it is gone.
 pub async fn render_on_request(
     ask: ConnectedReceiver<()>,
     text: ConnectedSender<String>,
-    node: NodeId,
+    labels: Labels,
     counters: Rc<Counters>,
 ) {
     while ask.recv().await.is_some() {
         if text
-            .send(render(node, &counters, Instant::now()))
+            .send(render_labelled(&labels, &counters, Instant::now()))
             .await
             .is_err()
         {
@@ -564,18 +647,14 @@ pub async fn serve(listener: glommio::net::TcpListener, node: NodeId, figures: F
         open.set(open.get() + 1);
         let (open, figures) = (open.clone(), figures.clone());
         glommio::spawn_local(async move {
-            let _ = answer(stream, node, &figures).await;
+            let _ = answer(stream, &figures).await;
             open.set(open.get() - 1);
         })
         .detach();
     }
 }
 
-async fn answer(
-    mut stream: glommio::net::TcpStream,
-    node: NodeId,
-    figures: &Figures,
-) -> std::io::Result<()> {
+async fn answer(mut stream: glommio::net::TcpStream, figures: &Figures) -> std::io::Result<()> {
     use futures_lite::{AsyncReadExt, AsyncWriteExt};
     stream.set_read_timeout(Some(REQUEST_TIMEOUT))?;
     let mut head = Vec::with_capacity(512);
@@ -597,7 +676,7 @@ async fn answer(
     }
     let response = match parse_request(&head) {
         Request::Metrics => {
-            let Some(body) = figures.render(node).await else {
+            let Some(body) = figures.render().await else {
                 return respond(&mut stream, "503 Service Unavailable", "node stopping\n").await;
             };
             let head = format!(

@@ -126,6 +126,9 @@ pub enum RuntimeError {
     /// `--join` with a data directory that is not empty.
     #[error("{0}")]
     Join(String),
+    /// The configured group count differs from the data dir's, or cannot be recorded.
+    #[error("groups: {0}")]
+    Groups(String),
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -142,6 +145,7 @@ extern "C" fn on_reload_signal(_: libc::c_int) {
 /// Runs a node until SIGTERM or SIGINT. Blocks the calling thread.
 pub fn run_node(config: NodeConfig) -> Result<(), RuntimeError> {
     config.validate()?;
+    check_groups_recorded(&config)?;
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         libc::signal(
@@ -158,6 +162,7 @@ pub fn run_node(config: NodeConfig) -> Result<(), RuntimeError> {
         );
     }
     let plan = Plan::new(config.cpus.as_ref(), &placement::allowed_cores());
+    let layout = Layout::new(&plan, config.groups as usize);
     let id = config.id;
     let client_listen = config
         .client_listen()
@@ -166,17 +171,17 @@ pub fn run_node(config: NodeConfig) -> Result<(), RuntimeError> {
             id,
             source,
         })?;
-    let client_executors = plan.executors.len() - 1;
     // Every client executor accepts on a socket of its own (SO_REUSEPORT: the kernel spreads
     // the connections), bound here so that a taken port fails the start with its address.
-    let client_listeners = (0..client_executors.max(1))
+    let client_listeners = (0..layout.clients.len().max(1))
         .map(|_| listen(client_listen))
         .collect::<Result<Vec<_>, _>>()?;
     let metrics_listener = config.metrics_addr.map(listen).transpose()?;
     eprintln!(
-        "ringraft: node {id}: {} executor(s), {}",
-        plan.executors.len(),
-        if plan.pinned() {
+        "ringraft: node {id}: {} group(s), {} executor(s), {}",
+        config.groups,
+        layout.raft.len() + layout.clients.len(),
+        if layout.pinned() {
             format!(
                 "pinned on cores {:?}",
                 plan.executors.iter().flatten().collect::<Vec<_>>()
@@ -186,47 +191,68 @@ pub fn run_node(config: NodeConfig) -> Result<(), RuntimeError> {
         }
     );
     let client_counters = Arc::new(ClientCounters::default());
-    let mut side = RaftSide {
-        client_listener: None,
-        metrics_listener: None,
-        links: Vec::new(),
-        metrics_link: None,
-        client_counters: client_counters.clone(),
-    };
-    if client_executors == 0 {
+    let mut sides: Vec<RaftSide> = (0..config.groups)
+        .map(|_| RaftSide {
+            client_listener: None,
+            metrics_listener: None,
+            links: Vec::new(),
+            metrics_link: None,
+            client_counters: client_counters.clone(),
+            handoff_out: Vec::new(),
+            handoff_in: None,
+        })
+        .collect();
+    let mut handoff_out = Vec::new();
+    for side in sides.iter_mut().skip(1) {
+        let (tx, rx) = shared_channel::new_bounded(crate::limits::PEER_HANDOFF_CONNECTIONS_MAX);
+        side.handoff_in = Some(rx);
+        handoff_out.push(tx);
+    }
+    sides[0].handoff_out = handoff_out;
+    if layout.clients.is_empty() {
+        let mut side = sides.pop().expect("one group");
         side.client_listener = client_listeners.into_iter().next();
         side.metrics_listener = metrics_listener;
-        return spawn_raft(&config, &plan, side)?
+        return spawn_raft(&config, &layout, 0, side)?
             .join()
             .map_err(|e| RuntimeError::Executor(format!("{e:?}")))?;
     }
     let mut clients = Vec::new();
     let mut metrics_listener = metrics_listener;
     for (n, listener) in client_listeners.into_iter().enumerate() {
-        let ends = server::LinkEnds::new(crate::limits::CLIENT_LINK_REQUESTS_MAX);
-        side.links.push((ends.requests_rx, ends.answers_tx));
+        let mut links = Vec::new();
+        for side in sides.iter_mut() {
+            let ends = server::LinkEnds::new(crate::limits::CLIENT_LINK_REQUESTS_MAX);
+            side.links.push((ends.requests_rx, ends.answers_tx));
+            links.push((ends.requests_tx, ends.answers_rx));
+        }
         let metrics = metrics_listener.take().map(|listener| {
-            let (ask_tx, ask_rx) = shared_channel::new_bounded(crate::limits::METRICS_RENDERS_MAX);
-            let (text_tx, text_rx) =
-                shared_channel::new_bounded(crate::limits::METRICS_RENDERS_MAX);
-            side.metrics_link = Some((ask_rx, text_tx));
-            (listener, ask_tx, text_rx)
+            let mut asks = Vec::new();
+            for side in sides.iter_mut() {
+                let (ask_tx, ask_rx) =
+                    shared_channel::new_bounded(crate::limits::METRICS_RENDERS_MAX);
+                let (text_tx, text_rx) =
+                    shared_channel::new_bounded(crate::limits::METRICS_RENDERS_MAX);
+                side.metrics_link = Some((ask_rx, text_tx));
+                asks.push((ask_tx, text_rx));
+            }
+            (listener, asks)
         });
         let client = ClientExecutor {
             number: n + 1,
             listener,
-            requests: ends.requests_tx,
-            answers: ends.answers_rx,
+            links,
             metrics,
             counters: client_counters.clone(),
             inflight_max: config.client_inflight_max,
+            groups: config.groups,
             id,
         };
-        match spawn_client(&config, plan.executors[n + 1], client) {
+        match spawn_client(&config, layout.clients[n], client) {
             Ok(handle) => clients.push(handle),
             Err(e) => {
                 // The Raft side's ends go unconnected: the started client executors stop.
-                drop(side);
+                drop(sides);
                 for handle in clients {
                     let _ = handle.join();
                 }
@@ -234,18 +260,126 @@ pub fn run_node(config: NodeConfig) -> Result<(), RuntimeError> {
             }
         }
     }
-    let raft = spawn_raft(&config, &plan, side);
-    let result = match raft {
-        Ok(handle) => handle
+    let mut rafts = Vec::new();
+    let mut result = Ok(());
+    for (group, side) in sides.into_iter().enumerate() {
+        match spawn_raft(&config, &layout, group, side) {
+            Ok(handle) => rafts.push(handle),
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    for handle in rafts {
+        let joined = handle
             .join()
             .map_err(|e| RuntimeError::Executor(format!("{e:?}")))
-            .and_then(|r| r),
-        Err(e) => Err(e),
-    };
+            .and_then(|r| r);
+        if result.is_ok() {
+            result = joined;
+        }
+    }
     for handle in clients {
         let _ = handle.join();
     }
     result
+}
+
+/// Which executors run which job: one Raft executor per group, then the client executors.
+struct Layout {
+    /// Group g's Raft executor's core (or unpinned).
+    raft: Vec<Option<usize>>,
+    /// The client executors' cores (or unpinned); none when one executor does everything.
+    clients: Vec<Option<usize>>,
+}
+
+impl Layout {
+    fn new(plan: &Plan, groups: usize) -> Layout {
+        if groups <= 1 {
+            return Layout {
+                raft: vec![plan.executors[0]],
+                clients: plan.executors[1..].to_vec(),
+            };
+        }
+        if plan.pinned() && plan.executors.len() > groups {
+            return Layout {
+                raft: plan.executors[..groups].to_vec(),
+                clients: plan.executors[groups..].to_vec(),
+            };
+        }
+        // Fewer cores than groups plus one: every executor shares the cores, unpinned, and
+        // clients get at least one executor of their own (each group's executor serves no
+        // client connection directly, as the requests name their group).
+        Layout {
+            raft: vec![None; groups],
+            clients: vec![None; plan.executors.len().saturating_sub(groups).max(1)],
+        }
+    }
+
+    fn pinned(&self) -> bool {
+        self.raft.first().is_some_and(Option::is_some)
+    }
+
+    fn client_cores(&self) -> Vec<usize> {
+        self.clients.iter().flatten().copied().collect()
+    }
+}
+
+/// The file in a data dir that records how many groups its node hosts, written when a node
+/// with several groups starts on an empty one. A data dir without it holds one group (the
+/// layout of a node before groups) or nothing yet.
+pub const GROUPS_FILE: &str = "GROUPS";
+
+/// Refuses to start with a group count other than the one the data dir was made with: keys
+/// would hash to other groups, and each group's log would be read as another's.
+fn check_groups_recorded(config: &NodeConfig) -> Result<(), RuntimeError> {
+    let dir = &config.data_dir;
+    let file = dir.join(GROUPS_FILE);
+    let recorded = match std::fs::read_to_string(&file) {
+        Ok(text) => Some(text.trim().parse::<u32>().map_err(|_| {
+            RuntimeError::Groups(format!(
+                "{} holds `{}`, not a group count",
+                file.display(),
+                text.trim()
+            ))
+        })?),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let holds_one = ["hard_state", "log"]
+                .iter()
+                .any(|name| dir.join(name).exists());
+            holds_one.then_some(1)
+        }
+        Err(e) => {
+            return Err(RuntimeError::Groups(format!(
+                "cannot read {}: {e}",
+                file.display()
+            )))
+        }
+    };
+    match recorded {
+        Some(n) if n != config.groups => Err(RuntimeError::Groups(format!(
+            "data dir {} was made with groups = {n}, and this node is configured with groups = \
+             {}: the group count is fixed when a cluster is created (keys hash to groups); \
+             start with groups = {n}, or give the node an empty data dir",
+            dir.display(),
+            config.groups
+        ))),
+        Some(_) => Ok(()),
+        None if config.groups > 1 => {
+            let write = || -> std::io::Result<()> {
+                std::fs::create_dir_all(dir)?;
+                let temp = dir.join(format!("{GROUPS_FILE}.tmp"));
+                std::fs::write(&temp, format!("{}\n", config.groups))?;
+                std::fs::File::open(&temp)?.sync_all()?;
+                std::fs::rename(&temp, &file)?;
+                std::fs::File::open(dir)?.sync_all()
+            };
+            write()
+                .map_err(|e| RuntimeError::Groups(format!("cannot write {}: {e}", file.display())))
+        }
+        None => Ok(()),
+    }
 }
 
 /// A listening socket for `addr`, with SO_REUSEPORT so that several executors may each have one.
@@ -271,8 +405,12 @@ fn on_this_executor(listener: std::net::TcpListener) -> glommio::net::TcpListene
     unsafe { glommio::net::TcpListener::from_raw_fd(listener.into_raw_fd()) }
 }
 
-/// What the Raft executor is given besides the config.
+/// What a group's Raft executor is given besides the config.
 struct RaftSide {
+    /// Group 0: the hand-off queues of groups 1, 2, ... (peer connections naming them).
+    handoff_out: Vec<SharedSender<transport::Handoff>>,
+    /// Groups after 0: the queue of peer connections handed over by group 0's listener.
+    handoff_in: Option<SharedReceiver<transport::Handoff>>,
     /// The client listener, when this executor serves clients itself (one executor).
     client_listener: Option<std::net::TcpListener>,
     /// The metrics listener, when this executor serves metrics itself (one executor).
@@ -292,16 +430,20 @@ struct ClientExecutor {
     /// 1 for the first client executor.
     number: usize,
     listener: std::net::TcpListener,
-    requests: SharedSender<server::Forwarded>,
-    answers: SharedReceiver<server::Answer>,
-    /// The metrics listener and its link's ends, on the first client executor.
+    /// Its link to each group's Raft executor, in group order: requests out, answers in.
+    links: Vec<(
+        SharedSender<server::Forwarded>,
+        SharedReceiver<server::Answer>,
+    )>,
+    /// The metrics listener and its links to each group (render asked, text back), on the
+    /// first client executor.
     metrics: Option<(
         std::net::TcpListener,
-        SharedSender<()>,
-        SharedReceiver<String>,
+        Vec<(SharedSender<()>, SharedReceiver<String>)>,
     )>,
     counters: Arc<ClientCounters>,
     inflight_max: usize,
+    groups: u32,
     id: crate::core::NodeId,
 }
 
@@ -331,14 +473,22 @@ fn name_thread(name: &str) {
 
 fn spawn_raft(
     config: &NodeConfig,
-    plan: &Plan,
+    layout: &Layout,
+    group: usize,
     side: RaftSide,
 ) -> Result<glommio::ExecutorJoinHandle<Result<(), RuntimeError>>, RuntimeError> {
-    let pool = blocking_threads(plan);
-    let config = config.clone();
-    executor(&config, plan.executors[0], pool)
+    let pool = blocking_threads(layout);
+    let mut config = config.clone();
+    config.group = group as u32;
+    config.data_dir = config.group_dir(group as u32);
+    let name = if config.groups > 1 {
+        format!("ringraft-g{group}")
+    } else {
+        "ringraft-raft".to_string()
+    };
+    executor(&config, layout.raft[group], pool)
         .spawn(move || async move {
-            name_thread("ringraft-raft");
+            name_thread(&name);
             node_main(config, side).await
         })
         .map_err(|e| RuntimeError::Executor(e.to_string()))
@@ -365,16 +515,24 @@ fn spawn_client(
 /// A client executor: serves its connections (and `/metrics` on the first) until the Raft
 /// executor is gone.
 async fn serve_clients_remote(client: ClientExecutor) {
-    let (link, answers) = server::ClientLink::connect(
-        client.requests,
-        client.answers,
-        crate::limits::CLIENT_LINK_REQUESTS_MAX,
-    )
-    .await;
+    let mut links = Vec::new();
+    let mut deliveries = Vec::new();
+    for (requests, answers) in client.links {
+        let (link, answers) =
+            server::ClientLink::connect(requests, answers, crate::limits::CLIENT_LINK_REQUESTS_MAX)
+                .await;
+        links.push(link.clone());
+        deliveries.push(glommio::spawn_local(async move {
+            link.deliver_answers(answers).await
+        }));
+    }
     let metrics = match client.metrics {
-        Some((listener, ask, text)) => {
-            let figures = metrics::RemoteFigures::connect(ask, text).await;
-            let figures = metrics::Figures::Remote(Rc::new(figures));
+        Some((listener, asks)) => {
+            let mut groups = Vec::new();
+            for (ask, text) in asks {
+                groups.push(Rc::new(metrics::RemoteFigures::connect(ask, text).await));
+            }
+            let figures = metrics::Figures::Remote(Rc::new(groups));
             eprintln!(
                 "ringraft: node {} serving metrics on http://{}/metrics",
                 client.id,
@@ -389,11 +547,14 @@ async fn serve_clients_remote(client: ClientExecutor) {
     };
     let accept = glommio::spawn_local(server::serve_clients(
         on_this_executor(client.listener),
-        server::Upstream::Remote(link.clone()),
+        server::Upstream::Remote(Rc::new(links)),
         client.counters,
         client.inflight_max,
+        client.groups,
     ));
-    link.deliver_answers(answers).await;
+    for delivery in deliveries {
+        delivery.await;
+    }
     drop(accept);
     drop(metrics);
 }
@@ -402,10 +563,10 @@ async fn serve_clients_remote(client: ClientExecutor) {
 /// one in flight) and one for snapshots, so that saving a snapshot never waits for, or holds
 /// up, a log write. When the executors are pinned they run on the client executors' cores,
 /// never on the Raft core.
-fn blocking_threads(plan: &Plan) -> PoolPlacement {
+fn blocking_threads(layout: &Layout) -> PoolPlacement {
     const BLOCKING_THREADS: usize = 2;
-    match cores_set(&plan.client_cores()) {
-        Ok(set) if plan.pinned() && !set.is_empty() => {
+    match cores_set(&layout.client_cores()) {
+        Ok(set) if layout.pinned() && !set.is_empty() => {
             PoolPlacement::Custom(vec![set; BLOCKING_THREADS])
         }
         _ => PoolPlacement::Unbound(BLOCKING_THREADS),
@@ -481,7 +642,18 @@ async fn node_main(config: NodeConfig, side: RaftSide) -> Result<(), RuntimeErro
         )),
         None => None,
     };
-    let joined = prepare_join(&config)?;
+    let joined = config.group == 0 && prepare_join(&config)?;
+    let handoffs = {
+        let mut connected = Vec::new();
+        for queue in side.handoff_out {
+            connected.push(server::connected(queue.connect()).await);
+        }
+        Rc::new(connected)
+    };
+    let handoff_in = match side.handoff_in {
+        Some(queue) => Some(server::connected(queue.connect()).await),
+        None => None,
+    };
     let config = Rc::new(config);
     let recovery = if config.strict_recovery {
         Recovery::Strict
@@ -531,11 +703,17 @@ async fn node_main(config: NodeConfig, side: RaftSide) -> Result<(), RuntimeErro
     let id = config.id;
     let resolve_error = |what| move |source| RuntimeError::Resolve { what, id, source };
     let peer_listen = config.peer_listen().map_err(resolve_error("peer"))?;
-    let peer_listener =
-        glommio::net::TcpListener::bind(peer_listen).map_err(|source| RuntimeError::Bind {
-            addr: peer_listen,
-            source,
-        })?;
+    // The node's one peer listener is group 0's; the other groups get their connections from it.
+    let peer_listener = if config.group == 0 {
+        Some(
+            glommio::net::TcpListener::bind(peer_listen).map_err(|source| RuntimeError::Bind {
+                addr: peer_listen,
+                source,
+            })?,
+        )
+    } else {
+        None
+    };
 
     let emulated = match &config.emulation_file {
         Some(file) => Some(Rc::new(
@@ -580,16 +758,29 @@ async fn node_main(config: NodeConfig, side: RaftSide) -> Result<(), RuntimeErro
         emulated.clone(),
     ))
     .detach();
-    glommio::spawn_local(transport::serve_inbound(
-        peer_listener,
-        config.clone(),
-        members.clone(),
-        inbox_tx.clone(),
-        counters.clone(),
-    ))
-    .detach();
+    if let Some(listener) = peer_listener {
+        glommio::spawn_local(transport::serve_inbound(
+            listener,
+            config.clone(),
+            members.clone(),
+            inbox_tx.clone(),
+            counters.clone(),
+            handoffs,
+        ))
+        .detach();
+    }
+    if let Some(queue) = handoff_in {
+        glommio::spawn_local(transport::serve_handed_off(
+            queue,
+            config.clone(),
+            members.clone(),
+            inbox_tx.clone(),
+            counters.clone(),
+        ))
+        .detach();
+    }
     if let Some(listener) = side.metrics_listener {
-        let figures = metrics::Figures::Local(counters.clone());
+        let figures = metrics::Figures::Local(counters.clone(), metrics::Labels::of(&config));
         spawn_metrics(metrics::serve(on_this_executor(listener), id, figures))?;
         eprintln!(
             "ringraft: node {id} serving metrics on http://{}/metrics",
@@ -597,7 +788,12 @@ async fn node_main(config: NodeConfig, side: RaftSide) -> Result<(), RuntimeErro
         );
     }
     if let Some((ask, text)) = metrics_link {
-        spawn_metrics(metrics::render_on_request(ask, text, id, counters.clone()))?;
+        spawn_metrics(metrics::render_on_request(
+            ask,
+            text,
+            metrics::Labels::of(&config),
+            counters.clone(),
+        ))?;
     }
     match side.client_listener {
         Some(listener) => {
@@ -606,6 +802,7 @@ async fn node_main(config: NodeConfig, side: RaftSide) -> Result<(), RuntimeErro
                 server::Upstream::Local(inbox_tx.clone()),
                 counters.clients.clone(),
                 config.client_inflight_max,
+                config.groups,
             ))
             .detach();
         }

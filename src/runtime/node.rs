@@ -176,6 +176,10 @@ pub struct Driver {
     transfer_elections_seen: u64,
     /// When the entries being applied were found committed (for the commit latency histogram).
     committed_at: Instant,
+    /// Leader spreading (several groups): the earliest time this leader may hand its group to
+    /// the group's preferred voter, and the wait after that attempt.
+    spread_next_at: Instant,
+    spread_backoff: Duration,
 }
 
 impl Driver {
@@ -223,7 +227,11 @@ impl Driver {
             stepping_down: None,
             transfer_elections_seen: 0,
             committed_at: Instant::now(),
+            spread_next_at: Instant::now(),
+            spread_backoff: Duration::ZERO,
         };
+        driver.spread_backoff = driver.spread_backoff_min();
+        driver.spread_next_at = Instant::now() + driver.spread_backoff;
         driver.follow_membership();
         driver
     }
@@ -252,6 +260,7 @@ impl Driver {
             }
             self.check_member_change();
             self.check_transfer();
+            self.check_spread();
             self.check_stepping_down();
             self.publish_metrics();
             super::trace::event("loop_processed", committed);
@@ -294,6 +303,57 @@ impl Driver {
     fn transfer_window(&self) -> Duration {
         let ticks = u64::from(self.node.config().election_timeout_ticks);
         Duration::from_millis(2 * ticks * self.config.tick_ms)
+    }
+
+    /// The voter that should lead this group when the node hosts several: voter (group mod
+    /// voters) in id order, so that the groups' leaders are spread over the nodes.
+    fn preferred_leader(&self) -> Option<NodeId> {
+        let voters: Vec<NodeId> = self.node.membership().all_voters().into_iter().collect();
+        (!voters.is_empty()).then(|| voters[self.config.group as usize % voters.len()])
+    }
+
+    /// The first wait before a leader hands its group to the preferred voter: two election
+    /// timeouts, time for a restarted preferred voter to connect and catch up.
+    fn spread_backoff_min(&self) -> Duration {
+        self.transfer_window()
+    }
+
+    /// Leader spreading: a leader of a group whose preferred voter is another node hands
+    /// leadership over once that voter holds every entry (no wait for a lagging one: the
+    /// transfer would stall writes). Only toward the preferred voter, which itself never
+    /// hands over for spreading, so leaders cannot ping-pong; each attempt doubles the wait
+    /// before the next (up to 32 times the first), so a voter that keeps failing to take over
+    /// costs a bounded number of transfers. With one group nothing changes.
+    fn check_spread(&mut self) {
+        if self.config.groups <= 1
+            || self.node.role() != Role::Leader
+            || self.shutting_down
+            || self.stepping_down.is_some()
+            || self.transfer.is_some()
+            || self.node.membership().is_joint()
+        {
+            return;
+        }
+        let Some(preferred) = self.preferred_leader() else {
+            return;
+        };
+        let now = Instant::now();
+        if preferred == self.config.id || now < self.spread_next_at {
+            return;
+        }
+        let last_index = self.node.log().last_index();
+        if self.node.match_index(preferred) != Some(last_index) {
+            return;
+        }
+        if self.start_transfer(preferred).is_ok() {
+            eprintln!(
+                "ringraft: node {}: group {}: handing leadership to node {preferred}, the \
+                 group's preferred leader",
+                self.config.id, self.config.group
+            );
+            self.spread_next_at = now + self.spread_backoff;
+            self.spread_backoff = (self.spread_backoff * 2).min(self.spread_backoff_min() * 32);
+        }
     }
 
     /// Starts a transfer to `to`, or says why not.
@@ -517,6 +577,20 @@ impl Driver {
                     request_id,
                     result: Ok(Reply::Members(self.member_listing())),
                 })
+            }
+            Request::MemberChange(_) if self.config.groups > 1 => {
+                // Each group has its own configuration and the peer listener admits members
+                // by group 0's: changing them together is not built yet.
+                return reply.send(error(
+                    request_id,
+                    ClientError::Refused {
+                        message: format!(
+                            "membership changes are not supported with groups = {} (each \
+                             group's configuration would have to change together)",
+                            self.config.groups
+                        ),
+                    },
+                ));
             }
             Request::MemberChange(change) => {
                 return self.handle_member_change(request_id, change, reply)
@@ -757,6 +831,8 @@ impl Driver {
             votes_withheld: self.node.votes_withheld(),
             recovering_to: self.node.recovering_to(),
             transfer_elections: self.node.transfer_elections(),
+            group: self.config.group,
+            groups: self.config.groups,
         }
     }
 

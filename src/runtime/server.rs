@@ -220,10 +220,45 @@ impl ClientLink {
 /// Where a listener's connections send their requests.
 #[derive(Clone)]
 pub enum Upstream {
-    /// The Raft loop's inbox, on this executor.
+    /// The Raft loop's inbox, on this executor (one group).
     Local(Rc<LocalSender<Event>>),
-    /// The Raft executor, over a link.
-    Remote(Rc<ClientLink>),
+    /// Each group's Raft executor, over a link of its own, in group order.
+    Remote(Rc<Vec<Rc<ClientLink>>>),
+}
+
+/// Checks at the edge that a request speaks this node's client protocol and names a group of
+/// this node, the group its key hashes to; the refusal says what was wrong.
+pub fn check_group(request: &ClientRequest, groups: u32) -> Result<(), String> {
+    if request.protocol_version != wire::CLIENT_PROTOCOL_VERSION {
+        return Err(format!(
+            "client protocol version {} ({}), this node speaks version {}: upgrade the client",
+            request.protocol_version,
+            if request.protocol_version == 0 {
+                "a request without a version and a group, from a client older than groups"
+            } else {
+                "unknown to this node"
+            },
+            wire::CLIENT_PROTOCOL_VERSION
+        ));
+    }
+    if request.group >= groups {
+        return Err(format!(
+            "group {}: this node has groups 0..{groups} (groups = {groups})",
+            request.group
+        ));
+    }
+    // With one group every key is group 0's: no hash on the path of a node without groups.
+    if let Some(key) = request.key().filter(|_| groups > 1) {
+        let owner = crate::kv::group_of(key, groups);
+        if owner != request.group {
+            return Err(format!(
+                "the key hashes to group {owner} of {groups}, and the request names group {}: \
+                 route a key to kv::group_of(key, groups)",
+                request.group
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Accepts client connections.
@@ -232,6 +267,7 @@ pub async fn serve_clients(
     upstream: Upstream,
     counters: Arc<ClientCounters>,
     inflight_max: usize,
+    groups: u32,
 ) {
     let open = Rc::new(Cell::new(0usize));
     loop {
@@ -257,29 +293,38 @@ pub async fn serve_clients(
             ));
             let sink = match &upstream {
                 Upstream::Local(inbox) => Sink::Local { inbox, queue: &tx },
-                Upstream::Remote(link) => {
-                    let conn = link.next_conn.get();
-                    link.next_conn.set(conn + 1);
-                    let c = Conn {
-                        queue: tx.clone(),
-                        permits: permits.clone(),
-                    };
-                    link.conns.borrow_mut().insert(conn, c);
-                    Sink::Remote { link, conn }
+                Upstream::Remote(links) => {
+                    // The first link numbers the connections; every link knows them by it.
+                    let conn = links[0].next_conn.get();
+                    links[0].next_conn.set(conn + 1);
+                    for link in links.iter() {
+                        let c = Conn {
+                            queue: tx.clone(),
+                            permits: permits.clone(),
+                        };
+                        link.conns.borrow_mut().insert(conn, c);
+                    }
+                    Sink::Remote {
+                        links,
+                        conn,
+                        queue: &tx,
+                    }
                 }
             };
-            let ended = read_requests(reader, &sink, &permits, &counters).await;
+            let ended = read_requests(reader, &sink, &permits, &counters, groups).await;
             if let Err(e @ (ConnError::Invalid(_) | ConnError::Refused(_))) = &ended {
                 ClientCounters::add(&counters.invalid_frames, 1);
                 eprintln!("ringraft: closed a client connection: {e}");
             }
-            if let Sink::Remote { link, conn } = sink {
+            if let Sink::Remote { links, conn, .. } = sink {
                 // A client that only closed its sending side still reads: wait for the answers
-                // to what it sent (every permit back) before the connection leaves the link.
+                // to what it sent (every permit back) before the connection leaves the links.
                 if matches!(ended, Ok(()) | Err(ConnError::Closed)) {
                     let _ = permits.acquire(inflight_max as u64).await;
                 }
-                link.conns.borrow_mut().remove(&conn);
+                for link in links.iter() {
+                    link.conns.borrow_mut().remove(&conn);
+                }
             }
             permits.close();
             drop(tx);
@@ -297,12 +342,24 @@ enum Sink<'a> {
         queue: &'a Rc<LocalSender<ClientResponse>>,
     },
     Remote {
-        link: &'a ClientLink,
+        links: &'a [Rc<ClientLink>],
         conn: u64,
+        queue: &'a Rc<LocalSender<ClientResponse>>,
     },
 }
 
 impl Sink<'_> {
+    /// Answers a request refused at the edge on its connection, without the Raft loop.
+    fn refuse(&self, request_id: u64, message: String) {
+        let queue = match self {
+            Sink::Local { queue, .. } | Sink::Remote { queue, .. } => queue,
+        };
+        let _ = queue.try_send(ClientResponse {
+            request_id,
+            result: Err(wire::ClientError::Refused { message }),
+        });
+    }
+
     async fn send(&self, request: ClientRequest) -> Result<(), ()> {
         match self {
             Sink::Local { inbox, queue } => {
@@ -314,7 +371,9 @@ impl Sink<'_> {
                     .await
                     .map_err(|_| ())
             }
-            Sink::Remote { link, conn } => link.forward(*conn, request).await,
+            Sink::Remote { links, conn, .. } => {
+                links[request.group as usize].forward(*conn, request).await
+            }
         }
     }
 }
@@ -324,6 +383,7 @@ async fn read_requests(
     sink: &Sink<'_>,
     permits: &Semaphore,
     counters: &ClientCounters,
+    groups: u32,
 ) -> Result<(), ConnError> {
     let mut decoder = FrameDecoder::with_bounds(
         CLIENT_FRAME_BYTES_MAX,
@@ -340,6 +400,10 @@ async fn read_requests(
             super::trace::event("cli_in", 0);
             if permits.acquire(1).await.is_err() {
                 return Ok(());
+            }
+            if let Err(message) = check_group(&request, groups) {
+                sink.refuse(request.request_id, message);
+                continue;
             }
             if sink.send(request).await.is_err() {
                 return Ok(()); // Shutting down.
@@ -404,6 +468,8 @@ mod tests {
 
     fn request(n: u64) -> ClientRequest {
         ClientRequest {
+            group: 0,
+            protocol_version: crate::wire::CLIENT_PROTOCOL_VERSION,
             client_id: 1,
             sequence: n,
             request_id: n,

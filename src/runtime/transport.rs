@@ -55,6 +55,8 @@ impl Outbound {
             cluster_id: config.cluster_id,
             node_id: config.id,
             protocol_version: wire::PROTOCOL_VERSION,
+            group: config.group,
+            groups: config.groups,
         };
         let mut fbb = flatbuffers::FlatBufferBuilder::new();
         let mut frame = Vec::new();
@@ -186,13 +188,28 @@ async fn send_loop(
     }
 }
 
-/// Accepts peer connections and forwards their verified messages to the Raft loop.
+/// A peer connection accepted by the node's listener (on group 0's executor) for another
+/// group, on its way to that group's executor: the socket, the peer, and what was read past the
+/// handshake.
+pub struct Handoff {
+    socket: std::os::fd::OwnedFd,
+    node_id: NodeId,
+    buffered: Vec<u8>,
+}
+
+/// Where the node's peer listener sends the connections of the other groups: the hand-off
+/// queue of groups 1, 2, ... in order.
+pub type Handoffs = Rc<Vec<glommio::channels::shared_channel::ConnectedSender<Handoff>>>;
+
+/// Accepts peer connections and forwards their verified messages to the Raft loop; those that
+/// name another group go to that group's executor through its hand-off queue.
 pub async fn serve_inbound(
     listener: TcpListener,
     config: Rc<NodeConfig>,
     members: Rc<MemberTable>,
     inbox: Rc<LocalSender<Event>>,
     counters: Rc<Counters>,
+    handoffs: Handoffs,
 ) {
     let open = Rc::new(std::cell::Cell::new(0usize));
     loop {
@@ -204,24 +221,68 @@ pub async fn serve_inbound(
             continue; // Dropping the stream closes it.
         }
         open.set(open.get() + 1);
-        let (config, members, inbox, counters, open) = (
+        let (config, members, inbox, counters, open, handoffs) = (
             config.clone(),
             members.clone(),
             inbox.clone(),
             counters.clone(),
             open.clone(),
+            handoffs.clone(),
         );
         glommio::spawn_local(async move {
-            match inbound(stream, &config, &members, &inbox, &counters).await {
-                Err(e @ (ConnError::Invalid(_) | ConnError::Refused(_))) => {
-                    Counters::add(&counters.invalid_peer_frames, 1);
-                    eprintln!("ringraft: closed a peer connection: {e}");
-                }
-                Err(ConnError::Io(_) | ConnError::Closed) | Ok(()) => {}
-            }
+            let served = inbound(stream, &config, &members, &inbox, &counters, &handoffs).await;
+            report_end(served, &counters);
             open.set(open.get() - 1);
         })
         .detach();
+    }
+}
+
+/// A group's executor other than group 0's: serves the peer connections the node's listener
+/// hands it, until the listener's side is gone.
+pub async fn serve_handed_off(
+    handoffs: glommio::channels::shared_channel::ConnectedReceiver<Handoff>,
+    config: Rc<NodeConfig>,
+    members: Rc<MemberTable>,
+    inbox: Rc<LocalSender<Event>>,
+    counters: Rc<Counters>,
+) {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    while let Some(handoff) = handoffs.recv().await {
+        // SAFETY: the descriptor is a connected TCP socket the hand-off owned alone.
+        let stream = unsafe { TcpStream::from_raw_fd(handoff.socket.into_raw_fd()) };
+        let mut decoder = FrameDecoder::new();
+        decoder.extend_from_slice(&handoff.buffered);
+        let (config, members, inbox, counters) = (
+            config.clone(),
+            members.clone(),
+            inbox.clone(),
+            counters.clone(),
+        );
+        glommio::spawn_local(async move {
+            let served = carry(
+                stream,
+                decoder,
+                handoff.node_id,
+                &config,
+                &members,
+                &inbox,
+                &counters,
+            )
+            .await;
+            report_end(served, &counters);
+        })
+        .detach();
+    }
+}
+
+fn report_end(served: Result<(), ConnError>, counters: &Counters) {
+    match served {
+        Err(e @ (ConnError::Invalid(_) | ConnError::Refused(_))) => {
+            Counters::add(&counters.invalid_peer_frames, 1);
+            eprintln!("ringraft: closed a peer connection: {e}");
+        }
+        Err(ConnError::Io(_) | ConnError::Closed) | Ok(()) => {}
     }
 }
 
@@ -231,6 +292,7 @@ async fn inbound(
     members: &MemberTable,
     inbox: &LocalSender<Event>,
     counters: &Counters,
+    handoffs: &Handoffs,
 ) -> Result<(), ConnError> {
     let mut decoder = FrameDecoder::new();
     let handshake = loop {
@@ -241,25 +303,98 @@ async fn inbound(
     };
     if let Err(reason) = check_handshake(&handshake, config, members) {
         Counters::add(&counters.refused_handshakes, 1);
-        eprintln!("ringraft: refused peer connection: {reason}");
+        eprintln!(
+            "ringraft: node {}: refused peer connection: {reason}",
+            config.id
+        );
         return Ok(());
     }
+    if handshake.group != config.group {
+        return hand_off(stream, decoder, &handshake, config, counters, handoffs);
+    }
+    carry(
+        stream,
+        decoder,
+        handshake.node_id,
+        config,
+        members,
+        inbox,
+        counters,
+    )
+    .await
+}
+
+/// Sends a connection for another group to that group's executor.
+fn hand_off(
+    stream: TcpStream,
+    mut decoder: FrameDecoder,
+    handshake: &PeerHandshake,
+    config: &NodeConfig,
+    counters: &Counters,
+    handoffs: &Handoffs,
+) -> Result<(), ConnError> {
+    use std::os::fd::{AsRawFd, FromRawFd};
+    let Some(queue) = (handshake.group as usize)
+        .checked_sub(1)
+        .and_then(|n| handoffs.get(n))
+    else {
+        return Err(ConnError::Refused(format!(
+            "group {} has no executor on node {}",
+            handshake.group, config.id
+        )));
+    };
+    // glommio's stream cannot give its descriptor up: hand over a duplicate, and let the
+    // stream close the original.
+    // SAFETY: dup of a descriptor the stream owns; the result is owned by nothing else.
+    let copy = unsafe { libc::dup(stream.as_raw_fd()) };
+    if copy < 0 {
+        return Err(ConnError::Io(std::io::Error::last_os_error()));
+    }
+    // SAFETY: `copy` is a fresh descriptor owned by nothing else.
+    let socket = unsafe { std::os::fd::OwnedFd::from_raw_fd(copy) };
+    drop(stream);
+    let handoff = Handoff {
+        socket,
+        node_id: handshake.node_id,
+        buffered: decoder.take_buffered(),
+    };
+    if queue.try_send(handoff).is_err() {
+        // Full (or the group is stopping): the peer reconnects after its backoff.
+        Counters::add(&counters.refused_handshakes, 1);
+    }
+    Ok(())
+}
+
+/// Steps the messages of one peer's connection into this group's Raft loop.
+async fn carry(
+    mut stream: TcpStream,
+    mut decoder: FrameDecoder,
+    from_node: NodeId,
+    config: &NodeConfig,
+    members: &MemberTable,
+    inbox: &LocalSender<Event>,
+    counters: &Counters,
+) -> Result<(), ConnError> {
     // The multi-host bench checks from these lines which address each peer came from.
     let from = stream
         .peer_addr()
         .map_or_else(|e| format!("? ({e})"), |a| a.to_string());
     eprintln!(
-        "ringraft: node {}: peer {} connected from {from}",
-        config.id, handshake.node_id
+        "ringraft: node {}: peer {from_node} connected from {from}{}",
+        config.id,
+        if config.groups > 1 {
+            format!(" (group {})", config.group)
+        } else {
+            String::new()
+        }
     );
     loop {
-        while let Some(envelope) = next_envelope(&mut decoder, config, handshake.node_id)? {
+        while let Some(envelope) = next_envelope(&mut decoder, config, from_node)? {
             // A node removed from the configuration takes no further part: its connection
             // ends at its next message, and it is refused if it reconnects.
-            if !members.accepts(handshake.node_id) {
+            if !members.accepts(from_node) {
                 return Err(ConnError::Refused(format!(
-                    "node {} is no longer a member",
-                    handshake.node_id
+                    "node {from_node} is no longer a member"
                 )));
             }
             super::trace::event("peer_in", 0);
@@ -302,6 +437,29 @@ fn check_handshake(
     config: &NodeConfig,
     members: &MemberTable,
 ) -> Result<(), String> {
+    // The version first: an older peer's other fields may not mean what ours do.
+    if handshake.protocol_version != wire::PROTOCOL_VERSION {
+        return Err(format!(
+            "node {} speaks peer protocol version {}, this node speaks {}: run one version \
+             of ringraft on every node",
+            handshake.node_id,
+            handshake.protocol_version,
+            wire::PROTOCOL_VERSION
+        ));
+    }
+    if handshake.groups != config.groups {
+        return Err(format!(
+            "node {} hosts groups = {}, this node groups = {}: every node of a cluster must \
+             have the same groups",
+            handshake.node_id, handshake.groups, config.groups
+        ));
+    }
+    if handshake.group >= config.groups {
+        return Err(format!(
+            "node {} names group {}, this node has groups 0..{}",
+            handshake.node_id, handshake.group, config.groups
+        ));
+    }
     if handshake.cluster_id != config.cluster_id {
         return Err(format!(
             "cluster id {} is not ours ({})",
@@ -312,13 +470,6 @@ fn check_handshake(
         return Err(format!(
             "node id {} is not a member of node {}'s configuration",
             handshake.node_id, config.id
-        ));
-    }
-    if handshake.protocol_version != wire::PROTOCOL_VERSION {
-        return Err(format!(
-            "protocol version {} (we speak {})",
-            handshake.protocol_version,
-            wire::PROTOCOL_VERSION
         ));
     }
     Ok(())

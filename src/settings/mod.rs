@@ -424,6 +424,12 @@ settings! {
     /// this process may use cores, so nodes sharing a machine never pile onto one core).
     cpus: Option<crate::runtime::Cpus> = None,
         range(1, crate::runtime::placement::EXECUTORS_MAX as u64);
+    /// Independent Raft groups this node hosts (multi-raft): keys are hashed to groups
+    /// (`kv::group_of`), each group has its own Raft loop, executor, log, hard state and
+    /// snapshots (under `data_dir/group-N/` when more than one), and its own leader. Fixed when
+    /// the cluster is created: every node must have the same count, and a data dir remembers
+    /// it.
+    groups: u32 = 1, range(1, crate::kv::GROUPS_MAX as u64);
     /// Spin this many microseconds before parking an idle executor (0: never; spinning is
     /// opt-in because benchmark machines are shared).
     spin_us: u64 = 0, range(0, 1_000_000);

@@ -18,6 +18,10 @@ const CLIENT_REQUEST_IDENTIFIER: &str = "RRCQ";
 /// File identifier of `ClientResponse` buffers.
 const CLIENT_RESPONSE_IDENTIFIER: &str = "RRCR";
 
+/// Version of the client protocol this build speaks, carried in every request. Version 2: a
+/// request names its Raft group (version 1 had no version field, which reads as 0).
+pub const CLIENT_PROTOCOL_VERSION: u32 = 2;
+
 /// One client request with its session and correlation ids.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientRequest {
@@ -31,6 +35,41 @@ pub struct ClientRequest {
     pub request_id: u64,
     /// What is asked.
     pub request: Request,
+    /// The Raft group asked: for a key, `kv::group_of(key, groups)`.
+    pub group: u32,
+    /// The sender's client protocol version ([`CLIENT_PROTOCOL_VERSION`] when encoded by this
+    /// build; 0 from a version-1 client, which did not send one).
+    pub protocol_version: u32,
+}
+
+impl ClientRequest {
+    /// A request of this build's protocol for group `group`.
+    pub fn new(
+        client_id: u64,
+        sequence: u64,
+        request_id: u64,
+        group: u32,
+        request: Request,
+    ) -> Self {
+        ClientRequest {
+            client_id,
+            sequence,
+            request_id,
+            request,
+            group,
+            protocol_version: CLIENT_PROTOCOL_VERSION,
+        }
+    }
+
+    /// The key the request is about, if any: it decides the request's group.
+    pub fn key(&self) -> Option<&[u8]> {
+        match &self.request {
+            Request::Put { key, .. } | Request::Delete { key } | Request::Get { key, .. } => {
+                Some(key)
+            }
+            _ => None,
+        }
+    }
 }
 
 /// What a client asks.
@@ -281,6 +320,10 @@ pub struct NodeStats {
     /// Elections it started because a leader handed leadership to it (not counted in
     /// `campaigns`, which are election timeouts).
     pub transfer_elections: u64,
+    /// The group these figures are of.
+    pub group: u32,
+    /// How many groups the node hosts (0 from an older node: one).
+    pub groups: u32,
 }
 
 /// Encodes `request` into `fbb` (reset first) and returns the finished body, to be sent as a
@@ -297,6 +340,8 @@ pub fn encode_client_request<'b>(
         request_id: request.request_id,
         body_type,
         body: Some(body),
+        protocol_version: request.protocol_version,
+        group: request.group,
     };
     let root = fb::ClientRequest::create(fbb, &args);
     fbb.finish(root, Some(CLIENT_REQUEST_IDENTIFIER));
@@ -557,6 +602,8 @@ fn decode_request_with(
         sequence: root.sequence(),
         request_id: root.request_id(),
         request,
+        group: root.group(),
+        protocol_version: root.protocol_version(),
     })
 }
 
@@ -679,6 +726,8 @@ fn encode_stats(stats: &NodeStats, fbb: &mut FlatBufferBuilder<'_>) -> WIPOffset
         votes_withheld: stats.votes_withheld,
         recovering_to: stats.recovering_to.unwrap_or(0),
         transfer_elections: stats.transfer_elections,
+        group: stats.group,
+        groups: stats.groups,
     };
     fb::StatsReply::create(fbb, &args).as_union_value()
 }
@@ -708,6 +757,8 @@ fn decode_stats(t: fb::StatsReply<'_>) -> Result<NodeStats, DecodeError> {
         votes_withheld: t.votes_withheld(),
         recovering_to: non_zero(t.recovering_to()),
         transfer_elections: t.transfer_elections(),
+        group: t.group(),
+        groups: t.groups(),
     })
 }
 

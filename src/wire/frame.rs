@@ -243,6 +243,16 @@ impl FrameDecoder {
         self.filled += n;
     }
 
+    /// Takes out the bytes buffered and not yet returned as a frame, leaving the decoder
+    /// empty: a connection handed to another thread carries them to that thread's decoder.
+    pub fn take_buffered(&mut self) -> Vec<u8> {
+        self.release();
+        let bytes = self.buf[..self.filled].to_vec();
+        self.buf = BytesMut::new();
+        self.filled = 0;
+        bytes
+    }
+
     /// Bytes buffered and not yet returned as a frame.
     pub fn buffered_bytes(&self) -> usize {
         self.filled - self.returned_bytes

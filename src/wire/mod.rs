@@ -19,7 +19,7 @@ pub use client::{
     decode_client_request, decode_client_request_shared, decode_client_response,
     encode_client_request, encode_client_response, ClientError, ClientRequest, ClientResponse,
     MemberChange, MemberChangeKind, MemberInfo, MemberListing, MemberRole, NodeStats, Reply,
-    Request,
+    Request, CLIENT_PROTOCOL_VERSION,
 };
 pub use error::{DecodeError, EncodeError};
 pub use frame::{

@@ -29,8 +29,9 @@ use crate::log::record::{decode_records, encode_records_into, records_for, RECOR
 /// Version of the peer protocol this build speaks, exchanged in [`PeerHandshake`]. Bump it on any
 /// change to `raft.fbs` or to the batch encoding that an older node could misread. Version 2:
 /// the batch is the log's record batches with their CRCs (version 1 sent an interim encoding
-/// without CRC).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// without CRC). Version 3: the handshake names the connection's Raft group and the sender's
+/// group count.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Generous bound on what a `PeerMessage` with an AppendEntries body adds around its batch: root
 /// offset, file identifier, two tables with their vtables, the vector length, alignment.
@@ -89,6 +90,10 @@ pub struct PeerHandshake {
     pub node_id: NodeId,
     /// The sender's [`PROTOCOL_VERSION`]; the receiver decides whether it can talk to it.
     pub protocol_version: u32,
+    /// The Raft group whose messages the connection carries.
+    pub group: u32,
+    /// How many groups the sender hosts (0 from a sender older than version 3).
+    pub groups: u32,
 }
 
 /// Encodes `envelope` as one contiguous `PeerMessage` body into `fbb` (which is reset first) and
@@ -295,6 +300,8 @@ pub fn encode_handshake<'b>(
             cluster_id: handshake.cluster_id,
             node_id: handshake.node_id,
             protocol_version: handshake.protocol_version,
+            group: handshake.group,
+            groups: handshake.groups,
         },
     );
     fbb.finish(root, Some(PEER_HANDSHAKE_IDENTIFIER));
@@ -309,6 +316,8 @@ pub fn decode_handshake(body: &[u8]) -> Result<PeerHandshake, DecodeError> {
         cluster_id: table.cluster_id(),
         node_id: table.node_id(),
         protocol_version: table.protocol_version(),
+        group: table.group(),
+        groups: table.groups(),
     };
     if handshake.node_id == 0 {
         return Err(DecodeError::MissingField {

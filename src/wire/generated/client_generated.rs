@@ -1361,6 +1361,8 @@ impl<'a> ClientRequest<'a> {
   pub const VT_REQUEST_ID: ::flatbuffers::VOffsetT = 8;
   pub const VT_BODY_TYPE: ::flatbuffers::VOffsetT = 10;
   pub const VT_BODY: ::flatbuffers::VOffsetT = 12;
+  pub const VT_PROTOCOL_VERSION: ::flatbuffers::VOffsetT = 14;
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 16;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1375,6 +1377,8 @@ impl<'a> ClientRequest<'a> {
     builder.add_request_id(args.request_id);
     builder.add_sequence(args.sequence);
     builder.add_client_id(args.client_id);
+    builder.add_group(args.group);
+    builder.add_protocol_version(args.protocol_version);
     if let Some(x) = args.body { builder.add_body(x); }
     builder.add_body_type(args.body_type);
     builder.finish()
@@ -1417,6 +1421,23 @@ impl<'a> ClientRequest<'a> {
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<::flatbuffers::Table<'a>>>(ClientRequest::VT_BODY, None)}
+  }
+  /// The client protocol this request speaks (absent in version 1, which named no group); a
+  /// node refuses another version with a message naming both.
+  #[inline]
+  pub fn protocol_version(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ClientRequest::VT_PROTOCOL_VERSION, Some(0)).unwrap()}
+  }
+  /// The Raft group the request is for: for a key, the group the key hashes to.
+  #[inline]
+  pub fn group(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(ClientRequest::VT_GROUP, Some(0)).unwrap()}
   }
   #[inline]
   #[allow(non_snake_case)]
@@ -1562,6 +1583,8 @@ impl ::flatbuffers::Verifiable for ClientRequest<'_> {
           _ => Ok(()),
         }
      })?
+     .visit_field::<u32>("protocol_version", Self::VT_PROTOCOL_VERSION, false)?
+     .visit_field::<u32>("group", Self::VT_GROUP, false)?
      .finish();
     Ok(())
   }
@@ -1572,6 +1595,8 @@ pub struct ClientRequestArgs {
     pub request_id: u64,
     pub body_type: Request,
     pub body: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
+    pub protocol_version: u32,
+    pub group: u32,
 }
 impl<'a> Default for ClientRequestArgs {
   #[inline]
@@ -1582,6 +1607,8 @@ impl<'a> Default for ClientRequestArgs {
       request_id: 0,
       body_type: Request::NONE,
       body: None,
+      protocol_version: 0,
+      group: 0,
     }
   }
 }
@@ -1610,6 +1637,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ClientRequestBuilder<'a, 'b, 
   #[inline]
   pub fn add_body(&mut self, body: ::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(ClientRequest::VT_BODY, body);
+  }
+  #[inline]
+  pub fn add_protocol_version(&mut self, protocol_version: u32) {
+    self.fbb_.push_slot::<u32>(ClientRequest::VT_PROTOCOL_VERSION, protocol_version, 0);
+  }
+  #[inline]
+  pub fn add_group(&mut self, group: u32) {
+    self.fbb_.push_slot::<u32>(ClientRequest::VT_GROUP, group, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ClientRequestBuilder<'a, 'b, A> {
@@ -1695,6 +1730,8 @@ impl ::core::fmt::Debug for ClientRequest<'_> {
           ds.field("body", &x)
         },
       };
+      ds.field("protocol_version", &self.protocol_version());
+      ds.field("group", &self.group());
       ds.finish()
   }
 }
@@ -2010,6 +2047,8 @@ impl<'a> StatsReply<'a> {
   pub const VT_VOTES_WITHHELD: ::flatbuffers::VOffsetT = 44;
   pub const VT_RECOVERING_TO: ::flatbuffers::VOffsetT = 46;
   pub const VT_TRANSFER_ELECTIONS: ::flatbuffers::VOffsetT = 48;
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 50;
+  pub const VT_GROUPS: ::flatbuffers::VOffsetT = 52;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2043,6 +2082,8 @@ impl<'a> StatsReply<'a> {
     builder.add_leader_id(args.leader_id);
     builder.add_term(args.term);
     builder.add_node_id(args.node_id);
+    builder.add_groups(args.groups);
+    builder.add_group(args.group);
     builder.add_role(args.role);
     builder.finish()
   }
@@ -2225,6 +2266,22 @@ impl<'a> StatsReply<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(StatsReply::VT_TRANSFER_ELECTIONS, Some(0)).unwrap()}
   }
+  /// The group these figures are of.
+  #[inline]
+  pub fn group(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(StatsReply::VT_GROUP, Some(0)).unwrap()}
+  }
+  /// How many groups the node hosts.
+  #[inline]
+  pub fn groups(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(StatsReply::VT_GROUPS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StatsReply<'_> {
@@ -2256,6 +2313,8 @@ impl ::flatbuffers::Verifiable for StatsReply<'_> {
      .visit_field::<u64>("votes_withheld", Self::VT_VOTES_WITHHELD, false)?
      .visit_field::<u64>("recovering_to", Self::VT_RECOVERING_TO, false)?
      .visit_field::<u64>("transfer_elections", Self::VT_TRANSFER_ELECTIONS, false)?
+     .visit_field::<u32>("group", Self::VT_GROUP, false)?
+     .visit_field::<u32>("groups", Self::VT_GROUPS, false)?
      .finish();
     Ok(())
   }
@@ -2284,6 +2343,8 @@ pub struct StatsReplyArgs {
     pub votes_withheld: u64,
     pub recovering_to: u64,
     pub transfer_elections: u64,
+    pub group: u32,
+    pub groups: u32,
 }
 impl<'a> Default for StatsReplyArgs {
   #[inline]
@@ -2312,6 +2373,8 @@ impl<'a> Default for StatsReplyArgs {
       votes_withheld: 0,
       recovering_to: 0,
       transfer_elections: 0,
+      group: 0,
+      groups: 0,
     }
   }
 }
@@ -2414,6 +2477,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatsReplyBuilder<'a, 'b, A> 
     self.fbb_.push_slot::<u64>(StatsReply::VT_TRANSFER_ELECTIONS, transfer_elections, 0);
   }
   #[inline]
+  pub fn add_group(&mut self, group: u32) {
+    self.fbb_.push_slot::<u32>(StatsReply::VT_GROUP, group, 0);
+  }
+  #[inline]
+  pub fn add_groups(&mut self, groups: u32) {
+    self.fbb_.push_slot::<u32>(StatsReply::VT_GROUPS, groups, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatsReplyBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     StatsReplyBuilder {
@@ -2454,6 +2525,8 @@ impl ::core::fmt::Debug for StatsReply<'_> {
       ds.field("votes_withheld", &self.votes_withheld());
       ds.field("recovering_to", &self.recovering_to());
       ds.field("transfer_elections", &self.transfer_elections());
+      ds.field("group", &self.group());
+      ds.field("groups", &self.groups());
       ds.finish()
   }
 }

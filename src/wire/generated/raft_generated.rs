@@ -2402,6 +2402,8 @@ impl<'a> PeerHandshake<'a> {
   pub const VT_CLUSTER_ID: ::flatbuffers::VOffsetT = 4;
   pub const VT_NODE_ID: ::flatbuffers::VOffsetT = 6;
   pub const VT_PROTOCOL_VERSION: ::flatbuffers::VOffsetT = 8;
+  pub const VT_GROUP: ::flatbuffers::VOffsetT = 10;
+  pub const VT_GROUPS: ::flatbuffers::VOffsetT = 12;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2415,6 +2417,8 @@ impl<'a> PeerHandshake<'a> {
     let mut builder = PeerHandshakeBuilder::new(_fbb);
     builder.add_node_id(args.node_id);
     builder.add_cluster_id(args.cluster_id);
+    builder.add_groups(args.groups);
+    builder.add_group(args.group);
     builder.add_protocol_version(args.protocol_version);
     builder.finish()
   }
@@ -2441,6 +2445,22 @@ impl<'a> PeerHandshake<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(PeerHandshake::VT_PROTOCOL_VERSION, Some(0)).unwrap()}
   }
+  /// The Raft group this connection carries messages of (0-based).
+  #[inline]
+  pub fn group(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PeerHandshake::VT_GROUP, Some(0)).unwrap()}
+  }
+  /// How many groups the sending node hosts; nodes of one cluster must agree.
+  #[inline]
+  pub fn groups(&self) -> u32 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u32>(PeerHandshake::VT_GROUPS, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for PeerHandshake<'_> {
@@ -2452,6 +2472,8 @@ impl ::flatbuffers::Verifiable for PeerHandshake<'_> {
      .visit_field::<u64>("cluster_id", Self::VT_CLUSTER_ID, false)?
      .visit_field::<u64>("node_id", Self::VT_NODE_ID, false)?
      .visit_field::<u32>("protocol_version", Self::VT_PROTOCOL_VERSION, false)?
+     .visit_field::<u32>("group", Self::VT_GROUP, false)?
+     .visit_field::<u32>("groups", Self::VT_GROUPS, false)?
      .finish();
     Ok(())
   }
@@ -2460,6 +2482,8 @@ pub struct PeerHandshakeArgs {
     pub cluster_id: u64,
     pub node_id: u64,
     pub protocol_version: u32,
+    pub group: u32,
+    pub groups: u32,
 }
 impl<'a> Default for PeerHandshakeArgs {
   #[inline]
@@ -2468,6 +2492,8 @@ impl<'a> Default for PeerHandshakeArgs {
       cluster_id: 0,
       node_id: 0,
       protocol_version: 0,
+      group: 0,
+      groups: 0,
     }
   }
 }
@@ -2490,6 +2516,14 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> PeerHandshakeBuilder<'a, 'b, 
     self.fbb_.push_slot::<u32>(PeerHandshake::VT_PROTOCOL_VERSION, protocol_version, 0);
   }
   #[inline]
+  pub fn add_group(&mut self, group: u32) {
+    self.fbb_.push_slot::<u32>(PeerHandshake::VT_GROUP, group, 0);
+  }
+  #[inline]
+  pub fn add_groups(&mut self, groups: u32) {
+    self.fbb_.push_slot::<u32>(PeerHandshake::VT_GROUPS, groups, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> PeerHandshakeBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     PeerHandshakeBuilder {
@@ -2510,6 +2544,8 @@ impl ::core::fmt::Debug for PeerHandshake<'_> {
       ds.field("cluster_id", &self.cluster_id());
       ds.field("node_id", &self.node_id());
       ds.field("protocol_version", &self.protocol_version());
+      ds.field("group", &self.group());
+      ds.field("groups", &self.groups());
       ds.finish()
   }
 }
