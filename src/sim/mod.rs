@@ -480,7 +480,7 @@ impl Simulation {
             "bad node count"
         );
         assert!(
-            config.groups >= 1 && config.groups <= crate::limits::GROUPS_MAX,
+            config.groups >= 1 && config.groups <= crate::kv::GROUPS_MAX as usize,
             "bad group count"
         );
         let mut rng = SplitMix64::new(config.seed);
