@@ -174,14 +174,18 @@ fn a_key_lands_in_its_group_on_every_node_and_across_restarts() {
         "both groups get keys"
     );
 
-    // Each group's leader applied exactly its keys' writes (plus its no-op entries): the
-    // applied index of a group counts only writes routed there.
+    // A group's applied index counts the writes routed to it plus a few entries of its own (a
+    // no-op per term): far fewer than the hundred or so keys of the other group.
     let counts = per_group(&written);
     {
         let addrs = addrs.clone();
         run(move || async move {
             for group in 0..GROUPS {
-                let leader = group_leader(&addrs, GROUPS, group).await.expect("a leader");
+                let leader = wait_until("a group leader", Duration::from_secs(30), || {
+                    let addrs = addrs.clone();
+                    async move { group_leader(&addrs, GROUPS, group).await }
+                })
+                .await;
                 assert!(
                     leader.applied_index >= counts[group as usize],
                     "group {group} applied {} < {} writes routed to it",
@@ -189,7 +193,7 @@ fn a_key_lands_in_its_group_on_every_node_and_across_restarts() {
                     counts[group as usize]
                 );
                 assert!(
-                    leader.applied_index <= counts[group as usize] + 5,
+                    leader.applied_index <= counts[group as usize] + 20,
                     "group {group} applied {} entries for {} writes: keys of the other group \
                      landed here",
                     leader.applied_index,

@@ -157,9 +157,7 @@ impl Client {
         assert!(options.groups >= 1, "a cluster has at least one group");
         let groups = (0..options.groups)
             .map(|g| GroupState {
-                // Start where the group prefers its leader (voter g mod voters), so that a
-                // cluster whose leaders are spread is found without a redirect.
-                leader: g as usize % options.members.len(),
+                leader: preferred_member(&options.members, g),
                 connection: None,
                 next_sequence: 1,
                 unanswered: BTreeSet::new(),
@@ -195,11 +193,11 @@ impl Client {
     pub async fn learn_groups(&self) -> Result<u32, Error> {
         let groups = self.stats_of(0).await?.groups.max(1);
         let mut inner = self.inner.borrow_mut();
-        let members = inner.options.members.len();
         inner.options.groups = groups;
         for g in inner.groups.len() as u32..groups {
+            let leader = preferred_member(&inner.options.members, g);
             inner.groups.push(GroupState {
-                leader: g as usize % members,
+                leader,
                 connection: None,
                 next_sequence: 1,
                 unanswered: BTreeSet::new(),
@@ -581,6 +579,21 @@ impl Client {
         };
         waiters.into_iter().for_each(Waker::wake);
     }
+}
+
+/// Where a client first looks for group `group`'s leader: the node the group prefers (voter
+/// `group` mod voters, in id order) when the members' ids are known, so that a cluster whose
+/// leaders are spread is found without a redirect; else member `group` mod members.
+fn preferred_member(members: &[MemberAddr], group: u32) -> usize {
+    let mut ids: Vec<NodeId> = members.iter().filter_map(|m| m.id).collect();
+    if ids.len() == members.len() {
+        ids.sort_unstable();
+        let id = ids[group as usize % ids.len()];
+        if let Some(i) = members.iter().position(|m| m.id == Some(id)) {
+            return i;
+        }
+    }
+    group as usize % members.len()
 }
 
 /// Marks a sequence answered when its call ends, also when the call's future is dropped.

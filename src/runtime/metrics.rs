@@ -713,6 +713,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn groups_merge_into_one_family_each() {
+        let counters = Counters::default();
+        let now = Instant::now();
+        let text = |group: u32| {
+            render_labelled(
+                &Labels(format!("node=\"1\",group=\"{group}\"")),
+                &counters,
+                now,
+            )
+        };
+        let merged = merge_families(&[text(0), text(1)]);
+        let parsed = crate::bench::scrape::parse(&merged).expect("parses");
+        for group in ["0", "1"] {
+            assert!(
+                crate::bench::scrape::value(
+                    &parsed,
+                    "ringraft_commit_index",
+                    &[("node", "1"), ("group", group)]
+                )
+                .is_some(),
+                "{merged}"
+            );
+        }
+        // Each family's header once, its samples of both groups right under it.
+        let types = merged
+            .lines()
+            .filter(|l| *l == "# TYPE ringraft_commit_index gauge")
+            .count();
+        assert_eq!(types, 1, "{merged}");
+        let lines: Vec<&str> = merged.lines().collect();
+        let at = lines
+            .iter()
+            .position(|l| *l == "# TYPE ringraft_commit_index gauge")
+            .expect("header");
+        assert!(lines[at + 1].starts_with("ringraft_commit_index{node=\"1\",group=\"0\"}"));
+        assert!(lines[at + 2].starts_with("ringraft_commit_index{node=\"1\",group=\"1\"}"));
+    }
+
+    #[test]
     fn request_lines() {
         assert_eq!(
             parse_request(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n"),

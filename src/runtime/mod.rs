@@ -66,7 +66,7 @@ pub mod trace;
 mod transport;
 
 use std::rc::Rc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -132,14 +132,16 @@ pub enum RuntimeError {
 }
 
 static STOP: AtomicBool = AtomicBool::new(false);
-static RELOAD: AtomicBool = AtomicBool::new(false);
+/// SIGHUPs received so far: each group's ticker reloads its link emulation when it sees the
+/// count move (a flag one ticker cleared would leave the other groups unreloaded).
+static RELOAD: AtomicU64 = AtomicU64::new(0);
 
 extern "C" fn on_stop_signal(_: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
 extern "C" fn on_reload_signal(_: libc::c_int) {
-    RELOAD.store(true, Ordering::SeqCst);
+    RELOAD.fetch_add(1, Ordering::SeqCst);
 }
 
 /// Runs a node until SIGTERM or SIGINT. Blocks the calling thread.
@@ -877,9 +879,12 @@ async fn ticker(
     emulated: Option<Rc<transport::Emulated>>,
 ) {
     let mut stop_sent = false;
+    let mut reloads_seen = 0;
     loop {
         glommio::timer::sleep(tick).await;
-        if RELOAD.swap(false, Ordering::SeqCst) {
+        let reloads = RELOAD.load(Ordering::SeqCst);
+        if reloads != reloads_seen {
+            reloads_seen = reloads;
             match &emulated {
                 Some(e) => e.reload(),
                 None => eprintln!("ringraft: SIGHUP ignored: this node has no --emulation file"),

@@ -453,6 +453,43 @@ async fn write_responses(
 }
 
 #[cfg(test)]
+mod group_tests {
+    use bytes::Bytes;
+
+    use super::check_group;
+    use crate::wire::{ClientRequest, Request};
+
+    fn put(key: &'static [u8], group: u32) -> ClientRequest {
+        ClientRequest::new(
+            1,
+            1,
+            1,
+            group,
+            Request::Put {
+                key: Bytes::from_static(key),
+                value: Bytes::from_static(b"v"),
+            },
+        )
+    }
+
+    #[test]
+    fn a_request_passes_only_in_its_keys_group() {
+        let owner = crate::kv::group_of(b"k", 4);
+        assert_eq!(check_group(&put(b"k", owner), 4), Ok(()));
+        let e = check_group(&put(b"k", (owner + 1) % 4), 4).unwrap_err();
+        assert!(e.contains(&format!("hashes to group {owner} of 4")), "{e}");
+        let e = check_group(&put(b"k", 4), 4).unwrap_err();
+        assert!(e.contains("groups 0..4"), "{e}");
+        // With one group, group 0 takes every key.
+        assert_eq!(check_group(&put(b"k", 0), 1), Ok(()));
+        let mut old = put(b"k", 0);
+        old.protocol_version = 0;
+        let e = check_group(&old, 1).unwrap_err();
+        assert!(e.contains("client protocol version 0"), "{e}");
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
     use std::sync::Arc;

@@ -248,16 +248,23 @@ pub async fn serve_handed_off(
     counters: Rc<Counters>,
 ) {
     use std::os::fd::{FromRawFd, IntoRawFd};
+    let open = Rc::new(std::cell::Cell::new(0usize));
     while let Some(handoff) = handoffs.recv().await {
+        if open.get() >= INBOUND_CONNECTIONS_MAX {
+            Counters::add(&counters.refused_handshakes, 1);
+            continue; // Dropping the hand-off closes its socket.
+        }
+        open.set(open.get() + 1);
         // SAFETY: the descriptor is a connected TCP socket the hand-off owned alone.
         let stream = unsafe { TcpStream::from_raw_fd(handoff.socket.into_raw_fd()) };
         let mut decoder = FrameDecoder::new();
         decoder.extend_from_slice(&handoff.buffered);
-        let (config, members, inbox, counters) = (
+        let (config, members, inbox, counters, open) = (
             config.clone(),
             members.clone(),
             inbox.clone(),
             counters.clone(),
+            open.clone(),
         );
         glommio::spawn_local(async move {
             let served = carry(
@@ -271,6 +278,7 @@ pub async fn serve_handed_off(
             )
             .await;
             report_end(served, &counters);
+            open.set(open.get() - 1);
         })
         .detach();
     }
