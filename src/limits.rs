@@ -69,9 +69,6 @@ pub const SESSION_RESPONSES_MAX: usize = 256;
 /// Largest cluster the core supports; the quorum arithmetic uses fixed-size arrays up to this.
 pub const CLUSTER_NODES_MAX: usize = 9;
 
-/// Most Raft groups one node hosts (the simulator's `--groups` too).
-pub const GROUPS_MAX: usize = 64;
-
 /// How far behind the leader's last index a learner may be when it is promoted. A voter that
 /// joins further behind holds up commitment while it catches up (thesis 4.2.1), and a learner
 /// under a steady write load is never exactly caught up, so "close" is this many entries.

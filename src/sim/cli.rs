@@ -95,10 +95,10 @@ pub fn main(args: SimArgs) -> i32 {
         );
         return 2;
     }
-    if !(1..=crate::limits::GROUPS_MAX).contains(&args.groups) {
+    if !(1..=crate::kv::GROUPS_MAX as usize).contains(&args.groups) {
         eprintln!(
             "error: --groups must be in 1..={}",
-            crate::limits::GROUPS_MAX
+            crate::kv::GROUPS_MAX as usize
         );
         return 2;
     }

@@ -2,6 +2,10 @@
 //! simulated time, network and disk, checked for Raft's safety properties at every step and for
 //! linearizability at the end, then for liveness once every fault heals.
 //!
+//! A node may host several independent Raft groups ([`SimConfig::groups`]): they share the
+//! node's one disk queue and its faults, its links and its crashes, and each is checked on its
+//! own, with its own [`Checker`] and its own linearizability check.
+//!
 //! This room owns the simulation. It must never use glommio, threads, the wall clock or real
 //! files: everything is a function of the seed, so any failure replays from it.
 //! All randomness comes from one [`SplitMix64`]; nodes are iterated in id order; no `HashMap`
@@ -480,7 +484,7 @@ impl Simulation {
             "bad node count"
         );
         assert!(
-            config.groups >= 1 && config.groups <= crate::limits::GROUPS_MAX,
+            config.groups >= 1 && config.groups <= crate::kv::GROUPS_MAX as usize,
             "bad group count"
         );
         let mut rng = SplitMix64::new(config.seed);
