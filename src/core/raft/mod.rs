@@ -3,7 +3,8 @@
 //! snapshots. Everything here is a function of (state, input); all effects leave through
 //! [`Output`].
 //!
-//! This file holds the state and the dispatch of inputs; each concern lives in its own file:
+//! This file holds the state, the inputs and the term checks every message goes through;
+//! [`roles`] then dispatches a message on the role first. Each concern lives in its own file:
 //! [`elections`] (with the rule for nodes that lost acknowledged entries), [`replication`],
 //! [`snapshots`], [`read_index`] and [`membership`]. Quorum arithmetic is in `core::quorum`.
 
@@ -11,6 +12,7 @@ mod elections;
 mod membership;
 mod read_index;
 mod replication;
+mod roles;
 mod snapshots;
 
 use membership::config_entries;
@@ -22,7 +24,7 @@ use bytes::Bytes;
 
 use super::config::{Config, ConfigError};
 use super::message::{Envelope, Message};
-use super::output::{Output, ProposeError, ReadState, SoftState};
+use super::output::{Output, ProposeError, SoftState};
 use super::progress::Progress;
 use super::quorum::Membership;
 use super::raft_log::RaftLog;
@@ -420,135 +422,6 @@ impl RawNode {
                 );
             }
             _ => {}
-        }
-    }
-
-    fn step_current_term(&mut self, from: NodeId, message: Message) {
-        match message {
-            Message::PreVote {
-                term,
-                last_log_index,
-                last_log_term,
-            } => {
-                let granted = term > self.term()
-                    && self.may_vote()
-                    && self.log.is_up_to_date(last_log_index, last_log_term);
-                debug_assert!(!granted || self.recovering_to.is_none());
-                let term = if granted { term } else { self.term() };
-                self.send(from, Message::PreVoteResponse { term, granted });
-            }
-            Message::RequestVote {
-                last_log_index,
-                last_log_term,
-                ..
-            } => self.handle_request_vote(from, last_log_index, last_log_term),
-            Message::PreVoteResponse { term, granted } => {
-                if self.role == Role::PreCandidate && term == self.term() + 1 {
-                    self.record_vote(from, granted);
-                } else if !granted && term > self.term() {
-                    self.become_follower(term, None);
-                }
-            }
-            Message::RequestVoteResponse { granted, .. } => {
-                if self.role == Role::Candidate {
-                    self.record_vote(from, granted);
-                }
-            }
-            Message::AppendEntries {
-                prev_log_index,
-                prev_log_term,
-                leader_commit,
-                entries,
-                ..
-            } => {
-                self.accept_leader(from);
-                self.handle_append_entries(
-                    from,
-                    prev_log_index,
-                    prev_log_term,
-                    leader_commit,
-                    entries,
-                );
-            }
-            Message::Heartbeat {
-                leader_commit,
-                read_round,
-                ..
-            } => {
-                self.accept_leader(from);
-                self.log.commit_to(leader_commit.min(self.log.last_index()));
-                if self.recovering_to.is_some() || leader_commit > self.log.last_index() {
-                    self.report_log_end(from);
-                }
-                let term = self.term();
-                self.send(from, Message::HeartbeatResponse { term, read_round });
-            }
-            Message::InstallSnapshot {
-                last_included_index,
-                last_included_term,
-                membership,
-                offset,
-                data,
-                done,
-                ..
-            } => {
-                self.accept_leader(from);
-                let meta = SnapshotMeta {
-                    last_included_index,
-                    last_included_term,
-                    membership,
-                };
-                self.handle_install_snapshot(from, meta, offset, data, done);
-            }
-            Message::TimeoutNow { .. } => {
-                if self.role != Role::Leader
-                    && self.recovering_to.is_none()
-                    && self.membership.is_voter(self.config.id)
-                {
-                    self.transfer_elections += 1;
-                    self.become_candidate(true);
-                }
-            }
-            Message::ReadIndexRequest { request_id, .. } => {
-                self.handle_read_index_request(from, request_id)
-            }
-            Message::ReadIndexResponse {
-                request_id,
-                read_index,
-                ..
-            } => {
-                if self.reads.forwarded.remove(&request_id).is_some() {
-                    match read_index {
-                        Some(read_index) => self.out.read_states.push(ReadState {
-                            request_id,
-                            read_index,
-                        }),
-                        None => self.out.reads_failed.push(request_id),
-                    }
-                }
-            }
-            Message::AppendEntriesResponse {
-                success,
-                match_index,
-                conflict_index,
-                conflict_term,
-                ..
-            } => self.handle_append_response(
-                from,
-                success,
-                match_index,
-                conflict_index,
-                conflict_term,
-            ),
-            Message::HeartbeatResponse { read_round, .. } => {
-                self.handle_heartbeat_response(from, read_round)
-            }
-            Message::InstallSnapshotResponse {
-                last_included_index,
-                next_offset,
-                done,
-                ..
-            } => self.handle_snapshot_response(from, last_included_index, next_offset, done),
         }
     }
 }
