@@ -105,11 +105,16 @@ fn sweep_membership_5_nodes_2_groups_seeds_0_to_20() {
 #[test]
 fn planted_bug_no_abstain_is_caught_with_2_groups() {
     for seed in 0..100u64 {
-        let mut config = config(seed, 3, 2);
+        // Twice the sweep's steps: the bug needs a node to lose entries and then decide an
+        // election with its vote; with 1000 steps and 2 groups the first seed that gets there
+        // is 265, with 2000 it is 4.
+        let mut config = SimConfig::new(seed, 3, 2 * STEPS);
+        config.groups = 2;
         config.bug_no_abstain = true;
         if let Err(violation) = run(config) {
             println!(
-                "caught at seed {seed} (replay: ringraft sim --groups 2 --steps {STEPS} --bug no-abstain --seed {seed}):\n{violation}"
+                "caught at seed {seed} (replay: ringraft sim --groups 2 --steps {} --bug no-abstain --seed {seed}):\n{violation}",
+                2 * STEPS
             );
             let group = violation.group.expect("the violation names its group");
             assert!(group < 2, "{violation}");

@@ -267,7 +267,10 @@ fn encode_envelope(envelope: &Envelope) -> Vec<u8> {
 
 #[test]
 fn zero_node_ids_are_refused() {
-    let message = Message::TimeoutNow { term: 1 };
+    let message = Message::TimeoutNow {
+        term: 1,
+        vote: false,
+    };
     let from_zero = encode_envelope(&Envelope {
         from: 0,
         to: 2,

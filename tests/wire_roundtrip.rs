@@ -155,7 +155,14 @@ fn all_messages() -> Vec<Message> {
             next_offset: 4096,
             done: false,
         },
-        Message::TimeoutNow { term: 12 },
+        Message::TimeoutNow {
+            term: 12,
+            vote: true,
+        },
+        Message::TimeoutNow {
+            term: 12,
+            vote: false,
+        },
         Message::ReadIndexRequest {
             term: 12,
             request_id: 99,
@@ -284,7 +291,10 @@ fn peer_cluster_mismatch_is_refused() {
     let envelope = Envelope {
         from: 1,
         to: 2,
-        message: Message::TimeoutNow { term: 3 },
+        message: Message::TimeoutNow {
+            term: 3,
+            vote: true,
+        },
     };
     let named = decode_peer_message(encode_peer(&envelope, Some(7), &mut fbb)).expect("decode");
     assert!(named.check_cluster(Some(8)).is_err());

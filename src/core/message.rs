@@ -131,6 +131,10 @@ pub enum Message {
     TimeoutNow {
         /// Leader's term.
         term: Term,
+        /// The sender has durably voted for the recipient in `term + 1` (see
+        /// `RawNode::send_timeout_now`): with it, a candidate of a three-voter group wins at
+        /// once instead of a vote round trip later.
+        vote: bool,
     },
     /// A follower asks the leader for a read index on behalf of its client (thesis 6.4).
     ReadIndexRequest {
@@ -164,7 +168,7 @@ impl Message {
             | Message::HeartbeatResponse { term, .. }
             | Message::InstallSnapshot { term, .. }
             | Message::InstallSnapshotResponse { term, .. }
-            | Message::TimeoutNow { term }
+            | Message::TimeoutNow { term, .. }
             | Message::ReadIndexRequest { term, .. }
             | Message::ReadIndexResponse { term, .. } => term,
         }

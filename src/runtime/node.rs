@@ -101,8 +101,9 @@ struct PendingTransfer {
     /// The client that asked for it, if one did (SIGTERM starts one without a client).
     reply: Option<(u64, ReplyTo)>,
     started_at: Instant,
-    /// Writes that arrived during the transfer, which a leader must not propose (thesis 3.10).
-    /// They are answered when it ends, with the leader it ended with as their hint: refused at
+    /// Writes that arrived during the transfer, which a leader must not propose (thesis 3.10),
+    /// or after it stepped down with its vote and before it heard from the new leader. They
+    /// are answered when it ends, with the leader it ended with as their hint: refused at
     /// once they would name the transferee before it leads, and a client would spend its
     /// backoff bouncing between two nodes that both say they are not the leader.
     held_writes: Vec<(u64, ReplyTo)>,
@@ -753,14 +754,15 @@ impl Driver {
                     },
                 );
             }
-            Err(ProposeError::TransferInProgress) => match &mut self.transfer {
+            // During a transfer, and after it, until this node hears who leads (it stepped down
+            // when it handed its vote over with the TimeoutNow).
+            Err(
+                e @ (ProposeError::TransferInProgress | ProposeError::NotLeader { leader: None }),
+            ) if self.transfer.is_some() => match &mut self.transfer {
                 Some(t) if t.held_writes.len() < TRANSFER_HELD_WRITES_MAX => {
                     t.held_writes.push((request_id, reply));
                 }
-                _ => reply.send(error(
-                    request_id,
-                    self.propose_error(ProposeError::TransferInProgress),
-                )),
+                _ => reply.send(error(request_id, self.propose_error(e))),
             },
             Err(e) => reply.send(error(request_id, self.propose_error(e))),
         }

@@ -498,9 +498,9 @@ fn encode_body(
             )
             .as_union_value(),
         ),
-        &Message::TimeoutNow { term } => (
+        &Message::TimeoutNow { term, vote } => (
             fb::Body::TimeoutNow,
-            fb::TimeoutNow::create(fbb, &fb::TimeoutNowArgs { term }).as_union_value(),
+            fb::TimeoutNow::create(fbb, &fb::TimeoutNowArgs { term, vote }).as_union_value(),
         ),
         &Message::ReadIndexRequest { term, request_id } => (
             fb::Body::ReadIndexRequest,
@@ -643,7 +643,10 @@ fn decode_body(
         }
         fb::Body::TimeoutNow => {
             let t = root.body_as_timeout_now().ok_or_else(missing)?;
-            Message::TimeoutNow { term: t.term() }
+            Message::TimeoutNow {
+                term: t.term(),
+                vote: t.vote(),
+            }
         }
         fb::Body::ReadIndexRequest => {
             let t = root.body_as_read_index_request().ok_or_else(missing)?;

@@ -287,8 +287,64 @@ impl RawNode {
         self.membership.vote_result(&active) == VoteResult::Won
     }
 
+    /// The last step of a transfer: `to` holds every entry of our log, so we vote for it in
+    /// the next term and tell it to campaign, in one message.
+    ///
+    /// Thesis 3.10 has the transferee ask every voter, this leader included, for its vote: a
+    /// round trip between them after the `TimeoutNow`'s one way, while clients see no commit.
+    /// The vote is the same one we would grant then, given now: `to`'s log matches ours
+    /// through our last index and we append nothing more (proposals are refused during a
+    /// transfer, and we stop leading here), so `to` is at least as up to date as we are; and
+    /// the vote is durable before the message leaves (`send` holds it behind the new term and
+    /// vote), so we cannot vote for anyone else in that term. The transferee counts the vote
+    /// only in exactly `term + 1`; in a three-voter group it wins on arrival.
+    ///
+    /// Stepping down at once costs nothing: a leader in transfer takes no proposals, and its
+    /// term is over either way. If `to` cannot campaign after all (it lost entries), the
+    /// group waits an election timeout, as it would for a leader that crashed.
     pub(super) fn send_timeout_now(&mut self, to: NodeId) {
-        let term = self.term();
-        self.send(to, Message::TimeoutNow { term });
+        let led_term = self.term();
+        debug_assert_eq!(self.role, Role::Leader);
+        debug_assert_eq!(
+            self.progress.get(&to).map(|p| p.match_index),
+            Some(self.log.last_index()),
+            "a TimeoutNow with our vote to a node that lacks entries we hold"
+        );
+        self.become_follower(led_term + 1, None);
+        self.hard_state.voted_for = Some(to);
+        self.vote_handed_to = Some((to, led_term + 1));
+        self.send(
+            to,
+            Message::TimeoutNow {
+                term: led_term,
+                vote: true,
+            },
+        );
+    }
+
+    /// A former leader whose `TimeoutNow` may have been lost sends it again each heartbeat
+    /// interval, until a leader of the term it voted in is heard from. A transferee that
+    /// already campaigned is in that term and drops it as stale.
+    pub(super) fn resend_handed_vote(&mut self) {
+        let Some((to, voted_term)) = self.vote_handed_to else {
+            return;
+        };
+        if self.role != Role::Follower
+            || self.leader.is_some()
+            || self.term() != voted_term
+            || self.hard_state.voted_for != Some(to)
+        {
+            self.vote_handed_to = None;
+            return;
+        }
+        if self.election_elapsed_ticks % self.config.heartbeat_interval_ticks.max(1) == 0 {
+            self.send(
+                to,
+                Message::TimeoutNow {
+                    term: voted_term - 1,
+                    vote: true,
+                },
+            );
+        }
     }
 }

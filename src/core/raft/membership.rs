@@ -3,6 +3,7 @@
 
 use bytes::Bytes;
 
+use crate::core::message::Message;
 use crate::core::progress::Progress;
 use crate::core::quorum::{ConfChange, ConfChangeError, Membership};
 use crate::core::types::{Entry, EntryKind, Index, Role, Term};
@@ -141,7 +142,9 @@ impl RawNode {
                 .filter(|&(match_index, _)| match_index >= commit_index)
                 .max_by_key(|&(match_index, v)| (match_index, std::cmp::Reverse(v)));
             if let Some((_, to)) = successor {
-                self.send_timeout_now(to);
+                // Without our vote: we are no voter of C_new, so it would not count.
+                let term = self.term();
+                self.send(to, Message::TimeoutNow { term, vote: false });
             }
             self.become_follower(self.term(), None);
         }

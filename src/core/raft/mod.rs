@@ -80,6 +80,10 @@ pub struct RawNode {
     progress: BTreeMap<NodeId, Progress>,
     lead_transferee: Option<NodeId>,
     transfer_elapsed_ticks: u32,
+    /// A former leader that handed its vote to its transferee with the `TimeoutNow`: whom, and
+    /// in which term. While that term has no leader heard from, the `TimeoutNow` is sent again
+    /// at each heartbeat interval (a lost one would otherwise cost an election timeout).
+    vote_handed_to: Option<(NodeId, Term)>,
     /// Leader: the commit index last sent to followers.
     commit_index_sent: Index,
 
@@ -141,6 +145,7 @@ impl RawNode {
             votes: BTreeMap::new(),
             progress: BTreeMap::new(),
             lead_transferee: None,
+            vote_handed_to: None,
             transfer_elapsed_ticks: 0,
             commit_index_sent: 0,
             reads: ReadIndexState::default(),
@@ -212,6 +217,7 @@ impl RawNode {
             self.tick_leader();
         } else {
             self.election_elapsed_ticks += 1;
+            self.resend_handed_vote();
             if self.election_elapsed_ticks >= self.randomized_election_timeout_ticks {
                 if self.recovering_to.is_some() {
                     // It might win with a log that lacks what it lost: wait for a leader.
@@ -384,7 +390,7 @@ impl RawNode {
             Message::AppendEntries { term, .. }
             | Message::Heartbeat { term, .. }
             | Message::InstallSnapshot { term, .. }
-            | Message::TimeoutNow { term } => {
+            | Message::TimeoutNow { term, .. } => {
                 self.become_follower(term, Some(from));
                 true
             }

@@ -145,14 +145,6 @@ impl RawNode {
         if self.heartbeat_elapsed_ticks >= self.config.heartbeat_interval_ticks {
             self.heartbeat_elapsed_ticks = 0;
             self.broadcast_heartbeat();
-            // A TimeoutNow is sent once when the transferee catches up; if the network lost
-            // it, the transfer would only time out. Sending it again is harmless: a transferee
-            // that already campaigned is in a higher term and ignores this one.
-            if let Some(to) = self.lead_transferee {
-                if self.progress.get(&to).map(|p| p.match_index) == Some(self.log.last_index()) {
-                    self.send_timeout_now(to);
-                }
-            }
         }
         self.tick_snapshot_streams();
         self.broadcast_commit_index();

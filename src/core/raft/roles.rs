@@ -66,7 +66,7 @@ impl RawNode {
                     self.record_vote(from, granted);
                 }
             }
-            Message::TimeoutNow { .. } => self.handle_timeout_now(),
+            Message::TimeoutNow { vote, .. } => self.handle_timeout_now(from, vote),
             // Answers to a leader's messages reach only a leader.
             Message::AppendEntriesResponse { .. }
             | Message::HeartbeatResponse { .. }
@@ -77,7 +77,7 @@ impl RawNode {
 
     fn step_follower(&mut self, from: NodeId, message: Message) {
         match message {
-            Message::TimeoutNow { .. } => self.handle_timeout_now(),
+            Message::TimeoutNow { vote, .. } => self.handle_timeout_now(from, vote),
             // Vote counts and answers to a leader's messages reach only those who asked.
             Message::RequestVoteResponse { .. }
             | Message::AppendEntriesResponse { .. }
@@ -192,10 +192,16 @@ impl RawNode {
 
     /// A leader asks us to campaign at once (thesis 3.10); never a node that may have lost
     /// acknowledged entries, nor one without a vote.
-    fn handle_timeout_now(&mut self) {
+    /// With `vote`, the sender voted for us in the term after this one (see
+    /// `send_timeout_now`), which is the term `become_candidate` moves to: the vote counts as
+    /// if it had answered our RequestVote.
+    fn handle_timeout_now(&mut self, from: NodeId, vote: bool) {
         if self.recovering_to.is_none() && self.membership.is_voter(self.config.id) {
             self.transfer_elections += 1;
             self.become_candidate(true);
+            if vote && self.role == Role::Candidate {
+                self.record_vote(from, true);
+            }
         }
     }
 }

@@ -1587,6 +1587,7 @@ impl<'a> ::flatbuffers::Follow<'a> for TimeoutNow<'a> {
 
 impl<'a> TimeoutNow<'a> {
   pub const VT_TERM: ::flatbuffers::VOffsetT = 4;
+  pub const VT_VOTE: ::flatbuffers::VOffsetT = 6;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1599,6 +1600,7 @@ impl<'a> TimeoutNow<'a> {
   ) -> ::flatbuffers::WIPOffset<TimeoutNow<'bldr>> {
     let mut builder = TimeoutNowBuilder::new(_fbb);
     builder.add_term(args.term);
+    builder.add_vote(args.vote);
     builder.finish()
   }
 
@@ -1610,6 +1612,13 @@ impl<'a> TimeoutNow<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u64>(TimeoutNow::VT_TERM, Some(0)).unwrap()}
   }
+  #[inline]
+  pub fn vote(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(TimeoutNow::VT_VOTE, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for TimeoutNow<'_> {
@@ -1619,18 +1628,21 @@ impl ::flatbuffers::Verifiable for TimeoutNow<'_> {
   ) -> Result<(), ::flatbuffers::InvalidFlatbuffer> {
     v.visit_table(pos)?
      .visit_field::<u64>("term", Self::VT_TERM, false)?
+     .visit_field::<bool>("vote", Self::VT_VOTE, false)?
      .finish();
     Ok(())
   }
 }
 pub struct TimeoutNowArgs {
     pub term: u64,
+    pub vote: bool,
 }
 impl<'a> Default for TimeoutNowArgs {
   #[inline]
   fn default() -> Self {
     TimeoutNowArgs {
       term: 0,
+      vote: false,
     }
   }
 }
@@ -1643,6 +1655,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TimeoutNowBuilder<'a, 'b, A> 
   #[inline]
   pub fn add_term(&mut self, term: u64) {
     self.fbb_.push_slot::<u64>(TimeoutNow::VT_TERM, term, 0);
+  }
+  #[inline]
+  pub fn add_vote(&mut self, vote: bool) {
+    self.fbb_.push_slot::<bool>(TimeoutNow::VT_VOTE, vote, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TimeoutNowBuilder<'a, 'b, A> {
@@ -1663,6 +1679,7 @@ impl ::core::fmt::Debug for TimeoutNow<'_> {
   fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
     let mut ds = f.debug_struct("TimeoutNow");
       ds.field("term", &self.term());
+      ds.field("vote", &self.vote());
       ds.finish()
   }
 }
