@@ -186,7 +186,11 @@ fn recovering_nodes_ignore_timeout_now() {
     c.node_mut(follower).step(ringraft::core::Envelope {
         from: leader,
         to: follower,
-        message: Message::TimeoutNow { term, vote: true },
+        message: Message::TimeoutNow {
+            term,
+            vote: true,
+            last_index: 7,
+        },
     });
     assert_eq!(c.node(follower).role(), Role::Follower);
 }

@@ -265,9 +265,14 @@ fn message_text(envelope: &Envelope) -> String {
         } => format!(
             "InstallSnapshotResponse t{term} at={last_included_index} next={next_offset} done={done}"
         ),
-        M::TimeoutNow { term, vote } => {
-            format!("TimeoutNow t{term}{}", if *vote { " vote" } else { "" })
-        }
+        M::TimeoutNow {
+            term,
+            vote,
+            last_index,
+        } => format!(
+            "TimeoutNow t{term} last={last_index}{}",
+            if *vote { " vote" } else { "" }
+        ),
         M::ReadIndexRequest { term, request_id } => {
             format!("ReadIndexRequest t{term} id={request_id}")
         }

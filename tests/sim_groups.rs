@@ -107,7 +107,7 @@ fn planted_bug_no_abstain_is_caught_with_2_groups() {
     for seed in 0..100u64 {
         // Twice the sweep's steps: the bug needs a node to lose entries and then decide an
         // election with its vote; with 1000 steps and 2 groups the first seed that gets there
-        // is 265, with 2000 it is 4.
+        // is 265, with 2000 it is 30.
         let mut config = SimConfig::new(seed, 3, 2 * STEPS);
         config.groups = 2;
         config.bug_no_abstain = true;

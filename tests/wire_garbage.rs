@@ -270,6 +270,7 @@ fn zero_node_ids_are_refused() {
     let message = Message::TimeoutNow {
         term: 1,
         vote: false,
+        last_index: 0,
     };
     let from_zero = encode_envelope(&Envelope {
         from: 0,

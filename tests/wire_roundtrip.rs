@@ -158,10 +158,12 @@ fn all_messages() -> Vec<Message> {
         Message::TimeoutNow {
             term: 12,
             vote: true,
+            last_index: 7,
         },
         Message::TimeoutNow {
             term: 12,
             vote: false,
+            last_index: 0,
         },
         Message::ReadIndexRequest {
             term: 12,
@@ -294,6 +296,7 @@ fn peer_cluster_mismatch_is_refused() {
         message: Message::TimeoutNow {
             term: 3,
             vote: true,
+            last_index: 7,
         },
     };
     let named = decode_peer_message(encode_peer(&envelope, Some(7), &mut fbb)).expect("decode");

@@ -135,6 +135,9 @@ pub enum Message {
         /// `RawNode::send_timeout_now`): with it, a candidate of a three-voter group wins at
         /// once instead of a vote round trip later.
         vote: bool,
+        /// The sender's last index, which the recipient holds too (it was caught up): as the
+        /// new leader it replicates to the sender at once instead of probing first.
+        last_index: Index,
     },
     /// A follower asks the leader for a read index on behalf of its client (thesis 6.4).
     ReadIndexRequest {

@@ -498,9 +498,21 @@ fn encode_body(
             )
             .as_union_value(),
         ),
-        &Message::TimeoutNow { term, vote } => (
+        &Message::TimeoutNow {
+            term,
+            vote,
+            last_index,
+        } => (
             fb::Body::TimeoutNow,
-            fb::TimeoutNow::create(fbb, &fb::TimeoutNowArgs { term, vote }).as_union_value(),
+            fb::TimeoutNow::create(
+                fbb,
+                &fb::TimeoutNowArgs {
+                    term,
+                    vote,
+                    last_index,
+                },
+            )
+            .as_union_value(),
         ),
         &Message::ReadIndexRequest { term, request_id } => (
             fb::Body::ReadIndexRequest,
@@ -646,6 +658,7 @@ fn decode_body(
             Message::TimeoutNow {
                 term: t.term(),
                 vote: t.vote(),
+                last_index: t.last_index(),
             }
         }
         fb::Body::ReadIndexRequest => {

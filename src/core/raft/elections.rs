@@ -196,6 +196,16 @@ impl RawNode {
             .into_iter()
             .map(|p| (p, Progress::new(next)))
             .collect();
+        // The leader that handed us its vote holds our log through its last index: replicate
+        // to it at once rather than probe first (a probe would hold the first client writes
+        // back a round trip to it, while clients wait on the hand-over).
+        if let Some((from, last_index, term)) = self.handed_vote_from.take() {
+            if term == self.term() && last_index <= self.log.last_index() {
+                if let Some(progress) = self.progress.get_mut(&from) {
+                    progress.on_success(last_index);
+                }
+            }
+        }
         // The no-op of thesis 6.4: committing it commits every earlier entry, and tells the
         // leader its commit index, which ReadIndex needs.
         self.append_entry(EntryKind::Noop, Bytes::new(), None);
@@ -310,6 +320,7 @@ impl RawNode {
             Some(self.log.last_index()),
             "a TimeoutNow with our vote to a node that lacks entries we hold"
         );
+        let last_index = self.log.last_index();
         self.become_follower(led_term + 1, None);
         self.hard_state.voted_for = Some(to);
         self.vote_handed_to = Some((to, led_term + 1));
@@ -318,6 +329,7 @@ impl RawNode {
             Message::TimeoutNow {
                 term: led_term,
                 vote: true,
+                last_index,
             },
         );
     }
@@ -338,11 +350,13 @@ impl RawNode {
             return;
         }
         if self.election_elapsed_ticks % self.config.heartbeat_interval_ticks.max(1) == 0 {
+            let last_index = self.log.last_index();
             self.send(
                 to,
                 Message::TimeoutNow {
                     term: voted_term - 1,
                     vote: true,
+                    last_index,
                 },
             );
         }

@@ -144,7 +144,14 @@ impl RawNode {
             if let Some((_, to)) = successor {
                 // Without our vote: we are no voter of C_new, so it would not count.
                 let term = self.term();
-                self.send(to, Message::TimeoutNow { term, vote: false });
+                self.send(
+                    to,
+                    Message::TimeoutNow {
+                        term,
+                        vote: false,
+                        last_index: self.log.last_index(),
+                    },
+                );
             }
             self.become_follower(self.term(), None);
         }

@@ -84,6 +84,9 @@ pub struct RawNode {
     /// in which term. While that term has no leader heard from, the `TimeoutNow` is sent again
     /// at each heartbeat interval (a lost one would otherwise cost an election timeout).
     vote_handed_to: Option<(NodeId, Term)>,
+    /// A candidate that was handed a vote with a `TimeoutNow`: from whom, that leader's last
+    /// index, and the term of the vote (`become_leader` uses it in that term only).
+    handed_vote_from: Option<(NodeId, Index, Term)>,
     /// Leader: the commit index last sent to followers.
     commit_index_sent: Index,
 
@@ -146,6 +149,7 @@ impl RawNode {
             progress: BTreeMap::new(),
             lead_transferee: None,
             vote_handed_to: None,
+            handed_vote_from: None,
             transfer_elapsed_ticks: 0,
             commit_index_sent: 0,
             reads: ReadIndexState::default(),

@@ -7,7 +7,7 @@
 
 use crate::core::message::Message;
 use crate::core::output::ReadState;
-use crate::core::types::{NodeId, Role, SnapshotMeta};
+use crate::core::types::{Index, NodeId, Role, SnapshotMeta};
 
 use super::RawNode;
 
@@ -66,7 +66,9 @@ impl RawNode {
                     self.record_vote(from, granted);
                 }
             }
-            Message::TimeoutNow { vote, .. } => self.handle_timeout_now(from, vote),
+            Message::TimeoutNow {
+                vote, last_index, ..
+            } => self.handle_timeout_now(from, vote, last_index),
             // Answers to a leader's messages reach only a leader.
             Message::AppendEntriesResponse { .. }
             | Message::HeartbeatResponse { .. }
@@ -77,7 +79,9 @@ impl RawNode {
 
     fn step_follower(&mut self, from: NodeId, message: Message) {
         match message {
-            Message::TimeoutNow { vote, .. } => self.handle_timeout_now(from, vote),
+            Message::TimeoutNow {
+                vote, last_index, ..
+            } => self.handle_timeout_now(from, vote, last_index),
             // Vote counts and answers to a leader's messages reach only those who asked.
             Message::RequestVoteResponse { .. }
             | Message::AppendEntriesResponse { .. }
@@ -195,11 +199,12 @@ impl RawNode {
     /// With `vote`, the sender voted for us in the term after this one (see
     /// `send_timeout_now`), which is the term `become_candidate` moves to: the vote counts as
     /// if it had answered our RequestVote.
-    fn handle_timeout_now(&mut self, from: NodeId, vote: bool) {
+    fn handle_timeout_now(&mut self, from: NodeId, vote: bool, last_index: Index) {
         if self.recovering_to.is_none() && self.membership.is_voter(self.config.id) {
             self.transfer_elections += 1;
             self.become_candidate(true);
             if vote && self.role == Role::Candidate {
+                self.handed_vote_from = Some((from, last_index, self.term()));
                 self.record_vote(from, true);
             }
         }

@@ -1588,6 +1588,7 @@ impl<'a> ::flatbuffers::Follow<'a> for TimeoutNow<'a> {
 impl<'a> TimeoutNow<'a> {
   pub const VT_TERM: ::flatbuffers::VOffsetT = 4;
   pub const VT_VOTE: ::flatbuffers::VOffsetT = 6;
+  pub const VT_LAST_INDEX: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1599,6 +1600,7 @@ impl<'a> TimeoutNow<'a> {
     args: &'args TimeoutNowArgs
   ) -> ::flatbuffers::WIPOffset<TimeoutNow<'bldr>> {
     let mut builder = TimeoutNowBuilder::new(_fbb);
+    builder.add_last_index(args.last_index);
     builder.add_term(args.term);
     builder.add_vote(args.vote);
     builder.finish()
@@ -1619,6 +1621,13 @@ impl<'a> TimeoutNow<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<bool>(TimeoutNow::VT_VOTE, Some(false)).unwrap()}
   }
+  #[inline]
+  pub fn last_index(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(TimeoutNow::VT_LAST_INDEX, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for TimeoutNow<'_> {
@@ -1629,6 +1638,7 @@ impl ::flatbuffers::Verifiable for TimeoutNow<'_> {
     v.visit_table(pos)?
      .visit_field::<u64>("term", Self::VT_TERM, false)?
      .visit_field::<bool>("vote", Self::VT_VOTE, false)?
+     .visit_field::<u64>("last_index", Self::VT_LAST_INDEX, false)?
      .finish();
     Ok(())
   }
@@ -1636,6 +1646,7 @@ impl ::flatbuffers::Verifiable for TimeoutNow<'_> {
 pub struct TimeoutNowArgs {
     pub term: u64,
     pub vote: bool,
+    pub last_index: u64,
 }
 impl<'a> Default for TimeoutNowArgs {
   #[inline]
@@ -1643,6 +1654,7 @@ impl<'a> Default for TimeoutNowArgs {
     TimeoutNowArgs {
       term: 0,
       vote: false,
+      last_index: 0,
     }
   }
 }
@@ -1659,6 +1671,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> TimeoutNowBuilder<'a, 'b, A> 
   #[inline]
   pub fn add_vote(&mut self, vote: bool) {
     self.fbb_.push_slot::<bool>(TimeoutNow::VT_VOTE, vote, false);
+  }
+  #[inline]
+  pub fn add_last_index(&mut self, last_index: u64) {
+    self.fbb_.push_slot::<u64>(TimeoutNow::VT_LAST_INDEX, last_index, 0);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> TimeoutNowBuilder<'a, 'b, A> {
@@ -1680,6 +1696,7 @@ impl ::core::fmt::Debug for TimeoutNow<'_> {
     let mut ds = f.debug_struct("TimeoutNow");
       ds.field("term", &self.term());
       ds.field("vote", &self.vote());
+      ds.field("last_index", &self.last_index());
       ds.finish()
   }
 }
