@@ -155,9 +155,10 @@ fn transfer_leader_moves_leadership_to_the_named_node_and_refuses_bad_requests()
             )),
             "{messages:?}"
         );
-        // Timed out, with the leader still leading; or, when the one node left to answer it
-        // was slow on a loaded machine, the leader stepped down meanwhile. Never done: the
-        // transferee is frozen.
+        // The leader stepped down: the frozen node was caught up, so it was handed the
+        // leader's vote with the TimeoutNow, and no leader was heard from in time (or the
+        // third node won the election that followed). Or, had the frozen node lagged, timed
+        // out with the leader still leading. Never done: the transferee is frozen.
         assert!(
             (messages[1].contains(&format!("leadership transfer to node {frozen} timed out"))
                 && messages[1].contains(&format!("node {target} still leads")))

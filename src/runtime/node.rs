@@ -401,6 +401,17 @@ impl Driver {
 
     /// Starts a transfer to `to`, or says why not.
     fn start_transfer(&mut self, to: NodeId) -> Result<(), ClientError> {
+        // First: a leader that handed its vote over has stepped down, and the transfer it
+        // started is what a second request should hear about.
+        if let Some(pending) = &self.transfer {
+            return Err(ClientError::Refused {
+                message: format!(
+                    "a leadership transfer to node {} is already in progress; wait for it to \
+                     finish, then ask again",
+                    pending.to
+                ),
+            });
+        }
         if self.node.role() != Role::Leader {
             return Err(self.not_leader(self.node.leader()));
         }
@@ -423,15 +434,6 @@ impl Driver {
                 message: format!(
                     "node {to} is a learner: only a voter can lead (promote it first with \
                      `ringraft member promote`)"
-                ),
-            });
-        }
-        if let Some(pending) = &self.transfer {
-            return Err(ClientError::Refused {
-                message: format!(
-                    "a leadership transfer to node {} is already in progress; wait for it to \
-                     finish, then ask again",
-                    pending.to
                 ),
             });
         }
