@@ -31,11 +31,15 @@
 //!   node's disk loses every entry from INDEX on), `compact ID` (snapshot at the applied index).
 //! - `status [IDS]`, `log ID`, `applied ID`.
 
+#[allow(dead_code)]
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use common::cluster::{decode_state, encode_state};
 use ringraft::core::{
     ConfChange, Config, Entry, EntryKind, Envelope, HardState, Index, Message, NodeId, Output,
     RawNode, Restored, Snapshot, SnapshotMeta, Term,
@@ -285,28 +289,6 @@ fn message_text(envelope: &Envelope) -> String {
     format!("{}->{} {body}", envelope.from, envelope.to)
 }
 
-/// The state machine's snapshot: every applied command, by index.
-fn encode_state(applied: &BTreeMap<Index, Bytes>) -> Bytes {
-    let mut out = Vec::new();
-    for (index, data) in applied {
-        out.extend_from_slice(&index.to_le_bytes());
-        out.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        out.extend_from_slice(data);
-    }
-    Bytes::from(out)
-}
-
-fn decode_state(mut b: &[u8]) -> BTreeMap<Index, Bytes> {
-    let mut map = BTreeMap::new();
-    while b.len() >= 12 {
-        let index = u64::from_le_bytes(b[..8].try_into().expect("8 bytes"));
-        let len = u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")) as usize;
-        map.insert(index, Bytes::copy_from_slice(&b[12..12 + len]));
-        b = &b[12 + len..];
-    }
-    map
-}
-
 impl World {
     fn node(&self, id: NodeId) -> Result<&Node, String> {
         self.nodes.get(&id).ok_or_else(|| format!("no node {id}"))
@@ -550,6 +532,8 @@ impl World {
             return Ok(false);
         }
         let _ = writeln!(out, "n{id}: output");
+        let write_needed = output.needs_persist() || !output.messages_after_persist.is_empty();
+        let last_written = output.last_written();
         let Output {
             soft_state,
             hard_state,
@@ -629,16 +613,7 @@ impl World {
         if let Some(upto) = compact_upto {
             node.durable.entries.retain(|e| e.index > upto);
         }
-        let last_written = entries.last().map(|e| (e.index, e.term)).or_else(|| {
-            snapshot
-                .as_ref()
-                .map(|s| (s.meta.last_included_index, s.meta.last_included_term))
-        });
-        if hard_state.is_some()
-            || snapshot.is_some()
-            || !entries.is_empty()
-            || !messages_after_persist.is_empty()
-        {
+        if write_needed {
             node.writes.push_back(Write {
                 snapshot,
                 entries,

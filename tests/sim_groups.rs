@@ -8,6 +8,9 @@
 //! Shorter runs than `sim_sweep.rs` (1,000 steps) keep this file's time near that of one of
 //! the single-group sweeps.
 
+#[allow(dead_code)]
+mod sim_common;
+
 use ringraft::sim::{run, SimConfig, SimReport};
 
 const STEPS: u64 = 1_000;
@@ -31,29 +34,7 @@ fn sweep(nodes: usize, groups: usize, seeds: std::ops::Range<u64>) -> SimReport 
         totals.group_commits.iter().all(|&c| c > 0),
         "a group never committed: {totals:?}"
     );
-    assert!(
-        totals.crashes > 0 && totals.torn_writes > 0 && totals.partitions > 0,
-        "{totals:?}"
-    );
-    assert!(
-        totals.transfer_elections > 0 && totals.snapshots_installed > 0,
-        "{totals:?}"
-    );
-    assert!(
-        totals.damaged_tails > 0 && totals.damaged_middles > 0 && totals.lost_writes > 0,
-        "{totals:?}"
-    );
-    assert!(totals.votes_withheld > 0, "{totals:?}");
-    // The bound on disk faults is per node, whatever group lost: a minority of nodes.
-    assert_eq!(
-        totals.disk_faulty_nodes_max,
-        (nodes as u64 - 1) / 2,
-        "{totals:?}"
-    );
-    assert!(
-        totals.writes_acknowledged > 0 && totals.reads > 0,
-        "{totals:?}"
-    );
+    sim_common::assert_every_fault_class(&totals, nodes);
     println!(
         "{nodes} nodes x {groups} groups: commits by group {:?}, crashes {} torn {} damaged tails {} middles {} lost writes {} partitions {} transfers {} writes acked {} reads {}",
         totals.group_commits,
@@ -124,17 +105,7 @@ fn planted_bug_no_abstain_is_caught_with_2_groups() {
                     .starts_with(&format!("seed {seed}: group {group}: ")),
                 "{violation}"
             );
-            assert!(
-                [
-                    "leader_completeness",
-                    "state_machine_safety",
-                    "log_matching",
-                    "linearizability"
-                ]
-                .contains(&violation.property),
-                "caught by an unexpected property: {}",
-                violation.property
-            );
+            sim_common::assert_caught_by_safety_property(&violation);
             return;
         }
     }

@@ -193,6 +193,10 @@ impl Simulation {
     fn handle_output(&mut self, node: usize, group: usize, output: Output) {
         let id = self.nodes[node].id;
         let tag = self.group_tag(group);
+        // A write also carries messages that only wait for earlier writes (a vote granted
+        // again, with nothing new to save).
+        let write_needed = output.needs_persist() || !output.messages_after_persist.is_empty();
+        let last_written = output.last_written();
         let Output {
             soft_state,
             hard_state,
@@ -228,16 +232,7 @@ impl Simulation {
                 self.fail(group, property, detail);
             }
         }
-        let last_written = entries.last().map(|e| (e.index, e.term)).or_else(|| {
-            snapshot
-                .as_ref()
-                .map(|s| (s.meta.last_included_index, s.meta.last_included_term))
-        });
-        if hard_state.is_some()
-            || snapshot.is_some()
-            || !entries.is_empty()
-            || !messages_after_persist.is_empty()
-        {
+        if write_needed {
             let op = DiskOp::Write {
                 snapshot: snapshot.clone(),
                 entries,
