@@ -391,6 +391,7 @@ fn client_request_body() -> Vec<u8> {
     let request = ClientRequest {
         group: 0,
         protocol_version: ringraft::wire::CLIENT_PROTOCOL_VERSION,
+        await_leadership: false,
         client_id: 42,
         sequence: 1,
         request_id: 1,

@@ -275,6 +275,7 @@ async fn send(addr: std::net::SocketAddr, value: Bytes, entries: Vec<Entry>) {
     let request = ClientRequest {
         group: 0,
         protocol_version: ringraft::wire::CLIENT_PROTOCOL_VERSION,
+        await_leadership: false,
         client_id: 1,
         sequence: 1,
         request_id: 1,

@@ -71,6 +71,7 @@ fn sample_bodies() -> Vec<Vec<u8>> {
     let put = ClientRequest {
         group: 0,
         protocol_version: ringraft::wire::CLIENT_PROTOCOL_VERSION,
+        await_leadership: false,
         client_id: 5,
         sequence: 1,
         request_id: 1,
@@ -319,6 +320,7 @@ fn client_session_fields_are_checked() {
     let no_client = ClientRequest {
         group: 0,
         protocol_version: ringraft::wire::CLIENT_PROTOCOL_VERSION,
+        await_leadership: false,
         client_id: 0,
         sequence: 1,
         request_id: 1,
@@ -328,6 +330,7 @@ fn client_session_fields_are_checked() {
     let no_sequence = ClientRequest {
         group: 0,
         protocol_version: ringraft::wire::CLIENT_PROTOCOL_VERSION,
+        await_leadership: false,
         client_id: 1,
         sequence: 0,
         request_id: 1,

@@ -414,6 +414,7 @@ fn client_requests_round_trip() {
         let request = ClientRequest {
             group: 0,
             protocol_version: ringraft::wire::CLIENT_PROTOCOL_VERSION,
+            await_leadership: i % 2 == 1,
             client_id: 42,
             sequence: 1 + i as u64,
             request_id: 1000 + i as u64,
@@ -442,6 +443,7 @@ fn reads_do_not_need_a_sequence_number() {
         let request = ClientRequest {
             group: 0,
             protocol_version: ringraft::wire::CLIENT_PROTOCOL_VERSION,
+            await_leadership: false,
             client_id: 1,
             sequence: 0,
             request_id: 0,
@@ -517,10 +519,12 @@ fn all_results() -> Vec<Result<Reply, ClientError>> {
         Err(ClientError::NotLeader {
             leader_hint: Some(3),
             leader_addr: Some("10.0.0.3:7000".to_string()),
+            handing_over: true,
         }),
         Err(ClientError::NotLeader {
             leader_hint: None,
             leader_addr: None,
+            handing_over: false,
         }),
         Err(ClientError::Timeout),
         Err(ClientError::TooLarge {

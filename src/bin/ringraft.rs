@@ -377,6 +377,7 @@ fn ask_the_leader(
     let Error::Server(ClientError::NotLeader {
         leader_hint,
         leader_addr,
+        ..
     }) = e
     else {
         return e;

@@ -507,6 +507,7 @@ mod tests {
         ClientRequest {
             group: 0,
             protocol_version: crate::wire::CLIENT_PROTOCOL_VERSION,
+            await_leadership: false,
             client_id: 1,
             sequence: n,
             request_id: n,

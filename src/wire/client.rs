@@ -40,6 +40,10 @@ pub struct ClientRequest {
     /// The sender's client protocol version ([`CLIENT_PROTOCOL_VERSION`] when encoded by this
     /// build; 0 from a version-1 client, which did not send one).
     pub protocol_version: u32,
+    /// A write retried at the node a leader is handing leadership to
+    /// ([`ClientError::NotLeader`]'s `handing_over`): a node that does not lead yet holds it
+    /// (bounded) until it leads, rather than refusing it while the hand-over is on its way.
+    pub await_leadership: bool,
 }
 
 impl ClientRequest {
@@ -58,6 +62,7 @@ impl ClientRequest {
             request,
             group,
             protocol_version: CLIENT_PROTOCOL_VERSION,
+            await_leadership: false,
         }
     }
 
@@ -240,6 +245,9 @@ pub enum ClientError {
         leader_hint: Option<NodeId>,
         /// That leader's client address, if known.
         leader_addr: Option<String>,
+        /// This node has just handed leadership to `leader_hint`, which may not lead yet:
+        /// retry there at once with [`ClientRequest::await_leadership`] set.
+        handing_over: bool,
     },
     /// The request was not committed in time; it may still commit. Retry with the same sequence.
     #[error("timed out; the request may still commit, retry with the same sequence number")]
@@ -342,6 +350,7 @@ pub fn encode_client_request<'b>(
         body: Some(body),
         protocol_version: request.protocol_version,
         group: request.group,
+        await_leadership: request.await_leadership,
     };
     let root = fb::ClientRequest::create(fbb, &args);
     fbb.finish(root, Some(CLIENT_REQUEST_IDENTIFIER));
@@ -407,6 +416,7 @@ pub fn decode_client_response(body: &[u8]) -> Result<ClientResponse, DecodeError
             Err(ClientError::NotLeader {
                 leader_hint: non_zero(t.leader_hint()),
                 leader_addr: t.leader_addr().map(str::to_string),
+                handing_over: t.handing_over(),
             })
         }
         fb::Reply::Timeout => Err(ClientError::Timeout),
@@ -604,6 +614,7 @@ fn decode_request_with(
         request,
         group: root.group(),
         protocol_version: root.protocol_version(),
+        await_leadership: root.await_leadership(),
     })
 }
 
@@ -646,11 +657,13 @@ fn encode_error(
         ClientError::NotLeader {
             leader_hint,
             leader_addr,
+            handing_over,
         } => {
             let leader_addr = leader_addr.as_deref().map(|addr| fbb.create_string(addr));
             let args = fb::NotLeaderArgs {
                 leader_hint: leader_hint.unwrap_or(0),
                 leader_addr,
+                handing_over: *handing_over,
             };
             (
                 fb::Reply::NotLeader,

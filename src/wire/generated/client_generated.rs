@@ -1363,6 +1363,7 @@ impl<'a> ClientRequest<'a> {
   pub const VT_BODY: ::flatbuffers::VOffsetT = 12;
   pub const VT_PROTOCOL_VERSION: ::flatbuffers::VOffsetT = 14;
   pub const VT_GROUP: ::flatbuffers::VOffsetT = 16;
+  pub const VT_AWAIT_LEADERSHIP: ::flatbuffers::VOffsetT = 18;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -1380,6 +1381,7 @@ impl<'a> ClientRequest<'a> {
     builder.add_group(args.group);
     builder.add_protocol_version(args.protocol_version);
     if let Some(x) = args.body { builder.add_body(x); }
+    builder.add_await_leadership(args.await_leadership);
     builder.add_body_type(args.body_type);
     builder.finish()
   }
@@ -1438,6 +1440,17 @@ impl<'a> ClientRequest<'a> {
     // Created from valid Table for this object
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(ClientRequest::VT_GROUP, Some(0)).unwrap()}
+  }
+  /// Set on a write retried at the node a leader said it was handing leadership to
+  /// (NotLeader.handing_over): a node that does not lead yet holds it, within bounds of count
+  /// and time, until it leads (then proposes it) or hears of another leader (then redirects
+  /// it), instead of refusing it at once.
+  #[inline]
+  pub fn await_leadership(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(ClientRequest::VT_AWAIT_LEADERSHIP, Some(false)).unwrap()}
   }
   #[inline]
   #[allow(non_snake_case)]
@@ -1585,6 +1598,7 @@ impl ::flatbuffers::Verifiable for ClientRequest<'_> {
      })?
      .visit_field::<u32>("protocol_version", Self::VT_PROTOCOL_VERSION, false)?
      .visit_field::<u32>("group", Self::VT_GROUP, false)?
+     .visit_field::<bool>("await_leadership", Self::VT_AWAIT_LEADERSHIP, false)?
      .finish();
     Ok(())
   }
@@ -1597,6 +1611,7 @@ pub struct ClientRequestArgs {
     pub body: Option<::flatbuffers::WIPOffset<::flatbuffers::UnionWIPOffset>>,
     pub protocol_version: u32,
     pub group: u32,
+    pub await_leadership: bool,
 }
 impl<'a> Default for ClientRequestArgs {
   #[inline]
@@ -1609,6 +1624,7 @@ impl<'a> Default for ClientRequestArgs {
       body: None,
       protocol_version: 0,
       group: 0,
+      await_leadership: false,
     }
   }
 }
@@ -1645,6 +1661,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> ClientRequestBuilder<'a, 'b, 
   #[inline]
   pub fn add_group(&mut self, group: u32) {
     self.fbb_.push_slot::<u32>(ClientRequest::VT_GROUP, group, 0);
+  }
+  #[inline]
+  pub fn add_await_leadership(&mut self, await_leadership: bool) {
+    self.fbb_.push_slot::<bool>(ClientRequest::VT_AWAIT_LEADERSHIP, await_leadership, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> ClientRequestBuilder<'a, 'b, A> {
@@ -1732,6 +1752,7 @@ impl ::core::fmt::Debug for ClientRequest<'_> {
       };
       ds.field("protocol_version", &self.protocol_version());
       ds.field("group", &self.group());
+      ds.field("await_leadership", &self.await_leadership());
       ds.finish()
   }
 }
@@ -2897,6 +2918,7 @@ impl<'a> ::flatbuffers::Follow<'a> for NotLeader<'a> {
 impl<'a> NotLeader<'a> {
   pub const VT_LEADER_HINT: ::flatbuffers::VOffsetT = 4;
   pub const VT_LEADER_ADDR: ::flatbuffers::VOffsetT = 6;
+  pub const VT_HANDING_OVER: ::flatbuffers::VOffsetT = 8;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2910,6 +2932,7 @@ impl<'a> NotLeader<'a> {
     let mut builder = NotLeaderBuilder::new(_fbb);
     builder.add_leader_hint(args.leader_hint);
     if let Some(x) = args.leader_addr { builder.add_leader_addr(x); }
+    builder.add_handing_over(args.handing_over);
     builder.finish()
   }
 
@@ -2930,6 +2953,15 @@ impl<'a> NotLeader<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<::flatbuffers::ForwardsUOffset<&str>>(NotLeader::VT_LEADER_ADDR, None)}
   }
+  /// This node has handed leadership to `leader_hint`, which may not lead yet: retry there at
+  /// once with ClientRequest.await_leadership set, so it takes the write as soon as it leads.
+  #[inline]
+  pub fn handing_over(&self) -> bool {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<bool>(NotLeader::VT_HANDING_OVER, Some(false)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for NotLeader<'_> {
@@ -2940,6 +2972,7 @@ impl ::flatbuffers::Verifiable for NotLeader<'_> {
     v.visit_table(pos)?
      .visit_field::<u64>("leader_hint", Self::VT_LEADER_HINT, false)?
      .visit_field::<::flatbuffers::ForwardsUOffset<&str>>("leader_addr", Self::VT_LEADER_ADDR, false)?
+     .visit_field::<bool>("handing_over", Self::VT_HANDING_OVER, false)?
      .finish();
     Ok(())
   }
@@ -2947,6 +2980,7 @@ impl ::flatbuffers::Verifiable for NotLeader<'_> {
 pub struct NotLeaderArgs<'a> {
     pub leader_hint: u64,
     pub leader_addr: Option<::flatbuffers::WIPOffset<&'a str>>,
+    pub handing_over: bool,
 }
 impl<'a> Default for NotLeaderArgs<'a> {
   #[inline]
@@ -2954,6 +2988,7 @@ impl<'a> Default for NotLeaderArgs<'a> {
     NotLeaderArgs {
       leader_hint: 0,
       leader_addr: None,
+      handing_over: false,
     }
   }
 }
@@ -2970,6 +3005,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> NotLeaderBuilder<'a, 'b, A> {
   #[inline]
   pub fn add_leader_addr(&mut self, leader_addr: ::flatbuffers::WIPOffset<&'b  str>) {
     self.fbb_.push_slot_always::<::flatbuffers::WIPOffset<_>>(NotLeader::VT_LEADER_ADDR, leader_addr);
+  }
+  #[inline]
+  pub fn add_handing_over(&mut self, handing_over: bool) {
+    self.fbb_.push_slot::<bool>(NotLeader::VT_HANDING_OVER, handing_over, false);
   }
   #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> NotLeaderBuilder<'a, 'b, A> {
@@ -2991,6 +3030,7 @@ impl ::core::fmt::Debug for NotLeader<'_> {
     let mut ds = f.debug_struct("NotLeader");
       ds.field("leader_hint", &self.leader_hint());
       ds.field("leader_addr", &self.leader_addr());
+      ds.field("handing_over", &self.handing_over());
       ds.finish()
   }
 }
