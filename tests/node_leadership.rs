@@ -12,10 +12,13 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use glommio::channels::local_channel::{self, LocalReceiver};
 use node_common::{client, run, stats, wait_for_leader, wait_until, Cluster, Load};
+use ringraft::client::connection::Connection;
 use ringraft::client::{Client, ClientOptions, Error, MemberAddr};
 use ringraft::core::Role;
-use ringraft::wire::ClientError;
+use ringraft::wire::{ClientError, ClientRequest, ClientResponse, Reply, Request};
 
 /// Generous: a condition, not a speed target (the 2-core test machine is shared).
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -138,14 +141,15 @@ fn transfer_leader_moves_leadership_to_the_named_node_and_refuses_bad_requests()
             async move { (n >= 1).then_some(()) }
         })
         .await;
-        // A write during the transfer is held rather than refused at once with the frozen
-        // transferee as its hint; when the transfer ends it is answered with the node that
-        // leads then (the target itself), where its one retry succeeds. (Refused at once, both
-        // its attempts would find the transfer still under way.)
-        let mut options = ClientOptions::new(vec![target_addr.into()], u64::MAX - 2);
-        options.attempts_max = 2;
-        let held = Client::new(options).put("during-transfer", "x").await;
-        assert!(held.is_ok(), "{held:?}");
+        // A write during the transfer. The frozen node was caught up, so the leader handed it
+        // its vote and now answers writes `NotLeader` naming it, `handing_over`; this client
+        // cannot follow (it knows only the target's address) and succeeds once the group has
+        // a leader again. (Had the frozen node lagged, the write would be held until the
+        // transfer timed out, then answered by the target, still leading.)
+        let written = Client::new(ClientOptions::new(vec![target_addr.into()], u64::MAX - 2))
+            .put("during-transfer", "x")
+            .await;
+        assert!(written.is_ok(), "{written:?}");
         let (first, second) = (first.await, second.await);
         let mut messages = vec![refusal(first), refusal(second)];
         messages.sort_by_key(|m| !m.contains("already in progress"));
@@ -172,6 +176,91 @@ fn transfer_leader_moves_leadership_to_the_named_node_and_refuses_bad_requests()
             .put("after-transfer", "yes")
             .await
             .expect("a write after the transfers");
+    });
+}
+
+/// Sends what a client sends after a `NotLeader` with `handing_over`: a put of `key` marked
+/// `await_leadership`, as session `client_id`'s first write. The answer arrives on the receiver
+/// (keep the connection until then).
+async fn put_awaiting_leadership(
+    addr: SocketAddr,
+    client_id: u64,
+    key: &'static str,
+) -> (Connection, LocalReceiver<ClientResponse>) {
+    let connection = Connection::open(addr).await.expect("connect");
+    let put = Request::Put {
+        key: Bytes::from_static(key.as_bytes()),
+        value: Bytes::from_static(b"held"),
+    };
+    let mut request = ClientRequest::new(client_id, 1, 1, 0, put);
+    request.await_leadership = true;
+    let (answer, answer_rx) = local_channel::new_bounded(1);
+    connection.send(request, answer).await.expect("send");
+    (connection, answer_rx)
+}
+
+#[test]
+fn writes_sent_on_by_a_leader_handing_over_wait_for_the_node_taking_over() {
+    let cluster = Arc::new(Cluster::start(3, &[]));
+    let addrs = cluster.client_addrs();
+    let c = cluster.clone();
+    run(move || async move {
+        let cluster = c;
+        // A transfer may fail on a loaded machine (see the test above): then the held writes
+        // are answered when their wait ends, and the test tries again with new ones.
+        for attempt in 1u64.. {
+            let leader = wait_for_leader(&addrs, DEADLINE).await;
+            let target = if leader.node_id == 3 { 2 } else { 3 };
+            let bystander = (1..=3)
+                .find(|&id| id != leader.node_id && id != target)
+                .expect("a third node");
+            let (target_addr, bystander_addr) =
+                (cluster.client_addr(target), cluster.client_addr(bystander));
+            // Followers both: each holds its write rather than refusing it.
+            let (_c1, at_target) = put_awaiting_leadership(target_addr, 100 + attempt, "t").await;
+            let (_c2, at_bystander) =
+                put_awaiting_leadership(bystander_addr, 200 + attempt, "b").await;
+            for addr in [target_addr, bystander_addr] {
+                wait_until("a write held until leadership", DEADLINE, || async move {
+                    stats(addr).await.filter(|s| s.awaiting_leadership == 1)
+                })
+                .await;
+            }
+            let transferred = direct(cluster.client_addr(leader.node_id))
+                .transfer_leader(target)
+                .await;
+            let (target_answer, bystander_answer) = (
+                at_target.recv().await.expect("the target answers"),
+                at_bystander.recv().await.expect("the bystander answers"),
+            );
+            if transferred.is_err() && attempt < 3 {
+                continue;
+            }
+            assert!(transferred.is_ok(), "{transferred:?}");
+            // The target proposed its held write once it led; the bystander heard of a leader
+            // of a later term and sent its write there.
+            assert!(
+                matches!(target_answer.result, Ok(Reply::Done { log_index }) if log_index > 0),
+                "{target_answer:?}"
+            );
+            assert!(
+                matches!(
+                    bystander_answer.result,
+                    Err(ClientError::NotLeader {
+                        leader_hint: Some(hint),
+                        handing_over: false,
+                        ..
+                    }) if hint == target
+                ),
+                "{bystander_answer:?}"
+            );
+            let value = client(addrs.clone())
+                .get("t")
+                .await
+                .expect("read the held write");
+            assert_eq!(value.as_deref(), Some(&b"held"[..]));
+            break;
+        }
     });
 }
 

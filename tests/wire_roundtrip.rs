@@ -488,6 +488,7 @@ fn all_results() -> Vec<Result<Reply, ClientError>> {
             votes_withheld: 11,
             recovering_to: Some(12),
             transfer_elections: 13,
+            awaiting_leadership: 14,
         })),
         Ok(Reply::Stats(NodeStats {
             group: 0,
@@ -515,6 +516,7 @@ fn all_results() -> Vec<Result<Reply, ClientError>> {
             votes_withheld: 0,
             recovering_to: None,
             transfer_elections: 0,
+            awaiting_leadership: 0,
         })),
         Err(ClientError::NotLeader {
             leader_hint: Some(3),

@@ -1118,10 +1118,10 @@ fn stats_text(s: &ringraft::wire::NodeStats) -> String {
     format!(
         "node {} role {:?} term {} leader {:?}\ncommit_index {} applied_index {} last_log_index {}\nelections {} proposals {} snapshots {}\n\
                  invalid_peer_frames {} invalid_client_frames {} refused_handshakes {} dropped_peer_messages {}\n\
-                 bytes_in {} bytes_out {} disk_syncs {} disk_jobs {}\ncampaigns {} transfer_elections {} emulated_drops {}\nvotes_withheld {} recovering_to {}",
+                 bytes_in {} bytes_out {} disk_syncs {} disk_jobs {}\ncampaigns {} transfer_elections {} emulated_drops {}\nvotes_withheld {} recovering_to {} awaiting_leadership {}",
                 s.node_id, s.role, s.term, s.leader_id, s.commit_index, s.applied_index, s.last_log_index, s.elections, s.proposals, s.snapshots,
                 s.invalid_peer_frames, s.invalid_client_frames, s.refused_handshakes, s.dropped_peer_messages,
                 s.bytes_in, s.bytes_out, s.disk_syncs, s.disk_jobs, s.campaigns, s.transfer_elections, s.emulated_drops,
-                s.votes_withheld, s.recovering_to.unwrap_or(0)
+                s.votes_withheld, s.recovering_to.unwrap_or(0), s.awaiting_leadership
             )
 }

@@ -8,7 +8,7 @@
 //! It runs on glommio: create a [`Client`] inside a `LocalExecutor` and share it between tasks
 //! of that executor (`Client` is cheap to clone; clones share the connection and session).
 
-mod connection;
+pub mod connection;
 
 use std::cell::RefCell;
 use std::collections::BTreeSet;
@@ -352,18 +352,33 @@ impl Client {
         // once per request, so that two nodes naming each other cannot spin.
         let mut hint_followed_at_once = false;
         let mut skip_backoff = false;
+        // The member a leader handing over sent us to: asked there, a write carries
+        // `await_leadership`, and the member holds it until it leads.
+        let mut taking_over: Option<usize> = None;
         for attempt in 0..attempts_max {
             if attempt > 0 && !std::mem::take(&mut skip_backoff) {
                 glommio::timer::sleep(retry_backoff(attempt)).await;
             }
-            let (asked, answer) = self.attempt(group, &request, sequence).await;
+            let (asked, answer) = self.attempt(group, &request, sequence, taking_over).await;
             match answer {
                 Ok(Ok(reply)) => return Ok(reply),
-                Ok(Err(ClientError::NotLeader { leader_hint, .. })) => {
+                Ok(Err(ClientError::NotLeader {
+                    leader_hint,
+                    handing_over,
+                    ..
+                })) => {
                     last = "not the leader".into();
                     let moved_to_hint = self.follow_hint(group, asked, leader_hint);
                     if moved_to_hint && !hint_followed_at_once {
                         hint_followed_at_once = true;
+                        skip_backoff = true;
+                    }
+                    taking_over = leader_hint
+                        .filter(|_| handing_over)
+                        .and_then(|hint| self.member_of(hint));
+                    if taking_over.is_some() {
+                        // Not a refusal to wait out: the hinted node takes the write as soon
+                        // as it leads.
                         skip_backoff = true;
                     }
                 }
@@ -386,7 +401,7 @@ impl Client {
     /// One attempt on whatever node the client is connected to for `group`, without following
     /// hints.
     async fn call_once_in(&self, group: u32, request: Request) -> Result<Reply, Error> {
-        match self.attempt(group, &request, 0).await.1 {
+        match self.attempt(group, &request, 0, None).await.1 {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err(Error::Server(e)),
             Err(last) => Err(Error::Unavailable { attempts: 1, last }),
@@ -395,16 +410,22 @@ impl Client {
 
     /// The member asked (an index into `options.members`), and Ok(answer) or Err(connection
     /// problem).
+    ///
+    /// `taking_over`: the member a leader said it is handing leadership to; a write asked of
+    /// it is marked to be held there until it leads.
     async fn attempt(
         &self,
         group: u32,
         request: &Request,
         sequence: u64,
+        taking_over: Option<usize>,
     ) -> (usize, Result<Result<Reply, ClientError>, String>) {
         let asked = self.group_state(group, |g| g.leader);
+        let await_leadership = taking_over == Some(asked) && request.is_write();
         (
             asked,
-            self.attempt_at(group, asked, request, sequence).await,
+            self.attempt_at(group, asked, request, sequence, await_leadership)
+                .await,
         )
     }
 
@@ -426,6 +447,7 @@ impl Client {
         asked: usize,
         request: &Request,
         sequence: u64,
+        await_leadership: bool,
     ) -> Result<Result<Reply, ClientError>, String> {
         let connection = self.connection(group, asked).await?;
         let (client_id, request_id, timeout) = {
@@ -437,7 +459,9 @@ impl Client {
                 inner.options.attempt_timeout,
             )
         };
-        let message = ClientRequest::new(client_id, sequence, request_id, group, request.clone());
+        let mut message =
+            ClientRequest::new(client_id, sequence, request_id, group, request.clone());
+        message.await_leadership = await_leadership;
         let (tx, rx) = local_channel::new_bounded(1);
         connection.send(message, tx).await?;
         match glommio::timer::timeout(timeout, async { Ok(rx.recv().await) }).await {
@@ -513,14 +537,8 @@ impl Client {
     ///
     /// All of this is per group: each group has its own leader.
     fn follow_hint(&self, group: u32, asked: usize, leader_hint: Option<NodeId>) -> bool {
+        let hinted = leader_hint.and_then(|hint| self.member_of(hint));
         let mut inner = self.inner.borrow_mut();
-        let hinted = leader_hint.and_then(|hint| {
-            inner
-                .options
-                .members
-                .iter()
-                .position(|m| m.id == Some(hint))
-        });
         let members = inner.options.members.len();
         let state = &mut inner.groups[group as usize];
         if state.leader != asked {
@@ -534,6 +552,12 @@ impl Client {
             state.connection = None;
         }
         moved_to_hint
+    }
+
+    /// The position in `options.members` of node `id`, if the client knows it.
+    fn member_of(&self, id: NodeId) -> Option<usize> {
+        let inner = self.inner.borrow();
+        inner.options.members.iter().position(|m| m.id == Some(id))
     }
 
     /// Moves to the next member after a connection problem with member `asked`, unless another

@@ -161,6 +161,8 @@ pub struct Driver {
     leader: Option<NodeId>,
     shutting_down: bool,
     transfer: Option<leadership::PendingTransfer>,
+    /// Writes a leader handing over redirected here, held until this node leads.
+    awaiting_leadership: leadership::AwaitingLeadership,
     stepping_down: Option<leadership::SteppingDown>,
     /// The core's `transfer_elections` when the last campaign was counted.
     transfer_elections_seen: u64,
@@ -226,6 +228,7 @@ impl Driver {
             leader: None,
             shutting_down: false,
             transfer: None,
+            awaiting_leadership: Default::default(),
             stepping_down: None,
             transfer_elections_seen: 0,
             committed_at: Instant::now(),
@@ -252,6 +255,7 @@ impl Driver {
                 handled += 1;
             }
             super::trace::event("loop_handled", handled);
+            self.release_awaiting_leadership();
             let output = self.node.take_output();
             let committed = output.committed_entries.len() as u64;
             self.process(output).await;
@@ -323,6 +327,12 @@ impl Driver {
                     message: "node is shutting down".into(),
                 },
             ));
+        }
+        if request.await_leadership
+            && request.request.is_write()
+            && self.node.role() != Role::Leader
+        {
+            return self.await_leadership(request, reply);
         }
         let op = match request.request {
             Request::Stats => {
@@ -464,12 +474,14 @@ impl Driver {
             // when it handed its vote over with the TimeoutNow).
             Err(
                 e @ (ProposeError::TransferInProgress | ProposeError::NotLeader { leader: None }),
-            ) if self.transfer.is_some() => match &mut self.transfer {
-                Some(t) if t.held_writes.len() < leadership::TRANSFER_HELD_WRITES_MAX => {
-                    t.held_writes.push((request_id, reply));
+            ) if self.transfer.is_some() && self.node.handed_vote_to().is_none() => {
+                match &mut self.transfer {
+                    Some(t) if t.held_writes.len() < leadership::TRANSFER_HELD_WRITES_MAX => {
+                        t.held_writes.push((request_id, reply));
+                    }
+                    _ => reply.send(error(request_id, self.propose_error(e))),
                 }
-                _ => reply.send(error(request_id, self.propose_error(e))),
-            },
+            }
             Err(e) => reply.send(error(request_id, self.propose_error(e))),
         }
     }
@@ -499,14 +511,21 @@ impl Driver {
         }
     }
 
+    /// `NotLeader` naming `leader`; or, from a former leader that handed its vote over and
+    /// has heard from no leader since, naming the node it handed leadership to.
     fn not_leader(&self, leader: Option<NodeId>) -> ClientError {
+        let handed_to = match leader {
+            None => self.node.handed_vote_to(),
+            Some(_) => None,
+        };
+        let leader = leader.or(handed_to);
         let leader_addr = leader
             .and_then(|id| self.members.get(id))
             .map(|m| m.client_addr.to_string());
         ClientError::NotLeader {
             leader_hint: leader,
             leader_addr,
-            handing_over: false,
+            handing_over: handed_to.is_some(),
         }
     }
 
@@ -597,6 +616,7 @@ impl Driver {
             transfer_elections: self.node.transfer_elections(),
             group: self.config.group,
             groups: self.config.groups,
+            awaiting_leadership: self.awaiting_leadership.len() as u64,
         }
     }
 

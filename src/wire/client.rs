@@ -332,6 +332,8 @@ pub struct NodeStats {
     pub group: u32,
     /// How many groups the node hosts (0 from an older node: one).
     pub groups: u32,
+    /// Writes a leader handing over sent here, held now until this node leads.
+    pub awaiting_leadership: u64,
 }
 
 /// Encodes `request` into `fbb` (reset first) and returns the finished body, to be sent as a
@@ -741,6 +743,7 @@ fn encode_stats(stats: &NodeStats, fbb: &mut FlatBufferBuilder<'_>) -> WIPOffset
         transfer_elections: stats.transfer_elections,
         group: stats.group,
         groups: stats.groups,
+        awaiting_leadership: stats.awaiting_leadership,
     };
     fb::StatsReply::create(fbb, &args).as_union_value()
 }
@@ -772,6 +775,7 @@ fn decode_stats(t: fb::StatsReply<'_>) -> Result<NodeStats, DecodeError> {
         transfer_elections: t.transfer_elections(),
         group: t.group(),
         groups: t.groups(),
+        awaiting_leadership: t.awaiting_leadership(),
     })
 }
 

@@ -195,6 +195,16 @@ impl RawNode {
     pub fn transfer_in_progress(&self) -> bool {
         self.lead_transferee.is_some()
     }
+    /// The node this former leader handed its vote and leadership to (its `TimeoutNow`), while
+    /// no leader of the term it voted in has been heard from: where its clients should go.
+    pub fn handed_vote_to(&self) -> Option<NodeId> {
+        let (to, voted_term) = self.vote_handed_to?;
+        let still_waiting = self.role == Role::Follower
+            && self.leader.is_none()
+            && self.term() == voted_term
+            && self.hard_state.voted_for == Some(to);
+        still_waiting.then_some(to)
+    }
     /// While this node lost acknowledged entries and is being caught up: the index its log must
     /// reach, matching a leader's, before it votes or campaigns again.
     pub fn recovering_to(&self) -> Option<Index> {

@@ -1,15 +1,64 @@
 //! Leadership hand-over (Raft thesis 3.10) on the Raft loop: transfers a client or the
-//! leader spreading asks for, and the graceful stop on SIGTERM.
+//! leader spreading asks for, the graceful stop on SIGTERM, and the clients' writes meanwhile.
+//!
+//! The writes of a hand-over take the shortest path the protocol allows. The old leader holds
+//! them while its transferee catches up (a leader in transfer proposes nothing, thesis 3.10),
+//! and the moment it hands its vote over with the `TimeoutNow` it answers them `NotLeader`
+//! naming the transferee, with `handing_over` set. The client retries there at once with
+//! `await_leadership`, and the transferee holds those writes until it leads (then proposes them
+//! with its first entries) or hears of another leader (then redirects them). So the clients'
+//! writes wait at the new leader while the `TimeoutNow` travels, rather than the old leader
+//! learning who leads half a round trip after the new leader started, and the clients arriving
+//! after that.
 
+use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::{error, Driver};
 use crate::core::{NodeId, Role, Term};
 use crate::runtime::server::ReplyTo;
-use crate::wire::{ClientError, ClientResponse, Reply};
+use crate::wire::{ClientError, ClientRequest, ClientResponse, Reply, Request};
 
-/// Writes one leadership transfer holds back, at most; later ones are refused at once.
+/// Writes one leadership transfer holds back, at most; later ones are refused at once. The
+/// same bound applies to the writes a transferee holds until it leads.
 pub(super) const TRANSFER_HELD_WRITES_MAX: usize = crate::limits::CLIENT_LINK_REQUESTS_MAX;
+
+/// Bytes of keys, values and payloads a transferee holds until it leads, at most: past it, or
+/// past [`TRANSFER_HELD_WRITES_MAX`] writes, it answers `Backpressure`.
+const AWAITING_LEADERSHIP_BYTES_MAX: usize = 64 << 20;
+
+/// Writes a leader handing over sent here (`await_leadership`), until this node leads.
+#[derive(Default)]
+pub(super) struct AwaitingLeadership {
+    writes: VecDeque<AwaitingWrite>,
+    bytes: usize,
+}
+
+impl AwaitingLeadership {
+    /// How many writes wait.
+    pub(super) fn len(&self) -> usize {
+        self.writes.len()
+    }
+}
+
+struct AwaitingWrite {
+    request: ClientRequest,
+    reply: ReplyTo,
+    /// The term when it arrived. A leader of a later term that is not this node ends the wait:
+    /// the hand-over went elsewhere.
+    term: Term,
+    deadline: Instant,
+}
+
+/// The bytes a held write keeps in memory (its key and value, or its payload).
+fn held_bytes(request: &Request) -> usize {
+    match request {
+        Request::Put { key, value } => key.len() + value.len(),
+        Request::Delete { key } => key.len(),
+        Request::Propose { payload } => payload.len(),
+        _ => 0,
+    }
+}
 
 /// A leadership transfer this node started as leader (thesis 3.10), and who waits on it.
 pub(super) struct PendingTransfer {
@@ -163,6 +212,14 @@ impl Driver {
     /// Answers a finished transfer: done once this node no longer leads; failed once the core
     /// gave up (it aborts after an election timeout) or the window passed.
     pub(super) fn check_transfer(&mut self) {
+        if self.node.handed_vote_to().is_some() {
+            // The TimeoutNow is on its way: send the held writes after it (see the module doc).
+            if let Some(pending) = &mut self.transfer {
+                for (request_id, reply) in std::mem::take(&mut pending.held_writes) {
+                    reply.send(error(request_id, self.not_leader(None)));
+                }
+            }
+        }
         let Some(pending) = &self.transfer else {
             return;
         };
@@ -302,5 +359,61 @@ impl Driver {
         }
         self.stepping_down = None;
         self.shutting_down = true;
+    }
+
+    /// A write sent here by a leader handing leadership over, while this node does not lead:
+    /// held until it does (see the module doc), within bounds.
+    pub(super) fn await_leadership(&mut self, request: ClientRequest, reply: ReplyTo) {
+        let bytes = held_bytes(&request.request);
+        let term = self.node.hard_state().current_term;
+        let deadline = Instant::now() + self.transfer_window();
+        let held = &mut self.awaiting_leadership;
+        if held.writes.len() >= TRANSFER_HELD_WRITES_MAX
+            || held.bytes + bytes > AWAITING_LEADERSHIP_BYTES_MAX
+        {
+            return reply.send(error(request.request_id, ClientError::Backpressure));
+        }
+        held.bytes += bytes;
+        held.writes.push_back(AwaitingWrite {
+            request,
+            reply,
+            term,
+            deadline,
+        });
+    }
+
+    /// Proposes the held writes once this node leads (called before the core's output is
+    /// taken, so they leave with the new leader's first entries); redirects those whose wait
+    /// is over: another node leads a later term, or the transfer window passed.
+    pub(super) fn release_awaiting_leadership(&mut self) {
+        if self.awaiting_leadership.writes.is_empty() {
+            return;
+        }
+        if self.node.role() == Role::Leader {
+            let held = std::mem::take(&mut self.awaiting_leadership);
+            for write in held.writes {
+                self.handle_client(write.request, write.reply);
+            }
+            return;
+        }
+        let now = Instant::now();
+        let term = self.node.hard_state().current_term;
+        let leader = self.node.leader();
+        let elsewhere = |write: &AwaitingWrite| leader.is_some() && term > write.term;
+        let held = &mut self.awaiting_leadership;
+        let (mut keep, mut done) = (VecDeque::new(), Vec::new());
+        for write in held.writes.drain(..) {
+            if elsewhere(&write) || now >= write.deadline {
+                held.bytes -= held_bytes(&write.request.request);
+                done.push(write);
+            } else {
+                keep.push_back(write);
+            }
+        }
+        held.writes = keep;
+        for write in done {
+            let answer = self.not_leader(leader);
+            write.reply.send(error(write.request.request_id, answer));
+        }
     }
 }

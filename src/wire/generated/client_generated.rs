@@ -2070,6 +2070,7 @@ impl<'a> StatsReply<'a> {
   pub const VT_TRANSFER_ELECTIONS: ::flatbuffers::VOffsetT = 48;
   pub const VT_GROUP: ::flatbuffers::VOffsetT = 50;
   pub const VT_GROUPS: ::flatbuffers::VOffsetT = 52;
+  pub const VT_AWAITING_LEADERSHIP: ::flatbuffers::VOffsetT = 54;
 
   #[inline]
   pub unsafe fn init_from_table(table: ::flatbuffers::Table<'a>) -> Self {
@@ -2081,6 +2082,7 @@ impl<'a> StatsReply<'a> {
     args: &'args StatsReplyArgs
   ) -> ::flatbuffers::WIPOffset<StatsReply<'bldr>> {
     let mut builder = StatsReplyBuilder::new(_fbb);
+    builder.add_awaiting_leadership(args.awaiting_leadership);
     builder.add_transfer_elections(args.transfer_elections);
     builder.add_recovering_to(args.recovering_to);
     builder.add_votes_withheld(args.votes_withheld);
@@ -2303,6 +2305,15 @@ impl<'a> StatsReply<'a> {
     // which contains a valid value in this slot
     unsafe { self._tab.get::<u32>(StatsReply::VT_GROUPS, Some(0)).unwrap()}
   }
+  /// Writes a leader handing over sent here (await_leadership), held now until this node
+  /// leads.
+  #[inline]
+  pub fn awaiting_leadership(&self) -> u64 {
+    // Safety:
+    // Created from valid Table for this object
+    // which contains a valid value in this slot
+    unsafe { self._tab.get::<u64>(StatsReply::VT_AWAITING_LEADERSHIP, Some(0)).unwrap()}
+  }
 }
 
 impl ::flatbuffers::Verifiable for StatsReply<'_> {
@@ -2336,6 +2347,7 @@ impl ::flatbuffers::Verifiable for StatsReply<'_> {
      .visit_field::<u64>("transfer_elections", Self::VT_TRANSFER_ELECTIONS, false)?
      .visit_field::<u32>("group", Self::VT_GROUP, false)?
      .visit_field::<u32>("groups", Self::VT_GROUPS, false)?
+     .visit_field::<u64>("awaiting_leadership", Self::VT_AWAITING_LEADERSHIP, false)?
      .finish();
     Ok(())
   }
@@ -2366,6 +2378,7 @@ pub struct StatsReplyArgs {
     pub transfer_elections: u64,
     pub group: u32,
     pub groups: u32,
+    pub awaiting_leadership: u64,
 }
 impl<'a> Default for StatsReplyArgs {
   #[inline]
@@ -2396,6 +2409,7 @@ impl<'a> Default for StatsReplyArgs {
       transfer_elections: 0,
       group: 0,
       groups: 0,
+      awaiting_leadership: 0,
     }
   }
 }
@@ -2506,6 +2520,10 @@ impl<'a: 'b, 'b, A: ::flatbuffers::Allocator + 'a> StatsReplyBuilder<'a, 'b, A> 
     self.fbb_.push_slot::<u32>(StatsReply::VT_GROUPS, groups, 0);
   }
   #[inline]
+  pub fn add_awaiting_leadership(&mut self, awaiting_leadership: u64) {
+    self.fbb_.push_slot::<u64>(StatsReply::VT_AWAITING_LEADERSHIP, awaiting_leadership, 0);
+  }
+  #[inline]
   pub fn new(_fbb: &'b mut ::flatbuffers::FlatBufferBuilder<'a, A>) -> StatsReplyBuilder<'a, 'b, A> {
     let start = _fbb.start_table();
     StatsReplyBuilder {
@@ -2548,6 +2566,7 @@ impl ::core::fmt::Debug for StatsReply<'_> {
       ds.field("transfer_elections", &self.transfer_elections());
       ds.field("group", &self.group());
       ds.field("groups", &self.groups());
+      ds.field("awaiting_leadership", &self.awaiting_leadership());
       ds.finish()
   }
 }
