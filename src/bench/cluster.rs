@@ -162,7 +162,11 @@ impl Cluster {
     pub fn start_node(&mut self, id: u64) -> Result<(), String> {
         let exe = local_binary()?;
         let dir = self.data_root.join(format!("node{id}"));
-        let log = std::fs::File::create(self.data_root.join(format!("node{id}.log")))
+        // Appended to: a node restarted by a failover drill keeps what it logged before.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_root.join(format!("node{id}.log")))
             .map_err(|e| e.to_string())?;
         let mut cmd = Command::new(exe);
         cmd.arg("node")
