@@ -244,6 +244,13 @@ impl Simulation {
                 self.clients[c].target[group] = leader as usize - 1;
                 self.wake_client(c, now_us + RETRY_US / 5);
             }
+            Err(ProposeError::NotLeader { leader: None }) if raft.handed_vote_to().is_some() => {
+                // A former leader that handed its vote over sends clients to the node taking
+                // over (the node's `NotLeader` with `handing_over`), where they retry soon.
+                let to = raft.handed_vote_to().expect("checked");
+                self.clients[c].target[group] = to as usize - 1;
+                self.wake_client(c, now_us + RETRY_US / 5);
+            }
             Err(ProposeError::NotLeader { .. }) => {
                 self.clients[c].target[group] = self.rng.below(n as u64) as usize;
                 self.wake_client(c, now_us + RETRY_US);
