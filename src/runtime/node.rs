@@ -623,9 +623,6 @@ impl Driver {
     // ------------------------------------------------------------ output
 
     async fn process(&mut self, mut output: Output) {
-        if let Some(soft) = output.soft_state {
-            self.role_changed(soft.role, soft.leader);
-        }
         // Nothing below does I/O itself: it wakes the disk task, the peer senders and the client
         // writers, which then run in the order they were woken. So wake them in the order of
         // the critical path: the disk first (the longest step, and it runs on another thread),
@@ -678,6 +675,12 @@ impl Driver {
             metrics
                 .apply_latency
                 .record_duration(self.committed_at.elapsed());
+        }
+        // After the commits: entries this node committed as leader in the step that ended its
+        // leadership (a transfer's last acknowledgement both commits and hands the vote over)
+        // are answered done, not sent to retry at the next leader.
+        if let Some(soft) = output.soft_state {
+            self.role_changed(soft.role, soft.leader);
         }
         for read in output.read_states {
             if let Some(pending) = self.reads_by_id.remove(&read.request_id) {
