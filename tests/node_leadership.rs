@@ -142,10 +142,11 @@ fn transfer_leader_moves_leadership_to_the_named_node_and_refuses_bad_requests()
         })
         .await;
         // A write during the transfer. The frozen node was caught up, so the leader handed it
-        // its vote and now answers writes `NotLeader` naming it, `handing_over`; this client
-        // cannot follow (it knows only the target's address) and succeeds once the group has
-        // a leader again. (Had the frozen node lagged, the write would be held until the
-        // transfer timed out, then answered by the target, still leading.)
+        // its vote and now answers writes `NotLeader` naming it, `handing_over`; the client
+        // follows the hint's address to the frozen node, hears nothing within its attempt
+        // timeout, moves on, and succeeds once the group has a leader again. (Had the frozen
+        // node lagged, the write would be held until the transfer timed out, then answered by
+        // the target, still leading.)
         let written = Client::new(ClientOptions::new(vec![target_addr.into()], u64::MAX - 2))
             .put("during-transfer", "x")
             .await;

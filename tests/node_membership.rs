@@ -458,6 +458,61 @@ fn refused_with(args: &[&str], reason: &str) {
 }
 
 #[test]
+fn a_client_follows_the_leader_to_a_member_added_after_it_started() {
+    let cluster = Arc::new(Cluster::with_spares(3, 1, &[]));
+    for id in 1..=3 {
+        cluster.start_node(id);
+    }
+    let first: Vec<SocketAddr> = (1..=3).map(|id| cluster.client_addr(id)).collect();
+    let all: Vec<SocketAddr> = (1..=4).map(|id| cluster.client_addr(id)).collect();
+    let c = cluster.clone();
+    run(move || async move {
+        wait_for_leader(&first, LEADER_TIMEOUT).await;
+        // Given the first three nodes only, by address.
+        let writer = client(first.clone());
+        writer
+            .put("before", "1")
+            .await
+            .expect("a write before the change");
+        c.start_joining(4);
+        change_until(&all, add_learner(&c, 4), |l| {
+            learners(l).contains(&4) || voters(l).contains(&4)
+        })
+        .await;
+        change_until(&all, simple(MemberChangeKind::Promote, 4), |l| {
+            voters(l).contains(&4)
+        })
+        .await;
+        wait_until("node 4 to lead", CHANGE_TIMEOUT, || {
+            let all = all.clone();
+            async move {
+                let (addr, listing) = leader_listing(&all).await?;
+                if listing.node_id == 4 {
+                    return Some(());
+                }
+                // One attempt at the leader; a refusal (a transfer times out on a loaded
+                // machine) is tried again on the next poll.
+                let _ = client(vec![addr]).transfer_leader(4).await;
+                None
+            }
+        })
+        .await;
+        // Every node the writer knows now names node 4, which it was not given: it follows
+        // the hint's address (with rotation alone it would ask the first three until it gave
+        // up).
+        writer
+            .put("after", "2")
+            .await
+            .expect("a write once node 4 leads");
+        let at_4 = client(vec![c.client_addr(4)]);
+        assert_eq!(
+            at_4.get("after").await.expect("read at node 4").as_deref(),
+            Some(&b"2"[..])
+        );
+    });
+}
+
+#[test]
 fn bad_member_requests_are_refused_with_the_reason() {
     // A long election timeout: the leader must not step down (check-quorum) while both
     // followers are frozen below, before the second change has been refused.

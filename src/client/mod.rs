@@ -26,8 +26,11 @@ use crate::wire::{ClientError, ClientRequest, ClientResponse, NodeStats, Reply, 
 use connection::Connection;
 
 /// One node's client address, with its node id when known. Leader hints name the leader by
-/// id (its advertised address may be a name, or an address this client does not reach it by),
-/// so only members with ids can be followed to directly; the others are found by rotation.
+/// id and by its advertised client address. The client follows a hint to the member with that
+/// id; failing that, to the member with that address (which learns the id); failing that, it
+/// adds the hinted node as a member (a node added to the cluster after the client started). An
+/// advertised address may also be one this client does not reach the node by: then the
+/// connection fails and the client moves on by rotation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MemberAddr {
     /// The node's id, when the caller knows it.
@@ -148,8 +151,13 @@ pub struct Client {
     /// heard the same answer) wait for the first one's connection and share it, rather than
     /// each opening its own (a leader change had 16 sessions x 64 requests open 1024
     /// connections, which reached the new leader over tens of milliseconds).
-    connecting: Rc<[glommio::sync::Semaphore]>,
+    connecting: Rc<RefCell<Vec<Rc<glommio::sync::Semaphore>>>>,
 }
+
+/// Members a client may know, at most: those it was given plus those it learned from leader
+/// hints (a node added after it started). Past this, a hint to an unknown node is not followed
+/// and the client finds the leader by rotation.
+const MEMBERS_KNOWN_MAX: usize = 2 * crate::limits::CLUSTER_NODES_MAX;
 
 impl Client {
     /// A client for the cluster; connects lazily.
@@ -163,7 +171,7 @@ impl Client {
         let connecting = options
             .members
             .iter()
-            .map(|_| glommio::sync::Semaphore::new(1))
+            .map(|_| Rc::new(glommio::sync::Semaphore::new(1)))
             .collect();
         let groups = (0..options.groups)
             .map(|g| GroupState {
@@ -180,7 +188,7 @@ impl Client {
                 groups,
                 next_request_id: 1,
             })),
-            connecting,
+            connecting: Rc::new(RefCell::new(connecting)),
         }
     }
 
@@ -375,18 +383,17 @@ impl Client {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(ClientError::NotLeader {
                     leader_hint,
+                    leader_addr,
                     handing_over,
-                    ..
                 })) => {
                     last = "not the leader".into();
-                    let moved_to_hint = self.follow_hint(group, asked, leader_hint);
+                    let hinted = self.member_of_hint(leader_hint, leader_addr.as_deref());
+                    let moved_to_hint = self.follow_hint(group, asked, hinted);
                     if moved_to_hint && !hint_followed_at_once {
                         hint_followed_at_once = true;
                         skip_backoff = true;
                     }
-                    taking_over = leader_hint
-                        .filter(|_| handing_over)
-                        .and_then(|hint| self.member_of(hint));
+                    taking_over = hinted.filter(|_| handing_over);
                     if taking_over.is_some() {
                         // Not a refusal to wait out: the hinted node takes the write as soon
                         // as it leads.
@@ -482,8 +489,15 @@ impl Client {
                 Err(format!("connection to {} lost", connection.addr()))
             }
             Err(_) => {
+                // No answer at all: the node may be stopped or cut off (a node that answers
+                // slowly says Timeout itself), so the caller moves on to another node, whose
+                // answer points back here if this one still leads.
                 connection.forget(request_id);
-                Ok(Err(ClientError::Timeout))
+                Err(format!(
+                    "no answer from {} within {} ms",
+                    connection.addr(),
+                    timeout.as_millis()
+                ))
             }
         }
     }
@@ -494,7 +508,8 @@ impl Client {
         if let Some(live) = self.live_connection(group, asked) {
             return Ok(live);
         }
-        let _opening = self.connecting[asked]
+        let semaphore = self.connecting.borrow()[asked].clone();
+        let _opening = semaphore
             .acquire_permit(1)
             .await
             .map_err(|e| format!("cannot open a connection: {e}"))?;
@@ -558,8 +573,7 @@ impl Client {
     /// follower and lost connections for 40 attempts).
     ///
     /// All of this is per group: each group has its own leader.
-    fn follow_hint(&self, group: u32, asked: usize, leader_hint: Option<NodeId>) -> bool {
-        let hinted = leader_hint.and_then(|hint| self.member_of(hint));
+    fn follow_hint(&self, group: u32, asked: usize, hinted: Option<usize>) -> bool {
         let mut inner = self.inner.borrow_mut();
         let members = inner.options.members.len();
         let state = &mut inner.groups[group as usize];
@@ -576,10 +590,31 @@ impl Client {
         moved_to_hint
     }
 
-    /// The position in `options.members` of node `id`, if the client knows it.
-    fn member_of(&self, id: NodeId) -> Option<usize> {
-        let inner = self.inner.borrow();
-        inner.options.members.iter().position(|m| m.id == Some(id))
+    /// The position in `options.members` of the node a `NotLeader` names: by its id, else by
+    /// its client address (the member given without an id learns it), else a member learned
+    /// now (a node added after the client started), within [`MEMBERS_KNOWN_MAX`].
+    fn member_of_hint(&self, id: Option<NodeId>, addr: Option<&str>) -> Option<usize> {
+        let id = id?;
+        let mut inner = self.inner.borrow_mut();
+        let members = &mut inner.options.members;
+        if let Some(known) = members.iter().position(|m| m.id == Some(id)) {
+            return Some(known);
+        }
+        let addr: SocketAddr = addr?.parse().ok()?;
+        if let Some(known) = members.iter().position(|m| m.addr == addr) {
+            if members[known].id.is_none() {
+                members[known].id = Some(id);
+            }
+            return (members[known].id == Some(id)).then_some(known);
+        }
+        if members.len() >= MEMBERS_KNOWN_MAX {
+            return None;
+        }
+        members.push(MemberAddr { id: Some(id), addr });
+        self.connecting
+            .borrow_mut()
+            .push(Rc::new(glommio::sync::Semaphore::new(1)));
+        Some(members.len() - 1)
     }
 
     /// Moves to the next member after a connection problem with member `asked`, unless another

@@ -452,7 +452,7 @@ static NEXT_CLIENT_ID: AtomicU32 = AtomicU32::new(1);
 pub fn client(members: Vec<SocketAddr>) -> Client {
     let id = NEXT_CLIENT_ID.fetch_add(1, Ordering::SeqCst) as u64
         | (u64::from(std::process::id()) << 20);
-    // Bare addresses: without node ids the client finds the leader by rotation.
+    // Bare addresses: the client learns each node's id from the leader hints that name it.
     let mut options = ClientOptions::new(members.into_iter().map(Into::into).collect(), id);
     options.attempt_timeout = Duration::from_secs(2);
     options.attempts_max = 40;
