@@ -187,7 +187,7 @@ async fn check_every_acked_key(addrs: &[SocketAddr], acked: &BTreeMap<Bytes, Byt
     let mut lost = Vec::new();
     for (key, value) in acked {
         match reader.get(key.clone()).await {
-            Ok(Some(v)) if &v == value => {}
+            Ok(Some(v)) if v == value => {}
             other => lost.push(format!("{key:?}: {other:?}")),
         }
     }
@@ -228,7 +228,7 @@ async fn check_node_holds_all(
             })
             .await;
         match got {
-            Ok(ringraft::wire::Reply::Value(v)) if &v == value => {}
+            Ok(ringraft::wire::Reply::Value(v)) if v == value => {}
             other => missing.push(format!("{key:?}: {other:?}")),
         }
     }

@@ -695,6 +695,7 @@ fn wait_for_leader(
 }
 
 /// Runs the load processes (and a sampler per host) against `cluster` and merges their results.
+#[allow(clippy::too_many_arguments)]
 fn run_load(
     config: &BenchConfig,
     hosts: &Hosts,
@@ -1065,19 +1066,6 @@ pub(crate) fn save_hlogs(dir: &Path, runs: &[HostsRun]) -> Result<(), String> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn shares_differ_by_at_most_one_and_add_up() {
-        assert_eq!(shares(8, 3), vec![3, 3, 2]);
-        assert_eq!(shares(8, 2), vec![4, 4]);
-        assert_eq!(shares(5, 1), vec![5]);
-        assert_eq!(shares(3, 4), vec![1, 1, 1, 0]);
-    }
-}
-
 /// One point of `ringraft tune --hosts`: the config's first workload against ringraft on the
 /// hosts.
 pub(crate) fn tune_point(
@@ -1271,4 +1259,17 @@ pub fn run_config_on_hosts(
     super::print_checks(&report.checks);
     eprintln!("report: {}", md_path.display());
     Ok((out_dir, report.checks))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shares_differ_by_at_most_one_and_add_up() {
+        assert_eq!(shares(8, 3), vec![3, 3, 2]);
+        assert_eq!(shares(8, 2), vec![4, 4]);
+        assert_eq!(shares(5, 1), vec![5]);
+        assert_eq!(shares(3, 4), vec![1, 1, 1, 0]);
+    }
 }

@@ -196,8 +196,11 @@ fn parse_sample(line: &str) -> Result<Sample, String> {
     })
 }
 
+/// A series' labels, name and value, in the order written.
+type Labels = Vec<(String, String)>;
+
 /// Parses `k="v",...}`; returns the labels and what follows the closing brace.
-fn parse_labels(mut s: &str) -> Result<(Vec<(String, String)>, &str), String> {
+fn parse_labels(mut s: &str) -> Result<(Labels, &str), String> {
     let mut labels: Vec<(String, String)> = Vec::new();
     loop {
         if let Some(after) = s.strip_prefix('}') {

@@ -312,12 +312,12 @@ fn nice_step(range: f64) -> f64 {
     }
     let raw = range / 5.0;
     let power = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0]
+
+    [1.0, 2.0, 5.0, 10.0]
         .into_iter()
         .map(|m| m * power)
         .find(|&s| s >= raw)
-        .unwrap_or(10.0 * power);
-    step
+        .unwrap_or(10.0 * power)
 }
 
 /// A tick label: round values written without needless decimals (70k, 2.5k, 0.2).

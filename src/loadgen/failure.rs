@@ -84,7 +84,7 @@ mod tests {
         assert!(e.contains("7 x unavailable"), "{e}");
         // A failed write sits in the histogram too (at its deadline): still no success.
         recorder.record(OpKind::Write, start, start, Err("timeout".into()));
-        assert!(recorder.writes.len() > 0);
+        assert!(!recorder.writes.is_empty());
         assert!(check_any_success("ringraft", &addrs, &recorder).is_err());
         recorder.record(OpKind::Write, start, start, Ok(()));
         assert!(check_any_success("ringraft", &addrs, &recorder).is_ok());

@@ -82,6 +82,11 @@ impl AlignedBuf {
         self.len
     }
 
+    /// Whether it holds no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
     fn reserve(&mut self, more: usize) {
         if self.len + more <= self.capacity {
             return;

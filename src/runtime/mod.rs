@@ -427,6 +427,9 @@ struct RaftSide {
     client_counters: Arc<ClientCounters>,
 }
 
+/// The metrics server's link to one group's Raft executor: a render asked, the text back.
+type RenderLink = (SharedSender<()>, SharedReceiver<String>);
+
 /// What a client executor is given.
 struct ClientExecutor {
     /// 1 for the first client executor.
@@ -439,10 +442,7 @@ struct ClientExecutor {
     )>,
     /// The metrics listener and its links to each group (render asked, text back), on the
     /// first client executor.
-    metrics: Option<(
-        std::net::TcpListener,
-        Vec<(SharedSender<()>, SharedReceiver<String>)>,
-    )>,
+    metrics: Option<(std::net::TcpListener, Vec<RenderLink>)>,
     counters: Arc<ClientCounters>,
     inflight_max: usize,
     groups: u32,

@@ -46,7 +46,7 @@ const SNAPSHOT_WRITE_BYTES_PER_S: f64 = 128.0 * 1024.0 * 1024.0;
 /// follower accepts), plus the header, a configuration and the padding.
 const SNAPSHOT_FILE_BYTES_MAX: usize = SNAPSHOT_BYTES_MAX + (1 << 20);
 
-const _: () = assert!(HEADER_BYTES < BLOCK_BYTES && WRITE_CHUNK_BYTES % BLOCK_BYTES == 0);
+const _: () = assert!(HEADER_BYTES < BLOCK_BYTES && WRITE_CHUNK_BYTES.is_multiple_of(BLOCK_BYTES));
 
 type Pool = Arc<Mutex<Vec<AlignedBuf>>>;
 
@@ -545,8 +545,8 @@ mod tests {
                 client_id: 0,
                 sequence: 0,
                 op: crate::kv::Op::Put {
-                    key: format!("key-{k:06}").into_bytes().into(),
-                    value: vec![k as u8; value_bytes].into(),
+                    key: format!("key-{k:06}").into_bytes(),
+                    value: vec![k as u8; value_bytes],
                 },
             };
             kv.apply(k + 1, &command.encode());

@@ -246,7 +246,7 @@ mod tests {
         assert_eq!(repairs[0].moved.len(), segments.len() - 1);
         let kept = restored.entries.len() as u64;
         assert!(
-            kept >= 1 && kept < 30_000,
+            (1..30_000).contains(&kept),
             "kept the valid prefix only: {kept}"
         );
         assert_eq!(restored.entries, entries(1, kept, 1));

@@ -349,7 +349,10 @@ impl RawNode {
             self.vote_handed_to = None;
             return;
         }
-        if self.election_elapsed_ticks % self.config.heartbeat_interval_ticks.max(1) == 0 {
+        if self
+            .election_elapsed_ticks
+            .is_multiple_of(self.config.heartbeat_interval_ticks.max(1))
+        {
             let last_index = self.log.last_index();
             self.send(
                 to,
