@@ -127,6 +127,12 @@ struct Inner {
     options: ClientOptions,
     /// What the client knows of each Raft group, in group order.
     groups: Vec<GroupState>,
+    /// One per member of `options.members`, held while a connection to it is opened: requests
+    /// that move to a new node together (they heard the same answer) wait for the first one's
+    /// connection and share it, rather than each opening its own (a leader change had 16
+    /// sessions x 64 requests open 1024 connections, which reached the new leader over tens of
+    /// milliseconds).
+    connecting: Vec<Rc<glommio::sync::Semaphore>>,
     next_request_id: u64,
 }
 
@@ -147,11 +153,6 @@ struct GroupState {
 #[derive(Clone)]
 pub struct Client {
     inner: Rc<RefCell<Inner>>,
-    /// One per member, held while a connection to it is opened: requests that move to a new node together (they
-    /// heard the same answer) wait for the first one's connection and share it, rather than
-    /// each opening its own (a leader change had 16 sessions x 64 requests open 1024
-    /// connections, which reached the new leader over tens of milliseconds).
-    connecting: Rc<RefCell<Vec<Rc<glommio::sync::Semaphore>>>>,
 }
 
 /// Members a client may know, at most: those it was given plus those it learned from leader
@@ -187,8 +188,8 @@ impl Client {
                 options,
                 groups,
                 next_request_id: 1,
+                connecting,
             })),
-            connecting: Rc::new(RefCell::new(connecting)),
         }
     }
 
@@ -508,7 +509,7 @@ impl Client {
         if let Some(live) = self.live_connection(group, asked) {
             return Ok(live);
         }
-        let semaphore = self.connecting.borrow()[asked].clone();
+        let semaphore = self.inner.borrow().connecting[asked].clone();
         let _opening = semaphore
             .acquire_permit(1)
             .await
@@ -611,10 +612,11 @@ impl Client {
             return None;
         }
         members.push(MemberAddr { id: Some(id), addr });
-        self.connecting
-            .borrow_mut()
+        let known = members.len() - 1;
+        inner
+            .connecting
             .push(Rc::new(glommio::sync::Semaphore::new(1)));
-        Some(members.len() - 1)
+        Some(known)
     }
 
     /// Moves to the next member after a connection problem with member `asked`, unless another

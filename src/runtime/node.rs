@@ -470,16 +470,11 @@ impl Driver {
                     },
                 );
             }
-            // During a transfer, and after it, until this node hears who leads (it stepped down
-            // when it handed its vote over with the TimeoutNow).
             Err(
                 e @ (ProposeError::TransferInProgress | ProposeError::NotLeader { leader: None }),
-            ) if self.transfer.is_some() && self.node.handed_vote_to().is_none() => {
-                match &mut self.transfer {
-                    Some(t) if t.held_writes.len() < leadership::TRANSFER_HELD_WRITES_MAX => {
-                        t.held_writes.push((request_id, reply));
-                    }
-                    _ => reply.send(error(request_id, self.propose_error(e))),
+            ) => {
+                if let Err(reply) = self.hold_during_transfer(request_id, reply) {
+                    reply.send(error(request_id, self.propose_error(e)));
                 }
             }
             Err(e) => reply.send(error(request_id, self.propose_error(e))),

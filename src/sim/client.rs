@@ -223,7 +223,15 @@ impl Simulation {
             self.clients[c].target[group] = (node + 1) % n;
             return self.wake_client(c, now_us + RETRY_US);
         };
-        match raft.propose(data) {
+        // A former leader that handed its vote over names the node taking over as the leader to
+        // ask (the node's `NotLeader` with `handing_over`).
+        let proposed = match (raft.propose(data), raft.handed_vote_to()) {
+            (Err(ProposeError::NotLeader { leader: None }), Some(to)) => {
+                Err(ProposeError::NotLeader { leader: Some(to) })
+            }
+            (proposed, _) => proposed,
+        };
+        match proposed {
             Ok(index) => {
                 let deadline_us = now_us + WRITE_ATTEMPT_TIMEOUT_US;
                 if let ClientState::Writing(w) = &mut self.clients[c].state {
@@ -242,13 +250,6 @@ impl Simulation {
                 leader: Some(leader),
             }) if leader as usize - 1 != node => {
                 self.clients[c].target[group] = leader as usize - 1;
-                self.wake_client(c, now_us + RETRY_US / 5);
-            }
-            Err(ProposeError::NotLeader { leader: None }) if raft.handed_vote_to().is_some() => {
-                // A former leader that handed its vote over sends clients to the node taking
-                // over (the node's `NotLeader` with `handing_over`), where they retry soon.
-                let to = raft.handed_vote_to().expect("checked");
-                self.clients[c].target[group] = to as usize - 1;
                 self.wake_client(c, now_us + RETRY_US / 5);
             }
             Err(ProposeError::NotLeader { .. }) => {

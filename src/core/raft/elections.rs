@@ -338,17 +338,14 @@ impl RawNode {
     /// interval, until a leader of the term it voted in is heard from. A transferee that
     /// already campaigned is in that term and drops it as stale.
     pub(super) fn resend_handed_vote(&mut self) {
-        let Some((to, voted_term)) = self.vote_handed_to else {
-            return;
-        };
-        if self.role != Role::Follower
-            || self.leader.is_some()
-            || self.term() != voted_term
-            || self.hard_state.voted_for != Some(to)
-        {
-            self.vote_handed_to = None;
+        if self.vote_handed_to.is_none() {
             return;
         }
+        let Some(to) = self.handed_vote_to() else {
+            self.vote_handed_to = None;
+            return;
+        };
+        let voted_term = self.term();
         if self
             .election_elapsed_ticks
             .is_multiple_of(self.config.heartbeat_interval_ticks.max(1))

@@ -21,7 +21,7 @@ use crate::wire::{ClientError, ClientRequest, ClientResponse, Reply, Request};
 
 /// Writes one leadership transfer holds back, at most; later ones are refused at once. The
 /// same bound applies to the writes a transferee holds until it leads.
-pub(super) const TRANSFER_HELD_WRITES_MAX: usize = crate::limits::CLIENT_LINK_REQUESTS_MAX;
+const TRANSFER_HELD_WRITES_MAX: usize = crate::limits::CLIENT_LINK_REQUESTS_MAX;
 
 /// Bytes of keys, values and payloads a transferee holds until it leads, at most: past it, or
 /// past [`TRANSFER_HELD_WRITES_MAX`] writes, it answers `Backpressure`.
@@ -66,12 +66,11 @@ pub(super) struct PendingTransfer {
     /// The client that asked for it, if one did (SIGTERM starts one without a client).
     reply: Option<(u64, ReplyTo)>,
     started_at: Instant,
-    /// Writes that arrived during the transfer, which a leader must not propose (thesis 3.10),
-    /// or after it stepped down with its vote and before it heard from the new leader. They
-    /// are answered when it ends, with the leader it ended with as their hint: refused at
-    /// once they would name the transferee before it leads, and a client would spend its
-    /// backoff bouncing between two nodes that both say they are not the leader.
-    pub(super) held_writes: Vec<(u64, ReplyTo)>,
+    /// Writes that arrived while the transferee caught up, which a leader must not propose
+    /// (thesis 3.10). They are answered once the vote is handed over, naming the transferee
+    /// (see the module doc), or when the transfer ends otherwise, naming the leader it ended
+    /// with.
+    held_writes: Vec<(u64, ReplyTo)>,
 }
 
 /// SIGTERM on a leader: it exits once it has heard, as a follower, that the new leader
@@ -212,12 +211,19 @@ impl Driver {
     /// Answers a finished transfer: done once this node no longer leads; failed once the core
     /// gave up (it aborts after an election timeout) or the window passed.
     pub(super) fn check_transfer(&mut self) {
-        if self.node.handed_vote_to().is_some() {
+        let has_held = self
+            .transfer
+            .as_ref()
+            .is_some_and(|t| !t.held_writes.is_empty());
+        if has_held && self.node.handed_vote_to().is_some() {
             // The TimeoutNow is on its way: send the held writes after it (see the module doc).
-            if let Some(pending) = &mut self.transfer {
-                for (request_id, reply) in std::mem::take(&mut pending.held_writes) {
-                    reply.send(error(request_id, self.not_leader(None)));
-                }
+            let answer = self.not_leader(None);
+            let held = self
+                .transfer
+                .as_mut()
+                .map(|t| std::mem::take(&mut t.held_writes));
+            for (request_id, reply) in held.into_iter().flatten() {
+                reply.send(error(request_id, answer.clone()));
             }
         }
         let Some(pending) = &self.transfer else {
@@ -361,6 +367,28 @@ impl Driver {
         self.shutting_down = true;
     }
 
+    /// A write this node may not propose while it hands leadership over: a leader in transfer
+    /// proposes nothing (thesis 3.10), and once it stepped down no leader may be known yet.
+    /// Held until the vote is handed over or the transfer ends; the reply comes back when there
+    /// is no transfer to hold it for, the vote is already handed over (the caller then names
+    /// the transferee), or the bound is reached.
+    pub(super) fn hold_during_transfer(
+        &mut self,
+        request_id: u64,
+        reply: ReplyTo,
+    ) -> Result<(), ReplyTo> {
+        if self.node.handed_vote_to().is_some() {
+            return Err(reply);
+        }
+        match &mut self.transfer {
+            Some(t) if t.held_writes.len() < TRANSFER_HELD_WRITES_MAX => {
+                t.held_writes.push((request_id, reply));
+                Ok(())
+            }
+            _ => Err(reply),
+        }
+    }
+
     /// A write sent here by a leader handing leadership over, while this node does not lead:
     /// held until it does (see the module doc), within bounds.
     pub(super) fn await_leadership(&mut self, request: ClientRequest, reply: ReplyTo) {
@@ -396,24 +424,28 @@ impl Driver {
             }
             return;
         }
+        // Writes arrive in order of term and of deadline, so those whose wait is over come
+        // first.
         let now = Instant::now();
         let term = self.node.hard_state().current_term;
         let leader = self.node.leader();
-        let elsewhere = |write: &AwaitingWrite| leader.is_some() && term > write.term;
-        let held = &mut self.awaiting_leadership;
-        let (mut keep, mut done) = (VecDeque::new(), Vec::new());
-        for write in held.writes.drain(..) {
-            if elsewhere(&write) || now >= write.deadline {
-                held.bytes -= held_bytes(&write.request.request);
-                done.push(write);
-            } else {
-                keep.push_back(write);
-            }
+        let over = |write: &AwaitingWrite| {
+            (leader.is_some() && term > write.term) || now >= write.deadline
+        };
+        if !self.awaiting_leadership.writes.front().is_some_and(over) {
+            return;
         }
-        held.writes = keep;
-        for write in done {
-            let answer = self.not_leader(leader);
-            write.reply.send(error(write.request.request_id, answer));
+        let answer = self.not_leader(leader);
+        let held = &mut self.awaiting_leadership;
+        while let Some(write) = held.writes.pop_front() {
+            if !over(&write) {
+                held.writes.push_front(write);
+                break;
+            }
+            held.bytes -= held_bytes(&write.request.request);
+            write
+                .reply
+                .send(error(write.request.request_id, answer.clone()));
         }
     }
 }
