@@ -415,8 +415,8 @@ impl Log {
         let info = &self.last().info;
         let start = info.write_offset;
         let capacity = info.file_bytes;
-        let mut locs = Vec::new();
-        let mut shared = Vec::new();
+        let mut locs = Vec::with_capacity(records.len());
+        let mut shared = Vec::with_capacity(records.len());
         let mut len = 0u64;
         for record in records {
             let bytes = record.bytes();
