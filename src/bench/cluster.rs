@@ -152,9 +152,15 @@ impl Cluster {
 
     /// Stats of every node that answers, by node id (node id = position + 1).
     pub fn all_stats(&self, timeout: Duration) -> Vec<Option<NodeStats>> {
+        self.all_group_stats(0, timeout)
+    }
+
+    /// Every node's stats of Raft group `group`, by node id order (`None` where it did not
+    /// answer in time).
+    pub fn all_group_stats(&self, group: u32, timeout: Duration) -> Vec<Option<NodeStats>> {
         self.client_addrs
             .iter()
-            .map(|&addr| stats(addr, timeout).ok())
+            .map(|&addr| stats_of(addr, group, timeout).ok())
             .collect()
     }
 

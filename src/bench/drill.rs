@@ -33,12 +33,16 @@ pub struct ClusterObservation {
     /// Leader when the load ended.
     pub leader_after: Option<u64>,
     /// Elections started (nodes becoming candidate) over the measured window (warm-up excluded),
-    /// summed over nodes: with no fault injected, every one of them is spurious.
+    /// summed over nodes and groups: with no fault injected, every one of them is spurious.
     pub elections: u64,
     /// Election timeouts that fired (pre-vote campaigns included) over the same span, summed
-    /// over nodes: with pre-vote, a timeout that fires without a majority agreeing is only a
-    /// campaign, not an election.
+    /// over nodes and groups: with pre-vote, a timeout that fires without a majority agreeing
+    /// is only a campaign, not an election.
     pub campaigns: u64,
+    /// With several Raft groups per node (`[node] groups`): each group's leaders and elections
+    /// (group 0 first; `leader_before` and `leader_after` above are group 0's, whose leader a
+    /// failover drill fails). Empty with one group.
+    pub groups: Vec<GroupObservation>,
     /// With an emulated network: the network part of a write's latency given the leader at the
     /// start (the round trip to the fastest majority); the measured p50 should sit just above.
     pub commit_floor_ms: Option<f64>,
@@ -50,6 +54,57 @@ pub struct ClusterObservation {
     /// since it started, read when the load ended; node `i + 1` at position `i`, None if it did
     /// not answer. The nodes' word that they emulated, not the harness's.
     pub emulated_drops: Vec<Option<u64>>,
+}
+
+/// One Raft group of a cluster with several, over the measured window.
+#[derive(Clone, Debug, Default, Serialize, PartialEq)]
+pub struct GroupObservation {
+    /// The group.
+    pub group: u32,
+    /// Its leader when the measured window opened.
+    pub leader_before: Option<u64>,
+    /// Its leader when the load ended.
+    pub leader_after: Option<u64>,
+    /// Its elections over the window, summed over nodes (as [`ClusterObservation::elections`]).
+    pub elections: u64,
+    /// Its election timeouts over the window, summed over nodes.
+    pub campaigns: u64,
+}
+
+impl GroupObservation {
+    /// One line for the report.
+    pub fn describe(&self) -> String {
+        let node = |l: Option<u64>| l.map_or("?".to_string(), |l| l.to_string());
+        format!(
+            "group {}: leader {} at the start, {} at the end; {} election(s), {} campaign(s)",
+            self.group,
+            node(self.leader_before),
+            node(self.leader_after),
+            self.elections,
+            self.campaigns
+        )
+    }
+}
+
+/// Each group's view from stats of every node at the window's start (`before`, one list per
+/// group, group 0 first) and at its end (`after`); `restarted` as for [`growth`].
+fn group_observations(
+    before: &[Vec<Option<NodeStats>>],
+    after: &[Vec<Option<NodeStats>>],
+    restarted: Option<u64>,
+) -> Vec<GroupObservation> {
+    before
+        .iter()
+        .zip(after)
+        .enumerate()
+        .map(|(group, (b, a))| GroupObservation {
+            group: group as u32,
+            leader_before: leader_of(b),
+            leader_after: leader_of(a),
+            elections: growth(&counter(b, elections), &counter(a, elections), restarted),
+            campaigns: growth(&counter(b, campaigns), &counter(a, campaigns), restarted),
+        })
+        .collect()
 }
 
 /// The timeline of one failover drill, in milliseconds after the fault.
@@ -201,7 +256,12 @@ pub fn conduct(
         None => window_start,
     };
     sleep_until(observe_at);
+    let groups = config.node.groups.unwrap_or(1).max(1);
+    // Group 0's first, then the others': the failover drill and the commit floor follow group 0.
     let before = cluster.all_stats(STATS_TIMEOUT);
+    let others_before: Vec<Vec<Option<NodeStats>>> = (1..groups)
+        .map(|g| cluster.all_group_stats(g, STATS_TIMEOUT))
+        .collect();
     let baseline = counter(&before, elections);
     let baseline_campaigns = counter(&before, campaigns);
     let mut observation = ClusterObservation {
@@ -299,12 +359,24 @@ pub fn conduct(
     sleep_until(window_end);
     let fault_until = fault.map(|_| fault_until.unwrap_or(window_end));
     let after = cluster.all_stats(STATS_TIMEOUT);
+    let others_after: Vec<Vec<Option<NodeStats>>> = (1..groups)
+        .map(|g| cluster.all_group_stats(g, STATS_TIMEOUT))
+        .collect();
     observation.leader_after = leader_of(&after);
     observation.emulated_drops = counter(&after, |s| s.emulated_drops);
     let finals = counter(&after, elections);
     let restarted = restarted_victim.or(killed);
     observation.elections = growth(&baseline, &finals, restarted);
     observation.campaigns = growth(&baseline_campaigns, &counter(&after, campaigns), restarted);
+    if groups > 1 {
+        let before_all: Vec<_> = std::iter::once(before.clone())
+            .chain(others_before)
+            .collect();
+        let after_all: Vec<_> = std::iter::once(after.clone()).chain(others_after).collect();
+        observation.groups = group_observations(&before_all, &after_all, restarted);
+        observation.elections = observation.groups.iter().map(|g| g.elections).sum();
+        observation.campaigns = observation.groups.iter().map(|g| g.campaigns).sum();
+    }
     if let Some((action, victim, hit, detection, new_leader, base)) = failover {
         let elections = base
             .iter()
@@ -363,5 +435,96 @@ fn sleep_until(when: Instant) {
     let now = Instant::now();
     if when > now {
         std::thread::sleep(when - now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stats(node_id: u64, group: u32, role: Role, term: u64, elections: u64) -> NodeStats {
+        NodeStats {
+            node_id,
+            role,
+            term,
+            leader_id: None,
+            commit_index: 0,
+            applied_index: 0,
+            last_log_index: 0,
+            elections,
+            proposals: 0,
+            snapshots: 0,
+            invalid_peer_frames: 0,
+            invalid_client_frames: 0,
+            refused_handshakes: 0,
+            dropped_peer_messages: 0,
+            bytes_in: 0,
+            bytes_out: 0,
+            disk_syncs: 0,
+            disk_jobs: 0,
+            campaigns: elections,
+            emulated_drops: 0,
+            votes_withheld: 0,
+            recovering_to: None,
+            transfer_elections: 0,
+            group,
+            groups: 2,
+            awaiting_leadership: 0,
+        }
+    }
+
+    #[test]
+    fn each_group_is_observed_on_its_own() {
+        use Role::{Follower, Leader};
+        let before = vec![
+            vec![
+                Some(stats(1, 0, Leader, 2, 1)),
+                Some(stats(2, 0, Follower, 2, 0)),
+                Some(stats(3, 0, Follower, 2, 0)),
+            ],
+            vec![
+                Some(stats(1, 1, Follower, 3, 0)),
+                Some(stats(2, 1, Leader, 3, 2)),
+                Some(stats(3, 1, Follower, 3, 0)),
+            ],
+        ];
+        // Group 1 lost its leader in the window: node 3 won an election in term 4; node 2
+        // did not answer at the end.
+        let after = vec![
+            vec![
+                Some(stats(1, 0, Leader, 2, 1)),
+                Some(stats(2, 0, Follower, 2, 0)),
+                Some(stats(3, 0, Follower, 2, 0)),
+            ],
+            vec![
+                Some(stats(1, 1, Follower, 4, 0)),
+                None,
+                Some(stats(3, 1, Leader, 4, 1)),
+            ],
+        ];
+        let groups = group_observations(&before, &after, None);
+        assert_eq!(
+            groups,
+            vec![
+                GroupObservation {
+                    group: 0,
+                    leader_before: Some(1),
+                    leader_after: Some(1),
+                    elections: 0,
+                    campaigns: 0,
+                },
+                GroupObservation {
+                    group: 1,
+                    leader_before: Some(2),
+                    leader_after: Some(3),
+                    elections: 1,
+                    campaigns: 1,
+                },
+            ]
+        );
+        assert_eq!(
+            groups[1].describe(),
+            "group 1: leader 2 at the start, 3 at the end; 1 election(s), 1 campaign(s)"
+        );
     }
 }

@@ -465,6 +465,9 @@ fn run_ringraft_as(
         if let Some(f) = &observation.failover {
             eprintln!("failover: {}", f.describe());
         }
+        for group in &observation.groups {
+            eprintln!("{}", group.describe());
+        }
         eprintln!(
             "elections during the run: {} ({} campaigns){}",
             observation.elections,

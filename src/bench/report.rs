@@ -372,12 +372,14 @@ impl BenchReport {
                 let o = r.cluster.as_ref().expect("filtered");
                 let _ = write!(
                     md,
-                    "- {}: leader {} at the start, {} at the end; {} election(s) and {} campaign(s) (election timeouts fired, pre-vote included) during the run",
+                    "- {}: {} {} at the start, {} at the end; {} election(s) and {} campaign(s) (election timeouts fired, pre-vote included) during the run{}",
                     self.label(r),
+                    if o.groups.is_empty() { "leader" } else { "group 0's leader" },
                     o.leader_before.map_or("?".into(), |l| l.to_string()),
                     o.leader_after.map_or("?".into(), |l| l.to_string()),
                     o.elections,
-                    o.campaigns
+                    o.campaigns,
+                    if o.groups.is_empty() { "" } else { ", all groups" }
                 );
                 if let Some(floor) = o.commit_floor_ms {
                     let _ = write!(
@@ -387,6 +389,9 @@ impl BenchReport {
                     );
                 }
                 let _ = writeln!(md);
+                for group in &o.groups {
+                    let _ = writeln!(md, "  - {}", group.describe());
+                }
                 if let Some(f) = &o.failover {
                     let _ = writeln!(md, "  - failover: {}", f.describe());
                 }

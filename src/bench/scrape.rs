@@ -313,6 +313,16 @@ pub fn histogram_series(
     series
 }
 
+/// The sum of every sample with this name, whatever its labels.
+pub fn sum_of(exposition: &Exposition, name: &str) -> f64 {
+    exposition
+        .samples
+        .iter()
+        .filter(|s| s.name == name)
+        .map(|s| s.value)
+        .sum()
+}
+
 /// The value of a sample with this name whose labels include all of `labels`.
 pub fn value(exposition: &Exposition, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     exposition
@@ -419,10 +429,11 @@ impl NodeView {
             let (before, after) = summed(family);
             quantile(&before, &after, q).map(|s| s * 1000.0)
         };
+        // Every series of the name: each node's, and each group's of a node with several.
         let total = |name: &str, end: bool| {
             pairs
                 .iter()
-                .filter_map(|(a, b)| value(if end { b } else { a }, name, &[]))
+                .map(|(a, b)| sum_of(if end { b } else { a }, name))
                 .sum::<f64>()
         };
         let mean = |family: &str| {
@@ -551,5 +562,32 @@ mod tests {
         assert_eq!(quantile(&before, &after, 0.5), Some(1.0));
         assert_eq!(quantile(&before, &after, 0.75), Some(1.5));
         assert_eq!(quantile(&after, &after, 0.5), None);
+    }
+
+    #[test]
+    fn the_node_view_counts_every_groups_series() {
+        // One node with two groups: group 1 wrote twice as many groups of entries.
+        let scrape = |g0: (f64, f64), g1: (f64, f64)| {
+            parse(&format!(
+                "# TYPE ringraft_log_group_entries histogram\n\
+                 ringraft_log_group_entries_bucket{{node=\"1\",group=\"0\",le=\"+Inf\"}} {c0}\n\
+                 ringraft_log_group_entries_sum{{node=\"1\",group=\"0\"}} {s0}\n\
+                 ringraft_log_group_entries_count{{node=\"1\",group=\"0\"}} {c0}\n\
+                 ringraft_log_group_entries_bucket{{node=\"1\",group=\"1\",le=\"+Inf\"}} {c1}\n\
+                 ringraft_log_group_entries_sum{{node=\"1\",group=\"1\"}} {s1}\n\
+                 ringraft_log_group_entries_count{{node=\"1\",group=\"1\"}} {c1}\n",
+                s0 = g0.0,
+                c0 = g0.1,
+                s1 = g1.0,
+                c1 = g1.1
+            ))
+            .expect("parses")
+        };
+        let start = scrape((0.0, 0.0), (0.0, 0.0));
+        let end = scrape((100.0, 10.0), (400.0, 20.0));
+        let view = NodeView::from_scrapes(&[Some(start)], &[Some(end)]);
+        // 500 entries in 30 groups, not group 0's 100 in 10.
+        let mean = view.group_entries_mean.expect("observed");
+        assert!((mean - 500.0 / 30.0).abs() < 1e-9, "mean {mean}");
     }
 }
