@@ -419,8 +419,8 @@ struct RaftSide {
     metrics_listener: Option<std::net::TcpListener>,
     /// The Raft executor's ends of each client executor's link.
     links: Vec<(
-        SharedReceiver<server::Forwarded>,
-        SharedSender<server::Answer>,
+        SharedReceiver<server::ForwardedBatch>,
+        SharedSender<server::Answers>,
     )>,
     /// The Raft executor's ends of the metrics server's link (render requests in, text out).
     metrics_link: Option<(SharedReceiver<()>, SharedSender<String>)>,
@@ -437,8 +437,8 @@ struct ClientExecutor {
     listener: std::net::TcpListener,
     /// Its link to each group's Raft executor, in group order: requests out, answers in.
     links: Vec<(
-        SharedSender<server::Forwarded>,
-        SharedReceiver<server::Answer>,
+        SharedSender<server::ForwardedBatch>,
+        SharedReceiver<server::Answers>,
     )>,
     /// The metrics listener and its links to each group (render asked, text back), on the
     /// first client executor.
@@ -634,7 +634,7 @@ async fn node_main(config: NodeConfig, side: RaftSide) -> Result<(), RuntimeErro
     for (requests, answers) in side.links {
         let requests = server::connected(requests.connect()).await;
         let answers = server::connected(answers.connect()).await;
-        links.push((requests, Rc::new(answers)));
+        links.push((requests, Rc::new(server::AnswerLink::new(answers))));
     }
     let answer_senders: Vec<_> = links.iter().map(|(_, answers)| answers.clone()).collect();
     let metrics_link = match side.metrics_link {

@@ -270,6 +270,7 @@ impl Driver {
             self.check_spread();
             self.check_stepping_down();
             self.publish_metrics();
+            super::server::flush_answers();
             super::trace::event("loop_processed", committed);
             if self.shutting_down && self.disk_in_flight.is_empty() {
                 return;

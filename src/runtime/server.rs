@@ -6,7 +6,11 @@
 //! The connections run on the Raft executor when the node has one executor, and on the client
 //! executors otherwise. There, requests cross to the Raft executor over a [`ClientLink`] (a
 //! bounded shared channel each way, no lock) and responses come back to be encoded and written
-//! on the executor that owns the socket. A client executor has at most
+//! on the executor that owns the socket. Both ways, what is ready at once crosses as one
+//! message: the requests the client executor's connections read before it next waits
+//! ([`ClientLink::forward`]), and the responses of one turn of the Raft loop ([`AnswerLink`],
+//! [`flush_answers`]). A message per request or response made each executor wake the other,
+//! and parking and waking is most of what a hop costs (docs/measurements.md). A client executor has at most
 //! [`crate::limits::CLIENT_LINK_REQUESTS_MAX`] requests at the Raft executor at once: when they
 //! are all out, its readers wait, and so do its clients.
 
@@ -37,20 +41,24 @@ const WRITE_COALESCE_BYTES: usize = 256 << 10;
 
 /// A request on its way to the Raft executor, with the connection it came on.
 pub type Forwarded = (u64, ClientRequest);
+/// Requests that cross to the Raft executor as one message.
+pub type ForwardedBatch = Vec<Forwarded>;
 /// What comes back for a forwarded request: its response, or `None` if the Raft loop dropped it
 /// unanswered (so that the request's slot and permit are given back all the same).
 pub type Answer = (u64, Option<ClientResponse>);
+/// The answers of one turn of the Raft loop for one client executor, sent as one message.
+pub type Answers = Vec<Answer>;
 
 /// The ends of one client executor's link, before either executor has connected them.
 pub struct LinkEnds {
     /// Client executor: requests out.
-    pub requests_tx: SharedSender<Forwarded>,
+    pub requests_tx: SharedSender<ForwardedBatch>,
     /// Raft executor: requests in.
-    pub requests_rx: SharedReceiver<Forwarded>,
+    pub requests_rx: SharedReceiver<ForwardedBatch>,
     /// Raft executor: answers out.
-    pub answers_tx: SharedSender<Answer>,
+    pub answers_tx: SharedSender<Answers>,
     /// Client executor: answers in.
-    pub answers_rx: SharedReceiver<Answer>,
+    pub answers_rx: SharedReceiver<Answers>,
 }
 
 impl LinkEnds {
@@ -90,10 +98,65 @@ enum Route {
     Local(Rc<LocalSender<ClientResponse>>),
     /// Back over the link to the client executor that owns connection `conn`.
     Remote {
-        link: Rc<ConnectedSender<Answer>>,
+        link: Rc<AnswerLink>,
         conn: u64,
         answered: bool,
     },
+}
+
+/// Raft executor: its end of the answers to one client executor. Answers gather here while the
+/// Raft loop runs and leave as one message at [`flush_answers`], which the loop calls at the end
+/// of each turn. The channel cannot fill: each message holds at least one answer, and the
+/// client executor has at most as many requests out as the channel holds messages.
+pub struct AnswerLink {
+    sender: ConnectedSender<Answers>,
+    pending: RefCell<Answers>,
+}
+
+thread_local! {
+    /// The links with answers waiting for [`flush_answers`], on this executor.
+    static UNFLUSHED: RefCell<Vec<Rc<AnswerLink>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl AnswerLink {
+    /// The Raft executor's connected end of a link's answers.
+    pub fn new(sender: ConnectedSender<Answers>) -> AnswerLink {
+        AnswerLink {
+            sender,
+            pending: RefCell::new(Vec::new()),
+        }
+    }
+
+    fn push(self: &Rc<Self>, answer: Answer) {
+        let mut pending = self.pending.borrow_mut();
+        pending.push(answer);
+        if pending.len() == 1 {
+            UNFLUSHED.with(|links| links.borrow_mut().push(self.clone()));
+        }
+    }
+
+    fn flush(&self) {
+        let answers = std::mem::take(&mut *self.pending.borrow_mut());
+        if !answers.is_empty() {
+            // A closed link (the client executor is gone) drops them.
+            let _ = self.sender.try_send(answers);
+        }
+    }
+
+    /// Sends what is waiting and closes the link: the client executor stops once it has them.
+    pub fn close(&self) {
+        self.flush();
+        self.sender.close();
+    }
+}
+
+/// Sends the answers gathered on this executor since the last call, one message per client
+/// executor. The Raft loop calls it at the end of each turn.
+pub fn flush_answers() {
+    let links = UNFLUSHED.with(|links| std::mem::take(&mut *links.borrow_mut()));
+    for link in links {
+        link.flush();
+    }
 }
 
 impl ReplyTo {
@@ -112,7 +175,7 @@ impl ReplyTo {
                 answered,
             } => {
                 *answered = true;
-                let _ = link.try_send((*conn, Some(response)));
+                link.push((*conn, Some(response)));
             }
         }
     }
@@ -126,7 +189,7 @@ impl Drop for ReplyTo {
             answered: false,
         } = &self.route
         {
-            let _ = link.try_send((*conn, None));
+            link.push((*conn, None));
         }
     }
 }
@@ -134,27 +197,35 @@ impl Drop for ReplyTo {
 /// Raft executor: hands the requests of one client executor to the Raft loop until either side
 /// is gone.
 pub async fn forward_requests(
-    requests: ConnectedReceiver<Forwarded>,
-    answers: Rc<ConnectedSender<Answer>>,
+    requests: ConnectedReceiver<ForwardedBatch>,
+    answers: Rc<AnswerLink>,
     inbox: Rc<LocalSender<Event>>,
 ) {
-    while let Some((conn, request)) = requests.recv().await {
-        let reply = ReplyTo {
-            route: Route::Remote {
-                link: answers.clone(),
-                conn,
-                answered: false,
-            },
-        };
-        if inbox.send(Event::Client(request, reply)).await.is_err() {
-            return; // Shutting down.
+    while let Some(batch) = requests.recv().await {
+        for (conn, request) in batch {
+            let reply = ReplyTo {
+                route: Route::Remote {
+                    link: answers.clone(),
+                    conn,
+                    answered: false,
+                },
+            };
+            if inbox.send(Event::Client(request, reply)).await.is_err() {
+                return; // Shutting down.
+            }
         }
     }
 }
 
 /// Client executor: its end of the link to the Raft executor.
 pub struct ClientLink {
-    requests: ConnectedSender<Forwarded>,
+    requests: ConnectedSender<ForwardedBatch>,
+    /// Requests forwarded and not yet sent: they leave together once the tasks that are ready
+    /// have run ([`send_forwarded`]). The channel cannot fill: each message holds at least one
+    /// request, and a request takes a slot.
+    pending: RefCell<ForwardedBatch>,
+    /// Wakes [`send_forwarded`] when `pending` gets its first request.
+    pending_ready: LocalSender<()>,
     /// Requests that may still go out before an answer comes back.
     slots: Semaphore,
     /// The connections this executor serves, by the number the link knows them by.
@@ -172,47 +243,75 @@ impl ClientLink {
     /// Raft executor to connect its own. Returns the link and the answers to pass to
     /// [`ClientLink::deliver_answers`].
     pub async fn connect(
-        requests: SharedSender<Forwarded>,
-        answers: SharedReceiver<Answer>,
+        requests: SharedSender<ForwardedBatch>,
+        answers: SharedReceiver<Answers>,
         requests_max: usize,
-    ) -> (Rc<ClientLink>, ConnectedReceiver<Answer>) {
+    ) -> (Rc<ClientLink>, ConnectedReceiver<Answers>) {
         let requests = connected(requests.connect()).await;
         let answers = connected(answers.connect()).await;
-        let link = ClientLink {
+        let (pending_ready, ready) = local_channel::new_bounded(1);
+        let link = Rc::new(ClientLink {
             requests,
+            pending: RefCell::new(Vec::new()),
+            pending_ready,
             slots: Semaphore::new(requests_max as u64),
             conns: RefCell::new(HashMap::new()),
             next_conn: Cell::new(1),
-        };
-        (Rc::new(link), answers)
+        });
+        glommio::spawn_local(send_forwarded(Rc::downgrade(&link), ready)).detach();
+        (link, answers)
     }
 
-    /// Sends a request to the Raft executor, first waiting for a free slot. Fails when the Raft
-    /// executor is gone.
+    /// Queues a request for the Raft executor, first waiting for a free slot; it leaves with
+    /// the others forwarded meanwhile. Fails when the Raft executor is gone.
     pub async fn forward(&self, conn: u64, request: ClientRequest) -> Result<(), ()> {
         self.slots.acquire(1).await.map_err(|_| ())?;
-        self.requests.send((conn, request)).await.map_err(|_| ())
+        let mut pending = self.pending.borrow_mut();
+        pending.push((conn, request));
+        if pending.len() == 1 {
+            let _ = self.pending_ready.try_send(());
+        }
+        Ok(())
     }
 
     /// Hands each answer to its connection's writer and gives its slot back, until the Raft
     /// executor is gone.
-    pub async fn deliver_answers(&self, answers: ConnectedReceiver<Answer>) {
-        while let Some((conn, answer)) = answers.recv().await {
-            self.slots.signal(1);
+    pub async fn deliver_answers(&self, answers: ConnectedReceiver<Answers>) {
+        while let Some(batch) = answers.recv().await {
+            self.slots.signal(batch.len() as u64);
             let conns = self.conns.borrow();
-            let Some(c) = conns.get(&conn) else {
-                continue; // The connection closed meanwhile.
-            };
-            match answer {
-                Some(response) => {
-                    let _ = c.queue.try_send(response);
+            for (conn, answer) in batch {
+                let Some(c) = conns.get(&conn) else {
+                    continue; // The connection closed meanwhile.
+                };
+                match answer {
+                    Some(response) => {
+                        let _ = c.queue.try_send(response);
+                    }
+                    None => c.permits.signal(1),
                 }
-                None => c.permits.signal(1),
             }
         }
         self.slots.close();
         for conn in self.conns.borrow().values() {
             conn.permits.close();
+        }
+    }
+}
+
+/// Client executor: sends a link's forwarded requests to the Raft executor, those forwarded
+/// before it runs together: woken by the first, it lets every task that is ready run (each
+/// connection reading what its socket holds) before it takes them. Ends with the link.
+async fn send_forwarded(link: std::rc::Weak<ClientLink>, ready: LocalReceiver<()>) {
+    while ready.recv().await.is_some() {
+        futures_lite::future::yield_now().await;
+        let Some(link) = link.upgrade() else {
+            return;
+        };
+        let batch = std::mem::take(&mut *link.pending.borrow_mut());
+        if !batch.is_empty() && link.requests.send(batch).await.is_err() {
+            // The Raft executor is gone: `deliver_answers` ends and closes the slots.
+            return;
         }
     }
 }
@@ -542,7 +641,7 @@ mod tests {
                 .io_memory(1 << 20)
                 .spawn(move || async move {
                     let requests = connected(requests.connect()).await;
-                    let answers = Rc::new(connected(answers.connect()).await);
+                    let answers = Rc::new(AnswerLink::new(connected(answers.connect()).await));
                     let (inbox_tx, inbox) = local_channel::new_bounded(REQUESTS_MAX * 2);
                     let forward = glommio::spawn_local(forward_requests(
                         requests,
@@ -569,6 +668,7 @@ mod tests {
                         result: Ok(crate::wire::Reply::NotFound),
                     });
                     drop(held.remove(0));
+                    flush_answers();
                     while held.len() < REQUESTS_MAX {
                         let Some(Event::Client(request, reply)) = inbox.recv().await else {
                             panic!("not a client request");
@@ -619,6 +719,62 @@ mod tests {
                 .await;
                 deliver.await;
                 assert!(link.forward(1, request(102)).await.is_err(), "link closed");
+            })
+            .expect("client executor");
+        client.join().expect("client side");
+        raft.join().expect("raft side");
+    }
+
+    /// What is ready at once crosses as one message each way: the requests forwarded before
+    /// the client executor waits, and the answers of one turn of the Raft loop.
+    #[test]
+    fn what_is_ready_at_once_crosses_as_one_message() {
+        const N: usize = 8;
+        let ends = LinkEnds::new(2 * N);
+        let raft = {
+            let (requests, answers) = (ends.requests_rx, ends.answers_tx);
+            glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+                .io_memory(1 << 20)
+                .spawn(move || async move {
+                    let requests = connected(requests.connect()).await;
+                    let answers = Rc::new(AnswerLink::new(connected(answers.connect()).await));
+                    let batch = requests.recv().await.expect("a batch of requests");
+                    assert_eq!(batch.len(), N, "requests forwarded together crossed apart");
+                    for (conn, request) in batch {
+                        let reply = ReplyTo {
+                            route: Route::Remote {
+                                link: answers.clone(),
+                                conn,
+                                answered: false,
+                            },
+                        };
+                        reply.send(ClientResponse {
+                            request_id: request.request_id,
+                            result: Ok(crate::wire::Reply::NotFound),
+                        });
+                    }
+                    flush_answers();
+                    // Held open until the client side has read them.
+                    let _ = requests.recv().await;
+                })
+                .expect("raft executor")
+        };
+        let client = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .io_memory(1 << 20)
+            .spawn(move || async move {
+                let (link, answers) =
+                    ClientLink::connect(ends.requests_tx, ends.answers_rx, 2 * N).await;
+                for n in 0..N as u64 {
+                    link.forward(1, request(n)).await.expect("forward");
+                }
+                let batch = answers.recv().await.expect("a batch of answers");
+                assert_eq!(batch.len(), N, "one turn's answers crossed apart");
+                let ids: Vec<u64> = batch
+                    .iter()
+                    .map(|(_, a)| a.as_ref().expect("answered").request_id)
+                    .collect();
+                assert_eq!(ids, (0..N as u64).collect::<Vec<_>>(), "in order");
+                drop(link);
             })
             .expect("client executor");
         client.join().expect("client side");
