@@ -160,6 +160,18 @@ pub fn flush_answers() {
 }
 
 impl ReplyTo {
+    /// The reply to a request that came from connection `conn` of the client executor at the
+    /// other end of `link`.
+    pub fn remote(link: &Rc<AnswerLink>, conn: u64) -> ReplyTo {
+        ReplyTo {
+            route: Route::Remote {
+                link: link.clone(),
+                conn,
+                answered: false,
+            },
+        }
+    }
+
     /// Queues a response. Neither queue can be full: a connection's writer queue holds
     /// `client_inflight_max` responses and its reader never has more outstanding, and a link's
     /// answer channel holds as many answers as the client executor may have requests out. A
@@ -203,13 +215,7 @@ pub async fn forward_requests(
 ) {
     while let Some(batch) = requests.recv().await {
         for (conn, request) in batch {
-            let reply = ReplyTo {
-                route: Route::Remote {
-                    link: answers.clone(),
-                    conn,
-                    answered: false,
-                },
-            };
+            let reply = ReplyTo::remote(&answers, conn);
             if inbox.send(Event::Client(request, reply)).await.is_err() {
                 return; // Shutting down.
             }
@@ -741,13 +747,7 @@ mod tests {
                     let batch = requests.recv().await.expect("a batch of requests");
                     assert_eq!(batch.len(), N, "requests forwarded together crossed apart");
                     for (conn, request) in batch {
-                        let reply = ReplyTo {
-                            route: Route::Remote {
-                                link: answers.clone(),
-                                conn,
-                                answered: false,
-                            },
-                        };
+                        let reply = ReplyTo::remote(&answers, conn);
                         reply.send(ClientResponse {
                             request_id: request.request_id,
                             result: Ok(crate::wire::Reply::NotFound),
