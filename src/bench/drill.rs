@@ -86,6 +86,13 @@ impl GroupObservation {
     }
 }
 
+/// Every node's stats of each of `groups` groups, group 0's first.
+fn every_group_stats(cluster: &Cluster, groups: u32) -> Vec<Vec<Option<NodeStats>>> {
+    (0..groups)
+        .map(|g| cluster.all_group_stats(g, STATS_TIMEOUT))
+        .collect()
+}
+
 /// Each group's view from stats of every node at the window's start (`before`, one list per
 /// group, group 0 first) and at its end (`after`); `restarted` as for [`growth`].
 fn group_observations(
@@ -257,15 +264,12 @@ pub fn conduct(
     };
     sleep_until(observe_at);
     let groups = config.node.groups.unwrap_or(1).max(1);
-    // Group 0's first, then the others': the failover drill and the commit floor follow group 0.
-    let before = cluster.all_stats(STATS_TIMEOUT);
-    let others_before: Vec<Vec<Option<NodeStats>>> = (1..groups)
-        .map(|g| cluster.all_group_stats(g, STATS_TIMEOUT))
-        .collect();
-    let baseline = counter(&before, elections);
-    let baseline_campaigns = counter(&before, campaigns);
+    // Every group's stats, group 0's first: the failover drill and the commit floor follow
+    // group 0.
+    let before_groups = every_group_stats(cluster, groups);
+    let before = &before_groups[0];
     let mut observation = ClusterObservation {
-        leader_before: leader_of(&before),
+        leader_before: leader_of(before),
         ..ClusterObservation::default()
     };
     if let Some(network) = &config.network {
@@ -358,24 +362,17 @@ pub fn conduct(
     }
     sleep_until(window_end);
     let fault_until = fault.map(|_| fault_until.unwrap_or(window_end));
-    let after = cluster.all_stats(STATS_TIMEOUT);
-    let others_after: Vec<Vec<Option<NodeStats>>> = (1..groups)
-        .map(|g| cluster.all_group_stats(g, STATS_TIMEOUT))
-        .collect();
-    observation.leader_after = leader_of(&after);
-    observation.emulated_drops = counter(&after, |s| s.emulated_drops);
-    let finals = counter(&after, elections);
+    let after_groups = every_group_stats(cluster, groups);
+    let after = &after_groups[0];
+    observation.leader_after = leader_of(after);
+    observation.emulated_drops = counter(after, |s| s.emulated_drops);
+    let finals = counter(after, elections);
     let restarted = restarted_victim.or(killed);
-    observation.elections = growth(&baseline, &finals, restarted);
-    observation.campaigns = growth(&baseline_campaigns, &counter(&after, campaigns), restarted);
+    let per_group = group_observations(&before_groups, &after_groups, restarted);
+    observation.elections = per_group.iter().map(|g| g.elections).sum();
+    observation.campaigns = per_group.iter().map(|g| g.campaigns).sum();
     if groups > 1 {
-        let before_all: Vec<_> = std::iter::once(before.clone())
-            .chain(others_before)
-            .collect();
-        let after_all: Vec<_> = std::iter::once(after.clone()).chain(others_after).collect();
-        observation.groups = group_observations(&before_all, &after_all, restarted);
-        observation.elections = observation.groups.iter().map(|g| g.elections).sum();
-        observation.campaigns = observation.groups.iter().map(|g| g.campaigns).sum();
+        observation.groups = per_group;
     }
     if let Some((action, victim, hit, detection, new_leader, base)) = failover {
         let elections = base

@@ -542,8 +542,6 @@ fn run_without_records(entries: &[Entry], start: usize) -> usize {
 /// Appends the bytes of the records of `entries` (see [`records_for`]) to `out`: the batch of
 /// an AppendEntries. Entries that carry their record are copied as they are, not re-encoded.
 pub fn encode_records_into(entries: &[Entry], out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    // At most one record per entry (a run without records of its own is encoded into fewer).
-    out.reserve(entries.len());
     let mut start = 0;
     while start < entries.len() {
         if let Some(record) = EncodedRecord::of_entry(&entries[start]) {

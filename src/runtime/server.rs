@@ -10,9 +10,9 @@
 //! message: the requests the client executor's connections read before it next waits
 //! ([`ClientLink::forward`]), and the responses of one turn of the Raft loop ([`AnswerLink`],
 //! [`flush_answers`]). A message per request or response made each executor wake the other,
-//! and parking and waking is most of what a hop costs (docs/measurements.md). A client executor has at most
-//! [`crate::limits::CLIENT_LINK_REQUESTS_MAX`] requests at the Raft executor at once: when they
-//! are all out, its readers wait, and so do its clients.
+//! and parking and waking is most of what a hop costs (docs/measurements.md). A client
+//! executor has at most [`crate::limits::CLIENT_LINK_REQUESTS_MAX`] requests at the Raft
+//! executor at once: when they are all out, its readers wait, and so do its clients.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
