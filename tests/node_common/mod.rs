@@ -243,9 +243,23 @@ impl Cluster {
     }
 
     /// SIGSTOP: the node freezes (timers, sockets and all) without knowing it; its peers see a
-    /// silent node. Undone by [`Cluster::resume`].
+    /// silent node. Undone by [`Cluster::resume`]. Returns once every thread of it is stopped:
+    /// the stop is not immediate for a process of several threads (the thread that takes the
+    /// signal stops the others once it runs), and on a loaded machine its Raft thread was seen
+    /// to acknowledge an entry sent after `kill` had returned.
     pub fn pause(&self, id: u64) {
         self.signal(id, libc::SIGSTOP);
+        let pid = self
+            .pid(id)
+            .unwrap_or_else(|| panic!("node {id} is not running"));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !all_threads_stopped(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} (pid {pid}) did not stop within 30 s of SIGSTOP"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 
     /// SIGCONT: a paused node runs on from where it stopped, as if no time had passed for it.
@@ -319,13 +333,13 @@ impl Cluster {
             .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
-    /// Client addresses of every node, in id order.
     /// The process id of node `id`, if it is running.
     pub fn pid(&self, id: u64) -> Option<u32> {
         let nodes = self.nodes.lock().unwrap_or_else(|p| p.into_inner());
         nodes[(id - 1) as usize].child.as_ref().map(Child::id)
     }
 
+    /// Client addresses of every node, in id order.
     pub fn client_addrs(&self) -> Vec<SocketAddr> {
         self.nodes
             .lock()
@@ -668,4 +682,19 @@ pub async fn assert_local_state(
             "node at {addr}, key {key:?}"
         );
     }
+}
+
+/// Whether every thread of process `pid` is stopped (state `T` in `/proc/PID/task/*/stat`).
+fn all_threads_stopped(pid: u32) -> bool {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return false;
+    };
+    tasks.flatten().all(|task| {
+        std::fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+            // The state follows the command name, which is in parentheses and may hold spaces.
+            stat.rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .is_some_and(|state| state == "T" || state == "t")
+        })
+    })
 }
