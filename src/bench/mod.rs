@@ -432,8 +432,9 @@ fn run_ringraft_as(
         let window_start = std::time::Instant::now() + workload.warmup;
         let window_end = window_start + workload.duration;
         let sampler = usage::Sampler::new(data_root).during(window_start, window_end);
-        let thread_sampler =
-            threads::ThreadSampler::new(cluster.pids()).during(window_start, window_end);
+        let thread_sampler = threads::ThreadSampler::new(cluster.pids())
+            .with_load_here()
+            .during(window_start, window_end);
         let scraper = scrape::during(cluster.metrics_addrs.clone(), window_start, window_end);
         let (recorder, conducted) = std::thread::scope(|scope| {
             let conductor =

@@ -412,7 +412,7 @@ impl BenchReport {
         if self.runs.iter().any(|r| r.threads.is_some()) {
             let _ = writeln!(
                 md,
-                "\n## CPU per thread of the nodes\n\nUser + system time of each node thread over the measured window (`/proc/PID/task/*/stat`), per acknowledged write. The busiest thread's CPU per write bounds what one core can do: its ceiling is 1 core / that figure, whatever the number of cores.\n"
+                "\n## CPU per thread of the nodes\n\nUser + system time of each node thread over the measured window (`/proc/PID/task/*/stat`), per acknowledged write. The busiest thread's CPU per write bounds what one core can do: its ceiling is 1 core / that figure, whatever the number of cores. The load generator's threads, when it runs in the harness's process, are listed last: on a shared machine their CPU is taken from the nodes, but it bounds no node.\n"
             );
             for r in &self.runs {
                 if let Some(threads) = &r.threads {

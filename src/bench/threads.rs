@@ -17,6 +17,12 @@ use serde::{Deserialize, Serialize};
 /// Threads listed per node in a report (the busiest first); the rest are summed.
 const THREADS_SHOWN_MAX: usize = 8;
 
+/// The owner id that marks the load generator's threads in a sample (node ids start at 1).
+/// They are sampled beside the nodes' because on a shared machine every microsecond the load
+/// generator spends per write is one the nodes do not get, yet they are no node's: they never
+/// count as the busiest thread.
+pub const LOAD_GENERATOR: u64 = 0;
+
 /// One thread of one node over the window.
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct ThreadCpu {
@@ -37,11 +43,25 @@ pub struct ThreadCpu {
 pub struct ThreadUsage {
     /// Length of the window as sampled, seconds.
     pub seconds: f64,
-    /// Threads with any CPU in the window, busiest first.
+    /// Node threads with any CPU in the window, busiest first.
     pub threads: Vec<ThreadCpu>,
+    /// The load generator's threads, when it ran in the sampling process (`node` is
+    /// [`LOAD_GENERATOR`]); empty when it ran elsewhere.
+    pub load: Vec<ThreadCpu>,
 }
 
 impl ThreadUsage {
+    /// The load generator's CPU over the window: percent of one core and microseconds per
+    /// write, summed over its threads (None when they were not sampled).
+    pub fn load_total(&self) -> Option<(f64, Option<f64>)> {
+        if self.load.is_empty() {
+            return None;
+        }
+        let pct = self.load.iter().map(|t| t.cpu_pct).sum();
+        let us = self.load.iter().map(|t| t.us_per_write).sum();
+        Some((pct, us))
+    }
+
     /// The busiest thread of all nodes.
     pub fn busiest(&self) -> Option<&ThreadCpu> {
         self.threads.first()
@@ -65,8 +85,20 @@ impl ThreadUsage {
         totals
     }
 
-    /// One line: the busiest thread and the ceiling it implies.
+    /// One line: the busiest thread and the ceiling it implies, then the load generator's CPU
+    /// when it was sampled.
     pub fn describe(&self) -> String {
+        let load = match self.load_total() {
+            Some((pct, Some(us))) => {
+                format!("; load generator {pct:.0}% of a core, {us:.2} us per write")
+            }
+            Some((pct, None)) => format!("; load generator {pct:.0}% of a core"),
+            None => String::new(),
+        };
+        self.describe_busiest() + &load
+    }
+
+    fn describe_busiest(&self) -> String {
         match (self.busiest(), self.ceiling_writes_per_s()) {
             (Some(t), Some(ceiling)) => format!(
                 "busiest thread: node {} {:?} (tid {}) {:.0}% of a core, {:.2} us per write: ceiling {:.0} writes/s on one core",
@@ -118,6 +150,16 @@ impl ThreadUsage {
                 );
             }
         }
+        for t in &self.load {
+            let _ = writeln!(
+                md,
+                "| load generator | {} | {} | {:.1} | {} |",
+                t.name,
+                t.tid,
+                t.cpu_pct,
+                t.us_per_write.map_or("-".into(), |u| format!("{u:.2}"))
+            );
+        }
         md
     }
 }
@@ -129,16 +171,29 @@ struct Sample {
     ticks: BTreeMap<(u64, u32), (String, u64)>,
 }
 
-/// Samples the threads of the node processes at the edges of a window.
+/// Samples the threads of the node processes (and of an in-process load generator) at the
+/// edges of a window.
 pub struct ThreadSampler {
     /// (node id, process id).
     processes: Vec<(u64, u32)>,
+    /// Whether this process's load threads are sampled too.
+    load_here: bool,
 }
 
 impl ThreadSampler {
     /// A sampler for these (node id, pid) pairs.
     pub fn new(processes: Vec<(u64, u32)>) -> ThreadSampler {
-        ThreadSampler { processes }
+        ThreadSampler {
+            processes,
+            load_here: false,
+        }
+    }
+
+    /// Samples also the load generator's threads in this process (see
+    /// [`crate::loadgen::ringraft_target::THREAD_NAME`]), when it runs here.
+    pub fn with_load_here(mut self) -> ThreadSampler {
+        self.load_here = true;
+        self
     }
 
     fn sample(&self) -> Sample {
@@ -146,6 +201,13 @@ impl ThreadSampler {
         for &(node, pid) in &self.processes {
             for (tid, name, t) in read_process_threads(pid) {
                 ticks.insert((node, tid), (name, t));
+            }
+        }
+        if self.load_here {
+            for (tid, name, t) in read_process_threads(std::process::id()) {
+                if name.starts_with(crate::loadgen::ringraft_target::THREAD_NAME) {
+                    ticks.insert((LOAD_GENERATOR, tid), (name, t));
+                }
             }
         }
         Sample {
@@ -244,11 +306,12 @@ impl ThreadSeconds {
         merged
     }
 
-    /// Per-thread CPU share and CPU per write at `writes_per_s`, busiest first.
+    /// Per-thread CPU share and CPU per write at `writes_per_s`, busiest first; the load
+    /// generator's threads apart from the nodes'.
     pub fn usage(&self, writes_per_s: f64) -> ThreadUsage {
         let seconds = self.seconds.max(1e-3);
         let writes = writes_per_s * seconds;
-        let mut threads: Vec<ThreadCpu> = self
+        let (mut load, mut threads): (Vec<ThreadCpu>, Vec<ThreadCpu>) = self
             .threads
             .iter()
             .map(|t| ThreadCpu {
@@ -258,9 +321,16 @@ impl ThreadSeconds {
                 cpu_pct: 100.0 * t.cpu_s / seconds,
                 us_per_write: (writes >= 1.0).then(|| t.cpu_s * 1e6 / writes),
             })
-            .collect();
-        threads.sort_by(|a, b| b.cpu_pct.total_cmp(&a.cpu_pct).then(a.tid.cmp(&b.tid)));
-        ThreadUsage { seconds, threads }
+            .partition(|t| t.node == LOAD_GENERATOR);
+        let busiest_first =
+            |a: &ThreadCpu, b: &ThreadCpu| b.cpu_pct.total_cmp(&a.cpu_pct).then(a.tid.cmp(&b.tid));
+        threads.sort_by(busiest_first);
+        load.sort_by(busiest_first);
+        ThreadUsage {
+            seconds,
+            threads,
+            load,
+        }
     }
 }
 
@@ -370,12 +440,14 @@ mod tests {
                 ((1, 10), "raft", 0),
                 ((1, 11), "pool", 0),
                 ((2, 20), "raft", 0),
+                ((LOAD_GENERATOR, 30), "load-1", 0),
             ],
             &[
                 ((1, 10), "raft", (6.0 / tick_s) as u64),
                 ((1, 11), "pool", (1.0 / tick_s) as u64),
                 ((2, 20), "raft", (3.0 / tick_s) as u64),
                 ((2, 21), "new", (5.0 / tick_s) as u64),
+                ((LOAD_GENERATOR, 30), "load-1", (8.0 / tick_s) as u64),
             ],
         );
         // 10 s at 100k writes/s: 1M writes; 6 s of CPU on the busiest thread = 6 us per write.
@@ -400,6 +472,24 @@ mod tests {
             usage.markdown().contains("| 1 | raft | 10 | 60.0 | 6.00 |"),
             "{}",
             usage.markdown()
+        );
+        // The load generator's thread is the busiest of all, yet no node's: it is listed on its
+        // own and never sets the ceiling.
+        let (load_pct, load_us) = usage.load_total().unwrap();
+        assert!((load_pct - 80.0).abs() < 0.5 && (load_us.unwrap() - 8.0).abs() < 0.05);
+        assert!(
+            usage
+                .markdown()
+                .contains("| load generator | load-1 | 30 | 80.0 | 8.00 |"),
+            "{}",
+            usage.markdown()
+        );
+        assert!(
+            usage
+                .describe()
+                .ends_with("load generator 80% of a core, 8.00 us per write"),
+            "{}",
+            usage.describe()
         );
         assert_eq!(w.usage(0.0).ceiling_writes_per_s(), None);
     }

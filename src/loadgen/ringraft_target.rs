@@ -16,6 +16,10 @@ use super::workload::{LoopMode, Op, OpGen, Workload};
 use crate::client::{Client, Error, MemberAddr};
 use crate::wire::{ClientError, Request};
 
+/// The name of the load threads (the kernel shows it with a number added, `load-1`); the bench
+/// harness finds them by it to report their CPU.
+pub const THREAD_NAME: &str = "load";
+
 /// Requests an open-loop connection may have outstanding; beyond it, the schedule's requests
 /// still start late and are measured from their intended time.
 const OPEN_LOOP_INFLIGHT_MAX: usize = 4096;
@@ -40,7 +44,7 @@ pub fn run(
             None => Placement::Unbound,
         };
         let handle = LocalExecutorBuilder::new(placement)
-            .name("load")
+            .name(THREAD_NAME)
             .io_memory(1 << 20)
             .spawn(move || async move {
                 run_thread(members, workload, thread, count, window_start, live).await
