@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use glommio::channels::local_channel::{self, LocalReceiver};
 use node_common::{client, run, stats, wait_for_leader, wait_until, Cluster, Load};
 use ringraft::client::connection::Connection;
 use ringraft::client::{Client, ClientOptions, Error, MemberAddr};
@@ -181,13 +180,13 @@ fn transfer_leader_moves_leadership_to_the_named_node_and_refuses_bad_requests()
 }
 
 /// Sends what a client sends after a `NotLeader` with `handing_over`: a put of `key` marked
-/// `await_leadership`, as session `client_id`'s first write. The answer arrives on the receiver
-/// (keep the connection until then).
+/// `await_leadership`, as session `client_id`'s first write. The task ends with its answer (None:
+/// the connection died first).
 async fn put_awaiting_leadership(
     addr: SocketAddr,
     client_id: u64,
     key: &'static str,
-) -> (Connection, LocalReceiver<ClientResponse>) {
+) -> glommio::Task<Option<ClientResponse>> {
     let connection = Connection::open(addr).await.expect("connect");
     let put = Request::Put {
         key: Bytes::from_static(key.as_bytes()),
@@ -195,9 +194,7 @@ async fn put_awaiting_leadership(
     };
     let mut request = ClientRequest::new(client_id, 1, 1, 0, put);
     request.await_leadership = true;
-    let (answer, answer_rx) = local_channel::new_bounded(1);
-    connection.send(request, answer).await.expect("send");
-    (connection, answer_rx)
+    glommio::spawn_local(async move { connection.send(&request).await.expect("send").await })
 }
 
 #[test]
@@ -218,9 +215,8 @@ fn writes_sent_on_by_a_leader_handing_over_wait_for_the_node_taking_over() {
             let (target_addr, bystander_addr) =
                 (cluster.client_addr(target), cluster.client_addr(bystander));
             // Followers both: each holds its write rather than refusing it.
-            let (_c1, at_target) = put_awaiting_leadership(target_addr, 100 + attempt, "t").await;
-            let (_c2, at_bystander) =
-                put_awaiting_leadership(bystander_addr, 200 + attempt, "b").await;
+            let at_target = put_awaiting_leadership(target_addr, 100 + attempt, "t").await;
+            let at_bystander = put_awaiting_leadership(bystander_addr, 200 + attempt, "b").await;
             for addr in [target_addr, bystander_addr] {
                 wait_until("a write held until leadership", DEADLINE, || async move {
                     stats(addr).await.filter(|s| s.awaiting_leadership == 1)
@@ -231,8 +227,8 @@ fn writes_sent_on_by_a_leader_handing_over_wait_for_the_node_taking_over() {
                 .transfer_leader(target)
                 .await;
             let (target_answer, bystander_answer) = (
-                at_target.recv().await.expect("the target answers"),
-                at_bystander.recv().await.expect("the bystander answers"),
+                at_target.await.expect("the target answers"),
+                at_bystander.await.expect("the bystander answers"),
             );
             if transferred.is_err() && attempt < 3 {
                 continue;

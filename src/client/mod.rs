@@ -14,11 +14,10 @@ use std::cell::RefCell;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::rc::Rc;
-use std::task::{Poll, Waker};
-use std::time::Duration;
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use glommio::channels::local_channel;
 
 use crate::core::{Index, NodeId};
 use crate::limits::SESSION_RESPONSES_MAX;
@@ -85,8 +84,13 @@ pub struct ClientOptions {
     pub members: Vec<MemberAddr>,
     /// This client's session id (non-zero, unique among clients of the cluster).
     pub client_id: u64,
-    /// How long to wait for one attempt's answer.
+    /// How long one attempt may take: reaching the node (connecting, when the client has no
+    /// connection to it), sending, and waiting for its answer.
     pub attempt_timeout: Duration,
+    /// How long one call may take, retries and pauses between them included (and, for a write,
+    /// the wait for a sequence in the session's window); past it the call fails with
+    /// [`Error::TimedOut`]. None: only `attempts_max` bounds it.
+    pub request_timeout: Option<Duration>,
     /// Attempts per request before giving up (leader changes and timeouts each use one).
     pub attempts_max: u32,
     /// The cluster's Raft groups (its nodes' `groups` setting): a request goes to the leader
@@ -95,12 +99,13 @@ pub struct ClientOptions {
 }
 
 impl ClientOptions {
-    /// Defaults: 2 s per attempt, 20 attempts.
+    /// Defaults: 2 s per attempt, 20 attempts, no deadline per call.
     pub fn new(members: Vec<MemberAddr>, client_id: u64) -> ClientOptions {
         ClientOptions {
             members,
             client_id,
             attempt_timeout: Duration::from_secs(2),
+            request_timeout: None,
             attempts_max: 20,
             groups: 1,
         }
@@ -116,6 +121,16 @@ pub enum Error {
     /// No node gave an answer within the attempts allowed.
     #[error("cluster unavailable after {attempts} attempts; last problem: {last}")]
     Unavailable {
+        /// Attempts made.
+        attempts: u32,
+        /// What went wrong last.
+        last: String,
+    },
+    /// The call ran out of its `request_timeout`.
+    #[error("no answer within the request deadline of {} ms ({attempts} attempts); last problem: {last}", .after.as_millis())]
+    TimedOut {
+        /// The deadline it ran out of.
+        after: Duration,
         /// Attempts made.
         attempts: u32,
         /// What went wrong last.
@@ -337,16 +352,23 @@ impl Client {
     /// Like [`Client::call`], to group `group` (the key's group for a request with a key; a
     /// node refuses another).
     pub async fn call_in(&self, group: u32, request: Request) -> Result<Reply, Error> {
+        let deadline = self.deadline();
         if !request.is_write() {
-            return self.call_with_sequence_in(group, request, 0).await;
+            return self.call_until(group, request, 0, deadline).await;
         }
         let sequence = SequenceGuard {
             client: self,
             group,
-            sequence: self.take_sequence(group).await,
+            sequence: self.take_sequence(group, deadline).await?,
         };
-        self.call_with_sequence_in(group, request, sequence.sequence)
+        self.call_until(group, request, sequence.sequence, deadline)
             .await
+    }
+
+    /// When a call starting now must end: (the instant, the timeout it comes from).
+    fn deadline(&self) -> Option<(Instant, Duration)> {
+        let timeout = self.inner.borrow().options.request_timeout?;
+        Some((Instant::now() + timeout, timeout))
     }
 
     /// Like [`Client::call`] with an explicit session sequence number (tests of exactly-once).
@@ -366,7 +388,26 @@ impl Client {
         request: Request,
         sequence: u64,
     ) -> Result<Reply, Error> {
-        let attempts_max = self.inner.borrow().options.attempts_max;
+        self.call_until(group, request, sequence, self.deadline())
+            .await
+    }
+
+    /// The attempts of one call, until `deadline` if there is one.
+    ///
+    /// The deadline is kept by shortening the attempts and pauses near it, not by a timer of
+    /// its own around the call: a timer is a reactor entry made and removed per call, and the
+    /// load generator makes a call per write it measures.
+    async fn call_until(
+        &self,
+        group: u32,
+        request: Request,
+        sequence: u64,
+        deadline: Option<(Instant, Duration)>,
+    ) -> Result<Reply, Error> {
+        let (attempts_max, attempt_timeout) = {
+            let inner = self.inner.borrow();
+            (inner.options.attempts_max, inner.options.attempt_timeout)
+        };
         let mut last = String::from("no attempt made");
         // A hint that names another node is news: the first one is followed at once. Only
         // once per request, so that two nodes naming each other cannot spin.
@@ -375,11 +416,25 @@ impl Client {
         // The member a leader handing over sent us to: asked there, a write carries
         // `await_leadership`, and the member holds it until it leads.
         let mut taking_over: Option<usize> = None;
+        let left = |now: Instant| deadline.map(|(at, _)| at.saturating_duration_since(now));
+        let timed_out = |attempts: u32, last: String| Error::TimedOut {
+            after: deadline.map_or(Duration::ZERO, |(_, after)| after),
+            attempts,
+            last,
+        };
         for attempt in 0..attempts_max {
             if attempt > 0 && !std::mem::take(&mut skip_backoff) {
-                glommio::timer::sleep(retry_backoff(attempt)).await;
+                let pause = retry_backoff(attempt);
+                glommio::timer::sleep(left(Instant::now()).map_or(pause, |l| l.min(pause))).await;
             }
-            let (asked, answer) = self.attempt(group, &request, sequence, taking_over).await;
+            let limit = match left(Instant::now()) {
+                Some(Duration::ZERO) => return Err(timed_out(attempt, last)),
+                Some(l) => l.min(attempt_timeout),
+                None => attempt_timeout,
+            };
+            let (asked, answer) = self
+                .attempt(group, &request, sequence, taking_over, limit)
+                .await;
             match answer {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(ClientError::NotLeader {
@@ -420,7 +475,8 @@ impl Client {
     /// One attempt on whatever node the client is connected to for `group`, without following
     /// hints.
     async fn call_once_in(&self, group: u32, request: Request) -> Result<Reply, Error> {
-        match self.attempt(group, &request, 0, None).await.1 {
+        let limit = self.inner.borrow().options.attempt_timeout;
+        match self.attempt(group, &request, 0, None, limit).await.1 {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(e)) => Err(Error::Server(e)),
             Err(last) => Err(Error::Unavailable { attempts: 1, last }),
@@ -431,21 +487,44 @@ impl Client {
     /// problem).
     ///
     /// `taking_over`: the member a leader said it is handing leadership to; a write asked of
-    /// it is marked to be held there until it leads.
+    /// it is marked to be held there until it leads. `limit`: how long the attempt may take.
     async fn attempt(
         &self,
         group: u32,
         request: &Request,
         sequence: u64,
         taking_over: Option<usize>,
+        limit: Duration,
     ) -> (usize, Result<Result<Reply, ClientError>, String>) {
         let asked = self.group_state(group, |g| g.leader);
         let await_leadership = taking_over == Some(asked) && request.is_write();
-        (
-            asked,
-            self.attempt_at(group, asked, request, sequence, await_leadership)
-                .await,
-        )
+        let addr = self.inner.borrow().options.members[asked].addr;
+        // One timer covers the whole attempt, connecting included: a connect to a host that
+        // drops packets would otherwise wait for the kernel's own timeout. The attempt's future
+        // is made inside the race, not moved into it: every move of a future is a copy of all
+        // of it, and the load generator makes one per write.
+        let attempt = async {
+            Some(
+                self.attempt_at(group, asked, request, sequence, await_leadership)
+                    .await,
+            )
+        };
+        let expiry = async {
+            glommio::timer::Timer::new(limit).await;
+            None
+        };
+        let answer = futures_lite::future::or(attempt, expiry)
+            .await
+            // No answer at all: the node may be stopped or cut off (a node that answers slowly
+            // says Timeout itself), so the caller moves on to another node, whose answer points
+            // back here if this one still leads.
+            .unwrap_or_else(|| {
+                Err(format!(
+                    "no answer from {addr} within {} ms",
+                    limit.as_millis()
+                ))
+            });
+        (asked, answer)
     }
 
     /// Reads group `group`'s state; a group the client does not know is a caller's bug.
@@ -468,37 +547,25 @@ impl Client {
         sequence: u64,
         await_leadership: bool,
     ) -> Result<Result<Reply, ClientError>, String> {
-        let connection = self.connection(group, asked).await?;
-        let (client_id, request_id, timeout) = {
+        let connection = match self.live_connection(group, asked) {
+            Some(live) => live,
+            // Opening one is rare and its future large: boxed, it stays out of every request's.
+            None => Box::pin(self.connection(group, asked)).await?,
+        };
+        let (client_id, request_id) = {
             let mut inner = self.inner.borrow_mut();
             inner.next_request_id += 1;
-            (
-                inner.options.client_id,
-                inner.next_request_id,
-                inner.options.attempt_timeout,
-            )
+            (inner.options.client_id, inner.next_request_id)
         };
         let mut message =
             ClientRequest::new(client_id, sequence, request_id, group, request.clone());
         message.await_leadership = await_leadership;
-        let (tx, rx) = local_channel::new_bounded(1);
-        connection.send(message, tx).await?;
-        match glommio::timer::timeout(timeout, async { Ok(rx.recv().await) }).await {
-            Ok(Some(ClientResponse { result, .. })) => Ok(result),
-            Ok(None) => {
+        let answer = connection.send(&message).await?.await;
+        match answer {
+            Some(ClientResponse { result, .. }) => Ok(result),
+            None => {
                 self.drop_connection(group, &connection);
                 Err(format!("connection to {} lost", connection.addr()))
-            }
-            Err(_) => {
-                // No answer at all: the node may be stopped or cut off (a node that answers
-                // slowly says Timeout itself), so the caller moves on to another node, whose
-                // answer points back here if this one still leads.
-                connection.forget(request_id);
-                Err(format!(
-                    "no answer from {} within {} ms",
-                    connection.addr(),
-                    timeout.as_millis()
-                ))
             }
         }
     }
@@ -634,23 +701,53 @@ impl Client {
     /// The next session sequence, once it is within [`SESSION_RESPONSES_MAX`] of the lowest
     /// unanswered one: the state machine remembers the responses of only that many sequences per
     /// session, and keeping every retry inside that window is what makes it find its first answer
-    /// (see `limits::SESSION_RESPONSES_MAX`). Waits while the window is full.
-    async fn take_sequence(&self, group: u32) -> u64 {
-        std::future::poll_fn(|cx| {
-            let mut all = self.inner.borrow_mut();
-            let inner = &mut all.groups[group as usize];
-            let next = inner.next_sequence;
-            let lowest = inner.unanswered.first().copied().unwrap_or(next);
-            if next - lowest < SESSION_RESPONSES_MAX as u64 {
-                inner.next_sequence += 1;
-                inner.unanswered.insert(next);
-                Poll::Ready(next)
-            } else {
-                inner.window_waiters.push(cx.waker().clone());
-                Poll::Pending
-            }
+    /// (see `limits::SESSION_RESPONSES_MAX`). Waits while the window is full, until `deadline`.
+    async fn take_sequence(
+        &self,
+        group: u32,
+        deadline: Option<(Instant, Duration)>,
+    ) -> Result<u64, Error> {
+        if let Some(sequence) = self.take_sequence_now(group, None) {
+            return Ok(sequence);
+        }
+        // The window is full: rare, so the waiting (and its timer) is boxed, off the future of
+        // every write.
+        Box::pin(async {
+            let take = std::future::poll_fn(|cx| match self.take_sequence_now(group, Some(cx)) {
+                Some(sequence) => Poll::Ready(sequence),
+                None => Poll::Pending,
+            });
+            let Some((at, after)) = deadline else {
+                return Ok(take.await);
+            };
+            let left = at.saturating_duration_since(Instant::now());
+            glommio::timer::timeout(left, async { Ok(take.await) })
+                .await
+                .map_err(|_| Error::TimedOut {
+                    after,
+                    attempts: 0,
+                    last: "the session's window of unanswered writes stayed full".into(),
+                })
         })
         .await
+    }
+
+    /// The next session sequence if the window has room; else None, and the task of `cx` is
+    /// woken when a sequence is answered.
+    fn take_sequence_now(&self, group: u32, cx: Option<&mut Context<'_>>) -> Option<u64> {
+        let mut all = self.inner.borrow_mut();
+        let inner = &mut all.groups[group as usize];
+        let next = inner.next_sequence;
+        let lowest = inner.unanswered.first().copied().unwrap_or(next);
+        if next - lowest < SESSION_RESPONSES_MAX as u64 {
+            inner.next_sequence += 1;
+            inner.unanswered.insert(next);
+            return Some(next);
+        }
+        if let Some(cx) = cx {
+            inner.window_waiters.push(cx.waker().clone());
+        }
+        None
     }
 
     fn answered(&self, group: u32, sequence: u64) {
@@ -726,4 +823,46 @@ fn unexpected(reply: Reply) -> Error {
     Error::Server(ClientError::Internal {
         message: format!("unexpected reply {reply:?}"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Read;
+    use std::net::TcpListener;
+
+    use super::*;
+
+    #[test]
+    fn a_call_ends_at_its_deadline_even_mid_attempt() {
+        // A node that takes requests and never answers: only the deadline can end the call.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let silent = std::thread::spawn(move || {
+            let (mut socket, _) = listener.accept().unwrap();
+            let mut buf = [0u8; 4096];
+            while socket.read(&mut buf).is_ok_and(|n| n > 0) {}
+        });
+        let result = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
+            .spawn(move || async move {
+                let mut options = ClientOptions::new(vec![addr.into()], 9);
+                // Attempts far longer than the deadline: the first one must be cut short.
+                options.attempt_timeout = Duration::from_secs(600);
+                options.request_timeout = Some(Duration::from_millis(200));
+                let client = Client::new(options);
+                client.put("k", "v").await
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        silent.join().unwrap();
+        match result {
+            Err(Error::TimedOut {
+                after, attempts, ..
+            }) => {
+                assert_eq!(after, Duration::from_millis(200));
+                assert_eq!(attempts, 1);
+            }
+            other => panic!("expected the deadline to end the call, got {other:?}"),
+        }
+    }
 }

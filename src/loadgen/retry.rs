@@ -42,6 +42,7 @@ impl RetryPolicy {
         let mut options = ClientOptions::new(members, client_id);
         options.attempts_max = self.attempts_max;
         options.attempt_timeout = self.attempt_timeout;
+        options.request_timeout = Some(self.request_timeout);
         options
     }
 

@@ -203,25 +203,9 @@ fn record(
     recorder.record(kind, start, Instant::now(), result);
 }
 
-/// One request under the policy's deadline; running out of it is a `timeout` failure.
+/// One request under the policy (the client keeps its deadline, see
+/// [`RetryPolicy::client_options`]); running out of it is a `timeout` failure.
 async fn execute(client: &Client, op: Op, workload: &Workload) -> (OpKind, Result<(), String>) {
-    let kind = match op {
-        Op::Write { .. } => OpKind::Write,
-        Op::Read { .. } => OpKind::Read,
-    };
-    let deadline = RetryPolicy::default().request_timeout;
-    let attempt = async { Ok(execute_retried(client, op, workload).await) };
-    match glommio::timer::timeout(deadline, attempt).await {
-        Ok(done) => done,
-        Err(_) => (kind, Err("timeout".into())),
-    }
-}
-
-async fn execute_retried(
-    client: &Client,
-    op: Op,
-    workload: &Workload,
-) -> (OpKind, Result<(), String>) {
     match op {
         Op::Write { key, value } => (
             OpKind::Write,
@@ -244,6 +228,7 @@ async fn execute_retried(
 pub fn error_kind(e: Error) -> String {
     match e {
         Error::Unavailable { .. } => "unavailable".into(),
+        Error::TimedOut { .. } => "timeout".into(),
         Error::Server(ClientError::NotLeader { .. }) => "not_leader".into(),
         Error::Server(ClientError::Timeout) => "timeout".into(),
         Error::Server(ClientError::Backpressure) => "backpressure".into(),
