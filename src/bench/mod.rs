@@ -433,7 +433,7 @@ fn run_ringraft_as(
         let window_end = window_start + workload.duration;
         let sampler = usage::Sampler::new(data_root).during(window_start, window_end);
         let thread_sampler = threads::ThreadSampler::new(cluster.pids())
-            .with_load_here()
+            .with_load_here(ringraft_target::THREAD_NAME)
             .during(window_start, window_end);
         let scraper = scrape::during(cluster.metrics_addrs.clone(), window_start, window_end);
         let (recorder, conducted) = std::thread::scope(|scope| {
@@ -519,6 +519,11 @@ fn run_etcd(
         let window_start = std::time::Instant::now() + workload.warmup;
         let sampler =
             usage::Sampler::new(data_root).during(window_start, window_start + workload.duration);
+        // Only the load generator's threads: etcd's are Go runtime threads that take goroutines
+        // in turn, so no one of them stands for a piece of work as a ringraft thread does.
+        let thread_sampler = threads::ThreadSampler::new(Vec::new())
+            .with_load_here(etcd_target::THREAD_NAME_PREFIX)
+            .during(window_start, window_start + workload.duration);
         let addrs = endpoints.clone();
         failure::check_reachable("etcd", &addrs)?;
         let printer = progress::Printer::start(
@@ -537,11 +542,16 @@ fn run_etcd(
         if let Err(e) = failure::check_any_success("etcd", &addrs, &recorder) {
             eprintln!("ringraft bench: {e}");
         }
+        let report = LoadReport::new("etcd", &workload, &recorder);
+        let threads = thread_sampler
+            .join()
+            .ok()
+            .map(|window| window.usage(report.writes_per_s));
         reports.push(TargetRun {
-            report: LoadReport::new("etcd", &workload, &recorder),
+            report,
             cluster: None,
             usage: join_usage(sampler),
-            threads: None,
+            threads,
             node_view: None,
         });
     }

@@ -90,12 +90,15 @@ impl ThreadUsage {
     pub fn describe(&self) -> String {
         let load = match self.load_total() {
             Some((pct, Some(us))) => {
-                format!("; load generator {pct:.0}% of a core, {us:.2} us per write")
+                format!("load generator {pct:.0}% of a core, {us:.2} us per write")
             }
-            Some((pct, None)) => format!("; load generator {pct:.0}% of a core"),
-            None => String::new(),
+            Some((pct, None)) => format!("load generator {pct:.0}% of a core"),
+            None => return self.describe_busiest(),
         };
-        self.describe_busiest() + &load
+        if self.threads.is_empty() {
+            return load;
+        }
+        format!("{}; {load}", self.describe_busiest())
     }
 
     fn describe_busiest(&self) -> String {
@@ -176,8 +179,8 @@ struct Sample {
 pub struct ThreadSampler {
     /// (node id, process id).
     processes: Vec<(u64, u32)>,
-    /// Whether this process's load threads are sampled too.
-    load_here: bool,
+    /// The name prefix of this process's load threads, when they are sampled too.
+    load_here: Option<&'static str>,
 }
 
 impl ThreadSampler {
@@ -185,14 +188,14 @@ impl ThreadSampler {
     pub fn new(processes: Vec<(u64, u32)>) -> ThreadSampler {
         ThreadSampler {
             processes,
-            load_here: false,
+            load_here: None,
         }
     }
 
-    /// Samples also the load generator's threads in this process (see
-    /// [`crate::loadgen::ringraft_target::THREAD_NAME`]), when it runs here.
-    pub fn with_load_here(mut self) -> ThreadSampler {
-        self.load_here = true;
+    /// Samples also the load generator's threads in this process: those whose names start
+    /// with `prefix` (each load target names its threads).
+    pub fn with_load_here(mut self, prefix: &'static str) -> ThreadSampler {
+        self.load_here = Some(prefix);
         self
     }
 
@@ -203,9 +206,9 @@ impl ThreadSampler {
                 ticks.insert((node, tid), (name, t));
             }
         }
-        if self.load_here {
+        if let Some(prefix) = self.load_here {
             for (tid, name, t) in read_process_threads(std::process::id()) {
-                if name.starts_with(crate::loadgen::ringraft_target::THREAD_NAME) {
+                if name.starts_with(prefix) {
                     ticks.insert((LOAD_GENERATOR, tid), (name, t));
                 }
             }
@@ -492,5 +495,16 @@ mod tests {
             usage.describe()
         );
         assert_eq!(w.usage(0.0).ceiling_writes_per_s(), None);
+        // Only a load generator sampled (the etcd target): no node line, no ceiling.
+        let alone = window(
+            &[((LOAD_GENERATOR, 30), "etcd-load-0", 0)],
+            &[((LOAD_GENERATOR, 30), "etcd-load-0", (3.0 / tick_s) as u64)],
+        )
+        .usage(100_000.0);
+        assert_eq!(alone.busiest(), None);
+        assert_eq!(
+            alone.describe(),
+            "load generator 30% of a core, 3.00 us per write"
+        );
     }
 }

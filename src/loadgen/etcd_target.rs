@@ -38,6 +38,10 @@ use super::retry::RetryPolicy;
 use super::workload::{LoopMode, Op, OpGen, Workload};
 use crate::client::retry_backoff;
 
+/// The name of the load threads, before their number; the bench harness finds them by it to
+/// report their CPU.
+pub const THREAD_NAME_PREFIX: &str = "etcd-load-";
+
 /// Requests an open-loop connection may have outstanding (same bound as the ringraft target);
 /// beyond it, scheduled requests start late and are still measured from their intended time.
 const OPEN_LOOP_INFLIGHT_MAX: usize = 4096;
@@ -64,7 +68,7 @@ pub fn run(
         let (endpoints, workload) = (endpoints.clone(), workload.clone());
         let pinning = load_threads.clone();
         let handle = std::thread::Builder::new()
-            .name(format!("etcd-load-{thread}"))
+            .name(format!("{THREAD_NAME_PREFIX}{thread}"))
             .spawn(move || {
                 pinning.pin_current(thread)?;
                 run_thread(endpoints, workload, thread, threads, window_start)
