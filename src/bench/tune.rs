@@ -101,6 +101,15 @@ impl TunePoint {
             .and_then(|t| t.us_per_write)
             .map_or("-".to_string(), |us| format!("{us:.2}"))
     }
+
+    /// The load generator's CPU per write, microseconds ("-" when not sampled).
+    fn load_cell(&self) -> String {
+        self.threads
+            .as_ref()
+            .and_then(|t| t.load_total())
+            .and_then(|(_, us)| us)
+            .map_or("-".to_string(), |us| format!("{us:.2}"))
+    }
 }
 
 /// The result of a tune run.
@@ -353,7 +362,7 @@ impl TuneReport {
         }
         let _ = writeln!(
             t,
-            "{:>10}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>6}  {:>5}  {:>8}  {:>6}  {:>12}  {:>12}  best",
+            "{:>10}  {:>9}  {:>9}  {:>9}  {:>9}  {:>9}  {:>6}  {:>5}  {:>8}  {:>6}  {:>12}  {:>12}  {:>13}  best",
             "writes/s",
             "p50 ms",
             "p99 ms",
@@ -365,7 +374,8 @@ impl TuneReport {
             "iowait %",
             "disk %",
             "cpu us/write",
-            "top us/write"
+            "top us/write",
+            "load us/write"
         );
         for (i, p) in self.points.iter().enumerate() {
             for ((_, v), w) in p.settings.iter().zip(&widths) {
@@ -380,9 +390,10 @@ impl TuneReport {
             };
             let [cpu, iowait, disk, per_write] = p.usage_cells();
             let top = p.busiest_thread_cell();
+            let load = p.load_cell();
             let _ = writeln!(
                 t,
-                "{:>10.0}  {:>9.2}  {:>9.2}  {:>9.2}  {:>9}  {:>9}  {:>6}  {cpu:>5}  {iowait:>8}  {disk:>6}  {per_write:>12}  {top:>12}  {mark}",
+                "{:>10.0}  {:>9.2}  {:>9.2}  {:>9.2}  {:>9}  {:>9}  {:>6}  {cpu:>5}  {iowait:>8}  {disk:>6}  {per_write:>12}  {top:>12}  {load:>13}  {mark}",
                 p.writes_per_s, p.p50_ms, p.p99_ms, p.p999_ms, p.elections, p.campaigns, p.errors
             );
         }
@@ -445,7 +456,7 @@ impl TuneReport {
         );
         let _ = writeln!(
             md,
-            "\n`top us/write`: CPU per write of the busiest node thread; 1 core divided by it is the most that thread allows on any number of cores.\n\n## CPU per thread of the nodes, per point\n"
+            "\n`top us/write`: CPU per write of the busiest node thread; 1 core divided by it is the most that thread allows on any number of cores. `load us/write`: the load generator's, which shares the machine with the nodes.\n\n## CPU per thread of the nodes, per point\n"
         );
         for p in &self.points {
             if let Some(threads) = &p.threads {
