@@ -547,6 +547,8 @@ impl World {
             reads_failed,
             snapshot_wanted,
             compact_upto,
+            // What the log let go of is freed here; the transcripts show `compact_upto`.
+            released: _,
         } = output;
         // Chunks are read from the durable snapshot (the core's latest once its write is
         // done); one of a snapshot not yet durable is not sent, and the core resends it.

@@ -21,7 +21,7 @@ mod types;
 
 pub use config::{Config, ConfigError};
 pub use message::{Envelope, Message};
-pub use output::{Output, ProposeError, ReadError, ReadState, SoftState};
+pub use output::{Output, ProposeError, ReadError, ReadState, Released, SoftState};
 pub use quorum::{ConfChange, ConfChangeError, Membership, VoteResult, MEMBER_CONTEXT_BYTES_MAX};
 pub use raft::RawNode;
 pub use raft_log::RaftLog;

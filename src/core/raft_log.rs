@@ -257,34 +257,108 @@ impl RaftLog {
     }
 
     /// Discards entries through `index`, now covered by a snapshot taken at `index`, where
-    /// `membership` was the configuration in force.
-    pub fn compact(&mut self, index: Index, membership: Membership) {
+    /// `membership` was the configuration in force; returns them, for the driver to free (see
+    /// [`super::output::Released`]).
+    ///
+    /// Takes time in the smaller of the two parts: with the usual snapshot thresholds the prefix
+    /// is hundreds of thousands of entries and the part kept a few thousand, so the kept part
+    /// moves to a new queue and the old one, prefix and all, is handed back whole.
+    pub fn compact(&mut self, index: Index, membership: Membership) -> VecDeque<Entry> {
         assert!(
             index <= self.applied_index,
             "compact({index}) beyond applied {}",
             self.applied_index
         );
         if index <= self.snapshot.last_included_index {
-            return;
+            return VecDeque::new();
         }
         let term = self.term_at(index).expect("compact index is held");
         let drop = (index - self.snapshot.last_included_index) as usize;
-        self.entries.drain(..drop);
+        let released = if drop > self.entries.len() - drop {
+            let kept = self.entries.split_off(drop);
+            std::mem::replace(&mut self.entries, kept)
+        } else {
+            self.entries.drain(..drop).collect()
+        };
         self.snapshot = SnapshotMeta {
             last_included_index: index,
             last_included_term: term,
             membership,
         };
+        released
     }
 
     /// Replaces the whole log with a snapshot received from the leader (paper Figure 13 step 7).
-    pub fn restore(&mut self, meta: SnapshotMeta) {
-        self.entries.clear();
+    /// Returns the entries it replaced, for the driver to free.
+    pub fn restore(&mut self, meta: SnapshotMeta) -> VecDeque<Entry> {
+        let released = std::mem::take(&mut self.entries);
         let index = meta.last_included_index;
         self.snapshot = meta;
         self.commit_index = index;
         self.applied_index = index;
         self.persisted_index = index;
         self.unwritten_from = None;
+        released
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::core::EntryKind;
+
+    /// A log of entries 1..=n in term 1, all committed and applied.
+    fn applied_log(n: u64) -> RaftLog {
+        let entries = (1..=n)
+            .map(|index| Entry {
+                term: 1,
+                index,
+                kind: EntryKind::Normal,
+                data: bytes::Bytes::from(index.to_le_bytes().to_vec()),
+                record: None,
+            })
+            .collect();
+        let mut log = RaftLog::restored(SnapshotMeta::default(), entries);
+        log.commit_to(n);
+        assert_eq!(log.take_committed(usize::MAX).len() as u64, n);
+        log
+    }
+
+    fn indexes(entries: impl IntoIterator<Item = Entry>) -> Vec<Index> {
+        entries.into_iter().map(|e| e.index).collect()
+    }
+
+    #[test]
+    fn compaction_hands_back_exactly_the_entries_it_drops() {
+        // Most of the log dropped (the kept part moves), and a little of it (the prefix moves).
+        for (n, upto) in [(100, 90), (100, 10), (100, 100), (100, 50)] {
+            let mut log = applied_log(n);
+            let released = log.compact(upto, Membership::default());
+            assert_eq!(
+                indexes(released),
+                (1..=upto).collect::<Vec<_>>(),
+                "{upto} of {n}"
+            );
+            assert_eq!((log.first_index(), log.last_index()), (upto + 1, n));
+            assert_eq!(
+                log.entry(upto + 1).map(|e| e.index),
+                (upto < n).then_some(upto + 1)
+            );
+            assert_eq!(log.snapshot_meta().last_included_index, upto);
+            // Compacting again at or below the snapshot lets nothing go.
+            assert!(log.compact(upto, Membership::default()).is_empty());
+        }
+    }
+
+    #[test]
+    fn a_restored_snapshot_hands_back_the_whole_log() {
+        let mut log = applied_log(20);
+        let released = log.restore(SnapshotMeta {
+            last_included_index: 50,
+            last_included_term: 2,
+            membership: Membership::default(),
+        });
+        assert_eq!(indexes(released), (1..=20).collect::<Vec<_>>());
+        assert_eq!(log.last_index(), 50);
     }
 }

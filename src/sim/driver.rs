@@ -210,6 +210,8 @@ impl Simulation {
             reads_failed,
             snapshot_wanted,
             compact_upto,
+            // Freed here at once: simulated time does not run while the driver works.
+            released: _,
         } = output;
         if let Some(soft) = soft_state {
             self.trace_line(format_args!(

@@ -31,7 +31,8 @@ impl RawNode {
         let membership = self.membership_at(index);
         let mut snapshot = snapshot;
         snapshot.meta.membership = membership.clone();
-        self.log.compact(index, membership);
+        let released = self.log.compact(index, membership);
+        self.out.released.add(released);
         self.conf_entries.retain(|(i, _, _)| *i > index);
         self.applied_bytes_since_snapshot = 0;
         self.snapshot = Some(SnapshotInfo::of(&snapshot));
@@ -137,7 +138,8 @@ impl RawNode {
             meta.membership = self.membership.clone();
         }
         let index = meta.last_included_index;
-        self.log.restore(meta);
+        let released = self.log.restore(meta);
+        self.out.released.add(released);
         self.conf_entries.clear();
         self.membership_changed();
         self.maybe_end_recovery(index);
