@@ -21,7 +21,8 @@ use super::types::{Entry, HardState, Index, NodeId, Role, Snapshot, Term};
 /// 4. restore the state machine from `snapshot` if there is one, then apply
 ///    `committed_entries` in order, then serve `read_states` once applied reaches their index;
 /// 5. when `snapshot_wanted` is set, take a snapshot of the state machine at the applied index
-///    and hand it to [`super::RawNode::snapshot_taken`].
+///    and hand it to [`super::RawNode::snapshot_taken`];
+/// 6. free the entries in `released` whenever it suits (the core holds them no more).
 #[derive(Debug, Default)]
 pub struct Output {
     /// Role, leader or term changed since the last output.
