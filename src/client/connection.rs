@@ -297,7 +297,7 @@ async fn read_loop(mut reader: ReadHalf<TcpStream>, waiters: Waiters, alive: Rc<
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::io::{Read, Write};
     use std::net::TcpListener;
 
@@ -407,16 +407,22 @@ mod tests {
         );
     }
 
-    #[test]
-    fn callers_learn_that_the_connection_died() {
+    /// A node stand-in that reads requests and never answers: it closes the connection after
+    /// its first read if `hang_up`, else when the client closes it.
+    pub(crate) fn mute_node(hang_up: bool) -> (SocketAddr, std::thread::JoinHandle<()>) {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let server = std::thread::spawn(move || {
             let (mut socket, _) = listener.accept().unwrap();
-            // Read the request, then close without answering.
             let mut buf = [0u8; 4096];
-            let _ = socket.read(&mut buf).unwrap();
+            while socket.read(&mut buf).is_ok_and(|n| n > 0) && !hang_up {}
         });
+        (addr, server)
+    }
+
+    #[test]
+    fn callers_learn_that_the_connection_died() {
+        let (addr, server) = mute_node(true);
         let (answer, alive) = on_glommio(move || {
             Box::pin(async move {
                 let connection = Connection::open(addr).await.unwrap();

@@ -827,21 +827,12 @@ fn unexpected(reply: Reply) -> Error {
 
 #[cfg(test)]
 mod tests {
-    use std::io::Read;
-    use std::net::TcpListener;
-
     use super::*;
 
     #[test]
     fn a_call_ends_at_its_deadline_even_mid_attempt() {
         // A node that takes requests and never answers: only the deadline can end the call.
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let silent = std::thread::spawn(move || {
-            let (mut socket, _) = listener.accept().unwrap();
-            let mut buf = [0u8; 4096];
-            while socket.read(&mut buf).is_ok_and(|n| n > 0) {}
-        });
+        let (addr, silent) = connection::tests::mute_node(false);
         let result = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
             .spawn(move || async move {
                 let mut options = ClientOptions::new(vec![addr.into()], 9);
