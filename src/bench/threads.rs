@@ -129,18 +129,20 @@ impl ThreadUsage {
             "| node | thread | tid | CPU % of a core | us per write |"
         );
         let _ = writeln!(md, "|---:|---|---:|---:|---:|");
+        let row = |md: &mut String, owner: &dyn std::fmt::Display, t: &ThreadCpu| {
+            let _ = writeln!(
+                md,
+                "| {owner} | {} | {} | {:.1} | {} |",
+                t.name,
+                t.tid,
+                t.cpu_pct,
+                t.us_per_write.map_or("-".into(), |u| format!("{u:.2}"))
+            );
+        };
         for (node, _) in self.per_node_pct() {
             let mine: Vec<&ThreadCpu> = self.threads.iter().filter(|t| t.node == node).collect();
             for t in mine.iter().take(THREADS_SHOWN_MAX) {
-                let _ = writeln!(
-                    md,
-                    "| {} | {} | {} | {:.1} | {} |",
-                    node,
-                    t.name,
-                    t.tid,
-                    t.cpu_pct,
-                    t.us_per_write.map_or("-".into(), |u| format!("{u:.2}"))
-                );
+                row(&mut md, &node, t);
             }
             let rest = &mine[mine.len().min(THREADS_SHOWN_MAX)..];
             if !rest.is_empty() {
@@ -154,14 +156,7 @@ impl ThreadUsage {
             }
         }
         for t in &self.load {
-            let _ = writeln!(
-                md,
-                "| load generator | {} | {} | {:.1} | {} |",
-                t.name,
-                t.tid,
-                t.cpu_pct,
-                t.us_per_write.map_or("-".into(), |u| format!("{u:.2}"))
-            );
+            row(&mut md, &"load generator", t);
         }
         md
     }

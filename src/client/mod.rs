@@ -365,10 +365,24 @@ impl Client {
             .await
     }
 
-    /// When a call starting now must end: (the instant, the timeout it comes from).
-    fn deadline(&self) -> Option<(Instant, Duration)> {
+    /// When a call starting now must end.
+    fn deadline(&self) -> Option<Instant> {
         let timeout = self.inner.borrow().options.request_timeout?;
-        Some((Instant::now() + timeout, timeout))
+        Some(Instant::now() + timeout)
+    }
+
+    /// A call ran out of its `request_timeout`.
+    fn timed_out(&self, attempts: u32, last: String) -> Error {
+        Error::TimedOut {
+            after: self
+                .inner
+                .borrow()
+                .options
+                .request_timeout
+                .unwrap_or_default(),
+            attempts,
+            last,
+        }
     }
 
     /// Like [`Client::call`] with an explicit session sequence number (tests of exactly-once).
@@ -402,7 +416,7 @@ impl Client {
         group: u32,
         request: Request,
         sequence: u64,
-        deadline: Option<(Instant, Duration)>,
+        deadline: Option<Instant>,
     ) -> Result<Reply, Error> {
         let (attempts_max, attempt_timeout) = {
             let inner = self.inner.borrow();
@@ -416,19 +430,14 @@ impl Client {
         // The member a leader handing over sent us to: asked there, a write carries
         // `await_leadership`, and the member holds it until it leads.
         let mut taking_over: Option<usize> = None;
-        let left = |now: Instant| deadline.map(|(at, _)| at.saturating_duration_since(now));
-        let timed_out = |attempts: u32, last: String| Error::TimedOut {
-            after: deadline.map_or(Duration::ZERO, |(_, after)| after),
-            attempts,
-            last,
-        };
+        let left = |now: Instant| deadline.map(|at| at.saturating_duration_since(now));
         for attempt in 0..attempts_max {
             if attempt > 0 && !std::mem::take(&mut skip_backoff) {
                 let pause = retry_backoff(attempt);
                 glommio::timer::sleep(left(Instant::now()).map_or(pause, |l| l.min(pause))).await;
             }
             let limit = match left(Instant::now()) {
-                Some(Duration::ZERO) => return Err(timed_out(attempt, last)),
+                Some(Duration::ZERO) => return Err(self.timed_out(attempt, last)),
                 Some(l) => l.min(attempt_timeout),
                 None => attempt_timeout,
             };
@@ -547,11 +556,7 @@ impl Client {
         sequence: u64,
         await_leadership: bool,
     ) -> Result<Result<Reply, ClientError>, String> {
-        let connection = match self.live_connection(group, asked) {
-            Some(live) => live,
-            // Opening one is rare and its future large: boxed, it stays out of every request's.
-            None => Box::pin(self.connection(group, asked)).await?,
-        };
+        let connection = self.connection(group, asked).await?;
         let (client_id, request_id) = {
             let mut inner = self.inner.borrow_mut();
             inner.next_request_id += 1;
@@ -573,9 +578,15 @@ impl Client {
     /// A connection to member `asked`: the client's own if it still points there, else a new
     /// one (kept as the client's only if no other request moved the client meanwhile).
     async fn connection(&self, group: u32, asked: usize) -> Result<Rc<Connection>, String> {
-        if let Some(live) = self.live_connection(group, asked) {
-            return Ok(live);
+        match self.live_connection(group, asked) {
+            Some(live) => Ok(live),
+            // Opening one is rare and its future large: boxed, it stays out of every request's.
+            None => Box::pin(self.open_connection(group, asked)).await,
         }
+    }
+
+    /// Opens a connection to member `asked`, one at a time per member.
+    async fn open_connection(&self, group: u32, asked: usize) -> Result<Rc<Connection>, String> {
         let semaphore = self.inner.borrow().connecting[asked].clone();
         let _opening = semaphore
             .acquire_permit(1)
@@ -702,11 +713,7 @@ impl Client {
     /// unanswered one: the state machine remembers the responses of only that many sequences per
     /// session, and keeping every retry inside that window is what makes it find its first answer
     /// (see `limits::SESSION_RESPONSES_MAX`). Waits while the window is full, until `deadline`.
-    async fn take_sequence(
-        &self,
-        group: u32,
-        deadline: Option<(Instant, Duration)>,
-    ) -> Result<u64, Error> {
+    async fn take_sequence(&self, group: u32, deadline: Option<Instant>) -> Result<u64, Error> {
         if let Some(sequence) = self.take_sequence_now(group, None) {
             return Ok(sequence);
         }
@@ -717,16 +724,17 @@ impl Client {
                 Some(sequence) => Poll::Ready(sequence),
                 None => Poll::Pending,
             });
-            let Some((at, after)) = deadline else {
+            let Some(at) = deadline else {
                 return Ok(take.await);
             };
             let left = at.saturating_duration_since(Instant::now());
             glommio::timer::timeout(left, async { Ok(take.await) })
                 .await
-                .map_err(|_| Error::TimedOut {
-                    after,
-                    attempts: 0,
-                    last: "the session's window of unanswered writes stayed full".into(),
+                .map_err(|_| {
+                    self.timed_out(
+                        0,
+                        "the session's window of unanswered writes stayed full".into(),
+                    )
                 })
         })
         .await
